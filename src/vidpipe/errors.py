@@ -1,0 +1,104 @@
+"""The one error tree of vidpipe.
+
+    VidpipeError                         exit 1   base; never raised itself
+    ├── UsageError (ValueError)          exit 2   bad option, flag or value given by the user
+    ├── InputError                       exit 3   the input cannot be used
+    │   ├── InputNotFoundError (FileNotFoundError)
+    │   ├── EmptyInputError (ValueError)          zero-byte file
+    │   ├── NotMediaError (ValueError)            not a container FFmpeg can open (text, junk)
+    │   ├── TruncatedInputError (ValueError)      container opens but is cut (moov missing, …)
+    │   ├── NoVideoStreamError (ValueError)
+    │   ├── UnsupportedFormatError (ValueError)   pixel format / codec we cannot decode
+    │   └── CorruptInputError (ValueError)        damaged packets mid-stream (--on-corrupt fail)
+    ├── OutputError                      exit 4   cannot write/encode the output
+    │   └── EncoderUnavailableError
+    ├── DeviceError (RuntimeError)       exit 5   asked-for device missing or unusable
+    │   └── DeviceOutOfMemoryError                OOM that the scheduler's policy could not absorb
+    ├── ModelError                       exit 6   model missing, unsafe or wrong (weights, hashes)
+    ├── StorageError                     exit 7   upload / download (RetryableStorageError may be retried)
+    │   └── RetryableStorageError
+    ├── StageError                       exit 8   a stage failed while processing frames
+    └── Interrupted                      exit 130 SIGINT/SIGTERM; partial output removed
+
+`retryable` tells job runners whether repeating the same call can succeed. Messages say what was wrong and,
+where there is a choice, the valid values: the CLI prints `error: <message>` and exits with `exit_code`.
+"""
+
+from __future__ import annotations
+
+
+class VidpipeError(Exception):
+    exit_code: int = 1
+    retryable: bool = False
+
+
+class UsageError(VidpipeError, ValueError):
+    exit_code = 2
+
+
+class InputError(VidpipeError):
+    exit_code = 3
+
+
+class InputNotFoundError(InputError, FileNotFoundError):
+    pass
+
+
+class EmptyInputError(InputError, ValueError):
+    pass
+
+
+class NotMediaError(InputError, ValueError):
+    pass
+
+
+class TruncatedInputError(InputError, ValueError):
+    pass
+
+
+class NoVideoStreamError(InputError, ValueError):
+    pass
+
+
+class UnsupportedFormatError(InputError, ValueError):
+    pass
+
+
+class CorruptInputError(InputError, ValueError):
+    pass
+
+
+class OutputError(VidpipeError):
+    exit_code = 4
+
+
+class EncoderUnavailableError(OutputError):
+    pass
+
+
+class DeviceError(VidpipeError, RuntimeError):
+    exit_code = 5
+
+
+class DeviceOutOfMemoryError(DeviceError):
+    pass
+
+
+class ModelError(VidpipeError):
+    exit_code = 6
+
+
+class StorageError(VidpipeError):
+    exit_code = 7
+
+
+class RetryableStorageError(StorageError):
+    retryable = True
+
+
+class StageError(VidpipeError):
+    exit_code = 8
+
+
+class Interrupted(VidpipeError):
+    exit_code = 130

