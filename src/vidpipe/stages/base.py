@@ -37,6 +37,9 @@ class StreamSpec:
     nominal_rate: Fraction | None = None
     #: exact or estimated frame count expected at this point, if known
     frames: int | None = None
+    #: (width, height) the writer crops frames back to (set by `pad` with crop_back; size-changing stages scale
+    #: it with the frame)
+    crop_to: tuple[int, int] | None = None
 
     def but(self, **changes: Any) -> StreamSpec:
         return replace(self, **changes)

@@ -1,0 +1,204 @@
+"""The `vidpipe` command: a thin layer that turns options into typed settings and calls the library.
+
+A user error prints one line `error: …` and exits with the code of its class in `vidpipe.errors`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+
+from ..errors import UsageError, VidpipeError
+from ..media.encoders import PRESETS, EncoderOptions
+from ..media.reader import ReaderOptions
+from ..media.writer import WriterOptions
+from ..runtime.pipeline import RunOptions, run
+from ..stages.base import Stage
+from ..stages.pad import Pad
+from ..stages.resize import METHODS, Resize, parse_size
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Run AI models over video: streaming, exact timestamps, every stream kept.",
+)
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (results go to docs/benchmarks.md).")
+app.add_typer(bench_app, name="bench")
+
+err = Console(stderr=True)
+log = logging.getLogger("vidpipe")
+
+
+def _setup_logging(quiet: bool, verbose: bool) -> None:
+    level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
+    handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
+    root = logging.getLogger("vidpipe")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def _choice(value: str, valid: tuple[str, ...], what: str) -> str:
+    if value not in valid:
+        raise UsageError(f"invalid {what} {value!r}; valid: {', '.join(valid)}")
+    return value
+
+
+@app.command("run")
+def run_cmd(
+    input: Annotated[Path, typer.Argument(help="input video file")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="output file (.mp4 .mkv .mov .webm …)")],
+    resize: Annotated[str | None, typer.Option(help="resize to WxH (one side may be -1)")] = None,
+    resize_method: Annotated[str, typer.Option(help="bicubic | bilinear | area")] = "bicubic",
+    pad: Annotated[int | None, typer.Option(help="pad frames to a multiple of N (cropped back on output)")] = None,
+    encoder: Annotated[str, typer.Option(help="auto | " + " | ".join(PRESETS[1:]))] = "auto",
+    crf: Annotated[int | None, typer.Option(help="quality for crf encoders (lower is better)")] = None,
+    speed: Annotated[str | None, typer.Option(help="encoder speed preset (x264/x265 names, SVT-AV1 0-13)")] = None,
+    bit_depth: Annotated[int | None, typer.Option(help="force output bit depth: 8 or 10")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    batch_size: Annotated[int, typer.Option(min=1, help="frames per batch")] = 8,
+    hwaccel: Annotated[str, typer.Option(help="none | auto | cuda (NVDEC decode)")] = "none",
+    on_corrupt: Annotated[str, typer.Option(help="fail | skip damaged frames (counted in the manifest)")] = "fail",
+    copy_streams: Annotated[bool, typer.Option(help="copy audio/subtitles/attachments/chapters")] = True,
+    progress: Annotated[str, typer.Option(help="bar | json | none")] = "bar",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, warnings only")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+) -> None:
+    """Decode INPUT, run the chosen stages, encode to OUTPUT with every other stream copied."""
+    _setup_logging(quiet, verbose)
+    stages: list[Stage] = []
+    if pad is not None:
+        stages.append(Pad(pad))
+    if resize is not None:
+        w, h = parse_size(resize)
+        stages.append(Resize(w, h, _choice(resize_method, METHODS, "resize method")))  # type: ignore[arg-type]
+    opts = RunOptions(
+        device=device,
+        reader=ReaderOptions(
+            batch_size=batch_size,
+            hwaccel=_choice(hwaccel, ("none", "auto", "cuda"), "hwaccel"),
+            on_corrupt=_choice(on_corrupt, ("fail", "skip"), "--on-corrupt value"),
+        ),  # type: ignore[arg-type]
+        writer=WriterOptions(
+            encoder=EncoderOptions(
+                encoder=_choice(encoder, PRESETS, "encoder"),  # type: ignore[arg-type]
+                crf=crf,
+                speed=speed,
+                bit_depth=bit_depth,
+            ),
+            copy_streams=copy_streams,
+        ),
+        progress="none" if quiet else _choice(progress, ("bar", "json", "none"), "progress mode"),  # type: ignore[arg-type]
+    )
+    result = run(input, output, stages, opts)
+    if not quiet and progress != "json":
+        err.print(
+            f"wrote {result.output} ({result.frames_out} frames, {result.fps:.1f} fps, "
+            f"{result.wall_s:.1f} s); manifest {result.output}.json"
+        )
+
+
+@app.command("probe")
+def probe_cmd(
+    input: Annotated[Path, typer.Argument(help="media file")],
+    as_json: Annotated[bool, typer.Option("--json", help="full JSON")] = False,
+    count: Annotated[bool, typer.Option(help="demux the whole file for an exact frame count")] = False,
+) -> None:
+    """Describe a media file: streams, rate, VFR, colour, rotation, chapters."""
+    from ..media.probe import probe
+
+    info = probe(input, count_frames=count)
+    if as_json:
+        typer.echo(json.dumps(info.to_json(), indent=2))
+        return
+    s = info.summary()
+    v = info.video
+    typer.echo(f"{s['path']}: {s['container']}, {s['duration_s']} s, {info.size_bytes} bytes")
+    typer.echo(f"  video: {s['video']}, {v.frames} frames{' (exact)' if v.frames_exact else ' (estimated)'}")
+    typer.echo(
+        f"  colour: {v.colour.primaries}/{v.colour.transfer}/{v.colour.matrix} range={v.colour.range} "
+        f"{v.colour.bit_depth}-bit{' HDR' if v.colour.is_hdr else ''}{' alpha' if v.alpha else ''}"
+        f"{f' rotation={v.rotation}' if v.rotation else ''}"
+    )
+    for st in info.streams:
+        if st.index != v.index:
+            typer.echo(
+                f"  #{st.index} {st.type}: {st.codec}"
+                + (f" [{st.language}]" if st.language else "")
+                + (f" {st.filename}" if st.filename else "")
+            )
+    for ch in info.chapters:
+        typer.echo(f"  chapter {float(ch.start):.3f}-{float(ch.end):.3f} {ch.title or ''}")
+
+
+@app.command("doctor")
+def doctor_cmd(
+    device: Annotated[str, typer.Option(help="device to check: auto | cpu | cuda:N")] = "auto",
+) -> None:
+    """What this machine can do: versions, GPUs, hardware decoders/encoders that really open."""
+    from ..runtime.doctor import report
+
+    _setup_logging(quiet=True, verbose=False)
+    for line in report(device):
+        typer.echo(line)
+
+
+@bench_app.command("io")
+def bench_io_cmd(
+    seconds: Annotated[float, typer.Option(help="length of the generated 1080p clip")] = 10.0,
+    rss_seconds: Annotated[float, typer.Option(help="length of the RSS run (0 skips it)")] = 120.0,
+    work_dir: Annotated[Path, typer.Option(help="where clips are generated")] = Path(".cache/bench"),
+    output: Annotated[Path | None, typer.Option(help="append a results section to this markdown")] = None,
+) -> None:
+    """Decode fps, encode fps per preset, pipeline overhead vs a bare PyAV loop, RSS over a long run."""
+    from ..bench.io import run_io_bench
+
+    _setup_logging(quiet=False, verbose=False)
+    run_io_bench(seconds=seconds, rss_seconds=rss_seconds, work_dir=work_dir, markdown=output)
+
+
+def _mount_optional() -> None:
+    """Sub-commands that live in their own modules."""
+    import importlib
+
+    for module, name in (("models_cmd", "models"), ("monitor_cmd", "monitor")):
+        try:
+            mod = importlib.import_module(f"vidpipe.cli.{module}")
+        except ModuleNotFoundError as e:
+            if e.name != f"vidpipe.cli.{module}":
+                raise
+            continue
+        sub = getattr(mod, "app", None)
+        if isinstance(sub, typer.Typer):
+            app.add_typer(sub, name=name)
+        elif callable(getattr(mod, "monitor", None)):
+            app.command(name)(mod.monitor)
+
+
+_mount_optional()
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        app(args=argv, standalone_mode=False, prog_name="vidpipe")
+    except VidpipeError as e:
+        err.print(f"error: {e}", markup=False, highlight=False)
+        sys.exit(e.exit_code)
+    except click.exceptions.Abort:
+        err.print("error: aborted", markup=False)
+        sys.exit(130)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(UsageError.exit_code)
+    except KeyboardInterrupt:
+        err.print("error: interrupted", markup=False)
+        sys.exit(130)

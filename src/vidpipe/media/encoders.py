@@ -1,0 +1,189 @@
+"""Encoder presets: which FFmpeg encoder, pixel format and options each `--encoder` name means.
+
+| preset  | encoder (CPU / NVENC)    | 8-bit      | >8-bit        | alpha                 | default quality |
+|---------|--------------------------|------------|---------------|-----------------------|-----------------|
+| h264    | libx264 / h264_nvenc     | yuv420p    | yuv420p10le   | dropped (warned)      | crf 18          |
+| hevc    | libx265 / hevc_nvenc     | yuv420p    | yuv420p10le   | dropped (warned)      | crf 20          |
+| av1     | libsvtav1 / av1_nvenc    | yuv420p    | yuv420p10le   | dropped (warned)      | crf 30          |
+| vp9     | libvpx-vp9               | yuv420p    | yuv420p (*)   | yuva420p              | crf 30          |
+| prores  | prores_ks                | yuv422p10le (HQ, profile 3)  | yuva444p10le (4444) |     |
+| ffv1    | ffv1 (lossless)          | yuv420p    | yuv420p10le   | yuva420p / yuva420p10le | lossless      |
+| png     | png (image sequence)     | rgb24      | rgb48be       | rgba / rgba64be       | lossless        |
+
+(*) the bundled libvpx has no high-bit-depth support, so VP9 output is 8-bit.
+`auto` picks NVENC H.264 (HEVC for >8-bit) when an NVENC encoder actually opens on this machine, otherwise by
+container: .webm → vp9; .mov → prores with alpha, else h264; anything else → vp9 with alpha (.mkv), hevc for
+>8-bit, h264 for 8-bit.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Literal
+
+import av
+import av.error
+
+from ..errors import EncoderUnavailableError, UsageError
+
+log = logging.getLogger(__name__)
+
+PRESETS = ("auto", "h264", "hevc", "av1", "vp9", "prores", "ffv1", "png")
+Preset = Literal["auto", "h264", "hevc", "av1", "vp9", "prores", "ffv1", "png"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncoderOptions:
+    encoder: Preset = "auto"
+    #: quality (lower is better) for crf-style encoders; None = the preset's default
+    crf: int | None = None
+    #: encoder speed preset (x264/x265 names; SVT-AV1 numbers as strings); None = the preset's default
+    speed: str | None = None
+    #: force output bit depth (8 or 10); None = follow the source where the codec allows
+    bit_depth: int | None = None
+    #: encoder threads; 0 = FFmpeg's choice
+    threads: int = 0
+    #: extra FFmpeg encoder options
+    extra: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EncoderChoice:
+    preset: str
+    codec: str
+    pix_fmt: str
+    options: dict[str, str]
+    alpha: bool
+    bit_depth: int
+    hardware: bool = False
+
+    @property
+    def chroma_420(self) -> bool:
+        return "420" in self.pix_fmt
+
+
+_DEFAULT_CRF = {"h264": 18, "hevc": 20, "av1": 30, "vp9": 30}
+_DEFAULT_SPEED = {"h264": "veryfast", "hevc": "fast", "av1": "8"}
+_CPU_CODEC = {
+    "h264": "libx264",
+    "hevc": "libx265",
+    "av1": "libsvtav1",
+    "vp9": "libvpx-vp9",
+    "prores": "prores_ks",
+    "ffv1": "ffv1",
+    "png": "png",
+}
+_NVENC_CODEC = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
+
+
+@functools.cache
+def encoder_opens(codec: str, width: int = 256, height: int = 256, pix_fmt: str = "yuv420p") -> bool:
+    """True when the encoder can really be opened here (NVENC needs a GPU with NVENC, not just the build)."""
+    if codec == "libsvtav1":
+        # SVT-AV1 prints its banner straight to stderr unless told otherwise (1 = errors only)
+        os.environ.setdefault("SVT_LOG", "1")
+    try:
+        cc = av.codec.CodecContext.create(codec, "w")
+        cc.width, cc.height, cc.pix_fmt = width, height, pix_fmt
+        cc.time_base = Fraction(1, 25)
+        if codec == "libx265":
+            cc.options = {"x265-params": "log-level=none"}  # its banner would go straight to stderr
+        cc.open()
+        return True
+    except (av.error.FFmpegError, av.codec.codec.UnknownCodecError, ValueError, OSError) as e:
+        log.debug("encoder %s does not open here: %s", codec, e)
+        return False
+
+
+def resolve(opts: EncoderOptions, *, suffix: str, source_depth: int, alpha: bool) -> EncoderChoice:
+    """Pick encoder, pixel format and options for an output file with extension `suffix`."""
+    preset = opts.encoder
+    if preset not in PRESETS:
+        raise UsageError(f"unknown encoder {preset!r}; valid: {', '.join(PRESETS)}")
+    depth = opts.bit_depth or (10 if source_depth > 8 else 8)
+    if depth not in (8, 10):
+        raise UsageError(f"bit depth {depth} not supported; valid: 8, 10")
+    suffix = suffix.lower()
+    hardware = False
+    if preset == "auto":
+        nv = "hevc" if depth > 8 else "h264"
+        if not alpha and suffix in (".mp4", ".mkv", ".mov") and encoder_opens(_NVENC_CODEC[nv]):
+            preset, hardware = nv, True
+        elif suffix == ".webm":
+            preset = "vp9"
+        elif suffix == ".mov":
+            preset = "prores" if alpha else ("hevc" if depth > 8 else "h264")
+        elif suffix == ".mkv" and alpha:
+            preset = "vp9"
+        elif suffix in (".png", "") or suffix.endswith("png"):
+            preset = "png"
+        else:
+            preset = "hevc" if depth > 8 else "h264"
+        log.info(
+            "encoder: auto picked %s%s",
+            preset,
+            " on NVENC" if hardware else " on the CPU (no NVENC here)" if preset in _NVENC_CODEC else "",
+        )
+    codec = _NVENC_CODEC[preset] if hardware else _CPU_CODEC[preset]
+    if not hardware and not encoder_opens(codec, pix_fmt="rgb24" if preset == "png" else _pix_fmt(preset, 8, False)):
+        raise EncoderUnavailableError(f"encoder {codec} is not available in this FFmpeg build")
+    keep_alpha = alpha and preset in ("vp9", "prores", "ffv1", "png")
+    if alpha and not keep_alpha:
+        log.warning(
+            "encoder: %s cannot store alpha; the alpha channel is dropped (use vp9, prores, ffv1 or png)",
+            preset,
+        )
+    if preset == "vp9" and depth > 8:
+        log.warning("encoder: this FFmpeg's libvpx has no 10-bit support; VP9 output is 8-bit")
+        depth = 8
+    pix_fmt = _pix_fmt(preset, depth, keep_alpha)
+    return EncoderChoice(
+        preset=preset,
+        codec=codec,
+        pix_fmt=pix_fmt,
+        options=_options(preset, opts, hardware, keep_alpha),
+        alpha=keep_alpha,
+        bit_depth=depth if preset != "prores" else 10,
+        hardware=hardware,
+    )
+
+
+def _pix_fmt(preset: str, depth: int, alpha: bool) -> str:
+    deep = depth > 8
+    if preset == "prores":
+        return "yuva444p10le" if alpha else "yuv422p10le"
+    if preset == "png":
+        return ("rgba64be" if alpha else "rgb48be") if deep else ("rgba" if alpha else "rgb24")
+    if preset in ("vp9", "ffv1") and alpha:
+        return "yuva420p10le" if deep and preset == "ffv1" else "yuva420p"
+    return "yuv420p10le" if deep else "yuv420p"
+
+
+def _options(preset: str, opts: EncoderOptions, hardware: bool, alpha: bool) -> dict[str, str]:
+    o: dict[str, str] = {}
+    crf = opts.crf if opts.crf is not None else _DEFAULT_CRF.get(preset)
+    if hardware:
+        o.update({"preset": opts.speed or "p5", "rc": "vbr", "cq": str(crf or 20)})
+    elif preset in ("h264", "hevc"):
+        o.update({"crf": str(crf), "preset": opts.speed or _DEFAULT_SPEED[preset]})
+        if preset == "hevc":
+            o["x265-params"] = "log-level=error"
+    elif preset == "av1":
+        o.update({"crf": str(crf), "preset": opts.speed or _DEFAULT_SPEED["av1"]})
+        o["svtav1-params"] = "lp=0"
+    elif preset == "vp9":
+        # constant-quality mode needs b:v 0; row-mt spreads one frame over the cores
+        o.update({"crf": str(crf), "b": "0", "row-mt": "1", "deadline": "good", "cpu-used": opts.speed or "4"})
+        if alpha:
+            o["auto-alt-ref"] = "0"  # libvpx refuses alt-ref frames together with an alpha plane
+    elif preset == "prores":
+        # prores_ks profile 3 = 422 HQ; 4 = 4444, the one that carries alpha
+        o.update({"profile": "4" if alpha else "3", "vendor": "apl0"})
+    elif preset == "ffv1":
+        o.update({"level": "3", "slicecrc": "1"})
+    o.update(dict(opts.extra))
+    return o

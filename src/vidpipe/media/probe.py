@@ -1,0 +1,303 @@
+"""probe(path) -> MediaInfo, with every bad input mapped to one class of the error tree."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+
+from ..errors import (
+    EmptyInputError,
+    InputNotFoundError,
+    NotMediaError,
+    NoVideoStreamError,
+    TruncatedInputError,
+    UnsupportedFormatError,
+)
+from ..frames import Colour
+from .info import Chapter, MediaInfo, StreamInfo, VideoInfo
+
+log = logging.getLogger(__name__)
+
+#: packets looked at to decide VFR: enough to see a pattern, cheap (demux only, no decode)
+VFR_SAMPLE_PACKETS = 600
+#: CFR tolerance on packet pts steps: timestamps rounded to the time base wobble by one tick (29.97 fps in a
+#: 1/1000 time base steps 33, 34, 33 …), and a file remuxed from Matroska keeps that millisecond wobble in a
+#: finer time base; anything wider than this is a real rate change
+VFR_TOLERANCE_TICKS = 2
+VFR_TOLERANCE_S = Fraction(11, 10000)
+VFR_TOLERANCE_REL = Fraction(1, 100)
+
+# Pixel-format families the reader converts to RGB; anything else (bayer, hardware surfaces, bitstreams) is refused.
+_SUPPORTED_PREFIXES = (
+    "yuv",
+    "yuvj",
+    "yuva",
+    "nv12",
+    "nv16",
+    "nv21",
+    "nv24",
+    "p010",
+    "p016",
+    "p210",
+    "p216",
+    "p410",
+    "p416",
+    "rgb",
+    "bgr",
+    "gbr",
+    "argb",
+    "abgr",
+    "rgba",
+    "bgra",
+    "0rgb",
+    "0bgr",
+    "gray",
+    "ya8",
+    "ya16",
+    "pal8",
+    "xv30",
+    "xv36",
+    "y210",
+    "y212",
+    "v30x",
+    "vuya",
+    "ayuv",
+)
+
+# File signatures of containers we know: a file that starts like one but will not open was cut short.
+_SIGNATURES = (
+    (4, b"ftyp"),  # MP4 / MOV / 3GP (offset 4)
+    (4, b"moov"),
+    (4, b"mdat"),
+    (4, b"wide"),
+    (4, b"free"),
+    (0, b"\x1a\x45\xdf\xa3"),  # Matroska / WebM (EBML)
+    (0, b"RIFF"),  # AVI
+    (0, b"OggS"),
+    (0, b"FLV"),
+)
+
+
+def _colour_name(enum_cls: type, value: int | None, default: str = "unknown") -> str:
+    if value is None:
+        return default
+    try:
+        name = enum_cls(value).name.lower()
+    except ValueError:
+        return default
+    return default if name in ("unspecified", "default", "reserved") else name
+
+
+_MATRIX_NAMES = {
+    "itu709": "bt709",
+    "itu601": "bt470bg",
+    "itu624": "bt470bg",
+    "fcc": "fcc",
+    "smpte170m": "smpte170m",
+    "smpte240m": "smpte240m",
+    "bt2020": "bt2020nc",
+}
+
+
+def colour_of(cc: av.video.codeccontext.VideoCodecContext, bit_depth: int) -> Colour:
+    from av.video.reformatter import ColorPrimaries, Colorspace, ColorTrc
+
+    matrix = _colour_name(Colorspace, cc.colorspace)
+    return Colour(
+        primaries=_colour_name(ColorPrimaries, cc.color_primaries),
+        transfer=_colour_name(ColorTrc, cc.color_trc),
+        matrix=_MATRIX_NAMES.get(matrix, matrix),
+        range="pc" if cc.color_range == 2 else "tv",
+        bit_depth=bit_depth,
+    )
+
+
+def pix_fmt_depth(pix_fmt: str) -> tuple[int, bool]:
+    """(bit depth of the deepest component, has alpha) for an FFmpeg pixel format name."""
+    fmt = av.video.format.VideoFormat(pix_fmt)
+    depth = max(c.bits for c in fmt.components) if fmt.components else 8
+    alpha = any(c.is_alpha for c in fmt.components) if fmt.components else False
+    if pix_fmt == "pal8":  # palette entries may carry alpha; treat as RGBA only if asked elsewhere
+        alpha = False
+    return depth, alpha
+
+
+def _check_file(path: Path) -> int:
+    if not path.exists():
+        raise InputNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        raise InputNotFoundError(f"{path}: not a regular file")
+    size = path.stat().st_size
+    if size == 0:
+        raise EmptyInputError(f"{path}: file is empty (0 bytes)")
+    return size
+
+
+def _looks_like_container(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(16)
+    return any(head[off : off + len(sig)] == sig for off, sig in _SIGNATURES)
+
+
+def open_input(path: Path) -> av.container.InputContainer:
+    """av.open with FFmpeg's failures mapped to our errors (missing, empty, not media, truncated)."""
+    _check_file(path)
+    try:
+        return av.open(str(path), mode="r", metadata_errors="replace")
+    except av.error.InvalidDataError as e:
+        if _looks_like_container(path):
+            raise TruncatedInputError(
+                f"{path}: the container is damaged or cut short (e.g. MP4 index 'moov' missing): {e.strerror}"
+            ) from None
+        raise NotMediaError(f"{path}: not a video file FFmpeg can read ({e.strerror})") from None
+    except av.error.FFmpegError as e:
+        raise NotMediaError(f"{path}: cannot open: {e.strerror}") from None
+
+
+def _frac(x: object) -> Fraction | None:
+    if x is None:
+        return None
+    return Fraction(x)  # type: ignore[arg-type]
+
+
+def _stream_info(s: av.stream.Stream) -> StreamInfo:
+    tb = _frac(s.time_base)
+    md = dict(s.metadata)
+    cc = s.codec_context if s.type in ("video", "audio", "subtitle") else None
+    codec = cc.name if cc is not None else (md.get("codec") or "none")
+    if s.type == "attachment" or s.type == "data":
+        try:
+            codec = s.codec_context.name  # type: ignore[union-attr]
+        except Exception:  # attachment streams have no decoder context in some builds
+            codec = md.get("mimetype", "none")
+    start = s.start_time * tb if (s.start_time is not None and tb) else None
+    dur = s.duration * tb if (s.duration is not None and tb) else None
+    info: dict[str, object] = {}
+    if s.type == "audio" and cc is not None:
+        info = {"sample_rate": cc.sample_rate, "channels": cc.channels, "layout": cc.layout.name}
+    if s.type == "attachment":
+        info = {"filename": md.get("filename"), "mimetype": md.get("mimetype")}
+    return StreamInfo(
+        index=s.index,
+        type=s.type,
+        codec=codec,
+        language=md.get("language"),
+        title=md.get("title"),
+        time_base=tb,
+        start_time=start,
+        duration=dur,
+        metadata=md,
+        **info,
+    )  # type: ignore[arg-type]
+
+
+def _packet_pts(container: av.container.InputContainer, vs: av.video.stream.VideoStream, limit: int) -> list[int]:
+    pts: list[int] = []
+    try:
+        for pkt in container.demux(vs):
+            if pkt.pts is not None:
+                pts.append(pkt.pts)
+            if len(pts) >= limit:
+                break
+    except av.error.FFmpegError:
+        pass  # a damaged tail does not change what the head says about the rate
+    return sorted(pts)
+
+
+def _is_vfr(pts: list[int], tb: Fraction) -> bool:
+    steps = [b - a for a, b in itertools.pairwise(pts) if b > a]
+    if len(steps) < 2:
+        return False
+    mean = Fraction(sum(steps), len(steps))
+    tol = max(Fraction(VFR_TOLERANCE_TICKS), mean * VFR_TOLERANCE_REL, VFR_TOLERANCE_S / tb)
+    return any(abs(s - mean) > tol for s in steps)
+
+
+def probe(path: str | Path, *, count_frames: bool = False) -> MediaInfo:
+    """Describe a media file. Cheap: opens the container, demuxes a few hundred packets and decodes one frame
+    (for rotation and the real pixel format). `count_frames=True` demuxes everything for an exact count."""
+    path = Path(path)
+    size = _check_file(path)
+    with open_input(path) as c:
+        if not c.streams.video:
+            kinds = ", ".join(sorted({s.type for s in c.streams})) or "none"
+            raise NoVideoStreamError(f"{path}: no video stream (streams found: {kinds})")
+        vs = c.streams.video[0]
+        cc = vs.codec_context
+        pix_fmt = cc.pix_fmt or ""
+        if not pix_fmt:
+            raise UnsupportedFormatError(f"{path}: video stream has no known pixel format (codec {cc.name})")
+        if not pix_fmt.startswith(_SUPPORTED_PREFIXES):
+            raise UnsupportedFormatError(
+                f"{path}: pixel format {pix_fmt!r} is not supported; valid families: " + ", ".join(_SUPPORTED_PREFIXES)
+            )
+        depth, alpha = pix_fmt_depth(pix_fmt)
+        tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
+        sample = _packet_pts(c, vs, VFR_SAMPLE_PACKETS)
+        vfr = _is_vfr(sample, tb)
+        rate = _frac(vs.average_rate) or _frac(vs.guessed_rate) or _frac(vs.base_rate)
+        if not rate and len(sample) > 1:
+            rate = Fraction(len(sample) - 1) / ((sample[-1] - sample[0]) * tb)
+        if not rate:
+            raise UnsupportedFormatError(f"{path}: cannot determine a frame rate for the video stream")
+        rotation = 0
+        try:
+            c.seek(0)
+            frame = next(c.decode(vs))
+            rotation = round(frame.rotation or 0)
+            if frame.format.name != pix_fmt:  # decoders may report a different layout than the header
+                pix_fmt = frame.format.name
+                depth, alpha = pix_fmt_depth(pix_fmt)
+        except (StopIteration, av.error.FFmpegError):
+            log.debug("probe: first frame of %s did not decode; rotation assumed 0", path)
+        start = vs.start_time * tb if vs.start_time is not None else Fraction(0)
+        duration = Fraction(c.duration, av.time_base) if c.duration else None
+        frames: int | None = vs.frames or None
+        exact = frames is not None and not vfr
+        if count_frames or (frames is None and size < 64 * 1024 * 1024):
+            c.seek(0)
+            frames = sum(1 for p in c.demux(vs) if p.size)
+            exact = True
+        elif frames is None and duration is not None:
+            frames = round(duration * rate)
+        video = VideoInfo(
+            index=vs.index,
+            codec=cc.name,
+            width=cc.width,
+            height=cc.height,
+            pix_fmt=pix_fmt,
+            colour=colour_of(cc, depth),
+            alpha=alpha,
+            rate=rate,
+            time_base=tb,
+            vfr=vfr,
+            rotation=rotation,
+            sar=_frac(vs.sample_aspect_ratio) or Fraction(1),
+            frames=frames,
+            frames_exact=exact,
+            start_time=start,
+        )
+        chapters = tuple(
+            Chapter(
+                start=Fraction(ch["start"]) * Fraction(ch["time_base"]),
+                end=Fraction(ch["end"]) * Fraction(ch["time_base"]),
+                title=(ch.get("metadata") or {}).get("title"),
+            )
+            for ch in c.chapters()
+        )
+        return MediaInfo(
+            path=str(path),
+            container=c.format.name,
+            size_bytes=size,
+            duration=duration,
+            bit_rate=c.bit_rate or None,
+            video=video,
+            streams=tuple(_stream_info(s) for s in c.streams),
+            chapters=chapters,
+            metadata=dict(c.metadata),
+        )

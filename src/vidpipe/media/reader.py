@@ -1,0 +1,251 @@
+"""VideoReader: a decode thread that yields `FrameBatch`es of RGB(A) tensors.
+
+Memory is bounded by `queue_size × batch_size` frames. 8-bit sources give uint8, deeper sources uint16
+(0..65535 whatever the depth). Frames are rotated upright when the stream carries a display rotation (the
+output then has swapped dimensions and no rotation tag). Each tensor is N×C×H×W in channels-last memory,
+the layout convolution nets run fastest in.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Literal
+
+import av
+import av.error
+import numpy as np
+import torch
+
+from ..errors import CorruptInputError, TruncatedInputError
+from ..frames import Colour, FrameBatch
+from ..runtime.threads import Producer
+from .info import MediaInfo
+from .probe import open_input
+
+log = logging.getLogger(__name__)
+
+OnCorrupt = Literal["fail", "skip"]
+HwAccel = Literal["none", "auto", "cuda"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ReaderOptions:
+    batch_size: int = 8
+    queue_size: int = 4
+    on_corrupt: OnCorrupt = "fail"
+    #: "cuda"/"auto" try PyAV's cuvid decoder for the codec; "auto" falls back silently to software, "cuda"
+    #: falls back with a warning (decoding on the CPU is always correct, only slower)
+    hwaccel: HwAccel = "none"
+    #: decoder threads; 0 lets FFmpeg pick from the core count
+    threads: int = 0
+    #: keep the alpha plane (RGBA) when the source has one
+    keep_alpha: bool = True
+
+
+@dataclass(slots=True)
+class ReaderStats:
+    frames: int = 0
+    corrupt_skipped: int = 0
+    decoder: str = ""
+    warnings: list[str] = field(default_factory=list)
+
+
+def default_matrix(colour: Colour, height: int) -> Colour:
+    """Fill in an unspecified YUV matrix the way players do (BT.709 for HD, BT.601 below), so that the
+    reader's YUV→RGB and the writer's RGB→YUV agree and the output is tagged with what was assumed."""
+    if colour.matrix != "unknown":
+        return colour
+    from dataclasses import replace
+
+    return replace(colour, matrix="bt709" if height >= 720 else "smpte170m")
+
+
+# swscale's names for the matrices we pass as src/dst colorspace
+_SWS_MATRIX = {
+    "bt709": "itu709",
+    "bt470bg": "itu601",
+    "smpte170m": "smpte170m",
+    "smpte240m": "smpte240m",
+    "fcc": "fcc",
+    "bt2020nc": "bt2020",
+    "bt2020c": "bt2020",
+}
+
+
+def sws_matrix(colour: Colour) -> str:
+    return _SWS_MATRIX.get(colour.matrix, "itu601")
+
+
+def rgb_format(bit_depth: int, alpha: bool) -> str:
+    if bit_depth > 8:
+        return "rgba64le" if alpha else "rgb48le"
+    return "rgba" if alpha else "rgb24"
+
+
+class VideoReader:
+    """Iterate to get batches; `stats` fills in as decoding goes. Use as a context manager or call close()."""
+
+    def __init__(self, info: MediaInfo, options: ReaderOptions = ReaderOptions()) -> None:
+        self.info = info
+        self.options = options
+        self.stats = ReaderStats()
+        v = info.video
+        self.alpha = v.alpha and options.keep_alpha
+        self.colour = default_matrix(v.colour, v.height)
+        self.rgb_format = rgb_format(v.colour.bit_depth, self.alpha)
+        self.dtype = torch.uint16 if v.colour.bit_depth > 8 else torch.uint8
+        # counter-clockwise quarter turns that make the picture upright
+        self._turns = (v.rotation // 90) % 4
+        self._producer: Producer[FrameBatch] = Producer(
+            f"decode:{Path(info.path).name}", self._decode, maxsize=options.queue_size
+        )
+
+    # -- decode thread --
+    def _open_decoder(self, vs: av.video.stream.VideoStream) -> Callable[[av.Packet], list[av.VideoFrame]]:
+        """Software decoder of the stream, or the codec's cuvid decoder when asked for and it opens here."""
+        opts = self.options
+        if opts.hwaccel != "none":
+            name = f"{vs.codec_context.name}_cuvid"
+            try:
+                hw = av.codec.CodecContext.create(name, "r")
+                hw.extradata = vs.codec_context.extradata
+                hw.width, hw.height = vs.codec_context.width, vs.codec_context.height
+                hw.open()
+                self.stats.decoder = f"{name} (NVDEC)"
+                log.info("decode: %s on NVDEC (%s)", Path(self.info.path).name, name)
+                return hw.decode
+            except (av.error.FFmpegError, av.codec.codec.UnknownCodecError, ValueError) as e:
+                msg = f"hardware decode ({name}) unavailable here ({e}); decoding on the CPU"
+                (log.warning if opts.hwaccel == "cuda" else log.info)("decode: %s", msg)
+                if opts.hwaccel == "cuda":
+                    self.stats.warnings.append(msg)
+        cc = vs.codec_context
+        cc.thread_type = "AUTO"
+        cc.thread_count = opts.threads
+        self.stats.decoder = f"{cc.name} (CPU, threads={'auto' if opts.threads == 0 else opts.threads})"
+        log.info("decode: %s on the CPU with %s", Path(self.info.path).name, cc.name)
+        return vs.decode
+
+    def _decode(self, emit: Callable[[FrameBatch], None]) -> None:
+        v = self.info.video
+        opts = self.options
+        tb = v.time_base
+        step = 1 / (v.rate * tb)  # pts ticks per frame, for sources that stamp no pts
+        n_batch = opts.batch_size
+        buf: np.ndarray | None = None
+        pts: list[int] = []
+        index: list[int] = []
+        last_pts: int | None = None
+
+        def flush_batch() -> None:
+            nonlocal buf
+            if not pts:
+                return
+            arr = buf[: len(pts)]  # type: ignore[index]
+            data = torch.from_numpy(arr).permute(0, 3, 1, 2)  # NHWC storage = channels-last NCHW view
+            if self._turns:
+                data = torch.rot90(data, self._turns, dims=(2, 3)).contiguous(memory_format=torch.channels_last)
+            emit(FrameBatch(data=data, pts=list(pts), time_base=tb, colour=self.colour, index=list(index)))
+            buf = None  # the emitted batch owns that memory now
+            pts.clear()
+            index.clear()
+
+        with open_input(Path(self.info.path)) as c:
+            vs = c.streams.video[0]
+            decode = self._open_decoder(vs)
+            # AVI stores no presentation times: with B-frames the pts FFmpeg guesses come out of order. Every
+            # AVI index entry is one frame at the stream rate, so frames are stamped by count there.
+            count_stamps = c.format.name == "avi"
+            kwargs = {
+                "format": self.rgb_format,
+                "src_colorspace": sws_matrix(self.colour),
+                "src_color_range": "JPEG" if self.colour.range == "pc" else "MPEG",
+            }
+            for packet in self._packets(c, vs):
+                try:
+                    frames = decode(packet)
+                except av.error.InvalidDataError as e:
+                    self._corrupt(f"undecodable packet at pts {packet.pts}: {e.strerror}")
+                    continue
+                for frame in frames:
+                    if frame.is_corrupt:
+                        self._corrupt(f"damaged frame at pts {frame.pts}")
+                        continue
+                    p = None if count_stamps else (frame.pts if frame.pts is not None else frame.dts)
+                    if p is None:  # no usable timestamps: count frames at the nominal rate
+                        p = round(self.stats.frames * step + v.start_time / tb)
+                    if last_pts is not None and p <= last_pts:
+                        self._corrupt(f"non-increasing pts {p} after {last_pts}")
+                        continue
+                    last_pts = int(p)
+                    arr = frame.to_ndarray(**kwargs)
+                    if arr.ndim == 2:  # some formats return planar gray
+                        arr = np.repeat(arr[..., None], 3, axis=2)
+                    if buf is None:
+                        buf = np.empty((n_batch, *arr.shape), dtype=arr.dtype)
+                    buf[len(pts)] = arr
+                    pts.append(int(p))
+                    index.append(self.stats.frames)
+                    self.stats.frames += 1
+                    if len(pts) == n_batch:
+                        flush_batch()
+            flush_batch()
+        self._check_complete()
+
+    def _packets(self, c: av.container.InputContainer, vs: av.video.stream.VideoStream) -> Iterator[av.Packet]:
+        """Demux the video stream; a damaged container tail is corruption, not a crash."""
+        it = c.demux(vs)
+        while True:
+            try:
+                packet = next(it)
+            except StopIteration:
+                return
+            except av.error.InvalidDataError as e:
+                self._corrupt(f"container damaged after frame {self.stats.frames}: {e.strerror}")
+                return
+            yield packet  # the final empty packet flushes the decoder
+
+    def _corrupt(self, what: str) -> None:
+        if self.options.on_corrupt == "fail":
+            raise CorruptInputError(
+                f"{self.info.path}: {what} (use --on-corrupt skip to drop damaged frames and go on)"
+            )
+        self.stats.corrupt_skipped += 1
+        if self.stats.corrupt_skipped <= 3:
+            log.warning("decode: %s; skipped", what)
+
+    def _check_complete(self) -> None:
+        v = self.info.video
+        if v.frames_exact and v.frames and self.stats.frames + self.stats.corrupt_skipped < v.frames:
+            missing = v.frames - self.stats.frames - self.stats.corrupt_skipped
+            what = f"{missing} of {v.frames} frames missing at the end (file cut short?)"
+            if self.options.on_corrupt == "fail":
+                raise TruncatedInputError(f"{self.info.path}: {what}")
+            self.stats.corrupt_skipped += missing
+            self.stats.warnings.append(what)
+            log.warning("decode: %s", what)
+
+    # -- consumer side --
+    def __iter__(self) -> Iterator[FrameBatch]:
+        return iter(self._producer)
+
+    def close(self) -> None:
+        self._producer.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def output_size(self) -> tuple[int, int]:
+        return self.info.video.display_size
+
+    @property
+    def time_base(self) -> Fraction:
+        return self.info.video.time_base

@@ -1,0 +1,380 @@
+"""VideoWriter: encode batches and mux them with every other stream of the source.
+
+- Video is encoded with the preset chosen in `encoders.resolve`; colour tags follow the source (the matrix the
+  reader assumed is the one used and tagged here, so colours round-trip).
+- Timestamps: frames are written with the pts and time base they carry. 1:1 stages keep the source's pts, so
+  VFR timelines come out identical; rate-changing stages hand exact constant-rate pts.
+- Audio, subtitle, data and attachment streams, chapters and metadata are stream-copied from the source.
+  Audio is re-encoded only when the output container cannot hold its codec (logged); a subtitle or attachment
+  the container cannot hold is dropped with a warning (use .mkv to keep everything).
+- Odd dimensions with 4:2:0 chroma are padded by one row/column, repeating the edge pixels (nothing of the
+  picture is cut; the extra line is a copy of its neighbour).
+- The output is written to a hidden temp file beside the target and renamed over it only on success;
+  `abort()` removes it.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+import torch
+
+from ..errors import OutputError
+from ..frames import Colour, FrameBatch
+from ..stages.base import StreamSpec
+from .encoders import EncoderChoice, EncoderOptions, resolve
+from .info import MediaInfo
+from .reader import rgb_format, sws_matrix
+
+log = logging.getLogger(__name__)
+
+#: how far (seconds) copied packets may run ahead of the video when interleaving
+INTERLEAVE_AHEAD_S = Fraction(1, 2)
+
+_AUDIO_FALLBACK = {"mp4": "aac", "mov": "aac", "webm": "libopus", "avi": "libmp3lame", "matroska": "aac"}
+
+_PRIMARIES = {
+    "bt709": 1,
+    "bt470m": 4,
+    "bt470bg": 5,
+    "smpte170m": 6,
+    "smpte240m": 7,
+    "film": 8,
+    "bt2020": 9,
+    "smpte428": 10,
+    "smpte431": 11,
+    "smpte432": 12,
+}
+_TRC = {
+    "bt709": 1,
+    "gamma22": 4,
+    "gamma28": 5,
+    "smpte170m": 6,
+    "smpte240m": 7,
+    "linear": 8,
+    "iec61966_2_1": 13,
+    "bt2020_10": 14,
+    "bt2020_12": 15,
+    "smpte2084": 16,
+    "arib_std_b67": 18,
+}
+_MATRIX = {"bt709": 1, "fcc": 4, "bt470bg": 5, "smpte170m": 6, "smpte240m": 7, "bt2020nc": 9, "bt2020c": 10}
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class WriterOptions:
+    encoder: EncoderOptions = field(default_factory=EncoderOptions)
+    #: copy audio/subtitle/data/attachment streams, chapters and metadata from the source
+    copy_streams: bool = True
+
+
+@dataclass(slots=True)
+class WriterStats:
+    frames: int = 0
+    encoder: str = ""
+    pix_fmt: str = ""
+    copied: list[str] = field(default_factory=list)
+    reencoded: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    padded: tuple[int, int] | None = None
+
+
+def partial_path(target: Path) -> Path:
+    """The hidden temp name beside `target` (same suffix, so the muxer is the same)."""
+    return target.with_name(f".{target.stem}.vidpipe-partial{target.suffix}")
+
+
+class VideoWriter:
+    def __init__(
+        self,
+        target: Path,
+        spec: StreamSpec,
+        colour: Colour,
+        source: MediaInfo | None,
+        options: WriterOptions = WriterOptions(),
+    ) -> None:
+        self.target = Path(target)
+        self.spec = spec
+        self.colour = colour
+        self.source = source
+        self.options = options
+        self.stats = WriterStats()
+        self.png = options.encoder.encoder == "png" or (options.encoder.encoder == "auto" and self.target.suffix == "")
+        self.choice: EncoderChoice = resolve(
+            options.encoder,
+            suffix=".png" if self.png else self.target.suffix,
+            source_depth=spec.bit_depth,
+            alpha=spec.alpha,
+        )
+        self.stats.encoder = self.choice.codec
+        self.stats.pix_fmt = self.choice.pix_fmt
+        self.tmp = partial_path(self.target)
+        self._out: av.container.OutputContainer | None = None
+        self._vs: av.video.stream.VideoStream | None = None
+        self._copy: _StreamCopier | None = None
+        self._closed = False
+
+    # -- setup --
+    def _open(self, first: FrameBatch) -> None:
+        ch = self.choice
+        w, h = self.spec.crop_to or (first.width, first.height)
+        if ch.chroma_420 and (w % 2 or h % 2):
+            self.stats.padded = (w + w % 2, h + h % 2)
+            log.info(
+                "encode: %dx%d is odd; padded to %dx%d for 4:2:0 (edge pixels repeated)",
+                w,
+                h,
+                *self.stats.padded,
+            )
+            w, h = self.stats.padded
+        self.tmp.parent.mkdir(parents=True, exist_ok=True)
+        if self.png:
+            self.tmp.mkdir(exist_ok=True)
+            out = av.open(str(self.tmp / "%08d.png"), "w", format="image2")
+        else:
+            out = av.open(str(self.tmp), "w")
+        try:
+            rate = self.spec.rate or self.spec.nominal_rate or Fraction(25)
+            vs = out.add_stream(ch.codec, rate=rate, options=ch.options)
+            vs.width, vs.height, vs.pix_fmt = w, h, ch.pix_fmt
+            vs.time_base = first.time_base
+            vs.codec_context.time_base = first.time_base
+            if self.options.encoder.threads:
+                vs.codec_context.thread_count = self.options.encoder.threads
+            c = self.colour
+            cc = vs.codec_context
+            cc.color_range = 2 if c.range == "pc" else 1
+            if c.matrix in _MATRIX:
+                cc.colorspace = _MATRIX[c.matrix]
+            if c.primaries in _PRIMARIES:
+                cc.color_primaries = _PRIMARIES[c.primaries]
+            if c.transfer.replace("-", "_") in _TRC:
+                cc.color_trc = _TRC[c.transfer.replace("-", "_")]
+            self._vs = vs
+            if self.source is not None and self.options.copy_streams and not self.png:
+                self._copy = _StreamCopier(self.source, out, self.stats)
+            elif self.source is not None and self.png and len(self.source.streams) > 1:
+                self._warn("png sequence output holds video only; audio/subtitle streams are not written")
+            self._out = out
+        except BaseException:
+            out.close()
+            raise
+
+    def _warn(self, msg: str) -> None:
+        log.warning("encode: %s", msg)
+        self.stats.warnings.append(msg)
+
+    # -- frames --
+    def _frames(self, batch: FrameBatch) -> Iterator[av.VideoFrame]:
+        data = batch.data
+        if data.is_floating_point():
+            raise OutputError("writer expects integer frames (uint8/uint16); a stage returned float data")
+        if batch.alpha and not self.choice.alpha:
+            data = data[:, :3]
+        if self.spec.crop_to:
+            cw, ch = self.spec.crop_to
+            data = data[:, :, :ch, :cw]
+        if self.stats.padded:
+            pw, ph = self.stats.padded
+            if data.shape[3] < pw:
+                data = torch.cat([data, data[:, :, :, -1:]], dim=3)
+            if data.shape[2] < ph:
+                data = torch.cat([data, data[:, :, -1:, :]], dim=2)
+        alpha = int(data.shape[1]) == 4
+        deep = data.dtype == torch.uint16
+        fmt = rgb_format(16 if deep else 8, alpha)
+        nhwc = data.permute(0, 2, 3, 1).cpu()
+        arr = nhwc.numpy() if not deep else nhwc.view(torch.int16).numpy().view(np.uint16)
+        target = self.choice.pix_fmt
+        kwargs: dict[str, str] = {"format": target}
+        if not self.png:
+            kwargs |= {
+                "dst_colorspace": sws_matrix(self.colour),
+                "dst_color_range": "JPEG" if self.colour.range == "pc" else "MPEG",
+            }
+        for i in range(arr.shape[0]):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[i]), format=fmt)
+            frame = frame.reformat(**kwargs)
+            frame.pts = batch.pts[i]
+            frame.time_base = batch.time_base
+            yield frame
+
+    def write(self, batch: FrameBatch) -> None:
+        if self._out is None:
+            self._open(batch)
+        assert self._out is not None and self._vs is not None
+        try:
+            for frame in self._frames(batch):
+                if self._copy is not None:
+                    self._copy.until(frame.pts * batch.time_base + INTERLEAVE_AHEAD_S)
+                self._out.mux(self._vs.encode(frame))
+                self.stats.frames += 1
+        except av.error.FFmpegError as e:
+            raise OutputError(f"encoding {self.target.name} failed: {e}") from e
+
+    def close(self) -> WriterStats:
+        """Flush the encoder, mux what is left of the copied streams, and move the file into place."""
+        if self._closed:
+            return self.stats
+        if self._out is None:
+            raise OutputError(f"no frames were produced for {self.target}")
+        try:
+            assert self._vs is not None
+            self._out.mux(self._vs.encode())
+            if self._copy is not None:
+                self._copy.until(None)
+            self._out.close()
+        except av.error.FFmpegError as e:
+            self.abort()
+            raise OutputError(f"finishing {self.target.name} failed: {e}") from e
+        finally:
+            if self._copy is not None:
+                self._copy.close()
+        self._closed = True
+        if self.png and self.target.exists():
+            shutil.rmtree(self.target)
+        self.tmp.replace(self.target)
+        return self.stats
+
+    def abort(self) -> None:
+        """Drop everything written so far; the target is left untouched."""
+        self._closed = True
+        for closable in (self._copy, self._out):
+            if closable is not None:
+                try:
+                    closable.close()
+                except Exception as e:  # the file is removed anyway; say why closing failed
+                    log.debug("abort: closing %s failed: %s", closable, e)
+        if self.tmp.is_dir():
+            shutil.rmtree(self.tmp, ignore_errors=True)
+        else:
+            self.tmp.unlink(missing_ok=True)
+
+
+class _StreamCopier:
+    """Copies the source's non-video streams into `out`, interleaved by time with the video."""
+
+    def __init__(self, source: MediaInfo, out: av.container.OutputContainer, stats: WriterStats) -> None:
+        self.stats = stats
+        self.src = av.open(source.path, "r", metadata_errors="replace")
+        self.out = out
+        fmt = out.format.name.split(",")[0]
+        supported = out.supported_codecs
+        self.map: dict[int, av.stream.Stream] = {}
+        self.transcode: dict[int, tuple[av.codec.context.CodecContext, av.stream.Stream]] = {}
+        out.metadata.update({k: v for k, v in self.src.metadata.items() if k.lower() != "encoder"})
+        chapters = self.src.chapters()
+        if chapters:
+            try:
+                out.set_chapters(chapters)
+            except (av.error.FFmpegError, ValueError) as e:
+                self._drop(f"chapters ({e})")
+        video_index = source.video.index
+        for s in self.src.streams:
+            if s.index == video_index:
+                continue
+            label = f"#{s.index} {s.type}"
+            if s.type == "video":
+                self._drop(f"{label} (extra video stream)")
+                continue
+            if s.type == "attachment":
+                if fmt == "matroska":
+                    out.add_attachment(s.name, s.mimetype, bytes(s.data))
+                    stats.copied.append(f"{label} {s.name}")
+                else:
+                    self._drop(f"{label} {s.name} (container {fmt} holds no attachments)")
+                continue
+            codec = s.codec_context.name if s.type in ("audio", "subtitle") else None
+            if codec is None:
+                self._drop(f"{label} (data streams are not copied)")
+                continue
+            if codec in supported:
+                o = out.add_stream_from_template(s)
+                self._meta(s, o)
+                self.map[s.index] = o
+                stats.copied.append(f"{label} {codec}" + (f" ({s.language})" if s.language else ""))
+            elif s.type == "audio":
+                target = _AUDIO_FALLBACK.get(fmt, "aac")
+                o = out.add_stream(target, rate=s.codec_context.sample_rate)
+                o.layout = s.codec_context.layout
+                self._meta(s, o)
+                dec = s.codec_context
+                self.transcode[s.index] = (dec, o)
+                msg = f"{label} {codec} re-encoded to {target}: {fmt} cannot hold {codec}"
+                log.info("encode: %s", msg)
+                stats.reencoded.append(msg)
+            else:
+                self._drop(f"{label} {codec} (container {fmt} cannot hold it; use .mkv)")
+        wanted = [self.src.streams[i] for i in [*self.map, *self.transcode]]
+        self._packets: Iterator[av.Packet] | None = self.src.demux(*wanted) if wanted else None
+        self._pending: av.Packet | None = None
+
+    def _drop(self, what: str) -> None:
+        msg = f"stream not written: {what}"
+        log.warning("encode: %s", msg)
+        self.stats.dropped.append(what)
+        self.stats.warnings.append(msg)
+
+    @staticmethod
+    def _meta(src: av.stream.Stream, dst: av.stream.Stream) -> None:
+        # Matroska's per-stream statistics tags (DURATION, NUMBER_OF_FRAMES, …) describe the old file
+        dst.metadata.update({k: v for k, v in src.metadata.items() if not k.isupper()})
+        dst.disposition = src.disposition
+
+    def until(self, t: Fraction | None) -> None:
+        """Mux copied packets whose time is ≤ t seconds (all of them when t is None)."""
+        if self._packets is None:
+            return
+        while True:
+            pkt = self._pending
+            if pkt is None:
+                try:
+                    pkt = next(self._packets)
+                except StopIteration:
+                    self._packets = None
+                    self._flush_transcoders()
+                    return
+            if pkt.dts is None and pkt.pts is None:
+                self._pending = None  # demuxer flush packets carry nothing
+                continue
+            ts = pkt.dts if pkt.dts is not None else pkt.pts
+            if t is not None and ts * pkt.time_base > t:
+                self._pending = pkt
+                return
+            self._pending = None
+            self._mux(pkt)
+
+    def _mux(self, pkt: av.Packet) -> None:
+        idx = pkt.stream.index
+        if idx in self.map:
+            pkt.stream = self.map[idx]
+            self.out.mux(pkt)
+            return
+        dec, enc = self.transcode[idx]
+        for frame in dec.decode(pkt):
+            self._encode_audio(frame, enc)
+
+    def _encode_audio(self, frame: av.AudioFrame, enc: av.stream.Stream) -> None:
+        if frame.pts is not None and frame.time_base is not None:
+            # keep the track's start offset: restamp in samples of the encoder's rate
+            frame.pts = round(frame.pts * frame.time_base * frame.sample_rate)
+            frame.time_base = Fraction(1, frame.sample_rate)
+        self.out.mux(enc.encode(frame))
+
+    def _flush_transcoders(self) -> None:
+        for dec, enc in self.transcode.values():
+            for frame in dec.decode(None):
+                self._encode_audio(frame, enc)
+            self.out.mux(enc.encode(None))
+
+    def close(self) -> None:
+        self.src.close()

@@ -1,0 +1,404 @@
+"""IFNet, the flow network of RIFE, in the layouts of the official checkpoints.
+
+Two families, told apart by their state-dict keys (a leading `module.` from DataParallel is stripped):
+
+* **HDv3** (ECCV2022-RIFE `train_log/IFNet_HDv3.py`, the "HD" v3 weights): 3 IFBlocks of PReLU convs
+  (`blockN.conv0`, `blockN.convblock0..3`, flow head `conv1`, mask head `conv2`), every level run in both
+  directions and averaged; pyramid levels 4/2/1; interpolates the mid-point only (τ = 0.5).
+* **v4** (Practical-RIFE 4.x): IFBlocks of LeakyReLU convs with residual `convblock.K` (`conv` + `beta`) and a
+  `lastconv` transpose conv + PixelShuffle; a timestep plane is an input, so any τ in (0, 1) works.
+  - 4.6 layout: 4 blocks, no feature encoder, the mask is accumulated over levels; levels 8/4/2/1.
+  - 4.22 / 4.25 layout: a feature encoder `encode.cnn0..3` whose features (and their warps) feed each block,
+    blocks also pass a feature map on (`lastconv` gives 13 channels), the mask is replaced at each level;
+    4 blocks (4.22, levels 8/4/2/1) or 5 blocks (4.25, levels 16/8/4/2/1).
+
+Channel widths, block counts and encoder width are read from tensor shapes. Everything takes its device and
+dtype from the input tensors; nothing is cached between calls, so one process may run several GPUs and sizes.
+
+Inputs are float N×3×H×W in 0..1 with H and W multiples of `size_multiple(scale)`; `interpolate()` pads and
+crops with `models.padding`, so callers with arbitrary sizes cannot get a size mismatch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ...errors import ModelError, UsageError
+from ..padding import multiple_for_scale, pad_to_multiple
+from ..spec import register_arch
+
+Variant = Literal["hdv3", "v4.6", "v4.22", "v4.25"]
+
+#: `scale` values the official inference accepts (`--scale`); 0.5 is the "UHD" mode for ≥ 4K input.
+VALID_SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+#: the official scripts pad to at least 32 at scale 1, also where the pyramid would allow less (HDv3: 16)
+_MIN_MULTIPLE = 32
+#: conv0 downsamples by 4 below a level's own 1/level resize, so a level of L needs H, W multiples of 4·L
+_CONV0_STRIDE = 4
+
+
+def backward_warp(image: Tensor, flow: Tensor) -> Tensor:
+    """Sample `image` at (x + flow_x, y + flow_y), bilinear, border-clamped: RIFE's warp.
+
+    The sampling grid is built on the input's device each call (Practical-RIFE's `warplayer.py` caches grids
+    in a module-level dict and builds them on a global device, which breaks a second GPU). The grid and the
+    sampling are done in float32 whatever the model dtype: in fp16 the normalised coordinates of a 1920-pixel
+    row are spaced 1e-3 apart, the same as fp16's resolution near 1, i.e. up to half a pixel of error.
+    """
+    n, _, h, w = flow.shape
+    xs = torch.linspace(-1.0, 1.0, w, device=flow.device, dtype=torch.float32).view(1, 1, 1, w).expand(n, 1, h, w)
+    ys = torch.linspace(-1.0, 1.0, h, device=flow.device, dtype=torch.float32).view(1, 1, h, 1).expand(n, 1, h, w)
+    flow32 = flow.float()
+    # Pixels → normalised [-1, 1] units (align_corners=True: -1 and 1 are the centres of the edge pixels).
+    grid = torch.cat(
+        (
+            xs + flow32[:, 0:1] / ((image.shape[3] - 1.0) / 2.0),
+            ys + flow32[:, 1:2] / ((image.shape[2] - 1.0) / 2.0),
+        ),
+        1,
+    ).permute(0, 2, 3, 1)
+    padding_mode = "border"
+    if image.device.type == "mps":
+        # MPS has no "border" mode; clamping the grid to the edge centres gives the same samples.
+        padding_mode = "zeros"
+        grid = grid.clamp(-1.0, 1.0)
+    out = F.grid_sample(image.float(), grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
+    return out.to(image.dtype)
+
+
+def _resize(x: Tensor, factor: float) -> Tensor:
+    # scale_factor (not size) as the reference does: with sizes multiple of the level both give the same grid,
+    # and this keeps the sampling arithmetic identical to the official code.
+    if factor == 1.0:
+        return x
+    return F.interpolate(x, scale_factor=factor, mode="bilinear", align_corners=False, recompute_scale_factor=False)
+
+
+def _check_scale(scale: float) -> None:
+    if scale not in VALID_SCALES:
+        valid = ", ".join(str(s) for s in VALID_SCALES)
+        raise UsageError(f"RIFE scale {scale} not supported; valid: {valid} (0.5 for ≥ 4K input)")
+
+
+def _timestep_plane(timestep: float | Tensor, like: Tensor) -> Tensor:
+    """τ as an N×1×H×W plane; `timestep` is a float (same τ for the batch) or N values (one per pair)."""
+    n, _, h, w = like.shape
+    t = torch.as_tensor(timestep, device=like.device, dtype=like.dtype)
+    if t.numel() == 1:
+        return t.reshape(1, 1, 1, 1).expand(n, 1, h, w)
+    if t.numel() != n:
+        raise UsageError(f"timestep has {t.numel()} values for a batch of {n} pairs; give 1 or {n}")
+    return t.reshape(n, 1, 1, 1).expand(n, 1, h, w)
+
+
+class IFNetBase(nn.Module):
+    """What the interpolate stage relies on, whatever the layout."""
+
+    variant: Variant
+    #: pyramid levels at scale 1, coarse to fine (each level runs its block on the input resized by 1/level)
+    levels: tuple[float, ...]
+    #: False: only τ = 0.5 (reach other τ by mid-point bisection, `stages.timeline.bisection_steps`)
+    supports_timestep: bool
+
+    def size_multiple(self, scale: float = 1.0) -> int:
+        """H and W of the input must be multiples of this at `scale` (32 for HDv3, 4.6, 4.22; 64 for 4.25;
+        doubled at scale 0.5)."""
+        _check_scale(scale)
+        base = max(_MIN_MULTIPLE, int(_CONV0_STRIDE * max(self.levels)))
+        return multiple_for_scale(base, scale)
+
+    def _check_inputs(self, img0: Tensor, img1: Tensor, scale: float) -> None:
+        if img0.shape != img1.shape or img0.ndim != 4 or img0.shape[1] != 3:
+            raise UsageError(
+                f"IFNet wants two N×3×H×W tensors of one shape, got {tuple(img0.shape)} and {tuple(img1.shape)}"
+            )
+        m = self.size_multiple(scale)
+        h, w = img0.shape[2], img0.shape[3]
+        if h % m or w % m:
+            raise UsageError(
+                f"IFNet input {w}×{h} is not a multiple of {m} at scale {scale}: pad it with "
+                "models.padding (or call interpolate(), which does)"
+            )
+
+    def forward(self, img0: Tensor, img1: Tensor, timestep: float | Tensor = 0.5, scale: float = 1.0) -> Tensor:
+        raise NotImplementedError
+
+    @torch.inference_mode()
+    def interpolate(self, img0: Tensor, img1: Tensor, timestep: float | Tensor = 0.5, scale: float = 1.0) -> Tensor:
+        """The frame at τ between `img0` and `img1` (N×3×H×W, any H and W): pad, run, crop back."""
+        m = self.size_multiple(scale)
+        x0, pad = pad_to_multiple(img0, m)
+        x1, _ = pad_to_multiple(img1, m)
+        return pad.crop(self(x0, x1, timestep, scale))
+
+
+# --------------------------------------------------------------------------------------------------- HDv3
+
+
+def _conv_prelu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=True), nn.PReLU(cout))
+
+
+def _deconv_head(c: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.ConvTranspose2d(c, c // 2, 4, 2, 1), nn.PReLU(c // 2), nn.ConvTranspose2d(c // 2, cout, 4, 2, 1)
+    )
+
+
+class _BlockHDv3(nn.Module):
+    """One pyramid level of HDv3: features at 1/(4·level), 4 residual pairs, flow (4) and mask (1) heads."""
+
+    def __init__(self, cin: int, c: int, n_res: int = 4) -> None:
+        super().__init__()
+        self.conv0 = nn.Sequential(_conv_prelu(cin, c // 2, 2), _conv_prelu(c // 2, c, 2))
+        # Named convblock0..3 (not a list) to match the checkpoint keys.
+        for k in range(n_res):
+            self.add_module(f"convblock{k}", nn.Sequential(_conv_prelu(c, c), _conv_prelu(c, c)))
+        self.n_res = n_res
+        self.conv1 = _deconv_head(c, 4)
+        self.conv2 = _deconv_head(c, 1)
+
+    def forward(self, x: Tensor, flow: Tensor, level: float) -> tuple[Tensor, Tensor]:
+        x = _resize(x, 1.0 / level)
+        flow = _resize(flow, 1.0 / level) * (1.0 / level)
+        feat = self.conv0(torch.cat((x, flow), 1))
+        for k in range(self.n_res):
+            feat = getattr(self, f"convblock{k}")(feat) + feat
+        flow = _resize(self.conv1(feat), level) * level
+        mask = _resize(self.conv2(feat), level)
+        return flow, mask
+
+
+class IFNetHDv3(IFNetBase):
+    variant: Variant = "hdv3"
+    supports_timestep = False
+
+    def __init__(self, widths: tuple[int, ...] = (90, 90, 90), n_res: int = 4) -> None:
+        super().__init__()
+        # 6 image channels + mask (1) + flow (4)
+        for i, c in enumerate(widths):
+            self.add_module(f"block{i}", _BlockHDv3(7 + 4, c, n_res))
+        self.n_blocks = len(widths)
+        self.levels = tuple(float(2 ** (len(widths) - 1 - i)) for i in range(len(widths)))  # 4, 2, 1
+
+    def forward(self, img0: Tensor, img1: Tensor, timestep: float | Tensor = 0.5, scale: float = 1.0) -> Tensor:
+        if not (isinstance(timestep, float | int) and float(timestep) == 0.5):
+            raise UsageError("RIFE HDv3 interpolates τ = 0.5 only; reach other τ by mid-point bisection")
+        self._check_inputs(img0, img1, scale)
+        n = img0.shape[0]
+        flow = img0.new_zeros(n, 4, img0.shape[2], img0.shape[3])
+        mask = img0.new_zeros(n, 1, img0.shape[2], img0.shape[3])
+        warped0, warped1 = img0, img1
+        for i in range(self.n_blocks):
+            block: _BlockHDv3 = getattr(self, f"block{i}")
+            # Both directions (0→1 and, swapped, 1→0) as one batch of 2N: the same weights, half the launches.
+            x = torch.cat((torch.cat((warped0, warped1, mask), 1), torch.cat((warped1, warped0, -mask), 1)), 0)
+            f = torch.cat((flow, torch.cat((flow[:, 2:4], flow[:, :2]), 1)), 0)
+            fd, md = block(x, f, self.levels[i] / scale)
+            f0, f1 = fd[:n], fd[n:]
+            flow = flow + (f0 + torch.cat((f1[:, 2:4], f1[:, :2]), 1)) / 2
+            mask = mask + (md[:n] - md[n:]) / 2
+            warped0 = backward_warp(img0, flow[:, :2])
+            warped1 = backward_warp(img1, flow[:, 2:4])
+        m = torch.sigmoid(mask)
+        return warped0 * m + warped1 * (1 - m)
+
+
+# --------------------------------------------------------------------------------------------------- v4
+
+
+def _conv_lrelu(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=True), nn.LeakyReLU(0.2, inplace=True))
+
+
+class _ResConv(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, 1, 1)
+        self.beta = nn.Parameter(torch.ones(1, c, 1, 1))
+        self.relu = nn.LeakyReLU(0.2, inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.relu(self.conv(x) * self.beta + x)
+
+
+class _BlockV4(nn.Module):
+    """One level of RIFE 4.x: out = 4 flow + 1 mask (+ a feature map for the next level in 4.2x)."""
+
+    def __init__(self, cin: int, c: int, n_res: int, cout: int) -> None:
+        super().__init__()
+        self.conv0 = nn.Sequential(_conv_lrelu(cin, c // 2, 2), _conv_lrelu(c // 2, c, 2))
+        self.convblock = nn.Sequential(*(_ResConv(c) for _ in range(n_res)))
+        self.lastconv = nn.Sequential(nn.ConvTranspose2d(c, 4 * cout, 4, 2, 1), nn.PixelShuffle(2))
+
+    def forward(self, x: Tensor, flow: Tensor | None, level: float) -> tuple[Tensor, Tensor, Tensor]:
+        x = _resize(x, 1.0 / level)
+        if flow is not None:
+            x = torch.cat((x, _resize(flow, 1.0 / level) * (1.0 / level)), 1)
+        out = _resize(self.lastconv(self.convblock(self.conv0(x))), level)
+        return out[:, :4] * level, out[:, 4:5], out[:, 5:]
+
+
+class _Encoder(nn.Module):
+    """4.2x per-frame feature encoder (`encode.cnn0..3`): full-resolution features of `cout` channels."""
+
+    def __init__(self, c: int, cout: int) -> None:
+        super().__init__()
+        self.cnn0 = nn.Conv2d(3, c, 3, 2, 1)
+        self.cnn1 = nn.Conv2d(c, c, 3, 1, 1)
+        self.cnn2 = nn.Conv2d(c, c, 3, 1, 1)
+        self.cnn3 = nn.ConvTranspose2d(c, cout, 4, 2, 1)
+        self.relu = nn.LeakyReLU(0.2, inplace=True)
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.relu(self.cnn0(x))
+        x = self.relu(self.cnn1(x))
+        x = self.relu(self.cnn2(x))
+        return self.cnn3(x)
+
+
+class IFNetV4(IFNetBase):
+    supports_timestep = True
+
+    def __init__(
+        self,
+        widths: tuple[int, ...],
+        *,
+        n_res: int = 8,
+        encoder: tuple[int, int] | None = None,
+        block_feat: int = 0,
+        variant: Variant = "v4.6",
+    ) -> None:
+        """`widths`: c of each block; `encoder`: (hidden, out) channels of the feature encoder, None in 4.6;
+        `block_feat`: channels a block passes to the next (8 in 4.2x, 0 in 4.6)."""
+        super().__init__()
+        self.variant = variant
+        self.n_blocks = len(widths)
+        self.levels = tuple(float(2 ** (len(widths) - 1 - i)) for i in range(len(widths)))
+        self.block_feat = block_feat
+        ef = 0
+        if encoder is not None:
+            self.encode = _Encoder(*encoder)
+            ef = encoder[1]
+        self.has_encoder = encoder is not None
+        cout = 4 + 1 + block_feat + (1 if block_feat == 0 else 0)  # 4.6 emits one unused channel (24 / 4 = 6)
+        for i, c in enumerate(widths):
+            # level 0: img0, img1, their features, τ; later: warped images and features, τ, mask, block
+            # features, plus the flow (4) concatenated inside the block
+            cin = 7 + 2 * ef if i == 0 else 8 + 2 * ef + block_feat + 4
+            self.add_module(f"block{i}", _BlockV4(cin, c, n_res, cout))
+
+    def forward(self, img0: Tensor, img1: Tensor, timestep: float | Tensor = 0.5, scale: float = 1.0) -> Tensor:
+        self._check_inputs(img0, img1, scale)
+        t = _timestep_plane(timestep, img0)
+        if self.has_encoder:
+            f01 = self.encode(torch.cat((img0, img1), 0))  # one encoder pass for both frames
+            f0, f1 = f01[: img0.shape[0]], f01[img0.shape[0] :]
+        flow: Tensor | None = None
+        mask = feat = img0.new_zeros(0)
+        warped0, warped1 = img0, img1
+        for i in range(self.n_blocks):
+            block: _BlockV4 = getattr(self, f"block{i}")
+            level = self.levels[i] / scale
+            if flow is None:
+                parts = (img0, img1, f0, f1, t) if self.has_encoder else (img0, img1, t)
+                flow, mask, feat = block(torch.cat(parts, 1), None, level)
+            else:
+                if self.has_encoder:
+                    wf0 = backward_warp(f0, flow[:, :2])
+                    wf1 = backward_warp(f1, flow[:, 2:4])
+                    parts = (warped0, warped1, wf0, wf1, t, mask, feat[:, : self.block_feat])
+                else:
+                    parts = (warped0, warped1, t, mask)
+                fd, md, feat = block(torch.cat(parts, 1), flow, level)
+                flow = flow + fd
+                # 4.6 refines the mask additively; the encoder models (4.7 on) predict it afresh per level.
+                mask = md if self.has_encoder else mask + md
+            warped0 = backward_warp(img0, flow[:, :2])
+            warped1 = backward_warp(img1, flow[:, 2:4])
+        m = torch.sigmoid(mask)
+        return warped0 * m + warped1 * (1 - m)
+
+
+# --------------------------------------------------------------------------------------------------- loading
+
+_BLOCK_KEY = re.compile(r"^block(\d+)\.")
+
+
+def _strip_module(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def _count(sd: Mapping[str, Tensor], pattern: str) -> int:
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in sd if (m := rx.match(k))})
+
+
+def detect_variant(state_dict: Mapping[str, Tensor]) -> Variant:
+    """Which IFNet layout a state dict holds (keys with or without `module.`)."""
+    sd = _strip_module(state_dict)
+    if "block0.convblock0.0.0.weight" in sd and "block0.conv1.0.weight" in sd:
+        return "hdv3"
+    if "block0.convblock.0.conv.weight" in sd and "block0.lastconv.0.weight" in sd:
+        if "encode.cnn0.weight" not in sd:
+            if any(k.startswith("encode.") for k in sd):
+                raise ModelError(
+                    "RIFE 4.7–4.14 (Sequential encoder) checkpoints are not supported; "
+                    "supported layouts: HDv3, 4.6, 4.22, 4.25"
+                )
+            return "v4.6"
+        n = _count(sd, r"^block(\d+)\.")
+        return "v4.25" if n >= 5 else "v4.22"
+    raise ModelError(
+        "state dict is not a RIFE IFNet checkpoint in a supported layout (HDv3, 4.6, 4.22, 4.25): "
+        f"first keys {list(sd)[:4]}"
+    )
+
+
+def build_ifnet(state_dict: Mapping[str, Tensor]) -> IFNetBase:
+    """Build the IFNet a checkpoint describes and load it (strict on every key our module has; training-only
+    parts such as HDv3's `block_tea` teacher are dropped). The module stays on CPU, in the checkpoint's
+    dtype."""
+    sd = _strip_module(state_dict)
+    variant = detect_variant(sd)
+    n_blocks = _count(sd, r"^block(\d+)\.")
+    if sorted(int(m.group(1)) for k in sd if (m := _BLOCK_KEY.match(k)) and k.endswith("conv0.0.0.weight")) != list(
+        range(n_blocks)
+    ):
+        raise ModelError(f"RIFE checkpoint has gaps in its block numbering ({n_blocks} blocks)")
+    widths = tuple(int(sd[f"block{i}.conv0.1.0.weight"].shape[0]) for i in range(n_blocks))
+    model: IFNetBase
+    if variant == "hdv3":
+        n_res = _count(sd, r"^block0\.convblock(\d+)\.")
+        model = IFNetHDv3(widths, n_res)
+    else:
+        n_res = _count(sd, r"^block0\.convblock\.(\d+)\.")
+        cout = int(sd["block0.lastconv.0.weight"].shape[1]) // 4
+        block_feat = max(cout - 5, 0) if cout != 6 else 0
+        encoder = None
+        if "encode.cnn0.weight" in sd:
+            encoder = (int(sd["encode.cnn0.weight"].shape[0]), int(sd["encode.cnn3.weight"].shape[1]))
+        model = IFNetV4(widths, n_res=n_res, encoder=encoder, block_feat=block_feat, variant=variant)
+    wanted = model.state_dict().keys()
+    prefixes = {k.split(".", 1)[0] for k in wanted}
+    ours = {k: v for k, v in sd.items() if k.split(".", 1)[0] in prefixes}
+    missing = sorted(set(wanted) - set(ours))
+    unexpected = sorted(set(ours) - set(wanted))
+    if missing or unexpected:
+        raise ModelError(
+            f"RIFE {variant} checkpoint does not match its layout: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
+    try:
+        model.load_state_dict(ours, strict=True)
+    except RuntimeError as e:  # shape mismatches
+        raise ModelError(f"RIFE {variant} checkpoint has tensors of unexpected shapes: {e}") from None
+    return model.eval().requires_grad_(False)
+
+
+register_arch("ifnet", build_ifnet)

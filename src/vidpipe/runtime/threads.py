@@ -1,0 +1,165 @@
+"""Bounded hand-offs between threads: an end-of-stream sentinel, a worker's exception re-raised in the caller,
+threads always joined. Memory is O(maxsize × item), never O(stream)."""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+_END = object()
+#: how often a blocked put/get wakes to check for cancellation, seconds
+_POLL_S = 0.05
+
+
+class Cancelled(Exception):
+    """Raised inside a worker whose consumer went away; never escapes the worker."""
+
+
+class Producer(Generic[T]):
+    """Runs `work(emit)` on a thread; iterating the Producer yields what `work` emits, in order.
+
+    `emit` blocks while the queue is full (back-pressure) and raises `Cancelled` once `close()` was called,
+    so the worker unwinds through its own `finally` blocks. An exception in `work` is re-raised in the
+    iterating thread after the items emitted before it.
+    """
+
+    def __init__(self, name: str, work: Callable[[Callable[[T], None]], None], maxsize: int) -> None:
+        self._q: queue.Queue[object] = queue.Queue(maxsize=max(1, maxsize))
+        self._stop = threading.Event()
+        self._work = work
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._started = False
+
+    def _emit(self, item: T) -> None:
+        while True:
+            if self._stop.is_set():
+                raise Cancelled
+            try:
+                self._q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def _run(self) -> None:
+        tail: object = _END
+        try:
+            self._work(self._emit)
+        except Cancelled:
+            return
+        except BaseException as e:  # handed to the consumer, which re-raises it
+            tail = e
+        while not self._stop.is_set():
+            try:
+                self._q.put(tail, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def __iter__(self) -> Iterator[T]:
+        if not self._started:
+            self._started = True
+            self._thread.start()
+        while True:
+            try:
+                item = self._q.get(timeout=_POLL_S)
+            except queue.Empty:
+                if not self._thread.is_alive() and self._q.empty():
+                    return  # cancelled worker: nothing more will come
+                continue
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Stop the worker (if running) and join it."""
+        self._stop.set()
+        if self._started:
+            while self._thread.is_alive():
+                with contextlib.suppress(queue.Empty):  # unblock a worker waiting on a full queue
+                    self._q.get_nowait()
+                self._thread.join(timeout=_POLL_S)
+
+    def __enter__(self) -> Producer[T]:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class Consumer(Generic[T, R]):
+    """Runs `work(items)` on a thread, where `items` iterates what `put` hands over until `finish()`.
+
+    `put` blocks while the queue is full and re-raises the worker's exception as soon as it is known;
+    `finish` waits for the worker and returns its result (or raises its exception).
+    """
+
+    def __init__(self, name: str, work: Callable[[Iterator[T]], R], maxsize: int) -> None:
+        self._q: queue.Queue[object] = queue.Queue(maxsize=max(1, maxsize))
+        self._work = work
+        self._error: BaseException | None = None
+        self._result: R | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _items(self) -> Iterator[T]:
+        while True:
+            try:
+                item = self._q.get(timeout=_POLL_S)
+            except queue.Empty:
+                if self._stop.is_set():
+                    raise Cancelled from None
+                continue
+            if item is _END:
+                return
+            yield item  # type: ignore[misc]
+
+    def _run(self) -> None:
+        try:
+            self._result = self._work(self._items())
+        except Cancelled:
+            pass
+        except BaseException as e:
+            self._error = e
+
+    def _raise_if_failed(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, item: T) -> None:
+        while True:
+            self._raise_if_failed()
+            if not self._thread.is_alive():
+                raise RuntimeError(f"{self._thread.name} stopped before the end of the stream")
+            try:
+                self._q.put(item, timeout=_POLL_S)
+                return
+            except queue.Full:
+                continue
+
+    def finish(self) -> R:
+        while self._thread.is_alive():
+            try:
+                self._q.put(_END, timeout=_POLL_S)
+                break
+            except queue.Full:
+                self._raise_if_failed()
+        self._thread.join()
+        self._raise_if_failed()
+        return self._result  # type: ignore[return-value]
+
+    def cancel(self) -> None:
+        """Abandon the stream: the worker sees `Cancelled` and is joined."""
+        self._stop.set()
+        while self._thread.is_alive():
+            with contextlib.suppress(queue.Empty):
+                self._q.get_nowait()
+            self._thread.join(timeout=_POLL_S)
