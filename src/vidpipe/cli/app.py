@@ -64,6 +64,7 @@ def run_cmd(
     crf: Annotated[int | None, typer.Option(help="quality for crf encoders (lower is better)")] = None,
     speed: Annotated[str | None, typer.Option(help="encoder speed preset (x264/x265 names, SVT-AV1 0-13)")] = None,
     bit_depth: Annotated[int | None, typer.Option(help="force output bit depth: 8 or 10")] = None,
+    lossless: Annotated[bool, typer.Option("--lossless", help="lossless encoding (h264, hevc, vp9)")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     batch_size: Annotated[int, typer.Option(min=1, help="frames per batch")] = 8,
     hwaccel: Annotated[str, typer.Option(help="none | auto | cuda (NVDEC decode)")] = "none",
@@ -92,6 +93,7 @@ def run_cmd(
             encoder=EncoderOptions(
                 encoder=_choice(encoder, PRESETS, "encoder"),  # type: ignore[arg-type]
                 crf=crf,
+                lossless=lossless,
                 speed=speed,
                 bit_depth=bit_depth,
             ),
@@ -105,6 +107,19 @@ def run_cmd(
             f"wrote {result.output} ({result.frames_out} frames, {result.fps:.1f} fps, "
             f"{result.wall_s:.1f} s); manifest {result.output}.json"
         )
+
+
+@app.command("demo")
+def demo_cmd(
+    out: Annotated[Path, typer.Option(help="where the sample and the result go")] = Path("out/demo"),
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+) -> None:
+    """Generate a sample clip and run the main job on it."""
+    from .demo import run_demo
+
+    _setup_logging(quiet=False, verbose=False)
+    result = run_demo(out, RunOptions(device=device))
+    err.print(f"demo: wrote {result.output} ({result.frames_out} frames, {result.fps:.1f} fps); manifest beside it")
 
 
 @app.command("probe")
@@ -187,18 +202,21 @@ def _mount_optional() -> None:
 _mount_optional()
 
 
+def _fail(message: str, code: int) -> None:
+    # plain write: one unwrapped line, whatever the terminal width
+    sys.stderr.write(f"error: {message}\n")
+    sys.exit(code)
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False, prog_name="vidpipe")
     except VidpipeError as e:
-        err.print(f"error: {e}", markup=False, highlight=False)
-        sys.exit(e.exit_code)
+        _fail(str(e), e.exit_code)
     except click.exceptions.Abort:
-        err.print("error: aborted", markup=False)
-        sys.exit(130)
+        _fail("aborted", 130)
     except click.ClickException as e:
         e.show()
         sys.exit(UsageError.exit_code)
     except KeyboardInterrupt:
-        err.print("error: interrupted", markup=False)
-        sys.exit(130)
+        _fail("interrupted", 130)

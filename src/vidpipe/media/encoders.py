@@ -45,6 +45,8 @@ class EncoderOptions:
     speed: str | None = None
     #: force output bit depth (8 or 10); None = follow the source where the codec allows
     bit_depth: int | None = None
+    #: mathematically lossless where the encoder can (x264 qp 0, x265/VP9/SVT lossless); ffv1/png always are
+    lossless: bool = False
     #: encoder threads; 0 = FFmpeg's choice
     threads: int = 0
     #: extra FFmpeg encoder options
@@ -185,5 +187,16 @@ def _options(preset: str, opts: EncoderOptions, hardware: bool, alpha: bool) -> 
         o.update({"profile": "4" if alpha else "3", "vendor": "apl0"})
     elif preset == "ffv1":
         o.update({"level": "3", "slicecrc": "1"})
+    if opts.lossless:
+        if preset == "h264" and not hardware:
+            o.pop("crf", None)
+            o["qp"] = "0"
+        elif preset == "hevc" and not hardware:
+            o["x265-params"] = "log-level=error:lossless=1"
+        elif preset == "vp9":
+            o.pop("crf", None)  # libvpx refuses a CQ level together with lossless
+            o["lossless"] = "1"
+        elif preset not in ("ffv1", "png"):
+            raise UsageError(f"--lossless is not available for {preset}; lossless encoders: h264, hevc, vp9, ffv1, png")
     o.update(dict(opts.extra))
     return o

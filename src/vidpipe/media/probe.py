@@ -69,6 +69,9 @@ _SUPPORTED_PREFIXES = (
     "ayuv",
 )
 
+#: decoders that read the alpha plane of VP8/VP9 in WebM (FFmpeg's native vp8/vp9 decoders drop it)
+_LIBVPX_ALPHA = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
+
 # File signatures of containers we know: a file that starts like one but will not open was cut short.
 _SIGNATURES = (
     (4, b"ftyp"),  # MP4 / MOV / 3GP (offset 4)
@@ -237,6 +240,9 @@ def probe(path: str | Path, *, count_frames: bool = False) -> MediaInfo:
                 f"{path}: pixel format {pix_fmt!r} is not supported; valid families: " + ", ".join(_SUPPORTED_PREFIXES)
             )
         depth, alpha = pix_fmt_depth(pix_fmt)
+        if cc.name in _LIBVPX_ALPHA and vs.metadata.get("alpha_mode") == "1":
+            # WebM/Matroska carry VP8/VP9 alpha beside the picture; FFmpeg's native decoders ignore it
+            alpha, pix_fmt = True, "yuva420p"
         tb = Fraction(vs.time_base) if vs.time_base else Fraction(1, 90000)
         sample = _packet_pts(c, vs, VFR_SAMPLE_PACKETS)
         vfr = _is_vfr(sample, tb)
@@ -250,7 +256,9 @@ def probe(path: str | Path, *, count_frames: bool = False) -> MediaInfo:
             c.seek(0)
             frame = next(c.decode(vs))
             rotation = round(frame.rotation or 0)
-            if frame.format.name != pix_fmt:  # decoders may report a different layout than the header
+            if frame.format.name != pix_fmt and not (
+                alpha and cc.name in _LIBVPX_ALPHA
+            ):  # decoders may report a different layout than the header
                 pix_fmt = frame.format.name
                 depth, alpha = pix_fmt_depth(pix_fmt)
         except (StopIteration, av.error.FFmpegError):

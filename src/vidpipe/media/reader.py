@@ -24,7 +24,7 @@ from ..errors import CorruptInputError, TruncatedInputError
 from ..frames import Colour, FrameBatch
 from ..runtime.threads import Producer
 from .info import MediaInfo
-from .probe import open_input
+from .probe import _LIBVPX_ALPHA, open_input
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +123,13 @@ class VideoReader:
                 (log.warning if opts.hwaccel == "cuda" else log.info)("decode: %s", msg)
                 if opts.hwaccel == "cuda":
                     self.stats.warnings.append(msg)
+        libvpx = _LIBVPX_ALPHA.get(vs.codec_context.name)
+        if self.alpha and libvpx:
+            dec = av.codec.CodecContext.create(libvpx, "r")
+            dec.extradata = vs.codec_context.extradata
+            self.stats.decoder = f"{libvpx} (CPU, for the alpha plane)"
+            log.info("decode: %s on the CPU with %s (keeps alpha)", Path(self.info.path).name, libvpx)
+            return dec.decode
         cc = vs.codec_context
         cc.thread_type = "AUTO"
         cc.thread_count = opts.threads

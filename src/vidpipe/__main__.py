@@ -1,0 +1,3 @@
+from vidpipe.cli.app import main
+
+main()

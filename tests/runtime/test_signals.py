@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_run_leaves_no_output_and_exits_non_zero(make, tmp_path, sig):
+    src = make("long.mp4", frames=600, size=(640, 360), source="mandelbrot")
+    out = tmp_path / "out.mkv"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "vidpipe",
+            "run",
+            str(src),
+            "-o",
+            str(out),
+            "--encoder",
+            "hevc",
+            "--speed",
+            "slow",
+            "--progress",
+            "json",
+            "--batch-size",
+            "4",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ},
+    )
+    try:
+        deadline = time.monotonic() + 120
+        started = False
+        assert proc.stderr is not None
+        while time.monotonic() < deadline:  # wait until frames are really flowing
+            line = proc.stderr.readline()
+            if not line:
+                break
+            if line.startswith("{") and json.loads(line).get("frames", 0) > 0:
+                started = True
+                break
+        assert started, "the run never reported progress"
+        # keep draining stderr, or the child blocks on a full pipe
+        drain = threading.Thread(target=proc.stderr.read, daemon=True)
+        drain.start()
+        while time.monotonic() < deadline and not list(tmp_path.glob(".out.vidpipe-partial*")):
+            time.sleep(0.05)  # the muxer creates the file with its first packet (after encoder look-ahead)
+        assert list(tmp_path.glob(".out.vidpipe-partial*")), "a partial file exists while running"
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        proc.send_signal(sig)
+        rc = proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert rc == 128 + sig
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.vidpipe-partial*"))
