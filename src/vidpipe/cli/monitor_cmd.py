@@ -21,7 +21,11 @@ from vidpipe.jobs.monitor import MonitorConfig, detect_provider, run_monitor, st
 from vidpipe.jobs.result import result_path_from_env, sentinel_path_from_env
 from vidpipe.jobs.secrets import Redactor, install_log_redaction
 
-app = typer.Typer(add_completion=False, help="Stop the instance once every upload is verified.")
+app = typer.Typer(
+    add_completion=False,
+    subcommand_metavar="",  # a group only so that add_typer mounts it as `vidpipe monitor`
+    help="Stop the instance once every upload is verified.",
+)
 
 
 class Provider(StrEnum):
@@ -34,15 +38,20 @@ class Provider(StrEnum):
 def monitor(
     result: Annotated[
         Path | None,
-        typer.Option(help="Result JSON to watch [default: $UPLOAD_RESULT_JSON or the seed's path]."),
+        typer.Option(help="Result JSON to watch (default: $UPLOAD_RESULT_JSON, else the seed's path)."),
     ] = None,
     sentinel: Annotated[
         Path | None,
-        typer.Option(help="Sentinel file [default: $VIDPIPE_SENTINEL or /workspace/VASTAI_PIPELINE_…]."),
+        typer.Option(
+            help="Sentinel file (default: $VIDPIPE_SENTINEL, else /workspace/VASTAI_PIPELINE_COMPLETED_SUCCESSFULLY)."
+        ),
     ] = None,
     provider: Annotated[
         Provider | None,
-        typer.Option(help="How to stop: vast, runpod or command [default: from --stop-command or env]."),
+        typer.Option(
+            help="How to stop: vast, runpod or command (default: command with --stop-command, "
+            "else vast if CONTAINER_ID is set, runpod if RUNPOD_POD_ID is)."
+        ),
     ] = None,
     stop_command: Annotated[
         str | None,
@@ -56,7 +65,7 @@ def monitor(
     stop_on_failure: Annotated[bool, typer.Option(help="Also stop when the job failed or the timeout passed.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between polls.")] = 30.0,
     timeout: Annotated[
-        float | None, typer.Option(help="Give up after this many seconds [default: wait for the job].")
+        float | None, typer.Option(help="Give up after this many seconds (default: wait as long as the job runs).")
     ] = None,
     stop_attempts: Annotated[int, typer.Option(help="Attempts of the stop command before giving up.")] = 5,
 ) -> None:
@@ -92,10 +101,12 @@ def monitor(
                 handler.removeFilter(flt)
     except VidpipeError as e:
         typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(e.exit_code) from None
+        # SystemExit, not typer.Exit: with standalone_mode=False click returns typer.Exit's code instead of
+        # exiting, and a caller that ignores the return value would exit 0.
+        raise SystemExit(e.exit_code) from None
     typer.echo(report.summary(), err=not report.outcome.ok)
     if not report.outcome.ok:
-        raise typer.Exit(1)
+        raise SystemExit(1)
 
 
 __all__ = ["Provider", "app", "monitor"]

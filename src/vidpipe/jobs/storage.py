@@ -25,6 +25,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
+import mimetypes
 import os
 import random
 import re
@@ -277,7 +278,8 @@ class S3Storage:
 
     # -- errors and retries ------------------------------------------------------------------------------
 
-    def _classify(self, exc: BaseException, what: str) -> StorageError:
+    def _classify(self, exc: BaseException, what: str) -> StorageError | None:
+        """The StorageError for ``exc``, or None when it is no storage failure (a bug) and must propagate."""
         if isinstance(exc, StorageError):
             return exc
         if isinstance(exc, bex.ClientError):
@@ -291,14 +293,16 @@ class S3Storage:
             if status == 403:
                 text += " (check B2_KEY/B2_SECRET and the key's bucket permissions)"
             elif status == 404 or code in ("NoSuchBucket", "NoSuchKey"):
-                text += f" (bucket {self.settings.bucket!r} / key exists?)"
+                text += " (does the bucket, or the object, exist?)"
             return StorageError(text)
         if isinstance(exc, bex.HTTPClientError | bex.ConnectionError | bex.IncompleteReadError):
             # Connection refused/reset, timeouts, a response cut short: the network, not the request.
             return RetryableStorageError(f"{what} failed: {self.redactor.redact(str(exc))}")
         if isinstance(exc, bex.BotoCoreError):
             return StorageError(f"{what} failed: {self.redactor.redact(str(exc))}")
-        return StorageError(f"{what} failed: {type(exc).__name__}: {self.redactor.redact(str(exc))}")
+        if isinstance(exc, OSError):  # reading the local file
+            return StorageError(f"{what} failed: {type(exc).__name__}: {self.redactor.redact(str(exc))}")
+        return None
 
     def _call(self, what: str, fn: Callable[[], T], counter: _Attempts) -> T:
         policy = self.settings.retry
@@ -310,6 +314,8 @@ class S3Storage:
                 raise
             except Exception as exc:
                 err = self._classify(exc, what)
+                if err is None:
+                    raise
                 if not err.retryable or attempt == policy.max_attempts:
                     if err.retryable:
                         err = RetryableStorageError(f"{err} (gave up after {attempt} attempts)")
@@ -345,7 +351,9 @@ class S3Storage:
         except OSError as e:
             raise StorageError(f"cannot read {path} for upload: {e.strerror or e}") from e
         counter = _Attempts()
-        extra: dict[str, Any] = {"ContentType": content_type} if content_type else {}
+        # A real Content-Type makes the presigned link play or save as video in a browser.
+        content_type = content_type or mimetypes.guess_type(key)[0] or "application/octet-stream"
+        extra: dict[str, Any] = {"ContentType": content_type}
         if digest.size >= self.settings.multipart_threshold and digest.size > MIN_PART_SIZE:
             etag, parts = self._upload_multipart(path, key, digest, extra, counter)
         else:
