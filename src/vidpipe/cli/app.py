@@ -210,7 +210,9 @@ def _fail(message: str, code: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        app(args=argv, standalone_mode=False, prog_name="vidpipe")
+        rv = app(args=argv, standalone_mode=False, prog_name="vidpipe")
+        if isinstance(rv, int) and rv:  # typer.Exit(code) comes back as a return value in this mode
+            sys.exit(rv)
     except VidpipeError as e:
         _fail(str(e), e.exit_code)
     except click.exceptions.Abort:

@@ -54,6 +54,10 @@ class ReaderStats:
     warnings: list[str] = field(default_factory=list)
 
 
+#: semi-planar layouts hardware decoders emit instead of the stream's planar format
+_HW_LAYOUTS = ("nv12", "p010le", "p016le")
+
+
 def default_matrix(colour: Colour, height: int) -> Colour:
     """Fill in an unspecified YUV matrix the way players do (BT.709 for HD, BT.601 below), so that the
     reader's YUV→RGB and the writer's RGB→YUV agree and the output is tagged with what was assumed."""
@@ -189,6 +193,10 @@ class VideoReader:
                         self._corrupt(f"non-increasing pts {p} after {last_pts}")
                         continue
                     last_pts = int(p)
+                    if frame.format.name != v.pix_fmt and frame.format.name in _HW_LAYOUTS:
+                        # NVDEC hands out nv12/p010; repacking to the source's planar layout first (lossless)
+                        # gives the same RGB conversion, bit for bit, as the CPU path
+                        frame = frame.reformat(format=v.pix_fmt)
                     arr = frame.to_ndarray(**kwargs)
                     if arr.ndim == 2:  # some formats return planar gray
                         arr = np.repeat(arr[..., None], 3, axis=2)
