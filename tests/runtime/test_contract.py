@@ -171,3 +171,11 @@ def test_png_sequence_output(make, tmp_path):
     res = run(src, out, [], _opts("png"))
     files = sorted(out.glob("*.png"))
     assert res.frames_out == 5 and len(files) == 5
+
+
+def test_python_api_runs_the_same_path(make, tmp_path):
+    import vidpipe
+
+    src = make("api.mp4", frames=5, size=(64, 48))
+    res = vidpipe.run(src, tmp_path / "api.mkv", [Resize(32, 24)], vidpipe.RunOptions(device="cpu", progress="none"))
+    assert res.frames_out == 5 and vidpipe.probe(res.output).video.width == 32

@@ -14,7 +14,7 @@ import pytest
 @pytest.mark.timeout(180)
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_mid_run_leaves_no_output_and_exits_non_zero(make, tmp_path, sig):
-    src = make("long.mp4", frames=600, size=(640, 360), source="mandelbrot")
+    src = make("long.mp4", frames=600, size=(480, 270), source="mandelbrot")
     out = tmp_path / "out.mkv"
     proc = subprocess.Popen(
         [

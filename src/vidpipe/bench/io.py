@@ -35,6 +35,9 @@ LOOP_CODEC, LOOP_SPEED = "libx264", "veryfast"
 
 
 def _commit() -> str:
+    """The commit measured: `VIDPIPE_COMMIT` (set where the tree travels without .git), else git's HEAD."""
+    if os.environ.get("VIDPIPE_COMMIT"):
+        return os.environ["VIDPIPE_COMMIT"]
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True
