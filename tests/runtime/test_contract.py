@@ -179,3 +179,33 @@ def test_python_api_runs_the_same_path(make, tmp_path):
     src = make("api.mp4", frames=5, size=(64, 48))
     res = vidpipe.run(src, tmp_path / "api.mkv", [Resize(32, 24)], vidpipe.RunOptions(device="cpu", progress="none"))
     assert res.frames_out == 5 and vidpipe.probe(res.output).video.width == 32
+
+
+def test_colour_tags_and_hdr_transfer_survive(make, tmp_path):
+    src = make(
+        "hdr.mkv",
+        codec="libx265",
+        pix_fmt="yuv420p10le",
+        frames=4,
+        size=(128, 72),
+        colour_tags=("bt2020", "smpte2084", "bt2020nc"),
+        options={"x265-params": "log-level=error"},
+    )
+    c_in = probe(src).video.colour
+    assert (c_in.primaries, c_in.transfer, c_in.matrix) == ("bt2020", "smpte2084", "bt2020nc") and c_in.is_hdr
+    out = tmp_path / "hdr.mkv"
+    run(src, out, [], _opts("hevc"))
+    c_out = probe(out).video.colour
+    assert (c_out.primaries, c_out.transfer, c_out.matrix, c_out.bit_depth) == ("bt2020", "smpte2084", "bt2020nc", 10)
+
+
+def test_mp4_cut_at_half_with_index_at_front_is_truncated(make, tmp_path, cli):
+    whole = make("faststart.mp4", frames=60, container_options={"movflags": "faststart"}).read_bytes()
+    assert whole[4:8] == b"ftyp" and b"moov" in whole[: len(whole) // 4]  # index really at the front
+    cut = tmp_path / "cut-front.mp4"
+    cut.write_bytes(whole[: len(whole) // 2])
+    proc = cli("run", str(cut), "-o", str(tmp_path / "o.mkv"), "--progress", "none")
+    assert proc.returncode == 3 and "frames missing at the end" in proc.stderr, proc.stderr
+    ok = cli("run", str(cut), "-o", str(tmp_path / "o.mkv"), "--progress", "none", "--on-corrupt", "skip")
+    assert ok.returncode == 0, ok.stderr
+    assert probe(tmp_path / "o.mkv").video.frames < 60

@@ -19,6 +19,7 @@ from ..errors import (
     UnsupportedFormatError,
 )
 from ..frames import Colour
+from .colour import MATRIX, PRIMARIES, TRANSFER, name_of
 from .info import Chapter, MediaInfo, StreamInfo, VideoInfo
 
 log = logging.getLogger(__name__)
@@ -86,35 +87,11 @@ _SIGNATURES = (
 )
 
 
-def _colour_name(enum_cls: type, value: int | None, default: str = "unknown") -> str:
-    if value is None:
-        return default
-    try:
-        name = enum_cls(value).name.lower()
-    except ValueError:
-        return default
-    return default if name in ("unspecified", "default", "reserved") else name
-
-
-_MATRIX_NAMES = {
-    "itu709": "bt709",
-    "itu601": "bt470bg",
-    "itu624": "bt470bg",
-    "fcc": "fcc",
-    "smpte170m": "smpte170m",
-    "smpte240m": "smpte240m",
-    "bt2020": "bt2020nc",
-}
-
-
 def colour_of(cc: av.video.codeccontext.VideoCodecContext, bit_depth: int) -> Colour:
-    from av.video.reformatter import ColorPrimaries, Colorspace, ColorTrc
-
-    matrix = _colour_name(Colorspace, cc.colorspace)
     return Colour(
-        primaries=_colour_name(ColorPrimaries, cc.color_primaries),
-        transfer=_colour_name(ColorTrc, cc.color_trc),
-        matrix=_MATRIX_NAMES.get(matrix, matrix),
+        primaries=name_of(PRIMARIES, cc.color_primaries),
+        transfer=name_of(TRANSFER, cc.color_trc),
+        matrix=name_of(MATRIX, cc.colorspace),
         range="pc" if cc.color_range == 2 else "tv",
         bit_depth=bit_depth,
     )
@@ -266,7 +243,7 @@ def probe(path: str | Path, *, count_frames: bool = False) -> MediaInfo:
         start = vs.start_time * tb if vs.start_time is not None else Fraction(0)
         duration = Fraction(c.duration, av.time_base) if c.duration else None
         frames: int | None = vs.frames or None
-        exact = frames is not None and not vfr
+        exact = frames is not None  # an index count (MP4, AVI) is exact whatever the timing
         if count_frames or (frames is None and size < 64 * 1024 * 1024):
             c.seek(0)
             frames = sum(1 for p in c.demux(vs) if p.size)

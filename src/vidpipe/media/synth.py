@@ -15,6 +15,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from .colour import MATRIX, PRIMARIES, TRANSFER, code_of
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AudioTrack:
@@ -52,6 +54,10 @@ class ClipSpec:
     metadata: dict[str, str] = field(default_factory=dict)
     #: frames with an alpha ramp (for yuva/rgba formats)
     alpha: bool = False
+    #: colour tags (primaries, transfer, matrix) in FFmpeg names, e.g. ("bt2020", "smpte2084", "bt2020nc")
+    colour_tags: tuple[str, str, str] | None = None
+    #: muxer options, e.g. {"movflags": "faststart"}
+    container_options: dict[str, str] = field(default_factory=dict)
 
 
 def _video_frames(spec: ClipSpec) -> Iterator[tuple[str, np.ndarray]]:
@@ -90,7 +96,7 @@ def make_clip(path: str | Path, spec: ClipSpec = ClipSpec()) -> Path:
     """Write a clip described by `spec`; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with av.open(str(path), "w") as out:
+    with av.open(str(path), "w", options=dict(spec.container_options)) as out:
         out.metadata.update(spec.metadata)
         vs = out.add_stream(spec.codec, rate=spec.rate, options=dict(spec.options))
         vs.width, vs.height = spec.size
@@ -98,6 +104,15 @@ def make_clip(path: str | Path, spec: ClipSpec = ClipSpec()) -> Path:
         tb = spec.time_base or (Fraction(1, 1000) if spec.times is not None else 1 / spec.rate)
         vs.time_base = tb
         vs.codec_context.time_base = tb
+        if spec.colour_tags:
+            cc = vs.codec_context
+            for attr, table, name in zip(
+                ("color_primaries", "color_trc", "colorspace"),
+                (PRIMARIES, TRANSFER, MATRIX),
+                spec.colour_tags,
+                strict=True,
+            ):
+                setattr(cc, attr, code_of(table, name))
         if spec.rotation:
             vs.set_display_rotation(spec.rotation)
         audio = []

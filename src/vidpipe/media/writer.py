@@ -30,6 +30,7 @@ import torch
 from ..errors import OutputError
 from ..frames import Colour, FrameBatch
 from ..stages.base import StreamSpec
+from .colour import MATRIX, PRIMARIES, TRANSFER, code_of
 from .encoders import EncoderChoice, EncoderOptions, resolve
 from .info import MediaInfo
 from .reader import rgb_format, sws_matrix
@@ -40,33 +41,6 @@ log = logging.getLogger(__name__)
 INTERLEAVE_AHEAD_S = Fraction(1, 2)
 
 _AUDIO_FALLBACK = {"mp4": "aac", "mov": "aac", "webm": "libopus", "avi": "libmp3lame", "matroska": "aac"}
-
-_PRIMARIES = {
-    "bt709": 1,
-    "bt470m": 4,
-    "bt470bg": 5,
-    "smpte170m": 6,
-    "smpte240m": 7,
-    "film": 8,
-    "bt2020": 9,
-    "smpte428": 10,
-    "smpte431": 11,
-    "smpte432": 12,
-}
-_TRC = {
-    "bt709": 1,
-    "gamma22": 4,
-    "gamma28": 5,
-    "smpte170m": 6,
-    "smpte240m": 7,
-    "linear": 8,
-    "iec61966_2_1": 13,
-    "bt2020_10": 14,
-    "bt2020_12": 15,
-    "smpte2084": 16,
-    "arib_std_b67": 18,
-}
-_MATRIX = {"bt709": 1, "fcc": 4, "bt470bg": 5, "smpte170m": 6, "smpte240m": 7, "bt2020nc": 9, "bt2020c": 10}
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -153,12 +127,14 @@ class VideoWriter:
             c = self.colour
             cc = vs.codec_context
             cc.color_range = 2 if c.range == "pc" else 1
-            if c.matrix in _MATRIX:
-                cc.colorspace = _MATRIX[c.matrix]
-            if c.primaries in _PRIMARIES:
-                cc.color_primaries = _PRIMARIES[c.primaries]
-            if c.transfer.replace("-", "_") in _TRC:
-                cc.color_trc = _TRC[c.transfer.replace("-", "_")]
+            for attr, table, name in (
+                ("colorspace", MATRIX, c.matrix),
+                ("color_primaries", PRIMARIES, c.primaries),
+                ("color_trc", TRANSFER, c.transfer),
+            ):
+                code = code_of(table, name)
+                if code is not None:  # unknown stays unspecified rather than guessed
+                    setattr(cc, attr, code)
             self._vs = vs
             if self.source is not None and self.options.copy_streams and not self.png:
                 self._copy = _StreamCopier(self.source, out, self.stats)
