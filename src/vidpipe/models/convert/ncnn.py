@@ -23,7 +23,7 @@ import torch
 
 from ...errors import ModelError
 from ..archs import rrdb, srvgg
-from ..loading import META_ARCH, META_RESIZE_AFTER, META_SOURCE, models_dir, save_safetensors
+from ..loading import META_ARCH, META_RESIZE_AFTER, META_SOURCE, build_model, models_dir, save_safetensors
 
 PARAM_MAGIC = 7767517
 #: `.bin` storage tags of flagged weight blobs (ncnn `ModelBinFromDataReader::load`, type 0)
@@ -221,11 +221,22 @@ def _convert_srvgg(layers: Sequence[NcnnLayer], weighted: list[_Conv | tuple[Ncn
     nearest = [x for x in interps if x.int_(0) == _INTERP_NEAREST]
     if len(nearest) != 1 or (nearest[0].float_(1), nearest[0].float_(2)) != (scale, scale):
         raise ModelError(f"ncnn graph is not SRVGGNetCompact: expected one nearest ×{scale} Interp of the input")
+    if nearest[0].bottoms[0] not in _input_blobs(layers):
+        raise ModelError("ncnn graph is not SRVGGNetCompact: the nearest Interp must upsample the input")
     adds = [b for b in _by_type(layers, "BinaryOp") if b.int_(0) == _BINARY_ADD and not b.int_(1)]
-    if len(adds) != 1:
-        raise ModelError("ncnn graph is not SRVGGNetCompact: expected one residual Add")
+    if len(adds) != 1 or set(adds[0].bottoms) != {shuffles[0].tops[0], nearest[0].tops[0]}:
+        raise ModelError("ncnn graph is not SRVGGNetCompact: expected one Add of the shuffled and upsampled blobs")
     resize_after = _trailing_resize(layers, [x for x in interps if x is not nearest[0]])
     return NcnnConversion(arch=srvgg.ARCH, state_dict=state, resize_after=resize_after)
+
+
+def _input_blobs(layers: Sequence[NcnnLayer]) -> set[str]:
+    """The graph input and its copies made by Split layers."""
+    blobs = {top for layer in layers if layer.type == "Input" for top in layer.tops}
+    for layer in layers:
+        if layer.type == "Split" and layer.bottoms[0] in blobs:
+            blobs.update(layer.tops)
+    return blobs
 
 
 def _trailing_resize(layers: Sequence[NcnnLayer], others: list[NcnnLayer]) -> float | None:
@@ -235,7 +246,7 @@ def _trailing_resize(layers: Sequence[NcnnLayer], others: list[NcnnLayer]) -> fl
     if len(others) != 1 or last is not layers[-1] or last.int_(0) != _INTERP_BICUBIC or last.int_(6):
         raise ModelError("ncnn graph: only one final bicubic Interp may follow the network")
     if last.float_(1) != last.float_(2) or last.float_(1) <= 0:
-        raise ModelError(f"ncnn {last.name}: height and width scales differ")
+        raise ModelError(f"ncnn {last.name}: scales must be equal and positive, got {last.float_(1)}, {last.float_(2)}")
     return last.float_(1)
 
 
@@ -298,11 +309,7 @@ def convert_ncnn(param: Path, bin_: Path) -> NcnnConversion:
     else:
         raise ModelError(f"ncnn graph {Path(param).name} is neither SRVGGNetCompact nor RRDBNet")
     # The arch builder re-derives every size from the tensors; a mismatch here means the graph was misread.
-    builder = srvgg.build_srvgg if conv.arch == srvgg.ARCH else rrdb.build_rrdb
-    try:
-        builder(conv.state_dict).load_state_dict(conv.state_dict, strict=True)
-    except RuntimeError as e:
-        raise ModelError(f"ncnn {Path(param).name}: tensor sizes do not form a {conv.arch}: {e}") from e
+    build_model(conv.state_dict, arch=conv.arch)
     return conv
 
 
