@@ -36,6 +36,7 @@ from fractions import Fraction
 from ..errors import StageError, UsageError
 
 _HALF = Fraction(1, 2)
+_ZERO = Fraction(0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +121,7 @@ class Planner:
             raise UsageError("start applies to an fps target only; multi starts at the first source frame")
         self.time_base = time_base
         self.fps = Fraction(fps) if fps is not None else None
+        self._period = 1 / self.fps if self.fps is not None else None
         self.multi = multi
         self.start = None if start is None else Fraction(start)
         self.fill_tail = (fps is not None) if fill_tail is None else fill_tail
@@ -141,8 +143,8 @@ class Planner:
 
     def _grid(self, k: int) -> Fraction:
         # From the index, never by accumulation: no drift however long the video.
-        assert self.fps is not None and self.start is not None
-        return self.start + k / self.fps
+        assert self._period is not None and self.start is not None
+        return self.start + k * self._period
 
     def _emit(self, time: Fraction, src: int, tau: Fraction, out: list[PlannedFrame]) -> None:
         if self._pending is not None:
@@ -169,7 +171,8 @@ class Planner:
         """Source frame number `n_src` is shown at `time` (seconds, exact)."""
         if self._finished:
             raise StageError("Planner.push after finish")
-        time = Fraction(time)
+        if not isinstance(time, Fraction):
+            time = Fraction(time)
         prev = self._last
         if prev is not None and time <= prev:
             raise StageError(f"source frame times must increase: frame {self._n} at {time} after {prev}")
@@ -185,7 +188,7 @@ class Planner:
         else:
             while (t := self._grid(self._emitted)) < time:
                 if prev is None:  # grid points before the first source frame hold it
-                    self._emit(t, 0, Fraction(0), out)
+                    self._emit(t, 0, _ZERO, out)
                 else:
                     self._emit(t, i, (t - prev) / (time - prev), out)
         if prev is not None:
@@ -213,13 +216,13 @@ class Planner:
         out: list[PlannedFrame] = []
         i = self._n - 1
         if self.multi is not None:
-            self._emit(last, i, Fraction(0), out)
+            self._emit(last, i, _ZERO, out)
             if self.fill_tail:
                 for j in range(1, self.multi):
-                    self._emit(last + (end - last) * j / self.multi, i, Fraction(0), out)
+                    self._emit(last + (end - last) * j / self.multi, i, _ZERO, out)
         else:
             while (t := self._grid(self._emitted)) < end and (self.fill_tail or t <= last):
-                self._emit(t, i, Fraction(0), out)
+                self._emit(t, i, _ZERO, out)
         if self._pending is not None:
             out.append(self._finalise(*self._pending, end - self._pending[0]))
             self._pending = None
