@@ -1,0 +1,188 @@
+"""The OOM policy, exactly as seed 001 §0 fixes it: 3 attempts, a 2 s back-off between them, the last attempt at
+batch size 1; an OOM at batch size 1 is a `DeviceOutOfMemoryError` and the run stops.
+
+`OomRunner` applies it to one batch of frames and a function that processes a sub-batch (a stage's `process`, or
+a model's forward): the batch is cut into sub-batches of the current size, and a sub-batch that runs out of
+memory is re-run, the same frames, at a smaller size (halved, then 1 on the last attempt), after the back-off
+and after handing cached blocks back to the driver. Results are concatenated in order, so nothing is dropped or
+duplicated. The smaller size is kept for the following sub-batches and calls (the memory was short once, it will
+be again); `reset` goes back to the planned size.
+
+What the runner never does:
+- move anything to another device: there is no CUDA → CPU fallback, and a function whose result is not on its
+  input's device is refused (`DeviceError`);
+- retry anything but an out-of-memory error: any other error, a CUDA error included (it may have poisoned the
+  context), propagates unchanged on its first occurrence;
+- re-run a function that keeps state across calls: only functions whose output depends on their input alone
+  (frame-independent stages, a model's forward) may be given to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TypeVar
+
+import torch
+
+from ..errors import DeviceError, DeviceOutOfMemoryError, UsageError
+from ..frames import FrameBatch
+
+log = logging.getLogger(__name__)
+
+#: seed 001 §0: attempts per failing sub-batch, the first one included
+OOM_ATTEMPTS = 3
+#: seed 001 §0: back-off between attempts
+OOM_BACKOFF_S = 2.0
+
+#: failures of an allocation that are memory shortage, not a broken device (cuDNN/cuBLAS report their own
+#: workspace allocation failures as RuntimeError; older torch raised RuntimeError for the allocator too)
+_OOM_MESSAGES = ("CUDA out of memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED")
+
+T = TypeVar("T", FrameBatch, torch.Tensor)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OomPolicy:
+    attempts: int = OOM_ATTEMPTS
+    backoff_s: float = OOM_BACKOFF_S
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise UsageError(f"OOM attempts must be ≥ 1, got {self.attempts}")
+        if self.backoff_s < 0:
+            raise UsageError(f"OOM back-off must be ≥ 0 s, got {self.backoff_s}")
+
+    def next_size(self, size: int, attempt: int) -> int:
+        """Batch size for attempt `attempt + 1` after attempt `attempt` (1-based) failed at `size`: halved, and 1
+        for the last attempt."""
+        return 1 if attempt + 1 >= self.attempts else max(1, size // 2)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OomEvent:
+    """One recovered or fatal OOM, for logs and the manifest."""
+
+    device: str
+    #: positions in the batch given to `run` of the sub-batch that failed
+    start: int
+    stop: int
+    size: int
+    attempt: int
+
+
+def is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and any(m in str(exc) for m in _OOM_MESSAGES)
+
+
+def release_cached(device: torch.device) -> None:
+    """Hand the caching allocator's free blocks back to the driver (CUDA only; nothing to do elsewhere)."""
+    if device.type == "cuda":
+        with torch.cuda.device(device):
+            torch.cuda.empty_cache()
+
+
+def _length(x: FrameBatch | torch.Tensor) -> int:
+    return len(x) if isinstance(x, FrameBatch) else int(x.shape[0])
+
+
+def _slice(x: T, start: int, stop: int) -> T:
+    return x.slice(start, stop) if isinstance(x, FrameBatch) else x[start:stop]
+
+
+def _concat(parts: list[T]) -> T:
+    if isinstance(parts[0], FrameBatch):
+        return FrameBatch.concat(parts)  # type: ignore[arg-type, return-value]
+    return torch.cat(parts)  # type: ignore[arg-type, return-value]
+
+
+class OomRunner:
+    """Runs `fn` over a batch in sub-batches of at most `batch_size` frames under the seed's OOM policy.
+
+    `sleep` and `release` are injectable so tests run without waiting or a GPU.
+    """
+
+    def __init__(
+        self,
+        batch_size: int,
+        *,
+        policy: OomPolicy = OomPolicy(),
+        sleep: Callable[[float], None] = time.sleep,
+        release: Callable[[torch.device], None] = release_cached,
+    ) -> None:
+        if batch_size < 1:
+            raise UsageError(f"batch size must be ≥ 1, got {batch_size}")
+        self.planned = batch_size
+        self.size = batch_size
+        self.policy = policy
+        self._sleep = sleep
+        self._release = release
+        #: every OOM seen, recovered or not
+        self.events: list[OomEvent] = []
+
+    def reset(self) -> None:
+        """Go back to the planned size (e.g. at the start of a new video)."""
+        self.size = self.planned
+
+    def run(self, batch: T, fn: Callable[[T], T]) -> T:
+        """`fn` over `batch` in order, sub-batch by sub-batch; raises `DeviceOutOfMemoryError` when a single
+        frame does not fit."""
+        n = _length(batch)
+        device = batch.device
+        if n == 0:
+            return self._checked(fn(batch), device)
+        parts: list[T] = []
+        start = 0
+        attempt = 1
+        tried: list[int] = []
+        while start < n:
+            stop = min(n, start + self.size)
+            tried.append(stop - start)
+            try:
+                out = fn(_slice(batch, start, stop))
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                event = OomEvent(device=str(device), start=start, stop=stop, size=self.size, attempt=attempt)
+                self.events.append(event)
+                if self.size == 1 or attempt >= self.policy.attempts:
+                    why = "one frame does not fit" if self.size == 1 else "no attempts left"
+                    raise DeviceOutOfMemoryError(
+                        f"out of memory on {device} for frames {start}..{stop - 1} of a batch of {n} after "
+                        f"{attempt} attempt(s) at batch sizes {', '.join(map(str, tried))}: {why}. Lower the "
+                        "resolution, use a smaller tile, or free GPU memory"
+                    ) from e
+                log.warning(
+                    "out of memory on %s at batch size %d (attempt %d of %d); retrying from frame %d at batch size "
+                    "%d in %.1f s",
+                    device,
+                    self.size,
+                    attempt,
+                    self.policy.attempts,
+                    start,
+                    self.policy.next_size(self.size, attempt),
+                    self.policy.backoff_s,
+                )
+            else:
+                parts.append(self._checked(out, device))
+                start, attempt, tried = stop, 1, []
+                continue
+            # Outside the `except`: the exception and its traceback (which pin the failed attempt's tensors)
+            # are gone, so releasing the cache can actually return their memory.
+            self.size = self.policy.next_size(self.size, attempt)
+            attempt += 1
+            self._release(device)
+            self._sleep(self.policy.backoff_s)
+        return _concat(parts)
+
+    def _checked(self, out: T, device: torch.device) -> T:
+        if out.device != device:
+            raise DeviceError(
+                f"a stage returned frames on {out.device} for input on {device}; moving work to another device "
+                "(a CPU fallback) is not allowed"
+            )
+        return out
