@@ -196,6 +196,40 @@ def bench_io_cmd(
     run_io_bench(seconds=seconds, rss_seconds=rss_seconds, work_dir=work_dir, markdown=output)
 
 
+@bench_app.command("upscale")
+def bench_upscale_cmd(
+    model: Annotated[list[str], typer.Option(help="model name or weights path (repeatable)")],
+    size: Annotated[list[str], typer.Option(help="input WxH, one per --model")],
+    dtype: Annotated[str, typer.Option(help="fp16 | bf16 | fp32")] = "fp16",
+    mode: Annotated[list[str] | None, typer.Option(help="eager | cudnn | compile | compile-graphs")] = None,
+    batch: Annotated[int, typer.Option(min=1)] = 1,
+    e2e_frames: Annotated[int, typer.Option(help="frames for the end-to-end run (0 skips it)")] = 0,
+    outscale: Annotated[float | None, typer.Option(help="outscale for the end-to-end run")] = None,
+    device: Annotated[str, typer.Option()] = "cuda",
+    work_dir: Annotated[Path, typer.Option()] = Path(".cache/bench"),
+) -> None:
+    """Model-only (several execution modes) and end-to-end frames/s of SR models on a GPU."""
+    from ..bench.upscale import MODES, end_to_end, model_only
+    from ..runtime.device import describe, resolve_device
+
+    _setup_logging(quiet=True, verbose=False)
+    if len(model) != len(size):
+        raise UsageError("give one --size per --model")
+    dev = resolve_device(device)
+    typer.echo(f"device: {describe(dev)}")
+    typer.echo("| model | input | dtype | mode | batch | frames/s | warm-up s |\n|---|---|---|---|---:|---:|---:|")
+    for m, sz in zip(model, size, strict=True):
+        w, h = parse_size(sz)
+        for r in model_only(m, (w, h), device=dev, dtype=dtype, modes=mode or MODES, batch=batch):
+            typer.echo(r.row())
+        if e2e_frames:
+            fps, manifest = end_to_end(m, (w, h), device=dev, frames=e2e_frames, work_dir=work_dir, outscale=outscale)
+            typer.echo(
+                f"end-to-end {Path(m).stem} {sz} → {manifest['output']['video']}: {fps:.1f} fps "
+                f"(encoder {manifest['encoder']['codec']}, decoder {manifest['decoder']})"
+            )
+
+
 def _mount_optional() -> None:
     """Sub-commands that live in their own modules."""
     import importlib

@@ -1,0 +1,128 @@
+"""`vidpipe bench upscale`: model-only and end-to-end frames/s of SR models.
+
+Model-only: one input size, fp16/bf16 channels-last on the device, steady state timed with CUDA events after a
+warm-up (compile time reported separately), for several execution modes:
+  eager · eager + cudnn.benchmark · torch.compile (max-autotune, no CUDA graphs) · torch.compile with CUDA graphs.
+End-to-end: `vidpipe run` on a generated clip through the upscale stage into the chosen encoder.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import torch
+
+from ..errors import UsageError
+from ..models.loading import load_model_info
+
+MODES = ("eager", "cudnn", "compile", "compile-graphs")
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelResult:
+    model: str
+    size: tuple[int, int]
+    dtype: str
+    mode: str
+    batch: int
+    fps: float
+    warmup_s: float
+
+    def row(self) -> str:
+        w, h = self.size
+        return (
+            f"| {self.model} | {w}x{h} | {self.dtype} | {self.mode} | {self.batch} | {self.fps:.1f} | "
+            f"{self.warmup_s:.1f} |"
+        )
+
+
+def _time(fn: object, x: torch.Tensor, iters: int, device: torch.device) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize(device)
+    start.record()
+    for _ in range(iters):
+        fn(x)  # type: ignore[operator]
+    end.record()
+    torch.cuda.synchronize(device)
+    return start.elapsed_time(end) / 1000
+
+
+def model_only(
+    model: str,
+    size: tuple[int, int],
+    *,
+    device: torch.device,
+    dtype: str = "fp16",
+    modes: Sequence[str] = MODES,
+    batch: int = 1,
+    seconds: float = 3.0,
+) -> list[ModelResult]:
+    if device.type != "cuda":
+        raise UsageError("bench upscale measures GPU speed; run it where a CUDA device exists")
+    results = []
+    for mode in modes:
+        if mode not in MODES:
+            raise UsageError(f"invalid mode {mode!r}; valid: {', '.join(MODES)}")
+        torch.backends.cudnn.benchmark = mode != "eager"
+        loaded = load_model_info(model, device, DTYPES[dtype])
+        net = loaded.module.to(memory_format=torch.channels_last)
+        w, h = size
+        x = torch.rand(batch, 3, h, w, device=device, dtype=DTYPES[dtype]).contiguous(memory_format=torch.channels_last)
+        fn = net
+        if mode.startswith("compile"):
+            fn = torch.compile(
+                net,
+                mode="max-autotune" if mode == "compile-graphs" else "max-autotune-no-cudagraphs",
+                fullgraph=True,
+                dynamic=False,
+            )
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            for _ in range(3):
+                fn(x)
+            torch.cuda.synchronize(device)
+            warm = time.perf_counter() - t0
+            once = _time(fn, x, 3, device) / 3
+            iters = max(5, int(seconds / max(once, 1e-4)))
+            elapsed = _time(fn, x, iters, device)
+        results.append(ModelResult(Path(model).stem, size, dtype, mode, batch, iters * batch / elapsed, warm))
+        del fn, net, loaded
+        torch.cuda.empty_cache()
+        torch._dynamo.reset()
+    torch.backends.cudnn.benchmark = False
+    return results
+
+
+def end_to_end(
+    model: str,
+    size: tuple[int, int],
+    *,
+    device: torch.device,
+    frames: int,
+    work_dir: Path,
+    encoder: str = "h264",
+    speed: str = "veryfast",
+    outscale: float | None = None,
+) -> tuple[float, dict]:
+    from ..media.encoders import EncoderOptions
+    from ..media.synth import ClipSpec, make_clip
+    from ..media.writer import WriterOptions
+    from ..runtime.pipeline import RunOptions, run
+    from ..stages.upscale import Upscale
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    src = work_dir / f"sr-{size[0]}x{size[1]}-{frames}.mp4"
+    if not src.exists():
+        make_clip(
+            src, ClipSpec(size=size, rate=Fraction(30), frames=frames, options={"crf": "18", "preset": "veryfast"})
+        )
+    opts = RunOptions(
+        device=str(device), progress="none", writer=WriterOptions(encoder=EncoderOptions(encoder=encoder, speed=speed))
+    )  # type: ignore[arg-type]
+    res = run(src, work_dir / f"sr-out-{Path(model).stem}.mkv", [Upscale(model, outscale=outscale)], opts)
+    return res.fps, res.manifest
