@@ -108,6 +108,7 @@ def end_to_end(
     encoder: str = "h264",
     speed: str = "veryfast",
     outscale: float | None = None,
+    compile: bool = False,
 ) -> tuple[float, dict]:
     from ..media.encoders import EncoderOptions
     from ..media.synth import ClipSpec, make_clip
@@ -124,5 +125,7 @@ def end_to_end(
     opts = RunOptions(
         device=str(device), progress="none", writer=WriterOptions(encoder=EncoderOptions(encoder=encoder, speed=speed))
     )  # type: ignore[arg-type]
-    res = run(src, work_dir / f"sr-out-{Path(model).stem}.mkv", [Upscale(model, outscale=outscale)], opts)
+    res = run(
+        src, work_dir / f"sr-out-{Path(model).stem}.mkv", [Upscale(model, outscale=outscale, compile=compile)], opts
+    )
     return res.fps, res.manifest

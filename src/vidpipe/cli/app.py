@@ -70,6 +70,7 @@ def run_cmd(
     outscale: Annotated[float | None, typer.Option(help="final scale after the model (default: the model's)")] = None,
     tile: Annotated[str, typer.Option(help="auto | 0 (whole frames) | N px tiles")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto | fp16 | bf16 | fp32 (auto: fp16 on CUDA, fp32 on CPU)")] = "auto",
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile model stages (GPU; warm-up first)")] = False,
     resize: Annotated[str | None, typer.Option(help="resize to WxH (one side may be -1)")] = None,
     resize_method: Annotated[str, typer.Option(help="bicubic | bilinear | area")] = "bicubic",
     pad: Annotated[int | None, typer.Option(help="pad frames to a multiple of N (cropped back on output)")] = None,
@@ -93,7 +94,7 @@ def run_cmd(
     if pad is not None:
         stages.append(Pad(pad))
     if upscale is not None:
-        stages.append(Upscale(upscale, outscale=outscale, tile=_tile(tile), dtype=dtype))
+        stages.append(Upscale(upscale, outscale=outscale, tile=_tile(tile), dtype=dtype, compile=compile))
     if resize is not None:
         w, h = parse_size(resize)
         stages.append(Resize(w, h, _choice(resize_method, METHODS, "resize method")))  # type: ignore[arg-type]
@@ -234,7 +235,7 @@ def _mount_optional() -> None:
     """Sub-commands that live in their own modules."""
     import importlib
 
-    for module, name in (("models_cmd", "models"), ("monitor_cmd", "monitor")):
+    for module, name in (("models_cmd", "models"), ("monitor_cmd", "monitor"), ("cuts_cmd", "cuts")):
         try:
             mod = importlib.import_module(f"vidpipe.cli.{module}")
         except ModuleNotFoundError as e:

@@ -72,6 +72,7 @@ class Upscale:
         tile: int | None = None,
         overlap: int = DEFAULT_OVERLAP,
         dtype: str = "auto",
+        compile: bool = False,
     ) -> None:
         if dtype != "auto" and dtype not in DTYPES:
             raise UsageError(f"invalid dtype {dtype!r}; valid: auto, {', '.join(DTYPES)}")
@@ -85,6 +86,8 @@ class Upscale:
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.loaded: LoadedModel | None = None
+        self.compile = compile
+        self._net: Any = None
         self.out_size = (0, 0)
 
     # -- setup --
@@ -97,6 +100,11 @@ class Upscale:
         self.dtype_name = name
         self.loaded = load_model_info(self.model_ref, device, self.dtype)
         self.loaded.module.to(memory_format=torch.channels_last)
+        self._net = self.loaded.module
+        if self.compile:
+            # fuses the activations and residual adds into the convolutions (2× on an H100, docs/benchmarks.md);
+            # compiled once per piece shape, so whole frames or fixed tiles compile once
+            self._net = torch.compile(self.loaded.module, mode="max-autotune-no-cudagraphs", dynamic=False)
         scale = self.outscale or self.loaded.scale
         self.out_size = (round(spec.width * scale), round(spec.height * scale))
         if self.tile is None:
@@ -172,7 +180,7 @@ class Upscale:
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        y = self.loaded.module(x)
+        y = self._net(x)
         return y[..., : h * scale, : w * scale]
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:

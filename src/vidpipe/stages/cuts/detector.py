@@ -1,0 +1,546 @@
+"""The classical cut detector: an analysis stage over a decimated, downscaled stream that emits `Event`s.
+
+Streaming: each analysed frame becomes a small record (grey images at the SSIM and flow sides, a thumbnail, a
+histogram, mean luma); only the last `WINDOW` records are kept, so memory is O(window) whatever the length of
+the video. Decisions are taken with a fixed look-ahead (`HARD_CONTEXT` pairs for hard and motion cuts,
+the largest dissolve scale for soft ones) and finished in `flush()`.
+
+Detectors
+- `hard`: a pair whose SSIM dissimilarity spikes above its neighbours, whose change is concentrated in that one
+  pair (not spread as in a short dissolve), and that the optical flow cannot explain (not fast motion).
+  The `fast` preset computes SSIM and flow only for pairs whose histogram difference passes a gate.
+- `soft`: dissolves by a blend test (the middle frame of a window is a mix (1−α)·A + α·B of its ends with α
+  in the middle range, rising through the window, and the change is not explained by flow); fades by a run of
+  dark frames with the luma ramps around it.
+- `motion`: spikes of the mean flow magnitude curve (whip pans, sudden camera moves) that are not hard cuts.
+
+Every threshold below is named; the values were set on the dataset of `vidpipe.eval.cuts` (seed 0) and on the
+real single-shot clips of opencv-doc (no false cuts on vtest.avi, box.mp4, cup.mp4).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ...errors import UsageError
+from ...frames import FrameBatch
+from ..base import StreamSpec
+from . import features as ft
+from .events import KINDS, Event, Kind
+from .flow_reuse import FlowReuse
+from .presets import Preset, choose_preset, get_preset
+
+log = logging.getLogger(__name__)
+
+# -- hard cuts --
+#: pairs looked at on each side to judge whether one pair's change is a spike
+HARD_CONTEXT = 6
+#: a cut changes structure a lot: 1 − SSIM at least this (SSIM ≤ 0.7); motion blur and noise stay far below
+HARD_MIN_DISSIM = 0.3
+#: … and at least this many times the median dissimilarity of its neighbours (AdaptiveDetector's idea: a
+#: spike relative to the local level, so continuous fast motion does not fire)
+HARD_SPIKE_RATIO = 2.5
+#: … plus this margin, so near-static shots (median ~0.01) need a real jump
+HARD_SPIKE_MARGIN = 0.15
+#: share of the 3-pair change (frames i−2 → i+1) that happens in the pair i−1 → i: ~1 for a cut, ≤ ⅓ for a
+#: dissolve of 3+ frames
+HARD_MIN_CONCENTRATION = 0.6
+#: flow residual / raw difference: the share of the pair's change the optical flow cannot explain; motion
+#: leaves ≲ 0.4, a cut ~0.8–1
+HARD_MIN_UNEXPLAINED = 0.55
+#: `fast` cascade: pairs whose HSV histogram distance is below this never reach SSIM and flow (set below the
+#: smallest histogram jump of a real cut in the evaluation set, so the gate costs no recall there)
+CASCADE_HIST_GATE = 0.04
+#: … unless their thumbnails changed this much (cuts between shots of similar colours)
+CASCADE_THUMB_GATE = 0.06
+
+# -- soft cuts (dissolves) --
+#: half-widths of the blend test windows; the largest covers a 30-frame dissolve (2·16 ≥ 30 + 2)
+SOFT_SCALES = (2, 3, 4, 6, 8, 11, 16)
+#: the two ends must differ this much (mean |B − A| on 0..1 thumbnails): no transition within one shot
+SOFT_MIN_ENDPOINT_DIFF = 0.06
+#: α of the middle frame must be in this range: near 0 or 1 the middle frame is one of the shots (a hard cut)
+SOFT_ALPHA_RANGE = (0.2, 0.8)
+#: residual of the blend fit relative to |B − A|: a true blend fits to ~0.1 (compression, motion inside
+#: the shots); a pan or an unrelated frame does not fit
+SOFT_MAX_RESIDUAL = 0.35
+#: α must rise through the window: α(c − h/2) + this < α(c) < α(c + h/2) − this
+SOFT_MIN_ALPHA_STEP = 0.05
+#: share of the change over the window that flow cannot explain (see HARD_MIN_UNEXPLAINED); a blend ~0.7+
+SOFT_MIN_UNEXPLAINED = 0.45
+#: α below which a frame counts as still in shot A (above 1 − this: already in B) when measuring the span
+SOFT_SPAN_ALPHA = 0.05
+#: centres at most this far apart belong to the same transition
+SOFT_GROUP_GAP = 3
+#: thumbnail size (longest side) of the blend test
+THUMB_SIDE = 96
+
+# -- fades --
+#: a frame is black when its mean luma is below this (0..1) — video black is 16/255 limited → 0 full range
+FADE_DARK_LUMA = 0.06
+#: a ramp frame is at least this much brighter than the next darker one (mean luma 0..1)
+FADE_MIN_STEP = 0.004
+#: longest fade ramp followed (frames): 30-frame fades have two ramps of ~15
+FADE_MAX_RAMP = 40
+
+# -- motion cuts --
+#: the motion curve must jump to at least this many times its local median …
+MOTION_SPIKE_RATIO = 4.0
+#: … and at least this mean flow magnitude (fraction of the diagonal: ~1 % of the frame per frame)
+MOTION_MIN_MAG = 0.01
+
+#: records kept: the widest soft window plus the hard context plus the concentration test's reach
+WINDOW = 2 * max(SOFT_SCALES) + HARD_CONTEXT + 4
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CutOptions:
+    """Settings of the classical detector. `preset=None` applies the policy on the source's short side."""
+
+    detectors: tuple[Kind, ...] = ("hard", "soft")
+    preset: str | None = None
+    #: scheduler throughput emergency: lets the policy choose `fast` for S > 720
+    emergency: bool = False
+    #: analysis stream: frames fit into this box (None: the larger of the preset's sides); fps None = every frame
+    analysis_width: int | None = None
+    analysis_height: int | None = None
+    analysis_fps: Fraction | None = None
+
+    def __post_init__(self) -> None:
+        bad = [d for d in self.detectors if d not in KINDS]
+        if bad or not self.detectors:
+            raise UsageError(f"unknown cut detector(s) {bad or '(none)'}; valid: {', '.join(KINDS)}")
+        if self.preset is not None:
+            get_preset(self.preset)
+        for v in (self.analysis_width, self.analysis_height):
+            if v is not None and v < 16:
+                raise UsageError(f"analysis size must be at least 16 px, got {v}")
+        if self.analysis_fps is not None and self.analysis_fps <= 0:
+            raise UsageError(f"analysis fps must be positive, got {self.analysis_fps}")
+
+
+@dataclass(slots=True)
+class _Rec:
+    pos: int  # position in the analysis stream
+    frame: int  # source frame number
+    time: Fraction
+    g_ssim: np.ndarray
+    g_flow: np.ndarray
+    thumb: np.ndarray
+    hist: np.ndarray
+    luma: float
+    # pair features against the previous record (pair `pos`), filled on demand
+    hist_diff: float = 0.0
+    thumb_diff: float = 0.0
+    dissim: float | None = None
+    flow: tuple[float, float, float] | None = None
+    motion: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    """A centre that passed the blend test (source frame numbers, so it outlives the window)."""
+
+    pos: int
+    frame: int
+    time: Fraction
+    score: float
+    start: int
+    end: int
+
+
+@dataclass(slots=True)
+class CutStats:
+    frames: int = 0
+    ssim_pairs: int = 0
+    flow_pairs: int = 0
+    flow_reused: int = 0
+    frame_indices: list[int] = field(default_factory=list)
+
+
+class CutDetector:
+    """Analysis stage: frames pass through unchanged; `events` fills in; `flush()` finishes the last ones."""
+
+    name = "cuts"
+    context = WINDOW
+    unit = "frame_pair"
+
+    def __init__(self, options: CutOptions = CutOptions(), *, flow_reuse: FlowReuse | None = None) -> None:
+        self.options = options
+        self.flow_reuse = flow_reuse
+        self.preset: Preset | None = get_preset(options.preset) if options.preset else None
+        self.events: list[Event] = []
+        self.stats = CutStats()
+        self._win: deque[_Rec] = deque(maxlen=WINDOW)
+        self._sizes: tuple[tuple[int, int], tuple[int, int], tuple[int, int], tuple[int, int]] | None = None
+        self._next_time: Fraction | None = None
+        self._hard_next = 1  # next pair position to decide
+        self._soft_next = 0  # next centre to test
+        self._soft_group: list[_Candidate] = []
+        self._dark_start: _Rec | None = None
+        self._fade_start = 0
+        self._dark_last: _Rec | None = None
+        self._ramp_last: _Rec | None = None
+        self._soft: list[Event] = []
+        self._hard: list[Event] = []
+        self._motion: list[Event] = []
+        self._device = torch.device("cpu")
+
+    # -- Stage contract --
+    def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
+        self._device = device
+        self._configure(spec.width, spec.height)
+        return spec
+
+    def signature(self) -> dict[str, Any]:
+        p = self.preset
+        return {
+            "stage": self.name,
+            "detectors": list(self.options.detectors),
+            "preset": p.name if p else None,
+            "ssim_max_side": p.ssim_max_side if p else None,
+            "flow_max_side": p.flow_max_side if p else None,
+            "hard_cuts_cascade": p.hard_cuts_cascade if p else None,
+            "analysis": [self.options.analysis_width, self.options.analysis_height, str(self.options.analysis_fps)],
+        }
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        if self._sizes is None:
+            self._configure(batch.width, batch.height)
+        keep = self._decimate(batch)
+        if keep:
+            for rgb, i in zip(self._analysis_frames(batch, keep), keep, strict=True):
+                self._push(rgb, batch.index[i], batch.pts[i] * batch.time_base)
+        return batch
+
+    def flush(self) -> None:
+        last = self._win[-1].pos if self._win else -1
+        while self._hard_next <= last:
+            self._decide_hard(self._hard_next, last)
+            self._hard_next += 1
+        while self._soft_next <= last:
+            self._decide_soft(self._soft_next, last)
+            self._soft_next += 1
+        self._close_soft_group()
+        if self.flow_reuse is not None and self.flow_reuse.mode == "require":
+            self.flow_reuse.check(self.stats.frame_indices)
+        self.events = self._merge()
+
+    # -- setup --
+    def _configure(self, width: int, height: int) -> None:
+        if self.preset is None:
+            self.preset = choose_preset(min(width, height), emergency=self.options.emergency)
+        p = self.preset
+        o = self.options
+        if o.analysis_width or o.analysis_height:
+            bw = o.analysis_width or width
+            bh = o.analysis_height or height
+            s = min(1.0, bw / width, bh / height)
+            analysis = (max(16, round(width * s)), max(16, round(height * s)))
+        else:
+            analysis = ft.fit_side(width, height, max(p.ssim_max_side, p.flow_max_side))
+        aw, ah = analysis
+        self._sizes = (
+            analysis,
+            ft.fit_side(aw, ah, p.ssim_max_side),
+            ft.fit_side(aw, ah, p.flow_max_side),
+            ft.fit_side(aw, ah, THUMB_SIDE),
+        )
+        log.info("cuts: preset %s, analysis %dx%d, ssim %s, flow %s", p.name, aw, ah, self._sizes[1], self._sizes[2])
+
+    def _decimate(self, batch: FrameBatch) -> list[int]:
+        fps = self.options.analysis_fps
+        if fps is None:
+            return list(range(len(batch)))
+        keep = []
+        for i, t in enumerate(batch.times()):
+            if self._next_time is None or t >= self._next_time:
+                keep.append(i)
+                base = t if self._next_time is None else self._next_time
+                self._next_time = base + 1 / fps
+                while self._next_time <= t:  # a gap in the source: do not emit a burst afterwards
+                    self._next_time += 1 / fps
+        return keep
+
+    def _analysis_frames(self, batch: FrameBatch, keep: list[int]) -> list[np.ndarray]:
+        """RGB uint8 H×W×3 frames at the analysis size (resized on the batch's device when it is a GPU)."""
+        assert self._sizes is not None
+        aw, ah = self._sizes[0]
+        x = batch.data[keep][:, :3]
+        if x.dtype == torch.uint16:
+            x = (x.to(torch.int32) >> 8).to(torch.uint8)
+        elif x.dtype != torch.uint8:
+            x = (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        if x.device.type != "cpu" and (x.shape[2], x.shape[3]) != (ah, aw):
+            y = F.interpolate(x.float(), size=(ah, aw), mode="area").round().clamp(0, 255).to(torch.uint8)
+            return list(y.permute(0, 2, 3, 1).contiguous().cpu().numpy())
+        arr = x.permute(0, 2, 3, 1).cpu().numpy()
+        return [ft.resize(np.ascontiguousarray(a), (aw, ah)) for a in arr]
+
+    # -- per frame --
+    def _push(self, rgb: np.ndarray, frame: int, time: Fraction) -> None:
+        assert self._sizes is not None and self.preset is not None
+        _, s_ssim, s_flow, s_thumb = self._sizes
+        g = ft.grey(rgb)
+        rec = _Rec(
+            pos=self.stats.frames,
+            frame=frame,
+            time=time,
+            g_ssim=ft.resize(g, s_ssim),
+            g_flow=ft.resize(g, s_flow),
+            thumb=ft.resize(rgb, s_thumb).astype(np.float32) / 255.0,
+            hist=ft.histogram(rgb),
+            luma=float(g.mean()) / 255.0,
+        )
+        self.stats.frames += 1
+        self.stats.frame_indices.append(frame)
+        if self._win:
+            prev = self._win[-1]
+            rec.hist_diff = ft.hist_diff(prev.hist, rec.hist)
+            rec.thumb_diff = float(np.abs(rec.thumb - prev.thumb).mean())
+        self._win.append(rec)
+        if rec.pos > 0:
+            if not self.preset.hard_cuts_cascade:
+                self._dissim(rec.pos)
+                self._flow(rec.pos)
+            if "motion" in self.options.detectors:
+                self._motion_of(rec.pos)
+        if "soft" in self.options.detectors:
+            self._fade_step(rec)
+        last = rec.pos
+        while self._hard_next + HARD_CONTEXT <= last:
+            self._decide_hard(self._hard_next, last)
+            self._hard_next += 1
+        while self._soft_next + max(SOFT_SCALES) <= last:
+            self._decide_soft(self._soft_next, last)
+            self._soft_next += 1
+
+    def _rec(self, pos: int) -> _Rec | None:
+        if not self._win:
+            return None
+        i = pos - self._win[0].pos
+        return self._win[i] if 0 <= i < len(self._win) else None
+
+    def _dissim(self, pos: int) -> float:
+        r, p = self._rec(pos), self._rec(pos - 1)
+        if r is None or p is None:
+            return 0.0
+        if r.dissim is None:
+            r.dissim = 1.0 - ft.ssim(p.g_ssim, r.g_ssim)
+            self.stats.ssim_pairs += 1
+        return r.dissim
+
+    def _flow(self, pos: int) -> tuple[float, float, float]:
+        r, p = self._rec(pos), self._rec(pos - 1)
+        if r is None or p is None:
+            return 0.0, 0.0, 0.0
+        if r.flow is None:
+            r.flow = ft.flow_features(p.g_flow, r.g_flow)
+            self.stats.flow_pairs += 1
+        return r.flow
+
+    def _motion_of(self, pos: int) -> float:
+        r = self._rec(pos)
+        if r is None:
+            return 0.0
+        if r.motion is None:
+            saved = self.flow_reuse.magnitude_at(pos, r.frame) if self.flow_reuse is not None else None
+            if saved is not None:
+                self.stats.flow_reused += 1
+                r.motion = saved
+            else:
+                r.motion = self._flow(pos)[0]
+        return r.motion
+
+    def _unexplained(self, first: int, last: int) -> float:
+        """Share of the raw change over pairs first..last that the optical flow does not explain."""
+        resid = raw = 0.0
+        for q in range(first, last + 1):
+            _, r, w = self._flow(q)
+            resid += r
+            raw += w
+        return resid / raw if raw > 0 else 0.0
+
+    # -- hard + motion --
+    def _decide_hard(self, j: int, last: int) -> None:
+        r, p = self._rec(j), self._rec(j - 1)
+        if r is None or p is None:
+            return
+        lo, hi = max(1, j - HARD_CONTEXT), min(last, j + HARD_CONTEXT)
+        if "motion" in self.options.detectors:
+            self._decide_motion(j, lo, hi)
+        if "hard" not in self.options.detectors and "soft" not in self.options.detectors:
+            return
+        assert self.preset is not None
+        if r.luma < FADE_DARK_LUMA and p.luma < FADE_DARK_LUMA:
+            return  # SSIM of two black frames measures noise
+        if self.preset.hard_cuts_cascade and r.hist_diff < CASCADE_HIST_GATE and r.thumb_diff < CASCADE_THUMB_GATE:
+            return
+        s = self._dissim(j)
+        if s < HARD_MIN_DISSIM:
+            return
+        neighbours = [self._dissim(q) for q in range(lo, hi + 1) if q != j]
+        base = float(np.median(neighbours)) if neighbours else 0.0
+        if s < HARD_SPIKE_RATIO * base + HARD_SPIKE_MARGIN:
+            return
+        a, b = self._rec(max(0, j - 2)), self._rec(min(last, j + 1))
+        if a is not None and b is not None:
+            wide = float(np.abs(b.thumb - a.thumb).mean())
+            if wide > 0 and r.thumb_diff / wide < HARD_MIN_CONCENTRATION:
+                return
+        _, resid, raw = self._flow(j)
+        if raw > 0 and resid / raw < HARD_MIN_UNEXPLAINED:
+            return
+        self._hard.append(Event(frame=r.frame, time=r.time, kind="hard", score=round(s, 4)))
+
+    def _decide_motion(self, j: int, lo: int, hi: int) -> None:
+        r = self._rec(j)
+        m = self._motion_of(j)
+        if r is None or m < MOTION_MIN_MAG:
+            return
+        neighbours = [self._motion_of(q) for q in range(lo, hi + 1) if q != j]
+        if not neighbours or m < max(neighbours):
+            return  # only the local maximum of a burst
+        base = float(np.median(neighbours))
+        if m >= MOTION_SPIKE_RATIO * max(base, 1e-6):
+            self._motion.append(Event(frame=r.frame, time=r.time, kind="motion", score=round(m / max(base, 1e-6), 3)))
+
+    # -- soft: dissolves --
+    def _decide_soft(self, c: int, last: int) -> None:
+        if "soft" not in self.options.detectors:
+            return
+        mid = self._rec(c)
+        if mid is None:
+            return
+        best: tuple[float, int, int] | None = None
+        for h in SOFT_SCALES:
+            a, b = self._rec(c - h), self._rec(c + h)
+            if a is None or b is None or c + h > last:
+                break
+            if min(a.luma, b.luma, mid.luma) < FADE_DARK_LUMA:
+                continue  # through black: a fade, found by `_fade_step`
+            alpha, rel, dab = ft.blend_fit(a.thumb, mid.thumb, b.thumb)
+            lo_a, hi_a = SOFT_ALPHA_RANGE
+            if dab < SOFT_MIN_ENDPOINT_DIFF or not lo_a <= alpha <= hi_a or rel > SOFT_MAX_RESIDUAL:
+                continue
+            if h >= 2:
+                q1, q3 = self._rec(c - h // 2), self._rec(c + h // 2)
+                assert q1 is not None and q3 is not None
+                a1 = ft.blend_fit(a.thumb, q1.thumb, b.thumb)[0]
+                a3 = ft.blend_fit(a.thumb, q3.thumb, b.thumb)[0]
+                if not a1 + SOFT_MIN_ALPHA_STEP < alpha < a3 - SOFT_MIN_ALPHA_STEP:
+                    continue
+            if self._unexplained(c - h + 1, c + h) < SOFT_MIN_UNEXPLAINED:
+                continue
+            if best is None or rel < best[0]:
+                start, end = self._span(a, b, c - h, c + h)
+                best = (rel, start, end)
+        if best is None:
+            if self._soft_group and c - self._soft_group[-1].pos > SOFT_GROUP_GAP:
+                self._close_soft_group()
+            return
+        rel, start, end = best
+        if self._soft_group and c - self._soft_group[-1].pos > SOFT_GROUP_GAP:
+            self._close_soft_group()
+        self._soft_group.append(_Candidate(c, mid.frame, mid.time, max(0.0, 1.0 - rel), start, end))
+
+    def _span(self, a: _Rec, b: _Rec, first: int, last: int) -> tuple[int, int]:
+        """First and last source frame of the blend between records a and b."""
+        inside = []
+        for q in range(first, last + 1):
+            r = self._rec(q)
+            assert r is not None
+            if SOFT_SPAN_ALPHA < ft.blend_fit(a.thumb, r.thumb, b.thumb)[0] < 1 - SOFT_SPAN_ALPHA:
+                inside.append(r.frame)
+        return (min(inside), max(inside)) if inside else (a.frame, b.frame)
+
+    def _close_soft_group(self) -> None:
+        g = self._soft_group
+        if not g:
+            return
+        self._soft_group = []
+        # centres pass symmetrically around the middle of a linear blend: the middle candidate is its centre
+        c = g[len(g) // 2]
+        score = max(x.score for x in g)
+        start, end = min(x.start for x in g), max(x.end for x in g)
+        self._soft.append(Event(frame=c.frame, time=c.time, kind="soft", score=round(score, 4), start=start, end=end))
+
+    # -- soft: fades --
+    def _fade_step(self, rec: _Rec) -> None:
+        dark = rec.luma < FADE_DARK_LUMA
+        if dark:
+            if self._ramp_last is not None:  # dark again right after a ramp: the ramp ended
+                self._emit_fade()
+            if self._dark_start is None:
+                self._dark_start = rec
+                q = rec.pos
+                while q > 0 and rec.pos - q < FADE_MAX_RAMP:
+                    cur, prev = self._rec(q), self._rec(q - 1)
+                    if cur is None or prev is None or prev.luma < cur.luma + FADE_MIN_STEP:
+                        break
+                    q -= 1
+                self._fade_start = q
+            self._dark_last = rec
+            return
+        if self._dark_start is None:
+            return
+        prev = self._ramp_last or self._dark_last
+        assert prev is not None
+        rising = rec.luma > prev.luma + FADE_MIN_STEP and (
+            self._dark_last is None or rec.pos - self._dark_last.pos <= FADE_MAX_RAMP
+        )
+        if rising:
+            self._ramp_last = rec
+        else:
+            self._emit_fade()
+
+    def _emit_fade(self) -> None:
+        ds, dl = self._dark_start, self._dark_last
+        end = self._ramp_last or dl
+        self._dark_start = self._dark_last = self._ramp_last = None
+        if ds is None or dl is None or end is None:
+            return
+        if ds.pos == 0 or (ds.pos - self._fade_start < 1 and end.pos == dl.pos):
+            return  # starts black, or a black insert with no ramps: not a fade between shots
+        start = self._rec(self._fade_start)
+        centre = self._rec((ds.pos + dl.pos) // 2)
+        start_frame = start.frame if start is not None else ds.frame
+        c = centre if centre is not None else dl
+        self._soft.append(Event(frame=c.frame, time=c.time, kind="soft", score=1.0, start=start_frame, end=end.frame))
+
+    # -- end --
+    def _merge(self) -> list[Event]:
+        """Soft events merged where they overlap (a fade's halves also pass the blend test); hard and motion
+        events inside a soft span dropped; motion events on a cut dropped."""
+        soft: list[Event] = []
+        for e in sorted(self._soft, key=lambda e: e.start or e.frame):
+            if soft and e.start is not None and soft[-1].end is not None and e.start <= soft[-1].end:
+                o = soft[-1]
+                keep = o if (o.score >= e.score or o.score == 1.0) and e.score != 1.0 else e
+                soft[-1] = Event(
+                    frame=keep.frame,
+                    time=keep.time,
+                    kind="soft",
+                    score=max(o.score, e.score),
+                    start=min(o.start or o.frame, e.start),
+                    end=max(o.end or o.frame, e.end or e.frame),
+                )
+            else:
+                soft.append(e)
+
+        def inside(f: int) -> bool:
+            return any(s.start is not None and s.end is not None and s.start < f <= s.end for s in soft)
+
+        hard = [e for e in self._hard if not inside(e.frame)] if "hard" in self.options.detectors else []
+        cuts = {e.frame for e in hard}
+        motion = [e for e in self._motion if not inside(e.frame) and not cuts & {e.frame - 1, e.frame, e.frame + 1}]
+        keep_soft = soft if "soft" in self.options.detectors else []
+        return sorted([*hard, *keep_soft, *motion], key=lambda e: (e.frame, e.kind))
