@@ -25,6 +25,9 @@ from ..stages.base import Stage
 from ..stages.pad import Pad
 from ..stages.resize import METHODS, Resize, parse_size
 from ..stages.upscale import Upscale
+from .cuts_cmd import app as cuts_app
+from .models_cmd import app as models_app
+from .monitor_cmd import app as monitor_app
 
 app = typer.Typer(
     add_completion=False,
@@ -231,25 +234,9 @@ def bench_upscale_cmd(
             )
 
 
-def _mount_optional() -> None:
-    """Sub-commands that live in their own modules."""
-    import importlib
-
-    for module, name in (("models_cmd", "models"), ("monitor_cmd", "monitor"), ("cuts_cmd", "cuts")):
-        try:
-            mod = importlib.import_module(f"vidpipe.cli.{module}")
-        except ModuleNotFoundError as e:
-            if e.name != f"vidpipe.cli.{module}":
-                raise
-            continue
-        sub = getattr(mod, "app", None)
-        if isinstance(sub, typer.Typer):
-            app.add_typer(sub, name=name)
-        elif callable(getattr(mod, "monitor", None)):
-            app.command(name)(mod.monitor)
-
-
-_mount_optional()
+app.add_typer(models_app, name="models")
+app.add_typer(monitor_app, name="monitor")
+app.add_typer(cuts_app, name="cuts")
 
 
 def _fail(message: str, code: int) -> None:
