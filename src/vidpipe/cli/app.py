@@ -209,6 +209,7 @@ def bench_upscale_cmd(
     batch: Annotated[int, typer.Option(min=1)] = 1,
     e2e_frames: Annotated[int, typer.Option(help="frames for the end-to-end run (0 skips it)")] = 0,
     outscale: Annotated[float | None, typer.Option(help="outscale for the end-to-end run")] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile in the end-to-end run")] = False,
     device: Annotated[str, typer.Option()] = "cuda",
     work_dir: Annotated[Path, typer.Option()] = Path(".cache/bench"),
 ) -> None:
@@ -227,7 +228,9 @@ def bench_upscale_cmd(
         for r in model_only(m, (w, h), device=dev, dtype=dtype, modes=mode or MODES, batch=batch):
             typer.echo(r.row())
         if e2e_frames:
-            fps, manifest = end_to_end(m, (w, h), device=dev, frames=e2e_frames, work_dir=work_dir, outscale=outscale)
+            fps, manifest = end_to_end(
+                m, (w, h), device=dev, frames=e2e_frames, work_dir=work_dir, outscale=outscale, compile=compile
+            )
             typer.echo(
                 f"end-to-end {Path(m).stem} {sz} → {manifest['output']['video']}: {fps:.1f} fps "
                 f"(encoder {manifest['encoder']['codec']}, decoder {manifest['decoder']})"
