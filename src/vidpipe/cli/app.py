@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from fractions import Fraction
 from pathlib import Path
 from typing import Annotated
 
@@ -22,6 +23,7 @@ from ..media.reader import ReaderOptions
 from ..media.writer import WriterOptions
 from ..runtime.pipeline import RunOptions, run
 from ..stages.base import Stage
+from ..stages.interpolate import SCENE_CUT_MODES, Interpolate
 from ..stages.pad import Pad
 from ..stages.resize import METHODS, Resize, parse_size
 from ..stages.upscale import Upscale
@@ -57,6 +59,16 @@ def _choice(value: str, valid: tuple[str, ...], what: str) -> str:
     return value
 
 
+def _rate(value: str) -> Fraction:
+    try:
+        rate = Fraction(value)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"invalid frame rate {value!r}; expected e.g. 60, 59.94 or 60000/1001") from None
+    if rate <= 0:
+        raise UsageError(f"frame rate must be > 0, got {value}")
+    return rate
+
+
 def _tile(value: str) -> int | None:
     if value == "auto":
         return None
@@ -74,6 +86,11 @@ def run_cmd(
     tile: Annotated[str, typer.Option(help="auto | 0 (whole frames) | N px tiles")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto | fp16 | bf16 | fp32 (auto: fp16 on CUDA, fp32 on CPU)")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile model stages (GPU; warm-up first)")] = False,
+    interpolate: Annotated[str | None, typer.Option(help="RIFE model: rife-hdv3 | rife-4.6 | … | weights file")] = None,
+    fps: Annotated[str | None, typer.Option(help="target frame rate for --interpolate, e.g. 60 or 60000/1001")] = None,
+    multi: Annotated[int | None, typer.Option(min=2, help="frame-rate multiplier for --interpolate")] = None,
+    scene_cut: Annotated[str, typer.Option(help="fill | blend: what replaces synthesis across a cut")] = "fill",
+    order: Annotated[str, typer.Option(help="upscale,interpolate | interpolate,upscale")] = "upscale,interpolate",
     resize: Annotated[str | None, typer.Option(help="resize to WxH (one side may be -1)")] = None,
     resize_method: Annotated[str, typer.Option(help="bicubic | bilinear | area")] = "bicubic",
     pad: Annotated[int | None, typer.Option(help="pad frames to a multiple of N (cropped back on output)")] = None,
@@ -96,8 +113,23 @@ def run_cmd(
     stages: list[Stage] = []
     if pad is not None:
         stages.append(Pad(pad))
+    models: dict[str, Stage] = {}
     if upscale is not None:
-        stages.append(Upscale(upscale, outscale=outscale, tile=_tile(tile), dtype=dtype, compile=compile))
+        models["upscale"] = Upscale(upscale, outscale=outscale, tile=_tile(tile), dtype=dtype, compile=compile)
+    if interpolate is not None:
+        if (fps is None) == (multi is None):
+            raise UsageError("--interpolate needs exactly one of --fps or --multi")
+        models["interpolate"] = Interpolate(
+            interpolate,
+            fps=_rate(fps) if fps else None,
+            multi=multi,
+            scene_cut=_choice(scene_cut, SCENE_CUT_MODES, "--scene-cut mode"),
+            dtype=dtype,  # type: ignore[arg-type]
+        )
+    elif fps is not None or multi is not None:
+        raise UsageError("--fps/--multi need --interpolate MODEL")
+    orders = ("upscale,interpolate", "interpolate,upscale")
+    stages += [models[k] for k in _choice(order, orders, "--order").split(",") if k in models]
     if resize is not None:
         w, h = parse_size(resize)
         stages.append(Resize(w, h, _choice(resize_method, METHODS, "resize method")))  # type: ignore[arg-type]

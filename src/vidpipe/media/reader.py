@@ -93,7 +93,9 @@ def rgb_format(bit_depth: int, alpha: bool) -> str:
 class VideoReader:
     """Iterate to get batches; `stats` fills in as decoding goes. Use as a context manager or call close()."""
 
-    def __init__(self, info: MediaInfo, options: ReaderOptions = ReaderOptions()) -> None:
+    def __init__(
+        self, info: MediaInfo, options: ReaderOptions = ReaderOptions(), check: Callable[[], None] | None = None
+    ) -> None:
         self.info = info
         self.options = options
         self.stats = ReaderStats()
@@ -105,7 +107,7 @@ class VideoReader:
         # counter-clockwise quarter turns that make the picture upright
         self._turns = (v.rotation // 90) % 4
         self._producer: Producer[FrameBatch] = Producer(
-            f"decode:{Path(info.path).name}", self._decode, maxsize=options.queue_size
+            f"decode:{Path(info.path).name}", self._decode, maxsize=options.queue_size, check=check or (lambda: None)
         )
 
     # -- decode thread --

@@ -100,24 +100,41 @@ def _flush(stages: Sequence[Stage]) -> Iterator[FrameBatch]:
             yield out
 
 
-@contextmanager
-def _signals_raise() -> Iterator[None]:
-    """SIGINT/SIGTERM become `Interrupted` in the main thread (the only one Python delivers signals to)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+class StopRequest:
+    """SIGINT/SIGTERM set a flag and the pipeline raises `Interrupted` at its next safe point: between batches
+    and while waiting on a queue. Raising inside the handler itself could hit a thread lock half-taken and
+    deadlock the clean-up; a second signal raises at once (the user insists)."""
 
-    def handler(signum: int, _frame: object) -> None:
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise self._error(self.signum)
+
+    @staticmethod
+    def _error(signum: int) -> Interrupted:
         e = Interrupted(f"interrupted by {signal.Signals(signum).name}; partial output removed")
         e.exit_code = 128 + signum
-        raise e
+        return e
 
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
+    def _handler(self, signum: int, _frame: object) -> None:
+        if self.signum is not None:
+            raise self._error(signum)
+        self.signum = signum
+
+    @contextmanager
+    def installed(self) -> Iterator[StopRequest]:
+        """Signals are only delivered to the main thread; elsewhere the flag simply never gets set."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
 
 
 class FFmpegLog:
@@ -175,7 +192,8 @@ def run(
     spec = source_spec(info, options.reader.keep_alpha)
     for stage in stages:
         spec = stage.setup(device, spec)
-    reader = VideoReader(info, options.reader)
+    stop = StopRequest()
+    reader = VideoReader(info, options.reader, check=stop.check)
     writer = VideoWriter(dst, spec, reader.colour, info, options.writer)
     progress = Progress(options.progress, spec.frames, dst.name)
     progress.stage = " → ".join(s.name for s in stages) or "copy"
@@ -187,13 +205,14 @@ def run(
         return writer.close()
 
     ok = False
-    with FFmpegLog() as ffmpeg_log, _signals_raise():
+    with FFmpegLog() as ffmpeg_log, stop.installed():
         sink: Consumer[FrameBatch, WriterStats] | None = None
         try:
             progress.start()
-            sink = Consumer(f"encode:{dst.name}", encode_all, maxsize=options.encode_queue)
+            sink = Consumer(f"encode:{dst.name}", encode_all, maxsize=options.encode_queue, check=stop.check)
             with torch.inference_mode():
                 for batch in reader:
+                    stop.check()
                     out = _chain(stages, batch.with_data(batch.data.to(device, non_blocking=True)))
                     if out is not None and len(out):
                         if on_batch is not None:
@@ -244,6 +263,8 @@ def _manifest(
         "input": info.summary(),
         "output": out_summary,
         "stages": [s.signature() for s in stages],
+        # what stages found while running (e.g. interpolation's scene cuts); optional `report()` on a stage
+        "stage_reports": {s.name: s.report() for s in stages if callable(getattr(s, "report", None))},
         "frames_in": reader.stats.frames,
         "frames_out": w.frames,
         "corrupt_skipped": reader.stats.corrupt_skipped,

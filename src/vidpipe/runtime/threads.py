@@ -17,6 +17,10 @@ _END = object()
 _POLL_S = 0.05
 
 
+def _noop() -> None:
+    return None
+
+
 class Cancelled(Exception):
     """Raised inside a worker whose consumer went away; never escapes the worker."""
 
@@ -26,13 +30,16 @@ class Producer(Generic[T]):
 
     `emit` blocks while the queue is full (back-pressure) and raises `Cancelled` once `close()` was called,
     so the worker unwinds through its own `finally` blocks. An exception in `work` is re-raised in the
-    iterating thread after the items emitted before it.
+    iterating thread after the items emitted before it. `check` is called while the consumer waits.
     """
 
-    def __init__(self, name: str, work: Callable[[Callable[[T], None]], None], maxsize: int) -> None:
+    def __init__(
+        self, name: str, work: Callable[[Callable[[T], None]], None], maxsize: int, check: Callable[[], None] = _noop
+    ) -> None:
         self._q: queue.Queue[object] = queue.Queue(maxsize=max(1, maxsize))
         self._stop = threading.Event()
         self._work = work
+        self._check = check
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = False
 
@@ -69,6 +76,7 @@ class Producer(Generic[T]):
             try:
                 item = self._q.get(timeout=_POLL_S)
             except queue.Empty:
+                self._check()
                 if not self._thread.is_alive() and self._q.empty():
                     return  # cancelled worker: nothing more will come
                 continue
@@ -98,12 +106,16 @@ class Consumer(Generic[T, R]):
     """Runs `work(items)` on a thread, where `items` iterates what `put` hands over until `finish()`.
 
     `put` blocks while the queue is full and re-raises the worker's exception as soon as it is known;
-    `finish` waits for the worker and returns its result (or raises its exception).
+    `finish` waits for the worker and returns its result (or raises its exception). `check` is called while
+    waiting (the pipeline's stop request raises from there).
     """
 
-    def __init__(self, name: str, work: Callable[[Iterator[T]], R], maxsize: int) -> None:
+    def __init__(
+        self, name: str, work: Callable[[Iterator[T]], R], maxsize: int, check: Callable[[], None] = _noop
+    ) -> None:
         self._q: queue.Queue[object] = queue.Queue(maxsize=max(1, maxsize))
         self._work = work
+        self._check = check
         self._error: BaseException | None = None
         self._result: R | None = None
         self._stop = threading.Event()
@@ -143,7 +155,7 @@ class Consumer(Generic[T, R]):
                 self._q.put(item, timeout=_POLL_S)
                 return
             except queue.Full:
-                continue
+                self._check()
 
     def finish(self) -> R:
         while self._thread.is_alive():
@@ -152,6 +164,10 @@ class Consumer(Generic[T, R]):
                 break
             except queue.Full:
                 self._raise_if_failed()
+                self._check()
+        while self._thread.is_alive():  # joined in slices so a stop request is still seen while it drains
+            self._thread.join(timeout=_POLL_S)
+            self._check()
         self._thread.join()
         self._raise_if_failed()
         return self._result  # type: ignore[return-value]

@@ -67,6 +67,9 @@ class Stage(Protocol):
         """End of stream: return frames still held, if any."""
         ...
 
+    # Optional: `report() -> dict[str, Any]`, what the stage found while running (interpolation's scene cuts,
+    # counts); the pipeline puts it in the manifest under `stage_reports`.
+
     def signature(self) -> dict[str, Any]:
         """Everything that changes this stage's output (parameters, weights hash): for manifests and skip logic."""
         ...
