@@ -8,7 +8,6 @@ End-to-end: `vidpipe run` on a generated clip through the upscale stage into the
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,6 +17,7 @@ import torch
 
 from ..errors import UsageError
 from ..models.loading import load_model_info
+from .timing import steady_rate
 
 MODES = ("eager", "cudnn", "compile", "compile-graphs")
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
@@ -39,17 +39,6 @@ class ModelResult:
             f"| {self.model} | {w}x{h} | {self.dtype} | {self.mode} | {self.batch} | {self.fps:.1f} | "
             f"{self.warmup_s:.1f} |"
         )
-
-
-def _time(fn: object, x: torch.Tensor, iters: int, device: torch.device) -> float:
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    torch.cuda.synchronize(device)
-    start.record()
-    for _ in range(iters):
-        fn(x)  # type: ignore[operator]
-    end.record()
-    torch.cuda.synchronize(device)
-    return start.elapsed_time(end) / 1000
 
 
 def model_only(
@@ -82,15 +71,8 @@ def model_only(
                 dynamic=False,
             )
         with torch.inference_mode():
-            t0 = time.perf_counter()
-            for _ in range(3):
-                fn(x)
-            torch.cuda.synchronize(device)
-            warm = time.perf_counter() - t0
-            once = _time(fn, x, 3, device) / 3
-            iters = max(5, int(seconds / max(once, 1e-4)))
-            elapsed = _time(fn, x, iters, device)
-        results.append(ModelResult(Path(model).stem, size, dtype, mode, batch, iters * batch / elapsed, warm))
+            rate, warm = steady_rate(lambda fn=fn, x=x: fn(x), device, seconds=seconds)  # type: ignore[misc]
+        results.append(ModelResult(Path(model).stem, size, dtype, mode, batch, rate * batch, warm))
         del fn, net, loaded
         torch.cuda.empty_cache()
         torch._dynamo.reset()

@@ -269,6 +269,31 @@ def bench_upscale_cmd(
             )
 
 
+@bench_app.command("interpolate")
+def bench_interpolate_cmd(
+    model: Annotated[list[str], typer.Option(help="rife-hdv3 | v4.6 | v4.22 | v4.25 (4.x: random weights)")],
+    size: Annotated[str, typer.Option(help="frame WxH")] = "1920x1080",
+    dtype: Annotated[str, typer.Option(help="fp16 | bf16 | fp32")] = "fp16",
+    mode: Annotated[list[str] | None, typer.Option(help="eager | compile | compile-graphs")] = None,
+    batch: Annotated[list[int] | None, typer.Option(help="pairs per call (repeatable)")] = None,
+    device: Annotated[str, typer.Option()] = "cuda",
+) -> None:
+    """Model-only interpolated frames/s of IFNet variants on a GPU."""
+    from ..bench.interpolate import MODES, model_only
+    from ..runtime.device import describe, resolve_device
+
+    _setup_logging(quiet=True, verbose=False)
+    dev = resolve_device(device)
+    w, h = parse_size(size)
+    typer.echo(f"device: {describe(dev)}")
+    typer.echo("| model | weights | input | dtype | mode | batch | frames/s | warm-up s |")
+    typer.echo("|---|---|---|---|---|---:|---:|---:|")
+    for m in model:
+        for b in batch or [1]:
+            for r in model_only(m, (w, h), device=dev, dtype=dtype, modes=mode or MODES, batch=b):
+                typer.echo(r.row())
+
+
 app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(cuts_app, name="cuts")

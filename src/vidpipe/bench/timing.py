@@ -1,0 +1,34 @@
+"""GPU timing shared by the model benchmarks: CUDA events around many calls, after a warm-up."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+
+
+def cuda_seconds(call: Callable[[], object], iters: int, device: torch.device) -> float:
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    torch.cuda.synchronize(device)
+    start.record()
+    for _ in range(iters):
+        call()
+    end.record()
+    torch.cuda.synchronize(device)
+    return start.elapsed_time(end) / 1000
+
+
+def steady_rate(
+    call: Callable[[], object], device: torch.device, *, seconds: float = 3.0, warmup: int = 3
+) -> tuple[float, float]:
+    """(calls per second in steady state, warm-up seconds): warm-up calls (compilation, autotuning, cuDNN
+    planning) are timed apart, then enough calls to fill about `seconds`."""
+    t0 = time.perf_counter()
+    for _ in range(warmup):
+        call()
+    torch.cuda.synchronize(device)
+    warm = time.perf_counter() - t0
+    once = cuda_seconds(call, 3, device) / 3
+    iters = max(5, int(seconds / max(once, 1e-4)))
+    return iters / cuda_seconds(call, iters, device), warm
