@@ -15,8 +15,8 @@ import torch
 from ..errors import UsageError
 from ..models.archs.ifnet import IFNetBase, IFNetV4
 from ..models.loading import load_model_info
-from .timing import steady_rate
-from .upscale import DTYPES
+from ..stages.base import DTYPES
+from .timing import compiled, release, steady_rate
 
 #: Practical-RIFE's per-release block widths, encoder (hidden, out) channels and block outputs
 V4_LAYOUTS: dict[str, tuple[tuple[int, ...], tuple[int, int] | None, int]] = {
@@ -80,15 +80,10 @@ def model_only(
         a = torch.rand(batch, 3, ph, pw, device=device, dtype=DTYPES[dtype])
         b = torch.rand_like(a)
 
-        fn: object = net
-        if mode.startswith("compile"):
-            fn = torch.compile(
-                net, mode="max-autotune" if mode == "compile-graphs" else "max-autotune-no-cudagraphs", dynamic=False
-            )
+        fn = compiled(net, mode)
         with torch.inference_mode():
             rate, warm = steady_rate(lambda fn=fn, a=a, b=b: fn(a, b, 0.5), device, seconds=seconds)  # type: ignore[operator,misc]
         results.append(InterpResult(model, weights, size, dtype, mode, batch, rate * batch, warm))
         del fn, net
-        torch.cuda.empty_cache()
-        torch._dynamo.reset()
+        release(device)
     return results

@@ -32,3 +32,19 @@ def steady_rate(
     once = cuda_seconds(call, 3, device) / 3
     iters = max(5, int(seconds / max(once, 1e-4)))
     return iters / cuda_seconds(call, iters, device), warm
+
+
+def compiled(net: torch.nn.Module, mode: str) -> Callable[..., torch.Tensor]:
+    """The module as a bench mode runs it: eager, or torch.compile with max-autotune, with or without CUDA graphs
+    (`compile-graphs`); shapes are static in a benchmark, so `dynamic=False`."""
+    if not mode.startswith("compile"):
+        return net
+    return torch.compile(  # type: ignore[return-value]
+        net, mode="max-autotune" if mode == "compile-graphs" else "max-autotune-no-cudagraphs", dynamic=False
+    )
+
+
+def release(device: torch.device) -> None:
+    """Between modes: drop cached blocks and compiled graphs so each mode starts clean."""
+    torch.cuda.empty_cache()
+    torch._dynamo.reset()

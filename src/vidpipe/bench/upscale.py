@@ -17,10 +17,10 @@ import torch
 
 from ..errors import UsageError
 from ..models.loading import load_model_info
-from .timing import steady_rate
+from ..stages.base import DTYPES
+from .timing import compiled, release, steady_rate
 
 MODES = ("eager", "cudnn", "compile", "compile-graphs")
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,20 +62,12 @@ def model_only(
         net = loaded.module.to(memory_format=torch.channels_last)
         w, h = size
         x = torch.rand(batch, 3, h, w, device=device, dtype=DTYPES[dtype]).contiguous(memory_format=torch.channels_last)
-        fn = net
-        if mode.startswith("compile"):
-            fn = torch.compile(
-                net,
-                mode="max-autotune" if mode == "compile-graphs" else "max-autotune-no-cudagraphs",
-                fullgraph=True,
-                dynamic=False,
-            )
+        fn = compiled(net, mode)
         with torch.inference_mode():
             rate, warm = steady_rate(lambda fn=fn, x=x: fn(x), device, seconds=seconds)  # type: ignore[misc]
         results.append(ModelResult(Path(model).stem, size, dtype, mode, batch, rate * batch, warm))
         del fn, net, loaded
-        torch.cuda.empty_cache()
-        torch._dynamo.reset()
+        release(device)
     torch.backends.cudnn.benchmark = False
     return results
 

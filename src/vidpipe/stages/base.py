@@ -14,9 +14,29 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
+from ..errors import UsageError
 from ..frames import FrameBatch
 
 Unit = Literal["frame", "frame_pair", "window"]
+
+#: compute dtypes a model stage accepts by name
+DTYPES: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def check_dtype(name: str) -> str:
+    if name != "auto" and name not in DTYPES:
+        raise UsageError(f"invalid dtype {name!r}; valid: auto, {', '.join(DTYPES)}")
+    return name
+
+
+def resolve_dtype(name: str, device: torch.device) -> tuple[str, torch.dtype]:
+    """`auto` is fp16 on CUDA and fp32 on the CPU; fp16 on the CPU is refused (slow and poorly supported)."""
+    name = check_dtype(name)
+    if name == "auto":
+        name = "fp16" if device.type == "cuda" else "fp32"
+    if device.type == "cpu" and name == "fp16":
+        raise UsageError("fp16 is for CUDA devices; use fp32 or bf16 on the CPU")
+    return name, DTYPES[name]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

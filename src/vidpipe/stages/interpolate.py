@@ -40,14 +40,13 @@ from ..errors import ModelError, StageError, UsageError
 from ..frames import Colour, FrameBatch, from_float, max_value
 from ..models.archs.ifnet import VALID_SCALES, IFNetBase
 from ..models.loading import LoadedModel, load_model_info
-from .base import StreamSpec
+from .base import StreamSpec, check_dtype, resolve_dtype
 from .timeline import PlannedFrame, Planner, bisection_schedule
 
 log = logging.getLogger(__name__)
 
 SceneCut = Literal["fill", "blend"]
 SCENE_CUT_MODES: tuple[SceneCut, ...] = ("fill", "blend")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: HDv3 bisection depth: τ rounded to 1/8 of the source interval, ≤ 2.6 ms off at 24 fps (a sixth of a 60 fps
 #: output period) for at most 3 network calls per pair; the timeline module's 24→60 example uses the same
 DEFAULT_DEPTH = 3
@@ -168,8 +167,7 @@ class Interpolate:
             raise UsageError(f"depth must be an integer ≥ 1, got {depth!r}")
         if scale not in VALID_SCALES:
             raise UsageError(f"invalid scale {scale}; valid: {', '.join(map(str, VALID_SCALES))} (0.5 for ≥ 4K)")
-        if dtype != "auto" and dtype not in DTYPES:
-            raise UsageError(f"invalid dtype {dtype!r}; valid: auto, {', '.join(DTYPES)}")
+        check_dtype(dtype)
         self.model_ref = model
         self.fps = Fraction(fps) if fps is not None else None
         self.multi = multi
@@ -213,10 +211,7 @@ class Interpolate:
 
     def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
         self.device = torch.device(device)
-        name = self.dtype_name if self.dtype_name != "auto" else ("fp16" if self.device.type == "cuda" else "fp32")
-        if self.device.type == "cpu" and name == "fp16":
-            raise UsageError("fp16 is for CUDA devices; use fp32 or bf16 on the CPU")
-        self.dtype = DTYPES[name]
+        name, self.dtype = resolve_dtype(self.dtype_name, self.device)
         if self._loaded_on != (self.device, self.dtype):  # once per device and dtype, never per batch
             loaded = load_model_info(self.model_ref, self.device, self.dtype)
             if not isinstance(loaded.module, IFNetBase):

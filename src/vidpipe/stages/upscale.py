@@ -25,11 +25,10 @@ import torch.nn.functional as F
 from ..errors import DeviceOutOfMemoryError, UsageError
 from ..frames import FrameBatch, from_float, to_float
 from ..models.loading import LoadedModel, load_model_info
-from .base import StreamSpec
+from .base import StreamSpec, check_dtype, resolve_dtype
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 #: below this tile side the model sees too little context to be worth running; OOM there is final
 MIN_TILE = 64
 #: overlap of 16 px keeps tiled output within 1/255 of untiled for the Real-ESRGAN nets (tested)
@@ -74,8 +73,7 @@ class Upscale:
         dtype: str = "auto",
         compile: bool = False,
     ) -> None:
-        if dtype != "auto" and dtype not in DTYPES:
-            raise UsageError(f"invalid dtype {dtype!r}; valid: auto, {', '.join(DTYPES)}")
+        check_dtype(dtype)
         if tile is not None and tile != 0 and tile < MIN_TILE:
             raise UsageError(f"tile must be 0 (whole frames), auto, or ≥ {MIN_TILE}; got {tile}")
         if overlap < 0:
@@ -93,11 +91,7 @@ class Upscale:
     # -- setup --
     def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
         self.device = device
-        name = self.dtype_name if self.dtype_name != "auto" else ("fp16" if device.type == "cuda" else "fp32")
-        if device.type == "cpu" and name == "fp16":
-            raise UsageError("fp16 is for CUDA devices; use fp32 or bf16 on the CPU")
-        self.dtype = DTYPES[name]
-        self.dtype_name = name
+        self.dtype_name, self.dtype = resolve_dtype(self.dtype_name, device)
         self.loaded = load_model_info(self.model_ref, device, self.dtype)
         self.loaded.module.to(memory_format=torch.channels_last)
         self._net = self.loaded.module
@@ -118,7 +112,7 @@ class Upscale:
             self.loaded.scale,
             f" → outscale {scale:g}" if self.outscale else "",
             device,
-            name,
+            self.dtype_name,
             "whole frames" if not self.tile else f"tiles of {self.tile}px (overlap {self.overlap})",
         )
         return spec.but(width=self.out_size[0], height=self.out_size[1], crop_to=crop)
