@@ -28,6 +28,7 @@ from ..stages.pad import Pad
 from ..stages.resize import METHODS, Resize, parse_size
 from ..stages.upscale import Upscale
 from .cuts_cmd import app as cuts_app
+from .eval_cmd import app as eval_app
 from .models_cmd import app as models_app
 from .monitor_cmd import app as monitor_app
 
@@ -297,6 +298,7 @@ def bench_interpolate_cmd(
 app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(cuts_app, name="cuts")
+app.add_typer(eval_app, name="eval")
 
 
 def _fail(message: str, code: int) -> None:
