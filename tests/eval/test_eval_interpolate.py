@@ -15,9 +15,9 @@ from typer.testing import CliRunner
 from vidpipe.assets import opencv_clip
 from vidpipe.cli.eval_cmd import app
 from vidpipe.errors import InputError, UsageError
-from vidpipe.eval.interpolate import PSNR_CAP_DB, EvalResult, evaluate, psnr_per_frame, ssim_per_frame
+from vidpipe.eval.interpolate import EvalResult, evaluate
+from vidpipe.metrics import PSNR_CAP_DB, SSIM_C1, psnr_per_frame, ssim_per_frame
 from vidpipe.models.zoo_rife import ensure_offline_weights
-from vidpipe.stages.interpolate import SSIM_C1
 from vidpipe.testing import psnr
 
 MODEL = "rife-hdv3"

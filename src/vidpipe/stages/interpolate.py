@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from ..errors import ModelError, StageError, UsageError
 from ..frames import Colour, FrameBatch, from_float, max_value
+from ..metrics import ssim_per_frame
 from ..models.archs.ifnet import VALID_SCALES, IFNetBase
 from ..models.loading import LoadedModel, load_model_info
 from .base import StreamSpec, check_dtype, resolve_dtype
@@ -55,9 +56,6 @@ CUT_THUMB = 32
 #: a pair is a cut when 1 − SSIM of its thumbnails exceeds this. Practical-RIFE treats SSIM < 0.2 as a scene
 #: change (inference_video.py); 1.0 turns the check off (the score is clamped to 0..1)
 DEFAULT_CUT_THRESHOLD = 0.8
-#: SSIM constants of Wang et al. 2004 for data in 0..1: (0.01)², (0.03)²; 11-tap Gaussian window, σ = 1.5
-SSIM_C1, SSIM_C2 = 0.01**2, 0.03**2
-SSIM_WINDOW, SSIM_SIGMA = 11, 1.5
 #: largest numerator/denominator of an FFmpeg AVRational (two int32s)
 _AV_RATIONAL_MAX = 2**31 - 1
 #: Rec. 601 luma weights, for the grey thumbnails (the cut score does not need the source's exact matrix)
@@ -101,13 +99,6 @@ def planned_count(
     return math.ceil(n * fps / src_rate)
 
 
-def _gaussian(size: int, sigma: float, device: torch.device) -> torch.Tensor:
-    x = torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2
-    g = torch.exp(-(x**2) / (2 * sigma**2))
-    g = g / g.sum()
-    return (g[:, None] * g[None, :])[None, None]
-
-
 def thumbnails(rgb: torch.Tensor) -> torch.Tensor:
     """N×3×H×W float 0..1 → N×1×32×32 grey (area average: small motion and noise wash out)."""
     w = torch.tensor(_LUMA, device=rgb.device, dtype=torch.float32).view(1, 3, 1, 1)
@@ -117,20 +108,7 @@ def thumbnails(rgb: torch.Tensor) -> torch.Tensor:
 
 def cut_scores(a: torch.Tensor, b: torch.Tensor) -> list[float]:
     """1 − SSIM (global mean of the local SSIM map, valid window), clamped to 0..1, of thumbnail pairs."""
-    win = _gaussian(SSIM_WINDOW, SSIM_SIGMA, a.device)
-
-    def blur(x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, win)
-
-    mu_a, mu_b = blur(a), blur(b)
-    var_a = blur(a * a) - mu_a**2
-    var_b = blur(b * b) - mu_b**2
-    cov = blur(a * b) - mu_a * mu_b
-    ssim = ((2 * mu_a * mu_b + SSIM_C1) * (2 * cov + SSIM_C2)) / (
-        (mu_a**2 + mu_b**2 + SSIM_C1) * (var_a + var_b + SSIM_C2)
-    )
-    score = (1 - ssim.mean(dim=(1, 2, 3))).clamp(0.0, 1.0)
-    return [float(s) for s in score.cpu()]
+    return [float(x) for x in (1 - ssim_per_frame(a, b)).clamp(0.0, 1.0).cpu()]
 
 
 class Interpolate:
