@@ -140,13 +140,23 @@ def test_disk_full_writing_sentinel_leaves_none(tmp_path, monkeypatch):
     job.succeed_input("a.mp4")
     real = atomic.write_bytes
 
-    def fail_on_sentinel(path: Path, data: bytes) -> None:
+    def fail_on_sentinel(path: Path, data: bytes, mode: int = atomic.DEFAULT_MODE) -> None:
         if Path(path).name == "DONE":
             _enospc()
-        real(path, data)
+        real(path, data, mode)
 
     monkeypatch.setattr(atomic, "write_bytes", fail_on_sentinel)
     with pytest.raises(OutputError, match="disk full while writing the sentinel"):
         job.finish()
     assert not (tmp_path / "DONE").exists()
     assert _doc(tmp_path)["status"] == "failed"
+
+
+def test_result_json_is_private_and_manifests_are_not(tmp_path):
+    job = _job(tmp_path)
+    job.record_upload("a.mp4", "/out/a.mp4", _receipt())
+    job.succeed_input("a.mp4")
+    job.finish()
+    assert (job.path.stat().st_mode & 0o777) == 0o600  # it holds presigned URLs
+    atomic.write_json(tmp_path / "manifest.json", {"frames": 1})
+    assert ((tmp_path / "manifest.json").stat().st_mode & 0o777) == 0o644

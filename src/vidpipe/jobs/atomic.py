@@ -9,8 +9,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+#: ordinary files (manifests, model caches); files that hold a presigned URL pass 0o600
+DEFAULT_MODE = 0o644
 
-def write_bytes(path: Path, data: bytes) -> None:
+
+def write_bytes(path: Path, data: bytes, mode: int = DEFAULT_MODE) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -18,8 +21,7 @@ def write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            # mkstemp makes the file 0600; outputs and manifests are ordinary files, readable like any other
-            os.fchmod(f.fileno(), 0o644)
+            os.fchmod(f.fileno(), mode)  # mkstemp's 0600 would make every manifest private
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
@@ -33,5 +35,5 @@ def write_bytes(path: Path, data: bytes) -> None:
         os.close(dfd)
 
 
-def write_json(path: Path, obj: Any) -> None:
-    write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode())
+def write_json(path: Path, obj: Any, mode: int = DEFAULT_MODE) -> None:
+    write_bytes(Path(path), (json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n").encode(), mode)

@@ -43,6 +43,9 @@ from vidpipe.jobs.secrets import Redactor
 if TYPE_CHECKING:
     from vidpipe.jobs.storage import UploadReceipt
 
+#: the result JSON carries presigned URLs (bearer links to the output): readable by the owner only
+PRIVATE_MODE = 0o600
+
 SCHEMA: Final = "vidpipe.result/1"
 DEFAULT_RESULT_PATH: Final = Path("/workspace/realesrgan_upload_result.json")
 DEFAULT_SENTINEL: Final = Path("/workspace/VASTAI_PIPELINE_COMPLETED_SUCCESSFULLY")
@@ -261,7 +264,7 @@ class JobResult:
 
     def write(self) -> None:
         try:
-            write_json(self.path, self.to_dict())
+            write_json(self.path, self.to_dict(), PRIVATE_MODE)
         except OSError as e:
             raise disk_error(e, self.path, "writing the result JSON") from e
 
@@ -300,7 +303,7 @@ class JobResult:
         # Best effort after a failed sentinel write: record "failed" if the disk allows it; the sentinel's
         # absence already keeps the monitor from stopping the instance.
         try:
-            write_json(self.path, self.to_dict())
+            write_json(self.path, self.to_dict(), PRIVATE_MODE)
         except OSError:
             return
 
