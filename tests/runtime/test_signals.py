@@ -12,8 +12,10 @@ import pytest
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_signal_mid_run_leaves_no_output_and_exits_non_zero(make, tmp_path, sig):
+# A second SIGTERM case lands later in the run: a hang here was a deadlock between FFmpeg's decoder threads
+# logging through the Python callback and the decoder being freed; different timings catch it more often.
+@pytest.mark.parametrize(("sig", "delay"), [(signal.SIGTERM, 0.0), (signal.SIGINT, 0.0), (signal.SIGTERM, 0.4)])
+def test_signal_mid_run_leaves_no_output_and_exits_non_zero(make, tmp_path, sig, delay):
     src = make("long.mp4", frames=600, size=(480, 270), source="mandelbrot")
     out = tmp_path / "out.mkv"
     proc = subprocess.Popen(
@@ -57,6 +59,7 @@ def test_signal_mid_run_leaves_no_output_and_exits_non_zero(make, tmp_path, sig)
         while time.monotonic() < deadline and not list(tmp_path.glob(".out.vidpipe-partial*")):
             time.sleep(0.05)  # the muxer creates the file with its first packet (after encoder look-ahead)
         assert list(tmp_path.glob(".out.vidpipe-partial*")), "a partial file exists while running"
+        time.sleep(delay)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         proc.send_signal(sig)
         rc = proc.wait(timeout=60)

@@ -149,6 +149,12 @@ class FFmpegLog:
         self._capture.__enter__()
         return self
 
+    def detach(self) -> None:
+        """Stop routing FFmpeg's log into Python before threads are torn down mid-stream: a decoder's worker
+        thread logging through the Python callback while another thread frees that decoder (holding the GIL)
+        deadlocks both. Messages already captured are kept."""
+        av.logging.set_level(None)
+
     def __exit__(self, *exc: object) -> None:
         self._capture.__exit__(*exc)
         av.logging.set_level(None)
@@ -223,6 +229,8 @@ def run(
             wstats = sink.finish()
             ok = True
         finally:
+            if not ok:
+                ffmpeg_log.detach()
             reader.close()
             if not ok:
                 if sink is not None:
