@@ -153,6 +153,7 @@ class Interpolate:
         self.cut_threshold = float(cut_threshold)
         self.depth = depth
         self.scale = float(scale)
+        self.dtype_request = dtype  # what was asked (may be auto); dtype_name is what setup resolved it to
         self.dtype_name = dtype
         self.fill_tail = fill_tail
         self.device = torch.device("cpu")
@@ -189,7 +190,7 @@ class Interpolate:
 
     def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
         self.device = torch.device(device)
-        name, self.dtype = resolve_dtype(self.dtype_name, self.device)
+        self.dtype_name, self.dtype = resolve_dtype(self.dtype_request, self.device)
         if self._loaded_on != (self.device, self.dtype):  # once per device and dtype, never per batch
             loaded = load_model_info(self.model_ref, self.device, self.dtype)
             if not isinstance(loaded.module, IFNetBase):
@@ -213,7 +214,7 @@ class Interpolate:
             Path(str(self.model_ref)).name,
             self.model.variant,
             self.device,
-            name,
+            self.dtype_name,
             self.src_rate,
             self.rate,
             f", bisection depth {self.depth}" if not self.model.supports_timestep else "",
@@ -436,5 +437,5 @@ class Interpolate:
             "cut_threshold": self.cut_threshold,
             "depth": self.depth if not self.model.supports_timestep else None,
             "scale": self.scale,
-            "dtype": self.dtype_name if self.dtype_name != "auto" else str(self.dtype).removeprefix("torch."),
+            "dtype": self.dtype_name,
         }

@@ -80,7 +80,9 @@ class Upscale:
             raise UsageError(f"overlap must be ≥ 0, got {overlap}")
         if outscale is not None and outscale <= 0:
             raise UsageError(f"outscale must be > 0, got {outscale}")
-        self.model_ref, self.outscale, self.tile, self.overlap, self.dtype_name = model, outscale, tile, overlap, dtype
+        self.model_ref, self.outscale, self.tile, self.overlap = model, outscale, tile, overlap
+        self.dtype_request = dtype  # what was asked (may be auto); dtype_name is what setup resolved it to
+        self.dtype_name = dtype
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.loaded: LoadedModel | None = None
@@ -91,7 +93,7 @@ class Upscale:
     # -- setup --
     def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
         self.device = device
-        self.dtype_name, self.dtype = resolve_dtype(self.dtype_name, device)
+        self.dtype_name, self.dtype = resolve_dtype(self.dtype_request, device)
         self.loaded = load_model_info(self.model_ref, device, self.dtype)
         self.loaded.module.to(memory_format=torch.channels_last)
         self._net = self.loaded.module
