@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -258,11 +257,3 @@ class VideoReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-    @property
-    def output_size(self) -> tuple[int, int]:
-        return self.info.video.display_size
-
-    @property
-    def time_base(self) -> Fraction:
-        return self.info.video.time_base

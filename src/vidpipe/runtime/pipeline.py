@@ -12,7 +12,7 @@ import platform
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,8 +184,6 @@ def run(
     output_path: str | Path,
     stages: Sequence[Stage] = (),
     options: RunOptions = RunOptions(),
-    *,
-    on_batch: Callable[[FrameBatch], None] | None = None,
 ) -> RunResult:
     """Process one video: decode, run `stages` in order on the chosen device, encode and mux."""
     t0 = time.monotonic()
@@ -221,8 +219,6 @@ def run(
                     stop.check()
                     out = _chain(stages, batch.with_data(batch.data.to(device, non_blocking=True)))
                     if out is not None and len(out):
-                        if on_batch is not None:
-                            on_batch(out)
                         sink.put(out.with_data(out.data.cpu()))
                 for out in _flush(stages):
                     sink.put(out.with_data(out.data.cpu()))
