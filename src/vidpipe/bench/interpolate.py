@@ -16,7 +16,7 @@ from ..errors import UsageError
 from ..models.archs.ifnet import IFNetBase, IFNetV4
 from ..models.loading import load_model_info
 from ..stages.base import DTYPES
-from .timing import compiled, release, steady_rate
+from .timing import check_gpu_modes, compiled, release, steady_rate
 
 #: Practical-RIFE's per-release block widths, encoder (hidden, out) channels and block outputs
 V4_LAYOUTS: dict[str, tuple[tuple[int, ...], tuple[int, int] | None, int]] = {
@@ -67,12 +67,9 @@ def model_only(
     batch: int = 1,
     seconds: float = 3.0,
 ) -> list[InterpResult]:
-    if device.type != "cuda":
-        raise UsageError("bench interpolate measures GPU speed; run it where a CUDA device exists")
+    check_gpu_modes(device, modes, MODES, "interpolate")
     results = []
     for mode in modes:
-        if mode not in MODES:
-            raise UsageError(f"invalid mode {mode!r}; valid: {', '.join(MODES)}")
         net, weights = _network(model, device, DTYPES[dtype])
         w, h = size
         m = net.size_multiple_at(1.0)

@@ -19,7 +19,7 @@ import numpy as np
 from ..media.encoders import EncoderOptions
 from ..media.probe import probe
 from ..media.reader import ReaderOptions, VideoReader
-from ..media.synth import ClipSpec, make_clip
+from ..media.synth import ClipSpec, cached_clip
 from ..media.writer import WriterOptions
 from ..runtime.pipeline import RunOptions, run, versions
 from ..stages.resize import Resize
@@ -149,13 +149,10 @@ def run_io_bench(*, seconds: float, rss_seconds: float, work_dir: Path, markdown
     work_dir.mkdir(parents=True, exist_ok=True)
     frames = int(seconds * RATE)
     src = work_dir / f"bench-1080p-{frames}.mp4"
-    if not src.exists():
-        make_clip(
-            src,
-            ClipSpec(
-                size=SIZE, rate=RATE, frames=frames, source="testsrc2", options={"crf": "18", "preset": "veryfast"}
-            ),
-        )
+    cached_clip(
+        src,
+        ClipSpec(size=SIZE, rate=RATE, frames=frames, source="testsrc2", options={"crf": "18", "preset": "veryfast"}),
+    )
     rows: list[str] = []
 
     n, t = _timed(lambda: _bare_decode(src, to_rgb=False))
@@ -190,17 +187,16 @@ def run_io_bench(*, seconds: float, rss_seconds: float, work_dir: Path, markdown
     if rss_seconds > 0:
         long_frames = int(rss_seconds * RATE)
         long_src = work_dir / f"bench-1080p-{long_frames}.mp4"
-        if not long_src.exists():
-            make_clip(
-                long_src,
-                ClipSpec(
-                    size=SIZE,
-                    rate=RATE,
-                    frames=long_frames,
-                    source="testsrc2",
-                    options={"crf": "23", "preset": "ultrafast"},
-                ),
-            )
+        cached_clip(
+            long_src,
+            ClipSpec(
+                size=SIZE,
+                rate=RATE,
+                frames=long_frames,
+                source="testsrc2",
+                options={"crf": "23", "preset": "ultrafast"},
+            ),
+        )
         ropts = RunOptions(
             device="cpu",
             progress="none",

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
+
+from ..errors import UsageError
 
 
 def cuda_seconds(call: Callable[[], object], iters: int, device: torch.device) -> float:
@@ -32,6 +34,15 @@ def steady_rate(
     once = cuda_seconds(call, 3, device) / 3
     iters = max(5, int(seconds / max(once, 1e-4)))
     return iters / cuda_seconds(call, iters, device), warm
+
+
+def check_gpu_modes(device: torch.device, modes: Sequence[str], valid: Sequence[str], what: str) -> None:
+    """Model benchmarks measure GPU speed in named execution modes: refuse anything else up front."""
+    if device.type != "cuda":
+        raise UsageError(f"bench {what} measures GPU speed; run it where a CUDA device exists")
+    bad = [m for m in modes if m not in valid]
+    if bad:
+        raise UsageError(f"invalid mode {bad[0]!r}; valid: {', '.join(valid)}")
 
 
 def compiled(net: torch.nn.Module, mode: str) -> Callable[..., torch.Tensor]:

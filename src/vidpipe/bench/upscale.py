@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 
-from ..errors import UsageError
 from ..models.loading import load_model_info
 from ..stages.base import DTYPES
-from .timing import compiled, release, steady_rate
+from .timing import check_gpu_modes, compiled, release, steady_rate
 
 MODES = ("eager", "cudnn", "compile", "compile-graphs")
 
@@ -51,12 +50,9 @@ def model_only(
     batch: int = 1,
     seconds: float = 3.0,
 ) -> list[ModelResult]:
-    if device.type != "cuda":
-        raise UsageError("bench upscale measures GPU speed; run it where a CUDA device exists")
+    check_gpu_modes(device, modes, MODES, "upscale")
     results = []
     for mode in modes:
-        if mode not in MODES:
-            raise UsageError(f"invalid mode {mode!r}; valid: {', '.join(MODES)}")
         torch.backends.cudnn.benchmark = mode != "eager"
         loaded = load_model_info(model, device, DTYPES[dtype])
         net = loaded.module.to(memory_format=torch.channels_last)
@@ -85,17 +81,14 @@ def end_to_end(
     compile: bool = False,
 ) -> tuple[float, dict]:
     from ..media.encoders import EncoderOptions
-    from ..media.synth import ClipSpec, make_clip
+    from ..media.synth import ClipSpec, cached_clip
     from ..media.writer import WriterOptions
     from ..runtime.pipeline import RunOptions, run
     from ..stages.upscale import Upscale
 
     work_dir.mkdir(parents=True, exist_ok=True)
     src = work_dir / f"sr-{size[0]}x{size[1]}-{frames}.mp4"
-    if not src.exists():
-        make_clip(
-            src, ClipSpec(size=size, rate=Fraction(30), frames=frames, options={"crf": "18", "preset": "veryfast"})
-        )
+    cached_clip(src, ClipSpec(size=size, rate=Fraction(30), frames=frames, options={"crf": "18", "preset": "veryfast"}))
     opts = RunOptions(
         device=str(device), progress="none", writer=WriterOptions(encoder=EncoderOptions(encoder=encoder, speed=speed))
     )  # type: ignore[arg-type]
