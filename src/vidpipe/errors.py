@@ -11,7 +11,8 @@
     │   ├── UnsupportedFormatError (ValueError)   pixel format / codec we cannot decode
     │   └── CorruptInputError (ValueError)        damaged packets mid-stream (--on-corrupt fail)
     ├── OutputError                      exit 4   cannot write/encode the output
-    │   └── EncoderUnavailableError
+    │   ├── EncoderUnavailableError
+    │   └── DiskFullError                         no space left (ENOSPC/EDQUOT), or too little to start
     ├── DeviceError (RuntimeError)       exit 5   asked-for device missing or unusable
     │   └── DeviceOutOfMemoryError                OOM that the scheduler's policy could not absorb
     ├── ModelError                       exit 6   model missing, unsafe or wrong (weights, hashes)
@@ -74,6 +75,10 @@ class OutputError(VidpipeError):
 
 class EncoderUnavailableError(OutputError):
     pass
+
+
+class DiskFullError(OutputError):
+    """The local disk is full, or too full to start: free space and run again (a job resumes)."""
 
 
 class DeviceError(VidpipeError, RuntimeError):

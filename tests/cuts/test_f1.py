@@ -1,4 +1,5 @@
-"""F1 of the default preset on a small built dataset (real footage edited with known boundaries)."""
+"""F1 of the default preset on built clips (real footage edited with known boundaries) that the thresholds were
+not set on, beside PySceneDetect's detectors on the same clips."""
 
 from __future__ import annotations
 
@@ -6,18 +7,28 @@ from pathlib import Path
 
 import pytest
 
-from vidpipe.eval.cuts import build_clip, compare, ours
+from vidpipe.eval.cuts import SCENEDETECT_DETECTORS, build_clip, compare, ours, pyscenedetect
 
-#: measured 2026-11 on seed 0 (12 boundaries: 5 hard, 7 soft): F1 1.000 (all four seed-0 clips, 48 boundaries,
-#: also 1.000). The bound leaves room for one boundary wrong out of 12 (F1 ≈ 0.96), not more.
+#: the detector's thresholds were set on dataset seed 0, whose clips are built from seeds 0–3
+#: (`build_dataset`: clip i of seed s is `build_clip(seed=1000·s + i)`); these clips come from seeds 1 and 2
+CLIP_SEEDS = (1000, 2001)
+#: one boundary wrong out of 12 gives F1 ≈ 0.96; the whole seed 1–3 datasets measured 0.98–1.00 (docs/benchmarks.md)
 F1_BOUND = 0.95
+#: the issue's recall bars: every hard cut, ≥ 90 % of dissolves and fades
+HARD_RECALL = 1.0
+SOFT_RECALL = 0.9
 
 
 @pytest.mark.slow
-def test_default_preset_f1_on_built_clip(tmp_path: Path) -> None:
-    clip = build_clip(tmp_path / "c.mp4", seed=0, boundaries=12)
+@pytest.mark.parametrize("seed", CLIP_SEEDS)
+def test_default_preset_on_clips_it_was_not_tuned_on(tmp_path: Path, seed: int) -> None:
+    clip = build_clip(tmp_path / "c.mp4", seed=seed, boundaries=12)
     assert len(clip.events) == 12
     assert {e.kind for e in clip.events} == {"hard", "soft"}
-    (row,) = compare([clip], {"default": ours("default")}, tolerance=2)
-    assert row.scores["overall"].f1 >= F1_BOUND, row.scores
-    assert row.scores["hard_any"].recall == 1.0
+    methods = {"default": ours("default"), **{d: pyscenedetect(d) for d in SCENEDETECT_DETECTORS}}
+    rows = {r.name: r.scores for r in compare([clip], methods, tolerance=2)}
+    s = rows.pop("default")
+    assert s["overall"].f1 >= F1_BOUND, s
+    assert s["hard_any"].recall >= HARD_RECALL, s
+    assert s["soft_any"].recall >= SOFT_RECALL, s
+    assert s["overall"].f1 >= max(r["overall"].f1 for r in rows.values()), rows

@@ -70,3 +70,26 @@ def test_detector_uses_artefact_and_refuses_shifted_one(tmp_path: Path) -> None:
     prefer.flush()
     assert prefer.stats.flow_reused == 0 and prefer.stats.flow_pairs == 11
     assert np.isfinite([e.score for e in prefer.events]).all()
+
+
+def test_artefact_longer_than_the_stream_is_refused_at_the_end(tmp_path: Path) -> None:
+    """Every analysed frame matches, but the artefact has one more: another axis, caught when the stream ends."""
+    opts = CutOptions(detectors=("motion",), preset="fast")
+    det = CutDetector(opts, flow_reuse=FlowReuse.open(_artefact(tmp_path, list(range(13))), "require"))
+    det.process(_batch(12, 0))
+    assert det.stats.flow_reused == 11
+    with pytest.raises(FlowReuseError, match="artefact has 13 frames, ours 12"):
+        det.flush()
+
+
+def test_decimated_analysis_refuses_an_every_frame_artefact(tmp_path: Path) -> None:
+    """At analysis_fps 12.5 of a 25 fps source we analyse frames 0, 2, 4 …: an artefact on 0, 1, 2 … is not ours."""
+    opts = CutOptions(detectors=("motion",), preset="fast", analysis_fps=Fraction(25, 2))
+    with pytest.raises(FlowReuseError, match="artefact frame 1, ours 2"):
+        CutDetector(opts, flow_reuse=FlowReuse.open(_artefact(tmp_path, list(range(12))), "require")).process(
+            _batch(12, 0)
+        )
+    on_axis = CutDetector(opts, flow_reuse=FlowReuse.open(_artefact(tmp_path, list(range(0, 12, 2))), "require"))
+    on_axis.process(_batch(12, 0))
+    on_axis.flush()
+    assert on_axis.stats.frame_indices == list(range(0, 12, 2)) and on_axis.stats.flow_reused == 5

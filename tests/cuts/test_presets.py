@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import pytest
+import torch
 
 from vidpipe.errors import UsageError
+from vidpipe.stages.base import StreamSpec
+from vidpipe.stages.cuts.detector import CutDetector, CutOptions
 from vidpipe.stages.cuts.presets import PRESETS, choose_preset, get_preset
 
 
@@ -41,3 +46,21 @@ def test_bad_values_name_the_valid_ones() -> None:
         get_preset("turbo")
     with pytest.raises(UsageError):
         choose_preset(0)
+
+
+@pytest.mark.parametrize(
+    ("size", "emergency", "expected"),
+    [
+        ((640, 320), False, "quality"),  # S = 320, the top of the quality bucket
+        ((321, 640), False, "default"),  # portrait: the short side is the width
+        ((1280, 720), True, "default"),  # S = 720: emergency does not reach this bucket
+        ((720, 1280), False, "default"),
+        ((1280, 721), True, "fast"),
+        ((2160, 3840), False, "default"),
+    ],
+)
+def test_detector_applies_the_policy_on_the_short_side(size: tuple[int, int], emergency: bool, expected: str) -> None:
+    det = CutDetector(CutOptions(emergency=emergency))
+    det.setup(torch.device("cpu"), StreamSpec(width=size[0], height=size[1], time_base=Fraction(1, 25)))
+    assert det.preset is not None and det.preset.name == expected
+    assert det.signature()["preset"] == expected

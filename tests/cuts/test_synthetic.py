@@ -6,11 +6,13 @@ from fractions import Fraction
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from vidpipe.frames import FrameBatch
 from vidpipe.stages.cuts.detector import CutDetector, CutOptions
 from vidpipe.stages.cuts.events import Event
+from vidpipe.stages.cuts.presets import PRESET_NAMES
 
 W, H = 192, 128
 
@@ -27,8 +29,8 @@ def _shot(tex: np.ndarray, t: int) -> np.ndarray:
     return tex[y : y + H, x : x + W]
 
 
-def _run(frames: list[np.ndarray]) -> list[Event]:
-    det = CutDetector(CutOptions(detectors=("hard", "soft", "motion"), preset="default"))
+def _run(frames: list[np.ndarray], preset: str = "default") -> list[Event]:
+    det = CutDetector(CutOptions(detectors=("hard", "soft", "motion"), preset=preset))
     arr = np.stack([np.clip(f + 0.5, 0, 255).astype(np.uint8) for f in frames])
     data = torch.from_numpy(arr).permute(0, 3, 1, 2)
     for s in range(0, len(arr), 16):
@@ -39,7 +41,8 @@ def _run(frames: list[np.ndarray]) -> list[Event]:
     return det.events
 
 
-def test_hard_cut_dissolve_and_fade_at_the_right_frames() -> None:
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_hard_cut_dissolve_and_fade_at_the_right_frames(preset: str) -> None:
     a, b, c = _scene(1, (1.0, 0.8, 0.6)), _scene(2, (0.5, 0.8, 1.0)), _scene(3, (0.9, 0.9, 0.5))
     frames = [_shot(a, t) for t in range(30)]  # hard cut at 30
     frames += [_shot(b, t) for t in range(20)]
@@ -53,7 +56,7 @@ def test_hard_cut_dissolve_and_fade_at_the_right_frames() -> None:
     for i in range(5):
         frames.append(_shot(a, 40 + i) * (i + 1) / 6)
     frames += [_shot(a, 45 + t) for t in range(25)]
-    events = _run(frames)
+    events = _run(frames, preset)
     hard = [e for e in events if e.kind == "hard"]
     soft = [e for e in events if e.kind == "soft"]
     assert [e.frame for e in hard] == [30]
@@ -65,7 +68,8 @@ def test_hard_cut_dissolve_and_fade_at_the_right_frames() -> None:
     assert abs(f.frame - 92) <= 1 and abs(f.start - 87) <= 3 and abs(f.end - 97) <= 3
 
 
-def test_single_moving_shot_has_no_boundary() -> None:
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_single_moving_shot_has_no_boundary(preset: str) -> None:
     a = _scene(4, (1.0, 1.0, 1.0))
-    events = _run([_shot(a, t) for t in range(60)])
+    events = _run([_shot(a, t) for t in range(60)], preset)
     assert [e for e in events if e.kind in ("hard", "soft")] == []

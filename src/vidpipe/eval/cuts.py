@@ -17,12 +17,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 
 from ..assets import home, opencv_clip
-from ..errors import InputError
+from ..errors import InputError, UsageError
 from ..stages.cuts.events import Event, read_json, write_json
 
 log = logging.getLogger(__name__)
@@ -280,36 +281,53 @@ def transnetv2(threshold: float = 0.5) -> Predictor:
     return run
 
 
-def pyscenedetect(detector: str) -> Predictor:
-    """PySceneDetect with its default settings; every scene start after the first is a hard cut."""
+#: PySceneDetect's detectors by the names used here
+SCENEDETECT_DETECTORS = ("content", "adaptive", "histogram")
+
+
+def scenedetect_detector(name: str) -> Any:
+    """A PySceneDetect detector with its default settings."""
+    from scenedetect import AdaptiveDetector, ContentDetector, HistogramDetector
+
+    return {"content": ContentDetector, "adaptive": AdaptiveDetector, "histogram": HistogramDetector}[name]()
+
+
+def pyscenedetect(detector: str, *, backend: str = "opencv", **backend_options: Any) -> Predictor:
+    """PySceneDetect with its default settings (auto-downscale included); every scene start after the first is a
+    hard cut. `backend`/`backend_options` go to `scenedetect.open_video` (the benchmark decodes with "pyav")."""
 
     def run(path: Path) -> list[Event]:
-        from scenedetect import AdaptiveDetector, ContentDetector, HistogramDetector, SceneManager, open_video
+        from scenedetect import SceneManager, open_video
 
-        det = {"content": ContentDetector, "adaptive": AdaptiveDetector, "histogram": HistogramDetector}[detector]()
-        video = open_video(str(path))
+        video = open_video(str(path), backend=backend, **backend_options)
         sm = SceneManager()
-        sm.add_detector(det)
+        sm.add_detector(scenedetect_detector(detector))
         sm.detect_scenes(video)
-        starts = [s[0].frame_num for s in sm.get_scene_list()][1:]
+        scenes = sm.get_scene_list()
+        starts = [s[0].frame_num for s in scenes][1:]
         # scenedetect 0.7 counts frames from 1 in FrameTimecode.frame_num of scene starts
-        base = 1 if sm.get_scene_list() and sm.get_scene_list()[0][0].frame_num == 1 else 0
+        base = 1 if scenes and scenes[0][0].frame_num == 1 else 0
         rate = Fraction(video.frame_rate).limit_denominator(100000)
         return [Event(frame=f - base, time=(f - base) / rate, kind="hard", score=1.0) for f in starts]
 
     return run
 
 
-def predictors() -> dict[str, Predictor]:
-    return {
+def predictors(only: list[str] | None = None) -> dict[str, Predictor]:
+    """The side-by-side methods by name; `only` picks some by full name or last word (`default`, `content`)."""
+    every = {
         "vidpipe default": ours("default"),
         "vidpipe fast": ours("fast"),
         "vidpipe quality": ours("quality"),
         "transnetv2": transnetv2(),
-        "scenedetect content": pyscenedetect("content"),
-        "scenedetect adaptive": pyscenedetect("adaptive"),
-        "scenedetect histogram": pyscenedetect("histogram"),
+        **{f"scenedetect {d}": pyscenedetect(d) for d in SCENEDETECT_DETECTORS},
     }
+    if not only:
+        return every
+    unknown = [m for m in only if not any(m in (name, name.split()[-1]) for name in every)]
+    if unknown:
+        raise UsageError(f"unknown method(s) {', '.join(unknown)}; valid: {', '.join(n.split()[-1] for n in every)}")
+    return {name: fn for name, fn in every.items() if any(m in (name, name.split()[-1]) for m in only)}
 
 
 @dataclass(slots=True)
@@ -340,6 +358,22 @@ def compare(clips: list[BuiltClip], methods: dict[str, Predictor] | None = None,
         row.scores = evaluate(truth_all, pred_all, tolerance)
         rows.append(row)
     return rows
+
+
+def pool(runs: list[list[Row]]) -> list[Row]:
+    """Rows of several runs (seeds) on the same methods, pooled: counts add up, as if every clip were scored at
+    once (clips never share a boundary)."""
+    out: list[Row] = []
+    for same in zip(*runs, strict=True):
+        row = Row(same[0].name)
+        for r in same:
+            row.frames += r.frames
+            row.wall_s += r.wall_s
+            for k, sc in r.scores.items():
+                acc = row.scores.get(k, Score(0, 0, 0))
+                row.scores[k] = Score(acc.tp + sc.tp, acc.fp + sc.fp, acc.fn + sc.fn)
+        out.append(row)
+    return out
 
 
 def _shift(e: Event, by: int) -> Event:

@@ -8,9 +8,12 @@ the layout convolution nets run fastest in.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import Literal
 
@@ -19,11 +22,13 @@ import av.error
 import numpy as np
 import torch
 
-from ..errors import CorruptInputError, TruncatedInputError
+from ..errors import CorruptInputError, InputError, TruncatedInputError, UsageError
 from ..frames import Colour, FrameBatch
+from ..runtime.buffers import HostBuffers
 from ..runtime.threads import Producer
 from .info import MediaInfo
 from .probe import _LIBVPX_ALPHA, open_input
+from .yuv import PLANAR_FORMATS, PlanarBatch, PlanarFormat, copy_frame_planes
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +48,16 @@ class ReaderOptions:
     threads: int = 0
     #: keep the alpha plane (RGBA) when the source has one
     keep_alpha: bool = True
+    #: hand over 4:2:0 sources as packed YUV planes (`PlanarBatch`) for conversion on the device; sources with
+    #: alpha, a rotation or another layout still come as RGB
+    planar: bool = False
+    #: page-locked host buffers (planar batches), for fast asynchronous copies to a CUDA device
+    pin_memory: bool = False
+    #: read from this time on (seconds): seek to the keyframe at or before it, drop frames before it
+    start: Fraction | None = None
+    #: stop after the first frame at or after this time (seconds); that frame is still given, as look-ahead
+    #: context for stages such as interpolation (a segment's last pair)
+    end: Fraction | None = None
 
 
 @dataclass(slots=True)
@@ -105,7 +120,10 @@ class VideoReader:
         self.dtype = torch.uint16 if v.colour.bit_depth > 8 else torch.uint8
         # counter-clockwise quarter turns that make the picture upright
         self._turns = (v.rotation // 90) % 4
-        self._producer: Producer[FrameBatch] = Producer(
+        self.planar: PlanarFormat | None = None
+        if options.planar and v.pix_fmt in PLANAR_FORMATS and not self._turns and not self.alpha:
+            self.planar = PlanarFormat(v.pix_fmt, v.width, v.height)
+        self._producer: Producer[FrameBatch | PlanarBatch] = Producer(
             f"decode:{Path(info.path).name}", self._decode, maxsize=options.queue_size, check=check or (lambda: None)
         )
 
@@ -142,16 +160,15 @@ class VideoReader:
         log.info("decode: %s on the CPU with %s", Path(self.info.path).name, cc.name)
         return vs.decode
 
-    def _decode(self, emit: Callable[[FrameBatch], None]) -> None:
-        v = self.info.video
-        opts = self.options
-        tb = v.time_base
-        step = 1 / (v.rate * tb)  # pts ticks per frame, for sources that stamp no pts
-        n_batch = opts.batch_size
+    def _decode(self, emit: Callable[[FrameBatch | PlanarBatch], None]) -> None:
+        if self.planar is not None:
+            self._decode_planar(emit)
+            return
+        tb = self.info.video.time_base
+        n_batch = self.options.batch_size
         buf: np.ndarray | None = None
         pts: list[int] = []
         index: list[int] = []
-        last_pts: int | None = None
 
         def flush_batch() -> None:
             nonlocal buf
@@ -166,17 +183,39 @@ class VideoReader:
             pts.clear()
             index.clear()
 
+        kwargs = {
+            "format": self.rgb_format,
+            "src_colorspace": sws_matrix(self.colour),
+            "src_color_range": "JPEG" if self.colour.range == "pc" else "MPEG",
+        }
+        for p, frame in self._frames():
+            arr = frame.to_ndarray(**kwargs)
+            if arr.ndim == 2:  # some formats return planar gray
+                arr = np.repeat(arr[..., None], 3, axis=2)
+            if buf is None:
+                buf = np.empty((n_batch, *arr.shape), dtype=arr.dtype)
+            buf[len(pts)] = arr
+            pts.append(p)
+            index.append(self.stats.frames)
+            self.stats.frames += 1
+            if len(pts) == n_batch:
+                flush_batch()
+        flush_batch()
+        self._check_complete()
+
+    def _frames(self) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Decoded frames in order with their pts; damaged ones and non-increasing times go to `_corrupt`."""
+        v = self.info.video
+        tb = v.time_base
+        step = 1 / (v.rate * tb)  # pts ticks per frame, for sources that stamp no pts
+        last_pts: int | None = None
         with open_input(Path(self.info.path)) as c:
             vs = c.streams.video[0]
             decode = self._open_decoder(vs)
             # AVI stores no presentation times: with B-frames the pts FFmpeg guesses come out of order. Every
             # AVI index entry is one frame at the stream rate, so frames are stamped by count there.
             count_stamps = c.format.name == "avi"
-            kwargs = {
-                "format": self.rgb_format,
-                "src_colorspace": sws_matrix(self.colour),
-                "src_color_range": "JPEG" if self.colour.range == "pc" else "MPEG",
-            }
+            check_landing = self._seek(c, vs, count_stamps)
             for packet in self._packets(c, vs):
                 try:
                     frames = decode(packet)
@@ -184,6 +223,11 @@ class VideoReader:
                     self._corrupt(f"undecodable packet at pts {packet.pts}: {e.strerror}")
                     continue
                 for frame in frames:
+                    if check_landing:
+                        self._check_landing(frame, tb)
+                        check_landing = False
+                    if self._before_start(frame, tb):
+                        continue
                     if frame.is_corrupt:
                         self._corrupt(f"damaged frame at pts {frame.pts}")
                         continue
@@ -198,18 +242,56 @@ class VideoReader:
                         # NVDEC hands out nv12/p010; repacking to the source's planar layout first (lossless)
                         # gives the same RGB conversion, bit for bit, as the CPU path
                         frame = frame.reformat(format=v.pix_fmt)
-                    arr = frame.to_ndarray(**kwargs)
-                    if arr.ndim == 2:  # some formats return planar gray
-                        arr = np.repeat(arr[..., None], 3, axis=2)
-                    if buf is None:
-                        buf = np.empty((n_batch, *arr.shape), dtype=arr.dtype)
-                    buf[len(pts)] = arr
-                    pts.append(int(p))
-                    index.append(self.stats.frames)
-                    self.stats.frames += 1
-                    if len(pts) == n_batch:
-                        flush_batch()
-            flush_batch()
+                    yield int(p), frame
+                    if self.options.end is not None and p * tb >= self.options.end:
+                        self._drain(decode)
+                        return  # the look-ahead frame is out
+
+    def _decode_planar(self, emit: Callable[[FrameBatch | PlanarBatch], None]) -> None:
+        """The same walk as `_decode`, copying each frame's planes as they are into pooled host buffers."""
+        fmt = self.planar
+        assert fmt is not None
+        opts = self.options
+        v = self.info.video
+        # queued batches + one being filled + one being uploaded, so the decoder never waits on the pool itself
+        pool = HostBuffers(fmt.elements, fmt.dtype, opts.queue_size + 3, pin=opts.pin_memory)
+        buf: torch.Tensor | None = None
+        pts: list[int] = []
+        index: list[int] = []
+
+        def flush_batch() -> None:
+            nonlocal buf
+            if not pts:
+                return
+            b = buf
+            assert b is not None
+            emit(
+                PlanarBatch(
+                    data=b[: len(pts)],
+                    fmt=fmt,
+                    pts=list(pts),
+                    time_base=v.time_base,
+                    colour=self.colour,
+                    index=list(index),
+                    release=lambda event, b=b: pool.put(b, event),  # type: ignore[misc]
+                )
+            )
+            buf = None
+            pts.clear()
+            index.clear()
+
+        for p, frame in self._frames():
+            if frame.format.name != fmt.pix_fmt or (frame.width, frame.height) != (fmt.width, fmt.height):
+                frame = frame.reformat(format=fmt.pix_fmt, width=fmt.width, height=fmt.height)
+            if buf is None:
+                buf = pool.get(opts.batch_size)
+            copy_frame_planes(frame, fmt, buf[len(pts)])
+            pts.append(p)
+            index.append(self.stats.frames)
+            self.stats.frames += 1
+            if len(pts) == opts.batch_size:
+                flush_batch()
+        flush_batch()
         self._check_complete()
 
     def _packets(self, c: av.container.InputContainer, vs: av.video.stream.VideoStream) -> Iterator[av.Packet]:
@@ -234,7 +316,50 @@ class VideoReader:
         if self.stats.corrupt_skipped <= 3:
             log.warning("decode: %s; skipped", what)
 
+    # -- time range --
+    def _seek(self, c: av.container.InputContainer, vs: av.video.stream.VideoStream, count_stamps: bool) -> bool:
+        """Seek to the keyframe at or before `options.start`; whether it did."""
+        start = self.options.start
+        if start is None:
+            return False
+        if count_stamps:
+            raise UsageError(f"{self.info.path}: AVI stores no presentation times, so it cannot be read from {start}s")
+        c.seek(math.floor(start / self.info.video.time_base), stream=vs, backward=True, any_frame=False)
+        return True
+
+    def _check_landing(self, frame: av.VideoFrame, tb: Fraction) -> None:
+        """The first frame after a seek must not lie after `start` (unless the stream begins later): an index
+        that lands late would silently lose the frames in between."""
+        start, v = self.options.start, self.info.video
+        ts = frame.pts if frame.pts is not None else frame.dts
+        if start is not None and ts is not None and ts * tb > start > v.start_time:
+            raise InputError(
+                f"{self.info.path}: seeking to {float(start):.3f}s landed at {float(ts * tb):.3f}s (inaccurate "
+                "index); process it without segments"
+            )
+
+    @staticmethod
+    def _drain(decode: Callable[[av.Packet], list[av.VideoFrame]]) -> None:
+        """Stopping before the end of the file: flush the decoder first, as the end of the file would, so its
+        worker threads are idle when it is freed (a worker logging through FFmpeg's Python log callback while
+        the decoder is freed under the GIL deadlocks both). The frames it still gives are not needed."""
+        with contextlib.suppress(av.error.FFmpegError):
+            decode(None)  # type: ignore[arg-type]  # no packet: end of stream, flush
+
+    def _before_start(self, frame: av.VideoFrame, tb: Fraction) -> bool:
+        """Frames before `options.start` are dropped before any other check: frames decoded right after a seek
+        may reference pictures that were never decoded."""
+        start = self.options.start
+        if start is None:
+            return False
+        ts = frame.pts if frame.pts is not None else frame.dts
+        if ts is None:
+            raise CorruptInputError(f"{self.info.path}: a frame without timestamps after seeking to {start}s")
+        return bool(ts * tb < start)
+
     def _check_complete(self) -> None:
+        if self.options.start is not None or self.options.end is not None:
+            return  # a time range reads part of the file on purpose
         v = self.info.video
         if v.frames_exact and v.frames and self.stats.frames + self.stats.corrupt_skipped < v.frames:
             missing = v.frames - self.stats.frames - self.stats.corrupt_skipped
@@ -246,7 +371,7 @@ class VideoReader:
             log.warning("decode: %s", what)
 
     # -- consumer side --
-    def __iter__(self) -> Iterator[FrameBatch]:
+    def __iter__(self) -> Iterator[FrameBatch | PlanarBatch]:
         return iter(self._producer)
 
     def close(self) -> None:

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -30,12 +31,20 @@ import torch
 from ..errors import OutputError
 from ..frames import Colour, FrameBatch
 from ..stages.base import StreamSpec
+from .chunked import CHUNKABLE, ChunkedEncoder
 from .colour import MATRIX, PRIMARIES, TRANSFER, code_of
 from .encoders import EncoderChoice, EncoderOptions, resolve
 from .info import MediaInfo
 from .reader import rgb_format, sws_matrix
+from .yuv import PlanarBatch, PlanarFormat, frame_from_planes
 
 log = logging.getLogger(__name__)
+
+#: parallel chunks: their length (IDR interval) in seconds and frames; auto sizing of the encoder count
+CHUNK_SECONDS = 2
+MIN_CHUNK_FRAMES = 48
+AUTO_CORES_PER_WORKER = 4
+AUTO_MAX_WORKERS = 4
 
 #: how far (seconds) copied packets may run ahead of the video when interleaving
 INTERLEAVE_AHEAD_S = Fraction(1, 2)
@@ -48,6 +57,9 @@ class WriterOptions:
     encoder: EncoderOptions = field(default_factory=EncoderOptions)
     #: copy audio/subtitle/data/attachment streams, chapters and metadata from the source
     copy_streams: bool = True
+    #: parallel chunk encoders (x264/x265; media/chunked.py): None = auto (one per 4 cores from 8 cores, at most
+    #: 4), 0 or 1 = one ordinary encoder
+    encode_workers: int | None = None
 
 
 @dataclass(slots=True)
@@ -60,6 +72,8 @@ class WriterStats:
     dropped: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     padded: tuple[int, int] | None = None
+    #: how the video was encoded in parallel chunks, if it was
+    parallel: str | None = None
 
 
 def partial_path(target: Path) -> Path:
@@ -95,21 +109,30 @@ class VideoWriter:
         self._out: av.container.OutputContainer | None = None
         self._vs: av.video.stream.VideoStream | None = None
         self._copy: _StreamCopier | None = None
+        self._chunked: ChunkedEncoder | None = None
         self._closed = False
 
     # -- setup --
-    def _open(self, first: FrameBatch) -> None:
+    def frame_size(self) -> tuple[int, int]:
+        """Encoded size: the stream's (cropped back if a stage padded it), made even for 4:2:0 chroma."""
+        w, h = self.spec.crop_to or (self.spec.width, self.spec.height)
+        if self.choice.chroma_420:
+            w, h = w + w % 2, h + h % 2
+        return w, h
+
+    def planar_format(self) -> PlanarFormat | None:
+        """The packed 4:2:0 planes this writer takes in place of RGB (converted on the device by the caller),
+        or None when the encoder wants another layout or an alpha plane."""
+        if self.png or self.choice.pix_fmt not in ("yuv420p", "yuv420p10le") or (self.spec.alpha and self.choice.alpha):
+            return None
+        return PlanarFormat(self.choice.pix_fmt, *self.frame_size())
+
+    def _open(self, first: FrameBatch | PlanarBatch) -> None:
         ch = self.choice
-        w, h = self.spec.crop_to or (first.width, first.height)
-        if ch.chroma_420 and (w % 2 or h % 2):
-            self.stats.padded = (w + w % 2, h + h % 2)
-            log.info(
-                "encode: %dx%d is odd; padded to %dx%d for 4:2:0 (edge pixels repeated)",
-                w,
-                h,
-                *self.stats.padded,
-            )
-            w, h = self.stats.padded
+        w, h = self.frame_size()
+        if (w, h) != (self.spec.crop_to or (self.spec.width, self.spec.height)):
+            self.stats.padded = (w, h)
+            log.info("encode: odd size padded to %dx%d for 4:2:0 (edge pixels repeated)", w, h)
         self.tmp.parent.mkdir(parents=True, exist_ok=True)
         if self.png:
             self.tmp.mkdir(exist_ok=True)
@@ -121,20 +144,25 @@ class VideoWriter:
             vs = out.add_stream(ch.codec, rate=rate, options=ch.options)
             vs.width, vs.height, vs.pix_fmt = w, h, ch.pix_fmt
             vs.time_base = first.time_base
-            vs.codec_context.time_base = first.time_base
-            if self.options.encoder.threads:
-                vs.codec_context.thread_count = self.options.encoder.threads
-            c = self.colour
-            cc = vs.codec_context
-            cc.color_range = 2 if c.range == "pc" else 1
-            for attr, table, name in (
-                ("colorspace", MATRIX, c.matrix),
-                ("color_primaries", PRIMARIES, c.primaries),
-                ("color_trc", TRANSFER, c.transfer),
-            ):
-                code = code_of(table, name)
-                if code is not None:  # unknown stays unspecified rather than guessed
-                    setattr(cc, attr, code)
+            workers = self._workers()
+            threads = self.options.encoder.threads or (max(1, (os.cpu_count() or 1) // workers) if workers else 0)
+            self._configure(vs.codec_context, first.time_base, threads)
+            if workers:
+                chunk = max(MIN_CHUNK_FRAMES, round(CHUNK_SECONDS * rate))
+
+                def make_context() -> av.codec.context.CodecContext:
+                    ctx = av.CodecContext.create(ch.codec, "w")
+                    ctx.width, ctx.height, ctx.pix_fmt, ctx.framerate = w, h, ch.pix_fmt, rate
+                    ctx.options = dict(ch.options)
+                    ctx.flags |= av.codec.context.Flags.global_header  # SPS/PPS in the container, as `vs` has
+                    self._configure(ctx, first.time_base, threads)
+                    return ctx
+
+                self._chunked = ChunkedEncoder(
+                    make_context, workers=workers, chunk_frames=chunk, time_base=first.time_base
+                )
+                self.stats.parallel = f"{workers} encoders × {threads} threads, chunks of {chunk} frames"
+                log.info("encode: %s in parallel chunks (%s)", ch.codec, self.stats.parallel)
             self._vs = vs
             if self.source is not None and self.options.copy_streams and not self.png:
                 self._copy = _StreamCopier(self.source, out, self.stats)
@@ -144,6 +172,31 @@ class VideoWriter:
         except BaseException:
             out.close()
             raise
+
+    def _workers(self) -> int:
+        """Parallel chunk encoders: asked for, or `auto` (0 = one ordinary encoder)."""
+        asked = self.options.encode_workers
+        if self.png or self.choice.codec not in CHUNKABLE:
+            return 0
+        if asked is not None:
+            return asked if asked > 1 else 0
+        cores = os.cpu_count() or 1
+        return min(AUTO_MAX_WORKERS, cores // AUTO_CORES_PER_WORKER) if cores >= 2 * AUTO_CORES_PER_WORKER else 0
+
+    def _configure(self, cc: av.codec.context.CodecContext, time_base: Fraction, threads: int) -> None:
+        cc.time_base = time_base
+        if threads:
+            cc.thread_count = threads
+        c = self.colour
+        cc.color_range = 2 if c.range == "pc" else 1
+        for attr, table, name in (
+            ("colorspace", MATRIX, c.matrix),
+            ("color_primaries", PRIMARIES, c.primaries),
+            ("color_trc", TRANSFER, c.transfer),
+        ):
+            code = code_of(table, name)
+            if code is not None:  # unknown stays unspecified rather than guessed
+                setattr(cc, attr, code)
 
     def _warn(self, msg: str) -> None:
         log.warning("encode: %s", msg)
@@ -184,18 +237,38 @@ class VideoWriter:
             frame.time_base = batch.time_base
             yield frame
 
-    def write(self, batch: FrameBatch) -> None:
+    def _planar_frames(self, batch: PlanarBatch) -> Iterator[av.VideoFrame]:
+        if batch.ready is not None:  # the asynchronous download into this host buffer
+            batch.ready.synchronize()
+        for i in range(len(batch)):
+            # a chunk encoder takes the frame later, after the pooled buffer is reused: give it its own copy
+            row = batch.data[i].clone() if self._chunked is not None else batch.data[i]
+            frame = frame_from_planes(row, batch.fmt)
+            frame.pts = batch.pts[i]
+            frame.time_base = batch.time_base
+            yield frame
+
+    def write(self, batch: FrameBatch | PlanarBatch) -> None:
         if self._out is None:
             self._open(batch)
         assert self._out is not None and self._vs is not None
+        frames = self._planar_frames(batch) if isinstance(batch, PlanarBatch) else self._frames(batch)
         try:
-            for frame in self._frames(batch):
-                if self._copy is not None:
-                    self._copy.until(frame.pts * batch.time_base + INTERLEAVE_AHEAD_S)
-                self._out.mux(self._vs.encode(frame))
+            for frame in frames:
+                if self._chunked is not None:
+                    self._chunked.encode(frame)
+                    for pkt in self._chunked.ready():
+                        self._mux_video(pkt)
+                else:
+                    if self._copy is not None:
+                        self._copy.until(frame.pts * batch.time_base + INTERLEAVE_AHEAD_S)
+                    self._out.mux(self._vs.encode(frame))
                 self.stats.frames += 1
         except av.error.FFmpegError as e:
             raise OutputError(f"encoding {self.target.name} failed: {e}") from e
+        finally:
+            if isinstance(batch, PlanarBatch):  # the encoder has taken (copied) every frame of the buffer
+                batch.done()
 
     def close(self) -> WriterStats:
         """Flush the encoder, mux what is left of the copied streams, and move the file into place."""
@@ -205,7 +278,11 @@ class VideoWriter:
             raise OutputError(f"no frames were produced for {self.target}")
         try:
             assert self._vs is not None
-            self._out.mux(self._vs.encode())
+            if self._chunked is not None:
+                for pkt in self._chunked.finish():
+                    self._mux_video(pkt)
+            else:
+                self._out.mux(self._vs.encode())
             if self._copy is not None:
                 self._copy.until(None)
             self._out.close()
@@ -221,9 +298,18 @@ class VideoWriter:
         self.tmp.replace(self.target)
         return self.stats
 
+    def _mux_video(self, pkt: av.Packet) -> None:
+        assert self._out is not None and self._vs is not None
+        if self._copy is not None and pkt.pts is not None:
+            self._copy.until(pkt.pts * pkt.time_base + INTERLEAVE_AHEAD_S)
+        pkt.stream = self._vs
+        self._out.mux(pkt)
+
     def abort(self) -> None:
         """Drop everything written so far; the target is left untouched."""
         self._closed = True
+        if self._chunked is not None:
+            self._chunked.cancel()
         for closable in (self._copy, self._out):
             if closable is not None:
                 try:

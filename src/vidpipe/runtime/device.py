@@ -3,7 +3,9 @@ device that does not exist is an error, never a quiet run on the CPU."""
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 import re
 
 import torch
@@ -21,6 +23,7 @@ def resolve_device(spec: str) -> torch.device:
         raise UsageError(f"invalid device {spec!r}; valid: auto, cpu, cuda, cuda:N")
     if spec == "auto":
         if torch.cuda.is_available():
+            _blocking_sync()
             dev = torch.device("cuda", torch.cuda.current_device())
             log.info("device: auto picked %s (%s)", dev, torch.cuda.get_device_name(dev))
             return dev
@@ -33,6 +36,7 @@ def resolve_device(spec: str) -> torch.device:
             f"device {spec} asked for, but no CUDA device is available here "
             f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'none'})"
         )
+    _blocking_sync()
     index = int(spec.split(":")[1]) if ":" in spec else torch.cuda.current_device()
     count = torch.cuda.device_count()
     if index >= count:
@@ -41,6 +45,28 @@ def resolve_device(spec: str) -> torch.device:
             f"(valid: {', '.join(f'cuda:{i}' for i in range(count))})"
         )
     return torch.device("cuda", index)
+
+
+_CU_CTX_SCHED_BLOCKING_SYNC = 0x4
+
+
+def _blocking_sync() -> None:
+    """Make host threads that wait on the GPU sleep instead of spin. CUDA's default spin-wait keeps a core busy
+    whenever a stage waits on its results; with no NVENC the encoder needs every core. The flag only applies to
+    a primary context not yet created, so this runs before torch touches a device; it is also what FFmpeg's
+    NVDEC needs (it refuses a primary context with other flags). Best effort: without libcuda nothing changes."""
+    if torch.cuda.is_initialized() or os.environ.get("VIDPIPE_CUDA_SYNC") == "spin":  # spin: for A/B timing
+        return
+    try:
+        cuda = ctypes.CDLL("libcuda.so.1")
+        if cuda.cuInit(0) != 0:
+            return
+        for i in range(torch.cuda.device_count()):
+            dev = ctypes.c_int()
+            if cuda.cuDeviceGet(ctypes.byref(dev), i) == 0:
+                cuda.cuDevicePrimaryCtxSetFlags(dev, _CU_CTX_SCHED_BLOCKING_SYNC)
+    except OSError as e:
+        log.debug("device: blocking sync not set (%s)", e)
 
 
 def describe(device: torch.device) -> str:

@@ -1,23 +1,39 @@
-"""`vidpipe doctor`: what this machine can really do, found by trying, not by reading build flags."""
+"""`vidpipe doctor`: what this machine can really do, found by trying, not by reading build flags, and the batch and
+tile size each model stage would run at here, with the scheduler's reasons (`schedule_report`)."""
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from fractions import Fraction
 
 import av
 import av.error
 import torch
 
-from ..errors import VidpipeError
+from ..errors import ModelError, VidpipeError
 from ..media.encoders import _CPU_CODEC, _NVENC_CODEC, encoder_opens
+from ..media.reader import ReaderOptions
+from ..schedule.chain import ScheduleOptions, plan_stage
+from ..schedule.costs import TABLES_DIR, CostBook
+from ..stages.base import Stage, StreamSpec
+from ..stages.interpolate import Interpolate
+from ..stages.upscale import Upscale
 from .device import describe, resolve_device
 from .pipeline import versions
 
 log = logging.getLogger(__name__)
 
 _CUVID = ("h264_cuvid", "hevc_cuvid", "av1_cuvid", "vp9_cuvid", "mpeg2_cuvid")
+#: the stages `schedule_report` sizes when none is named: the video models vidpipe ships offline
+DEFAULT_MODELS = (
+    ("upscale", "realesr-animevideov3-x4"),
+    ("upscale", "realesr-animevideov3-x2"),
+    ("interpolate", "rife-hdv3"),
+)
+#: input sizes it sizes them for: the middle of three common resolution buckets
+DEFAULT_SIZES = ((640, 360), (1280, 720), (1920, 1080))
 
 
 def decoder_opens(name: str) -> bool:
@@ -56,3 +72,42 @@ def report(device: str = "auto") -> Iterator[str]:
         )
         cpu.append(f"{preset}={codec}{'' if ok else ' (MISSING)'}")
     yield "CPU encoders: " + ", ".join(cpu)
+
+
+def _stage(kind: str, model: str) -> Stage:
+    if kind == "upscale":
+        return Upscale(model)
+    if kind == "interpolate":
+        return Interpolate(model, multi=2)
+    raise VidpipeError(f"invalid stage {kind!r}; valid: upscale, interpolate")
+
+
+def schedule_report(
+    device: torch.device,
+    models: Sequence[tuple[str, str]] = DEFAULT_MODELS,
+    sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES,
+    *,
+    probe: bool | None = None,
+    book: CostBook | None = None,
+) -> Iterator[str]:
+    """For each (stage kind, model) and input size: the batch and tile a run would use on `device`, and why.
+    `probe`: measure combinations no table has (default: on CUDA, as a run does; a CPU is never probed unasked)."""
+    options = ScheduleOptions(probe="auto" if probe is None else "always" if probe else "never")
+    book = book or CostBook.default()
+    reader_batch = ReaderOptions().batch_size
+    yield f"scheduler on {describe(device)} (seed 001 budget; cost tables in {TABLES_DIR} and the probe cache):"
+    for kind, model in models:
+        stage = _stage(kind, model)
+        for w, h in sizes:
+            spec = StreamSpec(width=w, height=h, time_base=Fraction(1, 90000), nominal_rate=Fraction(30))
+            try:
+                stage.setup(device, spec)
+            except ModelError as e:
+                yield f"  {kind} {model}: not available here ({e})"
+                break
+            plan = plan_stage(stage, spec, device, options, reader_batch=reader_batch, book=book)
+            tile = "" if plan.tile is None else ", whole frames" if not plan.tile else f", tiles of {plan.tile}px"
+            dtype = getattr(stage, "dtype_name", "?")
+            yield f"  {kind} {model} at {w}x{h} ({dtype}): batch {plan.batch_size}{tile} [{plan.source}]"
+            for reason in plan.reasons:
+                yield f"      {reason}"

@@ -12,30 +12,64 @@ import platform
 import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import av
 import av.logging
 import torch
 
 from .. import __version__
-from ..errors import Interrupted, StageError, UsageError, VidpipeError
+from ..errors import DeviceOutOfMemoryError, Interrupted, StageError, UsageError, VidpipeError
 from ..frames import FrameBatch
 from ..jobs import atomic
 from ..media.info import MediaInfo
 from ..media.probe import probe
 from ..media.reader import ReaderOptions, VideoReader
 from ..media.writer import VideoWriter, WriterOptions, WriterStats
+from ..media.yuv import PlanarBatch, fit, planes_to_rgb, rgb_to_planes
+from ..schedule.chain import ScheduleOptions, schedule_block, schedule_chain
+from ..schedule.idempotency import finished, signature_fields
 from ..stages.base import Stage, StreamSpec
+from .buffers import HostBuffers
 from .device import describe, resolve_device
 from .progress import Progress, ProgressMode
 from .threads import Consumer
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TimeWindow:
+    """One segment of a longer run: output frames shown in [start, end) seconds (None: open on that side).
+
+    The reader starts at the keyframe at or before `start` and stops one frame after `end` (look-ahead
+    context); output frames outside the window are dropped. Runs over adjacent windows give, together, the
+    frames of one whole run, provided every stage's timing does not depend on where its input began (1:1
+    stages; interpolation when `start` lies on its output grid, see jobs/segments.py)."""
+
+    start: Fraction | None = None
+    end: Fraction | None = None
+
+    def select(self, batch: FrameBatch | None) -> FrameBatch | None:
+        """The frames of `batch` inside the window, or None when none is."""
+        if batch is None or not len(batch):
+            return None
+        keep = [
+            i
+            for i, t in enumerate(batch.times())
+            if (self.start is None or t >= self.start) and (self.end is None or t < self.end)
+        ]
+        if len(keep) == len(batch):
+            return batch
+        if not keep:
+            return None
+        # frames are in time order, so the kept ones are contiguous
+        return batch.slice(keep[0], keep[-1] + 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -47,6 +81,12 @@ class RunOptions:
     encode_queue: int = 4
     progress: ProgressMode = "bar"
     manifest: bool = True
+    #: YUV↔RGB on the stage device (`auto`: on CUDA) instead of swscale on one CPU core; see media/yuv.py
+    colour_on_device: Literal["auto", "on", "off"] = "auto"
+    #: process one segment only (jobs/segments.py); None: the whole input
+    window: TimeWindow | None = None
+    #: batch sizes, OOM policy, cost rows, skipping finished outputs (vidpipe.schedule.chain)
+    schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
 
 
 @dataclass(slots=True)
@@ -56,6 +96,10 @@ class RunResult:
     frames_out: int
     wall_s: float
     manifest: dict[str, Any]
+    #: (monotonic time, frames written so far) after each encoded batch and at close
+    written: list[tuple[float, int]] = field(default_factory=list)
+    #: the output was already finished with the same signatures (`manifest` is the earlier run's)
+    skipped: bool = False
 
     @property
     def fps(self) -> float:
@@ -85,8 +129,8 @@ def _chain(stages: Sequence[Stage], batch: FrameBatch | None, start: int = 0) ->
             batch = stage.process(batch)
         except VidpipeError:
             raise
-        except torch.OutOfMemoryError:
-            raise
+        except torch.OutOfMemoryError as e:  # a stage run without the scheduler's OOM policy: classified as is
+            raise DeviceOutOfMemoryError(f"out of memory in stage {stage.name}: {e}") from e
         except Exception as e:
             raise StageError(f"stage {stage.name} failed: {type(e).__name__}: {e}") from e
     return batch
@@ -98,6 +142,73 @@ def _flush(stages: Sequence[Stage]) -> Iterator[FrameBatch]:
         out = _chain(stages, stage.flush(), start=i + 1)
         if out is not None and len(out):
             yield out
+
+
+class Transfer:
+    """Frames between host and device. With a planar reader/writer the 4:2:0 planes cross PCIe and the colour
+    conversion runs on the device; downloads go into reused (pinned on CUDA) buffers asynchronously, and the
+    writer thread waits on each batch's event, so the device never waits on Python per frame."""
+
+    def __init__(
+        self,
+        device: torch.device,
+        reader: VideoReader,
+        writer: VideoWriter | None,
+        queue: int,
+        check: Callable[[], None],
+    ) -> None:
+        self.device, self.reader = device, reader
+        self.out_fmt = writer.planar_format() if writer is not None else None
+        self.colour = writer.colour if writer is not None else reader.colour
+        self.crop = (0, 0)
+        if writer is not None:
+            self.crop = writer.spec.crop_to or (writer.spec.width, writer.spec.height)
+        self._pool = None
+        if self.out_fmt is not None:
+            # batches queued for the encoder + one being encoded + one being filled
+            fmt = self.out_fmt
+            self._pool = HostBuffers(fmt.elements, fmt.dtype, queue + 3, pin=device.type == "cuda", check=check)
+
+    def _event(self) -> torch.cuda.Event | None:
+        if self.device.type != "cuda":
+            return None
+        event = torch.cuda.Event(blocking=True)  # waiters sleep instead of spinning a core the encoder could use
+        event.record(torch.cuda.current_stream(self.device))
+        return event
+
+    def upload(self, batch: FrameBatch | PlanarBatch) -> FrameBatch:
+        if not isinstance(batch, PlanarBatch):
+            return batch.with_data(batch.data.to(self.device, non_blocking=True))
+        planes = batch.data.to(self.device, non_blocking=True)  # the same memory when the device is the CPU
+        rgb = planes_to_rgb(planes, batch.fmt, batch.colour, self.reader.dtype)
+        batch.done(self._event())  # the host buffer is reused once the work queued so far has read it
+        return FrameBatch(data=rgb, pts=batch.pts, time_base=batch.time_base, colour=batch.colour, index=batch.index)
+
+    def download(self, out: FrameBatch) -> FrameBatch | PlanarBatch:
+        fmt, pool = self.out_fmt, self._pool
+        if fmt is None or pool is None:
+            return out.with_data(out.data.cpu())
+        planes = rgb_to_planes(fit(out.data[:, :3], self.crop, (fmt.width, fmt.height)), fmt, self.colour)
+        host = pool.get(len(out))
+        dst = host[: len(out)]
+        dst.copy_(planes, non_blocking=True)
+        return PlanarBatch(
+            data=dst,
+            fmt=fmt,
+            pts=out.pts,
+            time_base=out.time_base,
+            colour=out.colour,
+            index=out.index,
+            release=lambda event, host=host: pool.put(host, event),  # type: ignore[misc]
+            ready=self._event(),
+        )
+
+    def describe(self) -> dict[str, str]:
+        where = f"on {self.device}"
+        return {
+            "decode": f"{self.reader.planar.pix_fmt} planes → RGB {where}" if self.reader.planar else "swscale",
+            "encode": f"RGB → {self.out_fmt.pix_fmt} planes {where}" if self.out_fmt else "swscale",
+        }
 
 
 class StopRequest:
@@ -194,34 +305,65 @@ def run(
     info = probe(src)
     device = resolve_device(options.device)
     spec = source_spec(info, options.reader.keep_alpha)
+    specs: list[StreamSpec] = []  # each stage's input, for the scheduler
     for stage in stages:
+        specs.append(spec)
         spec = stage.setup(device, spec)
     stop = StopRequest()
-    reader = VideoReader(info, options.reader, check=stop.check)
+    on_device = options.colour_on_device == "on" or (options.colour_on_device == "auto" and device.type == "cuda")
+    pin = device.type == "cuda"
+    reader_opts = replace(options.reader, planar=on_device, pin_memory=pin)
+    if options.window is not None:
+        reader_opts = replace(reader_opts, start=options.window.start, end=options.window.end)
+    signed = signature_fields(src, stages, reader_opts, options.writer)
+    if options.schedule.skip_finished:
+        old, why = finished(src, dst, manifest_path(dst), signed)
+        if old is not None:
+            log.info("skipped %s: %s", dst, why)
+            frames = (old.get("frames_in", 0), old.get("frames_out", 0))
+            return RunResult(
+                output=dst, frames_in=frames[0], frames_out=frames[1], wall_s=0.0, manifest=old, skipped=True
+            )
+        if why != "no manifest":
+            log.info("making %s again: %s", dst, why)
+    chain = schedule_chain(stages, specs, device, options.schedule, reader_batch=options.reader.batch_size)
+    reader = VideoReader(info, reader_opts, check=stop.check)
     writer = VideoWriter(dst, spec, reader.colour, info, options.writer)
+    transfer = Transfer(device, reader, writer if on_device else None, options.encode_queue, stop.check)
     progress = Progress(options.progress, spec.frames, dst.name)
     progress.stage = " → ".join(s.name for s in stages) or "copy"
 
-    def encode_all(batches: Iterator[FrameBatch]) -> WriterStats:
+    written: list[tuple[float, int]] = []  # (time, frames written so far) per batch, for steady-state rates
+
+    def encode_all(batches: Iterator[FrameBatch | PlanarBatch]) -> WriterStats:
+        total = 0
         for b in batches:
             writer.write(b)
             progress.advance(len(b))
-        return writer.close()
+            total += len(b)
+            written.append((time.monotonic(), total))
+        stats = writer.close()
+        written.append((time.monotonic(), total))
+        return stats
 
     ok = False
     with FFmpegLog() as ffmpeg_log, stop.installed():
-        sink: Consumer[FrameBatch, WriterStats] | None = None
+        sink: Consumer[FrameBatch | PlanarBatch, WriterStats] | None = None
         try:
             progress.start()
             sink = Consumer(f"encode:{dst.name}", encode_all, maxsize=options.encode_queue, check=stop.check)
             with torch.inference_mode():
                 for batch in reader:
                     stop.check()
-                    out = _chain(stages, batch.with_data(batch.data.to(device, non_blocking=True)))
+                    out = _chain(chain, transfer.upload(batch))
+                    if options.window is not None:
+                        out = options.window.select(out)
                     if out is not None and len(out):
-                        sink.put(out.with_data(out.data.cpu()))
-                for out in _flush(stages):
-                    sink.put(out.with_data(out.data.cpu()))
+                        sink.put(transfer.download(out))
+                for out in _flush(chain):
+                    if options.window is not None and (out := options.window.select(out)) is None:
+                        continue
+                    sink.put(transfer.download(out))
             wstats = sink.finish()
             ok = True
         finally:
@@ -235,12 +377,20 @@ def run(
             progress.finish(ok)
     wall = time.monotonic() - t0
     manifest = _manifest(info, dst, stages, reader, wstats, device, wall, ffmpeg_log.messages)
+    manifest["colour_conversion"] = transfer.describe()
+    manifest.update(signed)
+    manifest["schedule"] = schedule_block(chain, device, options.schedule, options.reader.batch_size)
     if options.manifest:
         atomic.write_json(manifest_path(dst), manifest)
     for msg in ffmpeg_log.messages[:10]:
         log.warning("ffmpeg: %s", msg)
     return RunResult(
-        output=dst, frames_in=reader.stats.frames, frames_out=wstats.frames, wall_s=wall, manifest=manifest
+        output=dst,
+        frames_in=reader.stats.frames,
+        frames_out=wstats.frames,
+        wall_s=wall,
+        manifest=manifest,
+        written=written,
     )
 
 
@@ -273,7 +423,7 @@ def _manifest(
         "frames_out": w.frames,
         "corrupt_skipped": reader.stats.corrupt_skipped,
         "decoder": reader.stats.decoder,
-        "encoder": {"codec": w.encoder, "pix_fmt": w.pix_fmt, "padded_to": w.padded},
+        "encoder": {"codec": w.encoder, "pix_fmt": w.pix_fmt, "padded_to": w.padded, "parallel": w.parallel},
         "streams": {"copied": w.copied, "reencoded": w.reencoded, "dropped": w.dropped},
         "warnings": reader.stats.warnings + w.warnings + ffmpeg_warnings,
         "device": describe(device),

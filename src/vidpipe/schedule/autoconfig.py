@@ -15,7 +15,8 @@ import torch
 
 from ..stages.base import Stage, StreamSpec
 from .budget import MemoryBudget, batch_size, memory_budget
-from .costs import DEFAULT_MAX_BATCH_SIZE, CostBook, CostRow, DType, Runtime, StageFactory, bucket_for
+from .costs import DEFAULT_MAX_BATCH_SIZE, CostBook, CostRow, DType, Prepare, Runtime, StageFactory, bucket_for
+from .oom import is_oom, release_cached
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -39,6 +40,8 @@ class StageConfig:
     row: CostRow | None
     budget: MemoryBudget
     reasons: tuple[str, ...]
+    #: where the row came from: "table", "probe", "none" (no row) or "probe-oom" (the probe ran out of memory)
+    source: str = "none"
 
     def describe(self) -> str:
         tile = f"tiles of {self.tile}px" if self.tile else "whole frames"
@@ -66,12 +69,25 @@ def configure(
     memory: MemoryBudget | None = None,
     runtime: Runtime = "inprocess",
     max_batch: int = DEFAULT_MAX_BATCH_SIZE,
+    prepare: Prepare | None = None,
+    unmeasured: tuple[int, str] | None = None,
 ) -> StageConfig:
     """Batch and tile size for a set-up `stage` fed `spec` on `device`.
 
     Call it after every stage of the chain is set up, so resident weights count as used memory. `memory` replaces
-    the device's current budget (tests, what-if reports); `probe` measures a row when no table has one."""
-    row, source = book.row_for(stage, spec, device, dtype, probe=probe, runtime=runtime, max_batch=max_batch)
+    the device's current budget (tests, what-if reports); `probe` measures a row when no table has one (`prepare`
+    is applied to the probe's stage after its setup). Without a row the batch is 1, or `unmeasured` = (batch,
+    why) where the caller knows better (the CPU, which is not probed)."""
+    try:
+        row, source = book.row_for(
+            stage, spec, device, dtype, probe=probe, runtime=runtime, max_batch=max_batch, prepare=prepare
+        )
+    except Exception as e:
+        if not is_oom(e):
+            raise
+        row, source = None, "probe-oom"
+    if source == "probe-oom":  # outside the `except`, so the failed probe's tensors can be released
+        release_cached(device)
     mem = memory if memory is not None else memory_budget(device)
     host = device.type != "cuda"
     where = "RAM" if host else f"{device} memory"
@@ -79,9 +95,17 @@ def configure(
     reasons.append(f"{where}: {mem.describe()}")
 
     def done(batch: int, tile: int | None) -> StageConfig:
-        return StageConfig(stage=stage.name, batch_size=batch, tile=tile, row=row, budget=mem, reasons=tuple(reasons))
+        return StageConfig(
+            stage=stage.name, batch_size=batch, tile=tile, row=row, budget=mem, reasons=tuple(reasons), source=source
+        )
 
     if row is None:
+        if source == "probe-oom":
+            reasons.append(f"the probe ran out of memory on one whole {spec.width}×{spec.height} frame: batch 1")
+            return done(1, None)
+        if unmeasured is not None:
+            reasons.append(unmeasured[1])
+            return done(unmeasured[0], None)
         reasons.append(f"no cost row for {stage.name} ({dtype}, {runtime}) on this device and no probe: batch 1")
         return done(1, None)
     p = row.provenance

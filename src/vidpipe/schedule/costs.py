@@ -11,7 +11,7 @@ resolution bucket, device). Tables are JSON files:
           "unit": "frame",                         # Stage.unit: frame | frame_pair | window
           "input_bucket": {"short_side": 720, "width": 1280, "height": 720},   # bucket + size measured at
           "runtime": "inprocess",                  # inprocess | triton (kept for a future Triton runtime)
-          "model_signature": "3f0c…",              # signature_hash(stage.signature()), 16 hex digits
+          "model_signature": "3f0c…",              # cost_signature(stage), 16 hex digits
           "dtype": "fp16",                         # fp32 | fp16 | bf16: what the stage computes in
           "gpu_memory_per_task_mb": 412.5,         # peak allocated per unit above the resident weights; null on CPU
           "cpu_rss_peak_mb": 35.1,                 # peak host RSS growth per unit; null if not measured
@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
+import torch.nn.functional as F
 
 from .. import assets
 from ..errors import UsageError
@@ -84,6 +85,8 @@ CACHE_SUBDIR = "costs"
 
 #: builds a stage, not yet set up, computing in the dtype its row will record
 StageFactory = Callable[[], Stage]
+#: called on a measured stage right after its setup (e.g. to run whole frames where the tile is automatic)
+Prepare = Callable[[Stage], None]
 
 _MB = 2**20
 _RUNTIMES: tuple[str, ...] = get_args(Runtime)
@@ -108,6 +111,14 @@ def signature_hash(signature: dict[str, Any]) -> str:
     """A stable short hash of a stage's `signature()` (sorted keys; 16 hex digits of sha256)."""
     text = json.dumps(signature, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def cost_signature(stage: Stage) -> str:
+    """The `model_signature` a cost row of a set-up stage is keyed by: the hash of its optional
+    `cost_signature()` (a signature without what the scheduler derives from the row, such as the tile), else of
+    its `signature()`."""
+    hook = getattr(stage, "cost_signature", None)
+    return signature_hash(hook() if callable(hook) else stage.signature())
 
 
 def device_name(device: torch.device) -> str:
@@ -274,6 +285,9 @@ def load_dir(directory: Path, *, strict: bool = True) -> list[CostRow]:
 
 
 def _commit() -> str:
+    # VIDPIPE_COMMIT first: a copy of the tree on a lent GPU machine has no .git, or not the commit it runs
+    if os.environ.get("VIDPIPE_COMMIT"):
+        return os.environ["VIDPIPE_COMMIT"]
     try:
         return subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"],
@@ -331,23 +345,32 @@ class _Sample:
     rss_peak_mb: float
 
 
+#: synthetic frames pan over one smooth random scene by 1 px per frame, wrapping after this many: content a
+#: stage treats as one shot (pure noise would be a scene cut at every frame, and interpolation would skip the
+#: model it is measured for)
+_PAN = 16
+
+
 class _Frames:
     """Synthetic input batches as the reader makes them (integer, channels-last) with continuing pts."""
 
     def __init__(self, spec: StreamSpec, device: torch.device, seed: int) -> None:
         self.spec, self.device = spec, device
-        self.gen = torch.Generator().manual_seed(seed)
         self.next = 0
         rate = spec.nominal_rate or spec.rate
         self.step = max(1, round(1 / (rate * spec.time_base))) if rate else 1
+        channels = 4 if spec.alpha else 3
+        grid = torch.rand(1, channels, 9, 16, generator=torch.Generator().manual_seed(seed))
+        size = (spec.height + _PAN, spec.width + _PAN)
+        self.scene = F.interpolate(grid, size=size, mode="bilinear", align_corners=False)[0].permute(1, 2, 0)
 
     def batch(self, n: int) -> FrameBatch:
         s = self.spec
-        channels = 4 if s.alpha else 3
-        hi, dtype = (65536, torch.int32) if s.bit_depth > 8 else (256, torch.uint8)
-        x = torch.randint(0, hi, (n, s.height, s.width, channels), generator=self.gen, dtype=dtype)
-        if s.bit_depth > 8:
-            x = x.to(torch.uint16)
+        hi = 65535 if s.bit_depth > 8 else 255
+        shifts = [(self.next + k) % _PAN for k in range(n)]
+        x = torch.stack([self.scene[d : d + s.height, d : d + s.width] for d in shifts])
+        x = (x * hi).round().to(torch.int32)
+        x = x.to(torch.uint16) if s.bit_depth > 8 else x.to(torch.uint8)
         data = x.permute(0, 3, 1, 2).to(self.device)  # NHWC memory viewed as NCHW, as the reader hands it over
         idx = list(range(self.next, self.next + n))
         self.next += n
@@ -389,6 +412,7 @@ def measure(
     runtime: Runtime = "inprocess",
     source: str = "bench",
     seed: int = 0,
+    prepare: Prepare | None = None,
 ) -> CostRow:
     """One cost row for the stage `stage_factory()` builds (computing in `dtype`) on input described by `spec`.
 
@@ -404,13 +428,15 @@ def measure(
         raise UsageError(f"invalid dtype {dtype!r}; valid: {', '.join(_DTYPES)}")
     stage = stage_factory()
     stage.setup(device, spec)
+    if prepare is not None:
+        prepare(stage)
     frames = _Frames(spec, device, seed)
     try:
         with torch.inference_mode():
             samples = [_sample(stage, frames, device, n, repeats) for n in sizes]
             stage.flush()
         component, unit, context = stage.name, stage.unit, stage.context
-        signature = signature_hash(stage.signature())
+        signature = cost_signature(stage)
     finally:
         del stage  # the probe's copy of the weights goes before the real run starts
         if device.type == "cuda":
@@ -445,7 +471,7 @@ def key_for(stage: Stage, spec: StreamSpec, device: torch.device, dtype: DType, 
     """The key of a stage that is set up (its signature may depend on the input it was set up for)."""
     return CostKey(
         component=stage.name,
-        model_signature=signature_hash(stage.signature()),
+        model_signature=cost_signature(stage),
         runtime=runtime,
         dtype=dtype,
         bucket=bucket_for(spec.width, spec.height),
@@ -492,6 +518,7 @@ class CostBook:
         probe: StageFactory | None = None,
         runtime: Runtime = "inprocess",
         max_batch: int = DEFAULT_MAX_BATCH_SIZE,
+        prepare: Prepare | None = None,
     ) -> tuple[CostRow | None, str]:
         """The row for a set-up `stage` on `spec` input, and where it came from ("table", "probe" or "none").
 
@@ -504,7 +531,7 @@ class CostBook:
             return row, "table"
         if probe is None:
             return None, "none"
-        row = measure(probe, spec, device, dtype, runtime=runtime, max_batch=max_batch, source="probe")
+        row = measure(probe, spec, device, dtype, runtime=runtime, max_batch=max_batch, source="probe", prepare=prepare)
         if row.key != key:
             raise UsageError(
                 f"the probe's stage signs differently from the stage it stands for ({row.model_signature} vs "

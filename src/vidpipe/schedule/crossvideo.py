@@ -165,13 +165,16 @@ def run(
     batch_size: int,
     *,
     max_videos: int = MAX_VIDEOS_PER_MICRO_BATCH,
+    record: Callable[[MicroBatch], None] | None = None,
 ) -> dict[str, FrameBatch]:
     """Each video's batch through `fn` in cross-video micro-batches; returns each video's frames with its own
-    timing and colour, in its own order."""
+    timing and colour, in its own order. `record` sees each micro-batch before it runs (reports, tests)."""
     pending = [Pending(video=v, key=keys[v], frames=len(b)) for v, b in batches.items()]
     data = {v: b.data for v, b in batches.items()}
     outputs: dict[str, list[torch.Tensor]] = {v: [] for v in batches}
     for mb in plan(pending, batch_size, max_videos=max_videos):
+        if record is not None:
+            record(mb)
         for video, piece in scatter(mb, fn(gather(mb, data))):
             outputs[video].append(piece)
     result: dict[str, FrameBatch] = {}

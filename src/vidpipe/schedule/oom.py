@@ -13,8 +13,10 @@ What the runner never does:
   input's device is refused (`DeviceError`);
 - retry anything but an out-of-memory error: any other error, a CUDA error included (it may have poisoned the
   context), propagates unchanged on its first occurrence;
-- re-run a function that keeps state across calls: only functions whose output depends on their input alone
-  (frame-independent stages, a model's forward) may be given to it.
+- re-run a function that keeps state across calls as if it had none: `run` is for functions whose output
+  depends on their input alone (frame-independent stages, a model's forward); `run_stateful` takes a stage's
+  `snapshot`/`restore` and puts its state back before the same frames are re-run (a stage with context, such as
+  interpolation, whose held frames and timeline a failed call may have advanced).
 """
 
 from __future__ import annotations
@@ -131,14 +133,72 @@ class OomRunner:
     def run(self, batch: T, fn: Callable[[T], T]) -> T:
         """`fn` over `batch` in order, sub-batch by sub-batch; raises `DeviceOutOfMemoryError` when a single
         frame does not fit."""
+        if _length(batch) == 0:
+            return self._checked(fn(batch), batch.device)
+        return _concat(self._sub_batches(batch, fn))  # type: ignore[arg-type]
+
+    def run_stateful(
+        self,
+        batch: FrameBatch,
+        fn: Callable[[FrameBatch], FrameBatch | None],
+        snapshot: Callable[[], object],
+        restore: Callable[[object], None],
+    ) -> FrameBatch | None:
+        """`run` for a stage that keeps state between calls: its state is saved before each sub-batch and
+        restored before that sub-batch is re-run. Such a stage may return any number of frames per call, or None
+        while it gathers context: the frames it returns are concatenated in order (None when there are none)."""
+        if len(batch) == 0:
+            out = fn(batch)
+            return None if out is None else self._checked(out, batch.device)
+        parts = self._sub_batches(batch, fn, snapshot, restore)
+        return FrameBatch.concat(parts) if parts else None
+
+    def call(
+        self,
+        fn: Callable[[], FrameBatch | None],
+        device: torch.device,
+        snapshot: Callable[[], object],
+        restore: Callable[[object], None],
+    ) -> FrameBatch | None:
+        """One call that cannot be cut into sub-batches (a stage's end-of-stream flush, bounded by the frames the
+        stage holds): after an OOM its state is restored and the same call re-run after the back-off, up to the
+        policy's attempts. Events record the current batch size, which this call does not use."""
+        state = snapshot()
+        attempt = 1
+        while True:
+            try:
+                out = fn()
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                self.events.append(OomEvent(device=str(device), start=0, stop=0, size=self.size, attempt=attempt))
+                if attempt >= self.policy.attempts:
+                    raise DeviceOutOfMemoryError(
+                        f"out of memory on {device} at the end of the stream after {attempt} attempt(s); lower the "
+                        "resolution or free GPU memory"
+                    ) from e
+                log.warning("out of memory on %s at the end of the stream (attempt %d); retrying", device, attempt)
+            else:
+                return None if out is None else self._checked(out, device)
+            restore(state)
+            attempt += 1
+            self._release(device)
+            self._sleep(self.policy.backoff_s)
+
+    def _sub_batches(
+        self,
+        batch: T,
+        fn: Callable[[T], T | None],
+        snapshot: Callable[[], object] | None = None,
+        restore: Callable[[object], None] | None = None,
+    ) -> list[T]:
         n = _length(batch)
         device = batch.device
-        if n == 0:
-            return self._checked(fn(batch), device)
         parts: list[T] = []
         start = 0
         attempt = 1
         tried: list[int] = []
+        state = snapshot() if snapshot is not None else None
         while start < n:
             stop = min(n, start + self.size)
             tried.append(stop - start)
@@ -168,16 +228,21 @@ class OomRunner:
                     self.policy.backoff_s,
                 )
             else:
-                parts.append(self._checked(out, device))
+                if out is not None:
+                    parts.append(self._checked(out, device))
                 start, attempt, tried = stop, 1, []
+                if snapshot is not None and start < n:
+                    state = snapshot()
                 continue
             # Outside the `except`: the exception and its traceback (which pin the failed attempt's tensors)
             # are gone, so releasing the cache can actually return their memory.
+            if restore is not None:
+                restore(state)
             self.size = self.policy.next_size(self.size, attempt)
             attempt += 1
             self._release(device)
             self._sleep(self.policy.backoff_s)
-        return _concat(parts)
+        return parts
 
     def _checked(self, out: T, device: torch.device) -> T:
         if out.device != device:

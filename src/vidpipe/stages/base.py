@@ -89,6 +89,11 @@ class Stage(Protocol):
 
     # Optional: `report() -> dict[str, Any]`, what the stage found while running (interpolation's scene cuts,
     # counts); the pipeline puts it in the manifest under `stage_reports`.
+    # Optional scheduler hooks (vidpipe.schedule.chain; the scheduler looks for them, never for a stage's name):
+    # `snapshot() -> state` / `restore(state)` let a stage with context re-run a batch after an out-of-memory
+    # error without advancing its state twice (without them such a stage is not retried);
+    # `cost_signature() -> dict` is what its cost rows are keyed by (default: `signature()`);
+    # `tiling() -> (multiple, overlap, min_tile) | None` and `set_tile(px)` let the scheduler choose its tile.
 
     def signature(self) -> dict[str, Any]:
         """Everything that changes this stage's output (parameters, weights hash): for manifests and skip logic."""

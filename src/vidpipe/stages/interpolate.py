@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 from collections.abc import Callable
@@ -62,6 +63,11 @@ _AV_RATIONAL_MAX = 2**31 - 1
 _LUMA = (0.299, 0.587, 0.114)
 #: source frames kept between batches: the newest one and the one before (see the module docstring)
 _HOLD = 2
+#: what `process`/`flush` advance (all set in `_reset`), saved by `snapshot`
+_STREAM_STATE = (
+    "_planner", "_start", "_n", "_held", "_scores", "_mids", "_cuts", "_pairs_checked", "_model_calls",
+    "_model_frames", "_frames_out", "_max_drift", "_colour",
+)  # fmt: skip
 
 
 def _float(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -97,6 +103,13 @@ def planned_count(
     if fill_tail is False:  # grid points up to the last source frame
         return math.floor((n - 1) * fps / src_rate) + 1
     return math.ceil(n * fps / src_rate)
+
+
+def _copied(state: dict[str, Any]) -> dict[str, Any]:
+    out = dict(state)
+    out["_planner"] = copy.deepcopy(state["_planner"])
+    out["_scores"], out["_mids"], out["_cuts"] = dict(state["_scores"]), dict(state["_mids"]), list(state["_cuts"])
+    return out
 
 
 def thumbnails(rgb: torch.Tensor) -> torch.Tensor:
@@ -421,6 +434,23 @@ class Interpolate:
             "retimed_vfr": self._max_drift > 1 / (2 * self.src_rate) if self.src_rate else False,
             "max_time_drift_s": round(float(self._max_drift), 6),
         }
+
+    # -- scheduler hooks (vidpipe.schedule.chain) --
+    def snapshot(self) -> dict[str, Any]:
+        """The stream state, so that a batch that failed half-way (out of memory) can be undone and re-run:
+        the OOM policy re-runs the same frames, and this stage must not see them twice. Containers are copied,
+        tensors shared: they are replaced, never written in place, so a snapshot costs no device memory."""
+        return _copied({k: getattr(self, k) for k in _STREAM_STATE})
+
+    def restore(self, state: dict[str, Any]) -> None:
+        """Back to a `snapshot()`; the snapshot stays valid for another restore."""
+        for k, v in _copied(state).items():
+            setattr(self, k, v)
+
+    def cost_signature(self) -> dict[str, Any]:
+        """What a cost row is keyed by: the scene-cut settings only ever save work (a cut pair is not
+        synthesised), so rows measure the worst case, every pair synthesised, and hold for any of them."""
+        return {k: v for k, v in self.signature().items() if k not in ("scene_cut", "cut_threshold")}
 
     def signature(self) -> dict[str, Any]:
         assert self.loaded is not None, "signature() after setup()"

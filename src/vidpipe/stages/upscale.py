@@ -81,6 +81,10 @@ class Upscale:
         if outscale is not None and outscale <= 0:
             raise UsageError(f"outscale must be > 0, got {outscale}")
         self.model_ref, self.outscale, self.tile, self.overlap = model, outscale, tile, overlap
+        self.tile_request = tile  # None: auto (the scheduler or `_auto_tile` picks it); `tile` is what runs
+        #: shrink the tile and re-run on CUDA OOM; the scheduler turns this off because it applies seed 001's
+        #: OOM policy itself (two policies nested would make the batch-size sequence unpredictable)
+        self.shrink_tile_on_oom = True
         self.dtype_request = dtype  # what was asked (may be auto); dtype_name is what setup resolved it to
         self.dtype_name = dtype
         self.device = torch.device("cpu")
@@ -88,22 +92,27 @@ class Upscale:
         self.loaded: LoadedModel | None = None
         self.compile = compile
         self._net: Any = None
+        self._loaded_on: tuple[torch.device, torch.dtype] | None = None
         self.out_size = (0, 0)
 
     # -- setup --
     def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
         self.device = device
         self.dtype_name, self.dtype = resolve_dtype(self.dtype_request, device)
-        self.loaded = load_model_info(self.model_ref, device, self.dtype)
-        self.loaded.module.to(memory_format=torch.channels_last)
-        self._net = self.loaded.module
-        if self.compile:
-            # fuses the activations and residual adds into the convolutions (2× on an H100, docs/benchmarks.md);
-            # compiled once per piece shape, so whole frames or fixed tiles compile once
-            self._net = torch.compile(self.loaded.module, mode="max-autotune-no-cudagraphs", dynamic=False)
+        # once per device and dtype: a stage set up again for another input size (or copied per video by the
+        # multi-input runner) keeps one copy of the weights
+        if self.loaded is None or self._loaded_on != (device, self.dtype):
+            self.loaded = load_model_info(self.model_ref, device, self.dtype)
+            self.loaded.module.to(memory_format=torch.channels_last)
+            self._loaded_on = (device, self.dtype)
+            self._net = self.loaded.module
+            if self.compile:
+                # fuses the activations and residual adds into the convolutions (2× on an H100,
+                # docs/benchmarks.md); compiled once per piece shape, so whole frames or fixed tiles compile once
+                self._net = torch.compile(self.loaded.module, mode="max-autotune-no-cudagraphs", dynamic=False)
         scale = self.outscale or self.loaded.scale
         self.out_size = (round(spec.width * scale), round(spec.height * scale))
-        if self.tile is None:
+        if self.tile_request is None:
             self.tile = self._auto_tile(spec)
         crop = spec.crop_to
         if crop is not None:
@@ -147,6 +156,8 @@ class Upscale:
                 y = self._run(rgb)
                 break
             except torch.OutOfMemoryError:
+                if not self.shrink_tile_on_oom:
+                    raise
                 self._shrink_tile(batch)
         if alpha is not None:  # the model knows RGB only: alpha follows the picture with a smooth resize
             a = F.interpolate(alpha.float(), size=y.shape[-2:], mode="bicubic", align_corners=False)
@@ -207,6 +218,9 @@ class Upscale:
         return None
 
     def signature(self) -> dict[str, Any]:
+        """Parameters as requested: an automatic tile is "auto", whatever size this device and input got (tiled
+        output stays within 1/255 of untiled, tested), so runs on different GPUs share one signature; the tile
+        used is in the manifest's schedule block."""
         assert self.loaded is not None, "signature() after setup()"
         return {
             "stage": self.name,
@@ -216,6 +230,23 @@ class Upscale:
             "scale": self.loaded.scale,
             "outscale": self.outscale,
             "dtype": self.dtype_name,
-            "tile": self.tile,
+            "tile": "auto" if self.tile_request is None else self.tile,
             "overlap": self.overlap,
         }
+
+    # -- scheduler hooks (vidpipe.schedule.chain) --
+    def cost_signature(self) -> dict[str, Any]:
+        """What a cost row of this stage is keyed by: rows hold whole-frame costs, the tile is derived from them."""
+        return {k: v for k, v in self.signature().items() if k != "tile"}
+
+    def tiling(self) -> tuple[int, int, int] | None:
+        """(size multiple, overlap, smallest tile) when the tile is automatic and so the scheduler's to choose."""
+        if self.tile_request is not None or self.loaded is None:
+            return None
+        return max(8, self.loaded.size_multiple), self.overlap, MIN_TILE
+
+    def set_tile(self, tile: int) -> None:
+        """Run `tile`-pixel tiles (0: whole frames) from the next batch on."""
+        if tile != 0 and tile < MIN_TILE:
+            raise UsageError(f"tile must be 0 (whole frames) or ≥ {MIN_TILE}; got {tile}")
+        self.tile = tile

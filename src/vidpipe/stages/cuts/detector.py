@@ -1,7 +1,8 @@
 """The classical cut detector: an analysis stage over a decimated, downscaled stream that emits `Event`s.
 
-Streaming: each analysed frame becomes a small record (grey images at the SSIM and flow sides, a thumbnail, a
-histogram, mean luma); only the last `WINDOW` records are kept, so memory is O(window) whatever the length of
+Streaming: each analysed frame becomes a small record (a thumbnail, mean luma, the `fast` cascade's histogram,
+and the frame's halving-pyramid level from which the grey images at the SSIM and flow sides are made when a
+pair first needs them); only the last `WINDOW` records are kept, so memory is O(window) whatever the length of
 the video. Decisions are taken with a fixed look-ahead (`HARD_CONTEXT` pairs for hard and motion cuts,
 the largest dissolve scale for soft ones) and finished in `flush()`.
 
@@ -11,11 +12,16 @@ Detectors
   The `fast` preset computes SSIM and flow only for pairs whose histogram difference passes a gate.
 - `soft`: dissolves by a blend test (the middle frame of a window is a mix (1−α)·A + α·B of its ends with α
   in the middle range, rising through the window, and the change is not explained by flow); fades by a run of
-  dark frames with the luma ramps around it.
+  dark frames with the luma ramps around it. The `fast` preset asks the thumbnails' flow first and the flow at
+  `flow_max_side` only when that one is undecided.
 - `motion`: spikes of the mean flow magnitude curve (whip pans, sudden camera moves) that are not hard cuts.
 
 Every threshold below is named; the values were set on the dataset of `vidpipe.eval.cuts` (seed 0) and on the
-real single-shot clips of opencv-doc (no false cuts on vtest.avi, box.mp4, cup.mp4).
+real single-shot clips of opencv-doc (no false cuts on vtest.avi, box.mp4, cup.mp4); seeds 1–3 check them.
+
+Speed (the `fast` preset must keep up with PySceneDetect's ContentDetector, `vidpipe bench cuts`): frames are
+shrunk by exact halvings (`features.halve_to`), every test whose inputs are cheap runs before the SSIM and flow
+ones, and SSIM/flow images are made only for pairs that reach those tests.
 """
 
 from __future__ import annotations
@@ -61,6 +67,9 @@ HARD_MIN_UNEXPLAINED = 0.55
 CASCADE_HIST_GATE = 0.04
 #: … unless their thumbnails changed this much (cuts between shots of similar colours)
 CASCADE_THUMB_GATE = 0.06
+#: the cascade's histogram is taken on the frame's halving-pyramid level of at least this size (fit to this
+#: longest side): a global statistic, 20–60k pixels fill 3×32 bins well at a fraction of the analysis frame's cost
+HIST_SIDE = 128
 
 # -- soft cuts (dissolves) --
 #: half-widths of the blend test windows; the largest covers a 30-frame dissolve (2·16 ≥ 30 + 2)
@@ -76,6 +85,10 @@ SOFT_MAX_RESIDUAL = 0.35
 SOFT_MIN_ALPHA_STEP = 0.05
 #: share of the change over the window that flow cannot explain (see HARD_MIN_UNEXPLAINED); a blend ~0.7+
 SOFT_MIN_UNEXPLAINED = 0.45
+#: `soft_flow_gate` (fast): a window whose change the thumbnail flow explains this well (unexplained share below)
+#: is motion, rejected before the flow at `flow_max_side`. Coarse flow explains less than fine flow (synthetic pan:
+#: 0.16 at 96 px, 0.01 at 256 px; dissolve 0.55 and 0.47), so this keeps every window the full test would keep
+SOFT_GATE_UNEXPLAINED = 0.3
 #: α below which a frame counts as still in shot A (above 1 − this: already in B) when measuring the span
 SOFT_SPAN_ALPHA = 0.05
 #: centres at most this far apart belong to the same transition
@@ -127,21 +140,34 @@ class CutOptions:
             raise UsageError(f"analysis fps must be positive, got {self.analysis_fps}")
 
 
+def _to_uint8(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype == torch.uint16:
+        return (x.to(torch.int32) >> 8).to(torch.uint8)
+    if x.dtype != torch.uint8:
+        return (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return x
+
+
 @dataclass(slots=True)
 class _Rec:
     pos: int  # position in the analysis stream
     frame: int  # source frame number
     time: Fraction
-    g_ssim: np.ndarray
-    g_flow: np.ndarray
     thumb: np.ndarray
-    hist: np.ndarray
+    hist: np.ndarray | None  # only the `fast` cascade reads it
     luma: float
+    # RGB pyramid level of the frame at least the analysis size; turned into `grey` when a grey image is first
+    # needed, and the SSIM/flow images are shrunk from that (lazily: the `fast` cascade needs few of them)
+    level: np.ndarray | None
+    grey: np.ndarray | None = None
+    g_ssim: np.ndarray | None = None
+    g_flow: np.ndarray | None = None
     # pair features against the previous record (pair `pos`), filled on demand
     hist_diff: float = 0.0
     thumb_diff: float = 0.0
     dissim: float | None = None
     flow: tuple[float, float, float] | None = None
+    thumb_flow: tuple[float, float, float] | None = None
     motion: float | None = None
 
 
@@ -193,6 +219,7 @@ class CutDetector:
         self._hard: list[Event] = []
         self._motion: list[Event] = []
         self._device = torch.device("cpu")
+        self._hist_size = (0, 0)
 
     # -- Stage contract --
     def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
@@ -254,6 +281,7 @@ class CutDetector:
             ft.fit_side(aw, ah, p.flow_max_side),
             ft.fit_side(aw, ah, THUMB_SIDE),
         )
+        self._hist_size = ft.fit_side(aw, ah, HIST_SIDE)
         log.info("cuts: preset %s, analysis %dx%d, ssim %s, flow %s", p.name, aw, ah, self._sizes[1], self._sizes[2])
 
     def _decimate(self, batch: FrameBatch) -> list[int]:
@@ -271,44 +299,48 @@ class CutDetector:
         return keep
 
     def _analysis_frames(self, batch: FrameBatch, keep: list[int]) -> list[np.ndarray]:
-        """RGB uint8 H×W×3 frames at the analysis size (resized on the batch's device when it is a GPU)."""
+        """RGB uint8 H×W×3 frames at least the analysis size: the level of their halving pyramid (`ft.halve_to`)
+        on the CPU; resized to the analysis size on the batch's device when it is a GPU."""
         assert self._sizes is not None
         aw, ah = self._sizes[0]
-        x = batch.data[keep][:, :3]
-        if x.dtype == torch.uint16:
-            x = (x.to(torch.int32) >> 8).to(torch.uint8)
-        elif x.dtype != torch.uint8:
-            x = (x.float().clamp(0, 1) * 255).round().to(torch.uint8)
+        x = batch.data[:, :3]
         if x.device.type != "cpu" and (x.shape[2], x.shape[3]) != (ah, aw):
-            y = F.interpolate(x.float(), size=(ah, aw), mode="area").round().clamp(0, 255).to(torch.uint8)
-            return list(y.permute(0, 2, 3, 1).contiguous().cpu().numpy())
-        arr = x.permute(0, 2, 3, 1).cpu().numpy()
-        return [ft.resize(np.ascontiguousarray(a), (aw, ah)) for a in arr]
+            y = F.interpolate(_to_uint8(x[keep]).float(), size=(ah, aw), mode="area").round().clamp(0, 255)
+            return list(y.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy())
+        # frame by frame: the reader's NHWC storage makes each H×W×3 view contiguous, so nothing is copied
+        # before the first halving (indexing the batch with `keep` would copy it, then transpose it back)
+        out = []
+        for i in keep:
+            a = _to_uint8(x[i]).permute(1, 2, 0).cpu().numpy()
+            out.append(ft.halve_to(np.ascontiguousarray(a), (aw, ah)))
+        return out
 
     # -- per frame --
-    def _push(self, rgb: np.ndarray, frame: int, time: Fraction) -> None:
+    def _push(self, level: np.ndarray, frame: int, time: Fraction) -> None:
         assert self._sizes is not None and self.preset is not None
-        _, s_ssim, s_flow, s_thumb = self._sizes
-        g = ft.grey(rgb)
+        s_thumb = self._sizes[3]
+        cascade = self.preset.hard_cuts_cascade
+        small = ft.halve_to(level, self._hist_size) if cascade else level
+        thumb = ft.resize(small, s_thumb).astype(np.float32) / 255.0
         rec = _Rec(
             pos=self.stats.frames,
             frame=frame,
             time=time,
-            g_ssim=ft.resize(g, s_ssim),
-            g_flow=ft.resize(g, s_flow),
-            thumb=ft.resize(rgb, s_thumb).astype(np.float32) / 255.0,
-            hist=ft.histogram(rgb),
-            luma=float(g.mean()) / 255.0,
+            thumb=thumb,
+            hist=ft.histogram(small) if cascade else None,
+            luma=ft.mean_luma(thumb),
+            level=level,
         )
         self.stats.frames += 1
         self.stats.frame_indices.append(frame)
         if self._win:
             prev = self._win[-1]
-            rec.hist_diff = ft.hist_diff(prev.hist, rec.hist)
+            if prev.hist is not None and rec.hist is not None:
+                rec.hist_diff = ft.hist_diff(prev.hist, rec.hist)
             rec.thumb_diff = float(np.abs(rec.thumb - prev.thumb).mean())
         self._win.append(rec)
         if rec.pos > 0:
-            if not self.preset.hard_cuts_cascade:
+            if not cascade:
                 self._dissim(rec.pos)
                 self._flow(rec.pos)
             if "motion" in self.options.detectors:
@@ -323,6 +355,24 @@ class CutDetector:
             self._decide_soft(self._soft_next, last)
             self._soft_next += 1
 
+    def _grey(self, r: _Rec) -> np.ndarray:
+        if r.grey is None:
+            assert r.level is not None
+            r.grey, r.level = ft.grey(r.level), None
+        return r.grey
+
+    def _g_ssim(self, r: _Rec) -> np.ndarray:
+        if r.g_ssim is None:
+            assert self._sizes is not None
+            r.g_ssim = ft.resize(self._grey(r), self._sizes[1])
+        return r.g_ssim
+
+    def _g_flow(self, r: _Rec) -> np.ndarray:
+        if r.g_flow is None:
+            assert self._sizes is not None
+            r.g_flow = ft.resize(self._grey(r), self._sizes[2])
+        return r.g_flow
+
     def _rec(self, pos: int) -> _Rec | None:
         if not self._win:
             return None
@@ -334,7 +384,7 @@ class CutDetector:
         if r is None or p is None:
             return 0.0
         if r.dissim is None:
-            r.dissim = 1.0 - ft.ssim(p.g_ssim, r.g_ssim)
+            r.dissim = 1.0 - ft.ssim(self._g_ssim(p), self._g_ssim(r))
             self.stats.ssim_pairs += 1
         return r.dissim
 
@@ -343,7 +393,7 @@ class CutDetector:
         if r is None or p is None:
             return 0.0, 0.0, 0.0
         if r.flow is None:
-            r.flow = ft.flow_features(p.g_flow, r.g_flow)
+            r.flow = ft.flow_features(self._g_flow(p), self._g_flow(r))
             self.stats.flow_pairs += 1
         return r.flow
 
@@ -360,14 +410,23 @@ class CutDetector:
                 r.motion = self._flow(pos)[0]
         return r.motion
 
-    def _unexplained(self, first: int, last: int) -> float:
-        """Share of the raw change over pairs first..last that the optical flow does not explain."""
+    def _unexplained(self, first: int, last: int, *, coarse: bool = False) -> float:
+        """Share of the raw change over pairs first..last that the optical flow does not explain; `coarse`:
+        flow between the thumbnails (~7× cheaper than at 256 px)."""
         resid = raw = 0.0
         for q in range(first, last + 1):
-            _, r, w = self._flow(q)
+            _, r, w = self._thumb_flow(q) if coarse else self._flow(q)
             resid += r
             raw += w
         return resid / raw if raw > 0 else 0.0
+
+    def _thumb_flow(self, pos: int) -> tuple[float, float, float]:
+        r, p = self._rec(pos), self._rec(pos - 1)
+        if r is None or p is None:
+            return 0.0, 0.0, 0.0
+        if r.thumb_flow is None:
+            r.thumb_flow = ft.flow_features(ft.thumb_grey(p.thumb), ft.thumb_grey(r.thumb))
+        return r.thumb_flow
 
     # -- hard + motion --
     def _decide_hard(self, j: int, last: int) -> None:
@@ -384,6 +443,13 @@ class CutDetector:
             return  # SSIM of two black frames measures noise
         if self.preset.hard_cuts_cascade and r.hist_diff < CASCADE_HIST_GATE and r.thumb_diff < CASCADE_THUMB_GATE:
             return
+        # every test below must pass; the cheap thumbnail one goes first, so the frames of a fade or dissolve
+        # (which pass the cascade gate) cost no SSIM of the pair and its neighbours
+        a, b = self._rec(max(0, j - 2)), self._rec(min(last, j + 1))
+        if a is not None and b is not None:
+            wide = float(np.abs(b.thumb - a.thumb).mean())
+            if wide > 0 and r.thumb_diff / wide < HARD_MIN_CONCENTRATION:
+                return
         s = self._dissim(j)
         if s < HARD_MIN_DISSIM:
             return
@@ -391,11 +457,6 @@ class CutDetector:
         base = float(np.median(neighbours)) if neighbours else 0.0
         if s < HARD_SPIKE_RATIO * base + HARD_SPIKE_MARGIN:
             return
-        a, b = self._rec(max(0, j - 2)), self._rec(min(last, j + 1))
-        if a is not None and b is not None:
-            wide = float(np.abs(b.thumb - a.thumb).mean())
-            if wide > 0 and r.thumb_diff / wide < HARD_MIN_CONCENTRATION:
-                return
         _, resid, raw = self._flow(j)
         if raw > 0 and resid / raw < HARD_MIN_UNEXPLAINED:
             return
@@ -420,14 +481,14 @@ class CutDetector:
         mid = self._rec(c)
         if mid is None:
             return
-        best: tuple[float, int, int] | None = None
+        fits: list[tuple[float, int]] = []  # (relative residual, half-width) of windows that look like a blend
         for h in SOFT_SCALES:
             a, b = self._rec(c - h), self._rec(c + h)
             if a is None or b is None or c + h > last:
                 break
             if min(a.luma, b.luma, mid.luma) < FADE_DARK_LUMA:
                 continue  # through black: a fade, found by `_fade_step`
-            alpha, rel, dab = ft.blend_fit(a.thumb, mid.thumb, b.thumb)
+            alpha, rel, dab = ft.blend_fit(a.thumb, mid.thumb, b.thumb, SOFT_MIN_ENDPOINT_DIFF)
             lo_a, hi_a = SOFT_ALPHA_RANGE
             if dab < SOFT_MIN_ENDPOINT_DIFF or not lo_a <= alpha <= hi_a or rel > SOFT_MAX_RESIDUAL:
                 continue
@@ -438,11 +499,21 @@ class CutDetector:
                 a3 = ft.blend_fit(a.thumb, q3.thumb, b.thumb)[0]
                 if not a1 + SOFT_MIN_ALPHA_STEP < alpha < a3 - SOFT_MIN_ALPHA_STEP:
                     continue
-            if self._unexplained(c - h + 1, c + h) < SOFT_MIN_UNEXPLAINED:
+            fits.append((rel, h))
+        # the best window is the best-fitting one that flow cannot explain: trying them best first, the first
+        # that passes is it, and flow (the costly part) runs on as few windows as possible
+        best: tuple[float, int, int] | None = None
+        assert self.preset is not None
+        gate = self.preset.soft_flow_gate
+        for rel, h in sorted(fits, key=lambda f: f[0]):
+            if gate and self._unexplained(c - h + 1, c + h, coarse=True) < SOFT_GATE_UNEXPLAINED:
                 continue
-            if best is None or rel < best[0]:
+            if self._unexplained(c - h + 1, c + h) >= SOFT_MIN_UNEXPLAINED:
+                a, b = self._rec(c - h), self._rec(c + h)
+                assert a is not None and b is not None
                 start, end = self._span(a, b, c - h, c + h)
                 best = (rel, start, end)
+                break
         if best is None:
             if self._soft_group and c - self._soft_group[-1].pos > SOFT_GROUP_GAP:
                 self._close_soft_group()

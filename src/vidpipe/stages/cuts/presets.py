@@ -27,12 +27,17 @@ class Preset:
     flow_max_side: int
     #: compute SSIM and flow only for pairs the cheap histogram difference flags
     hard_cuts_cascade: bool = False
+    #: the dissolve test's flow check (share of the change flow cannot explain) runs first on the thumbnails,
+    #: and at `flow_max_side` only where motion does not already explain the window there. Not a seed knob:
+    #: `fast` needs it to stay ahead of PySceneDetect's ContentDetector, as Farneback at 256 px costs ~10 ms a
+    #: pair and smooth camera motion passes the blend test at almost every frame
+    soft_flow_gate: bool = False
 
 
 PRESETS: dict[str, Preset] = {
     "quality": Preset(name="quality", ssim_max_side=640, flow_max_side=384),
     "default": Preset(name="default", ssim_max_side=512, flow_max_side=320),
-    "fast": Preset(name="fast", ssim_max_side=384, flow_max_side=256, hard_cuts_cascade=True),
+    "fast": Preset(name="fast", ssim_max_side=384, flow_max_side=256, hard_cuts_cascade=True, soft_flow_gate=True),
 }
 
 

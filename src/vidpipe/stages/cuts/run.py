@@ -41,7 +41,7 @@ class CutRun:
         return self.frames / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def run_detector(path: Path, stage: EventStage, *, device: torch.device | None = None, batch_size: int = 16) -> CutRun:
+def run_detector(path: Path, stage: EventStage, *, device: torch.device | None = None, batch_size: int = 8) -> CutRun:
     info = probe(path)
     v = info.video
     w, h = v.display_size

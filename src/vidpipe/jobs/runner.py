@@ -1,0 +1,744 @@
+"""Run a job: for each input, download (s3://), process in checkpointed segments, join, upload and verify,
+then the result JSON and, only when every upload is verified, the sentinel; optionally stop the instance.
+
+Crash safety, step by step (the state of an input is in ``<work_dir>/state/<stem>-<key>/state.json``, see
+:mod:`vidpipe.jobs.segments`):
+
+- a segment is recorded done only after its file is complete, renamed into place and fsynced; a SIGKILL in
+  the middle of one loses that segment only (its partial file is removed when the job runs again);
+- the joined output is written to a temp file, fsynced and renamed, then recorded; the segment files are
+  deleted after that;
+- the object key is recorded before the upload starts and the receipt after HEAD verification, so a job run
+  again uploads to the same key (aborting parts a killed multipart upload left) or, when the object is already
+  there and verified, does not upload again;
+- SIGINT/SIGTERM: inside a segment the pipeline stops at its next batch and removes the partial segment;
+  anywhere else the job stops at once. The result JSON is written (status failed) and the process exits
+  128+signal, with no sentinel.
+
+Disk: before the segments of an input start, the space they and the joined output will need is estimated from
+the output size, frame count and encoder; a disk with less than half of that free is refused with
+:class:`~vidpipe.errors.DiskFullError` (too little for sure; estimates of compressed sizes are rough). A disk
+that fills up anyway (ENOSPC, EDQUOT) anywhere in the job is reported as DiskFullError as well; temp files are
+removed and finished segments kept for the next run.
+"""
+
+from __future__ import annotations
+
+import errno
+import glob
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Final
+
+import torch
+
+from .. import __version__
+from ..errors import DiskFullError, InputNotFoundError, Interrupted, OutputError, StorageError, VidpipeError
+from ..frames import FrameBatch
+from ..media.encoders import EncoderChoice, resolve
+from ..media.info import MediaInfo
+from ..media.probe import probe
+from ..media.writer import partial_path
+from ..runtime.device import resolve_device
+from ..runtime.pipeline import RunOptions, TimeWindow, manifest_path, run, source_spec, versions
+from ..runtime.progress import ProgressMode
+from ..stages.base import Stage, StreamSpec
+from ..stages.interpolate import Interpolate
+from . import atomic
+from .keys import local_name_for_key, make_object_key, parse_s3_url, sanitize_component
+from .monitor import MonitorConfig, detect_provider, run_monitor, stop_command_for
+from .result import JobResult, OutputRecord
+from .secrets import RedactingFilter, Redactor, install_log_redaction
+from .segments import (
+    GridRule,
+    InputState,
+    Segment,
+    SegmentRecord,
+    checkpoint_key,
+    file_sha256,
+    fsync_file,
+    join_segments,
+    plan_segments,
+    scan_frames,
+)
+from .spec import JobSpec
+from .storage import S3Settings, S3Storage, UploadReceipt, file_digest
+
+log = logging.getLogger(__name__)
+
+#: file suffixes a directory input contributes
+VIDEO_SUFFIXES: Final = frozenset(
+    {".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".flv", ".wmv"}
+    | {".mxf", ".y4m", ".3gp", ".ogv"}
+)
+#: refuse to start when less than this fraction of the estimated need is free: the estimate of a compressed
+#: size is rough (content decides), but below half of it the job cannot finish
+REFUSE_BELOW: Final = 0.5
+#: output bytes per pixel of a frame, by encoder, roughly at their default settings: lossy CRF encoders about
+#: 0.4 bit/pixel (generous: 1080p H.264 at CRF 18 is often 0.1-0.2), ProRes 422 HQ 0.44 (220 Mbit/s at
+#: 1080p30), lossless 4:2:0 codecs about half of the raw 1.5 bytes, PNG about half of raw RGB
+BYTES_PER_PIXEL: Final = {"lossy": 0.05, "prores": 0.5, "lossless": 0.75, "png": 1.5}
+#: seconds between the monitor's looks at the result JSON when --auto-stop runs it after the job
+STOP_POLL_S: Final = 1.0
+
+
+# -- signals -----------------------------------------------------------------------------------------------
+
+
+def _interrupted(signum: int) -> Interrupted:
+    e = Interrupted(f"interrupted by {signal.Signals(signum).name}; state saved, run the job again to resume")
+    e.exit_code = 128 + signum
+    return e
+
+
+@contextmanager
+def _stop_at_once() -> Iterator[None]:
+    """SIGINT/SIGTERM raise Interrupted where the job is (hashing, joining, an upload). `pipeline.run` installs
+    its own handlers while a segment runs, which stop at the next batch instead."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, _frame: object) -> None:
+        raise _interrupted(signum)
+
+    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+
+
+# -- test hooks --------------------------------------------------------------------------------------------
+
+
+class PausePoints:
+    """Deterministic crash points for the tests: with ``VIDPIPE_TEST_PAUSE_AT=<point>`` and
+    ``VIDPIPE_TEST_BARRIER_DIR=<dir>``, the job writes ``<dir>/<point>.reached`` on reaching the point and waits
+    there until ``<dir>/<point>.go`` exists (the test kills it meanwhile). Points: ``segment:N`` (inside
+    segment N, after its first batch), ``segment-done:N`` (segment N checkpointed), ``join`` (after the first
+    segment's packets are in the joined file), ``upload`` (key recorded, before uploading), ``uploaded``
+    (verified, before the result JSON and sentinel). N counts from 1."""
+
+    #: a forgotten barrier must not hold a job for ever
+    MAX_WAIT_S: Final = 300.0
+
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.point = env.get("VIDPIPE_TEST_PAUSE_AT") or None
+        directory = env.get("VIDPIPE_TEST_BARRIER_DIR")
+        self.dir = Path(directory) if directory else None
+
+    def wants(self, point: str) -> bool:
+        return self.point == point and self.dir is not None
+
+    def reach(self, point: str) -> None:
+        if not self.wants(point):
+            return
+        assert self.dir is not None
+        name = point.replace(":", "-")
+        atomic.write_bytes(self.dir / f"{name}.reached", str(os.getpid()).encode())
+        deadline = time.monotonic() + self.MAX_WAIT_S
+        while not (self.dir / f"{name}.go").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+class _PauseStage:
+    """A pass-through stage that holds the pipeline at a pause point (tests only; never in a signature)."""
+
+    name = "test-pause"
+    context = 0
+    unit = "frame"
+
+    def __init__(self, points: PausePoints, point: str) -> None:
+        self.points, self.point, self.fired = points, point, False
+
+    def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
+        return spec
+
+    def process(self, batch: FrameBatch) -> FrameBatch | None:
+        if not self.fired:
+            self.fired = True
+            self.points.reach(self.point)
+        return batch
+
+    def flush(self) -> FrameBatch | None:
+        return None
+
+    def signature(self) -> dict[str, Any]:
+        return {"stage": self.name}
+
+
+# -- inputs and disk ---------------------------------------------------------------------------------------
+
+
+def expand_inputs(patterns: tuple[str, ...]) -> list[str]:
+    """Files as given, globs (sorted matches), directories (their video files, sorted) and s3:// URLs; each
+    input once, in order. A glob or directory that yields nothing is an error naming it."""
+    found: list[str] = []
+    for p in patterns:
+        if p.startswith("s3://"):
+            found.append(p)
+        elif any(ch in p for ch in "*?["):
+            matches = sorted(m for m in glob.glob(p) if Path(m).is_file())
+            if not matches:
+                raise InputNotFoundError(f"no files match {p}")
+            found += matches
+        elif Path(p).is_dir():
+            files = sorted(str(f) for f in Path(p).iterdir() if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES)
+            if not files:
+                raise InputNotFoundError(f"directory {p} holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
+            found += files
+        else:
+            found.append(p.rstrip("/"))
+    return list(dict.fromkeys(found))
+
+
+def disk_full(exc: BaseException) -> DiskFullError | None:
+    """The DiskFullError for `exc` if anything in its chain is ENOSPC/EDQUOT (the writer and the storage
+    module wrap OS errors in their own), else None."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, DiskFullError):
+            return e
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            where = f" ({e.filename})" if e.filename else ""
+            return DiskFullError(f"disk full{where}: free space or use a larger disk, then run the job again to resume")
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def _existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def estimate_output_bytes(spec: StreamSpec, info: MediaInfo, choice: EncoderChoice, lossless: bool) -> int:
+    w, h = spec.crop_to or (spec.width, spec.height)
+    frames = spec.frames
+    if frames is None:
+        rate = spec.rate or spec.nominal_rate or info.video.rate
+        frames = round((info.duration or 0) * rate)
+    if choice.preset == "png":
+        kind = "png"
+    elif choice.preset == "prores":
+        kind = "prores"
+    elif lossless or choice.preset == "ffv1":
+        kind = "lossless"
+    else:
+        kind = "lossy"
+    return int(frames * w * h * BYTES_PER_PIXEL[kind])
+
+
+def check_free_space(needs: Mapping[Path, int], what: str) -> None:
+    """Refuse (DiskFullError) when a file system has clearly too little free space for `needs` (bytes per
+    directory; directories on one file system add up); warn when it is merely tight."""
+    by_dev: dict[int, tuple[Path, int]] = {}
+    for path, need in needs.items():
+        where = _existing(path)
+        dev = where.stat().st_dev
+        prev = by_dev.get(dev)
+        by_dev[dev] = (prev[0] if prev else where, (prev[1] if prev else 0) + need)
+    for where, need in by_dev.values():
+        free = shutil.disk_usage(where).free
+        gb = 1e9
+        if free < need * REFUSE_BELOW:
+            raise DiskFullError(
+                f"not enough disk space for {what}: about {need / gb:.2f} GB needed on the disk of {where}, "
+                f"{free / gb:.2f} GB free; free space, use a larger disk or point work_dir/output.dir elsewhere"
+            )
+        if free < need:
+            log.warning(
+                "disk space is tight for %s: ~%.2f GB needed, %.2f GB free on %s", what, need / gb, free / gb, where
+            )
+
+
+# -- the runner --------------------------------------------------------------------------------------------
+
+
+@dataclass(kw_only=True)
+class JobOutcome:
+    ok: bool
+    exit_code: int
+    sentinel: bool
+    outputs: list[Path] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(kw_only=True)
+class _Prepared:
+    """One input, set up: its stages on the device, what comes out, and its checkpoint."""
+
+    name: str
+    local: Path
+    info: MediaInfo
+    stages: list[Stage]
+    out_spec: StreamSpec
+    options: RunOptions
+    choice: EncoderChoice
+    state: InputState
+    suffix: str
+    final: Path
+
+
+class JobRunner:
+    """Runs one JobSpec. `storage` may be injected (tests); otherwise built from the spec and ``B2_*``."""
+
+    def __init__(
+        self,
+        spec: JobSpec,
+        *,
+        env: Mapping[str, str] | None = None,
+        progress: ProgressMode = "none",
+        storage: S3Storage | None = None,
+    ) -> None:
+        self.spec = spec
+        self.env = dict(os.environ if env is None else env)
+        self.progress = progress
+        self.points = PausePoints(self.env)
+        self._storage = storage
+        self._downloads: dict[str, S3Storage] = {}
+        settings = self._settings() if spec.upload.enabled and storage is None else None
+        secrets = settings.secret_values() if settings else ()
+        if storage is not None:
+            secrets = storage.settings.secret_values()
+        self.redactor = Redactor.from_env(self.env).with_secrets(secrets)
+        if settings is not None:
+            self._storage = S3Storage(settings, redactor=self.redactor)
+        self.stop_command = self._stop_command() if spec.auto_stop.enabled else None
+        self._current: list[Path] = []  # temp files and state directory of the input in progress
+
+    # -- configuration --
+    def _settings(self, bucket: str | None = None) -> S3Settings:
+        up = self.spec.upload
+        overrides: dict[str, Any] = {
+            "bucket": bucket or up.bucket,
+            "multipart_threshold": up.multipart_threshold,
+            "part_size": up.part_size,
+        }
+        if up.endpoint:
+            overrides["endpoint_url"] = up.endpoint
+        if up.region:
+            overrides["region"] = up.region
+        return S3Settings.from_env(self.env, **overrides)
+
+    def _stop_command(self) -> tuple[str, ...]:
+        a = self.spec.auto_stop
+        provider = a.provider or ("command" if a.command else detect_provider(self.env))
+        return tuple(stop_command_for(provider, env=self.env, command=a.command or None))
+
+    @property
+    def storage(self) -> S3Storage:
+        assert self._storage is not None, "uploads are off"
+        return self._storage
+
+    # -- job --
+    def run(self) -> JobOutcome:
+        filters = self._install_redaction()
+        try:
+            with _stop_at_once():
+                return self._run()
+        finally:
+            for handler, flt in filters:
+                handler.removeFilter(flt)
+
+    def _install_redaction(self) -> list[tuple[logging.Handler, RedactingFilter]]:
+        installed = []
+        for logger in (logging.getLogger(), logging.getLogger("vidpipe")):
+            flt = install_log_redaction(self.redactor, logger)
+            installed += [(h, flt) for h in logger.handlers]
+        return installed
+
+    def _run(self) -> JobOutcome:
+        spec = self.spec
+        up = spec.upload
+        result = JobResult(
+            spec.result_json,
+            sentinel=spec.sentinel,
+            upload_enabled=up.enabled,
+            bucket=up.bucket,
+            endpoint=up.endpoint,
+            redactor=self.redactor,
+        )
+        result.begin()
+        outcome = JobOutcome(ok=True, exit_code=0, sentinel=False)
+        self._clean_temp(spec.result_json, spec.sentinel)
+        try:
+            try:
+                names = expand_inputs(spec.inputs)
+            except VidpipeError as e:
+                result.fail_input(", ".join(spec.inputs), e)
+                raise
+            for name in names:
+                result.start_input(name)
+                started = time.monotonic()
+                try:
+                    final = self._input(name, result)
+                except Interrupted as e:
+                    self._clean_input_temp()
+                    result.fail_input(name, e)
+                    raise
+                except Exception as e:
+                    self._clean_input_temp()
+                    err = self._classify(e, name)
+                    result.fail_input(name, err)
+                    outcome.ok = False
+                    outcome.exit_code = outcome.exit_code or err.exit_code
+                    outcome.errors.append(f"{name}: {err}")
+                    log.error("%s: %s", name, err)
+                    log.debug("%s: traceback", name, exc_info=e)  # with -v; redacted like every record
+                    continue
+                result.add_timing(name, "total", time.monotonic() - started)
+                result.succeed_input(name)
+                outcome.outputs.append(final)
+            self.points.reach("uploaded")
+        except VidpipeError as e:
+            outcome.ok, outcome.exit_code = False, outcome.exit_code or e.exit_code
+            outcome.errors.append(str(e))
+            if isinstance(e, Interrupted):
+                result.finish()
+                raise
+        outcome.sentinel = result.finish()
+        if outcome.ok and up.enabled and not outcome.sentinel:
+            outcome.ok, outcome.exit_code = False, OutputError.exit_code
+        if self.stop_command is not None:
+            self._auto_stop(outcome)
+        return outcome
+
+    def _classify(self, e: Exception, name: str) -> VidpipeError:
+        full = disk_full(e)
+        if full is not None:
+            return full
+        if isinstance(e, VidpipeError):
+            return e
+        # a bug, not a user or environment error: keep the traceback in the (redacted) log
+        log.error("%s: unexpected %s", name, type(e).__name__, exc_info=e)
+        return VidpipeError(f"unexpected {type(e).__name__}: {self.redactor.redact(str(e))}")
+
+    def _auto_stop(self, outcome: JobOutcome) -> None:
+        assert self.stop_command is not None
+        a = self.spec.auto_stop
+        config = MonitorConfig(
+            result_path=self.spec.result_json,
+            sentinel_path=self.spec.sentinel,
+            stop_command=self.stop_command,
+            dry_run=a.dry_run,
+            stop_on_failure=a.stop_on_failure,
+            interval=STOP_POLL_S,
+            timeout=a.timeout,
+        )
+        report = run_monitor(config, redactor=self.redactor)
+        (log.info if report.outcome.ok else log.error)("%s", report.summary())
+        if not report.outcome.ok and outcome.ok:
+            outcome.ok, outcome.exit_code = False, 1
+            outcome.errors.append(report.summary())
+
+    # -- one input --
+    def _input(self, name: str, result: JobResult) -> Path:
+        self._current = []
+        p = self._prepare(name)
+        state = p.state
+        joined = state.joined
+        if not (joined and self._intact(p.final, joined)):
+            result.add_timing(name, "segments", self._segments(p))
+            self._join(p)
+        if self.spec.upload.enabled:
+            self._upload(p, result)
+        else:
+            joined = state.joined or {}
+            result.record_output(
+                name,
+                OutputRecord(
+                    path=str(p.final), mode=self.spec.mode, size=joined.get("size"), sha256=joined.get("sha256")
+                ),
+            )
+        return p.final
+
+    def _prepare(self, name: str) -> _Prepared:
+        spec = self.spec
+        local = self._localise(name)
+        info = probe(local)
+        suffix = spec.suffix_for(name)
+        options = spec.pipeline.run_options(progress=self.progress)
+        device = resolve_device(options.device)
+        stages = spec.pipeline.stages()
+        out_spec = source_spec(info, options.reader.keep_alpha)
+        for stage in stages:
+            out_spec = stage.setup(device, out_spec)
+        enc = options.writer.encoder
+        choice = resolve(enc, suffix=suffix, source_depth=out_spec.bit_depth, alpha=out_spec.alpha)
+        input_sha = file_sha256(local)
+        signature = {
+            "stages": [s.signature() for s in stages],
+            "encoder": {"codec": choice.codec, "pix_fmt": choice.pix_fmt, "options": choice.options},
+            "encoder_threads": enc.threads,
+            "container": suffix,
+            "copy_streams": options.writer.copy_streams,
+            "batch_size": options.reader.batch_size,
+            "on_corrupt": options.reader.on_corrupt,
+            "device": device.type,
+            "segment_seconds": str(spec.segment_seconds),
+            "versions": versions(),
+        }
+        key = checkpoint_key(input_sha, signature)
+        stem = sanitize_component(Path(name.rsplit("/", 1)[-1]).stem, fallback="input")[:48]
+        directory = spec.work_dir / "state" / f"{stem}-{key[:16]}"
+        self._note_other_checkpoints(directory)
+        state = InputState.open(directory, key=key, input_sha256=input_sha, signature=signature)
+        final = spec.output_dir / f"{stem}_{spec.mode}{suffix}"
+        self._current = [partial_path(final), directory]
+        self._clean_temp(final, directory)
+        return _Prepared(
+            name=name,
+            local=local,
+            info=info,
+            stages=stages,
+            out_spec=out_spec,
+            options=options,
+            choice=choice,
+            state=state,
+            suffix=suffix,
+            final=final,
+        )
+
+    def _note_other_checkpoints(self, directory: Path) -> None:
+        stem = directory.name.rsplit("-", 1)[0]
+        others = (
+            # same stem, another key (16 hex digits): the same input name with other parameters or bytes
+            [d for d in directory.parent.glob(f"{stem}-{'?' * 16}") if d != directory and d.is_dir()]
+            if directory.parent.is_dir()
+            else []
+        )
+        for d in others:
+            log.info("ignoring checkpoint %s: made for another input or other parameters (delete it to free space)", d)
+
+    def _localise(self, name: str) -> Path:
+        if not name.startswith("s3://"):
+            return Path(name)
+        bucket, key = parse_s3_url(name)
+        storage = self._downloads.get(bucket)
+        if storage is None:
+            storage = S3Storage(self._settings(bucket), redactor=self.redactor)
+            self._downloads[bucket] = storage
+        dest_dir = self.spec.work_dir / "inputs"
+        head = storage.head(key, bucket=bucket)
+        size = int(head.get("ContentLength", -1))
+        dest = dest_dir / local_name_for_key(key)
+        meta_sha = (head.get("Metadata") or {}).get("sha256")
+        if dest.is_file() and dest.stat().st_size == size and (not meta_sha or file_sha256(dest) == meta_sha):
+            log.info("%s: already downloaded to %s", name, dest)
+            return dest
+        check_free_space({dest_dir: size}, f"downloading {name}")
+        return storage.download(name, dest_dir)
+
+    def _segments(self, p: _Prepared) -> float:
+        """Run the segments not done yet; seconds they took."""
+        state = p.state
+        if not state.plan:
+            state.plan = self._plan(p)
+            state.save()
+        suffix = p.suffix
+        todo = [seg for seg in state.plan if not state.verified_done(seg, suffix)]
+        if todo:
+            total = p.info.video.frames or sum(s.frames for s in state.plan) or 1
+            left = sum(s.frames for s in todo) / total
+            est = estimate_output_bytes(p.out_spec, p.info, p.choice, p.options.writer.encoder.lossless)
+            check_free_space(
+                {state.directory: int(est * left), p.final.parent: est}, f"{p.name} (~{est / 1e6:.0f} MB output)"
+            )
+        n = len(state.plan)
+        for seg in state.plan:
+            if seg not in todo:
+                log.info("%s: segment %d/%d already done", p.name, seg.index + 1, n)
+                continue
+            self._segment(p, seg, n)
+        return sum(state.done[seg.index].seconds for seg in todo)
+
+    def _plan(self, p: _Prepared) -> list[Segment]:
+        seconds = self.spec.segment_seconds
+        index = scan_frames(p.local)
+        if seconds is None or index.count < 2:
+            return plan_segments(index, None)
+        why = None
+        interp = [s for s in p.stages if isinstance(s, Interpolate)]
+        temporal = [s.name for s in p.stages if getattr(s, "context", 0) and not isinstance(s, Interpolate)]
+        if index.container == "avi":
+            why = "AVI stores no presentation times"
+        elif temporal:
+            why = f"stage {temporal[0]} needs context across frames"
+        elif interp and p.options.reader.on_corrupt == "skip":
+            why = "interpolation counts frames and --on-corrupt skip may drop some"
+        if why:
+            log.info("%s: processed whole (one segment): %s", p.name, why)
+            return plan_segments(index, None)
+        rule = None
+        if interp:
+            stage = interp[0]
+            rule = GridRule(start=index.times[0], rate=stage.src_rate, out_rate=stage.fps)
+        plan = plan_segments(index, seconds, rule)
+        log.info("%s: %d segment(s) of about %gs", p.name, len(plan), float(seconds))
+        return plan
+
+    def _segment(self, p: _Prepared, seg: Segment, n: int) -> None:
+        out = p.state.segment_path(seg, p.suffix)
+        opts = replace(
+            p.options,
+            window=TimeWindow(seg.start, seg.end),
+            manifest=False,
+            # the source's other streams are muxed once, by the join
+            writer=replace(p.options.writer, copy_streams=False),
+        )
+        stages = list(p.stages)
+        point = f"segment:{seg.index + 1}"
+        if self.points.wants(point):
+            stages.append(_PauseStage(self.points, point))
+        started = time.monotonic()
+        res = run(p.local, out, stages, opts)
+        fsync_file(out)
+        seconds = time.monotonic() - started
+        p.state.done[seg.index] = SegmentRecord(
+            file=out.name, size=out.stat().st_size, sha256=file_sha256(out), frames=res.frames_out, seconds=seconds
+        )
+        p.state.save()
+        log.info("%s: segment %d/%d done: %d frames in %.1fs", p.name, seg.index + 1, n, res.frames_out, seconds)
+        self.points.reach(f"segment-done:{seg.index + 1}")
+
+    def _join(self, p: _Prepared) -> None:
+        state = p.state
+        files = [state.segment_path(seg, p.suffix) for seg in state.plan]
+        started = time.monotonic()
+        join_segments(
+            files,
+            p.info,
+            p.final,
+            copy_streams=p.options.writer.copy_streams,
+            after_segment=lambda i: self.points.reach("join") if i == 0 else None,
+        )
+        self._manifest(p, time.monotonic() - started)
+        digest = file_digest(p.final)
+        state.joined = {"file": p.final.name, "size": digest.size, "sha256": digest.sha256}
+        state.save()
+        for f in files:
+            f.unlink(missing_ok=True)
+        state.done.clear()
+        state.save()
+        log.info("%s: wrote %s (%d segment(s) joined)", p.name, p.final, len(files))
+
+    def _manifest(self, p: _Prepared, join_s: float) -> None:
+        try:
+            out_summary: dict[str, Any] = probe(p.final).summary()
+        except VidpipeError as e:
+            out_summary = {"path": str(p.final), "probe_error": str(e)}
+        doc = {
+            "vidpipe": __version__,
+            "input": p.info.summary(),
+            "output": out_summary,
+            "mode": self.spec.mode,
+            "stages": [s.signature() for s in p.stages],
+            "checkpoint": {"key": p.state.key, "input_sha256": p.state.input_sha256},
+            "segments": [s.to_json() for s in p.state.plan],
+            "join_s": round(join_s, 3),
+            "versions": versions(),
+        }
+        atomic.write_json(manifest_path(p.final), self.redactor.redact_obj(doc))
+
+    @staticmethod
+    def _intact(final: Path, joined: Mapping[str, Any]) -> bool:
+        try:
+            return final.stat().st_size == joined.get("size") and file_sha256(final) == joined.get("sha256")
+        except OSError:
+            return False
+
+    def _upload(self, p: _Prepared, result: JobResult) -> None:
+        up, state, storage = self.spec.upload, p.state, self.storage
+        bucket = storage.settings.bucket
+        digest = file_digest(p.final)
+        previous = state.upload or {}
+        key = previous.get("key")
+        if previous.get("bucket") != bucket or not key or (up.object_key and key != up.object_key):
+            key = up.object_key or make_object_key(p.name, self.spec.mode, ext=p.suffix, prefix=up.prefix)
+            state.upload = {"bucket": bucket, "key": key}
+            state.save()
+        receipt: UploadReceipt | None = None
+        if previous.get("receipt") and previous.get("key") == key and previous.get("bucket") == bucket:
+            try:
+                storage.verify_object(key, digest=digest, parts=int(previous["receipt"].get("parts") or 0))
+                receipt = UploadReceipt(**previous["receipt"])
+                log.info("%s: s3://%s/%s already uploaded and verified", p.name, bucket, key)
+            except StorageError as e:
+                log.warning("%s: earlier upload does not verify (%s); uploading again", p.name, e)
+        if receipt is None:
+            self.points.reach("upload")
+            # parts of an upload a killed run left behind are invisible but billed
+            storage.abort_incomplete_uploads(prefix=key)
+            receipt = storage.upload_file(p.final, key, digest=digest)
+            state.upload = {"bucket": bucket, "key": key, "receipt": asdict(receipt)}
+            state.save()
+        url, expires = storage.presign_get(key, up.presign_seconds)
+        result.add_timing(p.name, "upload", receipt.seconds)
+        result.record_upload(p.name, p.final, receipt, mode=self.spec.mode, url=url, expires_at=expires)
+
+    # -- temp files --
+    def _clean_temp(self, *paths: Path) -> None:
+        """Remove what a killed run may have left: partial outputs and atomic-write temp files."""
+        for path in paths:
+            if path.is_dir():
+                for leftover in (*path.glob(".*.vidpipe-partial*"), *path.glob(".*.tmp")):
+                    self._remove(leftover)
+            else:
+                self._remove(partial_path(path))
+                for leftover in path.parent.glob(f".{path.name}.*.tmp") if path.parent.is_dir() else ():
+                    self._remove(leftover)
+
+    @staticmethod
+    def _remove(path: Path) -> None:
+        try:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        except OSError as e:
+            log.warning("could not remove temp file %s: %s", path, e.strerror or e)
+
+    def _clean_input_temp(self) -> None:
+        for path in getattr(self, "_current", []):
+            if path.is_dir():
+                self._clean_temp(path)
+            else:
+                self._remove(path)
+
+
+def run_job(
+    spec: JobSpec,
+    *,
+    env: Mapping[str, str] | None = None,
+    progress: ProgressMode = "none",
+    storage: S3Storage | None = None,
+) -> JobOutcome:
+    """Run `spec`; see the module docstring. Raises UsageError for a job that cannot start (bad settings,
+    missing credentials) and Interrupted on SIGINT/SIGTERM; other failures are in the outcome and the result
+    JSON."""
+    return JobRunner(spec, env=env, progress=progress, storage=storage).run()
+
+
+__all__ = [
+    "JobOutcome",
+    "JobRunner",
+    "PausePoints",
+    "check_free_space",
+    "disk_full",
+    "estimate_output_bytes",
+    "expand_inputs",
+    "run_job",
+]

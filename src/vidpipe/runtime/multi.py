@@ -1,0 +1,523 @@
+"""Many inputs in one run (issue 6): `vidpipe run a.mp4 clips/ 'more/*.mkv' @list.txt -o OUTDIR`.
+
+Each video keeps its own reader, writer and manifest, made as `pipeline.run` makes them; the device and one loaded
+copy of each model are shared.
+- The leading frame-independent stages of the chain (context 0: pad, resize, upscale) run in cross-video
+  micro-batches (`schedule.crossvideo`, seed 001 §0): frames of up to 8 videos go through a stage together when
+  component, model signature, runtime ("inprocess"), preprocessing (the stages before it, the colour
+  description) and resolution bucket all match (and, to make one tensor, the frame shape). Each video's frames
+  come out as if it ran alone: the stages are frame-independent and a micro-batch only concatenates (bit for
+  bit where the model's arithmetic does not depend on the batch; the CPU tests check it, `vidpipe bench
+  crossvideo` reports the largest difference on a GPU).
+- From the first stage with context (interpolation) on, every video runs its own copy of the rest of the chain:
+  copies share the loaded weights, never the stream state (held frames, timelines).
+- Rounds: each open video hands over its next batch, the cross-video stages run over all of them, then each
+  video's frames go through its own stages to its own writer. At most 8 videos are open at once (the
+  micro-batch cap; more would only add decoders and host memory), each reading about `batch_size / open videos`
+  frames per round, so that one round fills about one micro-batch with frames of many videos (a whole batch each
+  when no stage is batched across videos).
+- A finished video is closed and its manifest written at once, so an interrupted run keeps what it finished, and
+  the next input opens. With `schedule.skip_finished`, an output already finished with the same signatures is
+  skipped (schedule.idempotency) and said so.
+- A video whose input, output or own stages fail is reported failed and the others go on; an error in a shared
+  stage (out of memory, a broken device) stops the run.
+- FFmpeg's log is captured once for the whole run (its messages cannot be told apart by video) and logged at the
+  end; per-video manifests carry the reader's and writer's own warnings.
+"""
+
+from __future__ import annotations
+
+import copy
+import glob
+import logging
+import time
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from ..errors import InputError, InputNotFoundError, OutputError, StageError, UsageError, VidpipeError
+from ..frames import FrameBatch
+from ..jobs import atomic
+from ..media.info import MediaInfo
+from ..media.probe import probe
+from ..media.reader import VideoReader
+from ..media.writer import VideoWriter, WriterStats
+from ..schedule import crossvideo
+from ..schedule.chain import ScheduledStage, plan_stage
+from ..schedule.costs import CostBook, bucket_for, cost_signature
+from ..schedule.idempotency import finished, model_signature, signature_fields
+from ..stages.base import Stage, StreamSpec
+from .device import resolve_device
+from .pipeline import FFmpegLog, RunOptions, StopRequest, _chain, _flush, _manifest, manifest_path, source_spec
+from .progress import Progress
+from .threads import Consumer
+
+log = logging.getLogger(__name__)
+
+#: what a directory given as input contributes (globs and list files take any file they name)
+VIDEO_SUFFIXES = frozenset(
+    {".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv"}
+)
+_GLOB_CHARS = frozenset("*?[")
+
+
+def expand_inputs(args: Sequence[str | Path]) -> list[Path]:
+    """Input files from arguments that are files, directories (their video files, sorted, not recursive), glob
+    patterns (sorted) or `@list.txt` (one path per line; blank lines and `#` comments skipped; relative paths
+    are relative to the list file). Each file once, in the order first named."""
+    out: dict[Path, None] = {}
+    for arg in map(str, args):
+        if arg.startswith("@"):
+            lst = Path(arg[1:]).expanduser()
+            try:
+                lines = lst.read_text().splitlines()
+            except OSError as e:
+                raise InputNotFoundError(f"cannot read input list {lst}: {e.strerror or e}") from e
+            named = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+            found = expand_inputs([p if Path(p).is_absolute() else str(lst.parent / p) for p in named])
+        elif _GLOB_CHARS & set(arg) and not Path(arg).exists():
+            found = [Path(p) for p in sorted(glob.glob(arg)) if Path(p).is_file()]
+            if not found:
+                raise InputNotFoundError(f"no file matches {arg!r}")
+        elif Path(arg).is_dir():
+            found = sorted(p for p in Path(arg).iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
+            if not found:
+                raise InputNotFoundError(f"no video file ({', '.join(sorted(VIDEO_SUFFIXES))}) in directory {arg}")
+        elif Path(arg).is_file():
+            found = [Path(arg)]
+        else:
+            raise InputNotFoundError(f"{arg}: no such file")
+        for p in found:
+            out.setdefault(p, None)
+    return list(out)
+
+
+def single_file(args: Sequence[str | Path]) -> bool:
+    """True for one argument that is not a directory, a glob pattern or a list: `vidpipe run IN -o OUT` keeps its
+    one-input meaning (OUT a file, or an image-sequence directory) and its errors (a missing IN included)."""
+    if len(args) != 1:
+        return False
+    arg = str(args[0])
+    pattern = bool(_GLOB_CHARS & set(arg)) and not Path(arg).exists()
+    return not (arg.startswith("@") or pattern or Path(arg).is_dir())
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    input: Path
+    output: Path
+
+
+def output_jobs(inputs: Sequence[Path], out_dir: Path, suffix: str | None = None) -> list[Job]:
+    """`OUTDIR/<input stem><suffix>` for each input (suffix: the input's own by default)."""
+    if suffix is not None and not suffix.startswith("."):
+        suffix = "." + suffix
+    jobs = [Job(p, Path(out_dir) / f"{p.stem}{suffix or p.suffix}") for p in inputs]
+    seen: dict[Path, Path] = {}
+    for j in jobs:
+        if j.output.resolve() == j.input.resolve():
+            raise UsageError(f"output {j.output} would overwrite its input; choose another -o directory or --suffix")
+        if j.output in seen:
+            raise UsageError(f"{seen[j.output]} and {j.input} would both be written to {j.output}; rename one")
+        seen[j.output] = j.input
+    return jobs
+
+
+@dataclass(slots=True)
+class VideoResult:
+    job: Job
+    status: Literal["done", "skipped", "failed"]
+    frames_in: int = 0
+    frames_out: int = 0
+    wall_s: float = 0.0
+    manifest: dict[str, Any] | None = None
+    #: why it was skipped, made (again) or failed
+    reason: str = ""
+    exit_code: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class MicroBatchRecord:
+    """One cross-video micro-batch, as run."""
+
+    stage: str
+    bucket: int
+    #: the videos (inputs) whose frames it held, in order
+    videos: tuple[str, ...]
+    frames: int
+
+
+@dataclass(slots=True)
+class MultiResult:
+    videos: list[VideoResult]
+    micro_batches: list[MicroBatchRecord] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def frames_out(self) -> int:
+        return sum(v.frames_out for v in self.videos if v.status == "done")
+
+    @property
+    def fps(self) -> float:
+        return self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
+
+    @property
+    def failed(self) -> list[VideoResult]:
+        return [v for v in self.videos if v.status == "failed"]
+
+
+def _picture(spec: StreamSpec) -> StreamSpec:
+    """`spec` without its timing and length: what a frame-independent stage's setup depends on."""
+    return spec.but(time_base=Fraction(1), rate=None, nominal_rate=None, frames=None)
+
+
+@dataclass(slots=True)
+class _Group:
+    """A frame-independent stage set up for one input spec, shared by every video that feeds it that spec."""
+
+    scheduled: ScheduledStage
+    out_spec: StreamSpec
+    cost_signature: str
+
+
+@dataclass(slots=True)
+class _Video:
+    job: Job
+    info: MediaInfo
+    #: input spec of each stage
+    specs: list[StreamSpec]
+    #: the stage objects this video runs through (group copies, then its own), for its manifest
+    used: list[Stage]
+    #: the preprocessing of each cross-video stage (signatures of the stages before it, the colour)
+    pre: list[dict[str, str]]
+    suffix: list[ScheduledStage]
+    signed: dict[str, Any]
+    reader: VideoReader
+    writer: VideoWriter
+    sink: Consumer[FrameBatch, WriterStats]
+    frames: Iterator[FrameBatch]
+    t0: float
+    #: why it is being made (the skip check's answer)
+    why: str = ""
+    micro_batches: int = 0
+
+
+class MultiRunner:
+    """Runs one stage chain (`stages`, not yet set up; used as templates) over many inputs; see the module
+    docstring. `cross_video=False` runs the same rounds with every stage per video (for comparisons)."""
+
+    def __init__(
+        self,
+        stages: Sequence[Stage],
+        options: RunOptions | None = None,
+        *,
+        cross_video: bool = True,
+        max_videos: int = crossvideo.MAX_VIDEOS_PER_MICRO_BATCH,
+    ) -> None:
+        options = options or RunOptions()
+        if getattr(options, "window", None) is not None:
+            raise UsageError("a time window applies to one input; run segments one by one")
+        if not 1 <= max_videos <= crossvideo.MAX_VIDEOS_PER_MICRO_BATCH:
+            raise UsageError(f"max_videos must be 1..{crossvideo.MAX_VIDEOS_PER_MICRO_BATCH}, got {max_videos}")
+        self.templates = list(stages)
+        self.options = options
+        self.max_videos = max_videos
+        self.device = resolve_device(options.device)
+        leading = next((i for i, s in enumerate(self.templates) if s.context != 0), len(self.templates))
+        self.n_cross = leading if cross_video else 0
+        self._ready: set[int] = set()
+        self._groups: dict[tuple[int, StreamSpec], _Group] = {}
+        self._book: CostBook | None = None
+        self.micro_batches: list[MicroBatchRecord] = []
+        self.stop = StopRequest()
+
+    # -- stages --
+    def _template(self, i: int, spec: StreamSpec) -> Stage:
+        """Template `i`, set up once (its weights loaded) so that copies share them."""
+        if i not in self._ready:
+            self.templates[i].setup(self.device, spec)
+            self._ready.add(i)
+        return self.templates[i]
+
+    def _scheduled(self, stage: Stage, spec: StreamSpec, reader_batch: int) -> ScheduledStage:
+        sched = self.options.schedule
+        if self._book is None and sched.batch_size is None:
+            self._book = sched.book or CostBook.default()
+        plan = plan_stage(stage, spec, self.device, sched, reader_batch=reader_batch, book=self._book)
+        return ScheduledStage(stage, plan, self.device, policy=sched.policy, sleep=sched.sleep)
+
+    def _group(self, i: int, spec: StreamSpec) -> tuple[_Group, StreamSpec]:
+        """The shared copy of stage `i` for input `spec`, and this input's output spec. Groups are keyed by the
+        picture (size, alpha, depth, crop) alone: a frame-independent stage keeps each video's timing, so videos
+        of other rates and lengths share it."""
+        key = (i, _picture(spec))
+        if key not in self._groups:
+            stage = copy.copy(self._template(i, spec))
+            out = stage.setup(self.device, key[1])
+            scheduled = self._scheduled(stage, key[1], self.options.reader.batch_size)
+            self._groups[key] = _Group(scheduled=scheduled, out_spec=out, cost_signature=cost_signature(stage))
+        g = self._groups[key]
+        return g, g.out_spec.but(
+            time_base=spec.time_base, rate=spec.rate, nominal_rate=spec.nominal_rate, frames=spec.frames
+        )
+
+    # -- videos --
+    def _reader_batch(self, n_jobs: int) -> int:
+        """Frames each open video reads per round: a share of one batch when a cross-video stage gathers them,
+        a whole batch when every stage runs per video."""
+        per_round = self.options.reader.batch_size
+        if not self.n_cross:
+            return per_round
+        return max(1, -(-per_round // max(1, min(n_jobs, self.max_videos))))
+
+    def _open(self, job: Job, reader_batch: int, progress: Progress) -> _Video | VideoResult:
+        opts = self.options
+        info = probe(job.input)
+        reader_opts = replace(opts.reader, batch_size=reader_batch)
+        spec = source_spec(info, reader_opts.keep_alpha)
+        specs: list[StreamSpec] = []
+        used: list[Stage] = []
+        for i in range(len(self.templates)):
+            specs.append(spec)
+            if i < self.n_cross:
+                g, spec = self._group(i, spec)
+                used.append(g.scheduled.stage)
+            else:
+                own = copy.copy(self._template(i, spec))  # shares the loaded weights; setup gives it its own state
+                spec = own.setup(self.device, spec)
+                used.append(own)
+        signed = signature_fields(job.input, used, reader_opts, opts.writer)
+        why = ""
+        if opts.schedule.skip_finished:
+            old, why = finished(job.input, job.output, manifest_path(job.output), signed)
+            if old is not None:
+                log.info("skipped %s: %s", job.output, why)
+                return VideoResult(
+                    job, "skipped", old.get("frames_in", 0), old.get("frames_out", 0), manifest=old, reason=why
+                )
+            if why != "no manifest":
+                log.info("making %s again: %s", job.output, why)
+        suffix = [self._scheduled(s, specs[i], reader_batch) for i, s in enumerate(used) if i >= self.n_cross]
+        reader = VideoReader(info, reader_opts, check=self.stop.check)
+        pre = [{"before": model_signature(used[:i]), "colour": repr(reader.colour)} for i in range(self.n_cross)]
+        writer: VideoWriter | None = None
+        try:
+            job.output.parent.mkdir(parents=True, exist_ok=True)
+            writer = VideoWriter(job.output, spec, reader.colour, info, opts.writer)
+
+            def encode_all(batches: Iterator[FrameBatch], writer: VideoWriter = writer) -> WriterStats:
+                for b in batches:
+                    writer.write(b)
+                    progress.advance(len(b))
+                return writer.close()
+
+            sink: Consumer[FrameBatch, WriterStats] = Consumer(
+                f"encode:{job.output.name}", encode_all, maxsize=opts.encode_queue, check=self.stop.check
+            )
+        except BaseException:
+            reader.close()
+            if writer is not None:
+                writer.abort()
+            raise
+        return _Video(
+            job=job,
+            info=info,
+            specs=specs,
+            used=used,
+            pre=pre,
+            suffix=suffix,
+            signed=signed,
+            reader=reader,
+            writer=writer,
+            sink=sink,
+            frames=iter(reader),  # type: ignore[arg-type]  # planar batches are never asked for here
+            t0=time.monotonic(),
+            why=why,
+        )
+
+    def _cross(self, i: int, batches: dict[str, FrameBatch], videos: dict[str, _Video]) -> dict[str, FrameBatch]:
+        """Stage `i` over every video's batch, in cross-video micro-batches per group."""
+        groups: dict[StreamSpec, dict[str, FrameBatch]] = {}
+        for vid, b in batches.items():
+            groups.setdefault(_picture(videos[vid].specs[i]), {})[vid] = b
+        out: dict[str, FrameBatch] = {}
+        for picture, members in groups.items():
+            out.update(self._cross_group(i, self._groups[(i, picture)], members, videos))
+        return out
+
+    def _cross_group(
+        self, i: int, g: _Group, members: dict[str, FrameBatch], videos: dict[str, _Video]
+    ) -> dict[str, FrameBatch]:
+        stage = g.scheduled
+        keys = {
+            vid: crossvideo.BatchKey.make(
+                component=stage.name,
+                model_signature=g.cost_signature,
+                runtime="inprocess",
+                preprocessing=videos[vid].pre[i],
+                frames=b,
+            )
+            for vid, b in members.items()
+        }
+        current: list[crossvideo.MicroBatch] = []
+
+        def record(mb: crossvideo.MicroBatch) -> None:
+            current[:] = [mb]
+            self.micro_batches.append(
+                MicroBatchRecord(stage=stage.name, bucket=mb.key.bucket, videos=mb.videos, frames=mb.frames)
+            )
+            for v in set(mb.videos):
+                videos[v].micro_batches += 1
+
+        def run(x: torch.Tensor) -> torch.Tensor:
+            # pts and index are placeholders: a frame-independent stage reads pixels only (and the colour, which
+            # is part of the key, so one micro-batch has one)
+            one = members[current[0].parts[0].video]
+            y = _chain([stage], FrameBatch(data=x, pts=list(range(len(x))), time_base=one.time_base, colour=one.colour))
+            assert y is not None  # a frame-independent stage returns every frame
+            return y.data
+
+        return crossvideo.run(members, keys, run, stage.runner.size, max_videos=self.max_videos, record=record)
+
+    def _finish(self, v: _Video, ffmpeg_warnings: list[str]) -> VideoResult:
+        for out in _flush(v.suffix):
+            v.sink.put(out.with_data(out.data.cpu()))
+        wstats = v.sink.finish()
+        v.reader.close()
+        wall = time.monotonic() - v.t0
+        manifest = _manifest(v.info, v.job.output, v.used, v.reader, wstats, self.device, wall, ffmpeg_warnings)
+        manifest.update(v.signed)
+        cross = [self._groups[(i, _picture(v.specs[i]))].scheduled for i in range(self.n_cross)]
+        sched = self.options.schedule
+        manifest["schedule"] = {
+            "device": str(self.device),
+            "oom_policy": {"attempts": sched.policy.attempts, "backoff_s": sched.policy.backoff_s},
+            "reader_batch": v.reader.options.batch_size,
+            # cross-video stages are shared: their OOM events are those of every video of the group
+            "stages": [{**s.schedule_report(), "cross_video": True} for s in cross]
+            + [s.schedule_report() for s in v.suffix],
+            "cross_video": {
+                "stages": [s.name for s in cross],
+                "max_videos_per_micro_batch": self.max_videos,
+                "micro_batches": v.micro_batches,
+            },
+        }
+        if self.options.manifest:
+            atomic.write_json(manifest_path(v.job.output), manifest)
+        log.info("wrote %s (%d frames)", v.job.output, wstats.frames)
+        return VideoResult(v.job, "done", v.reader.stats.frames, wstats.frames, wall, manifest, reason=v.why)
+
+    @staticmethod
+    def _abandon(v: _Video) -> None:
+        v.sink.cancel()
+        v.reader.close()
+        v.writer.abort()
+
+    def _failed(self, job: Job, e: VidpipeError, v: _Video | None = None) -> VideoResult:
+        if v is not None:
+            self._abandon(v)
+        log.error("%s failed: %s", job.input, e)
+        return VideoResult(job, "failed", reason=str(e), exit_code=e.exit_code)
+
+    # -- the run --
+    def run(self, jobs: Sequence[Job]) -> MultiResult:
+        t0 = time.monotonic()
+        results: dict[Job, VideoResult] = {}
+        pending = deque(jobs)
+        active: list[_Video] = []
+        reader_batch = self._reader_batch(len(jobs))
+        progress = Progress(self.options.progress, None, f"{len(jobs)} videos")
+        progress.stage = " → ".join(s.name for s in self.templates) or "copy"
+        ok = False
+        with FFmpegLog() as ffmpeg_log, self.stop.installed():
+            try:
+                progress.start()
+                with torch.inference_mode():
+                    while pending or active:
+                        while pending and len(active) < self.max_videos:
+                            job = pending.popleft()
+                            try:
+                                opened = self._open(job, reader_batch, progress)
+                            except (InputError, OutputError) as e:
+                                results[job] = self._failed(job, e)
+                                continue
+                            if isinstance(opened, VideoResult):
+                                results[job] = opened
+                            else:
+                                active.append(opened)
+                        if active:
+                            for v, result in self._round(active):
+                                results[v.job] = result
+                                active.remove(v)
+                    for g in self._groups.values():
+                        if g.scheduled.flush() is not None:
+                            raise StageError(f"{g.scheduled.name} held frames at the end: it is not frame-independent")
+                ok = True
+            finally:
+                if not ok:
+                    ffmpeg_log.detach()
+                    for v in active:
+                        self._abandon(v)
+                progress.finish(ok)
+        for msg in ffmpeg_log.messages[:10]:
+            log.warning("ffmpeg: %s", msg)
+        return MultiResult(
+            videos=[results[j] for j in jobs], micro_batches=self.micro_batches, wall_s=time.monotonic() - t0
+        )
+
+    def _round(self, active: list[_Video]) -> list[tuple[_Video, VideoResult]]:
+        """One batch of every open video through the chain; returns the videos that ended (finished or failed)."""
+        done: list[tuple[_Video, VideoResult]] = []
+        videos = {str(v.job.input): v for v in active}
+        batches: dict[str, FrameBatch] = {}
+        ended: list[_Video] = []
+        for vid, v in videos.items():
+            self.stop.check()
+            try:
+                b = next(v.frames)
+            except StopIteration:
+                ended.append(v)
+                continue
+            except InputError as e:
+                done.append((v, self._failed(v.job, e, v)))
+                continue
+            batches[vid] = b.with_data(b.data.to(self.device, non_blocking=True))
+        for i in range(self.n_cross):
+            batches = self._cross(i, batches, videos)
+        for vid, b in batches.items():
+            v = videos[vid]
+            try:
+                out = _chain(v.suffix, b)
+                if out is not None and len(out):
+                    v.sink.put(out.with_data(out.data.cpu()))
+            except (StageError, OutputError) as e:
+                done.append((v, self._failed(v.job, e, v)))
+        for v in ended:
+            try:
+                done.append((v, self._finish(v, [])))
+            except (StageError, OutputError) as e:
+                done.append((v, self._failed(v.job, e, v)))
+        return done
+
+
+def run_many(
+    jobs: Sequence[Job],
+    stages: Sequence[Stage],
+    options: RunOptions | None = None,
+    *,
+    cross_video: bool = True,
+    max_videos: int = crossvideo.MAX_VIDEOS_PER_MICRO_BATCH,
+) -> MultiResult:
+    """Run `stages` over every job's input into its output; see the module docstring."""
+    return MultiRunner(stages, options, cross_video=cross_video, max_videos=max_videos).run(jobs)
+
+
+def bucket_of(path: Path) -> int:
+    """The resolution bucket of a video file (its displayed size), as cross-video batching groups it."""
+    w, h = probe(path).video.display_size
+    return bucket_for(w, h)

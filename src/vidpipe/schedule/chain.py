@@ -1,0 +1,233 @@
+"""The scheduler inside a run: every stage of a chain gets a batch size (and a tile, where it can be tiled and the
+user asked for `auto`) and runs under seed 001's OOM policy.
+
+- Batch size: the `--batch-size` override when given; otherwise, for a model stage, `autoconfig.configure` on its
+  cost row (committed table, probe cache, or a short probe on CUDA) and the device's budget, measured after every
+  stage is set up so resident weights count as used. A CPU is not probed (a probe of a big model costs more than
+  the batch it sizes): without a row it runs batches as they are read. A stage without a model runs batches as
+  read: its memory is the frames themselves.
+- OOM: each stage runs through its own `OomRunner` (3 attempts, 2 s back-off, the last at batch 1, then
+  `DeviceOutOfMemoryError`); the same frames are re-run and nothing leaves the device. A stage with context re-runs
+  only if it can `snapshot()`/`restore()` its state, so held frames and timelines never advance twice; one
+  without those hooks is not retried (its error is classified at once). Upscale's own tile-halving on OOM is
+  switched off: two policies nested would make the sequence of batch sizes unpredictable, and its tile is sized
+  from the cost row up front instead.
+- Everything decided, and every OOM, is reported for the manifest's `schedule` block.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+
+from ..errors import DeviceOutOfMemoryError
+from ..frames import FrameBatch
+from ..stages.base import DTYPES, Stage, StreamSpec
+from .autoconfig import Tiling, configure
+from .budget import MemoryBudget
+from .costs import CostBook, device_name
+from .oom import OomPolicy, OomRunner, is_oom
+
+log = logging.getLogger(__name__)
+
+ProbeMode = Literal["auto", "always", "never"]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ScheduleOptions:
+    #: frames per stage call for every stage (`--batch-size`); None: from cost rows and the memory budget
+    batch_size: int | None = None
+    policy: OomPolicy = field(default_factory=OomPolicy)
+    #: how the back-off waits (tests record it instead of sleeping)
+    sleep: Callable[[float], None] = time.sleep
+    #: probe combinations no table has: "auto" on CUDA only, "always", "never"
+    probe: ProbeMode = "auto"
+    #: cost rows; None: the committed tables and the probe cache (`CostBook.default()`)
+    book: CostBook | None = None
+    #: stands in for the device's measured budget (tests; a forced budget provokes a real OOM on a GPU)
+    memory: MemoryBudget | None = None
+    #: skip an input whose output is already finished with the same signatures (see schedule.idempotency)
+    skip_finished: bool = False
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StagePlan:
+    """What the scheduler chose for one stage, and why."""
+
+    stage: str
+    batch_size: int
+    #: tile the stage runs (0: whole frames) when it has one; None for stages without tiles
+    tile: int | None
+    #: "override" (--batch-size), "table", "probe", "none" (no row), "probe-oom", "no model"
+    source: str
+    reasons: tuple[str, ...]
+
+
+def _hook(stage: Stage, name: str) -> Callable[..., Any] | None:
+    fn = getattr(stage, name, None)
+    return fn if callable(fn) else None
+
+
+def plan_stage(
+    stage: Stage,
+    spec: StreamSpec,
+    device: torch.device,
+    options: ScheduleOptions,
+    *,
+    reader_batch: int,
+    book: CostBook | None = None,
+) -> StagePlan:
+    """Batch (and tile) of a set-up `stage` fed `spec`; sets the tile on the stage when the scheduler chose it."""
+    tile_now = getattr(stage, "tile", None)
+    if options.batch_size is not None:
+        why = f"--batch-size {options.batch_size}: set by the user (no cost row consulted)"
+        return StagePlan(
+            stage=stage.name, batch_size=options.batch_size, tile=tile_now, source="override", reasons=(why,)
+        )
+    dtype = getattr(stage, "dtype_name", None)
+    if "model_signature" not in stage.signature() or dtype not in DTYPES:
+        why = f"no model: memory is the frames themselves; batches as read ({reader_batch} frames)"
+        return StagePlan(stage=stage.name, batch_size=reader_batch, tile=tile_now, source="no model", reasons=(why,))
+    cuda = device.type == "cuda"
+    probing = options.probe == "always" or (options.probe == "auto" and cuda)
+    tiling_hook, set_tile = _hook(stage, "tiling"), _hook(stage, "set_tile")
+    tiling = tiling_hook() if tiling_hook is not None and set_tile is not None else None
+
+    def whole_frames(s: Stage) -> None:
+        # rows hold whole-frame costs; the tile is derived from them
+        s.set_tile(0)  # type: ignore[attr-defined]
+
+    unmeasured = None
+    if not cuda:
+        unmeasured = (
+            reader_batch,
+            f"no cost row for {stage.name} ({dtype}) on {device_name(device)} and the CPU is not probed: batches "
+            f"as read ({reader_batch} frames); `vidpipe bench costs --device cpu` measures one",
+        )
+    cfg = configure(
+        stage,
+        spec,
+        device,
+        dtype,  # type: ignore[arg-type]
+        book=book if book is not None else (options.book or CostBook.default()),
+        probe=(lambda: copy.copy(stage)) if probing else None,  # a copy shares the loaded weights, not the state
+        tiling=Tiling(multiple=tiling[0], overlap=tiling[1], min_tile=tiling[2]) if tiling else None,
+        memory=options.memory,
+        prepare=whole_frames if tiling else None,
+        unmeasured=unmeasured,
+    )
+    reasons = list(cfg.reasons)
+    tile = tile_now
+    if tiling and cfg.row is not None:
+        tile = cfg.tile or 0
+        set_tile(tile)  # type: ignore[misc]
+    elif tiling:
+        own = f"{tile_now}px tiles" if tile_now else "whole frames"
+        reasons.append(f"tile: {own}, the stage's own choice (no cost row to size it)")
+    return StagePlan(stage=stage.name, batch_size=cfg.batch_size, tile=tile, source=cfg.source, reasons=tuple(reasons))
+
+
+class ScheduledStage:
+    """A set-up stage with its plan and OOM runner; it is itself a `Stage`, so a chain of them runs as any chain."""
+
+    def __init__(
+        self,
+        stage: Stage,
+        plan: StagePlan,
+        device: torch.device,
+        *,
+        policy: OomPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.stage, self.plan, self.device = stage, plan, device
+        self.name, self.context, self.unit = stage.name, stage.context, stage.unit
+        self.runner = OomRunner(plan.batch_size, policy=policy or OomPolicy(), sleep=sleep)
+        snapshot, restore = _hook(stage, "snapshot"), _hook(stage, "restore")
+        self._state = (snapshot, restore) if snapshot is not None and restore is not None else None
+        if hasattr(stage, "shrink_tile_on_oom"):
+            stage.shrink_tile_on_oom = False  # type: ignore[attr-defined]
+
+    def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
+        return self.stage.setup(device, spec)
+
+    def process(self, batch: FrameBatch) -> FrameBatch | None:
+        if self.context == 0:
+            return self.runner.run(batch, self.stage.process)  # type: ignore[arg-type]
+        if self._state is not None:
+            return self.runner.run_stateful(batch, self.stage.process, *self._state)
+        return self._once(lambda: self.stage.process(batch), batch.device)
+
+    def flush(self) -> FrameBatch | None:
+        if self._state is None:
+            return self._once(self.stage.flush, self.device)
+        return self.runner.call(self.stage.flush, self.device, *self._state)
+
+    def _once(self, fn: Callable[[], FrameBatch | None], device: torch.device) -> FrameBatch | None:
+        """A stage with context and no snapshot hooks: re-running it would advance its state twice, so an OOM is
+        not retried but classified at once."""
+        try:
+            return fn()
+        except Exception as e:
+            if not is_oom(e):
+                raise
+            raise DeviceOutOfMemoryError(
+                f"out of memory on {device} in {self.name}, which keeps state between batches and cannot re-run "
+                "one (no snapshot/restore): not retried. Lower the resolution or the batch size, or free memory"
+            ) from e
+
+    def signature(self) -> dict[str, Any]:
+        return self.stage.signature()
+
+    def schedule_report(self) -> dict[str, Any]:
+        """This stage's entry in the manifest's `schedule` block."""
+        return {
+            "stage": self.name,
+            "batch_size": self.plan.batch_size,
+            "batch_size_at_end": self.runner.size,
+            "tile": getattr(self.stage, "tile", self.plan.tile),
+            "source": self.plan.source,
+            "reasons": list(self.plan.reasons),
+            "oom_events": [asdict(e) for e in self.runner.events],
+        }
+
+
+def schedule_chain(
+    stages: Sequence[Stage],
+    specs: Sequence[StreamSpec],
+    device: torch.device,
+    options: ScheduleOptions,
+    *,
+    reader_batch: int,
+) -> list[ScheduledStage]:
+    """The set-up `stages` (fed `specs[i]` each), each with its plan and OOM runner, in order."""
+    book = options.book or (CostBook.default() if options.batch_size is None and stages else None)
+    out = []
+    for stage, spec in zip(stages, specs, strict=True):
+        plan = plan_stage(stage, spec, device, options, reader_batch=reader_batch, book=book)
+        log.info(
+            "schedule: %s batch %d%s (%s)",
+            stage.name,
+            plan.batch_size,
+            f", tile {plan.tile or 'whole frames'}" if plan.tile is not None else "",
+            plan.source,
+        )
+        out.append(ScheduledStage(stage, plan, device, policy=options.policy, sleep=options.sleep))
+    return out
+
+
+def schedule_block(
+    chain: Sequence[ScheduledStage], device: torch.device, options: ScheduleOptions, reader_batch: int
+) -> dict[str, Any]:
+    """The manifest's `schedule` block: the policy, the reader's batch, and each stage's plan and OOM events."""
+    return {
+        "device": str(device),
+        "oom_policy": {"attempts": options.policy.attempts, "backoff_s": options.policy.backoff_s},
+        "reader_batch": reader_batch,
+        "stages": [s.schedule_report() for s in chain],
+    }

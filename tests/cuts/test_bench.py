@@ -1,0 +1,99 @@
+"""`vidpipe bench cuts` plumbing (no timings asserted): the detector-only PySceneDetect path numbers frames as
+its own end-to-end run does, and cost rows are valid `schedule.costs` rows keyed as the scheduler looks them up."""
+
+from __future__ import annotations
+
+import json
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from vidpipe.bench.cuts import (
+    bgr_frames,
+    cost_rows,
+    decode_batches,
+    scaled_batches,
+    scenedetect_detector_only,
+    write_costs,
+)
+from vidpipe.eval.cuts import pyscenedetect
+from vidpipe.schedule.costs import CostRow, CostTable, key_for
+from vidpipe.stages.base import StreamSpec
+from vidpipe.stages.cuts.detector import CutDetector, CutOptions
+
+#: first frames of the 2nd and 3rd shot of the clip below
+CUTS = [20, 45]
+
+
+def _shots(path: Path) -> Path:
+    """Three flat-coloured shots with a little noise, cut at CUTS, H.264 at 25 fps."""
+    rng = np.random.default_rng(0)
+    colours = [(220, 30, 30), (20, 90, 20), (200, 200, 255)]  # hue, saturation and value all jump
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=25)
+        st.width, st.height, st.pix_fmt = 320, 180, "yuv420p"
+        for i in range(70):
+            shot = sum(i >= b for b in CUTS)
+            base = np.full((180, 320, 3), colours[shot], np.int16)
+            img = np.clip(base + rng.integers(-8, 9, base.shape), 0, 255).astype(np.uint8)
+            frame = av.VideoFrame.from_ndarray(img, format="rgb24")
+            frame.pts = i
+            c.mux(st.encode(frame))
+        c.mux(st.encode(None))
+    return path
+
+
+def test_scenedetect_detector_only_numbers_frames_like_its_own_run(tmp_path: Path) -> None:
+    pytest.importorskip("scenedetect")
+    clip = _shots(tmp_path / "shots.mp4")
+    e2e = [e.frame for e in pyscenedetect("content", backend="pyav", threading_mode="AUTO")(clip)]
+    batches = decode_batches(clip)
+    assert sum(len(b) for b in batches) == 70
+    only, seconds = scenedetect_detector_only(bgr_frames(batches), Fraction(25), "content")
+    assert e2e == CUTS
+    assert [e.frame for e in only] == CUTS
+    assert seconds > 0
+
+
+def test_decode_batches_limit_cuts_the_last_batch(tmp_path: Path) -> None:
+    clip = _shots(tmp_path / "shots.mp4")
+    batches = decode_batches(clip, batch=16, limit=21)
+    assert [len(b) for b in batches] == [16, 5]
+    assert batches[-1].index == list(range(16, 21))
+
+
+def test_cost_rows_are_scheduler_rows(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    frames = rng.integers(0, 255, (12, 36, 48, 3), dtype=np.uint8)
+    rows = cost_rows(frames, Fraction(25), buckets=(360,), presets=("fast",), detectors=(("hard",), ("soft",)))
+    assert len(rows) == 4  # 2 aspects × 2 detector sets
+    assert {(r.input_bucket.width, r.input_bucket.height) for r in rows} == {(640, 360), (360, 640)}
+    assert all(r.unit == "frame_pair" and r.latency_ms_per_unit > 0 and r.provenance.commit for r in rows)
+    assert len({r.model_signature for r in rows}) == 2  # detector sets differ, aspects do not
+    path = tmp_path / "cuts-cpu.json"
+    write_costs(path, rows, command="vidpipe bench cuts --costs cuts-cpu.json", source="noise")
+    table = CostTable.load(path)
+    assert table.rows == tuple(r for r in rows if r.input_bucket.width > r.input_bucket.height)
+    saved = json.loads(path.read_text())
+    assert [CostRow.from_json(r) for r in saved["rows_9x16"]] == [r for r in rows if r not in table.rows]
+    assert saved["command"].startswith("vidpipe bench cuts") and saved["machine"]["cores"] >= 1
+
+    # the row a scheduler finds for a set-up detector on 640×360 input is the one measured for it
+    det = CutDetector(CutOptions(detectors=("hard",), preset="fast"))
+    spec = StreamSpec(width=640, height=360, time_base=Fraction(1, 25))
+    det.setup(torch.device("cpu"), spec)
+    key = key_for(det, spec, torch.device("cpu"), "fp32", "inprocess")
+    assert [r for r in table.rows if r.key == key] == [rows[0]]
+
+
+def test_scaled_batches_look_like_reader_batches() -> None:
+    frames = np.zeros((20, 30, 40, 3), np.uint8)
+    batches = scaled_batches(frames, (64, 36), Fraction(30000, 1001))
+    assert [len(b) for b in batches] == [16, 4]
+    b = batches[1]
+    assert (b.width, b.height) == (64, 36) and b.index == [16, 17, 18, 19]
+    assert b.data.permute(0, 2, 3, 1).is_contiguous()  # NHWC storage, as the reader hands it over

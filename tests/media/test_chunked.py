@@ -1,0 +1,95 @@
+"""Segment-parallel encoding (media/chunked.py through VideoWriter): the chunks joined are one valid stream with
+the same frames, times and other streams as one encoder gives."""
+
+from __future__ import annotations
+
+from fractions import Fraction as F
+
+import av
+import pytest
+import torch
+
+from vidpipe.media import writer as writer_mod
+from vidpipe.media.encoders import EncoderOptions
+from vidpipe.media.probe import probe
+from vidpipe.media.synth import AudioTrack
+from vidpipe.media.writer import WriterOptions
+from vidpipe.runtime.pipeline import RunOptions, run
+from vidpipe.stages.resize import Resize
+from vidpipe.testing import decode_all
+
+
+@pytest.fixture(autouse=True)
+def short_chunks(monkeypatch):
+    """Chunks of 8 frames, so a short clip spans several of them."""
+    monkeypatch.setattr(writer_mod, "MIN_CHUNK_FRAMES", 8)
+    monkeypatch.setattr(writer_mod, "CHUNK_SECONDS", 0)
+
+
+def opts(workers: int, encoder: str = "h264", lossless: bool = True, device_colour: str = "off") -> RunOptions:
+    enc = EncoderOptions(encoder=encoder, lossless=lossless)  # type: ignore[arg-type]
+    w = WriterOptions(encoder=enc, encode_workers=workers)
+    return RunOptions(progress="none", writer=w, colour_on_device=device_colour)  # type: ignore[arg-type]
+
+
+def keyframes(path) -> list[int]:
+    with av.open(str(path)) as c:
+        return [i for i, p in enumerate(p for p in c.demux(video=0) if p.size) if p.is_keyframe]
+
+
+@pytest.mark.parametrize("device_colour", ["off", "on"])
+def test_chunks_join_to_the_same_frames_as_one_encoder(make, tmp_path, device_colour):
+    src = make("chunk-src.mp4", frames=45, size=(160, 120))
+    one = run(src, tmp_path / "one.mkv", [], opts(0, device_colour=device_colour))
+    par = run(src, tmp_path / "par.mkv", [], opts(3, device_colour=device_colour))
+    assert one.manifest["encoder"].get("parallel") is None
+    assert par.manifest["encoder"]["parallel"].startswith("3 encoders")
+    t1, a = decode_all(tmp_path / "one.mkv")
+    t2, b = decode_all(tmp_path / "par.mkv")
+    assert t1 == t2 and len(t2) == 45
+    assert torch.equal(a, b)  # lossless both ways: identical pictures
+    assert keyframes(tmp_path / "par.mkv")[:6] == [0, 8, 16, 24, 32, 40]  # each chunk opens with an IDR
+
+
+def test_chunks_keep_audio_and_duration(make, tmp_path):
+    src = make("chunk-audio.mkv", frames=50, size=(160, 120), audio=(AudioTrack(codec="aac", language="eng"),))
+    out = tmp_path / "a.mp4"
+    run(src, out, [Resize(128, 96)], opts(2, lossless=False))
+    info_in, info_out = probe(src), probe(out)
+    assert [s.type for s in info_out.streams] == [s.type for s in info_in.streams]
+    with av.open(str(src)) as c:
+        n_in = sum(1 for p in c.demux(audio=0) if p.size)
+    with av.open(str(out)) as c:
+        n_out = sum(1 for p in c.demux(audio=0) if p.size)
+    assert n_out == n_in
+    assert abs(info_out.duration - info_in.duration) <= F(1, 25)
+    assert len(decode_all(out)[0]) == 50
+
+
+def test_chunks_keep_variable_frame_times(make, tmp_path):
+    times = [F(i * 40, 1000) for i in range(12)] + [F(480 + i * 100, 1000) for i in range(12)]
+    src = make("chunk-vfr.mkv", times=times, frames=len(times))
+    for suffix in (".mkv", ".mp4"):
+        out = tmp_path / f"vfr{suffix}"
+        run(src, out, [], opts(2, lossless=False))
+        assert decode_all(out)[0] == times
+
+
+def test_hevc_chunks(make, tmp_path):
+    src = make("chunk-hevc.mp4", frames=20, size=(160, 120))
+    res = run(src, tmp_path / "h.mkv", [], opts(2, encoder="hevc", lossless=False))
+    assert res.manifest["encoder"]["parallel"].startswith("2 encoders")
+    t, frames = decode_all(tmp_path / "h.mkv")
+    assert len(t) == 20 and frames.shape[0] == 20
+
+
+def test_auto_workers_only_for_chunkable_codecs_on_many_cores(monkeypatch, make, tmp_path):
+    src = make("chunk-auto.mp4", frames=10, size=(64, 48))
+    monkeypatch.setattr(writer_mod.os, "cpu_count", lambda: 16)
+    res = run(src, tmp_path / "x.mkv", [], opts(None, lossless=False))  # type: ignore[arg-type]
+    assert res.manifest["encoder"]["parallel"] == "4 encoders × 4 threads, chunks of 8 frames"
+    res = run(src, tmp_path / "f.mkv", [], opts(None, encoder="ffv1"))  # type: ignore[arg-type]
+    assert res.manifest["encoder"].get("parallel") is None
+    monkeypatch.setattr(writer_mod.os, "cpu_count", lambda: 4)
+    res = run(src, tmp_path / "y.mkv", [], opts(None, lossless=False))  # type: ignore[arg-type]
+    assert res.manifest["encoder"].get("parallel") is None
