@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from pathlib import Path
 
+import av
 import cv2
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from vidpipe.frames import FrameBatch
 from vidpipe.stages.cuts.detector import CutDetector, CutOptions
 from vidpipe.stages.cuts.events import Event
 from vidpipe.stages.cuts.presets import PRESET_NAMES
+from vidpipe.stages.cuts.run import run_detector
 
 W, H = 192, 128
 
@@ -41,8 +44,8 @@ def _run(frames: list[np.ndarray], preset: str = "default") -> list[Event]:
     return det.events
 
 
-@pytest.mark.parametrize("preset", PRESET_NAMES)
-def test_hard_cut_dissolve_and_fade_at_the_right_frames(preset: str) -> None:
+def _sequence() -> list[np.ndarray]:
+    """A hard cut at 30, a dissolve over 50..61 and a fade over 87..97, between slowly panning shots."""
     a, b, c = _scene(1, (1.0, 0.8, 0.6)), _scene(2, (0.5, 0.8, 1.0)), _scene(3, (0.9, 0.9, 0.5))
     frames = [_shot(a, t) for t in range(30)]  # hard cut at 30
     frames += [_shot(b, t) for t in range(20)]
@@ -56,16 +59,48 @@ def test_hard_cut_dissolve_and_fade_at_the_right_frames(preset: str) -> None:
     for i in range(5):
         frames.append(_shot(a, 40 + i) * (i + 1) / 6)
     frames += [_shot(a, 45 + t) for t in range(25)]
-    events = _run(frames, preset)
+    return frames
+
+
+def _check(events: list[Event], span_tolerance: int = 3) -> None:
     hard = [e for e in events if e.kind == "hard"]
     soft = [e for e in events if e.kind == "soft"]
     assert [e.frame for e in hard] == [30]
     assert hard[0].time == Fraction(30, 25)
     assert len(soft) == 2
-    d, f = soft
-    assert d.start is not None and d.end is not None and f.start is not None and f.end is not None
-    assert abs(d.frame - 55) <= 1 and abs(d.start - 50) <= 3 and abs(d.end - 61) <= 3  # span: α edges ±3
-    assert abs(f.frame - 92) <= 1 and abs(f.start - 87) <= 3 and abs(f.end - 97) <= 3
+    for e, (centre, start, end) in zip(soft, [(55, 50, 61), (92, 87, 97)], strict=True):
+        assert e.start is not None and e.end is not None
+        assert abs(e.frame - centre) <= 1
+        assert abs(e.start - start) <= span_tolerance and abs(e.end - end) <= span_tolerance  # span: α edges
+
+
+@pytest.mark.parametrize("preset", PRESET_NAMES)
+def test_hard_cut_dissolve_and_fade_at_the_right_frames(preset: str) -> None:
+    _check(_run(_sequence(), preset))
+
+
+@pytest.mark.parametrize("planar", [True, False])
+def test_from_a_file_as_planes_or_rgb(tmp_path: Path, planar: bool) -> None:
+    """`run_detector` hands the detector the decoder's 4:2:0 planes (no RGB conversion) or RGB batches: the same
+    boundaries either way (BT.709-tagged limited-range H.264, so matrix and range are exercised)."""
+    path = tmp_path / "seq.mp4"
+    with av.open(str(path), "w") as c:
+        st = c.add_stream("libx264", rate=25)
+        st.width, st.height, st.pix_fmt = W, H, "yuv420p"
+        st.options = {"crf": "12"}
+        st.codec_context.colorspace = 1  # BT.709
+        for i, f in enumerate(_sequence()):
+            frame = av.VideoFrame.from_ndarray(np.clip(f + 0.5, 0, 255).astype(np.uint8), format="rgb24")
+            frame = frame.reformat(format="yuv420p", dst_colorspace="ITU709")
+            frame.pts = i
+            c.mux(st.encode(frame))
+        c.mux(st.encode(None))
+    det = CutDetector(CutOptions(detectors=("hard", "soft"), preset="fast"))
+    det.planar_input = planar  # type: ignore[misc]
+    result = run_detector(path, det)
+    assert result.frames == 123
+    # compression noise moves where α leaves 0 and 1, so the spans' edges by a few more frames
+    _check(result.events, span_tolerance=6)
 
 
 @pytest.mark.parametrize("preset", PRESET_NAMES)

@@ -15,18 +15,23 @@ import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 from vidpipe.errors import DiskFullError
 from vidpipe.jobs.runner import run_job
 from vidpipe.jobs.spec import load_spec
 from vidpipe.media import writer as writer_mod
+from vidpipe.media.encoders import EncoderOptions
+from vidpipe.media.probe import probe
 from vidpipe.media.synth import AudioTrack
+from vidpipe.media.writer import WriterOptions
 from vidpipe.runtime.pipeline import RunOptions, run
 from vidpipe.stages.interpolate import Interpolate
 from vidpipe.testing import decode_all
@@ -57,6 +62,9 @@ def _env(s3_server: Any, bucket: str, *, key: str | None = None, secret: str | N
         "AUTO_UPLOAD_B2": "1",
         "PYTHONUNBUFFERED": "1",
         "COLUMNS": "400",  # rich wraps log lines at the terminal width; one record per line keeps greps exact
+        # one compute thread: 64×48 frames gain nothing from more, and OpenMP threads spinning on a shared,
+        # busy 2-core runner made these jobs 5-10× slower; every run that is compared uses the same setting
+        "OMP_NUM_THREADS": "1",
     }
     return env | extra
 
@@ -139,9 +147,24 @@ def _only_output(result: Path) -> dict:
     return out
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """In-process runs compute like the subprocess ones (OMP_NUM_THREADS=1 there)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@dataclass(frozen=True)
+class Reference:
+    output: Path
+    frames_hash: str
+
+
 @pytest.fixture(scope="module")
-def reference(clip, s3_server, tmp_path_factory) -> str:
-    """Decoded-frame hash of the uninterrupted 3-segment job (a subprocess, like the crashed ones)."""
+def reference(clip, s3_server, tmp_path_factory) -> Reference:
+    """The uninterrupted 3-segment job (a subprocess, like the crashed ones) and its decoded-frame hash."""
     tmp = tmp_path_factory.mktemp("job-ref")
     admin = s3_server.admin_client()
     bucket = "job-ref-bucket"
@@ -152,27 +175,17 @@ def reference(clip, s3_server, tmp_path_factory) -> str:
     out = Path(_only_output(tmp / "result.json")["path"])
     state = json.loads(next((tmp / "out" / ".vidpipe-work" / "state").glob("*/state.json")).read_text())
     assert len(state["plan"]) == 3  # what the crash tests rely on
-    return _frames_hash(out)
+    return Reference(output=out, frames_hash=_frames_hash(out))
 
 
-def test_segmented_job_has_the_frames_and_times_of_a_plain_run(clip, reference, tmp_path):
+def test_segmented_job_has_the_frames_and_times_of_a_plain_run(clip, reference, tmp_path, one_thread):
     plain = tmp_path / "plain.mkv"
-    from vidpipe.media.encoders import EncoderOptions
-    from vidpipe.media.writer import WriterOptions
-
-    run(
-        clip,
-        plain,
-        [Interpolate("rife-hdv3", fps=50)],
-        RunOptions(device="cpu", progress="none", writer=WriterOptions(encoder=EncoderOptions(encoder="ffv1"))),
-    )
-    spec = load_spec(_write_spec(tmp_path, clip, output={"upload": False}), env={})
-    outcome = run_job(spec, env={})
-    assert outcome.ok
+    opts = RunOptions(device="cpu", progress="none", writer=WriterOptions(encoder=EncoderOptions(encoder="ffv1")))
+    run(clip, plain, [Interpolate("rife-hdv3", fps=50)], opts)
     t_plain, _ = decode_all(plain)
-    t_job, _ = decode_all(outcome.outputs[0])
+    t_job, _ = decode_all(reference.output)
     assert len(t_job) == len(t_plain) == 150 and t_job == t_plain
-    assert _frames_hash(outcome.outputs[0]) == reference  # in-process and subprocess runs agree
+    assert [s.type for s in probe(reference.output).streams] == ["video", "audio"]
 
 
 @pytest.mark.parametrize("point", ["segment:2", "segment-done:1", "join", "uploaded"])
@@ -199,7 +212,7 @@ def test_kill_9_then_resume_gives_the_uninterrupted_frames(clip, reference, s3_s
     rc = _run(spec, _env(s3_server, bucket), log)
     assert rc == 0, log.read_text()[-3000:]
     out = _only_output(tmp_path / "result.json")
-    assert _frames_hash(Path(out["path"])) == reference
+    assert _frames_hash(Path(out["path"])) == reference.frames_hash
     assert sorted(p.name for p in tmp_path.glob("SENTINEL*")) == ["SENTINEL"]  # exactly one sentinel
     assert _objects(s3_server, bucket) == [out["key"]]  # one object: a verified upload is not repeated
     assert not _leftovers(tmp_path)
@@ -236,12 +249,12 @@ def test_sigterm_in_a_segment_exits_within_5_s_and_resumes(clip, reference, s3_s
     assert set(state["done"]) == {"0"}
     assert not _leftovers(tmp_path)  # the partial segment was removed
     assert _run(spec, _env(s3_server, bucket), log) == 0, log.read_text()[-3000:]
-    assert _frames_hash(Path(_only_output(tmp_path / "result.json")["path"])) == reference
+    assert _frames_hash(Path(_only_output(tmp_path / "result.json")["path"])) == reference.frames_hash
     assert (tmp_path / "SENTINEL").exists()
 
 
 def test_disk_full_mid_job_is_classified_leaves_no_temp_files_and_resumes(
-    clip, reference, s3_server, bucket, tmp_path, monkeypatch
+    clip, reference, s3_server, bucket, tmp_path, monkeypatch, one_thread
 ):
     real_write = writer_mod.VideoWriter.write
     calls = {"n": 0}
@@ -267,12 +280,12 @@ def test_disk_full_mid_job_is_classified_leaves_no_temp_files_and_resumes(
     monkeypatch.setattr(writer_mod.VideoWriter, "write", real_write)
     again = run_job(spec, env=env)
     assert again.ok and again.sentinel
-    assert _frames_hash(again.outputs[0]) == reference
+    assert _frames_hash(again.outputs[0]) == reference.frames_hash
 
 
 def test_multipart_upload_verified_presigned_and_no_secret_anywhere(make, s3_server, bucket, tmp_path):
-    # ProRes 422 HQ of 50 frames resized to 1280×960 comes to about 27 MB: a multipart upload in 5 MiB parts
-    src = make("job-big.mp4", size=(320, 240), frames=50, source="mandelbrot", audio=[AudioTrack()])
+    # ProRes 422 HQ of 40 mandelbrot frames resized to 1280×960 comes to about 21 MB: 5 parts of 5 MiB
+    src = make("job-big.mp4", size=(320, 240), frames=40, source="mandelbrot", audio=[AudioTrack()])
     spec = _write_spec(
         tmp_path,
         src,
@@ -354,3 +367,34 @@ def _without_urls(obj: Any) -> Any:
     if isinstance(obj, list):
         return [_without_urls(v) for v in obj]
     return obj
+
+
+def test_inputs_from_s3_globs_and_directories(clip, make, s3_server, bucket, tmp_path, caplog, one_thread):
+    s3_server.admin_client().upload_file(str(clip), bucket, "raw/remote clip.mp4")
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    for name in ("b.mp4", "a.mkv"):
+        (clips / name).write_bytes(make("job-small.mkv", size=(64, 48), frames=5, codec="ffv1").read_bytes())
+    (clips / "notes.txt").write_text("not a video")
+    env = _env(s3_server, bucket, AUTO_UPLOAD_B2="0")
+    spec = load_spec(
+        _write_spec(
+            tmp_path,
+            clip,
+            inputs=[f"s3://{bucket}/raw/remote clip.mp4", str(clips / "*.mp4"), f"{clips}/"],
+            pipeline={"resize": "32x24", "encoder": "ffv1", "device": "cpu"},
+            segments={"seconds": 0},
+        ),
+        env=env,
+    )
+    outcome = run_job(spec, env=env)
+    assert outcome.ok, outcome.errors
+    # the glob's b.mp4 and the directory's a.mkv, b.mp4 (b.mp4 once), the download under a safe name
+    assert [p.name for p in outcome.outputs] == ["remote_clip_result.mkv", "b_result.mkv", "a_result.mkv"]
+    assert (spec.work_dir / "inputs" / "remote_clip.mp4").is_file()
+    caplog.set_level("INFO", logger="vidpipe")
+    assert run_job(spec, env=env).ok
+    assert "already downloaded" in caplog.text
+    missing = load_spec(_write_spec(tmp_path, clip, inputs=[str(clips / "*.mov")]), env=env)
+    failed = run_job(missing, env=env)
+    assert failed.exit_code == 3 and "no files match" in failed.errors[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
+from collections.abc import Iterator
 from dataclasses import replace
 from fractions import Fraction as F
 from pathlib import Path
@@ -41,6 +42,16 @@ pytestmark = pytest.mark.timeout(180)
 
 #: keyframe every second at 25 fps: 3-segment jobs with 1-second segments
 GOP = {"g": "25", "keyint_min": "25", "sc_threshold": "0"}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread() -> Iterator[None]:
+    # 64×48 frames gain nothing from more compute threads, and OpenMP threads spinning on a shared, busy
+    # 2-core runner made the interpolation runs here 5-10× slower
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

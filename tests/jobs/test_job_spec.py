@@ -56,6 +56,7 @@ def test_example_job_validates():
         ({"inputs": ["a"], "output": {"dir": "o", "buckit": "b"}}, r"output: unknown key 'buckit'; valid keys: dir,"),
         (_base(pipeline={"upscal": "x"}), r"pipeline: unknown key 'upscal'; valid keys: upscale, outscale"),
         (_base(pipeline={"encoder": "h266"}), r"invalid encoder 'h266'; valid: auto, h264, hevc"),
+        (_base(pipeline={"encoder": "png"}), r"pipeline.encoder: png writes image sequences"),
         (_base(pipeline={"order": "a,b"}), r"invalid order 'a,b'; valid: upscale,interpolate, interpolate,upscale"),
         (_base(pipeline={"interpolate": "rife-hdv3"}), r"interpolate needs exactly one of fps or multi"),
         (_base(pipeline={"batch_size": "8"}), r"pipeline.batch_size: must be a whole number, got '8'"),

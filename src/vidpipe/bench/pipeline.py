@@ -13,6 +13,7 @@ GPU utilisation is sampled through NVML when torch can reach it (`torch.cuda.uti
 
 from __future__ import annotations
 
+import os
 import statistics
 import threading
 import time
@@ -33,6 +34,7 @@ from ..media.writer import VideoWriter, WriterOptions
 from ..media.yuv import PlanarBatch
 from ..runtime.device import describe
 from ..runtime.pipeline import RunOptions, Transfer, _chain, _flush, run, source_spec
+from ..schedule.budget import memory_budget
 from ..stages.base import Stage, StreamSpec
 
 #: share of the output treated as warm-up in steady-state rates
@@ -89,39 +91,51 @@ def steady(marks: Sequence[tuple[float, int]], skip: float) -> tuple[float, floa
     return total / (marks[-1][0] - t0), 0.0
 
 
-class _UtilSampler:
-    """GPU utilisation every 0.2 s through NVML, when torch can reach it."""
+class _Sampler:
+    """Every 0.2 s: host RSS of this process, and GPU utilisation through NVML when torch can reach it."""
 
     def __init__(self, device: torch.device) -> None:
-        self.device, self.samples = device, []  # type: ignore[var-annotated]
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.device = device
+        self.util: list[float] = []
+        self.rss_mb: list[float] = []
+        self._nvml = False
         if device.type == "cuda":
             try:
                 torch.cuda.utilization(device)
+                self._nvml = True
             except Exception:  # NVML bindings absent (pynvml): the report says n/a
-                return
-            self._thread = threading.Thread(target=self._run, daemon=True)
+                pass
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
+        page = os.sysconf("SC_PAGE_SIZE")
         while not self._stop.wait(0.2):
-            self.samples.append(torch.cuda.utilization(self.device))
+            with open("/proc/self/statm") as f:
+                self.rss_mb.append(int(f.read().split()[1]) * page / 2**20)
+            if self._nvml:
+                self.util.append(torch.cuda.utilization(self.device))
 
-    def __enter__(self) -> _UtilSampler:
-        if self._thread is not None:
-            self._thread.start()
+    def __enter__(self) -> _Sampler:
+        self._thread.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self._thread.join()
 
     @property
-    def mean(self) -> float | None:
+    def mean_util(self) -> float | None:
         # the first and last samples straddle start-up and shut-down
-        core = self.samples[1:-1] or self.samples
+        core = self.util[1:-1] or self.util
         return sum(core) / len(core) if core else None
+
+    def rss_halves(self) -> tuple[float, float]:
+        """Peak RSS in the first and the second half of the run: flat memory means the second is no higher."""
+        n = len(self.rss_mb)
+        if n < 2:
+            return (self.rss_mb[0], self.rss_mb[0]) if self.rss_mb else (0.0, 0.0)
+        return max(self.rss_mb[: n // 2]), max(self.rss_mb[n // 2 :])
 
 
 def measure(
@@ -200,11 +214,25 @@ def measure(
     del outputs
 
     # 4. end to end
-    with _UtilSampler(device) as util:
+    vram_note = ""
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        effective = memory_budget(device).effective_mb
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    with _Sampler(device) as sampler:
         res = run(src, work_dir / "bench-e2e.mkv", make_stages(), opts)
+    if device.type == "cuda":
+        peak = (torch.cuda.max_memory_allocated(device) - base) / 2**20
+        vram_note = f"; VRAM peak {peak:.0f} MB allocated vs the scheduler's effective budget {effective} MB"
+    first, second = sampler.rss_halves()
     start = res.written[-1][0] - res.wall_s  # run() started its clock before probing and set-up
     e2e_fps, e2e_warm = steady([(start, 0), *res.written], skip)
-    notes = [f"end-to-end warm-up {e2e_warm:.1f} s, wall {res.wall_s:.1f} s incl. set-up"]
+    notes = [
+        f"end-to-end warm-up {e2e_warm:.1f} s, wall {res.wall_s:.1f} s incl. set-up",
+        f"host RSS peak {first:.0f} MB in the first half of the end-to-end run, {second:.0f} MB in the second"
+        + vram_note,
+    ]
     if layout:
         faster = "parallel chunks" if encode_fps > single_fps else "encoder threading"
         notes.append(
@@ -223,7 +251,7 @@ def measure(
         encode_fps=encode_fps,
         e2e_fps=e2e_fps,
         warmup_s=warmup,
-        gpu_util=util.mean,
+        gpu_util=sampler.mean_util,
         colour_conversion=res.manifest.get("colour_conversion", {}),
         notes=notes,
     )

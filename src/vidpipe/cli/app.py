@@ -460,6 +460,23 @@ def _fail(message: str, code: int) -> None:
     sys.exit(code)
 
 
+def _click_classes(name: str) -> tuple[type[BaseException], ...]:
+    """typer ≥ 0.29 raises from its bundled copy of click, older ones from click itself: catch both."""
+    found: list[type[BaseException]] = [getattr(click.exceptions, name)]
+    try:
+        from typer._click import exceptions as bundled  # type: ignore[import-not-found]
+
+        if hasattr(bundled, name):
+            found.append(getattr(bundled, name))
+    except ImportError:
+        pass
+    return tuple(found)
+
+
+_CLICK_ERRORS = _click_classes("ClickException")
+_ABORT = _click_classes("Abort")
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="vidpipe")
@@ -467,9 +484,9 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(rv)
     except VidpipeError as e:
         _fail(str(e), e.exit_code)
-    except click.exceptions.Abort:
+    except _ABORT:
         _fail("aborted", 130)
-    except click.ClickException as e:
+    except _CLICK_ERRORS as e:  # bad option or argument: click's one-line message, the usage exit code
         e.show()
         sys.exit(UsageError.exit_code)
     except KeyboardInterrupt:

@@ -21,7 +21,7 @@ import typer
 
 from ..errors import UsageError, VidpipeError
 from ..jobs.runner import run_job
-from ..jobs.secrets import Redactor
+from ..jobs.secrets import Redactor, install_log_redaction
 from ..jobs.spec import JobSpec, build_spec, env_spec_doc, merge_docs, read_spec_doc
 from ..runtime.recipe import PipelineRecipe, choice
 
@@ -149,6 +149,8 @@ def make_job_app(run_command: Callable[..., Any], setup_logging: Callable[[bool,
         ctx: typer.Context = values.pop("ctx")
         _setup_job_logging(setup_logging, values["quiet"], values["verbose"])
         redactor = Redactor.from_env()
+        # for what is logged outside the job itself (the runner adds the store's credentials while it runs)
+        filters = [install_log_redaction(redactor, logging.getLogger(n)) for n in ("", "vidpipe")]
         try:
             progress = choice(values["progress"], ("none", "json", "bar"), "progress mode")
             spec = resolve_spec(ctx, values)
@@ -157,8 +159,10 @@ def make_job_app(run_command: Callable[..., Any], setup_logging: Callable[[bool,
             log.debug("job failed", exc_info=e)  # the traceback, redacted, with -v
             sys.stderr.write(f"error: {redactor.redact(str(e))}\n")
             raise SystemExit(e.exit_code) from None
-        for line in outcome.errors:
-            sys.stderr.write(f"error: {redactor.redact(line)}\n")
+        finally:
+            for flt, name in zip(filters, ("", "vidpipe"), strict=True):
+                for handler in logging.getLogger(name).handlers:
+                    handler.removeFilter(flt)
         if not values["quiet"]:
             done = ", ".join(str(p) for p in outcome.outputs) or "nothing"
             sys.stderr.write(

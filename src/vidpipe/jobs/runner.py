@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import json
 import logging
 import os
 import shutil
@@ -41,7 +42,7 @@ from typing import Any, Final
 import torch
 
 from .. import __version__
-from ..errors import DiskFullError, InputNotFoundError, Interrupted, OutputError, StorageError, VidpipeError
+from ..errors import DiskFullError, InputNotFoundError, Interrupted, StorageError, VidpipeError
 from ..frames import FrameBatch
 from ..media.encoders import EncoderChoice, resolve
 from ..media.info import MediaInfo
@@ -404,14 +405,13 @@ class JobRunner:
                 outcome.outputs.append(final)
             self.points.reach("uploaded")
         except VidpipeError as e:
-            outcome.ok, outcome.exit_code = False, outcome.exit_code or e.exit_code
-            outcome.errors.append(str(e))
             if isinstance(e, Interrupted):
                 result.finish()
                 raise
+            outcome.ok, outcome.exit_code = False, outcome.exit_code or e.exit_code
+            outcome.errors.append(str(e))
+            log.error("%s", e)
         outcome.sentinel = result.finish()
-        if outcome.ok and up.enabled and not outcome.sentinel:
-            outcome.ok, outcome.exit_code = False, OutputError.exit_code
         if self.stop_command is not None:
             self._auto_stop(outcome)
         return outcome
@@ -535,12 +535,20 @@ class JobRunner:
         head = storage.head(key, bucket=bucket)
         size = int(head.get("ContentLength", -1))
         dest = dest_dir / local_name_for_key(key)
-        meta_sha = (head.get("Metadata") or {}).get("sha256")
-        if dest.is_file() and dest.stat().st_size == size and (not meta_sha or file_sha256(dest) == meta_sha):
+        # what the local copy was downloaded from: reused only for the same object (ETag) at the same size
+        source = {"url": name, "etag": head.get("ETag"), "size": size}
+        sidecar = dest.with_name(f"{dest.name}.source.json")
+        try:
+            same = json.loads(sidecar.read_text()) == source and dest.stat().st_size == size
+        except (OSError, ValueError):
+            same = False
+        if same:
             log.info("%s: already downloaded to %s", name, dest)
             return dest
         check_free_space({dest_dir: size}, f"downloading {name}")
-        return storage.download(name, dest_dir)
+        dest = storage.download(name, dest_dir)
+        atomic.write_json(sidecar, source)
+        return dest
 
     def _segments(self, p: _Prepared) -> float:
         """Run the segments not done yet; seconds they took."""

@@ -376,6 +376,9 @@ def _pipeline(top: _Section, env: Mapping[str, str]) -> tuple[PipelineRecipe, st
         recipe.check()
     except UsageError as e:
         raise _fail("pipeline", str(e).replace("--", "")) from None
+    if recipe.encoder == "png":
+        # segments are joined by stream copy into one container; an image sequence is a directory
+        raise _fail("pipeline.encoder", "png writes image sequences; a job writes one container (ffv1 is lossless)")
     return recipe, mode
 
 

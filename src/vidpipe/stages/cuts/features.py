@@ -82,6 +82,31 @@ def histogram(rgb: np.ndarray) -> np.ndarray:
     return np.concatenate(hists).astype(np.float32)
 
 
+#: (Kr, Kb) luma coefficients of the YUV matrices (FFmpeg names), as `media.yuv` converts them; others: BT.601
+_KR_KB = {"bt709": (0.2126, 0.0722), "bt2020nc": (0.2627, 0.0593), "bt2020c": (0.2627, 0.0593)}
+
+
+def luma_lut(full_range: bool) -> np.ndarray:
+    """8-bit Y' code → full-range grey (what `grey` gives for the decoded RGB, up to the matrix's weights)."""
+    codes = np.arange(256, dtype=np.float32)
+    grey = codes if full_range else (codes - 16.0) * (255.0 / 219.0)
+    return np.clip(grey + 0.5, 0, 255).astype(np.uint8)
+
+
+def ycbcr_matrix(matrix: str, full_range: bool) -> np.ndarray:
+    """3×4 affine map of 8-bit (Y', Cb, Cr, 1) to 8-bit RGB for `cv2.transform`, by the stream's matrix and range."""
+    kr, kb = _KR_KB.get(matrix, (0.299, 0.114))
+    kg = 1.0 - kr - kb
+    y0, ys, cs = (0.0, 255.0, 255.0) if full_range else (16.0, 219.0, 224.0)
+    # RGB/255 = Y·(Y'−y0)/ys + (Cb−128)/cs·[0, −2(1−kb)kb/kg, 2(1−kb)] + (Cr−128)/cs·[2(1−kr), −2(1−kr)kr/kg, 0]
+    cb = np.array([0.0, -2 * (1 - kb) * kb / kg, 2 * (1 - kb)]) * 255.0 / cs
+    cr = np.array([2 * (1 - kr), -2 * (1 - kr) * kr / kg, 0.0]) * 255.0 / cs
+    y = np.full(3, 255.0 / ys)
+    m = np.stack([y, cb, cr], axis=1)
+    offset = -(y * y0) - 128.0 * (cb + cr)
+    return np.concatenate([m, offset[:, None]], axis=1).astype(np.float32)
+
+
 def hist_diff(a: np.ndarray, b: np.ndarray) -> float:
     """0 for identical histograms, 1 for disjoint ones (mean over the three channels)."""
     return float(np.abs(a - b).sum()) / 6.0
