@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from vidpipe.eval.cuts import SCENEDETECT_DETECTORS, build_clip, compare, ours, pyscenedetect
+from vidpipe.eval.cuts import SCENEDETECT_DETECTORS, build_clip, compare, ours, pyscenedetect, source_path
+from vidpipe.stages.cuts.detector import CutDetector, CutOptions
+from vidpipe.stages.cuts.run import run_detector
 
 #: the detector's thresholds were set on dataset seed 0, whose clips are built from seeds 0–3
 #: (`build_dataset`: clip i of seed s is `build_clip(seed=1000·s + i)`); these clips come from seeds 1 and 2
@@ -32,3 +34,12 @@ def test_default_preset_on_clips_it_was_not_tuned_on(tmp_path: Path, seed: int) 
     assert s["hard_any"].recall >= HARD_RECALL, s
     assert s["soft_any"].recall >= SOFT_RECALL, s
     assert s["overall"].f1 >= max(r["overall"].f1 for r in rows.values()), rows
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("preset", ["default", "fast"])
+def test_no_boundary_in_a_single_shot_clip(preset: str) -> None:
+    """opencv-doc's cup.mp4 (one shot: a hand moves a dark cup before a wall) once gave a false dissolve."""
+    run = run_detector(source_path("cup.mp4"), CutDetector(CutOptions(preset=preset)))
+    assert run.frames == 217
+    assert [e for e in run.events if e.kind in ("hard", "soft")] == []

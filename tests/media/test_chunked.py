@@ -93,3 +93,15 @@ def test_auto_workers_only_for_chunkable_codecs_on_many_cores(monkeypatch, make,
     monkeypatch.setattr(writer_mod.os, "cpu_count", lambda: 4)
     res = run(src, tmp_path / "y.mkv", [], opts(None, lossless=False))  # type: ignore[arg-type]
     assert res.manifest["encoder"].get("parallel") is None
+
+
+def test_auto_workers_keep_open_chunks_within_memory(monkeypatch, make, tmp_path):
+    src = make("chunk-auto.mp4", frames=10, size=(64, 48))
+    monkeypatch.setattr(writer_mod.os, "cpu_count", lambda: 16)
+    chunk_bytes = 64 * 48 * 3 // 2 * 8  # 8-frame chunks of 64×48 yuv420p
+    monkeypatch.setattr(writer_mod, "CHUNK_MEMORY_BYTES", 3 * chunk_bytes)  # room for (2 + 1) open chunks
+    res = run(src, tmp_path / "m.mkv", [], opts(None, lossless=False))  # type: ignore[arg-type]
+    assert res.manifest["encoder"]["parallel"].startswith("2 encoders")
+    monkeypatch.setattr(writer_mod, "CHUNK_MEMORY_BYTES", 2 * chunk_bytes)  # not even two workers fit
+    res = run(src, tmp_path / "n.mkv", [], opts(None, lossless=False))  # type: ignore[arg-type]
+    assert res.manifest["encoder"].get("parallel") is None

@@ -113,7 +113,8 @@ TRANSITION_FRAMES = (4, 30)
 KIND_WEIGHTS = {"hard": 0.5, "dissolve": 0.3, "fade": 0.2}
 
 
-def _source_path(name: str) -> Path:
+def source_path(name: str) -> Path:
+    """A source clip of `SOURCES` on disk (Debian's opencv-doc, fetched once; box/cup unpacked once)."""
     if name.endswith(".mp4"):  # opencv-doc ships the box/cup clips gzipped
         import gzip
         import shutil
@@ -136,7 +137,7 @@ def _decoded(name: str) -> np.ndarray:
     path = home() / "clips" / f"{name}.{w}x{h}.npy"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        with av.open(str(_source_path(name))) as c:
+        with av.open(str(source_path(name))) as c:
             frames = [f.to_ndarray(format="rgb24", width=w, height=h) for f in c.decode(video=0)]
         tmp = path.with_suffix(".part.npy")
         np.save(tmp, np.stack(frames))

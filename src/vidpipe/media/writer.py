@@ -45,6 +45,7 @@ CHUNK_SECONDS = 2
 MIN_CHUNK_FRAMES = 48
 AUTO_CORES_PER_WORKER = 4
 AUTO_MAX_WORKERS = 4
+CHUNK_MEMORY_BYTES = 4 << 30
 
 #: how far (seconds) copied packets may run ahead of the video when interleaving
 INTERLEAVE_AHEAD_S = Fraction(1, 2)
@@ -144,11 +145,12 @@ class VideoWriter:
             vs = out.add_stream(ch.codec, rate=rate, options=ch.options)
             vs.width, vs.height, vs.pix_fmt = w, h, ch.pix_fmt
             vs.time_base = first.time_base
-            workers = self._workers()
+            rate_frames = max(MIN_CHUNK_FRAMES, round(CHUNK_SECONDS * rate))
+            workers = self._workers(w * h * 3 // 2 * (2 if ch.bit_depth > 8 else 1) * rate_frames)
             threads = self.options.encoder.threads or (max(1, (os.cpu_count() or 1) // workers) if workers else 0)
             self._configure(vs.codec_context, first.time_base, threads)
             if workers:
-                chunk = max(MIN_CHUNK_FRAMES, round(CHUNK_SECONDS * rate))
+                chunk = rate_frames
 
                 def make_context() -> av.codec.context.CodecContext:
                     ctx = av.CodecContext.create(ch.codec, "w")
@@ -173,15 +175,20 @@ class VideoWriter:
             out.close()
             raise
 
-    def _workers(self) -> int:
-        """Parallel chunk encoders: asked for, or `auto` (0 = one ordinary encoder)."""
+    def _workers(self, chunk_bytes: int) -> int:
+        """Parallel chunk encoders: asked for, or `auto` (0 = one ordinary encoder). Auto also keeps the frames
+        the open chunks may hold ((workers + 1) chunks) under CHUNK_MEMORY_BYTES: at 8K one chunk is gigabytes,
+        and there one encoder measured faster anyway (docs/benchmarks.md)."""
         asked = self.options.encode_workers
         if self.png or self.choice.codec not in CHUNKABLE:
             return 0
         if asked is not None:
             return asked if asked > 1 else 0
         cores = os.cpu_count() or 1
-        return min(AUTO_MAX_WORKERS, cores // AUTO_CORES_PER_WORKER) if cores >= 2 * AUTO_CORES_PER_WORKER else 0
+        workers = min(AUTO_MAX_WORKERS, cores // AUTO_CORES_PER_WORKER) if cores >= 2 * AUTO_CORES_PER_WORKER else 0
+        while workers > 1 and (workers + 1) * chunk_bytes > CHUNK_MEMORY_BYTES:
+            workers -= 1
+        return workers if workers > 1 else 0
 
     def _configure(self, cc: av.codec.context.CodecContext, time_base: Fraction, threads: int) -> None:
         cc.time_base = time_base

@@ -180,7 +180,13 @@ class Transfer:
         if not isinstance(batch, PlanarBatch):
             return batch.with_data(batch.data.to(self.device, non_blocking=True))
         planes = batch.data.to(self.device, non_blocking=True)  # the same memory when the device is the CPU
-        rgb = planes_to_rgb(planes, batch.fmt, batch.colour, self.reader.dtype)
+        fmt = batch.fmt
+        rgb = torch.empty(len(batch), 3, fmt.height, fmt.width, dtype=self.reader.dtype, device=self.device)
+        rgb = rgb.contiguous(memory_format=torch.channels_last)
+        with _conversion_oom("YUV → RGB", self.device):
+            # frame by frame: float temporaries of one frame, not of the batch, beside the model's memory
+            for i in range(len(batch)):
+                rgb[i : i + 1] = planes_to_rgb(planes[i : i + 1], fmt, batch.colour, self.reader.dtype)
         batch.done(self._event())  # the host buffer is reused once the work queued so far has read it
         return FrameBatch(data=rgb, pts=batch.pts, time_base=batch.time_base, colour=batch.colour, index=batch.index)
 
@@ -188,7 +194,11 @@ class Transfer:
         fmt, pool = self.out_fmt, self._pool
         if fmt is None or pool is None:
             return out.with_data(out.data.cpu())
-        planes = rgb_to_planes(fit(out.data[:, :3], self.crop, (fmt.width, fmt.height)), fmt, self.colour)
+        planes = torch.empty(len(out), fmt.elements, dtype=fmt.dtype, device=self.device)
+        with _conversion_oom("RGB → YUV", self.device):
+            for i in range(len(out)):
+                frame = fit(out.data[i : i + 1, :3], self.crop, (fmt.width, fmt.height))
+                planes[i : i + 1] = rgb_to_planes(frame, fmt, self.colour)
         host = pool.get(len(out))
         dst = host[: len(out)]
         dst.copy_(planes, non_blocking=True)
@@ -209,6 +219,19 @@ class Transfer:
             "decode": f"{self.reader.planar.pix_fmt} planes → RGB {where}" if self.reader.planar else "swscale",
             "encode": f"RGB → {self.out_fmt.pix_fmt} planes {where}" if self.out_fmt else "swscale",
         }
+
+
+@contextmanager
+def _conversion_oom(what: str, device: torch.device) -> Iterator[None]:
+    """Colour conversion runs outside the stages' OOM policy (it needs one frame of temporaries): running out of
+    memory there is the classified error, never a raw traceback."""
+    try:
+        yield
+    except torch.OutOfMemoryError as e:
+        raise DeviceOutOfMemoryError(
+            f"out of GPU memory on {device} converting colour ({what}, one frame at a time); free memory on the "
+            "device or run with colour_on_device off"
+        ) from e
 
 
 class StopRequest:

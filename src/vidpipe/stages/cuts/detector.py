@@ -82,6 +82,13 @@ SOFT_SCALES = (2, 3, 4, 6, 8, 11, 16)
 SOFT_MIN_ENDPOINT_DIFF = 0.06
 #: α of the middle frame must be in this range: near 0 or 1 the middle frame is one of the shots (a hard cut)
 SOFT_ALPHA_RANGE = (0.2, 0.8)
+#: a dissolve between two shots changes most of the picture: at least this share of the thumbnail's pixels must
+#: differ between the window's ends by more than `SOFT_CHANGE_LEVEL` (largest channel, 0..1). An object moved
+#: over a still background changes a small part and can pass the blend test (opencv-doc's cup.mp4, a hand moving
+#: a cup before a wall: 14–18 %, the only false soft events on seeds 0–3 before this test; true dissolve windows
+#: there: median 76–93 %)
+SOFT_MIN_CHANGED_AREA = 0.25
+SOFT_CHANGE_LEVEL = 0.1
 #: residual of the blend fit relative to |B − A|: a true blend fits to ~0.1 (compression, motion inside
 #: the shots); a pan or an unrelated frame does not fit
 SOFT_MAX_RESIDUAL = 0.35
@@ -552,6 +559,8 @@ class CutDetector:
                 a3 = ft.blend_fit(a.thumb, q3.thumb, b.thumb)[0]
                 if not a1 + SOFT_MIN_ALPHA_STEP < alpha < a3 - SOFT_MIN_ALPHA_STEP:
                     continue
+            if ft.changed_share(a.thumb, b.thumb, SOFT_CHANGE_LEVEL) < SOFT_MIN_CHANGED_AREA:
+                continue
             fits.append((rel, h))
         # the best window is the best-fitting one that flow cannot explain: trying them best first, the first
         # that passes is it, and flow (the costly part) runs on as few windows as possible

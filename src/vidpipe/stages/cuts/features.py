@@ -61,6 +61,11 @@ def grey(rgb: np.ndarray) -> np.ndarray:
 LUMA_WEIGHTS = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
+def changed_share(a: np.ndarray, b: np.ndarray, level: float) -> float:
+    """Share of the pixels of two float RGB images whose largest channel difference exceeds `level`."""
+    return float((cv2.absdiff(a, b).max(axis=2) > level).mean())
+
+
 def thumb_grey(thumb: np.ndarray) -> np.ndarray:
     """Grey uint8 image of a float RGB thumbnail (0..1), as `grey` makes it from uint8 RGB."""
     return np.clip(thumb @ LUMA_WEIGHTS * 255.0 + 0.5, 0, 255).astype(np.uint8)
