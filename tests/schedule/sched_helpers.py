@@ -69,3 +69,20 @@ def tiny_sr(path: Path, *, seed: int = 0, scale: int = 2) -> Path:
     g = torch.Generator().manual_seed(seed)
     state = {k: torch.randn(v.shape, generator=g) * 0.1 for k, v in net.state_dict().items()}
     return save_safetensors(state, path, {META_ARCH: ARCH})
+
+
+#: the checklist fields of seed 001 §1 every cost row carries
+SEED_FIELDS = {
+    "component",
+    "unit",
+    "input_bucket",
+    "runtime",
+    "model_signature",
+    "dtype",
+    "gpu_memory_per_task_mb",
+    "cpu_rss_peak_mb",
+    "latency_ms_per_unit",
+    "max_batch_size_component",
+    "cross_video_batching",
+    "provenance",
+}

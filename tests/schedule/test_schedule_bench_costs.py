@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from sched_helpers import tiny_sr
+from sched_helpers import SEED_FIELDS, tiny_sr
 
 from vidpipe.bench.costs import run_costs, table_path
 from vidpipe.errors import UsageError
@@ -20,21 +20,6 @@ from vidpipe.stages.base import StreamSpec
 from vidpipe.stages.upscale import Upscale
 
 CPU = torch.device("cpu")
-#: the checklist fields of seed 001 §1 every row carries
-SEED_FIELDS = {
-    "component",
-    "unit",
-    "input_bucket",
-    "runtime",
-    "model_signature",
-    "dtype",
-    "gpu_memory_per_task_mb",
-    "cpu_rss_peak_mb",
-    "latency_ms_per_unit",
-    "max_batch_size_component",
-    "cross_video_batching",
-    "provenance",
-}
 
 
 @pytest.fixture(scope="module")

@@ -8,27 +8,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from sched_helpers import ConvStage, spec
+from sched_helpers import SEED_FIELDS, ConvStage, spec
 
 from vidpipe.errors import UsageError
 from vidpipe.schedule import costs
 from vidpipe.schedule.costs import CostBook, CostRow, CostTable, InputBucket, Provenance
-
-#: the checklist fields of seed 001 §1 that a row must carry
-SEED_FIELDS = {
-    "component",
-    "unit",
-    "input_bucket",
-    "runtime",
-    "model_signature",
-    "dtype",
-    "gpu_memory_per_task_mb",
-    "cpu_rss_peak_mb",
-    "latency_ms_per_unit",
-    "max_batch_size_component",
-    "cross_video_batching",
-    "provenance",
-}
 
 
 def row(**changes: object) -> CostRow:
