@@ -245,3 +245,24 @@ def test_cuda_pipeline_uses_device_conversion_and_pinned_buffers(make, tmp_path)
     t2, b = decode_all(tmp_path / "s.mkv")
     assert t1 == t2 and res.frames_out == ref.frames_out == 24
     assert psnr(a, b) > 30
+
+
+def test_planar_reader_closes_while_waiting_for_a_buffer(make):
+    """Batches taken and never released (a consumer that failed) leave the decoder waiting on its buffer pool:
+    close() must still end it."""
+    from vidpipe.media.probe import probe
+    from vidpipe.media.reader import ReaderOptions, VideoReader
+
+    src = make("yuv-close.mkv", frames=30, size=(64, 48), codec="ffv1")
+    reader = VideoReader(probe(src), ReaderOptions(planar=True, batch_size=1, queue_size=1))
+    held = []
+    for batch in reader:
+        held.append(batch)  # never `done()`: the pool (queue + 3 = 4 buffers) runs dry
+        if len(held) == 3:
+            break
+    time.sleep(0.3)  # the decoder is now waiting for a fifth buffer
+    closer = threading.Thread(target=reader.close)
+    closer.start()
+    closer.join(10)
+    assert not closer.is_alive()
+    assert all(isinstance(b, PlanarBatch) for b in held)

@@ -254,7 +254,9 @@ class VideoReader:
         opts = self.options
         v = self.info.video
         # queued batches + one being filled + one being uploaded, so the decoder never waits on the pool itself
-        pool = HostBuffers(fmt.elements, fmt.dtype, opts.queue_size + 3, pin=opts.pin_memory)
+        # batches dropped unreleased by close() never come back: waiting on the pool must see the close too
+        check = self._producer.raise_if_cancelled
+        pool = HostBuffers(fmt.elements, fmt.dtype, opts.queue_size + 3, pin=opts.pin_memory, check=check)
         buf: torch.Tensor | None = None
         pts: list[int] = []
         index: list[int] = []

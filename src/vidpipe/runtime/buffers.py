@@ -22,7 +22,8 @@ class HostBuffers:
         self, elements: int, dtype: torch.dtype, count: int, *, pin: bool, check: Callable[[], None] | None = None
     ) -> None:
         self.elements, self.dtype, self.count, self.pin = elements, dtype, count, pin
-        self._check = check or (lambda: None)
+        #: called while waiting for a free buffer; raises to end the wait (whoever returns buffers has failed)
+        self.check = check or (lambda: None)
         self._free: queue.Queue[tuple[torch.Tensor, torch.cuda.Event | None]] = queue.Queue()
         self._made = 0
         self._lock = threading.Lock()
@@ -40,7 +41,7 @@ class HostBuffers:
             try:
                 buf, event = self._free.get(timeout=0.1)
             except queue.Empty:
-                self._check()
+                self.check()
                 continue
             if event is not None:
                 event.synchronize()

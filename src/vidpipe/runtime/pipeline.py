@@ -169,6 +169,18 @@ class Transfer:
             fmt = self.out_fmt
             self._pool = HostBuffers(fmt.elements, fmt.dtype, queue + 3, pin=device.type == "cuda", check=check)
 
+    def watch(self, sink: Consumer[Any, Any]) -> None:
+        """Waiting for a download buffer also watches the encoder that returns them: if it died holding some,
+        its error surfaces here instead of a wait that never ends."""
+        if self._pool is not None:
+            outer = self._pool.check
+
+            def check() -> None:
+                outer()
+                sink.check()
+
+            self._pool.check = check
+
     def _event(self) -> torch.cuda.Event | None:
         if self.device.type != "cuda":
             return None
@@ -375,6 +387,7 @@ def run(
         try:
             progress.start()
             sink = Consumer(f"encode:{dst.name}", encode_all, maxsize=options.encode_queue, check=stop.check)
+            transfer.watch(sink)
             with torch.inference_mode():
                 for batch in reader:
                     stop.check()

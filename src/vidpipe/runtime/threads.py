@@ -86,6 +86,11 @@ class Producer(Generic[T]):
                 raise item
             yield item  # type: ignore[misc]
 
+    def raise_if_cancelled(self) -> None:
+        """For the worker while it waits on something other than the queue (a buffer pool): `close()` ends it."""
+        if self._stop.is_set():
+            raise Cancelled
+
     def close(self) -> None:
         """Stop the worker (if running) and join it."""
         self._stop.set()
@@ -145,6 +150,11 @@ class Consumer(Generic[T, R]):
     def _raise_if_failed(self) -> None:
         if self._error is not None:
             raise self._error
+
+    def check(self) -> None:
+        """Raise the worker's exception if it failed (for a caller waiting on something the worker would have
+        released, such as a pooled buffer)."""
+        self._raise_if_failed()
 
     def put(self, item: T) -> None:
         while True:
