@@ -16,6 +16,7 @@ from vidpipe.bench.cuts import (
     bgr_frames,
     cost_rows,
     decode_batches,
+    scale_clip,
     scaled_batches,
     scenedetect_detector_only,
     write_costs,
@@ -59,6 +60,14 @@ def test_scenedetect_detector_only_numbers_frames_like_its_own_run(tmp_path: Pat
     assert seconds > 0
 
 
+def test_scale_clip_keeps_every_frame(tmp_path: Path) -> None:
+    clip = _shots(tmp_path / "shots.mp4")
+    scale_clip(clip, tmp_path / "big.mp4", (640, 360))
+    batches = decode_batches(tmp_path / "big.mp4")
+    assert sum(len(b) for b in batches) == 70 and (batches[0].width, batches[0].height) == (640, 360)
+    assert [e.frame for e in pyscenedetect("content")(tmp_path / "big.mp4")] == CUTS
+
+
 def test_decode_batches_limit_cuts_the_last_batch(tmp_path: Path) -> None:
     clip = _shots(tmp_path / "shots.mp4")
     batches = decode_batches(clip, batch=16, limit=21)
@@ -73,6 +82,8 @@ def test_cost_rows_are_scheduler_rows(tmp_path: Path) -> None:
     assert len(rows) == 4  # 2 aspects × 2 detector sets
     assert {(r.input_bucket.width, r.input_bucket.height) for r in rows} == {(640, 360), (360, 640)}
     assert all(r.unit == "frame_pair" and r.latency_ms_per_unit > 0 and r.provenance.commit for r in rows)
+    # the detector's window holds at least one thumbnail per analysed frame
+    assert all(r.cpu_rss_peak_mb is not None and r.cpu_rss_peak_mb * 2**20 > 12 * 96 * 54 * 3 * 4 for r in rows)
     assert len({r.model_signature for r in rows}) == 2  # detector sets differ, aspects do not
     path = tmp_path / "cuts-cpu.json"
     write_costs(path, rows, command="vidpipe bench cuts --costs cuts-cpu.json", source="noise")

@@ -59,6 +59,7 @@ def test_blend_fit_is_the_least_squares_fit() -> None:
         assert got[0] == pytest.approx(want, abs=1e-5)
         assert got[1] == pytest.approx(float(np.sqrt((r * r).sum() / (d * d).sum())), rel=1e-4)
         assert got[2] == pytest.approx(float(np.abs(d).mean()), rel=1e-5)
+        assert ft.blend_alpha(a, m, b, float((d.astype(np.float64) ** 2).sum())) == pytest.approx(got[0], abs=1e-6)
     assert ft.blend_fit(a, a, a + 0.01, min_diff=0.05) == (0.0, float("inf"), pytest.approx(0.01, rel=1e-3))
 
 

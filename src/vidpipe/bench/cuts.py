@@ -16,7 +16,7 @@ Speed, two columns, every method on the same frames:
   BGR arrays for PySceneDetect, downscaled inside the timed loop exactly as its SceneManager does); only
   detection is timed.
 
-Cost tables (seed S1 §2: ms per frame_pair per short-side bucket × aspect × preset, host RSS, provenance): rows
+Cost tables (seed S1 §2: ms per frame_pair per short-side bucket × aspect × preset, host memory, provenance): rows
 of `vidpipe.schedule.costs.CostRow`, measured detector-only on the first `COST_FRAMES` frames of the same footage
 scaled to each bucket's 16:9 and 9:16 size, for each preset and each detector set of `COST_DETECTORS`.
 """
@@ -59,7 +59,6 @@ from ..schedule.costs import (
     CostTable,
     InputBucket,
     Provenance,
-    _peak_rss,  # the probe's RSS sampler, reused rather than copied (private there)
     bucket_size,
     key_for,
 )
@@ -76,7 +75,8 @@ BENCH_SEED = 0
 BENCH_BOUNDARIES = 12
 #: the evaluation clips' own size; cost tables scale its frames to each bucket
 BASE_SIZE = BUILD_SIZE
-#: frames per batch handed to our detectors, as `run_detector` reads them
+#: frames per batch of the pre-decoded (detector-only, cost) runs; the detector works frame by frame, so its cost
+#: does not depend on it
 BATCH = 16
 #: short-side buckets of the cost tables (a subset of `schedule.costs.RESOLUTION_BUCKETS`; `--bucket` adds more)
 COST_BUCKETS = (360, 540, 720, 1080)
@@ -119,17 +119,24 @@ def bench_clip(work_dir: Path, size: tuple[int, int]) -> tuple[Path, list[Event]
     out = work_dir / f"cuts_seed{BENCH_SEED}_{w}x{h}.mp4"
     if not out.exists():
         tmp = out.with_suffix(".part.mp4")
-        with av.open(str(base)) as src, av.open(str(tmp), "w") as dst:
-            st = dst.add_stream("libx264", rate=src.streams.video[0].average_rate)
-            st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-            st.options = {"crf": "18", "preset": "veryfast"}
-            for n, frame in enumerate(src.decode(video=0)):
-                f = frame.reformat(width=w, height=h, format="yuv420p", interpolation="BICUBIC")
-                f.pts, f.time_base = n, st.codec_context.time_base
-                dst.mux(st.encode(f))
-            dst.mux(st.encode(None))
+        scale_clip(base, tmp, size)
         tmp.rename(out)
     return out, read_json(truth)
+
+
+def scale_clip(src: Path, dst: Path, size: tuple[int, int]) -> None:
+    """Every frame of `src` scaled to `size` (swscale bicubic), H.264 crf 18, same rate, frame for frame."""
+    w, h = size
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        rate = i.streams.video[0].average_rate
+        st = o.add_stream("libx264", rate=rate)
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        st.options = {"crf": "18", "preset": "veryfast"}
+        for n, frame in enumerate(i.decode(video=0)):
+            f = frame.reformat(width=w, height=h, format="yuv420p", interpolation="BICUBIC")
+            f.pts, f.time_base = n, Fraction(1) / rate
+            o.mux(st.encode(f))
+        o.mux(st.encode(None))
 
 
 def base_frames(path: Path, n: int) -> tuple[np.ndarray, Fraction]:
@@ -360,13 +367,17 @@ def cost_rows(
     presets: Sequence[str] = PRESET_NAMES,
     detectors: Sequence[tuple[Kind, ...]] = COST_DETECTORS,
     source: str = "",
+    repeat: int = 1,
     log: Callable[[str], None] = lambda _: None,
 ) -> list[CostRow]:
     """One `CostRow` per bucket × aspect (16:9, 9:16) × preset × detector set, measured on `frames` (N×H×W×3 RGB)
-    scaled to each size. Latency is wall time over the whole run (flush included) ÷ frame pairs; RSS is the peak
-    growth of the process while one detector runs (its window of records: it does not grow with the video)."""
-    if len(frames) < 2:
-        raise UsageError("cost rows need at least 2 frames")
+    scaled to each size. Latency is wall time over the whole run (flush included) ÷ frame pairs, the best of
+    `repeat` runs. Memory is what
+    the detector holds at its peak (`CutDetector.held_bytes`, its window of records): process RSS cannot tell one
+    run from the next in one process (freed memory is kept and reused), and the detector's state is what a
+    scheduler adds per concurrent video; the reader's queue (queue × batch frames) comes on top."""
+    if len(frames) < 2 or repeat < 1:
+        raise UsageError(f"cost rows need at least 2 frames and repeat ≥ 1, got {len(frames)} and {repeat}")
     prov = provenance()
     cpu = torch.device("cpu")
     rows: list[CostRow] = []
@@ -377,15 +388,17 @@ def cost_rows(
             n = sum(len(b) for b in batches)
             for preset in presets:
                 for kinds in detectors:
-                    det = CutDetector(CutOptions(detectors=kinds, preset=preset))
                     spec = _spec(batches)
-                    det.setup(cpu, spec)
-                    with _peak_rss() as rss:
+                    seconds, held = float("inf"), 0
+                    for _ in range(repeat):  # best of `repeat`: a shared machine only ever slows a run down
+                        det = CutDetector(CutOptions(detectors=kinds, preset=preset))
+                        det.setup(cpu, spec)
                         t0 = time.perf_counter()
                         for b in batches:
                             det.process(b)
+                            held = max(held, det.held_bytes())
                         det.flush()
-                        seconds = time.perf_counter() - t0
+                        seconds = min(seconds, time.perf_counter() - t0)
                     ms = 1000 * seconds / (n - 1)
                     log(f"{w}x{h} {preset:<8} {'+'.join(kinds):<10} {ms:8.2f} ms/pair")
                     rows.append(
@@ -398,7 +411,7 @@ def cost_rows(
                             model_signature=key_for(det, spec, cpu, "fp32", "inprocess").model_signature,
                             dtype="fp32",
                             gpu_memory_per_task_mb=None,
-                            cpu_rss_peak_mb=round(rss[0] / 2**20, 3),
+                            cpu_rss_peak_mb=round(held / 2**20, 3),
                             latency_ms_per_unit=round(ms, 4),
                             # frames of one video are analysed in order: no batching within a video (seed §2.1)
                             max_batch_size_component=1,
@@ -408,8 +421,8 @@ def cost_rows(
                             provenance=prov,
                             notes=(
                                 f"detectors {'+'.join(kinds)}, preset {preset}, aspect {aspect}; {n} frames of "
-                                f"{source or 'the given frames'}; cpu_rss_peak_mb is the peak RSS growth of one "
-                                f"detector over the run (window-bounded, per video, not per pair)"
+                                f"{source or 'the given frames'}; cpu_rss_peak_mb: peak memory the detector holds "
+                                f"(its window of records; per video, not per pair, whatever the length)"
                             ),
                         )
                     )

@@ -90,7 +90,7 @@ app.command("compare", help="Alias of `vidpipe eval cuts` (every detector side b
 
 def bench_cmd(
     size: Annotated[str, typer.Option(help="speed table input size WxH")] = "1280x720",
-    repeat: Annotated[int, typer.Option(min=1, help="runs per method; the best counts")] = 1,
+    repeat: Annotated[int, typer.Option(min=1, help="runs per method or cost row; the best counts")] = 1,
     speed: Annotated[bool, typer.Option(help="measure the speed table")] = True,
     transnetv2: Annotated[bool, typer.Option(help="include TransNetV2 (CPU) in the speed table")] = True,
     costs: Annotated[Path | None, typer.Option(help="also measure the cost tables and write them here (JSON)")] = None,
@@ -116,7 +116,7 @@ def bench_cmd(
         base, _ = bc.bench_clip(work_dir, bc.BASE_SIZE)
         frames, rate = bc.base_frames(base, cost_frames)
         source = f"{base.name}: first {len(frames)} frames, scaled bicubic to each size"
-        cost_rows = bc.cost_rows(frames, rate, buckets=bucket or bc.COST_BUCKETS, source=source,
+        cost_rows = bc.cost_rows(frames, rate, buckets=bucket or bc.COST_BUCKETS, source=source, repeat=repeat,
                                  log=lambda m: typer.echo(m, err=True))  # fmt: skip
         bc.write_costs(costs, cost_rows, command=command, source=source)
         typer.echo(f"{len(cost_rows)} cost rows → {costs}", err=True)

@@ -285,6 +285,16 @@ class CutDetector:
             self.flow_reuse.check(self.stats.frame_indices)
         self.events = self._merge()
 
+    def held_bytes(self) -> int:
+        """Bytes of the arrays the detector holds (its window of records and their images): its memory per video,
+        bounded by `WINDOW` whatever the video's length (what the cost tables report as `cpu_rss_peak_mb`)."""
+        seen: dict[int, int] = {}
+        for r in self._win:
+            for a in (r.thumb, r.hist, r.level, r.grey, r.g_ssim, r.g_flow):
+                if a is not None:
+                    seen[id(a)] = a.nbytes  # an image can serve twice (SSIM side = analysis side)
+        return sum(seen.values())
+
     # -- setup --
     def _configure(self, width: int, height: int) -> None:
         if self.preset is None:
@@ -392,7 +402,7 @@ class CutDetector:
             prev = self._win[-1]
             if prev.hist is not None and rec.hist is not None:
                 rec.hist_diff = ft.hist_diff(prev.hist, rec.hist)
-            rec.thumb_diff = float(np.abs(rec.thumb - prev.thumb).mean())
+            rec.thumb_diff = ft.mean_abs_diff(rec.thumb, prev.thumb)
         self._win.append(rec)
         if rec.pos > 0:
             if not cascade:
@@ -507,7 +517,7 @@ class CutDetector:
         # (which pass the cascade gate) cost no SSIM of the pair and its neighbours
         a, b = self._rec(max(0, j - 2)), self._rec(min(last, j + 1))
         if a is not None and b is not None:
-            wide = float(np.abs(b.thumb - a.thumb).mean())
+            wide = ft.mean_abs_diff(b.thumb, a.thumb)
             if wide > 0 and r.thumb_diff / wide < HARD_MIN_CONCENTRATION:
                 return
         s = self._dissim(j)
@@ -555,8 +565,9 @@ class CutDetector:
             if h >= 2:
                 q1, q3 = self._rec(c - h // 2), self._rec(c + h // 2)
                 assert q1 is not None and q3 is not None
-                a1 = ft.blend_fit(a.thumb, q1.thumb, b.thumb)[0]
-                a3 = ft.blend_fit(a.thumb, q3.thumb, b.thumb)[0]
+                dd = cv2.norm(b.thumb, a.thumb, cv2.NORM_L2SQR)  # > 0: the ends differ (dab passed)
+                a1 = ft.blend_alpha(a.thumb, q1.thumb, b.thumb, dd)
+                a3 = ft.blend_alpha(a.thumb, q3.thumb, b.thumb, dd)
                 if not a1 + SOFT_MIN_ALPHA_STEP < alpha < a3 - SOFT_MIN_ALPHA_STEP:
                     continue
             if ft.changed_share(a.thumb, b.thumb, SOFT_CHANGE_LEVEL) < SOFT_MIN_CHANGED_AREA:
@@ -593,11 +604,12 @@ class CutDetector:
 
     def _span(self, a: _Rec, b: _Rec, first: int, last: int) -> tuple[int, int]:
         """First and last source frame of the blend between records a and b."""
+        dd = cv2.norm(b.thumb, a.thumb, cv2.NORM_L2SQR)
         inside = []
         for q in range(first, last + 1):
             r = self._rec(q)
             assert r is not None
-            if SOFT_SPAN_ALPHA < ft.blend_fit(a.thumb, r.thumb, b.thumb)[0] < 1 - SOFT_SPAN_ALPHA:
+            if SOFT_SPAN_ALPHA < ft.blend_alpha(a.thumb, r.thumb, b.thumb, dd) < 1 - SOFT_SPAN_ALPHA:
                 inside.append(r.frame)
         return (min(inside), max(inside)) if inside else (a.frame, b.frame)
 
