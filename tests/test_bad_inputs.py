@@ -111,6 +111,45 @@ def test_corrupt_skip_counts_in_manifest(bad, cli, tmp_path):
     assert m["frames_out"] == m["frames_in"]
 
 
+def test_frames_lost_after_damage_are_counted(make, monkeypatch):
+    """After damage a threaded decoder may return nothing for the frames around it, without an error (how many
+    depends on thread timing: 1 to 10 in `test_corrupt_skip_counts_in_manifest`'s file). Every packet must still
+    be accounted for: frames read + skipped == 100. Here a decoder fails one packet, then its next 7 calls'
+    frames are thrown away (frames the caller never sees, as after real damage)."""
+    import av
+
+    from vidpipe.media.probe import probe
+    from vidpipe.media.reader import ReaderOptions, VideoReader
+
+    real = VideoReader._open_decoder
+
+    def open_decoder(self, vs):  # type: ignore[no-untyped-def]
+        decode = real(self, vs)
+        state = {"packets": 0, "swallow": 0}
+
+        def lossy(packet):  # type: ignore[no-untyped-def]
+            frames = decode(packet)
+            if packet.size:
+                state["packets"] += 1
+            if state["packets"] == 30 and state["swallow"] == 0:
+                state["swallow"] = 7
+                raise av.error.InvalidDataError(-1094995529, "Invalid data found when processing input")
+            if state["swallow"] > 0 and packet.size:
+                state["swallow"] -= 1
+                return []
+            return frames
+
+        return lossy
+
+    monkeypatch.setattr(VideoReader, "_open_decoder", open_decoder)
+    src = make("gop10.mkv", frames=100, source="mandelbrot", options={"g": "10"})
+    reader = VideoReader(probe(src), ReaderOptions(on_corrupt="skip"))
+    frames = sum(len(b.pts) for b in reader)
+    assert reader.stats.packets == 100 and frames < 99
+    assert frames + reader.stats.corrupt_skipped == 100
+    assert any("lost after damage" in w for w in reader.stats.warnings)
+
+
 @pytest.mark.timeout(180)
 def test_megamind_bugy_behaves_as_documented(cli, tmp_path):
     """Megamind_bugy.avi (opencv-doc) is a re-encode with packed B-frames and a wrong rate in its header; FFmpeg

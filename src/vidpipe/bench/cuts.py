@@ -18,7 +18,8 @@ Speed, two columns, every method on the same frames:
 
 Cost tables (seed S1 §2: ms per frame_pair per short-side bucket × aspect × preset, host memory, provenance): rows
 of `vidpipe.schedule.costs.CostRow`, measured detector-only on the first `COST_FRAMES` frames of the same footage
-scaled to each bucket's 16:9 and 9:16 size, for each preset and each detector set of `COST_DETECTORS`.
+scaled to each bucket's 16:9 and 9:16 size, for each preset and each detector set of `COST_DETECTORS`; one file
+per detector set under the seed's names (`cost_table_name`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import datetime as dt
 import os
 import platform
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import partial
@@ -82,7 +83,7 @@ BATCH = 16
 COST_BUCKETS = (360, 540, 720, 1080)
 #: frames per cost measurement: three times the detector's window, so its steady state dominates
 COST_FRAMES = 150
-#: detector sets with a row each: the seed's three tables (hard, soft, motion) and the CLI's default hard+soft
+#: detector sets with a table each: the seed's three (hard, soft, motion) and the CLI's default hard+soft
 COST_DETECTORS: tuple[tuple[Kind, ...], ...] = (("hard",), ("soft",), ("motion",), ("hard", "soft"))
 #: evaluation tolerance of the F1 column (frames), as `vidpipe eval cuts`
 TOLERANCE = 2
@@ -359,6 +360,13 @@ def scaled_batches(frames: np.ndarray, size: tuple[int, int], rate: Fraction) ->
                        index=list(range(s, min(s + BATCH, len(arr))))) for s in range(0, len(arr), BATCH)]  # fmt: skip
 
 
+def cost_table_name(detectors: Sequence[Kind]) -> str:
+    """The file of a detector set's table: the seed's `cut_detection_costs_v1.json` for hard cuts,
+    `cut_detection_<kinds>_costs_v1.json` for the others (soft, motion, hard_soft)."""
+    kinds = tuple(detectors)
+    return "cut_detection_costs_v1.json" if kinds == ("hard",) else f"cut_detection_{'_'.join(kinds)}_costs_v1.json"
+
+
 def cost_rows(
     frames: np.ndarray,
     rate: Fraction,
@@ -369,10 +377,10 @@ def cost_rows(
     source: str = "",
     repeat: int = 1,
     log: Callable[[str], None] = lambda _: None,
-) -> list[CostRow]:
-    """One `CostRow` per bucket × aspect (16:9, 9:16) × preset × detector set, measured on `frames` (N×H×W×3 RGB)
-    scaled to each size. Latency is wall time over the whole run (flush included) ÷ frame pairs, the best of
-    `repeat` runs. Memory is what
+) -> dict[tuple[Kind, ...], list[CostRow]]:
+    """Rows by detector set: one `CostRow` per bucket × aspect (16:9, 9:16) × preset, measured on `frames`
+    (N×H×W×3 RGB) scaled to each size. Latency is wall time over the whole run (flush included) ÷ frame pairs,
+    the best of `repeat` runs. Memory is what
     the detector holds at its peak (`CutDetector.held_bytes`, its window of records): process RSS cannot tell one
     run from the next in one process (freed memory is kept and reused), and the detector's state is what a
     scheduler adds per concurrent video; the reader's queue (queue × batch frames) comes on top."""
@@ -380,7 +388,7 @@ def cost_rows(
         raise UsageError(f"cost rows need at least 2 frames and repeat ≥ 1, got {len(frames)} and {repeat}")
     prov = provenance()
     cpu = torch.device("cpu")
-    rows: list[CostRow] = []
+    tables: dict[tuple[Kind, ...], list[CostRow]] = {kinds: [] for kinds in detectors}
     for bucket in buckets:
         landscape = bucket_size(bucket)
         for aspect, (w, h) in (("16:9", landscape), ("9:16", landscape[::-1])):
@@ -401,7 +409,7 @@ def cost_rows(
                         seconds = min(seconds, time.perf_counter() - t0)
                     ms = 1000 * seconds / (n - 1)
                     log(f"{w}x{h} {preset:<8} {'+'.join(kinds):<10} {ms:8.2f} ms/pair")
-                    rows.append(
+                    tables[kinds].append(
                         CostRow(
                             component=det.name,
                             unit="frame_pair",
@@ -426,24 +434,53 @@ def cost_rows(
                             ),
                         )
                     )
-    return rows
+    return tables
 
 
-def write_costs(path: Path, rows: Sequence[CostRow], *, command: str, source: str) -> None:
-    """A `schedule.costs` table plus what its schema cannot hold. `rows` (what `CostTable.load` and the scheduler
-    read) are the 16:9 ones: the schema keys a row by its bucket's short side only, portrait and landscape
-    sharing it (measured at 16:9). The seed's 9:16 figures go to `rows_9x16`, same row format, beside them; then
-    the CPU model, library versions, the input and the command that rebuilds the file."""
-    landscape = tuple(r for r in rows if r.input_bucket.width >= r.input_bucket.height)
-    portrait = [r.to_json() for r in rows if r.input_bucket.width < r.input_bucket.height]
-    atomic.write_json(
-        path,
-        {
-            **CostTable(rows=landscape).to_json(),
-            "rows_9x16": portrait,
-            "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()},
-            "versions": {**versions(), "opencv": cv2.__version__, "numpy": np.__version__},
-            "input": source,
-            "command": command,
-        },
-    )
+def machine() -> dict[str, Any]:
+    """The host a table was measured on (rows name only `cpu (N cores)`)."""
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "platform": platform.platform()}
+
+
+def library_versions() -> dict[str, str]:
+    return {**versions(), "opencv": cv2.__version__, "numpy": np.__version__}
+
+
+def write_costs(
+    directory: Path,
+    tables: Mapping[tuple[Kind, ...], Sequence[CostRow]],
+    *,
+    command: str,
+    source: str,
+    host: Mapping[str, Any] | None = None,
+    libraries: Mapping[str, str] | None = None,
+) -> list[Path]:
+    """One file per detector set in `directory`, named by `cost_table_name`: a `schedule.costs` table plus what
+    its schema cannot hold; the paths written. `host`/`libraries` default to this machine's (`machine()`,
+    `library_versions()`); tables converted from an older layout pass the ones they were measured with.
+
+    Only the 16:9 rows go to `rows` (what `CostTable.load` and the scheduler read). Both aspects in `rows` would
+    clash: a row's key is its bucket's short side, the same for a bucket's 16:9 and 9:16 sizes, and its detector's
+    signature, which does not depend on the aspect, so a `CostBook` would keep whichever came last. The
+    scheduler's buckets are measured at 16:9 (`schedule.costs.bucket_size`); the seed's 9:16 figures go to
+    `rows_9x16`, same row format, beside them. Then the CPU model, library versions, the input and the command
+    that rebuilds the files."""
+    paths: list[Path] = []
+    for kinds, rows in tables.items():
+        landscape = tuple(r for r in rows if r.input_bucket.width >= r.input_bucket.height)
+        portrait = [r.to_json() for r in rows if r.input_bucket.width < r.input_bucket.height]
+        path = directory / cost_table_name(kinds)
+        atomic.write_json(
+            path,
+            {
+                **CostTable(rows=landscape).to_json(),
+                "rows_9x16": portrait,
+                "detectors": list(kinds),
+                "machine": dict(host) if host is not None else machine(),
+                "versions": dict(libraries) if libraries is not None else library_versions(),
+                "input": source,
+                "command": command,
+            },
+        )
+        paths.append(path)
+    return paths

@@ -28,8 +28,8 @@ from ..stages.base import Stage
 from ..stages.interpolate import Interpolate
 from ..stages.resize import parse_size
 from ..stages.upscale import Upscale
-from .cuts_cmd import app as cuts_app
 from .cuts_cmd import bench_cmd as bench_cuts_cmd
+from .cuts_cmd import detect_cmd as detect_cuts_cmd
 from .eval_cmd import app as eval_app
 from .job_cmd import make_job_app
 from .models_cmd import app as models_app
@@ -449,7 +449,7 @@ def bench_peers_cmd(
 app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
 app.add_typer(make_job_app(run_cmd, _setup_logging), name="job")
-app.add_typer(cuts_app, name="cuts")
+app.command("cuts")(detect_cuts_cmd)
 bench_app.command("cuts")(bench_cuts_cmd)
 app.add_typer(eval_app, name="eval")
 

@@ -1,22 +1,20 @@
-"""`vidpipe cuts detect IN -o cuts.json`: cut detection (mount `app` as the `cuts` sub-command).
+"""`vidpipe cuts IN -o cuts.json`: cut detection (`detect_cmd`, mounted as the top-level command `cuts`).
 
-`vidpipe cuts eval` and `vidpipe cuts compare` are aliases of `vidpipe eval cuts`; `bench_cmd` is mounted as
-`vidpipe bench cuts` (speed beside PySceneDetect, cost tables).
+Scoring is `vidpipe eval cuts` (`eval_cmd.cuts_cmd`); `bench_cmd` is mounted as `vidpipe bench cuts` (speed beside
+PySceneDetect, cost tables).
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, get_args
 
 import torch
 import typer
 
 from ..errors import UsageError
-from . import eval_cmd
-
-app = typer.Typer(no_args_is_help=True, help="Cut detection: hard cuts, dissolves/fades, motion cuts.")
+from ..media.reader import OnCorrupt
 
 
 def _device(name: str) -> torch.device:
@@ -28,7 +26,6 @@ def _device(name: str) -> torch.device:
         raise UsageError(f"invalid device {name!r}; valid: auto, cpu, cuda, cuda:N") from e
 
 
-@app.command("detect")
 def detect_cmd(
     input: Annotated[Path, typer.Argument(help="input video")],
     output: Annotated[Path, typer.Option("-o", "--output", help="events JSON")],
@@ -43,14 +40,18 @@ def detect_cmd(
     csv: Annotated[Path | None, typer.Option(help="also write CSV here")] = None,
     edl: Annotated[Path | None, typer.Option(help="also write a CMX3600 EDL here")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (TransNetV2, analysis resize)")] = "auto",
+    on_corrupt: Annotated[str, typer.Option(help="fail | skip damaged or missing frames (counted)")] = "fail",
 ) -> None:
-    """Detect cuts in INPUT and write the events as JSON (plus CSV/EDL when asked)."""
+    """Cut detection: hard cuts, dissolves/fades, motion cuts in INPUT, written as JSON (plus CSV/EDL when asked)."""
     from ..stages.cuts.detector import CutDetector, CutOptions
     from ..stages.cuts.events import write_csv, write_edl, write_json
     from ..stages.cuts.flow_reuse import FlowReuse
     from ..stages.cuts.run import run_detector
     from ..stages.cuts.transnetv2 import TransNetV2Detector
 
+    valid = get_args(OnCorrupt)
+    if on_corrupt not in valid:
+        raise UsageError(f"invalid --on-corrupt value {on_corrupt!r}; valid: {', '.join(valid)}")
     dev = _device(device)
     stage: CutDetector | TransNetV2Detector
     if detector == "transnetv2":
@@ -74,18 +75,16 @@ def detect_cmd(
             analysis_fps=fps,
         )
         stage = CutDetector(opts, flow_reuse=reuse)
-    result = run_detector(input, stage, device=dev)
+    result = run_detector(input, stage, device=dev, on_corrupt=on_corrupt)  # type: ignore[arg-type]
     write_json(result.events, output)
     if csv:
         write_csv(result.events, csv)
     if edl:
         write_edl(result.events, edl, rate=result.rate, frames=result.frames, title=input.stem)
-    typer.echo(f"{len(result.events)} events in {result.frames} frames ({result.fps:.1f} fps) → {output}", err=True)
-
-
-# the evaluation lives in `vidpipe eval cuts`; these two names stay as aliases of that one command
-app.command("eval", help="Alias of `vidpipe eval cuts PRED --truth T.json`.")(eval_cmd.cuts_cmd)
-app.command("compare", help="Alias of `vidpipe eval cuts` (every detector side by side).")(eval_cmd.cuts_cmd)
+    skipped = f", {result.skipped} skipped as damaged or missing" if result.skipped else ""
+    typer.echo(
+        f"{len(result.events)} events in {result.frames} frames{skipped} ({result.fps:.1f} fps) → {output}", err=True
+    )
 
 
 def bench_cmd(
@@ -93,7 +92,9 @@ def bench_cmd(
     repeat: Annotated[int, typer.Option(min=1, help="runs per method or cost row; the best counts")] = 1,
     speed: Annotated[bool, typer.Option(help="measure the speed table")] = True,
     transnetv2: Annotated[bool, typer.Option(help="include TransNetV2 (CPU) in the speed table")] = True,
-    costs: Annotated[Path | None, typer.Option(help="also measure the cost tables and write them here (JSON)")] = None,
+    costs: Annotated[
+        Path | None, typer.Option(help="measure the cost tables into this folder (resource_costs)")
+    ] = None,
     bucket: Annotated[list[int] | None, typer.Option(help="cost table short-side bucket, repeatable")] = None,
     cost_frames: Annotated[int, typer.Option(min=2, help="frames per cost measurement")] = 150,
     work_dir: Annotated[Path, typer.Option(help="where the bench clips are built")] = Path(".cache/bench"),
@@ -116,7 +117,7 @@ def bench_cmd(
         base, _ = bc.bench_clip(work_dir, bc.BASE_SIZE)
         frames, rate = bc.base_frames(base, cost_frames)
         source = f"{base.name}: first {len(frames)} frames, scaled bicubic to each size"
-        cost_rows = bc.cost_rows(frames, rate, buckets=bucket or bc.COST_BUCKETS, source=source, repeat=repeat,
-                                 log=lambda m: typer.echo(m, err=True))  # fmt: skip
-        bc.write_costs(costs, cost_rows, command=command, source=source)
-        typer.echo(f"{len(cost_rows)} cost rows → {costs}", err=True)
+        tables = bc.cost_rows(frames, rate, buckets=bucket or bc.COST_BUCKETS, source=source, repeat=repeat,
+                              log=lambda m: typer.echo(m, err=True))  # fmt: skip
+        for path in bc.write_costs(costs, tables, command=command, source=source):
+            typer.echo(f"cost table → {path}", err=True)

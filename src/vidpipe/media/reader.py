@@ -9,6 +9,8 @@ the layout convolution nets run fastest in.
 from __future__ import annotations
 
 import contextlib
+import heapq
+import itertools
 import logging
 import math
 from collections.abc import Callable, Iterator
@@ -64,12 +66,43 @@ class ReaderOptions:
 class ReaderStats:
     frames: int = 0
     corrupt_skipped: int = 0
+    #: non-empty video packets demuxed: after damage, the decoder may drop frames without a word
+    packets: int = 0
     decoder: str = ""
     warnings: list[str] = field(default_factory=list)
 
 
 #: semi-planar layouts hardware decoders emit instead of the stream's planar format
 _HW_LAYOUTS = ("nv12", "p010le", "p016le")
+#: packets read ahead (compressed, held in memory) to tell a container whose presentation times are copies of its
+#: decode times: a correct mux of a reordering codec offsets pts from dts within its first frames
+_STAMP_SAMPLE_PACKETS = 32
+#: how far (in frame durations) a step between frames may be from a whole number of frames on a constant-rate
+#: time line with holes
+GRID_TOLERANCE = 0.1
+
+
+@dataclass(slots=True)
+class _Timeline:
+    """The frames given, as a time line: whether every step is a whole number of nominal frame durations (a
+    constant-rate stream, holes allowed), and how many frames such a line spans."""
+
+    first: int | None = None
+    last: int | None = None
+    on_grid: bool = True
+
+    def add(self, pts: int, step: Fraction) -> None:
+        if self.last is not None:
+            k = (pts - self.last) / step
+            self.on_grid = self.on_grid and abs(k - round(k)) <= GRID_TOLERANCE
+        if self.first is None:
+            self.first = pts
+        self.last = pts
+
+    def spanned(self, step: Fraction) -> int | None:
+        if not self.on_grid or self.first is None or self.last is None:
+            return None
+        return round((self.last - self.first) / step) + 1
 
 
 def default_matrix(colour: Colour, height: int) -> Colour:
@@ -113,6 +146,7 @@ class VideoReader:
         self.info = info
         self.options = options
         self.stats = ReaderStats()
+        self._timeline = _Timeline()
         v = info.video
         self.alpha = v.alpha and options.keep_alpha
         self.colour = default_matrix(v.colour, v.height)
@@ -215,8 +249,15 @@ class VideoReader:
             # AVI stores no presentation times: with B-frames the pts FFmpeg guesses come out of order. Every
             # AVI index entry is one frame at the stream rate, so frames are stamped by count there.
             count_stamps = c.format.name == "avi"
-            check_landing = self._seek(c, vs, count_stamps)
-            for packet in self._packets(c, vs):
+            packets, stamps = self._packets_and_stamps(c, vs, count_stamps)
+            check_landing = self._seek(c, vs, count_stamps or stamps is not None)
+            if check_landing:
+                packets = self._packets(c, vs)  # from the seek point, not the read-ahead
+            for packet in packets:
+                if packet.size:
+                    self.stats.packets += 1
+                if stamps is not None and packet.pts is not None:
+                    heapq.heappush(stamps, packet.pts)
                 try:
                     frames = decode(packet)
                 except av.error.InvalidDataError as e:
@@ -228,15 +269,20 @@ class VideoReader:
                         check_landing = False
                     if self._before_start(frame, tb):
                         continue
+                    # taken before the damage check: a damaged frame still holds its place on the time line
+                    stamp = heapq.heappop(stamps) if stamps else None
                     if frame.is_corrupt:
                         self._corrupt(f"damaged frame at pts {frame.pts}")
                         continue
                     p = None if count_stamps else (frame.pts if frame.pts is not None else frame.dts)
+                    if stamp is not None:
+                        p = stamp
                     if p is None:  # no usable timestamps: count frames at the nominal rate
                         p = round(self.stats.frames * step + v.start_time / tb)
                     if last_pts is not None and p <= last_pts:
                         self._corrupt(f"non-increasing pts {p} after {last_pts}")
                         continue
+                    self._timeline.add(int(p), step)
                     last_pts = int(p)
                     if frame.format.name != v.pix_fmt and frame.format.name in _HW_LAYOUTS:
                         # NVDEC hands out nv12/p010; repacking to the source's planar layout first (lossless)
@@ -296,6 +342,29 @@ class VideoReader:
         flush_batch()
         self._check_complete()
 
+    def _packets_and_stamps(
+        self, c: av.container.InputContainer, vs: av.video.stream.VideoStream, count_stamps: bool
+    ) -> tuple[Iterator[av.Packet], list[int] | None]:
+        """The stream's packets, and an empty heap of presentation times when the container's pts cannot be used.
+
+        Some muxers (VLC 2.x's stream output, for one) write a reordering codec's frames with pts equal to dts
+        (MP4 without composition offsets). The decoder still returns frames in display order, but each carries
+        the pts of whichever packet completed it, so the times come out of order. The frames' real times are then
+        the packets' times in increasing order: the caller pushes each packet's pts as it is demuxed and gives
+        each decoded frame the smallest one left (exact for such files, VFR included). A frame the decoder never
+        returns leaves its time unused: the count check at the end still reports it. The read-ahead that tells
+        such a container is `_STAMP_SAMPLE_PACKETS` packets, taken only for codecs that reorder."""
+        packets = self._packets(c, vs)
+        if count_stamps or not vs.codec_context.has_b_frames:
+            return packets, None
+        head = list(itertools.islice(packets, _STAMP_SAMPLE_PACKETS))
+        stamped = [p for p in head if p.pts is not None]
+        copies = bool(stamped) and all(p.dts == p.pts for p in stamped)
+        if copies:
+            log.info("decode: %s: pts are copies of dts (no composition offsets); frames stamped in display "
+                     "order with the packets' times", Path(self.info.path).name)  # fmt: skip
+        return itertools.chain(head, packets), [] if copies else None
+
     def _packets(self, c: av.container.InputContainer, vs: av.video.stream.VideoStream) -> Iterator[av.Packet]:
         """Demux the video stream; a damaged container tail is corruption, not a crash."""
         it = c.demux(vs)
@@ -319,13 +388,15 @@ class VideoReader:
             log.warning("decode: %s; skipped", what)
 
     # -- time range --
-    def _seek(self, c: av.container.InputContainer, vs: av.video.stream.VideoStream, count_stamps: bool) -> bool:
-        """Seek to the keyframe at or before `options.start`; whether it did."""
+    def _seek(self, c: av.container.InputContainer, vs: av.video.stream.VideoStream, no_pts: bool) -> bool:
+        """Seek to the keyframe at or before `options.start`; whether it did. `no_pts`: frames are stamped by
+        their place in the stream (AVI, or pts copied from dts), which a seek loses."""
         start = self.options.start
         if start is None:
             return False
-        if count_stamps:
-            raise UsageError(f"{self.info.path}: AVI stores no presentation times, so it cannot be read from {start}s")
+        if no_pts:
+            why = "AVI stores no presentation times" if c.format.name == "avi" else "its pts are copies of its dts"
+            raise UsageError(f"{self.info.path}: {why}, so it cannot be read from {start}s")
         c.seek(math.floor(start / self.info.video.time_base), stream=vs, backward=True, any_frame=False)
         return True
 
@@ -365,12 +436,34 @@ class VideoReader:
         v = self.info.video
         if v.frames_exact and v.frames and self.stats.frames + self.stats.corrupt_skipped < v.frames:
             missing = v.frames - self.stats.frames - self.stats.corrupt_skipped
-            what = f"{missing} of {v.frames} frames missing at the end (file cut short?)"
+            what = (
+                f"{missing} of {v.frames} frames lost after damage (the decoder never returned them)"
+                if self.stats.corrupt_skipped
+                else f"{missing} of {v.frames} frames missing at the end (file cut short?)"
+            )
             if self.options.on_corrupt == "fail":
-                raise TruncatedInputError(f"{self.info.path}: {what}")
+                raise TruncatedInputError(f"{self.info.path}: {what}; use --on-corrupt skip to go on without them")
             self.stats.corrupt_skipped += missing
             self.stats.warnings.append(what)
             log.warning("decode: %s", what)
+        if not self.stats.corrupt_skipped or self.options.on_corrupt != "skip":
+            return
+        # After damage, frames can be lost without a word: a threaded decoder drops those beside a damaged frame
+        # (how many depends on thread timing), a demuxer resyncs past a damaged cluster (the container's own
+        # count then misses them too). Containers hold one packet per frame, and a constant-rate time line shows
+        # its holes; whatever neither count covers yet is counted here. Only after damage: without it, fewer
+        # frames than packets (packed B-frames) or a time line with holes (variable-rate recordings) are normal.
+        step = 1 / (v.rate * v.time_base)
+        for expected, where in (
+            (self.stats.packets, "packets read"),
+            (self._timeline.spanned(step), "the time line"),
+        ):
+            dropped = (expected or 0) - self.stats.frames - self.stats.corrupt_skipped
+            if dropped > 0:
+                self.stats.corrupt_skipped += dropped
+                what = f"{dropped} more frames lost after damage (counted from {where})"
+                self.stats.warnings.append(what)
+                log.warning("decode: %s", what)
 
     # -- consumer side --
     def __iter__(self) -> Iterator[FrameBatch | PlanarBatch]:

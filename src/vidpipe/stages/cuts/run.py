@@ -11,7 +11,7 @@ from typing import Any, Protocol
 import torch
 
 from ...media.probe import probe
-from ...media.reader import ReaderOptions, VideoReader
+from ...media.reader import OnCorrupt, ReaderOptions, VideoReader
 from ...media.yuv import PlanarBatch
 from ..base import StreamSpec
 from .events import Event
@@ -35,6 +35,8 @@ class CutRun:
     width: int
     height: int
     wall_s: float
+    #: frames the reader dropped as damaged or missing (`on_corrupt="skip"`); frame numbers count the rest
+    skipped: int = 0
 
     @property
     def fps(self) -> float:
@@ -47,10 +49,16 @@ BATCH = 8
 
 
 def run_detector(
-    path: Path, stage: EventStage, *, device: torch.device | None = None, batch_size: int = BATCH
+    path: Path,
+    stage: EventStage,
+    *,
+    device: torch.device | None = None,
+    batch_size: int = BATCH,
+    on_corrupt: OnCorrupt = "fail",
 ) -> CutRun:
     """Stream `path` through `stage` and return its events. A stage with `planar_input` gets the decoder's 4:2:0
-    planes on the CPU (where the source has them): the RGB conversion of every frame is skipped."""
+    planes on the CPU (where the source has them): the RGB conversion of every frame is skipped. `on_corrupt` is
+    the reader's: damaged or missing frames stop the run, or are dropped and counted in `CutRun.skipped`."""
     info = probe(path)
     v = info.video
     w, h = v.display_size
@@ -59,7 +67,8 @@ def run_detector(
     planar = dev.type == "cpu" and getattr(stage, "planar_input", False)
     t0 = time.perf_counter()
     n = 0
-    with VideoReader(info, ReaderOptions(batch_size=batch_size, keep_alpha=False, planar=planar)) as reader:
+    opts = ReaderOptions(batch_size=batch_size, keep_alpha=False, planar=planar, on_corrupt=on_corrupt)
+    with VideoReader(info, opts) as reader:
         for batch in reader:
             n += len(batch)
             if isinstance(batch, PlanarBatch):
@@ -68,4 +77,6 @@ def run_detector(
             else:
                 stage.process(batch if dev.type == "cpu" else batch.with_data(batch.data.to(dev, non_blocking=True)))
     stage.flush()
-    return CutRun(events=stage.events, frames=n, rate=v.rate, width=w, height=h, wall_s=time.perf_counter() - t0)
+    wall_s = time.perf_counter() - t0
+    skipped = reader.stats.corrupt_skipped
+    return CutRun(events=stage.events, frames=n, rate=v.rate, width=w, height=h, wall_s=wall_s, skipped=skipped)
