@@ -24,7 +24,7 @@ V4_LAYOUTS: dict[str, tuple[tuple[int, ...], tuple[int, int] | None, int]] = {
     "v4.22": ((256, 192, 96, 48), (32, 8), 13),
     "v4.25": ((192, 128, 96, 64, 32), (16, 4), 13),
 }
-MODES = ("eager", "compile", "compile-graphs")
+MODES = ("eager", "compile", "compile-graphs", "reduce-overhead")
 
 
 @dataclass(frozen=True, slots=True)

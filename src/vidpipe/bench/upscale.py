@@ -2,7 +2,8 @@
 
 Model-only: one input size, fp16/bf16 channels-last on the device, steady state timed with CUDA events after a
 warm-up (compile time reported separately), for several execution modes:
-  eager · eager + cudnn.benchmark · torch.compile (max-autotune, no CUDA graphs) · torch.compile with CUDA graphs.
+  eager · eager + cudnn.benchmark · torch.compile (max-autotune, no CUDA graphs) · torch.compile with CUDA graphs ·
+  fused (our Triton kernels, `vidpipe.models.fused`: convolution, activation, residuals and shuffle in one pass).
 End-to-end: `vidpipe run` on a generated clip through the upscale stage into the chosen encoder.
 """
 
@@ -15,11 +16,12 @@ from pathlib import Path
 
 import torch
 
+from ..models.fused import fuse
 from ..models.loading import load_model_info
 from ..stages.base import DTYPES
 from .timing import check_gpu_modes, compiled, release, steady_rate
 
-MODES = ("eager", "cudnn", "compile", "compile-graphs")
+MODES = ("eager", "cudnn", "compile", "compile-graphs", "fused")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,7 +60,7 @@ def model_only(
         net = loaded.module.to(memory_format=torch.channels_last)
         w, h = size
         x = torch.rand(batch, 3, h, w, device=device, dtype=DTYPES[dtype]).contiguous(memory_format=torch.channels_last)
-        fn = compiled(net, mode)
+        fn = fuse(net, DTYPES[dtype]) if mode == "fused" else compiled(net, mode)
         with torch.inference_mode():
             rate, warm = steady_rate(lambda fn=fn, x=x: fn(x), device, seconds=seconds)  # type: ignore[misc]
         results.append(ModelResult(Path(model).stem, size, dtype, mode, batch, rate * batch, warm))
@@ -79,6 +81,7 @@ def end_to_end(
     speed: str = "veryfast",
     outscale: float | None = None,
     compile: bool = False,
+    kernels: str = "torch",
 ) -> tuple[float, dict]:
     from ..media.encoders import EncoderOptions
     from ..media.synth import ClipSpec, cached_clip
@@ -92,7 +95,6 @@ def end_to_end(
     opts = RunOptions(
         device=str(device), progress="none", writer=WriterOptions(encoder=EncoderOptions(encoder=encoder, speed=speed))
     )  # type: ignore[arg-type]
-    res = run(
-        src, work_dir / f"sr-out-{Path(model).stem}.mkv", [Upscale(model, outscale=outscale, compile=compile)], opts
-    )
+    stage = Upscale(model, outscale=outscale, compile=compile, kernels=kernels)
+    res = run(src, work_dir / f"sr-out-{Path(model).stem}.mkv", [stage], opts)
     return res.fps, res.manifest

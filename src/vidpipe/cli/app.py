@@ -72,6 +72,7 @@ def run_cmd(
     tile: Annotated[str, typer.Option(help="auto | 0 (whole frames) | N px tiles")] = "auto",
     dtype: Annotated[str, typer.Option(help="auto | fp16 | bf16 | fp32 (auto: fp16 on CUDA, fp32 on CPU)")] = "auto",
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile model stages (GPU; warm-up first)")] = False,
+    kernels: Annotated[str, typer.Option(help="upscale: torch | fused (ours, Triton; CUDA fp16/bf16)")] = "torch",
     interpolate: Annotated[str | None, typer.Option(help="RIFE model: rife-hdv3 | rife-4.6 | … | weights file")] = None,
     fps: Annotated[str | None, typer.Option(help="target frame rate for --interpolate, e.g. 60 or 60000/1001")] = None,
     multi: Annotated[int | None, typer.Option(min=2, help="frame-rate multiplier for --interpolate")] = None,
@@ -244,11 +245,12 @@ def bench_upscale_cmd(
     model: Annotated[list[str], typer.Option(help="model name or weights path (repeatable)")],
     size: Annotated[list[str], typer.Option(help="input WxH, one per --model")],
     dtype: Annotated[str, typer.Option(help="fp16 | bf16 | fp32")] = "fp16",
-    mode: Annotated[list[str] | None, typer.Option(help="eager | cudnn | compile | compile-graphs")] = None,
+    mode: Annotated[list[str] | None, typer.Option(help="eager | cudnn | compile | compile-graphs | fused")] = None,
     batch: Annotated[int, typer.Option(min=1)] = 1,
     e2e_frames: Annotated[int, typer.Option(help="frames for the end-to-end run (0 skips it)")] = 0,
     outscale: Annotated[float | None, typer.Option(help="outscale for the end-to-end run")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile in the end-to-end run")] = False,
+    kernels: Annotated[str, typer.Option(help="torch | fused, in the end-to-end run")] = "torch",
     device: Annotated[str, typer.Option()] = "cuda",
     work_dir: Annotated[Path, typer.Option()] = Path(".cache/bench"),
 ) -> None:
@@ -268,8 +270,9 @@ def bench_upscale_cmd(
             typer.echo(r.row())
         if e2e_frames:
             fps, manifest = end_to_end(
-                m, (w, h), device=dev, frames=e2e_frames, work_dir=work_dir, outscale=outscale, compile=compile
-            )
+                m, (w, h), device=dev, frames=e2e_frames, work_dir=work_dir, outscale=outscale, compile=compile,
+                kernels=kernels,
+            )  # fmt: skip
             typer.echo(
                 f"end-to-end {Path(m).stem} {sz} → {manifest['output']['video']}: {fps:.1f} fps "
                 f"(encoder {manifest['encoder']['codec']}, decoder {manifest['decoder']})"
@@ -281,7 +284,7 @@ def bench_interpolate_cmd(
     model: Annotated[list[str], typer.Option(help="rife-hdv3 | v4.6 | v4.22 | v4.25 (4.x: random weights)")],
     size: Annotated[str, typer.Option(help="frame WxH")] = "1920x1080",
     dtype: Annotated[str, typer.Option(help="fp16 | bf16 | fp32")] = "fp16",
-    mode: Annotated[list[str] | None, typer.Option(help="eager | compile | compile-graphs")] = None,
+    mode: Annotated[list[str] | None, typer.Option(help="eager | compile | compile-graphs | reduce-overhead")] = None,
     batch: Annotated[list[int] | None, typer.Option(help="pairs per call (repeatable)")] = None,
     device: Annotated[str, typer.Option()] = "cuda",
 ) -> None:
@@ -312,6 +315,7 @@ def bench_pipeline_cmd(
     interpolate: Annotated[str | None, typer.Option(help="RIFE model")] = None,
     multi: Annotated[int, typer.Option(min=2)] = 2,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the upscale model")] = False,
+    kernels: Annotated[str, typer.Option(help="upscale kernels: torch | fused")] = "torch",
     batch_size: Annotated[int, typer.Option(min=1)] = 8,
     speed: Annotated[str, typer.Option(help="x264 preset")] = "veryfast",
     device: Annotated[str, typer.Option()] = "auto",
@@ -329,7 +333,7 @@ def bench_pipeline_cmd(
     def make() -> list[Stage]:
         st: list[Stage] = []
         if upscale:
-            st.append(Upscale(upscale, outscale=outscale, compile=compile, tile=0))
+            st.append(Upscale(upscale, outscale=outscale, compile=compile, tile=0, kernels=kernels))
         if interpolate:
             st.append(Interpolate(interpolate, multi=multi))
         return st
@@ -338,7 +342,7 @@ def bench_pipeline_cmd(
         src, make, device=dev, work_dir=work_dir, writer=x264(speed), reader=ReaderOptions(batch_size=batch_size)
     )
     what = " + ".join(filter(None, [upscale and f"upscale {upscale}", interpolate and f"RIFE ×{multi} {interpolate}"]))
-    extra = {"x264": speed, "compile": compile, "batch": batch_size, "outscale": outscale}
+    extra = {"x264": speed, "compile": compile, "kernels": kernels, "batch": batch_size, "outscale": outscale}
     lines = report_lines(r, what or "copy", extra)
     typer.echo("\n".join(lines))
     if output is not None:

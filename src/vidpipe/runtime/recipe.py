@@ -66,6 +66,7 @@ class PipelineRecipe:
     tile: str = "auto"
     dtype: str = "auto"
     compile: bool = False
+    kernels: str = "torch"
     interpolate: str | None = None
     fps: str | None = None
     multi: int | None = None
@@ -97,7 +98,12 @@ class PipelineRecipe:
         models: dict[str, Stage] = {}
         if self.upscale is not None:
             models["upscale"] = Upscale(
-                self.upscale, outscale=self.outscale, tile=parse_tile(self.tile), dtype=self.dtype, compile=self.compile
+                self.upscale,
+                outscale=self.outscale,
+                tile=parse_tile(self.tile),
+                dtype=self.dtype,
+                compile=self.compile,
+                kernels=self.kernels,
             )
         if self.interpolate is not None:
             if (self.fps is None) == (self.multi is None):

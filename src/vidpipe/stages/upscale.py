@@ -22,7 +22,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..errors import DeviceOutOfMemoryError, UsageError
+from ..errors import DeviceOutOfMemoryError, ModelError, UsageError
 from ..frames import FrameBatch, from_float, to_float
 from ..models.loading import LoadedModel, load_model_info
 from .base import StreamSpec, check_dtype, resolve_dtype
@@ -37,6 +37,8 @@ DEFAULT_OVERLAP = 16
 AUTO_TILE_BUDGET = 0.5
 #: side of the probe tile used to measure memory per input pixel
 PROBE_TILE = 128
+#: how the model runs: PyTorch's own kernels (optionally `--compile`d), or ours (`models.fused`, Triton)
+KERNELS = ("torch", "fused")
 
 
 def _spans(n: int, tile: int) -> list[tuple[int, int]]:
@@ -72,8 +74,13 @@ class Upscale:
         overlap: int = DEFAULT_OVERLAP,
         dtype: str = "auto",
         compile: bool = False,
+        kernels: str = "torch",
     ) -> None:
         check_dtype(dtype)
+        if kernels not in KERNELS:
+            raise UsageError(f"invalid kernels {kernels!r}; valid: {', '.join(KERNELS)}")
+        if kernels == "fused" and compile:
+            raise UsageError("--compile applies to the torch kernels; --kernels fused is compiled already")
         if tile is not None and tile != 0 and tile < MIN_TILE:
             raise UsageError(f"tile must be 0 (whole frames), auto, or ≥ {MIN_TILE}; got {tile}")
         if overlap < 0:
@@ -91,6 +98,7 @@ class Upscale:
         self.dtype = torch.float32
         self.loaded: LoadedModel | None = None
         self.compile = compile
+        self.kernels = kernels
         self._net: Any = None
         self._loaded_on: tuple[torch.device, torch.dtype] | None = None
         self.out_size = (0, 0)
@@ -106,7 +114,9 @@ class Upscale:
             self.loaded.module.to(memory_format=torch.channels_last)
             self._loaded_on = (device, self.dtype)
             self._net = self.loaded.module
-            if self.compile:
+            if self.kernels == "fused":
+                self._net = self._fused(device)
+            elif self.compile:
                 # fuses the activations and residual adds into the convolutions (2× on an H100,
                 # docs/benchmarks.md); compiled once per piece shape, so whole frames or fixed tiles compile once
                 self._net = torch.compile(self.loaded.module, mode="max-autotune-no-cudagraphs", dynamic=False)
@@ -127,6 +137,20 @@ class Upscale:
             "whole frames" if not self.tile else f"tiles of {self.tile}px (overlap {self.overlap})",
         )
         return spec.but(width=self.out_size[0], height=self.out_size[1], crop_to=crop)
+
+    def _fused(self, device: torch.device) -> Any:
+        """The model through our Triton kernels (`models.fused`): CUDA, fp16/bf16, SRVGGNetCompact or RRDBNet."""
+        from ..models import fused
+
+        assert self.loaded is not None
+        if not fused.available(device) or self.dtype == torch.float32:
+            raise UsageError(
+                f"--kernels fused needs a CUDA device with Triton and fp16/bf16; got {device} in {self.dtype_name}"
+            )
+        try:
+            return fused.fuse(self.loaded.module, self.dtype)
+        except ModelError as e:
+            raise UsageError(f"--kernels fused: {e}") from e
 
     def _auto_tile(self, spec: StreamSpec) -> int:
         """Whole frames when they fit in the VRAM budget, else the largest square tile that does, measured."""
