@@ -35,10 +35,10 @@ from torch import nn
 from .. import assets
 from ..errors import ModelError, RetryableStorageError
 from ..jobs.atomic import write_bytes
-from .archs import rrdb, srvgg
+from .archs import ifnet, rrdb, srvgg
 from .spec import ModelSpec, get_arch, get_spec
 
-PTH_SUFFIXES = (".pth", ".pt")
+PTH_SUFFIXES = (".pth", ".pt", ".pkl")  # .pkl: RIFE ships torch.save state dicts under that name
 SAFETENSORS_SUFFIX = ".safetensors"
 #: safetensors metadata keys written by vidpipe (import and ncnn conversion)
 META_ARCH = "vidpipe.arch"
@@ -46,7 +46,11 @@ META_RESIZE_AFTER = "vidpipe.resize_after"
 META_SOURCE = "vidpipe.source"
 
 #: how an architecture is recognised from its keys when the file does not name it
-_DETECTORS = ((rrdb.ARCH, rrdb.looks_like_rrdb), (srvgg.ARCH, srvgg.looks_like_srvgg))
+_DETECTORS = (
+    (rrdb.ARCH, rrdb.looks_like_rrdb),
+    (srvgg.ARCH, srvgg.looks_like_srvgg),
+    ("ifnet", ifnet.looks_like_ifnet),
+)
 
 
 def models_dir() -> Path:
@@ -130,7 +134,7 @@ def _read(path: Path, expected: str) -> tuple[dict[str, torch.Tensor], dict[str,
     suffix = path.suffix.lower()
     if suffix not in (*PTH_SUFFIXES, SAFETENSORS_SUFFIX):
         raise ModelError(
-            f"unsupported weights format {path.suffix or '(none)'!r} for {path}; valid: .pth, .pt,"
+            f"unsupported weights format {path.suffix or '(none)'!r} for {path}; valid: .pth, .pt, .pkl,"
             " .safetensors (ncnn .param/.bin: use `vidpipe models import-ncnn`)"
         )
     # Hash before deserialising: a file that is not the pinned one is never parsed.

@@ -378,6 +378,16 @@ def _count(sd: Mapping[str, Tensor], pattern: str) -> int:
     return len({m.group(1) for k in sd if (m := rx.match(k))})
 
 
+def looks_like_ifnet(state_dict: Mapping[str, Tensor]) -> bool:
+    """A RIFE IFNet checkpoint (any supported layout), so that a weights file given by path loads without a
+    registry entry: e.g. Practical-RIFE's `train_log/flownet.pkl`."""
+    try:
+        detect_variant(state_dict)
+    except ModelError:
+        return False
+    return True
+
+
 def detect_variant(state_dict: Mapping[str, Tensor]) -> Variant:
     """Which IFNet layout a state dict holds (keys with or without `module.`)."""
     sd = _strip_module(state_dict)
