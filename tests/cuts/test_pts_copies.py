@@ -128,3 +128,16 @@ def test_box_mp4_cli_reports_the_missing_frame_then_skips_it(
     assert f"in {BOX_FRAMES} frames, 1 skipped as damaged or missing" in err
     # single-shot footage (the evaluation's dataset uses it whole as one shot)
     assert [e for e in json.loads(out.read_text()) if e["kind"] in ("hard", "soft")] == []
+
+
+def test_jobs_process_such_a_file_whole(two_shots: Callable[..., Path]) -> None:
+    """Job segments start at seek points, which such a file cannot be read from: the planner runs it whole."""
+    from vidpipe.jobs.runner import whole_file_reason
+    from vidpipe.jobs.segments import scan_frames
+    from vidpipe.stages.resize import Resize
+
+    copies, proper = scan_frames(two_shots(pts_copies=True)), scan_frames(two_shots())
+    assert copies.pts_copies and not proper.pts_copies
+    assert copies.count == proper.count == FRAMES and copies.times == proper.times
+    assert "pts are copies of its dts" in (whole_file_reason(copies, [Resize(96, 64)], "fail") or "")
+    assert whole_file_reason(proper, [Resize(96, 64)], "fail") is None

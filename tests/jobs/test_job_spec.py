@@ -180,3 +180,13 @@ def test_job_run_takes_the_options_of_run_and_they_override_the_spec(tmp_path):
     ctx, values = _job_run_context(["-i", str(tmp_path / "a.mp4"), "--fps", "30", "--interpolate", "rife-hdv3"])
     with pytest.raises(UsageError, match="--input needs -o/--output DIR"):
         resolve_spec(ctx, values)
+
+
+def test_the_cli_starts_without_boto3():
+    """Only jobs touch S3: every other command (and a GPU machine without boto3) starts without importing it."""
+    import subprocess
+    import sys
+
+    code = "import sys, vidpipe.cli.app; assert 'boto3' not in sys.modules and 'botocore' not in sys.modules"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]

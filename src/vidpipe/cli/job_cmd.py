@@ -20,7 +20,6 @@ import click
 import typer
 
 from ..errors import UsageError, VidpipeError
-from ..jobs.runner import run_job
 from ..jobs.secrets import Redactor, install_log_redaction
 from ..jobs.spec import JobSpec, build_spec, env_spec_doc, merge_docs, read_spec_doc
 from ..runtime.recipe import PipelineRecipe, choice
@@ -154,6 +153,9 @@ def make_job_app(run_command: Callable[..., Any], setup_logging: Callable[[bool,
         try:
             progress = choice(values["progress"], ("none", "json", "bar"), "progress mode")
             spec = resolve_spec(ctx, values)
+            # imported here: the runner pulls in boto3, which no other command needs at start-up
+            from ..jobs.runner import run_job
+
             outcome = run_job(spec, progress="none" if values["quiet"] else progress)  # type: ignore[arg-type]
         except VidpipeError as e:
             log.debug("job failed", exc_info=e)  # the traceback, redacted, with -v

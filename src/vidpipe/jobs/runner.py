@@ -33,7 +33,7 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -59,6 +59,7 @@ from .monitor import MonitorConfig, detect_provider, run_monitor, stop_command_f
 from .result import JobResult, OutputRecord
 from .secrets import RedactingFilter, Redactor, install_log_redaction
 from .segments import (
+    FrameIndex,
     GridRule,
     InputState,
     Segment,
@@ -120,6 +121,22 @@ def _stop_at_once() -> Iterator[None]:
 
 
 # -- test hooks --------------------------------------------------------------------------------------------
+
+
+def whole_file_reason(index: FrameIndex, stages: Sequence[Stage], on_corrupt: str) -> str | None:
+    """Why a file must be processed in one segment (None: it can be split at keyframes). Segments start at a
+    seek point, so files whose frames are stamped by their order cannot be split, nor can stages that carry
+    context across frames (interpolation is the exception: its segments end on its output grid)."""
+    temporal = [s.name for s in stages if getattr(s, "context", 0) and not isinstance(s, Interpolate)]
+    if index.container == "avi":
+        return "AVI stores no presentation times"
+    if index.pts_copies:
+        return "its pts are copies of its dts (frames are stamped in order, which a seek loses)"
+    if temporal:
+        return f"stage {temporal[0]} needs context across frames"
+    if on_corrupt == "skip" and any(isinstance(s, Interpolate) for s in stages):
+        return "interpolation counts frames and --on-corrupt skip may drop some"
+    return None
 
 
 class PausePoints:
@@ -578,15 +595,8 @@ class JobRunner:
         index = scan_frames(p.local)
         if seconds is None or index.count < 2:
             return plan_segments(index, None)
-        why = None
         interp = [s for s in p.stages if isinstance(s, Interpolate)]
-        temporal = [s.name for s in p.stages if getattr(s, "context", 0) and not isinstance(s, Interpolate)]
-        if index.container == "avi":
-            why = "AVI stores no presentation times"
-        elif temporal:
-            why = f"stage {temporal[0]} needs context across frames"
-        elif interp and p.options.reader.on_corrupt == "skip":
-            why = "interpolation counts frames and --on-corrupt skip may drop some"
+        why = whole_file_reason(index, p.stages, p.options.reader.on_corrupt)
         if why:
             log.info("%s: processed whole (one segment): %s", p.name, why)
             return plan_segments(index, None)

@@ -45,6 +45,7 @@ import av.error
 from ..errors import OutputError, UsageError
 from ..media.info import MediaInfo
 from ..media.probe import open_input
+from ..media.reader import STAMP_SAMPLE_PACKETS, pts_copy_dts
 from ..media.writer import INTERLEAVE_AHEAD_S, WriterStats, _StreamCopier, partial_path
 from . import atomic
 
@@ -73,6 +74,9 @@ class FrameIndex:
     times: tuple[Fraction, ...]
     keyframes: frozenset[int]
     container: str
+    #: the stream's pts are copies of its dts (`media.reader.pts_copy_dts`): frames are stamped by their order,
+    #: so the file cannot be read from a seek point
+    pts_copies: bool = False
 
     @property
     def count(self) -> int:
@@ -82,11 +86,15 @@ class FrameIndex:
 def scan_frames(path: Path) -> FrameIndex:
     """Demux (no decoding) the first video stream: every packet's pts and keyframe flag."""
     stamps: list[tuple[int, bool]] = []
+    head: list[tuple[int | None, int | None]] = []
     with open_input(path) as c:
         vs = c.streams.video[0]
         tb = vs.time_base
+        reorders = bool(vs.codec_context.has_b_frames)
         try:
             for pkt in c.demux(vs):
+                if len(head) < STAMP_SAMPLE_PACKETS and pkt.size:
+                    head.append((pkt.pts, pkt.dts))
                 # packets the demuxer marks discard (before an edit list's start) are never shown
                 if pkt.pts is not None and not pkt.is_discard:
                     stamps.append((pkt.pts, bool(pkt.is_keyframe)))
@@ -99,6 +107,7 @@ def scan_frames(path: Path) -> FrameIndex:
         times=tuple(p * tb for p, _ in stamps),
         keyframes=frozenset(i for i, (_, key) in enumerate(stamps) if key),
         container=name,
+        pts_copies=name != "avi" and pts_copy_dts(reorders, head),
     )
 
 

@@ -36,10 +36,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-import boto3
-from botocore import exceptions as bex
-from botocore.config import Config
-
 from vidpipe.errors import OutputError, RetryableStorageError, StorageError, UsageError
 from vidpipe.jobs.keys import local_name_for_key, parse_s3_url, validate_key
 from vidpipe.jobs.result import disk_error
@@ -190,6 +186,10 @@ class S3Settings:
 
 
 def make_client(settings: S3Settings) -> Any:
+    # boto3 is imported where a client is made: `vidpipe` commands that never touch S3 start without it
+    import boto3
+    from botocore.config import Config
+
     config = Config(
         signature_version="s3v4",
         region_name=settings.effective_region,
@@ -280,6 +280,8 @@ class S3Storage:
 
     def _classify(self, exc: BaseException, what: str) -> StorageError | None:
         """The StorageError for ``exc``, or None when it is no storage failure (a bug) and must propagate."""
+        from botocore import exceptions as bex
+
         if isinstance(exc, StorageError):
             return exc
         if isinstance(exc, bex.ClientError):
@@ -462,6 +464,8 @@ class S3Storage:
         parts: list[dict[str, Any]],
         counter: _Attempts,
     ) -> dict[str, Any] | None:
+        from botocore import exceptions as bex
+
         seen_retry = False
 
         def complete() -> Any:

@@ -13,7 +13,7 @@ import heapq
 import itertools
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -76,7 +76,17 @@ class ReaderStats:
 _HW_LAYOUTS = ("nv12", "p010le", "p016le")
 #: packets read ahead (compressed, held in memory) to tell a container whose presentation times are copies of its
 #: decode times: a correct mux of a reordering codec offsets pts from dts within its first frames
-_STAMP_SAMPLE_PACKETS = 32
+STAMP_SAMPLE_PACKETS = 32
+
+
+def pts_copy_dts(reorders: bool, head: Sequence[tuple[int | None, int | None]]) -> bool:
+    """Whether a stream's first packets (pts, dts) say its pts are copies of its dts although its codec reorders
+    frames (`has_b_frames`): an MP4 muxed without composition offsets (VLC 2.x's stream output, for one). Its
+    frames' times then come from the packets in order, which a seek loses."""
+    stamped = [(p, d) for p, d in head if p is not None]
+    return reorders and bool(stamped) and all(p == d for p, d in stamped)
+
+
 #: how far (in frame durations) a step between frames may be from a whole number of frames on a constant-rate
 #: time line with holes
 GRID_TOLERANCE = 0.1
@@ -353,13 +363,12 @@ class VideoReader:
         the packets' times in increasing order: the caller pushes each packet's pts as it is demuxed and gives
         each decoded frame the smallest one left (exact for such files, VFR included). A frame the decoder never
         returns leaves its time unused: the count check at the end still reports it. The read-ahead that tells
-        such a container is `_STAMP_SAMPLE_PACKETS` packets, taken only for codecs that reorder."""
+        such a container is `STAMP_SAMPLE_PACKETS` packets, taken only for codecs that reorder."""
         packets = self._packets(c, vs)
         if count_stamps or not vs.codec_context.has_b_frames:
             return packets, None
-        head = list(itertools.islice(packets, _STAMP_SAMPLE_PACKETS))
-        stamped = [p for p in head if p.pts is not None]
-        copies = bool(stamped) and all(p.dts == p.pts for p in stamped)
+        head = list(itertools.islice(packets, STAMP_SAMPLE_PACKETS))
+        copies = pts_copy_dts(True, [(p.pts, p.dts) for p in head])
         if copies:
             log.info("decode: %s: pts are copies of dts (no composition offsets); frames stamped in display "
                      "order with the packets' times", Path(self.info.path).name)  # fmt: skip
