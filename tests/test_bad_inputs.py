@@ -178,3 +178,16 @@ def test_cuda_device_on_a_cpu_machine_is_an_error(make, cli, tmp_path):
 def test_invalid_option_values_list_the_valid_ones(make, cli, tmp_path):
     proc = cli("run", str(make("tiny.mp4", frames=2)), "-o", str(tmp_path / "o.mp4"), "--encoder", "divx")
     assert proc.returncode == 2 and "valid: auto, h264" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [("run", "--bogus", "x.mp4"), ("nosuchcommand",), ("cuts", "x.mp4"), ("run", "a.mp4", "-o", "b.mp4", "--crf")],
+    ids=["unknown-option", "unknown-command", "missing-option", "option-without-value"],
+)
+def test_bad_command_lines_give_one_error_line(cli, argv):
+    """Mistakes typer/click catch themselves (not our validation) still end in one `error:` line and exit 2."""
+    proc = cli(*argv)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert "--help" in lines[0] and "Traceback" not in proc.stderr

@@ -490,8 +490,9 @@ def main(argv: list[str] | None = None) -> None:
         _fail(str(e), e.exit_code)
     except _ABORT:
         _fail("aborted", 130)
-    except _CLICK_ERRORS as e:  # bad option or argument: click's one-line message, the usage exit code
-        e.show()
-        sys.exit(UsageError.exit_code)
+    except _CLICK_ERRORS as e:  # bad option or argument: one line like every other error, the usage exit code
+        ctx = getattr(e, "ctx", None)
+        where = f" (see '{ctx.command_path if ctx is not None else 'vidpipe'} --help')"
+        _fail(f"{e.format_message()}{where}", UsageError.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
