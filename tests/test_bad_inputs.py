@@ -150,6 +150,55 @@ def test_frames_lost_after_damage_are_counted(make, monkeypatch):
     assert any("lost after damage" in w for w in reader.stats.warnings)
 
 
+def _resyncing_mkv(src: Path, path: Path) -> Path:
+    """`src` (an MKV from `make`) with one SimpleBlock's size field overwritten by a huge value: the demuxer logs an
+    error, skips to the next element it recognises and loses a few packets, raising nothing, and the decoder sees
+    no damaged frame either (the frames lost were not referenced). The first block that does this is used."""
+    data = src.read_bytes()
+    # SimpleBlock: ID 0xA3, a 2-byte EBML size (0b01xxxxxx …), track number 0x81
+    blocks = [o for o in range(len(data) - 4) if data[o] == 0xA3 and data[o + 1] >> 6 == 1 and data[o + 3] == 0x81]
+    for o in blocks[len(blocks) // 3 :][:20]:
+        damaged = bytearray(data)
+        damaged[o + 1 : o + 3] = b"\x7f\xf0"
+        path.write_bytes(bytes(damaged))
+        if _silently_short(path):
+            return path
+    raise AssertionError("no block whose damage makes the demuxer skip packets silently")
+
+
+def _silently_short(path: Path) -> bool:
+    """Fewer than 100 packets, yet every frame decodes without an error or a damage flag."""
+    packets, damaged = 0, False
+    with av.open(str(path)) as c:
+        try:
+            for p in c.demux(c.streams.video[0]):
+                packets += bool(p.size)
+                damaged |= any(f.is_corrupt for f in p.decode())
+        except av.error.InvalidDataError:
+            damaged = True
+    return packets < 100 and not damaged
+
+
+def test_frames_a_resyncing_demuxer_skips_are_never_lost_silently(make, cli, tmp_path):
+    """A damaged Matroska block: the demuxer skips packets with only an error in FFmpeg's log. The default run
+    fails with one line; --on-corrupt skip counts every lost frame (frames_in + corrupt_skipped == 100)."""
+    src = _resyncing_mkv(make("gop10.mkv", frames=100, source="mandelbrot", options={"g": "10"}), tmp_path / "r.mkv")
+    proc = cli("run", str(src), "-o", str(tmp_path / "fail.mkv"), "--progress", "none")
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == CorruptInputError.exit_code and "damaged frame" in lines[-1], proc.stderr
+    assert not (tmp_path / "fail.mkv").exists()
+    proc = cli("run", str(src), "-o", str(tmp_path / "skip.mkv"), "--on-corrupt", "skip", "--progress", "none")
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    m = json.loads((tmp_path / "skip.mkv.json").read_text())
+    assert (
+        m["corrupt_skipped"] > 0
+        and m["frames_in"] + m["corrupt_skipped"] == 100 == m["frames_out"] + m["corrupt_skipped"]
+    )
+    assert any("matroska" in w for w in m["warnings"])
+
+
 @pytest.mark.timeout(180)
 def test_megamind_bugy_behaves_as_documented(cli, tmp_path):
     """Megamind_bugy.avi (opencv-doc) is a re-encode with packed B-frames and a wrong rate in its header; FFmpeg

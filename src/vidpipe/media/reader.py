@@ -21,6 +21,7 @@ from typing import Literal
 
 import av
 import av.error
+import av.logging
 import numpy as np
 import torch
 
@@ -157,6 +158,8 @@ class VideoReader:
         self.options = options
         self.stats = ReaderStats()
         self._timeline = _Timeline()
+        #: error-level messages of the demuxer (the first few): damage it skipped without raising
+        self._demux_errors: list[str] = []
         v = info.video
         self.alpha = v.alpha and options.keep_alpha
         self.colour = default_matrix(v.colour, v.height)
@@ -378,12 +381,23 @@ class VideoReader:
         """Demux the video stream; a damaged container tail is corruption, not a crash."""
         it = c.demux(vs)
         while True:
-            try:
-                packet = next(it)
-            except StopIteration:
-                return
-            except av.error.InvalidDataError as e:
-                self._corrupt(f"container damaged after frame {self.stats.frames}: {e.strerror}")
+            # The demuxer's own log, caught on this thread only (decoder threads still log to the run's capture):
+            # a demuxer that resyncs past damaged data says so at error level and nowhere else.
+            with av.logging.Capture(local=True) as logs:
+                try:
+                    packet = next(it)
+                except StopIteration:
+                    packet = None
+                except av.error.InvalidDataError as e:
+                    self._corrupt(f"container damaged after frame {self.stats.frames}: {e.strerror}")
+                    packet = None
+            for level, name, message in logs:
+                text = f"{name}: {message.strip()}"
+                if level <= av.logging.ERROR and len(self._demux_errors) < 3:
+                    self._demux_errors.append(text)
+                if text not in self.stats.warnings:
+                    self.stats.warnings.append(text)
+            if packet is None:
                 return
             yield packet  # the final empty packet flushes the decoder
 
@@ -455,7 +469,7 @@ class VideoReader:
             self.stats.corrupt_skipped += missing
             self.stats.warnings.append(what)
             log.warning("decode: %s", what)
-        if not self.stats.corrupt_skipped or self.options.on_corrupt != "skip":
+        if not self.stats.corrupt_skipped and not self._demux_errors:
             return
         # After damage, frames can be lost without a word: a threaded decoder drops those beside a damaged frame
         # (how many depends on thread timing), a demuxer resyncs past a damaged cluster (the container's own
@@ -468,6 +482,11 @@ class VideoReader:
             (self._timeline.spanned(step), "the time line"),
         ):
             dropped = (expected or 0) - self.stats.frames - self.stats.corrupt_skipped
+            if dropped > 0 and self.options.on_corrupt == "fail":
+                raise CorruptInputError(
+                    f"{self.info.path}: damaged frames: {dropped} lost (counted from {where}) where the demuxer "
+                    f"skipped damaged data ({'; '.join(self._demux_errors)}); use --on-corrupt skip to go on"
+                )
             if dropped > 0:
                 self.stats.corrupt_skipped += dropped
                 what = f"{dropped} more frames lost after damage (counted from {where})"
