@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated, get_args
+from typing import Annotated
 
 import torch
 import typer
 
 from ..errors import UsageError
-from ..media.reader import OnCorrupt
+from ..runtime.recipe import ON_CORRUPT, choice
 
 
 def _device(name: str) -> torch.device:
@@ -49,9 +49,7 @@ def detect_cmd(
     from ..stages.cuts.run import run_detector
     from ..stages.cuts.transnetv2 import TransNetV2Detector
 
-    valid = get_args(OnCorrupt)
-    if on_corrupt not in valid:
-        raise UsageError(f"invalid --on-corrupt value {on_corrupt!r}; valid: {', '.join(valid)}")
+    choice(on_corrupt, ON_CORRUPT, "--on-corrupt value")
     dev = _device(device)
     stage: CutDetector | TransNetV2Detector
     if detector == "transnetv2":

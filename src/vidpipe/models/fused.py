@@ -38,7 +38,7 @@ def available(device: torch.device) -> bool:
         return False
     if device.type == "cuda":
         return True
-    return device.type == "cpu" and os.environ.get("TRITON_INTERPRET") == "1"
+    return device.type == "cpu" and _interpreting()
 
 
 def _interpreting() -> bool:
