@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from ..errors import ModelError
+from . import rowconv
 
 try:  # Triton ships with CUDA builds of torch; CPU builds and CI run without it
     import triton
@@ -136,6 +137,8 @@ class PackedConv:
     block_k: int
     k_pad: int
     n_pad: int
+    #: the weights as `rowconv` reads them, for 64 → 64 layers (None otherwise)
+    weight_rows: torch.Tensor | None = None
 
     @staticmethod
     def of(conv: nn.Conv2d, prelu: nn.PReLU | None = None, *, dtype: torch.dtype) -> PackedConv:
@@ -157,8 +160,10 @@ class PackedConv:
             s = prelu.weight.detach().float()
             slope = torch.zeros(n_pad, dtype=torch.float32, device=w.device)
             slope[:c_out] = s if s.numel() == c_out else s.expand(c_out)
+        weight = packed.reshape(9 * k_pad, n_pad).to(dtype).contiguous()
+        rows = rowconv.weight_rows(weight) if (c_in, c_out) == (rowconv.C, rowconv.C) else None
         return PackedConv(
-            weight=packed.reshape(9 * k_pad, n_pad).to(dtype).contiguous(),
+            weight=weight,
             bias=bias,
             slope=slope,
             c_in=c_in,
@@ -166,6 +171,7 @@ class PackedConv:
             block_k=block_k,
             k_pad=k_pad,
             n_pad=n_pad,
+            weight_rows=rows,
         )
 
 
@@ -217,6 +223,12 @@ def conv3x3(
     for t in (x, out, res1, res2):
         if t is not None and _image_span(t) >= 2**31:
             raise ModelError(f"fused conv: a {tuple(t.shape)} image is too large for 32-bit offsets; tile it")
+    plain = up == 1 and shuffle == 1 and res1 is None and res2 is None and p.weight_rows is not None
+    if plain and rowconv.usable(x, out, p.c_in, p.c_out, act):
+        try:
+            return rowconv.conv3x3_rows(x, p.weight_rows, p.bias, p.slope, out, act=act, slope=slope)
+        except (triton.CompilationError, AttributeError, TypeError) as e:  # a Gluon that no longer builds it
+            rowconv.disable(f"{type(e).__name__}: {str(e)[:300]}")
     dummy = out  # unused pointer arguments still need a tensor
     grid = lambda meta: (triton.cdiv(h * w, meta["BLOCK_M"]), n)  # noqa: E731
     _conv3x3_kernel[grid](

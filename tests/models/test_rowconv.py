@@ -1,0 +1,168 @@
+"""The Hopper row-sweep convolution (`vidpipe.models.rowconv`) against PyTorch's layers.
+
+On a CPU machine the kernel cannot run, but it is compiled for sm_90 with the installed Triton (in a subprocess,
+with a stand-in driver): Gluon's API moves between Triton releases, and this is where a Triton that no longer
+builds it shows up. On an H100 it is checked against `F.conv2d` on awkward shapes (narrower than a strip, fewer
+rows than the ring, several units per CTA so the ring's phases run on across units, channel slices of bigger
+buffers), in fp16 and bf16, for each activation; and the fused SRVGG network is checked to route its 64 → 64
+layers through it."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+needs_gluon = pytest.mark.skipif(
+    importlib.util.find_spec("triton") is None or importlib.util.find_spec("triton.experimental.gluon") is None,
+    reason="Triton with Gluon is not installed",
+)
+
+
+def _hopper() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] == 9
+
+
+_COMPILE = textwrap.dedent(
+    """
+    import torch, triton
+    from triton.backends.compiler import GPUTarget
+    from triton.runtime import driver
+
+    class Sm90:  # the driver's answers compile() needs, for a GPU this machine does not have
+        def get_current_target(self): return GPUTarget("cuda", 90, 32)
+        def get_current_device(self): return 0
+        def get_current_stream(self, device=None): return 0
+        def get_active_torch_device(self): return torch.device("cpu")
+        def is_active(self): return True
+        def map_python_to_cpp_type(self, t): return t
+    driver.set_active(Sm90())
+
+    from vidpipe.models import rowconv as rc
+    from triton.experimental.gluon import language as gl
+    for dtype in (torch.float16, torch.bfloat16):
+        x = torch.empty(1, 64, 40, 130, dtype=dtype).contiguous(memory_format=torch.channels_last)
+        lay = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=4)
+        desc = rc.TensorDescriptor.from_tensor(x.permute(0, 2, 3, 1), [1, 1, rc.BW, rc.C], lay)
+        w = torch.empty(9 * 64, 64, dtype=dtype)
+        b = torch.empty(64)
+        k = rc._rowconv_kernel.warmup(desc, desc, w, b, b, 3, 15, 15, 8, ACT=1, SLOPE=0.2, R=rc.RING,
+                                      num_warps=4, grid=(1,))
+        ptx = k.asm["ptx"]
+        # 9 taps x 4 k-steps of 16 channels, A (weights) from registers: the operand list opens with "{%r"
+        mmas = [ln for ln in ptx.splitlines() if "wgmma.mma_async" in ln]
+        print("mmas", len(mmas), "reg_a", all(ln.split("}, ")[1].startswith("{") for ln in mmas),
+              "shared", k.metadata.shared)
+    """
+)
+
+
+@needs_gluon
+def test_kernel_compiles_for_hopper_with_the_installed_triton():
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    env.pop("TRITON_INTERPRET", None)
+    run = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = [ln for ln in run.stdout.splitlines() if ln.startswith("mmas")]
+    assert len(lines) == 2, run.stdout
+    for ln in lines:
+        _, mmas, _, reg_a, _, shared = ln.split()
+        assert int(mmas) == 36 and reg_a == "True"
+        # two CTAs must fit an H100 SM (228 KB, 1 KB of it reserved per CTA)
+        assert int(shared) <= (228 * 1024) // 2 - 1024, ln
+
+
+def test_usable_refuses_what_the_kernel_cannot_take():
+    from vidpipe.models import rowconv as rc
+
+    half = torch.float16
+    x = torch.empty(1, 64, 8, 8, dtype=half).contiguous(memory_format=torch.channels_last)
+    assert not rc.usable(x, x, 64, 64, "prelu")  # a CPU tensor
+    assert not rc._nhwc_ok(torch.empty(1, 64, 8, 8, dtype=half))  # NCHW: channels are not innermost
+    assert rc._nhwc_ok(x)
+    big = torch.empty(1, 96, 8, 8, dtype=half).contiguous(memory_format=torch.channels_last)
+    assert rc._nhwc_ok(big[:, 32:96])  # a 16-byte aligned channel slice is a valid TMA view
+    assert not rc._nhwc_ok(big[:, 4:68])  # 8-byte aligned base: refused
+
+
+def test_rows_per_unit_gives_every_cta_one_unit():
+    from vidpipe.models.rowconv import BW, rows_per_unit
+
+    for n, h, w in ((1, 1080, 1920), (1, 720, 1280), (1, 540, 960), (8, 1080, 1920), (2, 37, 45)):
+        u = rows_per_unit(n, h, w, 264)
+        units = n * -(-w // BW) * -(-h // u)
+        assert u >= 8 and (units <= 264 or u == 8), (n, h, w, u, units)
+        assert units > 132 or u * 2 > h or u == 8  # no fewer units than half the slots unless rows run out
+
+
+def _reference(x: torch.Tensor, conv: torch.nn.Conv2d, act: str | None, slopes: torch.Tensor) -> torch.Tensor:
+    y = F.conv2d(x.float(), conv.weight.float(), conv.bias.float(), padding=1)
+    if act == "prelu":
+        return F.prelu(y, slopes)
+    return F.leaky_relu(y, 0.2) if act == "leaky" else y
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _hopper(), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize("act", ["prelu", "leaky", None])
+@pytest.mark.parametrize(
+    ("n", "h", "w", "rows"),
+    [(1, 70, 130, None), (2, 37, 45, None), (1, 3, 5, None), (2, 70, 200, 1), (1, 41, 64, 5), (1, 19, 70, 8)],
+)
+def test_rowconv_matches_pytorch(dtype, act, n, h, w, rows):
+    from vidpipe.models import rowconv as rc
+    from vidpipe.models.fused import PackedConv
+
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    conv = torch.nn.Conv2d(64, 64, 3, 1, 1).to(dev)
+    prelu = torch.nn.PReLU(64).to(dev)
+    prelu.weight.data.uniform_(-0.5, 0.5)
+    packed = PackedConv.of(conv, prelu, dtype=dtype)
+    # input and output are channel slices of wider channels-last buffers (as in RRDB's dense blocks)
+    xin = torch.randn(n, 96, h, w, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    x = xin[:, 32:96]
+    big = torch.full((n, 128, h, w), float("nan"), device=dev, dtype=dtype)
+    big = big.contiguous(memory_format=torch.channels_last)
+    out = big[:, 64:]
+    assert rc.usable(x, out, 64, 64, act)
+    with torch.no_grad():
+        rc.conv3x3_rows(x, packed.weight_rows, packed.bias, packed.slope, out, act=act, rows=rows)
+        ref = _reference(x, conv, act, prelu.weight.float())
+    assert not out.isnan().any(), "pixels left unwritten"
+    assert big[:, :64].isnan().all(), "wrote outside its channel slice"
+    tol = 5e-3 if dtype == torch.float16 else 4e-2
+    torch.testing.assert_close(out.float(), ref, atol=tol, rtol=tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _hopper(), reason="needs an sm_90 GPU")
+def test_fused_srvgg_routes_its_64_channel_layers_through_rowconv(monkeypatch):
+    from vidpipe.models import rowconv as rc
+    from vidpipe.models.archs.srvgg import SRVGGNetCompact
+    from vidpipe.models.fused import fuse
+
+    calls = []
+    real = rc.conv3x3_rows
+    monkeypatch.setattr(rc, "conv3x3_rows", lambda *a, **k: calls.append(1) or real(*a, **k))
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_feat=64, num_conv=16, scale=4)
+    for p in net.parameters():
+        p.data.normal_(0, 0.05)
+    net = net.eval().to(dev, torch.float16).to(memory_format=torch.channels_last)
+    x = torch.rand(1, 3, 72, 136, device=dev, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        ref = net(x).float()
+        out = fuse(net, torch.float16)(x).float()
+    assert len(calls) == 16  # the 16 64 → 64 body layers; the first (3 → 64) and last (64 → 48) are not
+    mse = (out - ref).pow(2).mean().item()
+    assert 10 * torch.log10(torch.tensor(1 / max(mse, 1e-12))).item() > 50
