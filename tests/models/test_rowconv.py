@@ -4,8 +4,8 @@ On a CPU machine the kernel cannot run, but it is compiled for sm_90 with the in
 with a stand-in driver): Gluon's API moves between Triton releases, and this is where a Triton that no longer
 builds it shows up. On an H100 it is checked against `F.conv2d` on awkward shapes (narrower than a strip, fewer
 rows than the ring, several units per CTA so the ring's phases run on across units, channel slices of bigger
-buffers), in fp16 and bf16, for each activation; and the fused SRVGG network is checked to route its 64 → 64
-layers through it."""
+buffers), in fp16 and bf16, for each activation; so are the first layer (RGB in) and SRVGG's tail (pixel shuffle
+and upsampled input in the epilogue); and the fused SRVGG network is checked to route all its layers through it."""
 
 from __future__ import annotations
 
@@ -48,18 +48,25 @@ _COMPILE = textwrap.dedent(
     from vidpipe.models import rowconv as rc
     from triton.experimental.gluon import language as gl
     for dtype in (torch.float16, torch.bfloat16):
-        x = torch.empty(1, 64, 40, 130, dtype=dtype).contiguous(memory_format=torch.channels_last)
-        lay = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=4)
-        desc = rc.TensorDescriptor.from_tensor(x.permute(0, 2, 3, 1), [1, 1, rc.BW, rc.C], lay)
-        w = torch.empty(9 * 64, 64, dtype=dtype)
-        b = torch.empty(64)
-        k = rc._rowconv_kernel.warmup(desc, desc, w, b, b, 3, 15, 15, 8, ACT=1, SLOPE=0.2, R=rc.RING,
-                                      num_warps=4, grid=(1,))
-        ptx = k.asm["ptx"]
-        # 9 taps x 4 k-steps of 16 channels, A (weights) from registers: the operand list opens with "{%r"
-        mmas = [ln for ln in ptx.splitlines() if "wgmma.mma_async" in ln]
-        print("mmas", len(mmas), "reg_a", all(ln.split("}, ")[1].startswith("{") for ln in mmas),
-              "shared", k.metadata.shared)
+        for k, shuffle in ((64, 0), (16, 0), (64, 4)):
+            x = torch.empty(1, k, 40, 130, dtype=dtype).contiguous(memory_format=torch.channels_last)
+            lay = gl.NVMMASharedLayout(swizzle_byte_width=min(128, 2 * k), element_bitwidth=16, rank=4)
+            desc = rc.TensorDescriptor.from_tensor(x.permute(0, 2, 3, 1), [1, 1, rc.BW, k], lay)
+            olay = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=4)
+            y = torch.empty(1, 64, 40, 130, dtype=dtype).contiguous(memory_format=torch.channels_last)
+            odesc = rc.TensorDescriptor.from_tensor(y.permute(0, 2, 3, 1), [1, 1, rc.BW, 64], olay)
+            w = torch.empty(9 * 64, k, dtype=dtype)
+            b = torch.empty(64)
+            out = torch.empty(1, 3, 160, 520, dtype=dtype)
+            k_ = rc._rowconv_kernel.warmup(desc, odesc, w, b, b, 3, 15, 15, 8, out, x, 40, 130,
+                                           *out.stride(), *out.stride(), ACT=1 if shuffle == 0 else 0,
+                                           SLOPE=0.2, R=rc.RING, SHUFFLE=shuffle, C_REAL=48, num_warps=4,
+                                           grid=(1,))
+            ptx = k_.asm["ptx"]
+            # 9 taps x k/16 steps, A (weights) from registers: its operand list opens with "{%r"
+            mmas = [ln for ln in ptx.splitlines() if "wgmma.mma_async" in ln]
+            print("mmas", k, shuffle, len(mmas), all(ln.split("}, ")[1].startswith("{") for ln in mmas),
+                  k_.metadata.shared)
     """
 )
 
@@ -71,10 +78,10 @@ def test_kernel_compiles_for_hopper_with_the_installed_triton():
     run = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [ln for ln in run.stdout.splitlines() if ln.startswith("mmas")]
-    assert len(lines) == 2, run.stdout
+    assert len(lines) == 6, run.stdout
     for ln in lines:
-        _, mmas, _, reg_a, _, shared = ln.split()
-        assert int(mmas) == 36 and reg_a == "True"
+        _, k, _shuffle, mmas, reg_a, shared = ln.split()
+        assert int(mmas) == 9 * int(k) // 16 and reg_a == "True", ln
         # two CTAs must fit an H100 SM (228 KB, 1 KB of it reserved per CTA)
         assert int(shared) <= (228 * 1024) // 2 - 1024, ln
 
@@ -135,7 +142,7 @@ def test_rowconv_matches_pytorch(dtype, act, n, h, w, rows):
     out = big[:, 64:]
     assert rc.usable(x, out, 64, 64, act)
     with torch.no_grad():
-        rc.conv3x3_rows(x, packed.weight_rows, packed.bias, packed.slope, out, act=act, rows=rows)
+        rc.conv3x3_rows(x, packed.rows, out, act=act, rows=rows)
         ref = _reference(x, conv, act, prelu.weight.float())
     assert not out.isnan().any(), "pixels left unwritten"
     assert big[:, :64].isnan().all(), "wrote outside its channel slice"
@@ -145,7 +152,41 @@ def test_rowconv_matches_pytorch(dtype, act, n, h, w, rows):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not _hopper(), reason="needs an sm_90 GPU")
-def test_fused_srvgg_routes_its_64_channel_layers_through_rowconv(monkeypatch):
+@pytest.mark.parametrize("scale", [4, 3, 2])
+def test_first_layer_and_shuffle_tail_match_pytorch(monkeypatch, scale):
+    """SRVGG's first layer (RGB → 64, input padded to 16 channels) and its tail (64 → 3·s², pixel shuffle, plus
+    the nearest-upsampled input) through `fused.conv3x3`, which hands both to the row kernel."""
+    from vidpipe.models import rowconv as rc
+    from vidpipe.models.fused import PackedConv, conv3x3
+
+    calls = []
+    real = rc.conv3x3_rows
+    monkeypatch.setattr(rc, "conv3x3_rows", lambda *a, **k: calls.append(k.get("shuffle", 0)) or real(*a, **k))
+    torch.manual_seed(0)
+    dev, half = torch.device("cuda"), torch.float16
+    n, h, w = 2, 37, 75
+    first = torch.nn.Conv2d(3, 64, 3, 1, 1).to(dev)
+    prelu = torch.nn.PReLU(64).to(dev)
+    prelu.weight.data.uniform_(-0.5, 0.5)
+    last = torch.nn.Conv2d(64, 3 * scale * scale, 3, 1, 1).to(dev)
+    img = torch.rand(n, 3, h, w, device=dev, dtype=half).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        feat = torch.empty(n, 64, h, w, device=dev, dtype=half).contiguous(memory_format=torch.channels_last)
+        conv3x3(img, PackedConv.of(first, prelu, dtype=half), feat, act="prelu")
+        ref_feat = F.prelu(F.conv2d(img.float(), first.weight, first.bias, padding=1), prelu.weight)
+        torch.testing.assert_close(feat.float(), ref_feat, atol=5e-3, rtol=5e-3)
+        out = torch.full((n, 3, h * scale, w * scale), float("nan"), device=dev, dtype=half)  # planar
+        conv3x3(feat, PackedConv.of(last, dtype=half), out, shuffle=scale, res1=img)
+        ref = F.pixel_shuffle(F.conv2d(feat.float(), last.weight, last.bias, padding=1), scale)
+        ref = ref + F.interpolate(img.float(), scale_factor=scale, mode="nearest")
+    assert calls == [0, scale], "the row kernel did not take both layers"
+    assert not out.isnan().any()
+    torch.testing.assert_close(out.float(), ref, atol=5e-3, rtol=5e-3)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _hopper(), reason="needs an sm_90 GPU")
+def test_fused_srvgg_routes_every_layer_through_rowconv(monkeypatch):
     from vidpipe.models import rowconv as rc
     from vidpipe.models.archs.srvgg import SRVGGNetCompact
     from vidpipe.models.fused import fuse
@@ -163,6 +204,6 @@ def test_fused_srvgg_routes_its_64_channel_layers_through_rowconv(monkeypatch):
     with torch.inference_mode():
         ref = net(x).float()
         out = fuse(net, torch.float16)(x).float()
-    assert len(calls) == 16  # the 16 64 → 64 body layers; the first (3 → 64) and last (64 → 48) are not
+    assert len(calls) == 18  # all of them: the first (3 → 64), the 16 64 → 64 body layers and the tail
     mse = (out - ref).pow(2).mean().item()
     assert 10 * torch.log10(torch.tensor(1 / max(mse, 1e-12))).item() > 50

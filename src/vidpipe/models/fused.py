@@ -137,8 +137,8 @@ class PackedConv:
     block_k: int
     k_pad: int
     n_pad: int
-    #: the weights as `rowconv` reads them, for 64 → 64 layers (None otherwise)
-    weight_rows: torch.Tensor | None = None
+    #: the layer as `rowconv` (the Hopper kernel) reads it, where that kernel can take it
+    rows: rowconv.RowWeights | None = None
 
     @staticmethod
     def of(conv: nn.Conv2d, prelu: nn.PReLU | None = None, *, dtype: torch.dtype) -> PackedConv:
@@ -161,7 +161,6 @@ class PackedConv:
             slope = torch.zeros(n_pad, dtype=torch.float32, device=w.device)
             slope[:c_out] = s if s.numel() == c_out else s.expand(c_out)
         weight = packed.reshape(9 * k_pad, n_pad).to(dtype).contiguous()
-        rows = rowconv.weight_rows(weight) if (c_in, c_out) == (rowconv.C, rowconv.C) else None
         return PackedConv(
             weight=weight,
             bias=bias,
@@ -171,7 +170,7 @@ class PackedConv:
             block_k=block_k,
             k_pad=k_pad,
             n_pad=n_pad,
-            weight_rows=rows,
+            rows=rowconv.RowWeights.of(weight, bias, slope, c_out, k_pad, n_pad),
         )
 
 
@@ -223,12 +222,12 @@ def conv3x3(
     for t in (x, out, res1, res2):
         if t is not None and _image_span(t) >= 2**31:
             raise ModelError(f"fused conv: a {tuple(t.shape)} image is too large for 32-bit offsets; tile it")
-    plain = up == 1 and shuffle == 1 and res1 is None and res2 is None and p.weight_rows is not None
-    if plain and rowconv.usable(x, out, p.c_in, p.c_out, act):
-        try:
-            return rowconv.conv3x3_rows(x, p.weight_rows, p.bias, p.slope, out, act=act, slope=slope)
-        except (triton.CompilationError, AttributeError, TypeError) as e:  # a Gluon that no longer builds it
-            rowconv.disable(f"{type(e).__name__}: {str(e)[:300]}")
+    try:  # the Hopper kernel, where it covers the layer
+        if rowconv.try_layer(x, p.rows, out, c_in=p.c_in, c_out=p.c_out, act=act, slope=slope, up=up,
+                             shuffle=shuffle, res1=res1, alpha=alpha, res2=res2):  # fmt: skip
+            return out
+    except (triton.CompilationError, AttributeError, TypeError) as e:  # a Gluon that no longer builds it
+        rowconv.disable(f"{type(e).__name__}: {str(e)[:300]}")
     dummy = out  # unused pointer arguments still need a tensor
     grid = lambda meta: (triton.cdiv(h * w, meta["BLOCK_M"]), n)  # noqa: E731
     _conv3x3_kernel[grid](

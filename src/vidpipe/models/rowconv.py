@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 
 import torch
 
@@ -70,25 +71,31 @@ if gluon is not None:
             _tma_load(in_desc, [n, y0 - 1 + r, x0 + dx - 1, 0], bar, bufs.index(slot * 3 + dx), ok)
 
     @gluon.jit
-    def _tap(w_ptr, t: gl.constexpr, CH: gl.constexpr, ld: gl.constexpr, dot_a: gl.constexpr):
+    def _tap(w_ptr, t: gl.constexpr, M: gl.constexpr, K: gl.constexpr, ld: gl.constexpr, dot_a: gl.constexpr):
         """Weight tap t, (out, in) channels, as the MMA's register A operand."""
-        rows = gl.arange(0, CH, layout=gl.SliceLayout(1, ld))
-        cols = gl.arange(0, CH, layout=gl.SliceLayout(0, ld))
-        w = gl.load(w_ptr + gl.expand_dims(t * CH + rows, 1) * CH + gl.expand_dims(cols, 0))
+        rows = gl.arange(0, M, layout=gl.SliceLayout(1, ld))
+        cols = gl.arange(0, K, layout=gl.SliceLayout(0, ld))
+        w = gl.load(w_ptr + gl.expand_dims(t * M + rows, 1) * K + gl.expand_dims(cols, 0))
         return gl.convert_layout(w, dot_a)
 
     @gluon.jit
-    def _b(bufs, slot, dx: gl.constexpr, BWC: gl.constexpr, CH: gl.constexpr):
+    def _b(bufs, slot, dx: gl.constexpr, BWC: gl.constexpr, K: gl.constexpr):
         """Ring box (slot, dx) as the MMA's B operand: (in channels, pixels)."""
-        return bufs.index(slot * 3 + dx).reshape([BWC, CH]).permute((1, 0))
+        return bufs.index(slot * 3 + dx).reshape([BWC, K]).permute((1, 0))
 
     @gluon.jit
     def _rowconv_kernel(
         in_desc, out_desc, w_ptr, bias_ptr, slope_ptr, n_strips, per_img, n_units, U,
-        ACT: gl.constexpr, SLOPE: gl.constexpr, R: gl.constexpr, num_warps: gl.constexpr,
+        out_ptr, res_ptr, H, W, son, soc, soh, sow, srn, src, srh, srw,
+        ACT: gl.constexpr, SLOPE: gl.constexpr, R: gl.constexpr, SHUFFLE: gl.constexpr, C_REAL: gl.constexpr,
+        num_warps: gl.constexpr,
     ):  # fmt: skip
+        """SHUFFLE == 0: `out_desc` (NHWC, 64 channels) gets act(conv + bias) by TMA. SHUFFLE == s ≥ 1: the
+        first C_REAL = 3·s² channels, pixel-shuffled by s, plus `res` (N, 3, H, W) upsampled ×s nearest, are
+        stored to `out_ptr` (N, 3, sH, sW) with any strides: SRVGGNetCompact's tail in one pass."""
         BWC: gl.constexpr = in_desc.block_type.shape[2]
-        CH: gl.constexpr = in_desc.block_type.shape[3]
+        K: gl.constexpr = in_desc.block_type.shape[3]
+        M: gl.constexpr = 64
         mma: gl.constexpr = gl.NVMMADistributedLayout(
             version=[3, 0], warps_per_cta=[num_warps, 1], instr_shape=[16, BWC, 16]
         )
@@ -97,34 +104,43 @@ if gluon is not None:
             size_per_thread=[1, 8], threads_per_warp=[4, 8], warps_per_cta=[num_warps, 1], order=[1, 0]
         )
         vec: gl.constexpr = gl.SliceLayout(1, mma)
+        cols: gl.constexpr = gl.SliceLayout(0, mma)
 
         pid = gl.program_id(0)
         nprog = gl.num_programs(0)
         my_units = (n_units - pid + nprog - 1) // nprog
 
         # ring slot s holds input row boxes 3s..3s+2 (dx = 0, 1, 2)
-        bufs = gl.allocate_shared_memory(in_desc.dtype, [3 * R, 1, 1, BWC, CH], in_desc.layout)
-        out_smem = gl.allocate_shared_memory(out_desc.dtype, [1, 1, BWC, CH], out_desc.layout)
+        bufs = gl.allocate_shared_memory(in_desc.dtype, [3 * R, 1, 1, BWC, K], in_desc.layout)
+        if SHUFFLE == 0:
+            out_smem = gl.allocate_shared_memory(out_desc.dtype, [1, 1, BWC, M], out_desc.layout)
+            out_view = out_smem.reshape([BWC, M]).permute((1, 0))
         ready = gl.allocate_shared_memory(gl.int64, [R, 1], mbarrier.MBarrierLayout())
         for j in gl.static_range(R):
             mbarrier.init(ready.index(j), count=1)
 
-        w0 = _tap(w_ptr, 0, CH, ld, dot_a)
-        w1 = _tap(w_ptr, 1, CH, ld, dot_a)
-        w2 = _tap(w_ptr, 2, CH, ld, dot_a)
-        w3 = _tap(w_ptr, 3, CH, ld, dot_a)
-        w4 = _tap(w_ptr, 4, CH, ld, dot_a)
-        w5 = _tap(w_ptr, 5, CH, ld, dot_a)
-        w6 = _tap(w_ptr, 6, CH, ld, dot_a)
-        w7 = _tap(w_ptr, 7, CH, ld, dot_a)
-        w8 = _tap(w_ptr, 8, CH, ld, dot_a)
-        offs_c = gl.arange(0, CH, layout=vec)
+        w0 = _tap(w_ptr, 0, M, K, ld, dot_a)
+        w1 = _tap(w_ptr, 1, M, K, ld, dot_a)
+        w2 = _tap(w_ptr, 2, M, K, ld, dot_a)
+        w3 = _tap(w_ptr, 3, M, K, ld, dot_a)
+        w4 = _tap(w_ptr, 4, M, K, ld, dot_a)
+        w5 = _tap(w_ptr, 5, M, K, ld, dot_a)
+        w6 = _tap(w_ptr, 6, M, K, ld, dot_a)
+        w7 = _tap(w_ptr, 7, M, K, ld, dot_a)
+        w8 = _tap(w_ptr, 8, M, K, ld, dot_a)
+        offs_c = gl.arange(0, M, layout=vec)
         bias = gl.expand_dims(gl.load(bias_ptr + offs_c), 1)
         slope = gl.expand_dims(gl.load(slope_ptr + offs_c), 1)
-        out_view = out_smem.reshape([BWC, CH]).permute((1, 0))
+        if SHUFFLE > 0:
+            # output channel c = oc·s² + i·s + j lands on plane oc at (s·y + i, s·x + j)
+            c_ok = gl.expand_dims(offs_c < C_REAL, 1)
+            oc = gl.expand_dims(offs_c // (SHUFFLE * SHUFFLE), 1)
+            si = gl.expand_dims((offs_c // SHUFFLE) % SHUFFLE, 1)
+            sj = gl.expand_dims(offs_c % SHUFFLE, 1)
+            offs_x = gl.arange(0, BWC, layout=cols)
 
         rows_in = U + 2
-        acc = gl.zeros([CH, BWC], gl.float32, layout=mma)
+        acc = gl.zeros([M, BWC], gl.float32, layout=mma)
         for k in range(my_units):
             unit = pid + k * nprog
             n = unit // per_img
@@ -141,15 +157,15 @@ if gluon is not None:
                 mbarrier.wait(ready.index(s0), ((base + i) // R) & 1)
                 mbarrier.wait(ready.index(s1), ((base + i + 1) // R) & 1)
                 mbarrier.wait(ready.index(s2), ((base + i + 2) // R) & 1)
-                acc = warpgroup_mma(w0, _b(bufs, s0, 0, BWC, CH), acc, use_acc=False, is_async=True)
-                acc = warpgroup_mma(w1, _b(bufs, s0, 1, BWC, CH), acc, is_async=True)
-                acc = warpgroup_mma(w2, _b(bufs, s0, 2, BWC, CH), acc, is_async=True)
-                acc = warpgroup_mma(w3, _b(bufs, s1, 0, BWC, CH), acc, is_async=True)
-                acc = warpgroup_mma(w4, _b(bufs, s1, 1, BWC, CH), acc, is_async=True)
-                acc = warpgroup_mma(w5, _b(bufs, s1, 2, BWC, CH), acc, is_async=True)
-                acc = warpgroup_mma(w6, _b(bufs, s2, 0, BWC, CH), acc, is_async=True)
-                acc = warpgroup_mma(w7, _b(bufs, s2, 1, BWC, CH), acc, is_async=True)
-                acc = warpgroup_mma(w8, _b(bufs, s2, 2, BWC, CH), acc, is_async=True)
+                acc = warpgroup_mma(w0, _b(bufs, s0, 0, BWC, K), acc, use_acc=False, is_async=True)
+                acc = warpgroup_mma(w1, _b(bufs, s0, 1, BWC, K), acc, is_async=True)
+                acc = warpgroup_mma(w2, _b(bufs, s0, 2, BWC, K), acc, is_async=True)
+                acc = warpgroup_mma(w3, _b(bufs, s1, 0, BWC, K), acc, is_async=True)
+                acc = warpgroup_mma(w4, _b(bufs, s1, 1, BWC, K), acc, is_async=True)
+                acc = warpgroup_mma(w5, _b(bufs, s1, 2, BWC, K), acc, is_async=True)
+                acc = warpgroup_mma(w6, _b(bufs, s2, 0, BWC, K), acc, is_async=True)
+                acc = warpgroup_mma(w7, _b(bufs, s2, 1, BWC, K), acc, is_async=True)
+                acc = warpgroup_mma(w8, _b(bufs, s2, 2, BWC, K), acc, is_async=True)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 # input row i is no longer needed: its slot takes row i + R
                 _load_row(i + R, rows_in, base, n, y0, x0, in_desc, bufs, ready, R)
@@ -158,32 +174,45 @@ if gluon is not None:
                     v = gl.where(v >= 0, v, v * slope)
                 elif ACT == 2:
                     v = gl.where(v >= 0, v, v * SLOPE)
-                tma.store_wait(pendings=0)  # the previous row's store has left out_smem
-                out_view.store(v.to(out_desc.dtype))
-                fence_async_shared()
-                # rows past the image bottom (a unit's tail) are clipped by the TMA unit
-                _tma_store(out_desc, [n, y0 + i, x0, 0], out_smem)
-        tma.store_wait(pendings=0)
+                if SHUFFLE == 0:
+                    tma.store_wait(pendings=0)  # the previous row's store has left out_smem
+                    out_view.store(v.to(out_desc.dtype))
+                    fence_async_shared()
+                    # rows past the image bottom (a unit's tail) are clipped by the TMA unit
+                    _tma_store(out_desc, [n, y0 + i, x0, 0], out_smem)
+                else:
+                    y = y0 + i
+                    px = gl.expand_dims(x0 + offs_x, 0)
+                    ok = c_ok & (px < W) & (y < H)
+                    n64 = n.to(gl.int64)
+                    res = gl.load(res_ptr + n64 * srn + oc * src + y * srh + px * srw, mask=ok, other=0.0)
+                    v = v + res.to(gl.float32)
+                    dst = out_ptr + n64 * son + oc * soc + (y * SHUFFLE + si) * soh + (px * SHUFFLE + sj) * sow
+                    gl.store(dst, v.to(out_ptr.dtype.element_ty), mask=ok)
+        if SHUFFLE == 0:
+            tma.store_wait(pendings=0)
         for j in gl.static_range(R):
             mbarrier.invalidate(ready.index(j))
 
 
-def _nhwc_ok(t: torch.Tensor) -> bool:
+def _nhwc_ok(t: torch.Tensor, channels: int = C) -> bool:
     """What a TMA descriptor takes: channels innermost and dense, 16-byte aligned base and strides."""
-    if t.stride(1) != 1 or t.shape[1] != C or t.data_ptr() % 16:
+    if t.dim() != 4 or t.stride(1) != 1 or t.shape[1] != channels or t.data_ptr() % 16:
         return False
     return all(t.stride(d) * t.element_size() % 16 == 0 for d in (0, 2, 3))
 
 
+def _on_hopper(x: torch.Tensor) -> bool:
+    if gluon is None or _disabled_reason is not None or not x.is_cuda:
+        return False
+    return x.dtype in (torch.float16, torch.bfloat16) and torch.cuda.get_device_capability(x.device)[0] == 9
+
+
 def usable(x: torch.Tensor, out: torch.Tensor, c_in: int, c_out: int, act: str | None) -> bool:
-    """Whether `conv3x3_rows` takes this layer: Hopper, fp16/bf16, 64 → 64, NHWC-dense input and output."""
-    if gluon is None or _disabled_reason is not None or not x.is_cuda or c_in != C or c_out != C:
+    """Whether `conv3x3_rows` takes this plain layer: Hopper, fp16/bf16, 64 → 64, NHWC-dense input and output."""
+    if not _on_hopper(x) or c_in != C or c_out != C or act not in ACTS or out.dtype != x.dtype:
         return False
-    if act not in ACTS or x.dtype not in (torch.float16, torch.bfloat16) or out.dtype != x.dtype:
-        return False
-    if torch.cuda.get_device_capability(x.device)[0] != 9:
-        return False
-    return x.dim() == out.dim() == 4 and _nhwc_ok(x) and _nhwc_ok(out)
+    return _nhwc_ok(x) and _nhwc_ok(out)
 
 
 def rows_per_unit(n: int, h: int, w: int, slots: int) -> int:
@@ -195,39 +224,121 @@ def rows_per_unit(n: int, h: int, w: int, slots: int) -> int:
     return max(8, -(-h // chunks))
 
 
-def weight_rows(weight: torch.Tensor) -> torch.Tensor:
-    """`PackedConv.weight` (9·64 tap-major rows of (in, out)) as the kernel reads it: 9·64 rows of (out, in)."""
-    return weight.reshape(9, C, C).transpose(1, 2).reshape(9 * C, C).contiguous()
+@dataclass(frozen=True, slots=True)
+class RowWeights:
+    """One layer's parameters as the kernel reads them, outputs zero-padded to 64: `weight` 9·64 tap-major rows
+    of (out, in), `bias` and PReLU `slope` (fp32, 64 each)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    slope: torch.Tensor | None
+
+    @staticmethod
+    def of(
+        weight: torch.Tensor, bias: torch.Tensor, slope: torch.Tensor | None, c_out: int, k_pad: int, n_pad: int
+    ) -> RowWeights | None:
+        """From `PackedConv`'s (9 tap-major blocks of (k_pad in, n_pad out)); None where the kernel takes no
+        such layer: it needs inputs padded to 16, 32 or 64 and 64 outputs, or 3·s² for SRVGG's tail."""
+        if k_pad not in (16, 32, C) or c_out not in (C, 12, 27, 48):
+            return None
+        w = torch.zeros(9, C, k_pad, dtype=weight.dtype, device=weight.device)
+        w[:, :n_pad] = weight.reshape(9, k_pad, n_pad).transpose(1, 2)
+
+        def pad(v: torch.Tensor) -> torch.Tensor:
+            full = torch.zeros(C, dtype=torch.float32, device=v.device)
+            full[: v.numel()] = v
+            return full
+
+        return RowWeights(w.reshape(9 * C, k_pad).contiguous(), pad(bias), None if slope is None else pad(slope))
+
+
+def _padded(x: torch.Tensor, k: int) -> torch.Tensor:
+    """`x` with its channels zero-padded to k in NHWC-dense memory (a TMA box row needs ≥ 16 bytes: an RGB
+    pixel has 6); one pass over the small input, paid once per frame by the network's first layer."""
+    n, c, h, w = x.shape
+    buf = torch.empty(n, h, w, k, dtype=x.dtype, device=x.device)
+    buf[..., c:].zero_()
+    buf[..., :c].copy_(x.permute(0, 2, 3, 1))
+    return buf.permute(0, 3, 1, 2)
 
 
 def conv3x3_rows(
     x: torch.Tensor,
-    w_rows: torch.Tensor,
-    bias: torch.Tensor,
-    slope_vec: torch.Tensor | None,
+    rw: RowWeights,
     out: torch.Tensor,
     *,
     act: str | None,
     slope: float = 0.2,
     rows: int | None = None,
+    shuffle: int = 0,
+    res: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`out = act(conv3x3(x) + bias)` for NCHW views with NHWC-dense memory (check `usable` first).
-    `w_rows`: `weight_rows(...)`; `slope_vec`: per-channel PReLU slopes (fp32), `slope`: the LeakyReLU one."""
-    n, _c, h, w = x.shape
-    layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=8 * x.element_size(), rank=4)
-    in_desc = TensorDescriptor.from_tensor(x.permute(0, 2, 3, 1), [1, 1, BW, C], layout)
-    out_desc = TensorDescriptor.from_tensor(out.permute(0, 2, 3, 1), [1, 1, BW, C], layout)
+    """`out = act(conv3x3(x) + bias)` for NCHW views with NHWC-dense memory and 16, 32 or 64 input channels;
+    `out` has 64 channels. With `shuffle` = s ≥ 1 (SRVGG's tail): `out` (N, 3, sH, sW), any strides, gets the
+    first 3·s² output channels pixel-shuffled plus `res` (N, 3, H, W) upsampled nearest. Check `usable` or go
+    through `try_layer`. `slope` is LeakyReLU's (PReLU's come in `rw`)."""
+    n, k, h, w = x.shape
+    bits = 8 * x.element_size()
+    in_lay = gl.NVMMASharedLayout(swizzle_byte_width=min(128, k * x.element_size()), element_bitwidth=bits, rank=4)
+    in_desc = TensorDescriptor.from_tensor(x.permute(0, 2, 3, 1), [1, 1, BW, k], in_lay)
+    if shuffle == 0:
+        out_lay = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=bits, rank=4)
+        out_desc = TensorDescriptor.from_tensor(out.permute(0, 2, 3, 1), [1, 1, BW, C], out_lay)
+        ostrides, rstrides, res_t, c_real = (0, 0, 0, 0), (0, 0, 0, 0), out, C
+    else:
+        if res is None:
+            raise ValueError("the shuffle epilogue adds the upsampled input: res is required")
+        out_desc = in_desc  # unused by this epilogue
+        ostrides, rstrides, res_t, c_real = out.stride(), res.stride(), res, 3 * shuffle * shuffle
     slots = CTAS_PER_SM * torch.cuda.get_device_properties(x.device).multi_processor_count
     u = rows if rows is not None else rows_per_unit(n, h, w, slots)
     strips = triton.cdiv(w, BW)
     per_img = triton.cdiv(h, u) * strips
     units = n * per_img
     _rowconv_kernel[(min(slots, units),)](
-        in_desc, out_desc, w_rows, bias, slope_vec if slope_vec is not None else bias,
+        in_desc, out_desc, rw.weight, rw.bias, rw.slope if rw.slope is not None else rw.bias,
         strips, per_img, units, u,
-        ACT=ACTS[act], SLOPE=float(slope), R=RING, num_warps=4,
+        out, res_t, h, w, *ostrides, *rstrides,
+        ACT=ACTS[act], SLOPE=float(slope), R=RING, SHUFFLE=shuffle, C_REAL=c_real, num_warps=4,
     )  # fmt: skip
     return out
+
+
+def try_layer(
+    x: torch.Tensor,
+    rw: RowWeights | None,
+    out: torch.Tensor,
+    *,
+    c_in: int,
+    c_out: int,
+    act: str | None,
+    slope: float,
+    up: int,
+    shuffle: int,
+    res1: torch.Tensor | None,
+    alpha: float,
+    res2: torch.Tensor | None,
+) -> bool:
+    """Run a `fused.conv3x3` layer here if this kernel covers it, and say whether it did: plain 64 → 64 layers,
+    a first layer from 3 (or up to 64) channels to 64, and SRVGG's tail (64 → 3·s², pixel shuffle s, plus the
+    upsampled input). Anything else (nearest-upsampled input, scaled residuals, channel slices the TMA cannot
+    address) stays with the Triton kernel."""
+    if rw is None or up != 1 or res2 is not None or act not in ACTS or not _on_hopper(x) or out.dtype != x.dtype:
+        return False
+    if act == "prelu" and rw.slope is None:
+        return False
+    k = rw.weight.shape[1]
+    tail = shuffle > 1 and c_in == C and c_out == 3 * shuffle * shuffle and act is None and alpha == 1.0
+    if tail:
+        if res1 is None or tuple(res1.shape) != (x.shape[0], 3, x.shape[2], x.shape[3]) or res1.dtype != x.dtype:
+            return False
+    elif shuffle != 1 or res1 is not None or c_out != C or not _nhwc_ok(out):
+        return False
+    if c_in == k and not _nhwc_ok(x, k):
+        return False
+    xin = x if c_in == k else _padded(x, k)  # an RGB input: the network's first layer
+    conv3x3_rows(xin, rw, out, act=act, slope=slope, shuffle=shuffle if tail else 0, res=res1 if tail else None)
+    return True
 
 
 def disable(reason: str) -> None:
