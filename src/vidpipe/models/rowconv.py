@@ -104,7 +104,6 @@ if gluon is not None:
             size_per_thread=[1, 8], threads_per_warp=[4, 8], warps_per_cta=[num_warps, 1], order=[1, 0]
         )
         vec: gl.constexpr = gl.SliceLayout(1, mma)
-        cols: gl.constexpr = gl.SliceLayout(0, mma)
 
         pid = gl.program_id(0)
         nprog = gl.num_programs(0)
@@ -132,12 +131,19 @@ if gluon is not None:
         bias = gl.expand_dims(gl.load(bias_ptr + offs_c), 1)
         slope = gl.expand_dims(gl.load(slope_ptr + offs_c), 1)
         if SHUFFLE > 0:
-            # output channel c = oc·s² + i·s + j lands on plane oc at (s·y + i, s·x + j)
-            c_ok = gl.expand_dims(offs_c < C_REAL, 1)
-            oc = gl.expand_dims(offs_c // (SHUFFLE * SHUFFLE), 1)
-            si = gl.expand_dims((offs_c // SHUFFLE) % SHUFFLE, 1)
-            sj = gl.expand_dims(offs_c % SHUFFLE, 1)
-            offs_x = gl.arange(0, BWC, layout=cols)
+            # output channel c = oc·s² + i·s + j lands on plane oc at (s·y + i, s·x + j). The store layout gives
+            # each thread the s channels j of one pixel and a warp 32 neighbouring pixels: one contiguous run of
+            # an output row (the MMA layout would scatter 2-byte stores)
+            SPT: gl.constexpr = SHUFFLE if SHUFFLE == 2 or SHUFFLE == 4 else 1
+            st: gl.constexpr = gl.BlockedLayout(
+                size_per_thread=[SPT, 1], threads_per_warp=[1, 32], warps_per_cta=[num_warps, 1], order=[0, 1]
+            )
+            offs_s = gl.arange(0, M, layout=gl.SliceLayout(1, st))
+            c_ok = gl.expand_dims(offs_s < C_REAL, 1)
+            oc = gl.expand_dims(offs_s // (SHUFFLE * SHUFFLE), 1)
+            si = gl.expand_dims((offs_s // SHUFFLE) % SHUFFLE, 1)
+            sj = gl.expand_dims(offs_s % SHUFFLE, 1)
+            offs_x = gl.arange(0, BWC, layout=gl.SliceLayout(0, st))
 
         rows_in = U + 2
         acc = gl.zeros([M, BWC], gl.float32, layout=mma)
@@ -186,7 +192,8 @@ if gluon is not None:
                     ok = c_ok & (px < W) & (y < H)
                     n64 = n.to(gl.int64)
                     res = gl.load(res_ptr + n64 * srn + oc * src + y * srh + px * srw, mask=ok, other=0.0)
-                    v = v + res.to(gl.float32)
+                    # rounded to the output type before the shuffle (half the scratch: two CTAs still fit an SM)
+                    v = gl.convert_layout(v.to(out_ptr.dtype.element_ty), st).to(gl.float32) + res.to(gl.float32)
                     dst = out_ptr + n64 * son + oc * soc + (y * SHUFFLE + si) * soh + (px * SHUFFLE + sj) * sow
                     gl.store(dst, v.to(out_ptr.dtype.element_ty), mask=ok)
         if SHUFFLE == 0:
@@ -255,11 +262,7 @@ class RowWeights:
 def _padded(x: torch.Tensor, k: int) -> torch.Tensor:
     """`x` with its channels zero-padded to k in NHWC-dense memory (a TMA box row needs ≥ 16 bytes: an RGB
     pixel has 6); one pass over the small input, paid once per frame by the network's first layer."""
-    n, c, h, w = x.shape
-    buf = torch.empty(n, h, w, k, dtype=x.dtype, device=x.device)
-    buf[..., c:].zero_()
-    buf[..., :c].copy_(x.permute(0, 2, 3, 1))
-    return buf.permute(0, 3, 1, 2)
+    return torch.nn.functional.pad(x.permute(0, 2, 3, 1), (0, k - x.shape[1])).permute(0, 3, 1, 2)
 
 
 def conv3x3_rows(
