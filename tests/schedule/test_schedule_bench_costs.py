@@ -79,3 +79,6 @@ def test_doctor_reports_batch_and_tile_on_the_cpu(sr: Path, cli) -> None:
     line = next(ln for ln in proc.stdout.splitlines() if ln.strip().startswith("upscale"))
     assert "at 64x48 (fp32): batch 8, whole frames" in line
     assert "the CPU is not probed" in proc.stdout and "budget" in proc.stdout
+    # which convolution kernels --kernels fused would use here, and why not the Hopper one
+    assert "--kernels fused (upscale): Triton kernels unavailable" in proc.stdout
+    assert "Hopper row kernel off (not a CUDA device)" in proc.stdout or "off (no Triton" in proc.stdout

@@ -344,6 +344,20 @@ def try_layer(
     return True
 
 
+def status(device: torch.device) -> str:
+    """Whether this kernel serves `device`, and if not why: for `vidpipe doctor`."""
+    if gluon is None:
+        return "off (no Triton with Gluon installed)"
+    if _disabled_reason is not None:
+        return f"off ({_disabled_reason})"
+    if device.type != "cuda":
+        return "off (not a CUDA device)"
+    major, minor = torch.cuda.get_device_capability(device)
+    if major != 9:
+        return f"off (sm_{major}{minor}; it needs Hopper, sm_90)"
+    return f"on (Triton {triton.__version__}, sm_90)"
+
+
 def disable(reason: str) -> None:
     """Stop using the kernel for the rest of the process (a Triton whose Gluon no longer builds it)."""
     global _disabled_reason

@@ -58,7 +58,9 @@ def report(device: str = "auto") -> Iterator[str]:
     else:
         yield "GPU: none visible to torch"
     try:
-        yield f"device {device!r} resolves to: {describe(resolve_device(device))}"
+        dev = resolve_device(device)
+        yield f"device {device!r} resolves to: {describe(dev)}"
+        yield "--kernels fused (upscale): " + _fused_status(dev)
     except VidpipeError as e:
         yield f"device {device!r}: {e}"
     hw_dec = [n for n in _CUVID if decoder_opens(n)]
@@ -72,6 +74,13 @@ def report(device: str = "auto") -> Iterator[str]:
         )
         cpu.append(f"{preset}={codec}{'' if ok else ' (MISSING)'}")
     yield "CPU encoders: " + ", ".join(cpu)
+
+
+def _fused_status(dev: torch.device) -> str:
+    from ..models import fused, rowconv
+
+    triton = "Triton kernels " + ("available" if fused.available(dev) else "unavailable (needs CUDA and Triton)")
+    return f"{triton}; Hopper row kernel {rowconv.status(dev)}"
 
 
 def _stage(kind: str, model: str) -> Stage:
