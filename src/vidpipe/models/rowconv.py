@@ -1,5 +1,7 @@
-"""A Hopper-only 3×3 convolution, 64 → 64 channels, in Gluon (Triton's explicit-layout dialect): the layer that
-makes up 16 of SRVGGNetCompact's 18 convolutions and RRDBNet's 4K-resolution HR convolution.
+"""A Hopper-only 3×3 convolution into 64 channels, in Gluon (Triton's explicit-layout dialect): the 64 → 64 layer
+that makes up 16 of SRVGGNetCompact's 18 convolutions and RRDBNet's 4K-resolution HR convolution; with the input
+padded to 16 channels, both nets' RGB first layer; with a pixel-shuffle epilogue, SRVGG's tail (64 → 3·s² plus
+the upsampled input).
 
 Why a second kernel beside `fused._conv3x3_kernel`: that implicit GEMM peaks at ~330 TFLOP/s on an H100 (446 µs
 for a 1080p layer). Its pixels are the MMA's M and its 64 output channels the N, so every MMA reads both operands
@@ -14,8 +16,8 @@ tap), 3.5 GB a layer from L2. Here:
 - two CTAs share an SM (≈112 KB of shared memory and 203 registers a thread each), so one's epilogue (bias,
   activation, TMA store) runs under the other's MMAs.
 
-The H100 figure: ~250 µs for that 1080p layer (≈610 TFLOP/s, the Triton kernel 473 µs), same outputs within
-fp16 rounding (docs/benchmarks.md). `wgmma` exists only on sm_90: other GPUs keep the Triton kernel (`usable`).
+The H100 figure: ~240 µs for a 1080p 64 → 64 layer (≈630 TFLOP/s, the Triton kernel 473 µs), same outputs
+within fp16 rounding (docs/benchmarks.md). `wgmma` exists only on sm_90: other GPUs keep the Triton kernel (`usable`).
 """
 
 from __future__ import annotations
