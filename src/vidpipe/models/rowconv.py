@@ -42,6 +42,12 @@ try:  # Gluon ships inside Triton ≥ 3.4; CPU builds of torch come without Trit
         warpgroup_mma_wait,
     )
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+    # Gluon renamed its TMA copies after Triton 3.6 (async_copy_* → async_load / async_store)
+    _tma_load = getattr(tma, "async_load", None) or getattr(tma, "async_copy_global_to_shared", None)
+    _tma_store = getattr(tma, "async_store", None) or getattr(tma, "async_copy_shared_to_global", None)
+    if _tma_load is None or _tma_store is None:  # pragma: no cover - a Gluon renamed again
+        raise ImportError("this Gluon's TMA copies have names the row kernel does not know")
 except ImportError:  # pragma: no cover - depends on the install
     gluon = None  # type: ignore[assignment]
 
@@ -57,10 +63,14 @@ ACTS = {None: 0, "prelu": 1, "leaky": 2}
 
 _disabled_reason: str | None = None if os.environ.get("VIDPIPE_ROWCONV", "1") != "0" else "VIDPIPE_ROWCONV=0"
 
+
+class KernelBuildError(Exception):
+    """The kernel could not be built or launched here (the installed Triton's Gluon moved, or the GPU lacks the
+    resources): the caller falls back to the Triton kernel. Errors while it runs are not this: they surface on
+    synchronisation like any CUDA error."""
+
+
 if gluon is not None:
-    # Gluon renamed its TMA copies after Triton 3.6 (async_copy_* → async_load / async_store)
-    _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
-    _tma_store = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
 
     @gluon.jit
     def _load_row(r, rows_in, base, n, y0, x0, in_desc, bufs, ready, R: gl.constexpr):
@@ -300,12 +310,17 @@ def conv3x3_rows(
     strips = triton.cdiv(w, BW)
     per_img = triton.cdiv(h, u) * strips
     units = n * per_img
-    _rowconv_kernel[(min(slots, units),)](
-        in_desc, out_desc, rw.weight, rw.bias, rw.slope if rw.slope is not None else rw.bias,
-        strips, per_img, units, u,
-        out, res_t, h, w, *ostrides, *rstrides,
-        ACT=ACTS[act], SLOPE=float(slope), R=RING, SHUFFLE=shuffle, C_REAL=c_real, num_warps=4,
-    )  # fmt: skip
+    try:
+        _rowconv_kernel[(min(slots, units),)](
+            in_desc, out_desc, rw.weight, rw.bias, rw.slope if rw.slope is not None else rw.bias,
+            strips, per_img, units, u,
+            out, res_t, h, w, *ostrides, *rstrides,
+            ACT=ACTS[act], SLOPE=float(slope), R=RING, SHUFFLE=shuffle, C_REAL=c_real, num_warps=4,
+        )  # fmt: skip
+    except Exception as e:
+        # raised while compiling (Gluon's API and its MLIR verifier move between Triton releases) or launching
+        # (resources); a kernel that runs and fails reports it later, on synchronisation, and is not caught here
+        raise KernelBuildError(f"{type(e).__name__}: {str(e)[:300]}") from e
     return out
 
 
