@@ -184,29 +184,38 @@ def test_first_layer_and_shuffle_tail_match_pytorch(monkeypatch, scale):
     torch.testing.assert_close(out.float(), ref, atol=5e-3, rtol=5e-3)
 
 
+def _eager_and_fused(num_conv: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random-weight SRVGGNetCompact on the GPU in fp16, eager and through `fuse`, on one random frame."""
+    from vidpipe.models.archs.srvgg import SRVGGNetCompact
+    from vidpipe.models.fused import fuse
+
+    dev = torch.device("cuda")
+    torch.manual_seed(0)
+    net = SRVGGNetCompact(num_feat=64, num_conv=num_conv, scale=4)
+    for p in net.parameters():
+        p.data.normal_(0, 0.05)
+    net = net.eval().to(dev, torch.float16).to(memory_format=torch.channels_last)
+    x = torch.rand(1, 3, h, w, device=dev, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        return net(x).float(), fuse(net, torch.float16)(x).float()
+
+
+def _psnr(out: torch.Tensor, ref: torch.Tensor) -> float:
+    mse = (out - ref).pow(2).mean().item()
+    return 10 * torch.log10(torch.tensor(1 / max(mse, 1e-12))).item()
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not _hopper(), reason="needs an sm_90 GPU")
 def test_fused_srvgg_routes_every_layer_through_rowconv(monkeypatch):
     from vidpipe.models import rowconv as rc
-    from vidpipe.models.archs.srvgg import SRVGGNetCompact
-    from vidpipe.models.fused import fuse
 
     calls = []
     real = rc.conv3x3_rows
     monkeypatch.setattr(rc, "conv3x3_rows", lambda *a, **k: calls.append(1) or real(*a, **k))
-    dev = torch.device("cuda")
-    torch.manual_seed(0)
-    net = SRVGGNetCompact(num_feat=64, num_conv=16, scale=4)
-    for p in net.parameters():
-        p.data.normal_(0, 0.05)
-    net = net.eval().to(dev, torch.float16).to(memory_format=torch.channels_last)
-    x = torch.rand(1, 3, 72, 136, device=dev, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode():
-        ref = net(x).float()
-        out = fuse(net, torch.float16)(x).float()
+    ref, out = _eager_and_fused(16, 72, 136)
     assert len(calls) == 18  # all of them: the first (3 → 64), the 16 64 → 64 body layers and the tail
-    mse = (out - ref).pow(2).mean().item()
-    assert 10 * torch.log10(torch.tensor(1 / max(mse, 1e-12))).item() > 50
+    assert out.shape == ref.shape and _psnr(out, ref) > 50
 
 
 @pytest.mark.gpu
@@ -215,8 +224,6 @@ def test_a_kernel_that_does_not_build_falls_back_to_triton(monkeypatch, caplog):
     """A Triton whose Gluon rejects the kernel (here: the compiler's own error, injected) costs one warning and
     the speed, never the frames: every layer runs on the Triton kernel instead."""
     from vidpipe.models import rowconv as rc
-    from vidpipe.models.archs.srvgg import SRVGGNetCompact
-    from vidpipe.models.fused import fuse
 
     class Rejected:
         def __getitem__(self, grid):
@@ -227,17 +234,8 @@ def test_a_kernel_that_does_not_build_falls_back_to_triton(monkeypatch, caplog):
 
     monkeypatch.setattr(rc, "_disabled_reason", None)  # restored after the test: the switch-off is global
     monkeypatch.setattr(rc, "_rowconv_kernel", Rejected())
-    dev = torch.device("cuda")
-    torch.manual_seed(0)
-    net = SRVGGNetCompact(num_feat=64, num_conv=4, scale=4)
-    for p in net.parameters():
-        p.data.normal_(0, 0.05)
-    net = net.eval().to(dev, torch.float16).to(memory_format=torch.channels_last)
-    x = torch.rand(1, 3, 40, 72, device=dev, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), caplog.at_level("WARNING"):
-        ref = net(x).float()
-        out = fuse(net, torch.float16)(x).float()
+    with caplog.at_level("WARNING"):
+        ref, out = _eager_and_fused(4, 40, 72)
     assert "row-sweep convolution kernel off" in caplog.text and "error encountered during parsing" in caplog.text
-    assert rc.status(dev).startswith("off (RuntimeError: error encountered during parsing")
-    mse = (out - ref).pow(2).mean().item()
-    assert 10 * torch.log10(torch.tensor(1 / max(mse, 1e-12))).item() > 50
+    assert rc.status(torch.device("cuda")).startswith("off (RuntimeError: error encountered during parsing")
+    assert out.shape == ref.shape and _psnr(out, ref) > 50
