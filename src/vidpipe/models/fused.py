@@ -29,8 +29,8 @@ except ImportError:  # pragma: no cover - depends on the install
     triton = None  # type: ignore[assignment]
     tl = None  # type: ignore[assignment]
 
-#: activation codes of the kernel
-ACTS = {None: 0, "prelu": 1, "leaky": 2}
+#: activation codes of the kernel: the same as the Hopper row kernel's, so both take a layer's `act` alike
+ACTS = rowconv.ACTS
 
 
 def available(device: torch.device) -> bool:

@@ -59,6 +59,7 @@ BW = 64
 RING = 4
 #: CTAs an SM holds at once (shared memory and registers allow two)
 CTAS_PER_SM = 2
+#: activation codes of both this kernel and `fused`'s Triton kernel (its `ACTS`)
 ACTS = {None: 0, "prelu": 1, "leaky": 2}
 
 _disabled_reason: str | None = None if os.environ.get("VIDPIPE_ROWCONV", "1") != "0" else "VIDPIPE_ROWCONV=0"
