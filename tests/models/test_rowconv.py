@@ -47,8 +47,12 @@ _COMPILE = textwrap.dedent(
 
     from vidpipe.models import rowconv as rc
     from triton.experimental.gluon import language as gl
+    # (input channels, shuffle, partial sum in, activated rows, residual): plain layers, the first layer, SRVGG's
+    # tail, and the variants of RRDB's dense blocks
+    variants = ((64, 0, False, 64, False), (16, 0, False, 64, False), (64, 4, False, 64, False),
+                (64, 0, False, 32, False), (32, 0, True, 32, False), (64, 0, True, 32, False), (64, 0, True, 64, True))
     for dtype in (torch.float16, torch.bfloat16):
-        for k, shuffle in ((64, 0), (16, 0), (64, 4)):
+        for k, shuffle, acc, act_rows, res in variants:
             x = torch.empty(1, k, 40, 130, dtype=dtype).contiguous(memory_format=torch.channels_last)
             lay = gl.NVMMASharedLayout(swizzle_byte_width=min(128, 2 * k), element_bitwidth=16, rank=4)
             desc = rc.TensorDescriptor.from_tensor(x.permute(0, 2, 3, 1), [1, 1, rc.BW, k], lay)
@@ -58,10 +62,12 @@ _COMPILE = textwrap.dedent(
             w = torch.empty(9 * 64, k, dtype=dtype)
             b = torch.empty(64)
             out = torch.empty(1, 3, 160, 520, dtype=dtype)
+            if shuffle == 0:
+                out = y
             k_ = rc._rowconv_kernel.warmup(desc, odesc, w, b, b, 3, 15, 15, 8, out, x, 40, 130,
-                                           *out.stride(), *out.stride(), ACT=1 if shuffle == 0 else 0,
-                                           SLOPE=0.2, R=rc.RING, SHUFFLE=shuffle, C_REAL=48, num_warps=4,
-                                           grid=(1,))
+                                           *out.stride(), *out.stride(), 0.2, ACT=1 if shuffle == 0 else 0,
+                                           SLOPE=0.2, R=rc.RING, SHUFFLE=shuffle, C_REAL=48, ACC=acc,
+                                           ACT_ROWS=act_rows, HAS_RES=res, num_warps=4, grid=(1,))
             ptx = k_.asm["ptx"]
             # 9 taps x k/16 steps, A (weights) from registers: its operand list opens with "{%r"
             mmas = [ln for ln in ptx.splitlines() if "wgmma.mma_async" in ln]
@@ -78,7 +84,7 @@ def test_kernel_compiles_for_hopper_with_the_installed_triton():
     run = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [ln for ln in run.stdout.splitlines() if ln.startswith("mmas")]
-    assert len(lines) == 6, run.stdout
+    assert len(lines) == 14, run.stdout
     for ln in lines:
         _, k, _shuffle, mmas, reg_a, shared = ln.split()
         assert int(mmas) == 9 * int(k) // 16 and reg_a == "True", ln
@@ -184,20 +190,31 @@ def test_first_layer_and_shuffle_tail_match_pytorch(monkeypatch, scale):
     torch.testing.assert_close(out.float(), ref, atol=5e-3, rtol=5e-3)
 
 
-def _eager_and_fused(num_conv: int, h: int, w: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """A random-weight SRVGGNetCompact on the GPU in fp16, eager and through `fuse`, on one random frame."""
+def _eager_and_fused(num_conv: int, h: int, w: int, *, rrdb: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random-weight SRVGGNetCompact (or RRDBNet with `num_conv` blocks) on the GPU in fp16, eager and through
+    `fuse`, on one random frame."""
+    from vidpipe.models.archs.rrdb import RRDBNet
     from vidpipe.models.archs.srvgg import SRVGGNetCompact
     from vidpipe.models.fused import fuse
 
     dev = torch.device("cuda")
     torch.manual_seed(0)
-    net = SRVGGNetCompact(num_feat=64, num_conv=num_conv, scale=4)
+    net = RRDBNet(num_block=num_conv) if rrdb else SRVGGNetCompact(num_feat=64, num_conv=num_conv, scale=4)
     for p in net.parameters():
         p.data.normal_(0, 0.05)
     net = net.eval().to(dev, torch.float16).to(memory_format=torch.channels_last)
     x = torch.rand(1, 3, h, w, device=dev, dtype=torch.float16).contiguous(memory_format=torch.channels_last)
     with torch.inference_mode():
         return net(x).float(), fuse(net, torch.float16)(x).float()
+
+
+def _count_row_kernel_calls(monkeypatch) -> list[int]:
+    from vidpipe.models import rowconv as rc
+
+    calls: list[int] = []
+    real = rc.conv3x3_rows
+    monkeypatch.setattr(rc, "conv3x3_rows", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
 
 
 def _psnr(out: torch.Tensor, ref: torch.Tensor) -> float:
@@ -208,11 +225,7 @@ def _psnr(out: torch.Tensor, ref: torch.Tensor) -> float:
 @pytest.mark.gpu
 @pytest.mark.skipif(not _hopper(), reason="needs an sm_90 GPU")
 def test_fused_srvgg_routes_every_layer_through_rowconv(monkeypatch):
-    from vidpipe.models import rowconv as rc
-
-    calls = []
-    real = rc.conv3x3_rows
-    monkeypatch.setattr(rc, "conv3x3_rows", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = _count_row_kernel_calls(monkeypatch)
     ref, out = _eager_and_fused(16, 72, 136)
     assert len(calls) == 18  # all of them: the first (3 → 64), the 16 64 → 64 body layers and the tail
     assert out.shape == ref.shape and _psnr(out, ref) > 50
@@ -238,4 +251,108 @@ def test_a_kernel_that_does_not_build_falls_back_to_triton(monkeypatch, caplog):
         ref, out = _eager_and_fused(4, 40, 72)
     assert "row-sweep convolution kernel off" in caplog.text and "error encountered during parsing" in caplog.text
     assert rc.status(torch.device("cuda")).startswith("off (RuntimeError: error encountered during parsing")
+    assert out.shape == ref.shape and _psnr(out, ref) > 50
+
+
+# ------------------------------------------------------------------ dense blocks split over input channels
+def _fake_rows(x, rw, out, *, act, slope=0.2, rows=None, shuffle=0, res=None, accumulate=False, act_rows=64,
+               alpha=1.0):  # fmt: skip
+    """What `conv3x3_rows` computes without a shuffle, by its docstring, in fp32 with PyTorch."""
+    k = rw.weight.shape[1]
+    w = rw.weight.float().reshape(3, 3, 64, k).permute(2, 3, 0, 1)
+    v = F.conv2d(x.float(), w, rw.bias.float(), padding=1)
+    if accumulate:
+        v = v + out.float()
+    if act == "leaky":
+        v[:, :act_rows] = F.leaky_relu(v[:, :act_rows], slope)
+    v = v * alpha
+    if res is not None:
+        v = v + res.float()
+    out.copy_(v.to(out.dtype))
+    return out
+
+
+def test_dense_cut_computes_rrdb_blocks(monkeypatch):
+    """`DenseCut` (a dense block cut into 64-output × 64/32-input convolutions with partial sums kept in the
+    block's own buffer) gives what RRDB's blocks give. The row kernel is replaced by `_fake_rows`, its contract
+    in PyTorch, which the GPU test below holds the kernel to."""
+    from vidpipe.models import rowconv as rc
+    from vidpipe.models.archs.rrdb import RRDBNet
+    from vidpipe.models.fused import FusedRRDB
+
+    torch.manual_seed(0)
+    net = RRDBNet(num_block=2).eval()  # x4plus's blocks: 64 features, growth 32
+    for p in net.parameters():
+        p.data.normal_(0, 0.05)
+    calls = []
+    monkeypatch.setattr(rc, "conv3x3_rows", lambda *a, **k: calls.append(a[2].shape) or _fake_rows(*a, **k))
+    fz = FusedRRDB(net, torch.float32)
+    feat = torch.randn(2, 64, 11, 13).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        out = fz._trunk(feat, rows=True)
+        ref = net.body(feat)
+    assert len(calls) == 8 * 3 * 2 and all(s[1] == 64 for s in calls)
+    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _hopper(), reason="needs an sm_90 GPU")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=["fp16", "bf16"])
+@pytest.mark.parametrize(
+    ("k", "act", "accumulate", "act_rows", "alpha", "with_res"),
+    [(64, "leaky", False, 32, 1.0, False), (32, "leaky", True, 32, 1.0, False), (64, None, True, 64, 0.2, False),
+     (64, None, True, 64, 0.04, True), (64, "leaky", True, 32, 1.0, False)],
+)  # fmt: skip
+def test_rowconv_partial_sum_epilogue_matches_its_contract(dtype, k, act, accumulate, act_rows, alpha, with_res):
+    from vidpipe.models import rowconv as rc
+
+    torch.manual_seed(0)
+    dev = torch.device("cuda")
+    n, h, w = 2, 37, 75
+    conv = torch.nn.Conv2d(k, 64, 3, 1, 1).to(dev)
+    rw = rc.RowWeights.of_taps(conv.weight, conv.bias, dtype)
+    buf = torch.randn(n, 224, h, w, device=dev, dtype=dtype).contiguous(memory_format=torch.channels_last)
+    x, out, res = buf[:, 64 : 64 + k], buf[:, 128:192], (buf[:, :64] if with_res else None)
+    kw = dict(act=act, accumulate=accumulate, act_rows=act_rows, alpha=alpha, res=res)
+    before = buf.clone()
+    with torch.no_grad():
+        want = _fake_rows(x.clone(), rw, out.clone(), **{**kw, "res": None if res is None else res.clone()})
+        rc.conv3x3_rows(x, rw, out, **kw)
+    assert torch.equal(buf[:, :128], before[:, :128]) and torch.equal(buf[:, 192:], before[:, 192:])
+    tol = 1e-2 if dtype == torch.float16 else 6e-2
+    torch.testing.assert_close(out.float(), want.float(), atol=tol, rtol=tol)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _hopper(), reason="needs an sm_90 GPU")
+def test_fused_rrdb_runs_its_dense_blocks_through_rowconv(monkeypatch):
+    calls = _count_row_kernel_calls(monkeypatch)
+    ref, out = _eager_and_fused(3, 70, 130, rrdb=True)
+    # 8 per dense block, 3 blocks a group; plus the first layer and conv_hr (conv_body adds a residual: Triton)
+    assert len(calls) == 8 * 3 * 3 + 2
+    assert out.shape == ref.shape and _psnr(out, ref) > 50
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _hopper(), reason="needs an sm_90 GPU")
+def test_a_dense_block_kernel_that_does_not_build_falls_back_to_triton(monkeypatch, caplog):
+    """A row kernel that fails to build in the middle of RRDB's trunk: the whole trunk runs again on the Triton
+    kernel (its partial sums are thrown away), one warning, same output."""
+    from vidpipe.models import rowconv as rc
+
+    real = rc.conv3x3_rows
+    calls = []
+
+    def flaky(*a, **k):
+        calls.append(1)
+        if len(calls) == 6:
+            raise rc.KernelBuildError("RuntimeError: error encountered during parsing")
+        return real(*a, **k)
+
+    monkeypatch.setattr(rc, "_disabled_reason", None)
+    monkeypatch.setattr(rc, "conv3x3_rows", flaky)
+    with caplog.at_level("WARNING"):
+        ref, out = _eager_and_fused(1, 40, 72, rrdb=True)
+    assert "row-sweep convolution kernel off" in caplog.text
+    assert len(calls) == 6  # the first layer and four of the block's eight calls, then none: Triton took the rest
     assert out.shape == ref.shape and _psnr(out, ref) > 50

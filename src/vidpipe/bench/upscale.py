@@ -3,7 +3,8 @@
 Model-only: one input size, fp16/bf16 channels-last on the device, steady state timed with CUDA events after a
 warm-up (compile time reported separately), for several execution modes:
   eager · eager + cudnn.benchmark · torch.compile (max-autotune, no CUDA graphs) · torch.compile with CUDA graphs ·
-  fused (our Triton kernels, `vidpipe.models.fused`: convolution, activation, residuals and shuffle in one pass).
+  fused (our Triton kernels, `vidpipe.models.fused`: convolution, activation, residuals and shuffle in one pass;
+  replayed from a CUDA graph, `vidpipe.models.graphs`, as the upscale stage runs them).
 End-to-end: `vidpipe run` on a generated clip through the upscale stage into the chosen encoder.
 """
 
@@ -17,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..models.fused import fuse
+from ..models.graphs import Graphed
 from ..models.loading import load_model_info
 from ..stages.base import DTYPES
 from .timing import check_gpu_modes, compiled, release, steady_rate
@@ -60,7 +62,8 @@ def model_only(
         net = loaded.module.to(memory_format=torch.channels_last)
         w, h = size
         x = torch.rand(batch, 3, h, w, device=device, dtype=DTYPES[dtype]).contiguous(memory_format=torch.channels_last)
-        fn = fuse(net, DTYPES[dtype]) if mode == "fused" else compiled(net, mode)
+        # the stage's fused path: our kernels, replayed from a CUDA graph
+        fn = Graphed(fuse(net, DTYPES[dtype])) if mode == "fused" else compiled(net, mode)
         with torch.inference_mode():
             rate, warm = steady_rate(lambda fn=fn, x=x: fn(x), device, seconds=seconds)  # type: ignore[misc]
         results.append(ModelResult(Path(model).stem, size, dtype, mode, batch, rate * batch, warm))

@@ -99,13 +99,15 @@ if gluon is not None:
     @gluon.jit
     def _rowconv_kernel(
         in_desc, out_desc, w_ptr, bias_ptr, slope_ptr, n_strips, per_img, n_units, U,
-        out_ptr, res_ptr, H, W, son, soc, soh, sow, srn, src, srh, srw,
+        out_ptr, res_ptr, H, W, son, soc, soh, sow, srn, src, srh, srw, alpha,
         ACT: gl.constexpr, SLOPE: gl.constexpr, R: gl.constexpr, SHUFFLE: gl.constexpr, C_REAL: gl.constexpr,
-        num_warps: gl.constexpr,
+        ACC: gl.constexpr, ACT_ROWS: gl.constexpr, HAS_RES: gl.constexpr, num_warps: gl.constexpr,
     ):  # fmt: skip
-        """SHUFFLE == 0: `out_desc` (NHWC, 64 channels) gets act(conv + bias) by TMA. SHUFFLE == s ≥ 1: the
-        first C_REAL = 3·s² channels, pixel-shuffled by s, plus `res` (N, 3, H, W) upsampled ×s nearest, are
-        stored to `out_ptr` (N, 3, sH, sW) with any strides: SRVGGNetCompact's tail in one pass."""
+        """SHUFFLE == 0: `out_desc` (NHWC, 64 channels; `out_ptr` the same tensor) gets, by TMA,
+        `act(conv + bias [+ out's own values if ACC]) · alpha [+ res if HAS_RES]`, the activation on output
+        channels below ACT_ROWS only. SHUFFLE == s ≥ 1: the first C_REAL = 3·s² channels, pixel-shuffled by s,
+        plus `res` (N, 3, H, W) upsampled ×s nearest, are stored to `out_ptr` (N, 3, sH, sW) with any strides:
+        SRVGGNetCompact's tail in one pass."""
         BWC: gl.constexpr = in_desc.block_type.shape[2]
         K: gl.constexpr = in_desc.block_type.shape[3]
         M: gl.constexpr = 64
@@ -141,6 +143,15 @@ if gluon is not None:
         w7 = _tap(w_ptr, 7, M, K, ld, dot_a)
         w8 = _tap(w_ptr, 8, M, K, ld, dot_a)
         offs_c = gl.arange(0, M, layout=vec)
+        ch2 = gl.expand_dims(offs_c, 1)
+        # the epilogue's extra inputs (partial sums, residuals) are loaded 8 channels (16 bytes) a thread, then
+        # moved to the accumulator's layout through shared memory: loaded in that layout directly, each element is
+        # a 2-byte load with a 64-bit address of its own, and the registers spill
+        ldv: gl.constexpr = gl.BlockedLayout(
+            size_per_thread=[8, 1], threads_per_warp=[8, 4], warps_per_cta=[1, num_warps], order=[0, 1]
+        )
+        ch_v = gl.expand_dims(gl.arange(0, M, layout=gl.SliceLayout(1, ldv)), 1)
+        px_v = gl.expand_dims(gl.arange(0, BWC, layout=gl.SliceLayout(0, ldv)), 0)
         bias = gl.expand_dims(gl.load(bias_ptr + offs_c), 1)
         slope = gl.expand_dims(gl.load(slope_ptr + offs_c), 1)
         if SHUFFLE > 0:
@@ -185,14 +196,29 @@ if gluon is not None:
                 acc = warpgroup_mma(w6, _b(bufs, s2, 0, BWC, K), acc, is_async=True)
                 acc = warpgroup_mma(w7, _b(bufs, s2, 1, BWC, K), acc, is_async=True)
                 acc = warpgroup_mma(w8, _b(bufs, s2, 2, BWC, K), acc, is_async=True)
+                if SHUFFLE == 0 and (ACC or HAS_RES):
+                    y = y0 + i
+                    px = x0 + px_v
+                    ok = (px < W) & (y < H) & (ch_v >= 0)
+                    n64 = n.to(gl.int64)
+                    if ACC:  # the partial sum, loaded while the MMAs run
+                        prev = gl.load(out_ptr + n64 * son + ch_v * soc + y * soh + px * sow, mask=ok, other=0.0)
                 acc = warpgroup_mma_wait(num_outstanding=0, deps=(acc,))
                 # input row i is no longer needed: its slot takes row i + R
                 _load_row(i + R, rows_in, base, n, y0, x0, in_desc, bufs, ready, R)
                 v = acc + bias
-                if ACT == 1:
-                    v = gl.where(v >= 0, v, v * slope)
-                elif ACT == 2:
-                    v = gl.where(v >= 0, v, v * SLOPE)
+                if SHUFFLE == 0 and ACC:
+                    v = v + gl.convert_layout(prev, mma).to(gl.float32)
+                if ACT != 0:
+                    neg = v < 0
+                    if ACT_ROWS < M:  # the rows past ACT_ROWS are partial sums: no activation yet
+                        neg = neg & (ch2 < ACT_ROWS)
+                    v = gl.where(neg, v * (slope if ACT == 1 else SLOPE), v)
+                if SHUFFLE == 0:
+                    v = v * alpha
+                if SHUFFLE == 0 and HAS_RES:
+                    resv = gl.load(res_ptr + n64 * srn + ch_v * src + y * srh + px * srw, mask=ok, other=0.0)
+                    v = v + gl.convert_layout(resv, mma).to(gl.float32)
                 if SHUFFLE == 0:
                     tma.store_wait(pendings=0)  # the previous row's store has left out_smem
                     out_view.store(v.to(out_desc.dtype))
@@ -271,6 +297,21 @@ class RowWeights:
 
         return RowWeights(w.reshape(9 * C, k_pad).contiguous(), pad(bias), None if slope is None else pad(slope))
 
+    @staticmethod
+    def of_taps(weight: torch.Tensor, bias: torch.Tensor, dtype: torch.dtype) -> RowWeights:
+        """From (64, K, 3, 3) convolution weights (K = 16, 32 or 64) and 64 biases: for layers a caller cuts out
+        of bigger ones (`fused.FusedRRDB`'s dense blocks)."""
+        if tuple(weight.shape[2:]) != (3, 3) or weight.shape[0] != C or weight.shape[1] not in (16, 32, C):
+            raise ValueError(f"the row kernel takes (64, 16|32|64, 3, 3) weights, not {tuple(weight.shape)}")
+        w = weight.permute(2, 3, 0, 1).reshape(9 * C, weight.shape[1])  # tap-major blocks of (out, in)
+        return RowWeights(w.to(dtype).contiguous(), bias.detach().float().contiguous(), None)
+
+
+def serves(x: torch.Tensor) -> bool:
+    """Whether the kernel runs for inputs like `x` here (Hopper, fp16/bf16, not turned off); the layout checks
+    are the caller's (`usable`, `try_layer`)."""
+    return _on_hopper(x)
+
 
 def _padded(x: torch.Tensor, k: int) -> torch.Tensor:
     """`x` with its channels zero-padded to k in NHWC-dense memory (a TMA box row needs ≥ 16 bytes: an RGB
@@ -288,11 +329,19 @@ def conv3x3_rows(
     rows: int | None = None,
     shuffle: int = 0,
     res: torch.Tensor | None = None,
+    accumulate: bool = False,
+    act_rows: int = C,
+    alpha: float = 1.0,
 ) -> torch.Tensor:
     """`out = act(conv3x3(x) + bias)` for NCHW views with NHWC-dense memory and 16, 32 or 64 input channels;
     `out` has 64 channels. With `shuffle` = s ≥ 1 (SRVGG's tail): `out` (N, 3, sH, sW), any strides, gets the
     first 3·s² output channels pixel-shuffled plus `res` (N, 3, H, W) upsampled nearest. Check `usable` or go
-    through `try_layer`. `slope` is LeakyReLU's (PReLU's come in `rw`)."""
+    through `try_layer`. `slope` is LeakyReLU's (PReLU's come in `rw`).
+
+    Without shuffle, for convolutions split over input channels (`fused.FusedRRDB`'s dense blocks): `accumulate`
+    adds what `out` holds before the bias (a partial sum from an earlier call), the activation applies to the first
+    `act_rows` output channels only (the others are partial sums), and `out = act(conv + bias [+ out]) · alpha
+    [+ res]`, `res` an (N, 64, H, W) view with channels innermost."""
     n, k, h, w = x.shape
     bits = 8 * x.element_size()
     in_lay = gl.NVMMASharedLayout(swizzle_byte_width=min(128, k * x.element_size()), element_bitwidth=bits, rank=4)
@@ -300,7 +349,8 @@ def conv3x3_rows(
     if shuffle == 0:
         out_lay = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=bits, rank=4)
         out_desc = TensorDescriptor.from_tensor(out.permute(0, 2, 3, 1), [1, 1, BW, C], out_lay)
-        ostrides, rstrides, res_t, c_real = (0, 0, 0, 0), (0, 0, 0, 0), out, C
+        ostrides, c_real = out.stride(), C
+        rstrides, res_t = (res.stride(), res) if res is not None else ((0, 0, 0, 0), out)
     else:
         if res is None:
             raise ValueError("the shuffle epilogue adds the upsampled input: res is required")
@@ -315,8 +365,9 @@ def conv3x3_rows(
         _rowconv_kernel[(min(slots, units),)](
             in_desc, out_desc, rw.weight, rw.bias, rw.slope if rw.slope is not None else rw.bias,
             strips, per_img, units, u,
-            out, res_t, h, w, *ostrides, *rstrides,
-            ACT=ACTS[act], SLOPE=float(slope), R=RING, SHUFFLE=shuffle, C_REAL=c_real, num_warps=4,
+            out, res_t, h, w, *ostrides, *rstrides, float(alpha),
+            ACT=ACTS[act], SLOPE=float(slope), R=RING, SHUFFLE=shuffle, C_REAL=c_real,
+            ACC=accumulate, ACT_ROWS=act_rows, HAS_RES=shuffle == 0 and res is not None, num_warps=4,
         )  # fmt: skip
     except Exception as e:
         # raised while compiling (Gluon's API and its MLIR verifier move between Triton releases) or launching

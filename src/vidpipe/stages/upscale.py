@@ -139,8 +139,9 @@ class Upscale:
         return spec.but(width=self.out_size[0], height=self.out_size[1], crop_to=crop)
 
     def _fused(self, device: torch.device) -> Any:
-        """The model through our Triton kernels (`models.fused`): CUDA, fp16/bf16, SRVGGNetCompact or RRDBNet."""
-        from ..models import fused
+        """The model through our Triton kernels (`models.fused`): CUDA, fp16/bf16, SRVGGNetCompact or RRDBNet;
+        replayed from a CUDA graph per piece shape (`models.graphs`: x4plus launches ~560 kernels a frame)."""
+        from ..models import fused, graphs
 
         assert self.loaded is not None
         if not fused.available(device) or self.dtype == torch.float32:
@@ -148,7 +149,7 @@ class Upscale:
                 f"--kernels fused needs a CUDA device with Triton and fp16/bf16; got {device} in {self.dtype_name}"
             )
         try:
-            return fused.fuse(self.loaded.module, self.dtype)
+            return graphs.Graphed(fused.fuse(self.loaded.module, self.dtype))
         except ModelError as e:
             raise UsageError(f"--kernels fused: {e}") from e
 
