@@ -4,9 +4,12 @@ Why: the fused RRDBNet (x4plus) launches ~560 kernels a frame from Python. Launc
 540p frame on the H100 machine, more than the GPU needs to run them, so the GPU idles between kernels. A CUDA
 graph captured once per input shape replays all of them with one launch.
 
-A captured graph owns its input, output and intermediate buffers (a private memory pool), so each shape kept costs
-the memory of one forward pass; `max_shapes` bounds that (tiling makes a few shapes: full tiles and edge pieces).
-Outputs are copied out of the graph's buffer, so a caller may keep them across calls.
+Batches are replayed a frame at a time through a graph captured for one frame: batching adds nothing to these
+convolution-bound nets (GPU-NOTES), and a graph per batch size would be captured again for every size the
+scheduler and the clip's last batch produce. A captured graph owns its input, output and intermediate buffers (a
+private memory pool), so each shape kept costs the memory of one forward pass; `max_shapes` bounds that (tiling
+makes a few shapes: full tiles and edge pieces). Outputs are copied out of the graph's buffer, so a caller may
+keep them across calls.
 """
 
 from __future__ import annotations
@@ -45,6 +48,21 @@ class Graphed:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not x.is_cuda or torch.cuda.is_current_stream_capturing():
             return self.fn(x)
+        out: torch.Tensor | None = None
+        for i in range(x.shape[0]):
+            cap = self._graph_for(x[i : i + 1])
+            cap.input.copy_(x[i : i + 1])
+            cap.graph.replay()
+            if out is None:
+                o = cap.output  # the batch keeps the layout of the net's output (planar or channels-last)
+                planar = o.is_contiguous() or not o.is_contiguous(memory_format=torch.channels_last)
+                fmt = torch.contiguous_format if planar else torch.channels_last
+                out = torch.empty((x.shape[0], *o.shape[1:]), dtype=o.dtype, device=x.device, memory_format=fmt)
+            out[i : i + 1].copy_(cap.output)
+        assert out is not None, "an empty batch"
+        return out
+
+    def _graph_for(self, x: torch.Tensor) -> _Captured:
         key: Key = (tuple(x.shape), tuple(x.stride()), x.dtype, x.device)
         cap = self._graphs.get(key)
         if cap is None:
@@ -54,9 +72,7 @@ class Graphed:
                 self._graphs.popitem(last=False)
         else:
             self._graphs.move_to_end(key)
-        cap.input.copy_(x)
-        cap.graph.replay()
-        return cap.output.clone()
+        return cap
 
     def _capture(self, x: torch.Tensor) -> _Captured:
         static = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
