@@ -45,3 +45,6 @@ def test_replays_match_direct_calls_per_shape_and_outputs_stay_the_callers():
         before = len(calls)
         g(torch.rand(1, 3, 8, 8, device=dev))  # a third shape: the least recently used one is dropped
         assert g.shapes() == [(1, 3, 10, 12), (1, 3, 8, 8)] and len(calls) == before + 2
+        g.release()
+        assert g.shapes() == []
+        torch.testing.assert_close(g(b), fn(b))  # captured again

@@ -89,6 +89,10 @@ class Graphed:
         log.debug("captured a CUDA graph for input %s", tuple(x.shape))
         return _Captured(graph, static, out)
 
+    def release(self) -> None:
+        """Drop every captured graph and its memory (the stage does this before retrying on smaller tiles)."""
+        self._graphs.clear()
+
     def shapes(self) -> list[tuple[int, ...]]:
         """The input shapes with a captured graph, least recently used first."""
         return [k[0] for k in self._graphs]

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 
 from ..errors import DeviceOutOfMemoryError, ModelError, UsageError
 from ..frames import FrameBatch, from_float, to_float
+from ..models.graphs import Graphed
 from ..models.loading import LoadedModel, load_model_info
 from .base import StreamSpec, check_dtype, resolve_dtype
 
@@ -141,7 +142,7 @@ class Upscale:
     def _fused(self, device: torch.device) -> Any:
         """The model through our Triton kernels (`models.fused`): CUDA, fp16/bf16, SRVGGNetCompact or RRDBNet;
         replayed from a CUDA graph per piece shape (`models.graphs`: x4plus launches ~560 kernels a frame)."""
-        from ..models import fused, graphs
+        from ..models import fused
 
         assert self.loaded is not None
         if not fused.available(device) or self.dtype == torch.float32:
@@ -149,7 +150,7 @@ class Upscale:
                 f"--kernels fused needs a CUDA device with Triton and fp16/bf16; got {device} in {self.dtype_name}"
             )
         try:
-            return graphs.Graphed(fused.fuse(self.loaded.module, self.dtype))
+            return Graphed(fused.fuse(self.loaded.module, self.dtype))
         except ModelError as e:
             raise UsageError(f"--kernels fused: {e}") from e
 
@@ -193,6 +194,8 @@ class Upscale:
         return batch.with_data(from_float(y, batch.data.dtype).contiguous(memory_format=torch.channels_last))
 
     def _shrink_tile(self, batch: FrameBatch) -> None:
+        if isinstance(self._net, Graphed):  # each captured graph holds a forward pass's memory
+            self._net.release()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
         current = self.tile or max(batch.width, batch.height)
