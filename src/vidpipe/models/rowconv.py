@@ -1,7 +1,8 @@
 """A Hopper-only 3×3 convolution into 64 channels, in Gluon (Triton's explicit-layout dialect): the 64 → 64 layer
 that makes up 16 of SRVGGNetCompact's 18 convolutions and RRDBNet's 4K-resolution HR convolution; with the input
 padded to 16 channels, both nets' RGB first layer; with a pixel-shuffle epilogue, SRVGG's tail (64 → 3·s² plus
-the upsampled input).
+the upsampled input); with an epilogue that adds a stored partial sum, activates some rows and adds a scaled
+residual, RRDBNet's dense blocks, cut into 64-output pieces by `fused.DenseCut`.
 
 Why a second kernel beside `fused._conv3x3_kernel`: that implicit GEMM peaks at ~330 TFLOP/s on an H100 (446 µs
 for a 1080p layer). Its pixels are the MMA's M and its 64 output channels the N, so every MMA reads both operands
