@@ -361,16 +361,18 @@ class FusedRRDB(nn.Module):
         self.feat = int(net.num_feat)  # type: ignore[arg-type]
         self.grow = int(net.num_grow_ch)  # type: ignore[arg-type]
         self.slope, self.rs = LRELU_SLOPE, RESIDUAL_SCALE
+        self.dtype = dtype
         pk = lambda conv: PackedConv.of(conv, dtype=dtype)  # noqa: E731
         self.first = pk(net.conv_first)
-        self.blocks = [
-            [[pk(getattr(rdb, f"conv{k}")) for k in range(1, 6)] for rdb in (b.rdb1, b.rdb2, b.rdb3)]
+        # the dense blocks' convolutions, packed on first use for the trunk that runs (a device runs one of the
+        # two, so packing both would hold every trunk weight twice)
+        self._convs: list[list[list[nn.Conv2d]]] = [
+            [[getattr(rdb, f"conv{k}") for k in range(1, 6)] for rdb in (b.rdb1, b.rdb2, b.rdb3)]
             for b in net.body  # type: ignore[attr-defined]
         ]
-        self.cuts: list[list[DenseCut]] | None = None
-        if self.feat == 64 and self.grow == 32:
-            cut = lambda rdb: DenseCut.of([getattr(rdb, f"conv{k}") for k in range(1, 6)], self.rs, dtype)  # noqa: E731
-            self.cuts = [[cut(b.rdb1), cut(b.rdb2), cut(b.rdb3)] for b in net.body]  # type: ignore[attr-defined]
+        self._blocks: list[list[list[PackedConv]]] | None = None
+        self._cuts: list[list[DenseCut]] | None = None
+        self.cuttable = self.feat == 64 and self.grow == 32
         self.body = pk(net.conv_body)
         self.up1, self.up2, self.hr, self.last = (pk(net.conv_up1), pk(net.conv_up2), pk(net.conv_hr),
                                                   pk(net.conv_last))  # fmt: skip
@@ -382,29 +384,38 @@ class FusedRRDB(nn.Module):
             conv3x3(d[:, : f + k * g], p, d[:, f + k * g : f + (k + 1) * g], act="leaky", slope=self.slope)
         conv3x3(d, convs[4], out, res1=d[:, :f], alpha=self.rs, res2=res2, beta=self.rs)
 
+    def _packed_blocks(self) -> list[list[list[PackedConv]]]:
+        if self._blocks is None:
+            self._blocks = [[[PackedConv.of(c, dtype=self.dtype) for c in rdb] for rdb in g] for g in self._convs]
+        return self._blocks
+
+    def _dense_cuts(self) -> list[list[DenseCut]]:
+        if self._cuts is None:
+            self._cuts = [[DenseCut.of(rdb, self.rs, self.dtype) for rdb in g] for g in self._convs]
+        return self._cuts
+
     def _trunk(self, feat0: torch.Tensor, rows: bool) -> torch.Tensor:
         """The 3·B dense blocks; their output (a view of one of the three buffers)."""
         n, f, h, w = feat0.shape
         # DenseCut's buffers: 32 scratch channels past the block, kept finite (its pass-through rows read them)
         chans = f + 4 * self.grow + (32 if rows else 0)
         a, b, c = (_empty(n, chans, h, w, feat0) for _ in range(3))
+        a[:, :f].copy_(feat0)
         if rows:
             for t in (a, b, c):
                 t[:, f + 4 * self.grow :].zero_()
-        a[:, :f].copy_(feat0)
-        for i, rdbs in enumerate(self.blocks):
-            if rows:
-                assert self.cuts is not None
-                cuts = self.cuts[i]
+            for cuts in self._dense_cuts():
                 cuts[0].run(a, b[:, :f], None, self.rs, self.slope)
                 cuts[1].run(b, c[:, :f], None, self.rs, self.slope)
                 cuts[2].run(c, b[:, :f], a[:, :f], self.rs, self.slope)
-            else:
+                a, b, c = b, c, a
+        else:
+            for rdbs in self._packed_blocks():
                 self._rdb(a, rdbs[0], b[:, :f], None)
                 self._rdb(b, rdbs[1], c[:, :f], None)
                 # the group's residual (× 0.2 + its input) rides on the third block's epilogue
                 self._rdb(c, rdbs[2], b[:, :f], a[:, :f])
-            a, b, c = b, c, a
+                a, b, c = b, c, a
         return a[:, :f]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -414,7 +425,7 @@ class FusedRRDB(nn.Module):
         f = self.feat
         feat0 = conv3x3(x, self.first, _empty(n, f, h, w, x))
         trunk = None
-        if self.cuts is not None and rowconv.serves(x):
+        if self.cuttable and rowconv.serves(x):
             try:
                 trunk = self._trunk(feat0, rows=True)
             except rowconv.KernelBuildError as e:  # a Gluon that no longer builds it: the whole trunk again
