@@ -75,9 +75,10 @@ class Graphed:
         return cap
 
     def _capture(self, x: torch.Tensor) -> _Captured:
+        # the graph's own input buffer: the caller copies each frame into it before a replay (the first one too)
         static = torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device)
-        static.copy_(x)
-        # warm up on a side stream, as capture requires: compiles, autotunes, settles the allocator
+        # warm up on a side stream, as capture requires: compiles, autotunes, settles the allocator (on
+        # whatever the buffer holds: only the captured launches matter, not this run's output)
         side = torch.cuda.Stream(x.device)
         side.wait_stream(torch.cuda.current_stream(x.device))
         with torch.cuda.stream(side):
