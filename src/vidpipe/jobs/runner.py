@@ -120,9 +120,6 @@ def _stop_at_once() -> Iterator[None]:
             signal.signal(s, h)
 
 
-# -- test hooks --------------------------------------------------------------------------------------------
-
-
 def whole_file_reason(index: FrameIndex, stages: Sequence[Stage], on_corrupt: str) -> str | None:
     """Why a file must be processed in one segment (None: it can be split at keyframes). Segments start at a
     seek point, so files whose frames are stamped by their order cannot be split, nor can stages that carry
@@ -137,6 +134,9 @@ def whole_file_reason(index: FrameIndex, stages: Sequence[Stage], on_corrupt: st
     if on_corrupt == "skip" and any(isinstance(s, Interpolate) for s in stages):
         return "interpolation counts frames and --on-corrupt skip may drop some"
     return None
+
+
+# -- test hooks --------------------------------------------------------------------------------------------
 
 
 class PausePoints:
