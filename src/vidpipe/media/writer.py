@@ -71,6 +71,8 @@ class WriterStats:
     copied: list[str] = field(default_factory=list)
     reencoded: list[str] = field(default_factory=list)
     dropped: list[str] = field(default_factory=list)
+    #: packets of re-encoded audio that did not decode (damaged), dropped: their stretch of sound is missing
+    audio_dropped_packets: int = 0
     warnings: list[str] = field(default_factory=list)
     padded: tuple[int, int] | None = None
     #: how the video was encoded in parallel chunks, if it was
@@ -340,6 +342,8 @@ class _StreamCopier:
         supported = out.supported_codecs
         self.map: dict[int, av.stream.Stream] = {}
         self.transcode: dict[int, tuple[av.codec.context.CodecContext, av.stream.Stream]] = {}
+        #: per re-encoded stream: packets its decoder refused
+        self._undecodable: dict[int, int] = {}
         out.metadata.update({k: v for k, v in self.src.metadata.items() if k.lower() != "encoder"})
         chapters = self.src.chapters()
         if chapters:
@@ -429,7 +433,15 @@ class _StreamCopier:
             self.out.mux(pkt)
             return
         dec, enc = self.transcode[idx]
-        for frame in dec.decode(pkt):
+        try:
+            frames = dec.decode(pkt)
+        except av.error.InvalidDataError as e:
+            # a damaged packet (Megamind.avi's first AC3 one): re-encode what decodes, count what does not
+            self._undecodable[idx] = self._undecodable.get(idx, 0) + 1
+            self.stats.audio_dropped_packets += 1
+            log.debug("encode: audio packet of #%d at %s did not decode: %s", idx, pkt.pts, e)
+            return
+        for frame in frames:
             self._encode_audio(frame, enc)
 
     def _encode_audio(self, frame: av.AudioFrame, enc: av.stream.Stream) -> None:
@@ -440,10 +452,15 @@ class _StreamCopier:
         self.out.mux(enc.encode(frame))
 
     def _flush_transcoders(self) -> None:
-        for dec, enc in self.transcode.values():
+        for idx, (dec, enc) in self.transcode.items():
             for frame in dec.decode(None):
                 self._encode_audio(frame, enc)
             self.out.mux(enc.encode(None))
+            if idx in self._undecodable:
+                n = self._undecodable[idx]
+                msg = f"#{idx} audio {dec.name}: {n} damaged packets did not decode and were dropped"
+                log.warning("encode: %s", msg)
+                self.stats.warnings.append(msg)
 
     def close(self) -> None:
         self.src.close()

@@ -460,7 +460,12 @@ def _manifest(
         "corrupt_skipped": reader.stats.corrupt_skipped,
         "decoder": reader.stats.decoder,
         "encoder": {"codec": w.encoder, "pix_fmt": w.pix_fmt, "padded_to": w.padded, "parallel": w.parallel},
-        "streams": {"copied": w.copied, "reencoded": w.reencoded, "dropped": w.dropped},
+        "streams": {
+            "copied": w.copied,
+            "reencoded": w.reencoded,
+            "dropped": w.dropped,
+            "audio_dropped_packets": w.audio_dropped_packets,
+        },
         "warnings": reader.stats.warnings + w.warnings + ffmpeg_warnings,
         "device": describe(device),
         "versions": versions(),
