@@ -5,8 +5,9 @@ Every manifest records
   architecture and every parameter that changes the output (`Stage.signature()`);
 - `settings_signature`: a hash of the reader and writer settings that change the output (encoder, quality,
   streams copied, what to do with damaged frames, …; never performance knobs such as batch or queue sizes);
-- `input_fingerprint`: the input's size and modification time (nanoseconds), the check `make` relies on;
-  hashing a multi-gigabyte video on every re-run would cost more than many of its runs.
+- `input_fingerprint`: the input's size, modification time (nanoseconds) and a content hash
+  (`paths.content_sample`: the whole file when small, else its head, tail and sampled blocks, ~17 MiB read
+  whatever its size): size and mtime alone took another file copied with its mtime for the finished input.
 
 An output is finished when its manifest and the output itself exist and all three match; otherwise it is made
 again (new weights, other parameters, an edited input, a run that died before its manifest was written).
@@ -23,6 +24,7 @@ from typing import Any
 
 from ..media.reader import ReaderOptions
 from ..media.writer import WriterOptions
+from ..paths import content_sample
 from ..stages.base import Stage
 
 #: reader settings that change speed or memory only, never the frames decoded
@@ -44,9 +46,9 @@ def settings_signature(reader: ReaderOptions, writer: WriterOptions) -> str:
     return _hash({"reader": read, "writer": dataclasses.asdict(writer)})
 
 
-def input_fingerprint(path: Path) -> dict[str, int]:
+def input_fingerprint(path: Path) -> dict[str, int | str]:
     st = Path(path).stat()
-    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns, "content_sha256": content_sample(path)}
 
 
 def signature_fields(
