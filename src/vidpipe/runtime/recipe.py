@@ -112,6 +112,9 @@ class PipelineRecipe:
                 self.interpolate,
                 fps=parse_rate(self.fps) if self.fps else None,
                 multi=self.multi,
+                # --multi k lasts as long as the input, as --fps does: n·k frames, the last one held k−1 periods
+                # (the stage's own default, (n−1)·k+1 frames, ends a source period early and audio overhangs)
+                fill_tail=True if self.multi is not None else None,
                 scene_cut=choice(self.scene_cut, SCENE_CUT_MODES, "--scene-cut mode"),  # type: ignore[arg-type]
                 dtype=self.dtype,
             )

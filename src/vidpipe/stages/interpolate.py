@@ -143,7 +143,8 @@ class Interpolate:
         fill_tail: bool | None = None,
     ) -> None:
         """`fill_tail`: as `timeline.Planner` (default: True for fps, False for multi, where n frames ×N give
-        (n−1)·N+1; True holds the last frame N−1 more times so the output lasts exactly as long as the input)."""
+        (n−1)·N+1; True holds the last frame N−1 more times so the output lasts exactly as long as the input, which
+        is what `vidpipe run --multi` asks for: the audio it copies ends with the input's video)."""
         if (fps is None) == (multi is None):
             raise UsageError("give exactly one target: fps=Fraction(...) or multi=N")
         if fps is not None and (not isinstance(fps, Fraction | int) or isinstance(fps, bool) or fps <= 0):
