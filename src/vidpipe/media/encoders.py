@@ -11,6 +11,10 @@
 | png     | png (image sequence)     | rgb24      | rgb48be       | rgba / rgba64be       | lossless        |
 
 (*) the bundled libvpx has no high-bit-depth support, so VP9 output is 8-bit.
+
+A lossless intermediate keeps the source's layout: ffv1 (and `--lossless` h264/hevc/vp9) write the source's
+chroma subsampling, RGB-ness and bit depth where the encoder has such a format (an RGB source with ffv1 → bgr0 or
+gbrpN; 4:4:4 → yuv444p…; lossless h264 of RGB → libx264rgb). `--pix-fmt` asks for any format the encoder takes.
 `auto` picks NVENC H.264 (HEVC for >8-bit) when an NVENC encoder actually opens on this machine, otherwise by
 container: .webm → vp9; .mov → prores with alpha, else h264; anything else → vp9 with alpha (.mkv), hevc for
 >8-bit, h264 for 8-bit.
@@ -18,6 +22,7 @@ container: .webm → vp9; .mov → prores with alpha, else h264; anything else �
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import logging
 import os
@@ -27,6 +32,7 @@ from typing import Literal
 
 import av
 import av.error
+import av.logging
 
 from ..errors import EncoderUnavailableError, UsageError
 
@@ -51,6 +57,8 @@ class EncoderOptions:
     threads: int = 0
     #: extra FFmpeg encoder options
     extra: tuple[tuple[str, str], ...] = ()
+    #: output pixel format (any the encoder takes); None = the preset's, or the source's layout when lossless
+    pix_fmt: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -66,6 +74,12 @@ class EncoderChoice:
     @property
     def chroma_420(self) -> bool:
         return "420" in self.pix_fmt
+
+    @property
+    def chroma_step(self) -> tuple[int, int]:
+        """Width and height multiples the chroma subsampling needs (2, 2 for 4:2:0; 1, 1 for 4:4:4 and RGB)."""
+        lay = layout(self.pix_fmt)
+        return (1, 1) if lay.family != "yuv" else lay.subsampling
 
 
 _DEFAULT_CRF = {"h264": 18, "hevc": 20, "av1": 30, "vp9": 30}
@@ -83,26 +97,94 @@ _NVENC_CODEC = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
 
 
 @functools.cache
+def cuda_driver_present() -> bool:
+    """Whether the CUDA driver library loads (no torch needed). NVENC needs it: without it FFmpeg's NVENC
+    encoders cannot open, so they are not even tried."""
+    if os.name != "posix":
+        return True  # other systems name the driver otherwise: let FFmpeg decide
+    try:
+        ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    return True
+
+
+@functools.cache
 def encoder_opens(codec: str, width: int = 256, height: int = 256, pix_fmt: str = "yuv420p") -> bool:
     """True when the encoder can really be opened here (NVENC needs a GPU with NVENC, not just the build)."""
+    if codec in _NVENC_CODEC.values() and not cuda_driver_present():
+        return False
     if codec == "libsvtav1":
         # SVT-AV1 prints its banner straight to stderr unless told otherwise (1 = errors only)
         os.environ.setdefault("SVT_LOG", "1")
-    try:
-        cc = av.codec.CodecContext.create(codec, "w")
-        cc.width, cc.height, cc.pix_fmt = width, height, pix_fmt
-        cc.time_base = Fraction(1, 25)
-        if codec == "libx265":
-            cc.options = {"x265-params": "log-level=none"}  # its banner would go straight to stderr
-        cc.open()
-        return True
-    except (av.error.FFmpegError, av.codec.codec.UnknownCodecError, ValueError, OSError) as e:
-        log.debug("encoder %s does not open here: %s", codec, e)
-        return False
+    # the probe's own log (e.g. "h264_nvenc: Cannot load libcuda.so.1") is kept to this thread and dropped: a
+    # failed probe is an answer, not a warning for the run that asked
+    with av.logging.Capture(local=True) as probe_log:
+        try:
+            cc = av.codec.CodecContext.create(codec, "w")
+            cc.width, cc.height, cc.pix_fmt = width, height, pix_fmt
+            cc.time_base = Fraction(1, 25)
+            if codec == "libx265":
+                cc.options = {"x265-params": "log-level=none"}  # its banner would go straight to stderr
+            cc.open()
+            return True
+        except (av.error.FFmpegError, av.codec.codec.UnknownCodecError, ValueError, OSError) as e:
+            said = "; ".join(msg.strip() for _, _, msg in probe_log)
+            log.debug("encoder %s does not open here: %s%s", codec, e, f" ({said})" if said else "")
+            return False
 
 
-def resolve(opts: EncoderOptions, *, suffix: str, source_depth: int, alpha: bool) -> EncoderChoice:
-    """Pick encoder, pixel format and options for an output file with extension `suffix`."""
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """What a pixel format keeps of a picture: family (rgb, yuv, gray), chroma subsampling, alpha, depth."""
+
+    family: str
+    subsampling: tuple[int, int]
+    alpha: bool
+    depth: int
+
+
+def layout(pix_fmt: str) -> Layout:
+    fmt = av.VideoFormat(pix_fmt, 16, 16)
+    comps = fmt.components
+    alpha = any(c.is_alpha for c in comps)
+    depth = max((c.bits for c in comps), default=8)
+    if fmt.is_rgb:
+        return Layout("rgb", (1, 1), alpha, depth)
+    colour = [c for c in comps if not c.is_alpha]
+    if len(colour) < 3:
+        return Layout("gray", (1, 1), alpha, depth)
+    chroma = colour[1]  # planar or packed, the second colour component is a chroma one
+    return Layout("yuv", (16 // max(1, chroma.width), 16 // max(1, chroma.height)), alpha, depth)
+
+
+def _formats(codec: str) -> list[str]:
+    return [f.name for f in av.codec.Codec(codec, "w").video_formats or ()]
+
+
+def _same_layout(codec: str, source_pix_fmt: str, depth: int | None, alpha: bool) -> str | None:
+    """The encoder's format with the source's family, subsampling and alpha, at its depth (or `depth`) or the
+    nearest deeper one; None when it has none. Semi-planar (nv*), full-range-by-name (yuvj*) and big-endian
+    formats are skipped: the planar ones say the same."""
+    src = layout(source_pix_fmt)
+    want = depth or src.depth
+    best: tuple[int, str] | None = None
+    for name in _formats(codec):
+        if name.startswith(("nv", "yuvj", "pal")) or name.endswith("be"):
+            continue
+        lay = layout(name)
+        if (lay.family, lay.subsampling, lay.alpha) != (src.family, src.subsampling, alpha) or lay.depth < want:
+            continue
+        if best is None or lay.depth < best[0]:
+            best = (lay.depth, name)
+    return best[1] if best else None
+
+
+def resolve(
+    opts: EncoderOptions, *, suffix: str, source_depth: int, alpha: bool, source_pix_fmt: str | None = None
+) -> EncoderChoice:
+    """Pick encoder, pixel format and options for an output file with extension `suffix`. `source_pix_fmt` lets
+    lossless encoders keep the source's layout (chroma, RGB, depth)."""
     preset = opts.encoder
     if preset not in PRESETS:
         raise UsageError(f"unknown encoder {preset!r}; valid: {', '.join(PRESETS)}")
@@ -143,13 +225,31 @@ def resolve(opts: EncoderOptions, *, suffix: str, source_depth: int, alpha: bool
         log.warning("encoder: this FFmpeg's libvpx has no 10-bit support; VP9 output is 8-bit")
         depth = 8
     pix_fmt = _pix_fmt(preset, depth, keep_alpha)
+    lossless = preset == "ffv1" or (opts.lossless and preset in ("h264", "hevc", "vp9") and not hardware)
+    if opts.pix_fmt is not None:
+        valid = _formats(codec)
+        if opts.pix_fmt not in valid:
+            raise UsageError(f"--pix-fmt {opts.pix_fmt!r} is not taken by {codec}; valid: {', '.join(valid)}")
+        pix_fmt = opts.pix_fmt
+    elif lossless and source_pix_fmt:
+        if preset == "h264" and layout(source_pix_fmt).family == "rgb":
+            codec = "libx264rgb"  # x264's RGB build: RGB stays RGB, no lossy matrix on the way
+        kept = _same_layout(codec, source_pix_fmt, opts.bit_depth, keep_alpha)
+        if kept is None:
+            log.warning("encoder: %s has no format like the source's %s; writing %s", codec, source_pix_fmt, pix_fmt)
+            codec = _CPU_CODEC[preset]
+        else:
+            pix_fmt = kept
+    out = layout(pix_fmt)
+    if keep_alpha and not out.alpha:
+        log.warning("encoder: pixel format %s has no alpha plane; the alpha channel is dropped", pix_fmt)
     return EncoderChoice(
         preset=preset,
         codec=codec,
         pix_fmt=pix_fmt,
-        options=_options(preset, opts, hardware, keep_alpha),
-        alpha=keep_alpha,
-        bit_depth=depth if preset != "prores" else 10,
+        options=_options(preset, opts, hardware, keep_alpha and out.alpha),
+        alpha=keep_alpha and out.alpha,
+        bit_depth=out.depth if preset != "prores" else 10,
         hardware=hardware,
     )
 
