@@ -8,10 +8,12 @@ from fractions import Fraction as F
 from pathlib import Path
 
 import av
+import numpy as np
 import torch
 
 from vidpipe.assets import opencv_clip
 from vidpipe.frames import Colour, FrameBatch
+from vidpipe.media.encoders import EncoderOptions, layout, resolve
 from vidpipe.media.probe import probe
 from vidpipe.media.writer import VideoWriter
 from vidpipe.stages.base import StreamSpec
@@ -50,3 +52,53 @@ def test_cli_webm_from_megamind_finishes_and_counts_dropped_audio(cli, tmp_path:
     manifest = json.loads(Path(f"{out}.json").read_text())
     assert manifest["streams"]["audio_dropped_packets"] >= 1
     assert any("did not decode" in w for w in manifest["warnings"])
+
+
+# -- issue 15 (7b): a lossless intermediate keeps the source's chroma and depth --
+
+
+def _rgb_frames(path: Path) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_ffv1_rgb_source_stays_rgb_and_frame_identical(make, cli, tmp_path: Path) -> None:
+    src = make("rgb-ffv1.mkv", codec="ffv1", pix_fmt="bgr0", frames=4, size=(96, 64))
+    out = tmp_path / "rgb-out.mkv"
+    r = cli("run", str(src), "-o", str(out), "--encoder", "ffv1", "--progress", "none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert probe(out).video.pix_fmt in ("bgr0", "gbrp")
+    a, b = _rgb_frames(src), _rgb_frames(out)
+    assert len(a) == len(b) == 4
+    assert all(np.array_equal(x, y) for x, y in zip(a, b, strict=True))
+
+
+def test_ffv1_keeps_444_chroma_and_depth(make, cli, tmp_path: Path) -> None:
+    src = make("yuv444-10.mkv", codec="ffv1", pix_fmt="yuv444p10le", frames=2, size=(64, 48))
+    out = tmp_path / "444.mkv"
+    r = cli("run", str(src), "-o", str(out), "--encoder", "ffv1", "--progress", "none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert probe(out).video.pix_fmt == "yuv444p10le"
+
+
+def test_pix_fmt_option_overrides_and_is_checked(make, cli, tmp_path: Path) -> None:
+    src = make("rgb-ffv1.mkv", codec="ffv1", pix_fmt="bgr0", frames=4, size=(96, 64))
+    out = tmp_path / "420.mkv"
+    r = cli("run", str(src), "-o", str(out), "--encoder", "ffv1", "--pix-fmt", "yuv420p", "--progress", "none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert probe(out).video.pix_fmt == "yuv420p"
+    r = cli("run", str(src), "-o", str(tmp_path / "bad.mkv"), "--encoder", "ffv1", "--pix-fmt", "nv12")
+    assert r.returncode == 2 and "yuv444p" in r.stderr  # the valid formats are listed
+
+
+def test_lossless_h264_hevc_keep_the_source_layout() -> None:
+    def pick(preset: str, src: str, **kw: object) -> tuple[str, str]:
+        opts = EncoderOptions(encoder=preset, lossless=True, **kw)  # type: ignore[arg-type]
+        c = resolve(opts, suffix=".mkv", source_depth=layout(src).depth, alpha=False, source_pix_fmt=src)
+        return c.codec, c.pix_fmt
+
+    assert pick("h264", "gbrp") == ("libx264rgb", "bgr0")
+    assert pick("h264", "yuv444p") == ("libx264", "yuv444p")
+    assert pick("hevc", "gbrp10le") == ("libx265", "gbrp10le")
+    assert pick("h264", "yuv420p") == ("libx264", "yuv420p")
+    assert pick("ffv1", "yuv422p", bit_depth=10) == ("ffv1", "yuv422p10le")

@@ -86,6 +86,9 @@ def run_cmd(
     speed: Annotated[str | None, typer.Option(help="encoder speed preset (x264/x265 names, SVT-AV1 0-13)")] = None,
     bit_depth: Annotated[int | None, typer.Option(help="force output bit depth: 8 or 10")] = None,
     lossless: Annotated[bool, typer.Option("--lossless", help="lossless encoding (h264, hevc, vp9)")] = False,
+    pix_fmt: Annotated[
+        str | None, typer.Option(help="output pixel format (default: the preset's; lossless keeps the source's)")
+    ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="frames per batch (default: per stage from its cost row and free memory)")

@@ -494,7 +494,13 @@ class JobRunner:
         for stage in stages:
             out_spec = stage.setup(device, out_spec)
         enc = options.writer.encoder
-        choice = resolve(enc, suffix=suffix, source_depth=out_spec.bit_depth, alpha=out_spec.alpha)
+        choice = resolve(
+            enc,
+            suffix=suffix,
+            source_depth=out_spec.bit_depth,
+            alpha=out_spec.alpha,
+            source_pix_fmt=info.video.pix_fmt,
+        )
         input_sha = file_sha256(local)
         signature = {
             "stages": [s.signature() for s in stages],

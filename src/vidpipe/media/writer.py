@@ -105,6 +105,7 @@ class VideoWriter:
             suffix=".png" if self.png else self.target.suffix,
             source_depth=spec.bit_depth,
             alpha=spec.alpha,
+            source_pix_fmt=source.video.pix_fmt if source is not None else None,
         )
         self.stats.encoder = self.choice.codec
         self.stats.pix_fmt = self.choice.pix_fmt
@@ -117,11 +118,11 @@ class VideoWriter:
 
     # -- setup --
     def frame_size(self) -> tuple[int, int]:
-        """Encoded size: the stream's (cropped back if a stage padded it), made even for 4:2:0 chroma."""
+        """Encoded size: the stream's (cropped back if a stage padded it), made a multiple of the chroma
+        subsampling (even for 4:2:0)."""
         w, h = self.spec.crop_to or (self.spec.width, self.spec.height)
-        if self.choice.chroma_420:
-            w, h = w + w % 2, h + h % 2
-        return w, h
+        sx, sy = self.choice.chroma_step
+        return w + -w % sx, h + -h % sy
 
     def planar_format(self) -> PlanarFormat | None:
         """The packed 4:2:0 planes this writer takes in place of RGB (converted on the device by the caller),
@@ -197,6 +198,10 @@ class VideoWriter:
         if threads:
             cc.thread_count = threads
         c = self.colour
+        if not self.png and not self.choice.pix_fmt.startswith(("yuv", "gray", "ya")):
+            # RGB output carries no YUV matrix and is full range whatever the source's YUV was
+            cc.color_range, cc.colorspace = 2, 0
+            c = Colour(primaries=c.primaries, transfer=c.transfer, matrix="unknown", range="pc")
         cc.color_range = 2 if c.range == "pc" else 1
         for attr, table, name in (
             ("colorspace", MATRIX, c.matrix),
@@ -224,9 +229,9 @@ class VideoWriter:
         if self.stats.padded:
             pw, ph = self.stats.padded
             if data.shape[3] < pw:
-                data = torch.cat([data, data[:, :, :, -1:]], dim=3)
+                data = torch.cat([data, data[:, :, :, -1:].expand(-1, -1, -1, pw - data.shape[3])], dim=3)
             if data.shape[2] < ph:
-                data = torch.cat([data, data[:, :, -1:, :]], dim=2)
+                data = torch.cat([data, data[:, :, -1:, :].expand(-1, -1, ph - data.shape[2], -1)], dim=2)
         alpha = int(data.shape[1]) == 4
         deep = data.dtype == torch.uint16
         fmt = rgb_format(16 if deep else 8, alpha)

@@ -80,6 +80,7 @@ class PipelineRecipe:
     speed: str | None = None
     bit_depth: int | None = None
     lossless: bool = False
+    pix_fmt: str | None = None
     device: str = "auto"
     batch_size: int = 8
     hwaccel: str = "none"
@@ -143,6 +144,7 @@ class PipelineRecipe:
                     lossless=self.lossless,
                     speed=self.speed,
                     bit_depth=self.bit_depth,
+                    pix_fmt=self.pix_fmt,
                 ),
                 copy_streams=self.copy_streams,
             ),
