@@ -31,6 +31,8 @@ import hashlib
 import json
 import logging
 import os
+from array import array
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -350,10 +352,79 @@ def _same_stream(a: av.video.stream.VideoStream, b: av.video.stream.VideoStream)
         ("size", (ca.width, ca.height), (cb.width, cb.height)),
         ("pixel format", ca.pix_fmt, cb.pix_fmt),
         ("codec extradata", ca.extradata, cb.extradata),
+        # decoding times are computed across segments in one time base (`_DecodeTimes`)
+        ("time base", a.time_base, b.time_base),
     ):
         if x != y:
             diffs.append(what)
     return diffs
+
+
+@dataclass(frozen=True, slots=True)
+class _DecodeTimes:
+    """Decoding times (dts) for the joined video, computed rather than copied.
+
+    The segments' own dts cannot be trusted across a join: Matroska stores none (its demuxer leaves a segment's
+    first packets of a reordering codec without one) and x264/x265 extrapolate a segment's first ones backwards
+    from its own first frame gaps, which on a variable-rate timeline can reach before the previous segment's
+    last. So packet i (in decoding order over all segments) gets the i-th smallest pts minus `delay` places:
+    strictly increasing, never after its own pts (`delay` is the deepest reordering seen), and at a boundary
+    the gap between segments is filled with the previous segment's last pts. The first `delay` packets keep the
+    first segment's dts where it has valid ones (MP4's edit list then matches one plain run's), else step back
+    from the first pts by its first frame gap.
+    """
+
+    order: array[int]  # every video packet's pts, sorted
+    delay: int
+    lead: tuple[int, ...]  # dts of the first `delay` packets
+
+    @classmethod
+    def plan(cls, shown: array[int], first_dts: Sequence[int | None]) -> _DecodeTimes:
+        order = array("q", sorted(shown))
+        delay = max((i - bisect_left(order, p) for i, p in enumerate(shown)), default=0)
+        own = [d for d in first_dts[:delay] if d is not None]
+        if len(own) == delay and all(a < b for a, b in pairwise([*own, order[0]])):
+            lead = tuple(own)
+        else:
+            step = max(1, order[1] - order[0]) if len(order) > 1 else 1
+            lead = tuple(order[0] - (delay - i) * step for i in range(delay))
+        return cls(order=order, delay=delay, lead=lead)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def dts(self, i: int) -> int:
+        return self.lead[i] if i < self.delay else self.order[i - self.delay]
+
+
+def _scan_segments(files: Sequence[Path], template: av.video.stream.VideoStream) -> _DecodeTimes:
+    """Demux (no decoding) every segment's video: check they can be joined (same encoding, no overlap) and plan
+    the joined stream's decoding times."""
+    shown: array[int] = array("q")
+    first_dts: list[int | None] = []
+    shown_until: int | None = None  # the latest frame time of the segments scanned so far
+    for n, f in enumerate(files):
+        latest = shown_until
+        with av.open(str(f)) as c:
+            vs = c.streams.video[0]
+            diffs = _same_stream(template, vs)
+            if diffs:
+                raise OutputError(f"segment {f.name} was encoded differently ({', '.join(diffs)}); cannot join")
+            for pkt in c.demux(vs):
+                if pkt.dts is None and pkt.pts is None:
+                    continue  # the demuxer's flush packet
+                if pkt.pts is None:
+                    raise OutputError(f"segment {f.name} has a video packet without a presentation time; cannot join")
+                if shown_until is not None and pkt.pts <= shown_until:
+                    raise OutputError(
+                        f"segment {f.name} overlaps the one before it at {float(pkt.pts * vs.time_base):.3f}s"
+                    )
+                if n == 0:
+                    first_dts.append(pkt.dts)
+                shown.append(pkt.pts)
+                latest = pkt.pts if latest is None else max(latest, pkt.pts)
+        shown_until = latest
+    return _DecodeTimes.plan(shown, first_dts)
 
 
 def join_segments(
@@ -366,7 +437,8 @@ def join_segments(
     after_segment: Callable[[int], None] = lambda _i: None,
 ) -> JoinStats:
     """Stream-copy the video packets of `files`, in order, into `target` with the source's other streams
-    (interleaved by time as the writer does). Written to a hidden temp file, fsynced, renamed into place."""
+    (interleaved by time as the writer does); the video's decoding times are recomputed (`_DecodeTimes`).
+    Written to a hidden temp file, fsynced, renamed into place."""
     if not files:
         raise OutputError(f"no segments to join into {target}")
     tmp = partial_path(target)
@@ -378,33 +450,27 @@ def join_segments(
         with av.open(str(files[0])) as first:
             template = first.streams.video[0]
             ovs = out.add_stream_from_template(template)
+            times = _scan_segments(files, template)
+        check()
         if copy_streams:
             copier = _StreamCopier(source, out, stats.writer)
-        shown_until: Fraction | None = None  # the latest frame time of the segments joined so far
         for i, f in enumerate(files):
-            latest = shown_until
             with av.open(str(f)) as c:
-                vs = c.streams.video[0]
-                diffs = _same_stream(template, vs)
-                if diffs:
-                    raise OutputError(f"segment {f.name} was encoded differently ({', '.join(diffs)}); cannot join")
-                for pkt in c.demux(vs):
+                for pkt in c.demux(c.streams.video[0]):
                     if pkt.dts is None and pkt.pts is None:
                         continue  # the demuxer's flush packet
-                    if pkt.pts is not None:
-                        shown = pkt.pts * pkt.time_base
-                        if shown_until is not None and shown <= shown_until:
-                            raise OutputError(f"segment {f.name} overlaps the one before it at {float(shown):.3f}s")
-                        latest = shown if latest is None else max(latest, shown)
+                    if stats.packets >= len(times):
+                        raise OutputError(f"segment {f.name} changed while it was being joined")
+                    pkt.dts = times.dts(stats.packets)
                     if copier is not None:
-                        ts = pkt.dts if pkt.dts is not None else pkt.pts
-                        copier.until(ts * pkt.time_base + INTERLEAVE_AHEAD_S)
+                        copier.until(pkt.dts * pkt.time_base + INTERLEAVE_AHEAD_S)
                     pkt.stream = ovs
                     out.mux(pkt)
                     stats.packets += 1
-            shown_until = latest
             check()
             after_segment(i)
+        if stats.packets != len(times):
+            raise OutputError(f"the segments changed while they were being joined into {target}")
         if copier is not None:
             copier.until(None)
         out.close()
