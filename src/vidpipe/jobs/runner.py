@@ -25,7 +25,6 @@ removed and finished segments kept for the next run.
 from __future__ import annotations
 
 import errno
-import glob
 import json
 import logging
 import os
@@ -41,8 +40,8 @@ from typing import Any, Final
 
 import torch
 
-from .. import __version__
-from ..errors import DiskFullError, InputNotFoundError, Interrupted, StorageError, VidpipeError
+from .. import __version__, paths
+from ..errors import DiskFullError, Interrupted, StorageError, VidpipeError
 from ..frames import FrameBatch
 from ..media.encoders import EncoderChoice, resolve
 from ..media.info import MediaInfo
@@ -76,11 +75,8 @@ from .storage import S3Settings, S3Storage, UploadReceipt, file_digest
 
 log = logging.getLogger(__name__)
 
-#: file suffixes a directory input contributes
-VIDEO_SUFFIXES: Final = frozenset(
-    {".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".mpg", ".mpeg", ".ts", ".m2ts", ".mts", ".flv", ".wmv"}
-    | {".mxf", ".y4m", ".3gp", ".ogv"}
-)
+#: file suffixes a directory input contributes (one list for `run` and `job run`)
+VIDEO_SUFFIXES: Final = paths.VIDEO_SUFFIXES
 #: refuse to start when less than this fraction of the estimated need is free: the estimate of a compressed
 #: size is rough (content decides), but below half of it the job cannot finish
 REFUSE_BELOW: Final = 0.5
@@ -198,26 +194,12 @@ class _PauseStage:
 # -- inputs and disk ---------------------------------------------------------------------------------------
 
 
-def expand_inputs(patterns: tuple[str, ...]) -> list[str]:
-    """Files as given, globs (sorted matches), directories (their video files, sorted) and s3:// URLs; each
-    input once, in order. A glob or directory that yields nothing is an error naming it."""
-    found: list[str] = []
-    for p in patterns:
-        if p.startswith("s3://"):
-            found.append(p)
-        elif any(ch in p for ch in "*?["):
-            matches = sorted(m for m in glob.glob(p) if Path(m).is_file())
-            if not matches:
-                raise InputNotFoundError(f"no files match {p}")
-            found += matches
-        elif Path(p).is_dir():
-            files = sorted(str(f) for f in Path(p).iterdir() if f.is_file() and f.suffix.lower() in VIDEO_SUFFIXES)
-            if not files:
-                raise InputNotFoundError(f"directory {p} holds no video files ({', '.join(sorted(VIDEO_SUFFIXES))})")
-            found += files
-        else:
-            found.append(p.rstrip("/"))
-    return list(dict.fromkeys(found))
+def expand_inputs(patterns: Sequence[str]) -> list[str]:
+    """Files as given (an existing path is always literal, `clip[1].mp4` included), globs where no such path
+    exists (sorted matches), directories (their video files, sorted), `@list.txt` and s3:// URLs; each input
+    once, in order. A glob or directory that yields nothing is an error naming it; a missing file is passed on,
+    to fail with its own input. One expansion for `run` and `job run`: `paths.expand_inputs`."""
+    return paths.expand_inputs(patterns, missing="keep")
 
 
 def disk_full(exc: BaseException) -> DiskFullError | None:

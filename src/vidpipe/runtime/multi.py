@@ -28,7 +28,6 @@ copy of each model are shared.
 from __future__ import annotations
 
 import copy
-import glob
 import logging
 import time
 from collections import deque
@@ -40,7 +39,8 @@ from typing import Any, Literal
 
 import torch
 
-from ..errors import InputError, InputNotFoundError, OutputError, StageError, UsageError, VidpipeError
+from .. import paths
+from ..errors import InputError, OutputError, StageError, UsageError, VidpipeError
 from ..frames import FrameBatch
 from ..jobs import atomic
 from ..media.info import MediaInfo
@@ -59,42 +59,17 @@ from .threads import Consumer
 
 log = logging.getLogger(__name__)
 
-#: what a directory given as input contributes (globs and list files take any file they name)
-VIDEO_SUFFIXES = frozenset(
-    {".mp4", ".m4v", ".mkv", ".mov", ".webm", ".avi", ".ts", ".mts", ".m2ts", ".mpg", ".mpeg", ".flv", ".wmv", ".ogv"}
-)
-_GLOB_CHARS = frozenset("*?[")
-
 
 def expand_inputs(args: Sequence[str | Path]) -> list[Path]:
     """Input files from arguments that are files, directories (their video files, sorted, not recursive), glob
-    patterns (sorted) or `@list.txt` (one path per line; blank lines and `#` comments skipped; relative paths
-    are relative to the list file). Each file once, in the order first named."""
-    out: dict[Path, None] = {}
-    for arg in map(str, args):
-        if arg.startswith("@"):
-            lst = Path(arg[1:]).expanduser()
-            try:
-                lines = lst.read_text().splitlines()
-            except OSError as e:
-                raise InputNotFoundError(f"cannot read input list {lst}: {e.strerror or e}") from e
-            named = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
-            found = expand_inputs([p if Path(p).is_absolute() else str(lst.parent / p) for p in named])
-        elif _GLOB_CHARS & set(arg) and not Path(arg).exists():
-            found = [Path(p) for p in sorted(glob.glob(arg)) if Path(p).is_file()]
-            if not found:
-                raise InputNotFoundError(f"no file matches {arg!r}")
-        elif Path(arg).is_dir():
-            found = sorted(p for p in Path(arg).iterdir() if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES)
-            if not found:
-                raise InputNotFoundError(f"no video file ({', '.join(sorted(VIDEO_SUFFIXES))}) in directory {arg}")
-        elif Path(arg).is_file():
-            found = [Path(arg)]
-        else:
-            raise InputNotFoundError(f"{arg}: no such file")
-        for p in found:
-            out.setdefault(p, None)
-    return list(out)
+    patterns (sorted; only where no such path exists: `clip[1].mp4` is that file) or `@list.txt` (one path per
+    line; blank lines and `#` comments skipped; relative paths are relative to the list file). Each file once,
+    in the order first named. `paths.expand_inputs` does it, for `job run` as well."""
+    found = paths.expand_inputs(args)
+    urls = [f for f in found if paths.is_url(f)]
+    if urls:
+        raise UsageError(f"vidpipe run reads local files; {urls[0]} needs `vidpipe job run` (it downloads inputs)")
+    return [Path(f) for f in found]
 
 
 def single_file(args: Sequence[str | Path]) -> bool:
@@ -103,8 +78,9 @@ def single_file(args: Sequence[str | Path]) -> bool:
     if len(args) != 1:
         return False
     arg = str(args[0])
-    pattern = bool(_GLOB_CHARS & set(arg)) and not Path(arg).exists()
-    return not (arg.startswith("@") or pattern or Path(arg).is_dir())
+    if Path(arg).is_file():  # an existing file is itself, whatever its name looks like
+        return True
+    return not (arg.startswith("@") or paths.is_pattern(arg) or Path(arg).is_dir())
 
 
 @dataclass(frozen=True, slots=True)
