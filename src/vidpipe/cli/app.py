@@ -10,30 +10,31 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
 
+from .. import __version__
 from ..errors import UsageError, VidpipeError
-from ..media.encoders import PRESETS
-from ..media.reader import ReaderOptions
-from ..runtime.multi import single_file
-from ..runtime.pipeline import RunOptions, run
 from ..runtime.recipe import PipelineRecipe
-from ..schedule.chain import ScheduleOptions
-from ..stages.base import Stage
-from ..stages.interpolate import Interpolate
-from ..stages.resize import parse_size
-from ..stages.upscale import Upscale
 from .cuts_cmd import bench_cmd as bench_cuts_cmd
 from .cuts_cmd import detect_cmd as detect_cuts_cmd
 from .eval_cmd import app as eval_app
 from .job_cmd import make_job_app
 from .models_cmd import app as models_app
 from .monitor_cmd import app as monitor_app
+
+# torch, PyAV's decoders and the stages are imported inside the commands that run something: `vidpipe --help`
+# and `--version` answer in a fraction of a second (tests/test_r22_cli.py checks torch stays out)
+if TYPE_CHECKING:
+    from ..runtime.pipeline import RunOptions
+    from ..stages.base import Stage
+
+#: media.encoders.PRESETS, written out: importing it would load PyAV for `--help` (a test checks they agree)
+ENCODER_HELP = "auto | h264 | hevc | av1 | vp9 | prores | ffv1 | png"
 
 app = typer.Typer(
     add_completion=False,
@@ -55,6 +56,21 @@ def _setup_logging(quiet: bool, verbose: bool) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"vidpipe {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version and exit")
+    ] = False,
+) -> None:
+    """Run AI models over video: streaming, exact timestamps, every stream kept."""
 
 
 def _choice(value: str, valid: tuple[str, ...], what: str) -> str:
@@ -81,7 +97,7 @@ def run_cmd(
     resize: Annotated[str | None, typer.Option(help="resize to WxH (one side may be -1)")] = None,
     resize_method: Annotated[str, typer.Option(help="bicubic | bilinear | area")] = "bicubic",
     pad: Annotated[int | None, typer.Option(help="pad frames to a multiple of N (cropped back on output)")] = None,
-    encoder: Annotated[str, typer.Option(help="auto | " + " | ".join(PRESETS[1:]))] = "auto",
+    encoder: Annotated[str, typer.Option(help=ENCODER_HELP)] = "auto",
     crf: Annotated[int | None, typer.Option(help="quality for crf encoders (lower is better)")] = None,
     speed: Annotated[str | None, typer.Option(help="encoder speed preset (x264/x265 names, SVT-AV1 0-13)")] = None,
     bit_depth: Annotated[int | None, typer.Option(help="force output bit depth: 8 or 10")] = None,
@@ -108,6 +124,11 @@ def run_cmd(
 
     Several inputs (files, folders, globs, @list.txt) go to -o FOLDER, one output each; frame-independent stages
     batch frames across videos. Outputs finished with the same models, settings and input are skipped."""
+    from ..media.reader import ReaderOptions
+    from ..runtime.multi import single_file
+    from ..runtime.pipeline import run
+    from ..schedule.chain import ScheduleOptions
+
     _setup_logging(quiet, verbose)
     # --batch-size N: every stage and the reader use N; unset: the reader's default, stages from cost rows
     batch_override, batch_size = batch_size, batch_size or ReaderOptions().batch_size
@@ -158,6 +179,7 @@ def demo_cmd(
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
 ) -> None:
     """Generate a sample clip and run the main job on it."""
+    from ..runtime.pipeline import RunOptions
     from .demo import run_demo
 
     _setup_logging(quiet=False, verbose=False)
@@ -213,6 +235,7 @@ def doctor_cmd(
     size each model stage would use here, and why."""
     from ..runtime.device import resolve_device
     from ..runtime.doctor import DEFAULT_MODELS, DEFAULT_SIZES, report, schedule_report
+    from ..stages.resize import parse_size
 
     _setup_logging(quiet=True, verbose=False)
     for line in report(device):
@@ -260,6 +283,7 @@ def bench_upscale_cmd(
     """Model-only (several execution modes) and end-to-end frames/s of SR models on a GPU."""
     from ..bench.upscale import MODES, end_to_end, model_only
     from ..runtime.device import describe, resolve_device
+    from ..stages.resize import parse_size
 
     _setup_logging(quiet=True, verbose=False)
     if len(model) != len(size):
@@ -294,6 +318,7 @@ def bench_interpolate_cmd(
     """Model-only interpolated frames/s of IFNet variants on a GPU."""
     from ..bench.interpolate import MODES, model_only
     from ..runtime.device import describe, resolve_device
+    from ..stages.resize import parse_size
 
     _setup_logging(quiet=True, verbose=False)
     dev = resolve_device(device)
@@ -327,7 +352,11 @@ def bench_pipeline_cmd(
 ) -> None:
     """Isolated decode, model and encode fps vs end-to-end on one input, with GPU utilisation."""
     from ..bench.pipeline import generated_input, measure, report_lines, x264
+    from ..media.reader import ReaderOptions
     from ..runtime.device import resolve_device
+    from ..stages.interpolate import Interpolate
+    from ..stages.resize import parse_size
+    from ..stages.upscale import Upscale
 
     _setup_logging(quiet=True, verbose=False)
     dev = resolve_device(device)
@@ -401,6 +430,7 @@ def bench_crossvideo_cmd(
     """Frames/s of many small clips upscaled with cross-video micro-batches vs one by one."""
     from ..bench.crossvideo import run_crossvideo
     from ..runtime.device import resolve_device
+    from ..stages.resize import parse_size
 
     _setup_logging(quiet=True, verbose=False)
     report = run_crossvideo(
@@ -430,6 +460,7 @@ def bench_peers_cmd(
 ) -> None:
     """vidpipe against RIFE's and Real-ESRGAN's own scripts and the seeds' PNG baseline, same input and weights."""
     from ..bench.peers import ROWS, TASKS, bench_peers
+    from ..stages.resize import parse_size
 
     _setup_logging(quiet=True, verbose=False)
     bench_peers(

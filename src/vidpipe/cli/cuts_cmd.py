@@ -8,16 +8,20 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import torch
 import typer
 
 from ..errors import UsageError
 from ..runtime.recipe import ON_CORRUPT, choice
 
+if TYPE_CHECKING:
+    import torch
+
 
 def _device(name: str) -> torch.device:
+    import torch  # here, not with the module: `vidpipe --help` stays fast
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:

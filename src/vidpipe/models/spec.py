@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Literal
-
-import torch
+from typing import TYPE_CHECKING, Literal
 
 from ..errors import ModelError
+
+if TYPE_CHECKING:  # the registry itself needs no torch: `vidpipe --help` and `models list` load without it
+    import torch
 
 Task = Literal["upscale", "interpolate", "matte", "inpaint", "cuts", "vsr"]
 WeightFormat = Literal["pth", "safetensors", "ncnn", "pkl"]
@@ -47,7 +48,7 @@ class ModelSpec:
 
 
 #: builds an nn.Module from a state dict, inferring hyper-parameters from tensor shapes
-ArchBuilder = Callable[[Mapping[str, torch.Tensor]], torch.nn.Module]
+ArchBuilder = Callable[[Mapping[str, "torch.Tensor"]], "torch.nn.Module"]
 
 _SPECS: dict[str, ModelSpec] = {}
 _ARCHS: dict[str, ArchBuilder] = {}

@@ -10,19 +10,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 from fractions import Fraction
-from typing import Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ..errors import UsageError
-from ..media.encoders import PRESETS, EncoderOptions
-from ..media.reader import ReaderOptions
-from ..media.writer import WriterOptions
-from ..stages.base import Stage
-from ..stages.interpolate import SCENE_CUT_MODES, Interpolate
-from ..stages.pad import Pad
-from ..stages.resize import METHODS, Resize, parse_size
-from ..stages.upscale import Upscale
-from .pipeline import RunOptions
 from .progress import ProgressMode
+
+if TYPE_CHECKING:
+    from ..stages.base import Stage
+    from .pipeline import RunOptions
 
 ORDERS: Final = ("upscale,interpolate", "interpolate,upscale")
 HWACCELS: Final = ("none", "auto", "cuda")
@@ -93,6 +88,12 @@ class PipelineRecipe:
 
     def stages(self) -> list[Stage]:
         """The stage chain in run order: pad, the model stages in `order`, resize."""
+        # torch and the stages are imported here, not with the module: `vidpipe --help` and job specs stay light
+        from ..stages.interpolate import SCENE_CUT_MODES, Interpolate
+        from ..stages.pad import Pad
+        from ..stages.resize import METHODS, Resize, parse_size
+        from ..stages.upscale import Upscale
+
         stages: list[Stage] = []
         if self.pad is not None:
             stages.append(Pad(self.pad))
@@ -128,6 +129,11 @@ class PipelineRecipe:
         return stages
 
     def run_options(self, progress: ProgressMode = "bar") -> RunOptions:
+        from ..media.encoders import PRESETS, EncoderOptions
+        from ..media.reader import ReaderOptions
+        from ..media.writer import WriterOptions
+        from .pipeline import RunOptions
+
         if self.batch_size < 1:
             raise UsageError(f"batch_size must be ≥ 1, got {self.batch_size}")
         return RunOptions(
