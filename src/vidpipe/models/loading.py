@@ -36,7 +36,7 @@ from .. import assets
 from ..errors import ModelError, RetryableStorageError
 from ..jobs.atomic import write_bytes
 from .archs import ifnet, rrdb, srvgg
-from .spec import ModelSpec, get_arch, get_spec
+from .spec import ModelSpec, Task, get_arch, get_spec, is_registered
 
 PTH_SUFFIXES = (".pth", ".pt", ".pkl")  # .pkl: RIFE ships torch.save state dicts under that name
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -309,14 +309,16 @@ def ensure_offline(name: str) -> Path:
     raise ModelError(f"no zoo module provides offline weights for {name!r} ({spec.arch})")
 
 
-def _resolve(spec_or_path: ModelSpec | str | Path) -> tuple[ModelSpec | None, Path]:
+def _resolve(spec_or_path: ModelSpec | str | Path, task: Task | None = None) -> tuple[ModelSpec | None, Path]:
     if isinstance(spec_or_path, ModelSpec):
         return spec_or_path, resolve_weights(spec_or_path)
     if isinstance(spec_or_path, str):
         register_zoos()
         try:
-            spec = get_spec(spec_or_path)
+            spec = get_spec(spec_or_path, task)
         except ModelError as unknown:
+            if is_registered(spec_or_path):  # a model of another task: no cache file or path stands in for it
+                raise
             imported = models_dir() / f"{spec_or_path}{SAFETENSORS_SUFFIX}"
             if imported.is_file():
                 return None, imported
@@ -331,11 +333,17 @@ def _resolve(spec_or_path: ModelSpec | str | Path) -> tuple[ModelSpec | None, Pa
 
 
 def load_model_info(
-    spec_or_path: ModelSpec | str | Path, device: torch.device | str, dtype: torch.dtype, *, sha256: str = ""
+    spec_or_path: ModelSpec | str | Path,
+    device: torch.device | str,
+    dtype: torch.dtype,
+    *,
+    sha256: str = "",
+    task: Task | None = None,
 ) -> LoadedModel:
     """Load a registered model (by spec or name), a model imported into the cache (by name) or a weights file,
-    in eval mode without gradients, on `device` in `dtype`; with what a manifest needs to identify it."""
-    spec, path = _resolve(spec_or_path)
+    in eval mode without gradients, on `device` in `dtype`; with what a manifest needs to identify it. With
+    `task`, a registry name must be a model of that task (an unknown name's error lists only those)."""
+    spec, path = _resolve(spec_or_path, task)
     expected = sha256 or official_sha256(spec, path) or pinned_sha256(path)
     state, meta, digest = _read(path, expected)
     arch = meta.get(META_ARCH) or (spec.arch if spec else "") or detect_arch(state)

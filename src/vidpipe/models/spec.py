@@ -65,12 +65,19 @@ def register_arch(name: str, builder: ArchBuilder) -> None:
     _ARCHS[name] = builder
 
 
-def get_spec(name: str) -> ModelSpec:
-    try:
-        return _SPECS[name]
-    except KeyError:
-        valid = ", ".join(sorted(_SPECS)) or "(none registered)"
-        raise ModelError(f"unknown model {name!r}; valid: {valid}") from None
+def get_spec(name: str, task: Task | None = None) -> ModelSpec:
+    """The registered model `name`; with `task`, only a model of that task (the error lists only those)."""
+    spec = _SPECS.get(name)
+    if spec is not None and (task is None or spec.task == task):
+        return spec
+    valid = ", ".join(sorted(n for n, s in _SPECS.items() if task is None or s.task == task)) or "(none registered)"
+    if spec is not None:
+        raise ModelError(f"{name!r} is a model for {spec.task}, not {task}; valid {task} models: {valid}")
+    raise ModelError(f"unknown {task + ' ' if task else ''}model {name!r}; valid: {valid}")
+
+
+def is_registered(name: str) -> bool:
+    return name in _SPECS
 
 
 def all_specs() -> list[ModelSpec]:

@@ -206,7 +206,7 @@ class Interpolate:
         self.device = torch.device(device)
         self.dtype_name, self.dtype = resolve_dtype(self.dtype_request, self.device)
         if self._loaded_on != (self.device, self.dtype):  # once per device and dtype, never per batch
-            loaded = load_model_info(self.model_ref, self.device, self.dtype)
+            loaded = load_model_info(self.model_ref, self.device, self.dtype, task="interpolate")
             if not isinstance(loaded.module, IFNetBase):
                 raise ModelError(
                     f"{self.model_ref} is a {loaded.arch} model, not a frame interpolation (RIFE IFNet) model"

@@ -111,7 +111,7 @@ class Upscale:
         # once per device and dtype: a stage set up again for another input size (or copied per video by the
         # multi-input runner) keeps one copy of the weights
         if self.loaded is None or self._loaded_on != (device, self.dtype):
-            self.loaded = load_model_info(self.model_ref, device, self.dtype)
+            self.loaded = load_model_info(self.model_ref, device, self.dtype, task="upscale")
             self.loaded.module.to(memory_format=torch.channels_last)
             self._loaded_on = (device, self.dtype)
             self._net = self.loaded.module

@@ -1,0 +1,140 @@
+"""Issue 22, item 13: first-run rough edges of the CLI (version, fast help, model names by task, silent NVENC
+probe, named interpolation counters, JSON progress on stdout, line progress, --start/--duration/--frames)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable
+from fractions import Fraction as F
+from pathlib import Path
+
+import pytest
+
+import vidpipe
+from vidpipe.media import encoders
+
+CLI = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False)
+
+
+# -- --version, and --help without torch --
+
+
+def test_version_prints_the_package_version(cli: CLI) -> None:
+    r = cli("--version")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == f"vidpipe {vidpipe.__version__}"
+
+
+def test_cli_app_imports_without_torch() -> None:
+    """`vidpipe --help` and `vidpipe run --help` were slow because the app imported torch (and every stage)
+    at import time; torch is now imported inside the commands that run something."""
+    r = _python("import sys, vidpipe.cli.app; print(sorted(m for m in ('torch', 'numpy', 'av') if m in sys.modules))")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"], ["job", "run", "--help"]])
+def test_help_does_not_import_torch(args: list[str]) -> None:
+    r = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "vidpipe", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in r.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" not in imported
+    assert "Usage" in r.stdout
+
+
+def test_encoder_help_names_every_preset() -> None:
+    from vidpipe.cli.app import ENCODER_HELP
+
+    assert ENCODER_HELP.split(" | ") == list(encoders.PRESETS)
+
+
+# -- model names are listed by task --
+
+
+def _names(task: str) -> list[str]:
+    from vidpipe.models.loading import register_zoos
+    from vidpipe.models.spec import all_specs
+
+    register_zoos()
+    return [s.name for s in all_specs() if s.task == task]
+
+
+def test_unknown_upscale_name_lists_upscale_models_only(cli: CLI, make: Callable[..., Path], tmp_path: Path) -> None:
+    clip = make("r22_tiny.mkv", size=(64, 48), frames=4)
+    r = cli("run", str(clip), "-o", str(tmp_path / "o.mkv"), "--upscale", "no-such-model", "--progress", "none")
+    assert r.returncode == 6, r.stderr
+    line = r.stderr.strip().splitlines()[-1]
+    assert line.startswith("error:") and "no-such-model" in line
+    assert all(name in line for name in _names("upscale"))
+    assert not any(name in line for name in _names("interpolate")), line
+
+
+def test_interpolation_model_as_upscale_is_refused_by_task() -> None:
+    import torch
+
+    from vidpipe.errors import ModelError
+    from vidpipe.models.loading import load_model_info
+
+    with pytest.raises(ModelError) as e:
+        load_model_info("rife-hdv3", "cpu", torch.float32, task="upscale")
+    msg = str(e.value)
+    assert "interpolate" in msg and all(name in msg for name in _names("upscale"))
+    assert "rife-4.6" not in msg
+    with pytest.raises(ModelError) as e:
+        load_model_info("no-such-rife", "cpu", torch.float32, task="interpolate")
+    assert "rife-hdv3" in str(e.value) and not any(name in str(e.value) for name in _names("upscale"))
+
+
+# -- NVENC probe --
+
+
+def test_nvenc_probe_is_skipped_without_a_cuda_driver(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No CUDA driver, no NVENC: FFmpeg is not even asked (it would log "Cannot load libcuda.so.1")."""
+    monkeypatch.setattr(encoders, "cuda_driver_present", lambda: False)
+    encoders.encoder_opens.cache_clear()
+    opened: list[str] = []
+    real = encoders.av.codec.CodecContext.create
+    monkeypatch.setattr(
+        encoders.av.codec.CodecContext, "create", lambda name, mode: opened.append(name) or real(name, mode)
+    )
+    try:
+        assert not encoders.encoder_opens("h264_nvenc")
+        assert opened == []
+    finally:
+        encoders.encoder_opens.cache_clear()
+
+
+def test_nvenc_probe_is_silent_inside_a_run_log_capture(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A multi-input run captures FFmpeg's log for the whole run and reported the probe's failure as a warning:
+    the probe keeps its own log to itself (here forced to run on a machine without a GPU)."""
+    from vidpipe.runtime.pipeline import FFmpegLog
+
+    monkeypatch.setattr(encoders, "cuda_driver_present", lambda: True)
+    encoders.encoder_opens.cache_clear()
+    try:
+        with FFmpegLog() as ffmpeg_log:
+            opens = encoders.encoder_opens("h264_nvenc")
+        if not opens:
+            assert ffmpeg_log.messages == []
+    finally:
+        encoders.encoder_opens.cache_clear()
+
+
+def test_multi_input_run_prints_no_nvenc_message(cli: CLI, make: Callable[..., Path], tmp_path: Path) -> None:
+    a = make("r22_a.mkv", size=(64, 48), frames=4)
+    b = make("r22_b.mkv", size=(64, 48), frames=4, source="smptebars")
+    r = cli("run", str(a), str(b), "-o", str(tmp_path / "out"), "--progress", "none")
+    assert r.returncode == 0, r.stderr
+    assert "h264_nvenc" not in r.stderr and "libcuda" not in r.stderr
