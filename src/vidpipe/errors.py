@@ -9,6 +9,7 @@
     │   ├── TruncatedInputError (ValueError)      container opens but is cut (moov missing, …)
     │   ├── NoVideoStreamError (ValueError)
     │   ├── UnsupportedFormatError (ValueError)   pixel format / codec we cannot decode
+    │   ├── InputTooLargeError (ValueError)       frames over the pixel cap, or their buffers over free RAM
     │   └── CorruptInputError (ValueError)        damaged packets mid-stream (--on-corrupt fail)
     ├── OutputError                      exit 4   cannot write/encode the output
     │   ├── EncoderUnavailableError
@@ -63,6 +64,11 @@ class NoVideoStreamError(InputError, ValueError):
 
 class UnsupportedFormatError(InputError, ValueError):
     pass
+
+
+class InputTooLargeError(InputError, ValueError):
+    """Frames larger than the pixel cap (`--max-pixels`, `VIDPIPE_MAX_PIXELS`), or a run whose frame buffers
+    would not fit in free RAM: refused before decoding instead of failing to allocate mid-run."""
 
 
 class CorruptInputError(InputError, ValueError):

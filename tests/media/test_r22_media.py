@@ -4,18 +4,23 @@ interlacing, and lossless output keeping the source's chroma."""
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 from fractions import Fraction as F
 from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 import torch
 
 from vidpipe.assets import opencv_clip
+from vidpipe.errors import InputTooLargeError, UnsupportedFormatError
 from vidpipe.frames import Colour, FrameBatch
 from vidpipe.media.encoders import EncoderOptions, layout, resolve
-from vidpipe.media.probe import probe
+from vidpipe.media.probe import DEFAULT_MAX_PIXELS, probe
 from vidpipe.media.writer import VideoWriter
+from vidpipe.runtime.buffers import check_host_memory, host_frame_bytes
 from vidpipe.stages.base import StreamSpec
 
 
@@ -102,3 +107,54 @@ def test_lossless_h264_hevc_keep_the_source_layout() -> None:
     assert pick("hevc", "gbrp10le") == ("libx265", "gbrp10le")
     assert pick("h264", "yuv420p") == ("libx264", "yuv420p")
     assert pick("ffv1", "yuv422p", bit_depth=10) == ("ffv1", "yuv422p10le")
+
+
+# -- issue 22 (6): a pixel cap and a host-memory check, refused from the probe before any frame is decoded --
+
+
+def _huge_png(path: Path, width: int, height: int) -> Path:
+    """A 1-bit grey PNG written row by row: a huge frame in a file of a few kB, without the frame in memory."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = b"\0" * (1 + (width + 7) // 8)
+    body = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    return path
+
+
+def test_pixel_cap_from_environment_refuses_with_exit_3_and_names_the_limit(make, cli, tmp_path: Path) -> None:
+    src = make("cap.mp4", frames=2)  # 320x240 = 76800 pixels
+    r = cli("run", str(src), "-o", str(tmp_path / "o.mkv"), env={"VIDPIPE_MAX_PIXELS": "10000"})
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert "10000" in r.stderr and "320x240" in r.stderr
+    assert not (tmp_path / "o.mkv").exists()
+    # the option overrides the environment
+    r = cli("run", str(src), "-o", str(tmp_path / "o.mkv"), "--max-pixels", "76800", "--progress", "none",
+            env={"VIDPIPE_MAX_PIXELS": "10000"})  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+
+
+def test_default_pixel_cap_refuses_16000x16000_before_decoding(cli, tmp_path: Path) -> None:
+    src = _huge_png(tmp_path / "huge.png", 16000, 16000)
+    r = cli("run", str(src), "-o", str(tmp_path / "o.mkv"), "--progress", "none")
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert "16000x16000" in r.stderr and str(DEFAULT_MAX_PIXELS) in r.stderr
+    with pytest.raises(InputTooLargeError):
+        probe(src, max_pixels=DEFAULT_MAX_PIXELS)
+    with pytest.raises(UnsupportedFormatError):  # describing a file has no cap (a 1-bit PNG is refused later)
+        probe(src)
+
+
+def test_host_frame_buffers_checked_against_free_ram() -> None:
+    spec = StreamSpec(width=3840, height=2160, time_base=F(1, 24), nominal_rate=F(24))
+    out = spec.but(width=7680, height=4320)
+    need = host_frame_bytes(spec, out, batch=8, reader_queue=4, encode_queue=4)
+    # reader: (4 + 2) batches of 8 RGB 4K frames; encoder: (4 + 2) batches of 8 RGB 8K frames
+    assert need == 6 * 8 * 3840 * 2160 * 3 + 6 * 8 * 7680 * 4320 * 3
+    check_host_memory(need, available_mb=need // 2**20 * 2)
+    with pytest.raises(InputTooLargeError, match="batch"):
+        check_host_memory(need, available_mb=need // 2**20 // 2)

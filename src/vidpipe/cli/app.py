@@ -105,6 +105,10 @@ def run_cmd(
     pix_fmt: Annotated[
         str | None, typer.Option(help="output pixel format (default: the preset's; lossless keeps the source's)")
     ] = None,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(min=0, help="refuse frames over N pixels (default 8192x8192, $VIDPIPE_MAX_PIXELS; 0: none)"),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     batch_size: Annotated[
         int | None, typer.Option(min=1, help="frames per batch (default: per stage from its cost row and free memory)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,10 +14,12 @@ import av.error
 from ..errors import (
     EmptyInputError,
     InputNotFoundError,
+    InputTooLargeError,
     NotMediaError,
     NoVideoStreamError,
     TruncatedInputError,
     UnsupportedFormatError,
+    UsageError,
 )
 from ..frames import Colour
 from .colour import MATRIX, PRIMARIES, TRANSFER, name_of
@@ -32,6 +35,12 @@ VFR_SAMPLE_PACKETS = 600
 VFR_TOLERANCE_TICKS = 2
 VFR_TOLERANCE_S = Fraction(11, 10000)
 VFR_TOLERANCE_REL = Fraction(1, 100)
+
+#: default cap on pixels per frame for a run: 8192×8192 (64 MiP) holds every 8K format (7680×4320, 8192×4320) and
+#: square 8K; a 16000×16000 frame is 768 MB as RGB, and a run holds dozens of frames in its queues
+DEFAULT_MAX_PIXELS = 8192 * 8192
+#: environment variable overriding the default cap (0: no cap); `--max-pixels` overrides both
+MAX_PIXELS_ENV = "VIDPIPE_MAX_PIXELS"
 
 # Pixel-format families the reader converts to RGB; anything else (bayer, hardware surfaces, bitstreams) is refused.
 _SUPPORTED_PREFIXES = (
@@ -105,6 +114,31 @@ def pix_fmt_depth(pix_fmt: str) -> tuple[int, bool]:
     if pix_fmt == "pal8":  # palette entries may carry alpha; treat as RGBA only if asked elsewhere
         alpha = False
     return depth, alpha
+
+
+def max_pixels_limit(asked: int | None = None) -> int:
+    """The pixel cap of a run: `asked` (from `--max-pixels`), else `$VIDPIPE_MAX_PIXELS`, else the default; 0 means
+    no cap."""
+    if asked is None:
+        env = os.environ.get(MAX_PIXELS_ENV, "").strip()
+        if not env:
+            return DEFAULT_MAX_PIXELS
+        if not env.isdigit():
+            raise UsageError(f"{MAX_PIXELS_ENV}={env!r} is not a pixel count; expected e.g. 33177600 or 0 (no cap)")
+        asked = int(env)
+    if asked < 0:
+        raise UsageError(f"--max-pixels must be ≥ 0 (0: no cap), got {asked}")
+    return asked
+
+
+def check_pixels(path: Path | str, width: int, height: int, limit: int) -> None:
+    """Refuse frames over the cap (exit 3), naming the size, the cap and how to raise it."""
+    if limit and width * height > limit:
+        raise InputTooLargeError(
+            f"{path}: frames of {width}x{height} ({width * height} pixels) exceed the pixel cap of {limit} "
+            f"(default {DEFAULT_MAX_PIXELS} = 8192x8192); raise it with --max-pixels N or {MAX_PIXELS_ENV}=N "
+            "(0: no cap) if this host has the memory"
+        )
 
 
 def _check_file(path: Path) -> int:
@@ -198,9 +232,10 @@ def _is_vfr(pts: list[int], tb: Fraction) -> bool:
     return any(abs(s - mean) > tol for s in steps)
 
 
-def probe(path: str | Path, *, count_frames: bool = False) -> MediaInfo:
+def probe(path: str | Path, *, count_frames: bool = False, max_pixels: int = 0) -> MediaInfo:
     """Describe a media file. Cheap: opens the container, demuxes a few hundred packets and decodes one frame
-    (for rotation and the real pixel format). `count_frames=True` demuxes everything for an exact count."""
+    (for rotation and the real pixel format). `count_frames=True` demuxes everything for an exact count.
+    `max_pixels` (0: none): refuse larger frames from the header, before anything is decoded."""
     path = Path(path)
     size = _check_file(path)
     with open_input(path) as c:
@@ -209,6 +244,7 @@ def probe(path: str | Path, *, count_frames: bool = False) -> MediaInfo:
             raise NoVideoStreamError(f"{path}: no video stream (streams found: {kinds})")
         vs = c.streams.video[0]
         cc = vs.codec_context
+        check_pixels(path, cc.width, cc.height, max_pixels)
         pix_fmt = cc.pix_fmt or ""
         if not pix_fmt:
             raise UnsupportedFormatError(f"{path}: video stream has no known pixel format (codec {cc.name})")

@@ -44,7 +44,7 @@ from ..errors import InputError, OutputError, StageError, UsageError, VidpipeErr
 from ..frames import FrameBatch
 from ..jobs import atomic
 from ..media.info import MediaInfo
-from ..media.probe import probe
+from ..media.probe import max_pixels_limit, probe
 from ..media.reader import VideoReader
 from ..media.writer import VideoWriter, WriterStats
 from ..schedule import crossvideo
@@ -53,7 +53,17 @@ from ..schedule.costs import CostBook, bucket_for, cost_signature
 from ..schedule.idempotency import finished, model_signature, signature_fields
 from ..stages.base import Stage, StreamSpec
 from .device import resolve_device
-from .pipeline import FFmpegLog, RunOptions, StopRequest, _chain, _flush, _manifest, manifest_path, source_spec
+from .pipeline import (
+    FFmpegLog,
+    RunOptions,
+    StopRequest,
+    _chain,
+    _flush,
+    _manifest,
+    check_frame_memory,
+    manifest_path,
+    source_spec,
+)
 from .progress import Progress
 from .threads import Consumer
 
@@ -253,7 +263,7 @@ class MultiRunner:
 
     def _open(self, job: Job, reader_batch: int, progress: Progress) -> _Video | VideoResult:
         opts = self.options
-        info = probe(job.input)
+        info = probe(job.input, max_pixels=max_pixels_limit(opts.max_pixels))
         reader_opts = replace(opts.reader, batch_size=reader_batch)
         spec = source_spec(info, reader_opts.keep_alpha)
         specs: list[StreamSpec] = []
@@ -267,6 +277,7 @@ class MultiRunner:
                 own = copy.copy(self._template(i, spec))  # shares the loaded weights; setup gives it its own state
                 spec = own.setup(self.device, spec)
                 used.append(own)
+        check_frame_memory(job.input, specs[0] if specs else spec, spec, replace(opts, reader=reader_opts))
         signed = signature_fields(job.input, used, reader_opts, opts.writer)
         why = ""
         if opts.schedule.skip_finished:

@@ -28,14 +28,14 @@ from ..errors import DeviceOutOfMemoryError, Interrupted, StageError, UsageError
 from ..frames import FrameBatch
 from ..jobs import atomic
 from ..media.info import MediaInfo
-from ..media.probe import probe
+from ..media.probe import max_pixels_limit, probe
 from ..media.reader import ReaderOptions, VideoReader
 from ..media.writer import VideoWriter, WriterOptions, WriterStats
 from ..media.yuv import PlanarBatch, fit, planes_to_rgb, rgb_to_planes
 from ..schedule.chain import ScheduleOptions, schedule_block, schedule_chain
 from ..schedule.idempotency import finished, signature_fields
 from ..stages.base import Stage, StreamSpec
-from .buffers import HostBuffers
+from .buffers import HostBuffers, check_host_memory, host_frame_bytes
 from .device import describe, resolve_device
 from .progress import Progress, ProgressMode
 from .threads import Consumer
@@ -87,6 +87,8 @@ class RunOptions:
     window: TimeWindow | None = None
     #: batch sizes, OOM policy, cost rows, skipping finished outputs (vidpipe.schedule.chain)
     schedule: ScheduleOptions = field(default_factory=ScheduleOptions)
+    #: refuse inputs with more pixels a frame (0: no cap); None: `$VIDPIPE_MAX_PIXELS` or media.probe's default
+    max_pixels: int | None = None
 
 
 @dataclass(slots=True)
@@ -119,6 +121,18 @@ def source_spec(info: MediaInfo, keep_alpha: bool = True) -> StreamSpec:
         nominal_rate=v.rate,
         frames=v.frames,
     )
+
+
+def check_frame_memory(src: Path, source: StreamSpec, output: StreamSpec, options: RunOptions) -> None:
+    """The run's host frame buffers (reader and encoder queues) against free RAM, before anything is decoded."""
+    need = host_frame_bytes(
+        source,
+        output,
+        batch=options.reader.batch_size,
+        reader_queue=options.reader.queue_size,
+        encode_queue=options.encode_queue,
+    )
+    check_host_memory(need, what=f"{src}: {source.width}x{source.height} → {output.width}x{output.height}: ")
 
 
 def _chain(stages: Sequence[Stage], batch: FrameBatch | None, start: int = 0) -> FrameBatch | None:
@@ -337,13 +351,14 @@ def run(
     dst = Path(output_path)
     if dst.resolve() == src.resolve():
         raise UsageError(f"output {dst} is the input; choose another output path")
-    info = probe(src)
+    info = probe(src, max_pixels=max_pixels_limit(options.max_pixels))
     device = resolve_device(options.device)
     spec = source_spec(info, options.reader.keep_alpha)
     specs: list[StreamSpec] = []  # each stage's input, for the scheduler
     for stage in stages:
         specs.append(spec)
         spec = stage.setup(device, spec)
+    check_frame_memory(src, specs[0] if specs else spec, spec, options)
     stop = StopRequest()
     on_device = options.colour_on_device == "on" or (options.colour_on_device == "auto" and device.type == "cuda")
     pin = device.type == "cuda"

@@ -76,6 +76,7 @@ class PipelineRecipe:
     bit_depth: int | None = None
     lossless: bool = False
     pix_fmt: str | None = None
+    max_pixels: int | None = None
     device: str = "auto"
     batch_size: int = 8
     hwaccel: str = "none"
@@ -130,6 +131,7 @@ class PipelineRecipe:
 
     def run_options(self, progress: ProgressMode = "bar") -> RunOptions:
         from ..media.encoders import PRESETS, EncoderOptions
+        from ..media.probe import max_pixels_limit
         from ..media.reader import ReaderOptions
         from ..media.writer import WriterOptions
         from .pipeline import RunOptions
@@ -155,6 +157,7 @@ class PipelineRecipe:
                 copy_streams=self.copy_streams,
             ),
             progress=progress,
+            max_pixels=max_pixels_limit(self.max_pixels),
         )
 
     def check(self) -> None:
