@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.vidpipe-installed
 
-.PHONY: demo test lint clean
+.PHONY: demo venv test test-fast lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv --system-site-packages $(VENV)
@@ -15,14 +15,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 
+venv: $(STAMP)
+
 demo: $(STAMP)
 	$(PY) -m vidpipe demo --out out/demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests
+	$(PY) -m ruff check src tests .ci
 
-test: lint
-	$(PY) -m pytest -q
+# what CI runs (.ci/run): lint, fast suite, slow suite, peers rows, the built wheel in a fresh venv
+test: $(STAMP)
+	.ci/run
+
+# the fast suite alone (no `slow` or `peers` marks): the one to run while working
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow and not peers"
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

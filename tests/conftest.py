@@ -1,5 +1,7 @@
 """Shared fixtures: clips generated at test time with FFmpeg lavfi sources (nothing committed), real clips from
-Debian's opencv-doc fetched once into the cache, and a runner for the `vidpipe` CLI in a subprocess."""
+Debian's opencv-doc fetched once into the cache, a runner for the `vidpipe` CLI in a subprocess, and time bounds
+calibrated to the machine's load (tests/calibration.py): every pytest-timeout limit and CLI timeout is a
+quiet-machine figure stretched by the measured slowdown."""
 
 from __future__ import annotations
 
@@ -12,10 +14,41 @@ from pathlib import Path
 import pytest
 import torch
 
+from calibration import Calibration, current, scaled
 from vidpipe.media.synth import ClipSpec, make_clip
 
-#: every CLI call in tests is bounded: a hang is a failure, never a stuck CI
+#: every CLI call in tests is bounded: a hang is a failure, never a stuck CI (quiet-machine seconds, scaled)
 CLI_TIMEOUT_S = 120
+
+
+@pytest.fixture(scope="session")
+def calibration() -> Calibration:
+    """The machine's slowdown at session start; `scaled` (or `calibration.scaled`) follows the load later on."""
+    return current()
+
+
+@pytest.fixture
+def scaled_time() -> Callable[[float], float]:
+    """scaled_time(quiet_seconds) -> seconds: a time bound for this machine, as loaded as it is now."""
+    return scaled
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    return f"calibration: {current().describe()}"
+
+
+@pytest.hookimpl(hookwrapper=True, tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):  # type: ignore[no-untyped-def]
+    # runs before pytest-timeout's own wrapper, which reads the closest `timeout` marker: put the scaled one first
+    marker = item.get_closest_marker("timeout")
+    kwargs = dict(marker.kwargs) if marker else {}
+    quiet = marker.args[0] if marker and marker.args else kwargs.pop("timeout", None)
+    kwargs.pop("timeout", None)
+    if quiet is None:
+        quiet = getattr(item.config, "_env_timeout", None)  # --timeout or the ini's `timeout`
+    if quiet:  # 0 or None: no limit, left alone
+        item.add_marker(pytest.mark.timeout(scaled(float(quiet)), **kwargs), append=False)
+    yield
 
 
 @pytest.fixture(scope="session")
@@ -39,11 +72,12 @@ def make(clip_dir: Path) -> Callable[..., Path]:
 def run_cli(
     *args: str, timeout: float = CLI_TIMEOUT_S, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
+    """`vidpipe ARGS` in a subprocess; `timeout` is in quiet-machine seconds, stretched for the current load."""
     return subprocess.run(
         [sys.executable, "-m", "vidpipe", *args],
         capture_output=True,
         text=True,
-        timeout=timeout,
+        timeout=scaled(timeout),
         env={**os.environ, **(env or {})},
         check=False,
     )

@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from calibration import scaled
 from vidpipe.bench import peers_baseline
 from vidpipe.bench.peers import (
     PeersDir,
@@ -85,7 +86,7 @@ def test_site_shim_stubs_only_missing_modules_and_reports_them(tmp_path: Path) -
         "VIDPIPE_PEER_STUBS": "vidpipe_absent.deep.mod,json,json.vidpipe_absent_sub",
         "VIDPIPE_PEER_REPORT": str(report),
     }
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=scaled(60))
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == "[1]"  # the real json module, although listed
     assert out.stdout.splitlines()[1].startswith("raised vidpipe_absent.thing is a vidpipe bench-peers stub")
@@ -109,7 +110,7 @@ def test_site_shim_swaps_cv2_writer_for_x264(tmp_path: Path) -> None:
         "PYTHONPATH": os.pathsep.join([str(_site(tmp_path)), os.environ.get("PYTHONPATH", "")]),
         "VIDPIPE_PEER_CV2_X264": "veryfast,18",
     }
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=scaled(60))
     assert out.returncode == 0, out.stderr
     assert video_facts(out_file)[:3] == (5, "h264", (32, 16))
 
@@ -220,7 +221,7 @@ def results(prepared: PeersDir, tmp_path_factory: pytest.TempPathFactory) -> dic
         frames=N,
         device="cpu",
         work_dir=tmp_path_factory.mktemp("bench"),
-        timeout=120,
+        timeout=scaled(120),  # per row, quiet-machine seconds stretched for the load
     )
     return {r.row.name: r for r in res}
 
@@ -234,6 +235,7 @@ _EXPECTED = {
 
 
 @pytest.mark.slow
+@pytest.mark.peers
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("name", E2E_ROWS)
 def test_every_row_writes_the_expected_video(name: str, results: dict[str, Result]) -> None:
@@ -251,6 +253,7 @@ def _installed(name: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.peers
 @pytest.mark.timeout(240)
 def test_what_each_row_used_is_reported(results: dict[str, Result]) -> None:
     rife = results["rife-script"]
@@ -266,6 +269,7 @@ def test_what_each_row_used_is_reported(results: dict[str, Result]) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.peers
 @pytest.mark.timeout(240)
 def test_table_lists_every_row_with_its_command(results: dict[str, Result], prepared: PeersDir) -> None:
     text = render(list(results.values()), device="cpu", peers=prepared, command="vidpipe bench peers")

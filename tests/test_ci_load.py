@@ -1,0 +1,68 @@
+"""The suite's time bounds follow the machine's load (issue 22, item 12): the calibration sees a CPU hog, and
+pytest-timeout limits are the quiet-machine figures times the calibrated factor."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+
+import calibration
+
+#: busy processes per usable CPU in the hog test: the workload's thread then gets at most 1/4 of a core
+HOGS_PER_CPU = 4
+#: the slowdown the calibration must report beside that hog; (4·C + 1)/C ≈ 4 with fair scheduling, and half
+#: of that leaves room for a CPU faster than the quiet reference
+MIN_FACTOR_BESIDE_HOG = 2.0
+
+
+def test_calibration_sees_a_cpu_hog(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(calibration.ENV_FORCE, raising=False)
+    n = HOGS_PER_CPU * calibration._cpus()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        time.sleep(0.5)  # let them start spinning
+        beside = calibration.measure()
+    finally:
+        for h in hogs:
+            h.kill()
+        for h in hogs:
+            h.wait()
+    assert beside.factor >= MIN_FACTOR_BESIDE_HOG, beside.describe()
+    assert beside.workload_s >= MIN_FACTOR_BESIDE_HOG * calibration.QUIET_WORKLOAD_S
+
+
+def test_the_factor_is_the_larger_view_and_never_below_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(calibration.ENV_FORCE, raising=False)
+    monkeypatch.setattr(calibration, "_cpus", lambda: 2)
+    monkeypatch.setattr(calibration, "_workload", lambda: None)  # ~0 s: a machine faster than the reference
+    monkeypatch.setattr(calibration.os, "getloadavg", lambda: (0.5, 0.5, 0.5))
+    assert calibration.measure().factor == 1.0
+    monkeypatch.setattr(calibration.os, "getloadavg", lambda: (10.0, 9.0, 5.0))  # load 10 on 2 CPUs
+    cal = calibration.measure()
+    assert cal.factor == pytest.approx(5.0) and cal.scale(120) == pytest.approx(600)
+
+
+def test_forced_factor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(calibration.ENV_FORCE, "3")
+    cal = calibration.measure()
+    assert cal.forced and cal.factor == 3.0 and "VIDPIPE_TEST_SLOWDOWN=3" in cal.describe()
+
+
+#: the quiet-machine limit of the next test
+MARKED_TIMEOUT_S = 7.0
+
+
+@pytest.mark.timeout(MARKED_TIMEOUT_S)
+def test_timeout_markers_are_scaled(request: pytest.FixtureRequest) -> None:
+    got = request.node.get_closest_marker("timeout").args[0]
+    assert got == pytest.approx(calibration.current().scale(MARKED_TIMEOUT_S))
+    assert got >= MARKED_TIMEOUT_S
+
+
+def test_unmarked_tests_get_the_scaled_ini_timeout(request: pytest.FixtureRequest) -> None:
+    ini = float(request.config.getini("timeout"))
+    assert ini > 0
+    assert request.node.get_closest_marker("timeout").args[0] == pytest.approx(calibration.current().scale(ini))
