@@ -3,7 +3,6 @@ probe, named interpolation counters, JSON progress on stdout, line progress, --s
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -11,9 +10,13 @@ from fractions import Fraction as F
 from pathlib import Path
 
 import pytest
+import torch
 
 import vidpipe
+from vidpipe.frames import FrameBatch
 from vidpipe.media import encoders
+from vidpipe.stages.base import StreamSpec
+from vidpipe.stages.interpolate import Interpolate
 
 CLI = Callable[..., subprocess.CompletedProcess[str]]
 
@@ -138,3 +141,66 @@ def test_multi_input_run_prints_no_nvenc_message(cli: CLI, make: Callable[..., P
     r = cli("run", str(a), str(b), "-o", str(tmp_path / "out"), "--progress", "none")
     assert r.returncode == 0, r.stderr
     assert "h264_nvenc" not in r.stderr and "libcuda" not in r.stderr
+
+
+# -- interpolation's counters say what they count --
+
+
+def _clip_frames(name: str, count: int, skip: int = 0, size: tuple[int, int] = (64, 48)) -> torch.Tensor:
+    import av
+    import numpy as np
+    import torch.nn.functional as TF
+
+    from vidpipe.assets import opencv_clip
+
+    out: list[torch.Tensor] = []
+    with av.open(str(opencv_clip(name))) as container:
+        for n, frame in enumerate(container.decode(video=0)):
+            if n >= skip:
+                x = torch.from_numpy(np.ascontiguousarray(frame.to_ndarray(format="rgb24"))).permute(2, 0, 1)[None]
+                out.append(TF.interpolate(x.float(), size=(size[1], size[0]), mode="area").round().to(torch.uint8))
+            if len(out) == count:
+                break
+    return torch.cat(out)
+
+
+def _interpolate(stage: Interpolate, frames: torch.Tensor, rate: F, time_base: F) -> FrameBatch:
+    step = int(1 / rate / time_base)
+    n, _, h, w = frames.shape
+    stage.setup(torch.device("cpu"), StreamSpec(width=w, height=h, time_base=time_base, nominal_rate=rate, frames=n))
+    outs = [stage.process(FrameBatch(data=frames, pts=[step * i for i in range(n)], time_base=time_base))]
+    outs.append(stage.flush())
+    return FrameBatch.concat([o for o in outs if o is not None])
+
+
+@pytest.fixture(scope="module")
+def rife() -> str:
+    from vidpipe.models.zoo_rife import ensure_offline_weights
+
+    ensure_offline_weights("rife-hdv3")
+    return "rife-hdv3"
+
+
+def test_interpolation_counters_split_the_output_and_count_network_frames_apart(rife: str) -> None:
+    """24 → 60 fps over 6 frames (0.25 s): 15 output frames; 5 are source frames (60 meets 24 every 5 frames:
+    3, and the 2 after the last source frame hold it), 10 made by the network. HDv3 reaches τ = 2/5, 4/5 … by
+    bisection (3/8, 3/4 via 1/2), 4 network frames a pair, 20 in all: the manifest called those
+    `interpolated_frames`, for 10 interpolated frames."""
+    stage = Interpolate(rife, fps=F(60))
+    out = _interpolate(stage, _clip_frames("vtest.avi", 6), F(24), F(1, 12288))
+    r = stage.report()
+    assert len(out) == r["frames_out"] == 15
+    assert r["source_frames"] == 5 and r["synthesized_frames"] == 10 and r["cut_frames"] == 0
+    assert r["model_frames"] == 20
+    assert r["interpolated_frames"] == r["model_frames"]  # the old name, kept for earlier readers
+
+
+def test_interpolation_counters_count_frames_at_a_cut(rife: str) -> None:
+    """3 frames of a street, then 3 of a film, ×4: the 3 frames between the two shots are fills, not synthesis."""
+    frames = torch.cat([_clip_frames("vtest.avi", 3), _clip_frames("Megamind.avi", 3, skip=50)])
+    stage = Interpolate(rife, multi=4)
+    out = _interpolate(stage, frames, F(10), F(1, 10))
+    r = stage.report()
+    assert len(out) == r["frames_out"]
+    assert r["source_frames"] + r["synthesized_frames"] + r["cut_frames"] == r["frames_out"]
+    assert r["cut_frames"] == 3 and r["source_frames"] == 6 and r["synthesized_frames"] == len(out) - 9

@@ -66,7 +66,7 @@ _HOLD = 2
 #: what `process`/`flush` advance (all set in `_reset`), saved by `snapshot`
 _STREAM_STATE = (
     "_planner", "_start", "_n", "_held", "_scores", "_mids", "_cuts", "_pairs_checked", "_model_calls",
-    "_model_frames", "_frames_out", "_max_drift", "_colour",
+    "_model_frames", "_frames_out", "_source_frames", "_synthesized_frames", "_cut_frames", "_max_drift", "_colour",
 )  # fmt: skip
 
 
@@ -191,6 +191,9 @@ class Interpolate:
         self._model_calls = 0
         self._model_frames = 0
         self._frames_out = 0
+        self._source_frames = 0
+        self._synthesized_frames = 0
+        self._cut_frames = 0
         self._max_drift = Fraction(0)
         self._colour = Colour()
 
@@ -312,15 +315,19 @@ class Interpolate:
         for p in planned:
             t_eff = effective.get((p.src, p.tau), Fraction(0))
             if p.tau != 0 and p.src in cut:  # never synthesised across a cut; the exact τ decides
+                self._cut_frames += 1
                 if self.scene_cut == "fill":
                     frames.append(src(p.src if p.tau <= Fraction(1, 2) else p.src + 1))  # the nearer frame
                 else:
                     frames.append(from_float(self._blend(src(p.src), src(p.src + 1), p.tau), dtype))
             elif t_eff == 0:
+                self._source_frames += 1
                 frames.append(src(p.src))  # bit-exact pass-through
             elif t_eff == 1:
+                self._source_frames += 1
                 frames.append(src(p.src + 1))
             else:
+                self._synthesized_frames += 1
                 rgb = made[(p.src, t_eff)]
                 if window.shape[1] == 4:  # alpha follows the frame's τ linearly
                     a = self._blend(src(p.src)[3:], src(p.src + 1)[3:], t_eff)
@@ -426,9 +433,13 @@ class Interpolate:
             "scene_cuts": self.cuts,
             "pairs_checked": self._pairs_checked,
             "model_calls": self._model_calls,
+            "model_frames": self._model_frames,
             "interpolated_frames": self._model_frames,
             "frames_in": self._n,
             "frames_out": self._frames_out,
+            "source_frames": self._source_frames,
+            "synthesized_frames": self._synthesized_frames,
+            "cut_frames": self._cut_frames,
             "source_rate": str(self.src_rate),
             "rate": str(self.rate),
             "time_base": str(self.time_base),
