@@ -178,3 +178,21 @@ def test_join_of_mkv_segments_whose_first_packets_carry_no_dts(make, tmp_path):
     t_plain, f_plain = decode_all(plain)
     t_join, f_join = decode_all(target)
     assert t_join == t_plain and torch.equal(f_join, f_plain)
+
+
+@pytest.mark.slow
+def test_issue_reproduction_250s_mkv_joins(make, cli, tmp_path):
+    """The issue's reproduction as it was reported: a 250-s 64×48 h264+aac mkv through `vidpipe job run` with the
+    default (lossy h264) encoder and segment length: two segments of 120 s and 130 s, the second starting with
+    packets Matroska gives no dts. Lossy segments cannot equal one encode frame for frame; their times can."""
+    src = make("r22-long250.mkv", size=(64, 48), frames=250 * 25, audio=[AudioTrack()])
+    out = tmp_path / "out"
+    r = cli("job", "run", "-i", str(src), "-o", str(out), "--no-upload", "--resize", "32x24", "--device", "cpu")
+    assert r.returncode == 0, r.stderr[-2000:]
+    joined = out / "r22-long250_result.mkv"
+    manifest = json.loads(joined.with_name(joined.name + ".json").read_text())
+    assert len(manifest["segments"]) == 2
+    assert_monotonic(joined)
+    times, _ = decode_all(joined)
+    assert times == list(scan_frames(src).times)  # 1:1 stages keep the source's times: all 6250 frames, in order
+    assert [s.type for s in probe(joined).streams] == ["video", "audio"]
