@@ -430,3 +430,112 @@ def count_requests() -> Callable[[Any], list[str]]:
     """``count_requests(client)`` → a list that receives "METHOD url" for every HTTP request the client
     sends from then on, retries included."""
     return _count_requests
+
+
+# -- a proxy that holds one request (issue 22: SIGTERM during an upload) -----------------------------------
+
+
+class HoldingProxy(FaultProxy):
+    """A loopback proxy that forwards every request except the first ``max_holds`` whose head matches ``hold``:
+    those are read and discarded, never answered, so the client sits blocked inside its request (what a slow
+    link looks like mid-upload). ``held`` is set when that happens; the held connection ends when the client
+    closes it or the proxy closes."""
+
+    def __init__(self, upstream_port: int, *, hold: Callable[[bytes], bool], max_holds: int = 1) -> None:
+        self.hold, self.max_holds, self.holds = hold, max_holds, 0
+        self.held = threading.Event()
+        super().__init__(upstream_port)
+
+    def _take_hold(self, head: bytes) -> bool:
+        with self._lock:
+            if self.holds >= self.max_holds or not self.hold(head):
+                return False
+            self.holds += 1
+            return True
+
+    def _read_head(self, client: socket.socket, data: bytes) -> bytes:
+        with contextlib.suppress(OSError):
+            while b"\r\n\r\n" not in data and len(data) < 65536:
+                chunk = client.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        return data
+
+    def _black_hole(self, client: socket.socket) -> None:
+        self.held.set()
+        with contextlib.suppress(OSError):
+            client.settimeout(0.2)
+            while not self._stop.is_set():
+                try:
+                    if not client.recv(65536):
+                        break
+                except TimeoutError:
+                    continue
+        with contextlib.suppress(OSError):
+            client.close()
+
+    def _serve(self, client: socket.socket) -> None:
+        client.settimeout(self.io_timeout)
+        head = self._read_head(client, b"")
+        if head and self._take_hold(head):
+            self._black_hole(client)
+            return
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=self.io_timeout)
+        except OSError:
+            client.close()
+            return
+        with self._lock:
+            self._socks.add(upstream)
+        back = threading.Thread(target=self._pump_back, args=(upstream, client), daemon=True)
+        back.start()
+        try:
+            data = head
+            while data and not self._stop.is_set():
+                # a keep-alive connection's next request starts a read (no pipelining): look at its head too
+                if _REQUEST_LINE.match(data):
+                    data = self._read_head(client, data)
+                    if self._take_hold(data):
+                        self._reset(upstream)
+                        self._black_hole(client)
+                        return
+                upstream.sendall(data)
+                data = client.recv(65536)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                upstream.shutdown(socket.SHUT_WR)
+            back.join(self.io_timeout)
+            for s in (client, upstream):
+                with contextlib.suppress(OSError):
+                    s.close()
+
+
+_REQUEST_LINE = re.compile(rb"^[A-Z]+ /")
+
+
+def put_larger_than(size: int) -> Callable[[bytes], bool]:
+    """A `hold` rule: a PUT (an object or a part) whose body is over `size` bytes."""
+
+    def rule(head: bytes) -> bool:
+        m = _CONTENT_LENGTH.search(head)
+        return head.startswith(b"PUT ") and m is not None and int(m.group(1)) > size
+
+    return rule
+
+
+@pytest.fixture
+def holding_proxy(s3_server: S3Server) -> Iterator[Callable[..., HoldingProxy]]:
+    proxies: list[HoldingProxy] = []
+
+    def make(*, put_over: int, **kwargs: Any) -> HoldingProxy:
+        """Holds the first PUT (an object or a part) whose body is over `put_over` bytes."""
+        proxy = HoldingProxy(s3_server.port, hold=put_larger_than(put_over), **kwargs)
+        proxies.append(proxy)
+        return proxy
+
+    yield make
+    for p in proxies:
+        p.close()

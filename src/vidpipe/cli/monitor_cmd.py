@@ -1,4 +1,7 @@
-"""``vidpipe monitor``: stop the instance once the job's uploads are verified (see vidpipe.jobs.monitor).
+"""``vidpipe monitor``: stop the instance once the job's uploads are verified (see vidpipe.jobs.monitor), and
+still in the bucket as uploaded: every object the result JSON records is HEADed first, with the job's store
+credentials (``B2_KEY``, ``B2_SECRET``; ``B2_ENDPOINT`` where the result names no endpoint). Without them it
+refuses to start, unless ``--no-verify-bucket`` says to trust the result JSON alone.
 
 Mount either way::
 
@@ -9,7 +12,9 @@ Mount either way::
 from __future__ import annotations
 
 import logging
+import os
 import shlex
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -17,15 +22,44 @@ from typing import Annotated
 import typer
 
 from vidpipe.errors import UsageError, VidpipeError
-from vidpipe.jobs.monitor import MonitorConfig, detect_provider, run_monitor, stop_command_for
+from vidpipe.jobs.monitor import (
+    MonitorConfig,
+    ObjectCheck,
+    bucket_check,
+    detect_provider,
+    run_monitor,
+    stop_command_for,
+)
 from vidpipe.jobs.result import result_path_from_env, sentinel_path_from_env
 from vidpipe.jobs.secrets import Redactor, install_log_redaction
+from vidpipe.jobs.storage import S3Settings, S3Storage
 
 app = typer.Typer(
     add_completion=False,
     subcommand_metavar="",  # a group only so that add_typer mounts it as `vidpipe monitor`
     help="Stop the instance once every upload is verified.",
 )
+
+
+def env_bucket_check(redactor: Redactor, env: Mapping[str, str] | None = None) -> ObjectCheck:
+    """A bucket check with the store's credentials from ``B2_*`` (UsageError when they are missing)."""
+    env = os.environ if env is None else env
+    missing = [name for name in ("B2_KEY", "B2_SECRET") if not env.get(name)]
+    if missing:
+        raise UsageError(
+            f"{' and '.join(missing)} not set: the monitor HEADs every uploaded object before it stops the instance "
+            "and needs the job's store credentials (B2_KEY, B2_SECRET, B2_ENDPOINT); pass --no-verify-bucket to "
+            "trust the result JSON alone"
+        )
+    storages: dict[tuple[str, str | None], S3Storage] = {}
+
+    def storage_for(bucket: str, endpoint: str | None) -> S3Storage:
+        if (bucket, endpoint) not in storages:
+            overrides = {"bucket": bucket} | ({"endpoint_url": endpoint} if endpoint else {})
+            storages[bucket, endpoint] = S3Storage(S3Settings.from_env(env, **overrides), redactor=redactor)
+        return storages[bucket, endpoint]
+
+    return bucket_check(storage_for)
 
 
 class Provider(StrEnum):
@@ -68,6 +102,13 @@ def monitor(
         float | None, typer.Option(help="Give up after this many seconds (default: wait as long as the job runs).")
     ] = None,
     stop_attempts: Annotated[int, typer.Option(help="Attempts of the stop command before giving up.")] = 5,
+    verify_bucket: Annotated[
+        bool,
+        typer.Option(
+            help="HEAD every uploaded object and compare size and sha256 with the result JSON before stopping "
+            "(needs B2_KEY, B2_SECRET); --no-verify-bucket trusts the result JSON alone."
+        ),
+    ] = True,
 ) -> None:
     """Wait for the job's result JSON and sentinel, then stop this instance (once)."""
     try:
@@ -93,9 +134,10 @@ def monitor(
             stop_attempts=stop_attempts,
         )
         redactor = Redactor.from_env()
+        check = env_bucket_check(redactor) if verify_bucket else None
         flt = install_log_redaction(redactor)
         try:
-            report = run_monitor(config, redactor=redactor)
+            report = run_monitor(config, redactor=redactor, check=check)
         finally:
             for handler in logging.getLogger().handlers:
                 handler.removeFilter(flt)
@@ -109,4 +151,4 @@ def monitor(
         raise SystemExit(1)
 
 
-__all__ = ["Provider", "app", "monitor"]
+__all__ = ["Provider", "app", "env_bucket_check", "monitor"]

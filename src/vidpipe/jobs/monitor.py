@@ -3,8 +3,13 @@
 A stop is issued only when all of these hold (:func:`evaluate`):
 the result JSON is readable, its ``status`` is ``succeeded``, ``all_uploads_verified`` is true and
 :func:`~vidpipe.jobs.result.check_uploads_verified` agrees (every input ok, every output with a verified
-upload), and the sentinel file exists. Anything else is either "still running" (keep polling) or "failed"
-(never stop, unless ``stop_on_failure``: then a failed job, or a timeout, stops the instance too).
+upload), and the sentinel file exists; then, with a ``check`` (:func:`bucket_check`: what ``vidpipe monitor``
+and ``--auto-stop`` use), every upload the JSON records is HEADed in the bucket and its size, sha256 and
+(single PUT) ETag compared with the receipt, since a sentinel only says what was true when it was written: an
+object deleted or replaced since (1.6 KB where the video was) is a failure with the objects named, and a store
+that cannot be asked right now (the network, after retries) is waited for. Anything else is either "still
+running" (keep polling) or "failed" (never stop, unless ``stop_on_failure``: then a failed job, or a timeout,
+stops the instance too).
 
 Providers: vast.ai (``vastai stop instance $CONTAINER_ID``), RunPod (``runpodctl stop pod $RUNPOD_POD_ID``)
 or any argument list. Commands run without a shell. A failed stop (non-zero exit, timeout) is retried with
@@ -30,10 +35,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
-from vidpipe.errors import UsageError
+from vidpipe.errors import StorageError, UsageError
 from vidpipe.jobs.atomic import write_json
-from vidpipe.jobs.result import check_uploads_verified
+from vidpipe.jobs.result import check_uploads_verified, uploaded_outputs
 from vidpipe.jobs.secrets import Redactor
+from vidpipe.jobs.storage import S3Storage
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +72,42 @@ class Verdict:
     state: State
     reasons: tuple[str, ...] = ()
     job_id: str | None = None
+    #: the result JSON read (what a bucket check goes through)
+    doc: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
+
+
+#: what is wrong in the bucket with the uploads a result JSON records (empty: all there, as uploaded)
+ObjectCheck = Callable[[Mapping[str, Any]], list[str]]
+
+
+def bucket_check(storage_for: Callable[[str, str | None], S3Storage]) -> ObjectCheck:
+    """An ObjectCheck that HEADs each recorded upload through ``storage_for(bucket, endpoint)`` (the endpoint
+    the result JSON names, or None). Raises StorageError when the store cannot be asked."""
+
+    def check(doc: Mapping[str, Any]) -> list[str]:
+        upload = doc.get("upload")
+        endpoint = upload.get("endpoint") if isinstance(upload, Mapping) else None
+        problems = []
+        for name, record in uploaded_outputs(doc):
+            problem = storage_for(str(record["bucket"]), endpoint).recorded_problem(record)
+            if problem:
+                problems.append(f"input {name}: {problem}")
+        return problems
+
+    return check
+
+
+def _checked(verdict: Verdict, check: ObjectCheck) -> Verdict:
+    try:
+        problems = check(verdict.doc or {})
+    except StorageError as e:
+        if e.retryable:
+            return Verdict(State.WAITING, (f"cannot check the bucket yet: {e}",), verdict.job_id, verdict.doc)
+        return Verdict(State.FAILED, (f"cannot check the bucket: {e}",), verdict.job_id, verdict.doc)
+    if problems:
+        head = "the bucket does not hold what the result JSON records"
+        return Verdict(State.FAILED, (head, *problems), verdict.job_id, verdict.doc)
+    return verdict
 
 
 def _read_json(path: Path) -> Any:
@@ -101,7 +143,7 @@ def evaluate(result_path: Path, sentinel_path: Path) -> Verdict:
     if not sentinel_path.exists():
         # The runner writes the sentinel right after this JSON; until then, wait.
         return Verdict(State.WAITING, (f"sentinel {sentinel_path} not present",), job_id)
-    return Verdict(State.VERIFIED, (), job_id)
+    return Verdict(State.VERIFIED, (), job_id, doc)
 
 
 def stop_command_for(
@@ -249,9 +291,11 @@ def run_monitor(
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
     redactor: Redactor | None = None,
+    check: ObjectCheck | None = None,
 ) -> MonitorReport:
     """Poll until the job is verified (stop), failed (stop only with ``stop_on_failure``) or the timeout
-    passes. Every exit path is bounded by ``timeout`` (when given) and ``stop_attempts``."""
+    passes. Every exit path is bounded by ``timeout`` (when given) and ``stop_attempts``. With ``check``, a
+    verified job is stopped only once the bucket holds every recorded upload as it was uploaded."""
     redactor = redactor or Redactor.from_env()
     report = MonitorReport(outcome=Outcome.TIMED_OUT)
     deadline = None if config.timeout is None else clock() + config.timeout
@@ -259,14 +303,17 @@ def run_monitor(
     while True:
         report.polls += 1
         verdict = evaluate(config.result_path, config.sentinel_path)
+        if verdict.state is State.VERIFIED:
+            if _marker_matches(config.marker, verdict.job_id):
+                report.outcome = Outcome.ALREADY_STOPPED
+                return report
+            if check is not None:
+                verdict = _checked(verdict, check)
         if verdict.reasons != last_reasons:
             log.info("monitor: %s (%s)", verdict.state.value, "; ".join(verdict.reasons) or "all verified")
             last_reasons = verdict.reasons
         report.reasons = verdict.reasons
         if verdict.state is State.VERIFIED:
-            if _marker_matches(config.marker, verdict.job_id):
-                report.outcome = Outcome.ALREADY_STOPPED
-                return report
             return _finish(config, report, verdict, Outcome.STOPPED, runner, sleep, redactor)
         now = clock()
         timed_out = deadline is not None and now >= deadline

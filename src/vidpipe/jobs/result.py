@@ -30,7 +30,7 @@ import errno
 import os
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -140,6 +140,17 @@ def check_uploads_verified(doc: Mapping[str, Any]) -> list[str]:
             elif not isinstance(out.get("size"), int) or out["size"] < 0:
                 reasons.append(f"input {name}: output {where} has no size")
     return reasons
+
+
+def uploaded_outputs(doc: Mapping[str, Any]) -> Iterator[tuple[str, Mapping[str, Any]]]:
+    """(input, output record) for every verified upload that ``doc`` (a parsed result JSON) records: what the
+    runner's last check and the monitor HEAD in the bucket before the sentinel, or a stop, vouches for them."""
+    for item in doc.get("inputs") or []:
+        if not isinstance(item, Mapping) or item.get("status") != "ok":
+            continue
+        for out in item.get("outputs") or []:
+            if isinstance(out, Mapping) and out.get("verified") is True and out.get("bucket") and out.get("key"):
+                yield str(item.get("input", "?")), out
 
 
 class JobResult:
@@ -320,4 +331,5 @@ __all__ = [
     "error_info",
     "result_path_from_env",
     "sentinel_path_from_env",
+    "uploaded_outputs",
 ]

@@ -54,8 +54,8 @@ from ..stages.base import Stage, StreamSpec
 from ..stages.interpolate import Interpolate
 from . import atomic
 from .keys import local_name_for_key, make_object_key, parse_s3_url, sanitize_component
-from .monitor import MonitorConfig, detect_provider, run_monitor, stop_command_for
-from .result import JobResult, OutputRecord
+from .monitor import MonitorConfig, bucket_check, detect_provider, run_monitor, stop_command_for
+from .result import JobResult, OutputRecord, uploaded_outputs
 from .secrets import RedactingFilter, Redactor, install_log_redaction
 from .segments import (
     FrameIndex,
@@ -314,10 +314,11 @@ class JobRunner:
         if storage is not None:
             secrets = storage.settings.secret_values()
         self.redactor = Redactor.from_env(self.env).with_secrets(secrets)
-        if settings is not None:
-            self._storage = S3Storage(settings, redactor=self.redactor)
+        # the client is made by the pre-flight, where a malformed endpoint or region is reported like any store error
+        self._upload_settings = settings
         self.stop_command = self._stop_command() if spec.auto_stop.enabled else None
         self._current: list[Path] = []  # temp files and state directory of the input in progress
+        self._stems: dict[str, tuple[str, str]] = {}  # input → stems of its output file and object key
 
     # -- configuration --
     def _settings(self, bucket: str | None = None) -> S3Settings:
@@ -380,6 +381,14 @@ class JobRunner:
             except VidpipeError as e:
                 result.fail_input(", ".join(spec.inputs), e)
                 raise
+            try:
+                self._stems = self._output_stems(names)
+                if up.enabled:
+                    self._preflight()
+            except VidpipeError as e:  # before any work: outputs that would collide, a store that cannot work
+                for name in names:
+                    result.fail_input(name, e)
+                raise
             for name in names:
                 result.start_input(name)
                 started = time.monotonic()
@@ -403,6 +412,8 @@ class JobRunner:
                 result.succeed_input(name)
                 outcome.outputs.append(final)
             self.points.reach("uploaded")
+            if up.enabled:
+                self._check_bucket(result, outcome)
         except VidpipeError as e:
             if isinstance(e, Interrupted):
                 result.finish()
@@ -414,6 +425,41 @@ class JobRunner:
         if self.stop_command is not None:
             self._auto_stop(outcome)
         return outcome
+
+    def _output_stems(self, names: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Per input, the stem of its output file (and checkpoint directory) and of its object key: its own name,
+        sanitised (the file's cut to 48 characters), and where inputs would share an output (`d1/clip.mp4` and
+        `d2/clip.mp4`, `a b.mp4` and `a_b.mp4`) a hash of its path (`paths.unique_names`, deterministic). A name
+        still shared after that is a UsageError, raised before any work."""
+        full = [sanitize_component(Path(n.rsplit("/", 1)[-1]).stem, fallback="input") for n in names]
+        files = [f"{stem[:48]}{self.spec.suffix_for(n)}" for stem, n in zip(full, names, strict=True)]
+        unique = paths.unique_names(files, names)
+        stems = {}
+        for name, stem, before, after in zip(names, full, files, unique, strict=True):
+            tagged = Path(after).stem
+            stems[name] = (tagged, stem if after == before else tagged)
+        return stems
+
+    def _preflight(self) -> None:
+        """Before the first frame: what the uploads will do, tried in a few requests under the job's prefix."""
+        if self._storage is None:
+            assert self._upload_settings is not None
+            self._storage = S3Storage(self._upload_settings, redactor=self.redactor)
+        up = self.spec.upload
+        self.storage.preflight(up.object_key.rpartition("/")[0] if up.object_key else up.prefix)
+
+    def _check_bucket(self, result: JobResult, outcome: JobOutcome) -> None:
+        """HEAD every upload the result records and compare it with its receipt, just before the sentinel: an
+        object deleted or replaced since its own verification (another writer of the key) fails its input."""
+        for name, record in uploaded_outputs(result.to_dict()):
+            problem = self.storage.recorded_problem(record)
+            if problem is None:
+                continue
+            err = StorageError(problem)
+            result.fail_input(name, err)
+            outcome.ok, outcome.exit_code = False, outcome.exit_code or err.exit_code
+            outcome.errors.append(f"{name}: {err}")
+            log.error("%s: %s", name, err)
 
     def _classify(self, e: Exception, name: str) -> VidpipeError:
         full = disk_full(e)
@@ -437,7 +483,9 @@ class JobRunner:
             interval=STOP_POLL_S,
             timeout=a.timeout,
         )
-        report = run_monitor(config, redactor=self.redactor)
+        # the monitor HEADs every recorded upload again before it stops anything (the store's credentials are ours)
+        check = bucket_check(lambda _bucket, _endpoint: self.storage) if self._storage is not None else None
+        report = run_monitor(config, redactor=self.redactor, check=check)
         (log.info if report.outcome.ok else log.error)("%s", report.summary())
         if not report.outcome.ok and outcome.ok:
             outcome.ok, outcome.exit_code = False, 1
@@ -497,7 +545,7 @@ class JobRunner:
             "versions": versions(),
         }
         key = checkpoint_key(input_sha, signature)
-        stem = sanitize_component(Path(name.rsplit("/", 1)[-1]).stem, fallback="input")[:48]
+        stem = self._stems[name][0] if name in self._stems else self._output_stems([name])[name][0]
         directory = spec.work_dir / "state" / f"{stem}-{key[:16]}"
         self._note_other_checkpoints(directory)
         state = InputState.open(directory, key=key, input_sha256=input_sha, signature=signature)
@@ -673,7 +721,8 @@ class JobRunner:
         previous = state.upload or {}
         key = previous.get("key")
         if previous.get("bucket") != bucket or not key or (up.object_key and key != up.object_key):
-            key = up.object_key or make_object_key(p.name, self.spec.mode, ext=p.suffix, prefix=up.prefix)
+            stem = self._stems[p.name][1] if p.name in self._stems else self._output_stems([p.name])[p.name][1]
+            key = up.object_key or make_object_key(stem + p.suffix, self.spec.mode, ext=p.suffix, prefix=up.prefix)
             state.upload = {"bucket": bucket, "key": key}
             state.save()
         receipt: UploadReceipt | None = None

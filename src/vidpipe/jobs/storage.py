@@ -12,7 +12,14 @@ invisible, billed parts are left behind.
 Retries: botocore's own retries are switched off so that one policy (:class:`RetryPolicy`, exponential
 back-off with jitter) applies to every call and is counted. Only transient failures are retried: connection
 errors and timeouts, HTTP 5xx, 408, 429 and the codes in :data:`RETRYABLE_CODES`. 400, 403 and 404 are not:
-repeating a request with a wrong secret or a missing bucket only burns time (and B2 may lock the key).
+repeating a request with a wrong secret or a missing bucket only burns time (and B2 may lock the key). An
+:class:`~vidpipe.errors.Interrupted` (SIGINT/SIGTERM) is never retried, though botocore hands it over wrapped
+as a connection error: it is re-raised as it is, and a multipart upload it cut short is aborted.
+
+Before hours of work, :meth:`S3Storage.preflight` tries in a few requests what the job's upload will do (a
+tiny object put under the job's prefix, HEAD, listing of unfinished uploads, delete), so a wrong secret, a
+missing bucket or a malformed endpoint or region fails in seconds; the client itself is set up (and a
+malformed endpoint or region refused) by :func:`make_client`, as a StorageError too.
 
 Environment (the seed's vast.ai containers): ``B2_KEY`` (key id), ``B2_SECRET``, ``B2_ENDPOINT`` (any S3 URL;
 ``https://`` is added when no scheme is given), ``B2_BUCKET``, optional ``B2_REGION`` (else taken from a
@@ -30,13 +37,15 @@ import os
 import random
 import re
 import time
+import urllib.parse
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 
-from vidpipe.errors import OutputError, RetryableStorageError, StorageError, UsageError
+from vidpipe.errors import Interrupted, OutputError, RetryableStorageError, StorageError, UsageError
 from vidpipe.jobs.keys import local_name_for_key, parse_s3_url, validate_key
 from vidpipe.jobs.result import disk_error
 from vidpipe.jobs.secrets import Redactor
@@ -71,6 +80,10 @@ RETRYABLE_CODES: Final = frozenset(
     }
 )
 _RETRYABLE_STATUS: Final = frozenset({408, 429})
+#: a clock this far off the store's makes it refuse SigV4 signatures (AWS and B2 allow 15 minutes)
+MAX_CLOCK_SKEW_S: Final = 15 * 60
+#: what the pre-flight writes (and deletes) under the job's prefix
+PREFLIGHT_BODY: Final = b"vidpipe pre-flight: this key may write here\n"
 _B2_REGION_RE = re.compile(r"^s3\.([a-z0-9-]+)\.backblazeb2\.com$")
 _MD5_ETAG_RE = re.compile(r'^"?([0-9a-f]{32})(?:-(\d+))?"?$')
 
@@ -185,10 +198,29 @@ class S3Settings:
         return (self.access_key, self.secret_key)
 
 
+def _check_endpoint(url: str) -> None:
+    """Host and port of an endpoint URL (the scheme is checked by S3Settings); botocore would otherwise fail only
+    at the first request, or with a bare ValueError."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # ValueError when out of range or not a number
+    except ValueError as e:
+        raise StorageError(f"S3 endpoint {url!r} is malformed: {e} (check B2_ENDPOINT)") from None
+    if not parts.hostname or any(ch.isspace() for ch in url):
+        raise StorageError(f"S3 endpoint {url!r} is malformed: no host name (check B2_ENDPOINT)")
+    if port == 0:
+        raise StorageError(f"S3 endpoint {url!r} is malformed: port 0 (check B2_ENDPOINT)")
+
+
 def make_client(settings: S3Settings) -> Any:
+    """A boto3 S3 client for `settings`; a malformed endpoint or region is a StorageError (exit 7) here."""
     # boto3 is imported where a client is made: `vidpipe` commands that never touch S3 start without it
     import boto3
+    from botocore import exceptions as bex
     from botocore.config import Config
+
+    if settings.endpoint_url:
+        _check_endpoint(settings.endpoint_url)
 
     config = Config(
         signature_version="s3v4",
@@ -203,14 +235,20 @@ def make_client(settings: S3Settings) -> Any:
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
     )
-    return boto3.session.Session().client(
-        "s3",
-        endpoint_url=settings.endpoint_url,
-        aws_access_key_id=settings.access_key,
-        aws_secret_access_key=settings.secret_key,
-        region_name=settings.effective_region,
-        config=config,
-    )
+    try:
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=settings.endpoint_url,
+            aws_access_key_id=settings.access_key,
+            aws_secret_access_key=settings.secret_key,
+            region_name=settings.effective_region,
+            config=config,
+        )
+    except (ValueError, bex.BotoCoreError) as e:  # InvalidRegionError is both; "Invalid endpoint" a ValueError
+        raise StorageError(
+            f"cannot set up the S3 client for endpoint {settings.endpoint_url!r}, region "
+            f"{settings.effective_region!r}: {e} (check B2_ENDPOINT and B2_REGION)"
+        ) from None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -254,6 +292,40 @@ class _Attempts:
         self.count = 0
 
 
+def _interruption(exc: BaseException) -> BaseException | None:
+    """The Interrupted (or KeyboardInterrupt) inside `exc`, if any. The signal handler raises it inside urllib3,
+    and botocore wraps whatever its HTTP send raises as HTTPClientError (kept in ``kwargs["error"]``), which
+    would otherwise count as a network failure and be retried."""
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, Interrupted | KeyboardInterrupt):
+            return e
+        wrapped = getattr(e, "kwargs", None)
+        if isinstance(wrapped, dict) and isinstance(wrapped.get("error"), BaseException):
+            todo.append(wrapped["error"])
+        todo += [e.__cause__, e.__context__]
+    return None
+
+
+def _clock_skew(response: Mapping[str, Any]) -> float | None:
+    """Seconds between this machine's clock and the store's, from the response's Date header (None: unknown).
+    A HEAD's 403 carries no error code, so a skewed clock is recognised by this as well."""
+    date = (response.get("ResponseMetadata", {}).get("HTTPHeaders") or {}).get("date")
+    if not date:
+        return None
+    try:
+        from email.utils import parsedate_to_datetime
+
+        return (datetime.now(UTC) - parsedate_to_datetime(date)).total_seconds()
+    except (TypeError, ValueError):
+        return None
+
+
 class S3Storage:
     """Upload, verify, presign and download against one bucket (downloads may name any bucket).
 
@@ -292,6 +364,14 @@ class S3Storage:
             text = f"{what} failed: HTTP {status} {code}" + (f": {message}" if message else "")
             if status >= 500 or status in _RETRYABLE_STATUS or code in RETRYABLE_CODES:
                 return RetryableStorageError(text)
+            skew = _clock_skew(exc.response)
+            if code == "RequestTimeTooSkewed" or (status == 403 and skew is not None and abs(skew) > MAX_CLOCK_SKEW_S):
+                # the signature's time is refused, not the key: retrying or checking the key does not help
+                off = f" (off by {skew:+.0f}s)" if skew is not None and abs(skew) > MAX_CLOCK_SKEW_S else ""
+                return StorageError(
+                    f"{text}: clock skew: this machine's clock is too far from the store's{off}; "
+                    "set it right (NTP, chrony, timedatectl set-ntp true) and run again"
+                )
             if status == 403:
                 text += " (check B2_KEY/B2_SECRET and the key's bucket permissions)"
             elif status == 404 or code in ("NoSuchBucket", "NoSuchKey"):
@@ -315,6 +395,9 @@ class S3Storage:
             except (OutputError, UsageError):
                 raise
             except Exception as exc:
+                stop = _interruption(exc)
+                if stop is not None:
+                    raise stop from None
                 err = self._classify(exc, what)
                 if err is None:
                     raise
@@ -553,6 +636,78 @@ class S3Storage:
         if problems:
             raise StorageError(f"verification of {where} after upload failed: {'; '.join(problems)}")
         return head
+
+    def recorded_problem(self, record: Mapping[str, Any]) -> str | None:
+        """What differs between an upload recorded in the result JSON (``bucket``, ``key``, ``size``, ``sha256``,
+        ``etag``, ``parts``) and the object in the bucket now; None when they match. The object may have been
+        deleted or replaced since its upload was verified (by another job writing the same key, a lifecycle
+        rule, a person). Failing to ask (403, the network after retries) raises StorageError."""
+        from botocore import exceptions as bex
+
+        bucket, key = str(record.get("bucket")), str(record.get("key"))
+        where = f"s3://{bucket}/{key}"
+
+        def head() -> Any:
+            try:
+                return self.client.head_object(Bucket=bucket, Key=key)
+            except bex.ClientError as e:
+                if int(e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0) == 404:
+                    return None
+                raise
+
+        found = self._call(f"HEAD of {where}", head, _Attempts())
+        if found is None:
+            return f"{where} is missing from the bucket"
+        problems = []
+        size = int(found.get("ContentLength", -1))
+        if size != record.get("size"):
+            problems.append(f"size {size} != {record.get('size')} uploaded")
+        meta_sha = (found.get("Metadata") or {}).get(SHA256_META)
+        if meta_sha != record.get("sha256"):
+            problems.append(f"sha256 {meta_sha!r} != {record.get('sha256')!r} uploaded")
+        now, then = _MD5_ETAG_RE.match(str(found.get("ETag", ""))), _MD5_ETAG_RE.match(str(record.get("etag") or ""))
+        # a single PUT's ETag is the MD5 of the bytes on S3-compatible servers: another object, another ETag
+        if now and then and not record.get("parts") and now.group(0).strip('"') != then.group(0).strip('"'):
+            problems.append(f"ETag {now.group(1)} != {then.group(1)} uploaded")
+        return f"{where} is not what was uploaded: {'; '.join(problems)}" if problems else None
+
+    # -- pre-flight --------------------------------------------------------------------------------------
+
+    def preflight(self, prefix: str = "") -> None:
+        """Try, in a few small requests, what an upload under ``prefix`` will need: the listing of unfinished
+        multipart uploads (first: a GET, whose errors carry their code, and one that never creates a bucket, as a
+        PUT to a missing one does on SeaweedFS and MinIO), a tiny object put (with Content-MD5, as uploads are),
+        its HEAD and its delete.
+        Raises StorageError (exit 7) naming the cause: a wrong key or secret, a missing bucket, a key without
+        write or list permission, a skewed clock, an unreachable endpoint. The delete failing is only a warning
+        (a key may write without deleting; the object is a few bytes)."""
+        bucket, counter = self.settings.bucket, _Attempts()
+        prefix = prefix.strip("/")
+        key = validate_key(f"{prefix}/" * bool(prefix) + f".vidpipe-preflight-{uuid.uuid4().hex[:12]}")
+        where = f"s3://{bucket}/{key}"
+        md5 = base64.b64encode(hashlib.md5(PREFLIGHT_BODY, usedforsecurity=False).digest()).decode()
+        started = time.monotonic()
+        self._call(
+            f"pre-flight listing of unfinished uploads in s3://{bucket}/{prefix}",
+            lambda: self.client.list_multipart_uploads(Bucket=bucket, Prefix=prefix, MaxUploads=1),
+            counter,
+        )
+        self._call(
+            f"pre-flight upload to {where}",
+            lambda: self.client.put_object(Bucket=bucket, Key=key, Body=PREFLIGHT_BODY, ContentMD5=md5),
+            counter,
+        )
+        try:
+            self._call(f"pre-flight HEAD of {where}", lambda: self.client.head_object(Bucket=bucket, Key=key), counter)
+        finally:
+            try:
+                self._call(
+                    f"pre-flight delete of {where}", lambda: self.client.delete_object(Bucket=bucket, Key=key), counter
+                )
+            except StorageError as e:
+                log.warning("%s; the %d-byte pre-flight object stays", e, len(PREFLIGHT_BODY))
+        log.info("pre-flight of s3://%s/%s: ok (%d requests, %.1fs)", bucket, prefix, counter.count,
+                 time.monotonic() - started)  # fmt: skip
 
     # -- presigned URLs --------------------------------------------------------------------------------
 
