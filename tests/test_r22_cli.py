@@ -3,6 +3,7 @@ probe, named interpolation counters, JSON progress on stdout, line progress, --s
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -204,3 +205,66 @@ def test_interpolation_counters_count_frames_at_a_cut(rife: str) -> None:
     assert len(out) == r["frames_out"]
     assert r["source_frames"] + r["synthesized_frames"] + r["cut_frames"] == r["frames_out"]
     assert r["cut_frames"] == 3 and r["source_frames"] == 6 and r["synthesized_frames"] == len(out) - 9
+
+
+# -- progress: JSON on stdout alone, totals, ETA in every mode --
+
+
+def _json_lines(stdout: str) -> list[dict[str, object]]:
+    lines = [ln for ln in stdout.splitlines() if ln.strip()]
+    assert lines, "no progress on stdout"
+    return [json.loads(ln) for ln in lines]  # anything else on stdout fails here
+
+
+def test_json_progress_is_stdout_alone_with_total_and_eta(
+    cli: CLI, make: Callable[..., Path], tmp_path: Path
+) -> None:
+    clip = make("r22_json.mkv", size=(64, 48), frames=12)
+    r = cli("run", str(clip), "-o", str(tmp_path / "o.mkv"), "--progress", "json")
+    assert r.returncode == 0, r.stderr
+    events = _json_lines(r.stdout)
+    assert all("eta_s" in e and e["total"] == 12 for e in events)
+    assert events[-1]["event"] == "done" and events[-1]["frames"] == 12
+    assert '"event"' not in r.stderr
+
+
+def test_json_progress_of_several_inputs_has_the_overall_total(
+    cli: CLI, make: Callable[..., Path], tmp_path: Path
+) -> None:
+    a = make("r22_a.mkv", size=(64, 48), frames=4)
+    c = make("r22_c.mkv", size=(64, 48), frames=6)
+    r = cli("run", str(a), str(c), "-o", str(tmp_path / "out"), "--progress", "json")
+    assert r.returncode == 0, r.stderr
+    events = _json_lines(r.stdout)
+    assert events[-1]["event"] == "done" and events[-1]["frames"] == 10
+    assert all(e["total"] == 10 and e["videos"] == 2 for e in events)
+
+
+def test_totals_of_several_videos_are_estimated_until_each_opens() -> None:
+    from vidpipe.runtime.progress import Totals
+
+    t = Totals({"a": 100, "b": 50, "c": None})
+    assert t.total() == 150  # nothing opened: one output frame per input frame
+    t.opened("a", frames_in=100, frames_out=250)  # ×2.5 (interpolation): the others are expected alike
+    assert t.total() == 250 + 125
+    t.opened("c", frames_in=10, frames_out=25)
+    t.opened("b", frames_in=50, frames_out=0)  # skipped: nothing to make
+    assert t.total() == 275
+
+
+def test_bar_off_a_terminal_prints_lines_with_eta(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make demo` under a pipe printed nothing for 25 minutes: a bar that is not on a terminal prints lines."""
+    import io
+
+    from vidpipe.runtime import progress
+
+    monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)
+    out = io.StringIO()
+    p = progress.Progress("bar", 10, "clip.mkv", stream=out)
+    p.start()
+    p.advance(4, "upscale")
+    p.finish()
+    lines = out.getvalue().splitlines()
+    assert len(lines) >= 2
+    assert lines[0].startswith("clip.mkv: 4/10 frames") and "ETA" in lines[0] and "upscale" in lines[0]
+    assert "10/10" not in lines[-1] and "done" in lines[-1]

@@ -64,7 +64,7 @@ from .pipeline import (
     manifest_path,
     source_spec,
 )
-from .progress import Progress
+from .progress import Progress, Totals
 from .threads import Consumer
 
 log = logging.getLogger(__name__)
@@ -418,7 +418,9 @@ class MultiRunner:
         pending = deque(jobs)
         active: list[_Video] = []
         reader_batch = self._reader_batch(len(jobs))
-        progress = Progress(self.options.progress, None, f"{len(jobs)} videos")
+        # the overall total: every input's frame count now (headers only), each exact once its video opens
+        totals = Totals({str(j.input): _input_frames(j.input) for j in jobs})
+        progress = Progress(self.options.progress, totals.total(), f"{len(jobs)} videos", videos=len(jobs))
         progress.stage = " → ".join(s.name for s in self.templates) or "copy"
         ok = False
         with FFmpegLog() as ffmpeg_log, self.stop.installed():
@@ -432,11 +434,16 @@ class MultiRunner:
                                 opened = self._open(job, reader_batch, progress)
                             except (InputError, OutputError) as e:
                                 results[job] = self._failed(job, e)
+                                totals.opened(str(job.input), None, 0)
+                                progress.set_total(totals.total())
                                 continue
                             if isinstance(opened, VideoResult):
                                 results[job] = opened
+                                totals.opened(str(job.input), opened.frames_in, 0)
                             else:
                                 active.append(opened)
+                                totals.opened(str(job.input), opened.info.video.frames, opened.writer.spec.frames)
+                            progress.set_total(totals.total())
                         if active:
                             for v, result in self._round(active):
                                 results[v.job] = result
@@ -490,6 +497,15 @@ class MultiRunner:
             except (StageError, OutputError) as e:
                 done.append((v, self._failed(v.job, e, v)))
         return done
+
+
+def _input_frames(path: Path) -> int | None:
+    """The input's frame count as its header says (for the progress total); None when it cannot be read (the
+    run reports that input failed when it gets to it)."""
+    try:
+        return probe(path).video.frames
+    except VidpipeError:
+        return None
 
 
 def run_many(
