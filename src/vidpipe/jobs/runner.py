@@ -1,6 +1,11 @@
 """Run a job: for each input, download (s3://), process in checkpointed segments, join, upload and verify,
 then the result JSON and, only when every upload is verified, the sentinel; optionally stop the instance.
 
+Before the first frame: the inputs' output names are made unique (inputs that would share one get a tag from
+their path, `paths.unique_names`; a name still shared is a UsageError) and, with uploads on, the store is tried
+(:meth:`~vidpipe.jobs.storage.S3Storage.preflight`), so a wrong secret or a missing bucket fails in seconds,
+not after the GPU work. After the last input every recorded upload is HEADed against its receipt once more.
+
 Crash safety, step by step (the state of an input is in ``<work_dir>/state/<stem>-<key>/state.json``, see
 :mod:`vidpipe.jobs.segments`):
 
