@@ -30,6 +30,7 @@ from .monitor_cmd import app as monitor_app
 # torch, PyAV's decoders and the stages are imported inside the commands that run something: `vidpipe --help`
 # and `--version` answer in a fraction of a second (tests/test_r22_cli.py checks torch stays out)
 if TYPE_CHECKING:
+    from ..runtime.multi import Job
     from ..runtime.pipeline import RunOptions
     from ..stages.base import Stage
 
@@ -82,7 +83,15 @@ def _choice(value: str, valid: tuple[str, ...], what: str) -> str:
 @app.command("run")
 def run_cmd(
     input: Annotated[list[str], typer.Argument(help="input video(s): files, directories, glob patterns, @list.txt")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="output file (.mp4 .mkv …); for many inputs a folder")],
+    output: Annotated[
+        str,
+        typer.Option(
+            "-o",
+            "--output",
+            help="output file (.mp4 .mkv …); a folder (existing, or ending in /) takes <input stem>.<ext> per input; "
+            "with --encoder png the folder (new or empty) of the PNG sequence",
+        ),
+    ],
     upscale: Annotated[str | None, typer.Option(help="SR model: registry name, imported name or weights file")] = None,
     outscale: Annotated[float | None, typer.Option(help="final scale after the model (default: the model's)")] = None,
     tile: Annotated[str, typer.Option(help="auto | 0 (whole frames) | N px tiles")] = "auto",
@@ -129,7 +138,7 @@ def run_cmd(
     Several inputs (files, folders, globs, @list.txt) go to -o FOLDER, one output each; frame-independent stages
     batch frames across videos. Outputs finished with the same models, settings and input are skipped."""
     from ..media.reader import ReaderOptions
-    from ..runtime.multi import single_file
+    from ..runtime.multi import plan_outputs
     from ..runtime.pipeline import run
     from ..schedule.chain import ScheduleOptions
 
@@ -145,10 +154,12 @@ def run_cmd(
     )
     opts = replace(opts, schedule=ScheduleOptions(batch_size=batch_override, skip_finished=not force))
     talk = not quiet and progress != "json"
-    if not single_file(input):
-        _run_many(input, output, suffix, stages, opts, talk)
+    # -o as a file, a folder or a PNG sequence's folder; names checked for collisions before any work
+    jobs, single = plan_outputs(input, output, suffix=suffix, png=encoder == "png")
+    if not single:
+        _run_many(jobs, stages, opts, talk)
         return
-    result = run(input[0], output, stages, opts)  # a skip is logged by run (--force re-makes the output)
+    result = run(jobs[0].input, jobs[0].output, stages, opts)  # a skip is logged by run (--force re-makes it)
     if talk and not result.skipped:
         err.print(
             f"wrote {result.output} ({result.frames_out} frames, {result.fps:.1f} fps, "
@@ -156,14 +167,10 @@ def run_cmd(
         )
 
 
-def _run_many(
-    inputs: list[str], out_dir: Path, suffix: str | None, stages: list[Stage], opts: RunOptions, talk: bool
-) -> None:
-    from ..runtime.multi import expand_inputs, output_jobs, run_many
+def _run_many(jobs: list[Job], stages: list[Stage], opts: RunOptions, talk: bool) -> None:
+    from ..runtime.multi import run_many
 
-    if out_dir.exists() and not out_dir.is_dir():
-        raise UsageError(f"-o {out_dir} is a file; several inputs need a folder")
-    res = run_many(output_jobs(expand_inputs(inputs), out_dir, suffix), stages, opts)
+    res = run_many(jobs, stages, opts)
     for v in res.failed:  # outputs written and skipped are logged as they happen
         err.print(f"failed {v.job.input}: {v.reason}")
     if talk:

@@ -10,14 +10,21 @@
 - Odd dimensions with 4:2:0 chroma are padded by one row/column, repeating the edge pixels (nothing of the
   picture is cut; the extra line is a copy of its neighbour).
 - The output is written to a hidden temp file beside the target and renamed over it only on success;
-  `abort()` removes it.
+  `abort()` removes it. The writer never deletes what it did not make: a folder is never an output file, and a
+  PNG sequence (`--encoder png` only) goes into a new or empty folder, or replaces its own earlier frames
+  (frame files alone, its manifest beside them). `check_target` refuses a target it would not or could not
+  write before any frame is decoded.
 """
 
 from __future__ import annotations
 
+import errno
+import functools
 import logging
 import os
+import re
 import shutil
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -28,7 +35,7 @@ import av.error
 import numpy as np
 import torch
 
-from ..errors import OutputError
+from ..errors import DiskFullError, OutputError, UsageError
 from ..frames import Colour, FrameBatch
 from ..stages.base import StreamSpec
 from .chunked import CHUNKABLE, ChunkedEncoder
@@ -84,6 +91,83 @@ def partial_path(target: Path) -> Path:
     return target.with_name(f".{target.stem}.vidpipe-partial{target.suffix}")
 
 
+#: the frame files of a PNG sequence, in its folder
+FRAME_NAME = "%08d.png"
+_FRAME_FILE = re.compile(r"\d{8}\.png")
+
+
+@functools.cache
+def muxer_extensions() -> frozenset[str]:
+    """File extensions FFmpeg guesses an output container from (what `av.open(path, "w")` does)."""
+    found: set[str] = set()
+    for name in av.formats_available:
+        fmt = av.ContainerFormat(name)
+        if fmt.is_output:
+            found.update(e.strip().lower() for e in fmt.extensions)
+    return frozenset(found)
+
+
+def _own_frames(folder: Path) -> list[Path] | None:
+    """The frame files of a PNG sequence this writer made in `folder` earlier (none for an empty folder), or
+    None when the folder holds anything else or has no manifest beside it (frames named like ours, someone
+    else's): only those may be replaced."""
+    entries = list(folder.iterdir())
+    if not entries:
+        return []
+    manifest = folder.with_name(folder.name + ".json")
+    if manifest.is_file() and all(e.is_file() and _FRAME_FILE.fullmatch(e.name) for e in entries):
+        return entries
+    return None
+
+
+def _refuse(target: Path, png: bool) -> None:
+    """Targets never written, whatever the file system allows (nothing is created or read but the folder)."""
+    if png:
+        if target.is_dir() and _own_frames(target) is None:
+            raise OutputError(
+                f"{target} is a folder that is not empty; a PNG sequence goes into a new or empty folder "
+                "(vidpipe replaces only its own earlier frames)"
+            )
+        if target.exists() and not target.is_dir():
+            raise OutputError(f"{target} is a file; a PNG sequence goes into a new or empty folder")
+        return
+    if target.is_dir():
+        raise OutputError(f"{target} is a folder; name an output file such as {target / 'out.mkv'}")
+    ext = target.suffix.lower().lstrip(".")
+    if not ext:
+        raise UsageError(
+            f"output {target} has no extension: name a file (.mkv, .mp4, .mov, .webm, …), a folder (end it with "
+            "'/'), or use --encoder png for a PNG sequence in that folder"
+        )
+    if ext not in muxer_extensions():
+        raise UsageError(f"no container format for output extension .{ext}; use .mkv, .mp4, .mov, .webm, .avi, …")
+
+
+def _os_error(e: OSError, what: str) -> OutputError:
+    cls = DiskFullError if e.errno in (errno.ENOSPC, errno.EDQUOT) else OutputError
+    return cls(f"{what}: {e.strerror or e}")
+
+
+def check_target(target: Path, options: WriterOptions = WriterOptions()) -> None:
+    """Raise now, before anything is decoded, for an output the writer would refuse or could not write: a
+    folder as a file, a PNG sequence into a folder holding anything but its own frames, no extension or one
+    no container goes with (UsageError), a folder that cannot be made or written to (read-only file system,
+    /proc; OutputError). Makes the target's folder, as writing would; leaves nothing else behind."""
+    target = Path(target)
+    _refuse(target, options.encoder.encoder == "png")
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _os_error(e, f"cannot make the output folder {folder}") from e
+    try:
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".vidpipe-write-check-")
+    except OSError as e:
+        raise _os_error(e, f"cannot write into {folder}") from e
+    os.close(fd)
+    os.unlink(probe)
+
+
 class VideoWriter:
     def __init__(
         self,
@@ -99,7 +183,9 @@ class VideoWriter:
         self.source = source
         self.options = options
         self.stats = WriterStats()
-        self.png = options.encoder.encoder == "png" or (options.encoder.encoder == "auto" and self.target.suffix == "")
+        # a PNG sequence only when asked for: a path without an extension is refused, never guessed a folder
+        self.png = options.encoder.encoder == "png"
+        _refuse(self.target, self.png)
         self.choice: EncoderChoice = resolve(
             options.encoder,
             suffix=".png" if self.png else self.target.suffix,
@@ -137,12 +223,17 @@ class VideoWriter:
         if (w, h) != (self.spec.crop_to or (self.spec.width, self.spec.height)):
             self.stats.padded = (w, h)
             log.info("encode: odd size padded to %dx%d for 4:2:0 (edge pixels repeated)", w, h)
-        self.tmp.parent.mkdir(parents=True, exist_ok=True)
-        if self.png:
-            self.tmp.mkdir(exist_ok=True)
-            out = av.open(str(self.tmp / "%08d.png"), "w", format="image2")
-        else:
-            out = av.open(str(self.tmp), "w")
+        try:
+            self.tmp.parent.mkdir(parents=True, exist_ok=True)
+            if self.png:
+                self.tmp.mkdir(exist_ok=True)
+                out = av.open(str(self.tmp / FRAME_NAME), "w", format="image2")
+            else:
+                out = av.open(str(self.tmp), "w")
+        except OSError as e:  # PyAV's errors are OSErrors too
+            raise _os_error(e, f"cannot write {self.target}") from e
+        except ValueError as e:  # no container for the name
+            raise OutputError(f"cannot write {self.target}: {e}") from e
         try:
             rate = self.spec.rate or self.spec.nominal_rate or Fraction(25)
             vs = out.add_stream(ch.codec, rate=rate, options=ch.options)
@@ -307,10 +398,25 @@ class VideoWriter:
             if self._copy is not None:
                 self._copy.close()
         self._closed = True
-        if self.png and self.target.exists():
-            shutil.rmtree(self.target)
-        self.tmp.replace(self.target)
+        try:
+            if self.png and self.target.is_dir():
+                self._clear_own_frames()
+            self.tmp.replace(self.target)
+        except OSError as e:
+            self.abort()
+            raise _os_error(e, f"moving the finished output into place as {self.target} failed") from e
         return self.stats
+
+    def _clear_own_frames(self) -> None:
+        """Empty the PNG folder of this writer's earlier frames (checked again: it may have changed since the
+        writer was made); the empty folder is then replaced by the new one."""
+        frames = _own_frames(self.target)
+        if frames is None:
+            _refuse(self.target, png=True)  # raises, naming why
+            return
+        for f in frames:
+            f.unlink()
+        self.target.rmdir()
 
     def _mux_video(self, pkt: av.Packet) -> None:
         assert self._out is not None and self._vs is not None
@@ -330,10 +436,13 @@ class VideoWriter:
                     closable.close()
                 except Exception as e:  # the file is removed anyway; say why closing failed
                     log.debug("abort: closing %s failed: %s", closable, e)
-        if self.tmp.is_dir():
-            shutil.rmtree(self.tmp, ignore_errors=True)
-        else:
-            self.tmp.unlink(missing_ok=True)
+        try:
+            if self.tmp.is_dir():
+                shutil.rmtree(self.tmp)
+            else:
+                self.tmp.unlink(missing_ok=True)
+        except OSError as e:  # a read-only or vanished file system: the error that brought us here says more
+            log.warning("could not remove the partial output %s: %s", self.tmp, e.strerror or e)
 
 
 class _StreamCopier:

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -46,7 +47,7 @@ from ..jobs import atomic
 from ..media.info import MediaInfo
 from ..media.probe import max_pixels_limit, probe
 from ..media.reader import VideoReader
-from ..media.writer import VideoWriter, WriterStats
+from ..media.writer import VideoWriter, WriterStats, check_target
 from ..schedule import crossvideo
 from ..schedule.chain import ScheduledStage, plan_stage
 from ..schedule.costs import CostBook, bucket_for, cost_signature
@@ -99,19 +100,46 @@ class Job:
     output: Path
 
 
-def output_jobs(inputs: Sequence[Path], out_dir: Path, suffix: str | None = None) -> list[Job]:
-    """`OUTDIR/<input stem><suffix>` for each input (suffix: the input's own by default)."""
+def output_jobs(inputs: Sequence[Path], out_dir: Path, suffix: str | None = None, *, png: bool = False) -> list[Job]:
+    """`OUTDIR/<input stem><suffix>` for each input (suffix: the input's own by default; a PNG sequence: the
+    folder `OUTDIR/<input stem>`). Inputs that would get one name (case-insensitively: some file systems are)
+    get `<stem>-<hash of their path>` each (`paths.unique_names`: the same inputs, the same names on every run).
+    An output that is one of the inputs is refused, before any work."""
     if suffix is not None and not suffix.startswith("."):
         suffix = "." + suffix
-    jobs = [Job(p, Path(out_dir) / f"{p.stem}{suffix or p.suffix}") for p in inputs]
-    seen: dict[Path, Path] = {}
+    wanted = [p.stem if png else f"{p.stem}{suffix or p.suffix}" for p in inputs]
+    names = paths.unique_names(wanted, [str(p) for p in inputs])
+    jobs = [Job(p, Path(out_dir) / n) for p, n in zip(inputs, names, strict=True)]
+    sources = {p.resolve(): p for p in inputs}
     for j in jobs:
-        if j.output.resolve() == j.input.resolve():
-            raise UsageError(f"output {j.output} would overwrite its input; choose another -o directory or --suffix")
-        if j.output in seen:
-            raise UsageError(f"{seen[j.output]} and {j.input} would both be written to {j.output}; rename one")
-        seen[j.output] = j.input
+        clash = sources.get(j.output.resolve())
+        if clash is not None:
+            which = "its input" if clash == j.input else f"the input {clash}"
+            raise UsageError(f"output {j.output} would overwrite {which}; choose another -o folder or --suffix")
     return jobs
+
+
+def plan_outputs(
+    args: Sequence[str], output: str, *, suffix: str | None = None, png: bool = False
+) -> tuple[list[Job], bool]:
+    """The jobs of `vidpipe run ARGS -o OUTPUT`, and whether it is a one-input run:
+
+    - several inputs (or a folder, pattern or list): OUTPUT is a folder, one output each (`output_jobs`);
+    - one input, OUTPUT an existing folder or ending in '/': `OUTPUT/<input stem><suffix>` in it, as with several
+      (with --encoder png: the PNG sequence in that folder, which must be new or empty);
+    - one input, any other OUTPUT: that file (its extension picks the container; none is refused by the
+      writer), or with --encoder png that folder.
+    Nothing is guessed: the writer refuses what does not fit (`media.writer.check_target`)."""
+    out = Path(output)
+    if not single_file(args):
+        if out.exists() and not out.is_dir():
+            raise UsageError(f"-o {out} is a file; several inputs need a folder")
+        return output_jobs(expand_inputs(args), out, suffix, png=png), False
+    src = Path(str(args[0]))
+    as_folder = output.endswith(("/", os.sep)) or out.is_dir()
+    if as_folder and not png:
+        return output_jobs([src], out, suffix), True
+    return [Job(src, out)], True
 
 
 @dataclass(slots=True)
@@ -263,6 +291,7 @@ class MultiRunner:
 
     def _open(self, job: Job, reader_batch: int, progress: Progress) -> _Video | VideoResult:
         opts = self.options
+        check_target(job.output, opts.writer)  # before decoding: an unwritable output fails this video at once
         info = probe(job.input, max_pixels=max_pixels_limit(opts.max_pixels))
         reader_opts = replace(opts.reader, batch_size=reader_batch)
         spec = source_spec(info, reader_opts.keep_alpha)

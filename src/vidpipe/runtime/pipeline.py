@@ -30,7 +30,7 @@ from ..jobs import atomic
 from ..media.info import MediaInfo
 from ..media.probe import max_pixels_limit, probe
 from ..media.reader import ReaderOptions, VideoReader
-from ..media.writer import VideoWriter, WriterOptions, WriterStats
+from ..media.writer import VideoWriter, WriterOptions, WriterStats, check_target
 from ..media.yuv import PlanarBatch, fit, planes_to_rgb, rgb_to_planes
 from ..schedule.chain import ScheduleOptions, schedule_block, schedule_chain
 from ..schedule.idempotency import finished, signature_fields
@@ -351,6 +351,7 @@ def run(
     dst = Path(output_path)
     if dst.resolve() == src.resolve():
         raise UsageError(f"output {dst} is the input; choose another output path")
+    check_target(dst, options.writer)  # an output that cannot be written fails now, before any decoding
     info = probe(src, max_pixels=max_pixels_limit(options.max_pixels))
     device = resolve_device(options.device)
     spec = source_spec(info, options.reader.keep_alpha)
