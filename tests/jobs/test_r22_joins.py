@@ -12,9 +12,11 @@ segment's last.
 from __future__ import annotations
 
 import json
+from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from fractions import Fraction as F
+from itertools import pairwise
 from pathlib import Path
 
 import av
@@ -22,7 +24,7 @@ import pytest
 import torch
 
 from vidpipe.jobs.runner import run_job
-from vidpipe.jobs.segments import join_segments, plan_segments, scan_frames
+from vidpipe.jobs.segments import _DecodeTimes, join_segments, plan_segments, scan_frames
 from vidpipe.jobs.spec import JobSpec, build_spec
 from vidpipe.media.probe import probe
 from vidpipe.media.synth import AudioTrack
@@ -66,12 +68,13 @@ def _source(make, container: str, rate: str) -> Path:
     return make(f"r22-{rate}.{suffix}", size=SIZE, frames=3 * GOP, times=times, options=X264_GOP, audio=[AudioTrack()])
 
 
-def _spec(src: Path, tmp: Path, container: str, segments: int) -> JobSpec:
-    encoder = "vp9" if container == "webm" else "hevc"
+def _spec(src: Path, tmp: Path, container: str, segments: int, *, lossless: bool = True) -> JobSpec:
+    # x264 drops its B-frames when lossless; x265 keeps them
+    encoder = "vp9" if container == "webm" else "hevc" if lossless else "h264"
     doc = {
         "inputs": [str(src)],
         "output": {"dir": str(tmp / "out"), "container": container, "upload": False},
-        "pipeline": {"encoder": encoder, "lossless": True, "device": "cpu", "resize": "32x24"},
+        "pipeline": {"encoder": encoder, "lossless": lossless, "device": "cpu", "resize": "32x24"},
         "segments": {"seconds": SEGMENT_S if segments > 1 else 0},
         "result_json": str(tmp / "result.json"),
         "sentinel": str(tmp / "DONE"),
@@ -149,6 +152,17 @@ def test_join_matrix(make, tmp_path, container, rate, segments):
     _check_join(make, tmp_path, container, rate, segments)
 
 
+@pytest.mark.parametrize(("container", "rate"), [("mkv", "cfr"), ("mp4", "vfr")])
+def test_lossy_h264_join_keeps_every_source_time(make, tmp_path, container, rate):
+    """The issue's encoder (lossy x264 with B-frames): its segments cannot equal one encode frame for frame,
+    but the join must succeed with monotonic timestamps and every source frame at its source time."""
+    src = _source(make, container, rate)
+    outcome = run_job(_spec(src, tmp_path, container, 3, lossless=False), env={})
+    assert outcome.ok, outcome.errors
+    assert_monotonic(outcome.outputs[0])
+    assert decode_all(outcome.outputs[0])[0] == list(scan_frames(src).times)
+
+
 def test_join_of_mkv_segments_whose_first_packets_carry_no_dts(make, tmp_path):
     """The Matroska case at the level of `join_segments`: h264 segment files whose later segments start with
     packets the demuxer gives no dts."""
@@ -196,3 +210,17 @@ def test_issue_reproduction_250s_mkv_joins(make, cli, tmp_path):
     times, _ = decode_all(joined)
     assert times == list(scan_frames(src).times)  # 1:1 stages keep the source's times: all 6250 frames, in order
     assert [s.type for s in probe(joined).streams] == ["video", "audio"]
+
+
+def test_decode_times_are_strictly_increasing_and_never_after_their_pts():
+    # two segments in decoding order: a B-pyramid (depth 2) then a deeper reordering (depth 3) at a new VFR pace
+    shown = array("q", [0, 160, 80, 40, 120, 200, 600, 450, 300, 250, 650])
+    times = _DecodeTimes.plan(shown, [-80, -40, 0])
+    assert times.delay == 3
+    dts = [times.dts(i) for i in range(len(shown))]
+    assert all(a < b for a, b in pairwise(dts)) and all(d <= p for d, p in zip(dts, shown, strict=True))
+    # the first segment's own leading dts are kept only when they fit before its first pts: here 3 are needed
+    # and the third (0) does not, so the lead steps back from the first pts by the first frame gap (40)
+    assert dts[:3] == [-120, -80, -40]
+    # Matroska: no dts at all on the first packets
+    assert [_DecodeTimes.plan(shown[:5], [None, None, 0]).dts(i) for i in range(5)] == [-80, -40, 0, 40, 80]
