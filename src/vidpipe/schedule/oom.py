@@ -192,8 +192,19 @@ class OomRunner:
         snapshot: Callable[[], object] | None = None,
         restore: Callable[[object], None] | None = None,
     ) -> list[T]:
-        n = _length(batch)
-        device = batch.device
+        return self.run_ranges(_length(batch), batch.device, lambda a, b: fn(_slice(batch, a, b)), snapshot, restore)
+
+    def run_ranges(
+        self,
+        n: int,
+        device: torch.device,
+        fn: Callable[[int, int], T | None],
+        snapshot: Callable[[], object] | None = None,
+        restore: Callable[[object], None] | None = None,
+    ) -> list[T]:
+        """The policy over positions 0..n−1 of any sequence: `fn(start, stop)` for consecutive ranges of at most
+        the current size, each range that runs out of memory re-run at a smaller size. What `run` does for a
+        batch; a windowed stage's engine uses it with ranges of kept frames (the window length is the size)."""
         parts: list[T] = []
         start = 0
         attempt = 1
@@ -203,7 +214,7 @@ class OomRunner:
             stop = min(n, start + self.size)
             tried.append(stop - start)
             try:
-                out = fn(_slice(batch, start, stop))
+                out = fn(start, stop)
             except Exception as e:
                 if not is_oom(e):
                     raise

@@ -1,0 +1,106 @@
+"""Temporal stages: what a stage whose output frame depends on other frames declares. The engine that drives
+them (carried state, windows, pre-roll, OOM retries) is `vidpipe.schedule.temporal`.
+
+Two shapes (docs/architecture.md, "Temporal engine"):
+- **Recurrent** (RVM matting): state carried from frame to frame. `step(frames, state) -> (frames, state)` is a
+  pure function of its arguments: it never changes `state`'s tensors in place, so the engine keeps the state
+  from before a call and an out-of-memory retry re-runs the same frames from the same state. `state` is None at
+  the start of the stream, after a hard cut (when `reset_at_cuts`) and at a mid-stream start before the
+  pre-roll; the stage builds its initial state from the first frames it sees. `preroll` frames are fed before
+  the first frame a run writes when it starts mid-video (a job segment, one GPU's share): their outputs are
+  dropped; they only bring the state where a run from the start would have it.
+- **Windowed** (BasicVSR++): `process_window(frames)` maps a window of consecutive frames to as many output
+  frames; the engine feeds windows of `window` kept frames with up to `overlap` frames of context on each side
+  (fewer at the stream's ends), keeps each window's kept frames, and at the seams either picks them (`pick`) or
+  blends the last `fade` context outputs of one window into the first kept outputs of the next (`crossfade`).
+  Memory is bounded by `window + 2 * overlap` frames, never by the video's length; on out-of-memory the window
+  shrinks under the seed's policy (halved, then 1 kept frame on the last attempt), over the same frames.
+
+Both declare their `reach`: the frames they need before the first and after the last frame they output. Job
+segments and multi-GPU shares ask `schedule.temporal.feed_span` for the frames to decode from it, and never
+special-case a stage.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..errors import UsageError
+from ..frames import FrameBatch
+
+#: a recurrent stage's carried state: tensors on the stage's device (None: start afresh)
+State = tuple[torch.Tensor, ...]
+
+#: how a windowed stage's outputs meet at a window boundary
+Seam = Literal["pick", "crossfade"]
+
+
+@dataclass(frozen=True, slots=True)
+class Reach:
+    """Frames a stage needs around the frames it outputs: `before` the first one and `after` the last one."""
+
+    before: int = 0
+    after: int = 0
+
+    def __post_init__(self) -> None:
+        if self.before < 0 or self.after < 0:
+            raise UsageError(f"a stage's reach must be ≥ 0 frames on each side, got {self.before}/{self.after}")
+
+    def __add__(self, other: Reach) -> Reach:
+        """Two stages in a chain: the first one's reach is needed around everything the second one needs."""
+        return Reach(self.before + other.before, self.after + other.after)
+
+
+class RecurrentStage(ABC):
+    """A stage that carries state from frame to frame (see the module docstring)."""
+
+    name: str = "recurrent"
+    #: frames fed (and not written) before a mid-stream start so the state matches a run from the start
+    preroll: int = 0
+    #: start afresh at a hard cut (a new shot shares nothing with the last one)
+    reset_at_cuts: bool = True
+
+    @property
+    def reach(self) -> Reach:
+        return Reach(before=self.preroll)
+
+    @abstractmethod
+    def step(self, frames: FrameBatch, state: State | None) -> tuple[FrameBatch, State]:
+        """Output frames for `frames` (as many, same pts and indices) and the state after the last one.
+        Must not modify `state`'s tensors in place."""
+
+
+class WindowedStage(ABC):
+    """A stage that computes a window of frames at once (see the module docstring)."""
+
+    name: str = "windowed"
+    #: kept frames per window (T), before any out-of-memory shrink
+    window: int = 16
+    #: context frames fed on each side of the kept ones
+    overlap: int = 0
+    seam: Seam = "pick"
+    #: with `crossfade`, frames blended at each seam (≤ overlap)
+    fade: int = 0
+
+    @property
+    def reach(self) -> Reach:
+        return Reach(before=self.overlap, after=self.overlap)
+
+    def check_window(self) -> None:
+        """The declarations are consistent (the engine calls this before the first window)."""
+        if self.window < 1:
+            raise UsageError(f"{self.name}: window must be ≥ 1 frame, got {self.window}")
+        if self.overlap < 0:
+            raise UsageError(f"{self.name}: overlap must be ≥ 0 frames, got {self.overlap}")
+        if self.seam not in ("pick", "crossfade"):
+            raise UsageError(f"{self.name}: seam must be 'pick' or 'crossfade', got {self.seam!r}")
+        if self.seam == "crossfade" and not 1 <= self.fade <= self.overlap:
+            raise UsageError(f"{self.name}: a crossfade needs 1 ≤ fade ≤ overlap ({self.overlap}), got {self.fade}")
+
+    @abstractmethod
+    def process_window(self, frames: FrameBatch) -> FrameBatch:
+        """Output frames for a window of consecutive frames: as many, in order, same pts and indices."""

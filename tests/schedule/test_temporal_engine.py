@@ -1,0 +1,266 @@
+"""The temporal engine's identity tests (issue 15): small pure-torch stages whose exact output is known, run
+whole, in batches of any size, split into shares of the video (with the engine's pre-roll and context), in
+windows of any length and overlap, and with an out-of-memory error injected mid-run: the frames written are
+always bit-identical to the whole run. Integer arithmetic makes every output exact, on the CPU and on CUDA."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from itertools import pairwise
+
+import pytest
+import torch
+
+from vidpipe.errors import DeviceOutOfMemoryError, StageError, UsageError
+from vidpipe.frames import FrameBatch
+from vidpipe.schedule.oom import OomPolicy, OomRunner
+from vidpipe.schedule.temporal import RecurrentRunner, WindowRunner, feed_span
+from vidpipe.stages.temporal import Reach, RecurrentStage, State, WindowedStage
+
+N = 41  # frames of the test video: prime, so no window or batch size divides it
+
+DEVICES = [
+    pytest.param("cpu", id="cpu"),
+    pytest.param("cuda", id="cuda", marks=pytest.mark.gpu),
+]
+
+
+def video(n: int = N, device: str = "cpu") -> FrameBatch:
+    g = torch.Generator().manual_seed(7)
+    data = torch.randint(0, 256, (n, 3, 6, 8), generator=g, dtype=torch.uint8).to(device)
+    return FrameBatch(data=data, pts=[3 * i for i in range(n)], time_base=Fraction(1, 75), index=list(range(n)))
+
+
+class RunningMean(RecurrentStage):
+    """Each output is the mean of its frame and the P−1 before it (fewer at the start and after a cut). The state
+    is those frames, so P−1 frames of pre-roll rebuild it exactly."""
+
+    name = "running-mean"
+
+    def __init__(self, p: int, *, oom_on_call: int | None = None) -> None:
+        self.preroll = p - 1
+        self.p = p
+        self.calls = 0
+        self.oom_on_call = oom_on_call
+
+    def step(self, frames: FrameBatch, state: State | None) -> tuple[FrameBatch, State]:
+        self.calls += 1
+        if self.calls == self.oom_on_call:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        held = state[0] if state is not None else frames.data[:0]
+        outs = []
+        for f in frames.data:
+            held = torch.cat([held, f[None]])[-self.p :]
+            outs.append(held.to(torch.int32).sum(0) // len(held))
+        return frames.with_data(torch.stack(outs).to(torch.uint8)), (held,)
+
+
+class MovingAverage(WindowedStage):
+    """Each output is the mean of the frames within ±k of it that the window holds: with overlap ≥ k, every kept
+    frame sees all of its neighbours (or the stream's end)."""
+
+    name = "moving-average"
+
+    def __init__(self, k: int, *, window: int, overlap: int, oom_on_call: int | None = None) -> None:
+        self.k, self.window, self.overlap = k, window, overlap
+        self.calls = 0
+        self.oom_on_call = oom_on_call
+        self.sizes: list[int] = []
+
+    def process_window(self, frames: FrameBatch) -> FrameBatch:
+        self.calls += 1
+        self.sizes.append(len(frames))
+        if self.calls == self.oom_on_call:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+        x = frames.data.to(torch.int32)
+        n = len(frames)
+        outs = [
+            x[max(0, i - self.k) : min(n, i + self.k + 1)].sum(0) // (min(n, i + self.k + 1) - max(0, i - self.k))
+            for i in range(n)
+        ]
+        return frames.with_data(torch.stack(outs).to(torch.uint8))
+
+
+def runner_oom(size: int) -> OomRunner:
+    return OomRunner(size, policy=OomPolicy(backoff_s=0.0), sleep=lambda _s: None, release=lambda _d: None)
+
+
+def batches(v: FrameBatch, lo: int, hi: int, size: int) -> list[FrameBatch]:
+    return [v.slice(a, min(hi, a + size)) for a in range(lo, hi, size)]
+
+
+def drive(runner: RecurrentRunner | WindowRunner, parts: list[FrameBatch]) -> FrameBatch:
+    outs = [o for b in parts if (o := runner.process(b)) is not None]
+    if (tail := runner.flush()) is not None:
+        outs.append(tail)
+    return FrameBatch.concat(outs)
+
+
+def same(a: FrameBatch, b: FrameBatch) -> None:
+    assert a.index == b.index
+    assert a.pts == b.pts
+    assert torch.equal(a.data, b.data)
+
+
+# -- recurrent -----------------------------------------------------------------------------------------------
+
+
+def recurrent_whole(v: FrameBatch, p: int, cuts: tuple[int, ...] = ()) -> FrameBatch:
+    return drive(RecurrentRunner(RunningMean(p), runner_oom(N), hard_cuts=cuts), [v])
+
+
+def recurrent_shares(v: FrameBatch, p: int, bounds: list[int], batch: int, cuts: tuple[int, ...] = ()) -> FrameBatch:
+    outs = []
+    for start, end in pairwise(bounds):
+        stage = RunningMean(p)
+        first, stop = feed_span(stage.reach, start, end, total=N, hard_cuts=cuts)
+        runner = RecurrentRunner(stage, runner_oom(batch), emit_from=start, emit_to=end, hard_cuts=cuts)
+        outs.append(drive(runner, batches(v, first, stop, batch)))
+    return FrameBatch.concat(outs)
+
+
+def test_running_mean_stage_is_what_it_says() -> None:
+    v = video()
+    out = recurrent_whole(v, 3)
+    want = (v.data[3:6].to(torch.int32).sum(0) // 3).to(torch.uint8)
+    assert torch.equal(out.data[5], want)
+    assert torch.equal(out.data[0], v.data[0])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("batch", [1, 4, 16, 64])
+@pytest.mark.parametrize("bounds", [[0, N], [0, 10, 25, N], [0, 1, 2, 3, 40, N], [0, 20, N]])
+def test_recurrent_split_into_shares_and_batches_is_the_whole_run(device: str, batch: int, bounds: list[int]) -> None:
+    v = video(device=device)
+    same(recurrent_shares(v, 5, bounds, batch), recurrent_whole(v, 5))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_hard_cuts_reset_the_state_and_shorten_the_preroll(device: str) -> None:
+    v = video(device=device)
+    cuts = (9, 23)
+    whole = recurrent_whole(v, 6, cuts)
+    # a cut starts afresh: its first output is its own frame, and what follows ignores the previous shot
+    assert torch.equal(whole.data[9], v.data[9])
+    assert not torch.equal(whole.data[10], recurrent_whole(v, 6).data[10])
+    same(recurrent_shares(v, 6, [0, 11, 25, N], 3, cuts), whole)
+    assert feed_span(Reach(before=5), 11, 25, hard_cuts=cuts) == (9, 25)
+    assert feed_span(Reach(before=5), 30, 35, hard_cuts=cuts) == (25, 35)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("oom_on_call", [1, 2, 5])
+def test_recurrent_oom_mid_run_changes_nothing(device: str, oom_on_call: int) -> None:
+    v = video(device=device)
+    stage = RunningMean(4, oom_on_call=oom_on_call)
+    oom = runner_oom(8)
+    out = drive(RecurrentRunner(stage, oom, hard_cuts=(17,)), batches(v, 0, N, 8))
+    same(out, recurrent_whole(v, 4, (17,)))
+    assert len(oom.events) == 1 and oom.size == 4  # the failed sub-batch re-ran from the same state, halved
+
+
+# -- windowed -------------------------------------------------------------------------------------------------
+
+
+def windowed_whole(v: FrameBatch, k: int) -> FrameBatch:
+    return drive(WindowRunner(MovingAverage(k, window=N, overlap=k), runner_oom(N)), [v])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("window", [1, 2, 5, 16, 64])
+@pytest.mark.parametrize("extra", [0, 3])
+@pytest.mark.parametrize("batch", [1, 7, 64])
+def test_windows_of_any_length_and_overlap_are_the_whole_run(device: str, window: int, extra: int, batch: int) -> None:
+    v = video(device=device)
+    k = 2
+    stage = MovingAverage(k, window=window, overlap=k + extra)
+    runner = WindowRunner(stage, runner_oom(window))
+    same(drive(runner, batches(v, 0, N, batch)), windowed_whole(v, k))
+    # memory: the kept frames, their context and the batch being added, whatever the video's length
+    assert runner.peak_held <= window + 2 * (k + extra) - 1 + batch
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("bounds", [[0, 13, N], [0, 1, 2, 30, N], [0, 8, 16, 24, 32, N]])
+@pytest.mark.parametrize("window", [3, 8])
+def test_windowed_split_into_shares_is_the_whole_run(device: str, bounds: list[int], window: int) -> None:
+    v = video(device=device)
+    k = 3
+    outs = []
+    for start, end in pairwise(bounds):
+        stage = MovingAverage(k, window=window, overlap=k)
+        first, stop = feed_span(stage.reach, start, end, total=N)
+        runner = WindowRunner(stage, runner_oom(window), emit_from=start, emit_to=end)
+        outs.append(drive(runner, batches(v, first, stop, 5)))
+    same(FrameBatch.concat(outs), windowed_whole(v, k))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_share_fed_past_its_end_writes_only_its_frames(device: str) -> None:
+    v = video(device=device)
+    runner = WindowRunner(MovingAverage(2, window=4, overlap=2), runner_oom(4), emit_from=10, emit_to=20)
+    out = drive(runner, batches(v, 0, N, 6))  # the whole video fed: context beyond the share is ignored
+    same(out, windowed_whole(v, 2).slice(10, 20))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("oom_on_call", [1, 3])
+def test_windowed_oom_shrinks_the_window_over_the_same_frames(device: str, oom_on_call: int) -> None:
+    v = video(device=device)
+    stage = MovingAverage(2, window=8, overlap=2, oom_on_call=oom_on_call)
+    oom = runner_oom(8)
+    out = drive(WindowRunner(stage, oom), batches(v, 0, N, 10))
+    same(out, windowed_whole(v, 2))
+    assert len(oom.events) == 1 and oom.size == 4
+    # the re-run: 4 kept frames with their context (2 each side, none before frame 0)
+    assert stage.sizes[oom_on_call] == {1: 4 + 2, 3: 4 + 2 * 2}[oom_on_call]
+
+
+def test_windowed_oom_at_one_frame_is_an_error() -> None:
+    v = video()
+
+    class Never(MovingAverage):
+        def process_window(self, frames: FrameBatch) -> FrameBatch:
+            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
+
+    with pytest.raises(DeviceOutOfMemoryError):
+        drive(WindowRunner(Never(1, window=4, overlap=1), runner_oom(4)), [v])
+
+
+class Marks(WindowedStage):
+    """Outputs the number of the call that computed a frame, so the seam's blend weights can be read back."""
+
+    name = "marks"
+    seam = "crossfade"
+
+    def __init__(self, window: int, overlap: int, fade: int) -> None:
+        self.window, self.overlap, self.fade = window, overlap, fade
+        self.calls = 0
+
+    def process_window(self, frames: FrameBatch) -> FrameBatch:
+        self.calls += 1
+        return frames.with_data(torch.full_like(frames.data, 0.0, dtype=torch.float32) + 100.0 * self.calls)
+
+
+def test_crossfade_blends_the_previous_window_into_the_next() -> None:
+    v = video(20)
+    v = v.with_data(v.data.float() / 255)
+    out = drive(WindowRunner(Marks(window=6, overlap=3, fade=2), runner_oom(6)), [v])
+    assert len(out) == 20 and out.index == list(range(20))
+    got = [round(float(out.data[i, 0, 0, 0]), 3) for i in range(20)]
+    # windows 1..4 keep 0–5, 6–11, 12–17, 18–19; the first two frames after a seam are ⅓ and ⅔ the new window
+    assert got[:6] == [100.0] * 6
+    assert got[6:8] == [round(100 * 2 / 3 + 200 / 3, 3), round(100 / 3 + 200 * 2 / 3, 3)]
+    assert got[8:12] == [200.0] * 4
+    assert got[18:20] == [round(300 * 2 / 3 + 400 / 3, 3), round(300 / 3 + 400 * 2 / 3, 3)]
+
+
+def test_declarations_are_checked() -> None:
+    with pytest.raises(UsageError, match="fade"):
+        WindowRunner(Marks(window=4, overlap=1, fade=2), runner_oom(4))
+    with pytest.raises(UsageError, match="window"):
+        WindowRunner(MovingAverage(1, window=0, overlap=1), runner_oom(1))
+    with pytest.raises(StageError, match="start"):
+        feed_span(Reach(1, 1), 5, 3)
+    assert Reach(2, 0) + Reach(1, 3) == Reach(3, 3)
+    assert feed_span(Reach(before=2, after=4), 0, 10, total=12) == (0, 12)
