@@ -13,6 +13,7 @@ import pytest
 import torch
 from sched_helpers import tiny_sr
 
+from framecheck import YUV420_LEVELS, assert_frames_close
 from vidpipe.errors import DeviceError, DeviceOutOfMemoryError
 from vidpipe.frames import FrameBatch
 from vidpipe.media.encoders import EncoderOptions
@@ -114,7 +115,8 @@ def test_injected_oom_gives_the_exact_sizes_and_the_same_frames(
     assert sleeps == [2.0] * len(oom_at)  # the seed's back-off, once per recovered OOM
     assert stage.devices == {CPU}  # every attempt on the run's device: there is no fallback path
     times, frames = decode_all(tmp_path / "o.mkv")
-    assert times == clean[0] and torch.equal(frames, clean[1])  # nothing dropped, duplicated or changed
+    assert times == clean[0]  # nothing dropped or duplicated; the frames ran at other batch sizes: see framecheck
+    assert_frames_close(frames, clean[1], levels=YUV420_LEVELS, what="after OOM recovery")
     block = res.manifest["schedule"]["stages"][0]
     assert (block["stage"], block["batch_size"], block["source"]) == ("upscale", 8, "override")
     assert [(e["size"], e["attempt"], e["start"]) for e in block["oom_events"]] == events
@@ -171,7 +173,8 @@ def test_interpolation_re_runs_from_its_snapshot(oom_at: set[int], rife: str, cl
     assert sleeps == [2.0] * len(oom_at)
     a_times, a = decode_all(tmp_path / "clean.mkv")
     b_times, b = decode_all(tmp_path / "oom.mkv")
-    assert b_times == a_times and torch.equal(a, b)
+    assert b_times == a_times
+    assert_frames_close(b, a, levels=YUV420_LEVELS, what="re-run from the snapshot")  # at smaller batches
     for key in ("frames_in", "frames_out", "scene_cuts", "pairs_checked", "interpolated_frames"):
         assert got["stage_reports"]["interpolate"][key] == clean["stage_reports"]["interpolate"][key], key
     events = got["schedule"]["stages"][0]["oom_events"]
