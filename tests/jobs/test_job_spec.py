@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import typer
 
+from calibration import scaled
 from vidpipe.cli.app import app, run_cmd
 from vidpipe.cli.job_cmd import resolve_spec
 from vidpipe.errors import UsageError
@@ -188,5 +189,5 @@ def test_the_cli_starts_without_boto3():
     import sys
 
     code = "import sys, vidpipe.cli.app; assert 'boto3' not in sys.modules and 'botocore' not in sys.modules"
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=scaled(120))
     assert proc.returncode == 0, proc.stderr[-2000:]

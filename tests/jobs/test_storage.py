@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from calibration import scaled
 from vidpipe.errors import OutputError, RetryableStorageError, StorageError, UsageError
 from vidpipe.jobs import storage as storage_mod
 from vidpipe.jobs.keys import make_object_key
@@ -33,7 +34,7 @@ def _sha(data: bytes) -> str:
 
 def _fetch(url: str) -> bytes:
     assert url.startswith("http://127.0.0.1:")  # never leave loopback
-    with urllib.request.urlopen(url, timeout=30) as resp:
+    with urllib.request.urlopen(url, timeout=scaled(30)) as resp:
         return resp.read()
 
 

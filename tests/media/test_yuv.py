@@ -10,6 +10,7 @@ import av
 import pytest
 import torch
 
+from calibration import scaled
 from vidpipe.frames import Colour
 from vidpipe.media.encoders import EncoderOptions
 from vidpipe.media.writer import WriterOptions
@@ -181,7 +182,7 @@ def test_host_buffers_are_bounded_and_reused():
     time.sleep(0.3)
     assert not got  # both buffers out: the third get waits
     pool.put(a)
-    t.join(5)
+    t.join(scaled(5))
     assert got and got[0].data_ptr() == a.data_ptr()
     pool.put(b)
     bigger = pool.get(6)  # b is too small for 6 rows: replaced, the count stays 2
@@ -263,6 +264,6 @@ def test_planar_reader_closes_while_waiting_for_a_buffer(make):
     time.sleep(0.3)  # the decoder is now waiting for a fifth buffer
     closer = threading.Thread(target=reader.close)
     closer.start()
-    closer.join(10)
+    closer.join(scaled(10))
     assert not closer.is_alive()
     assert all(isinstance(b, PlanarBatch) for b in held)

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from calibration import scaled
 from vidpipe.errors import UsageError
 from vidpipe.models.archs.rrdb import RRDBNet
 from vidpipe.models.archs.srvgg import SRVGGNetCompact
@@ -102,7 +103,7 @@ _NET_CHECKS = textwrap.dedent(
 def _interpret(code: str) -> str:
     src = Path(__file__).resolve().parents[2] / "src"
     env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=scaled(600))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc.stdout
 

@@ -20,6 +20,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from calibration import scaled
+
 needs_gluon = pytest.mark.skipif(
     importlib.util.find_spec("triton") is None or importlib.util.find_spec("triton.experimental.gluon") is None,
     reason="Triton with Gluon is not installed",
@@ -81,7 +83,7 @@ _COMPILE = textwrap.dedent(
 def test_kernel_compiles_for_hopper_with_the_installed_triton():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     env.pop("TRITON_INTERPRET", None)
-    run = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, timeout=600)
+    run = subprocess.run([sys.executable, "-c", _COMPILE], capture_output=True, text=True, env=env, timeout=scaled(600))
     assert run.returncode == 0, run.stderr[-3000:]
     lines = [ln for ln in run.stdout.splitlines() if ln.startswith("mmas")]
     assert len(lines) == 14, run.stdout

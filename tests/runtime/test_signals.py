@@ -10,6 +10,8 @@ import time
 
 import pytest
 
+from calibration import scaled
+
 
 @pytest.mark.timeout(180)
 # A second SIGTERM case lands later in the run: a hang here was a deadlock between FFmpeg's decoder threads
@@ -42,7 +44,7 @@ def test_signal_mid_run_leaves_no_output_and_exits_non_zero(make, tmp_path, sig,
         env={**os.environ},
     )
     try:
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + scaled(120)  # quiet-machine seconds, stretched for the load
         started = False
         assert proc.stderr is not None
         while time.monotonic() < deadline:  # wait until frames are really flowing
@@ -62,7 +64,7 @@ def test_signal_mid_run_leaves_no_output_and_exits_non_zero(make, tmp_path, sig,
         time.sleep(delay)
         assert proc.poll() is None, "the run ended before it could be interrupted"
         proc.send_signal(sig)
-        rc = proc.wait(timeout=60)
+        rc = proc.wait(timeout=scaled(60))
     finally:
         if proc.poll() is None:
             proc.kill()
