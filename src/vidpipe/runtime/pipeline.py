@@ -261,9 +261,11 @@ def _conversion_oom(what: str, device: torch.device) -> Iterator[None]:
 
 
 class StopRequest:
-    """SIGINT/SIGTERM set a flag and the pipeline raises `Interrupted` at its next safe point: between batches
-    and while waiting on a queue. Raising inside the handler itself could hit a thread lock half-taken and
-    deadlock the clean-up; a second signal raises at once (the user insists)."""
+    """SIGINT/SIGTERM set a flag and the pipeline raises `Interrupted` at its next safe point: between batches,
+    while waiting on a queue, and within a stage's batch (`check` is handed to the stages: between tiles, frame
+    pairs and, on the CPU, network layers; see stages/interrupt.py), so the exit comes within a host's grace
+    (RunPod: 5 s to SIGKILL) even with a large model on the CPU. Raising inside the handler itself could hit a
+    thread lock half-taken and deadlock the clean-up; a second signal raises at once (the user insists)."""
 
     def __init__(self) -> None:
         self.signum: int | None = None
@@ -377,7 +379,10 @@ def run(
             )
         if why != "no manifest":
             log.info("making %s again: %s", dst, why)
-    chain = schedule_chain(stages, specs, device, options.schedule, reader_batch=options.reader.batch_size)
+    # the stages check the stop request within their batches too (between tiles, pairs, layers on the CPU)
+    chain = schedule_chain(
+        stages, specs, device, options.schedule, reader_batch=options.reader.batch_size, check=stop.check
+    )
     reader = VideoReader(info, reader_opts, check=stop.check)
     writer = VideoWriter(dst, spec, reader.colour, info, options.writer)
     transfer = Transfer(device, reader, writer if on_device else None, options.encode_queue, stop.check)
@@ -413,6 +418,7 @@ def run(
                     if out is not None and len(out):
                         sink.put(transfer.download(out))
                 for out in _flush(chain):
+                    stop.check()
                     if options.window is not None and (out := options.window.select(out)) is None:
                         continue
                     sink.put(transfer.download(out))

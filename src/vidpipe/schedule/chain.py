@@ -12,6 +12,8 @@ user asked for `auto`) and runs under seed 001's OOM policy.
   without those hooks is not retried (its error is classified at once). Upscale's own tile-halving on OOM is
   switched off: two policies nested would make the sequence of batch sizes unpredictable, and its tile is sized
   from the cost row up front instead.
+- Interrupts: the run's stop check (`stages.interrupt`) is called before every stage call, and handed to a stage
+  with the `set_stop_check` hook, which calls it within its own work (between tiles, frames, pairs, layers).
 - Everything decided, and every OOM, is reported for the manifest's `schedule` block.
 """
 
@@ -29,6 +31,7 @@ import torch
 from ..errors import DeviceOutOfMemoryError
 from ..frames import FrameBatch
 from ..stages.base import DTYPES, Stage, StreamSpec
+from ..stages.interrupt import StopCheck, never
 from .autoconfig import Tiling, configure
 from .budget import MemoryBudget
 from .costs import CostBook, device_name
@@ -144,8 +147,13 @@ class ScheduledStage:
         *,
         policy: OomPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        check: StopCheck = never,
     ) -> None:
         self.stage, self.plan, self.device = stage, plan, device
+        self.check = check
+        set_check = _hook(stage, "set_stop_check")
+        if set_check is not None:
+            set_check(check)
         self.name, self.context, self.unit = stage.name, stage.context, stage.unit
         self.runner = OomRunner(plan.batch_size, policy=policy or OomPolicy(), sleep=sleep)
         snapshot, restore = _hook(stage, "snapshot"), _hook(stage, "restore")
@@ -157,6 +165,7 @@ class ScheduledStage:
         return self.stage.setup(device, spec)
 
     def process(self, batch: FrameBatch) -> FrameBatch | None:
+        self.check()
         if self.context == 0:
             return self.runner.run(batch, self.stage.process)  # type: ignore[arg-type]
         if self._state is not None:
@@ -164,6 +173,7 @@ class ScheduledStage:
         return self._once(lambda: self.stage.process(batch), batch.device)
 
     def flush(self) -> FrameBatch | None:
+        self.check()
         if self._state is None:
             return self._once(self.stage.flush, self.device)
         return self.runner.call(self.stage.flush, self.device, *self._state)
@@ -204,8 +214,10 @@ def schedule_chain(
     options: ScheduleOptions,
     *,
     reader_batch: int,
+    check: StopCheck = never,
 ) -> list[ScheduledStage]:
-    """The set-up `stages` (fed `specs[i]` each), each with its plan and OOM runner, in order."""
+    """The set-up `stages` (fed `specs[i]` each), each with its plan and OOM runner, in order; `check` is the run's
+    stop request, called between and within stage calls."""
     book = options.book or (CostBook.default() if options.batch_size is None and stages else None)
     out = []
     for stage, spec in zip(stages, specs, strict=True):
@@ -217,7 +229,7 @@ def schedule_chain(
             f", tile {plan.tile or 'whole frames'}" if plan.tile is not None else "",
             plan.source,
         )
-        out.append(ScheduledStage(stage, plan, device, policy=options.policy, sleep=options.sleep))
+        out.append(ScheduledStage(stage, plan, device, policy=options.policy, sleep=options.sleep, check=check))
     return out
 
 

@@ -93,7 +93,9 @@ class Stage(Protocol):
     # `snapshot() -> state` / `restore(state)` let a stage with context re-run a batch after an out-of-memory
     # error without advancing its state twice (without them such a stage is not retried);
     # `cost_signature() -> dict` is what its cost rows are keyed by (default: `signature()`);
-    # `tiling() -> (multiple, overlap, min_tile) | None` and `set_tile(px)` let the scheduler choose its tile.
+    # `tiling() -> (multiple, overlap, min_tile) | None` and `set_tile(px)` let the scheduler choose its tile;
+    # `set_stop_check(check)` hands a stage whose calls take long the run's stop request, a callable that raises
+    # `Interrupted`, to call between its own units of work (tiles, pairs, layers; see stages/interrupt.py).
 
     def signature(self) -> dict[str, Any]:
         """Everything that changes this stage's output (parameters, weights hash): for manifests and skip logic."""

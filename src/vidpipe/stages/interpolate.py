@@ -22,6 +22,8 @@
   frame late, so a frame still pending may need the pair before the newest frame): O(batch), never O(video).
 - 8-bit frames come back as uint8, deeper ones as uint16, the model working in float; an alpha plane is not
   seen by the model and is blended linearly at the frame's τ.
+- Interrupts (`stages.interrupt`): a run's stop check is called before each network call and, on the CPU, where
+  pairs go through the network one at a time, before each pair and each of its layers.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from ..metrics import ssim_per_frame
 from ..models.archs.ifnet import VALID_SCALES, IFNetBase
 from ..models.loading import LoadedModel, load_model_info
 from .base import StreamSpec, check_dtype, resolve_dtype
+from .interrupt import StopCheck, layer_checks, never
 from .timeline import PlannedFrame, Planner, bisection_schedule
 
 log = logging.getLogger(__name__)
@@ -174,6 +177,8 @@ class Interpolate:
         self.dtype = torch.float32
         self.loaded: LoadedModel | None = None
         self._loaded_on: tuple[torch.device, torch.dtype] | None = None
+        #: the run's stop request (`set_stop_check`); `never` for a stage used on its own
+        self.stop_check: StopCheck = never
         self._reset()
 
     def _reset(self) -> None:
@@ -417,7 +422,23 @@ class Interpolate:
     def _call(self, left: torch.Tensor, right: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
         self._model_calls += 1
         self._model_frames += int(left.shape[0])
-        return self.model.interpolate(left.contiguous(), right.contiguous(), timestep, self.scale)
+        self.stop_check()
+        if self.device.type != "cpu":
+            return self.model.interpolate(left.contiguous(), right.contiguous(), timestep, self.scale)
+        # On the CPU a pair at a time, layer by layer: each layer runs to completion there, so a layer over every
+        # pair of the batch would be the work between two stop checks (the CPU is as busy with one pair).
+        out = []
+        with layer_checks(self.model, self.stop_check):
+            for k in range(len(left)):
+                t = timestep[k : k + 1] if isinstance(timestep, torch.Tensor) else timestep
+                out.append(
+                    self.model.interpolate(left[k : k + 1].contiguous(), right[k : k + 1].contiguous(), t, self.scale)
+                )
+        return torch.cat(out)
+
+    def set_stop_check(self, check: StopCheck) -> None:
+        """The run's stop request, called before network calls and, on the CPU, pairs and layers."""
+        self.stop_check = check
 
     # -- reporting --
     @property

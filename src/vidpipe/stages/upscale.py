@@ -9,6 +9,9 @@
   shows. On CUDA out-of-memory the tile is halved and the same frames are run again: a frame is never dropped.
 - `outscale` resizes after the model (as Real-ESRGAN's own script does) when it differs from the model scale.
 - 8-bit frames come back as uint8, deeper ones as uint16: the model works in float either way.
+- Interrupts (`stages.interrupt`): a run's stop check is called between tiles and, on the CPU, before every layer
+  of the network, where frames also go one at a time; so the work between two checks is one layer of one tile
+  of one frame. On the CPU `tile` bounds that work: x4plus's last layers run at 4× the tile's side.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from ..frames import FrameBatch, from_float, to_float
 from ..models.graphs import Graphed
 from ..models.loading import LoadedModel, load_model_info
 from .base import StreamSpec, check_dtype, resolve_dtype
+from .interrupt import StopCheck, layer_checks, never
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +107,8 @@ class Upscale:
         self._net: Any = None
         self._loaded_on: tuple[torch.device, torch.dtype] | None = None
         self.out_size = (0, 0)
+        #: the run's stop request (`set_stop_check`); `never` for a stage used on its own
+        self.stop_check: StopCheck = never
 
     # -- setup --
     def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
@@ -179,7 +185,7 @@ class Upscale:
         rgb = x[:, :3].contiguous(memory_format=torch.channels_last)
         while True:
             try:
-                y = self._run(rgb)
+                y = self._frames(rgb)
                 break
             except torch.OutOfMemoryError:
                 if not self.shrink_tile_on_oom:
@@ -207,15 +213,26 @@ class Upscale:
         self.tile = max(MIN_TILE, current // 2 // 8 * 8)
         log.warning("upscale: out of GPU memory; retrying the same frames with %dpx tiles", self.tile)
 
+    def _frames(self, x: torch.Tensor) -> torch.Tensor:
+        """On the CPU a frame at a time: each layer runs to completion there, so a layer over the whole batch
+        would be the work between two stop checks (the CPU is as busy with one frame; results are the same)."""
+        if self.device.type != "cpu" or len(x) == 1:
+            return self._run(x)
+        return torch.cat([self._run(x[i : i + 1]) for i in range(len(x))])
+
     def _model(self, x: torch.Tensor) -> torch.Tensor:
         """Model on one piece: pad to the size multiple (edges repeated), run, crop back."""
         assert self.loaded is not None
+        self.stop_check()
         m, scale = self.loaded.size_multiple, self.loaded.scale
         h, w = x.shape[-2:]
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        y = self._net(x)
+        # layer by layer on the CPU, eager nets only (a compiled or graphed net is a GPU path; see stages.interrupt)
+        eager = self.device.type == "cpu" and self._net is self.loaded.module
+        with layer_checks(self._net, self.stop_check if eager else never):
+            y = self._net(x)
         return y[..., : h * scale, : w * scale]
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
@@ -244,6 +261,10 @@ class Upscale:
 
     def flush(self) -> None:
         return None
+
+    def set_stop_check(self, check: StopCheck) -> None:
+        """The run's stop request, called between tiles and frames and, on the CPU, layers (`stages.interrupt`)."""
+        self.stop_check = check
 
     def signature(self) -> dict[str, Any]:
         """Parameters as requested: an automatic tile is "auto", whatever size this device and input got (tiled

@@ -1,0 +1,95 @@
+"""Issue 22, items 3 and 13: SIGTERM/SIGINT end a run within RunPod's 5 s grace even while a large model is in
+the middle of a batch on the CPU (the stage checks for the stop between tiles, frames, pairs and network layers),
+with exit 128+signal and no partial output left."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from vidpipe.models.zoo_realesrgan import ensure_offline_weights as sr_weights
+from vidpipe.models.zoo_rife import ensure_offline_weights as rife_weights
+
+#: RunPod's grace between SIGTERM and SIGKILL
+BOUND_S = 5.0
+#: CPU seconds the child spends after its first batch starts before the signal: it is then inside the model
+#: (x4plus takes tens of seconds for one 64-px tile of a frame here; a RIFE pair at 640×360 several)
+IN_WORK_CPU_S = 2.0
+#: how long each step may take at most under heavy load before the test gives up
+STEP_TIMEOUT_S = 180
+
+STAGES = {
+    # the large model; `--tile 64` bounds one layer's work (its 4× layers otherwise run on whole frames)
+    "x4plus": ("realesrgan-x4plus", ["--upscale", "realesrgan-x4plus", "--tile", "64"]),
+    "rife": ("rife-hdv3", ["--interpolate", "rife-hdv3", "--multi", "2"]),
+}
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc")
+@pytest.mark.timeout(2 * STEP_TIMEOUT_S + 60)
+@pytest.mark.parametrize(
+    ("stage", "sig"), [("x4plus", signal.SIGTERM), ("x4plus", signal.SIGINT), ("rife", signal.SIGTERM)]
+)
+def test_signal_inside_a_long_batch_exits_within_the_grace(make, tmp_path, stage, sig, request):
+    model, args = STAGES[stage]
+    (sr_weights if stage == "x4plus" else rife_weights)(model)  # cached: the child loads them offline
+    # large enough that the run lasts minutes on the CPU: the signal always lands inside a batch
+    src = make("r22-interrupt.mkv", size=(640, 360), frames=24, source="mandelbrot")
+    out = tmp_path / "out.mkv"
+    cmd = [sys.executable, "-m", "vidpipe", "run", str(src), "-o", str(out), "--device", "cpu", *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env={**os.environ})
+    lines: list[str] = []
+    stamps: list[float] = []  # when each line was read
+    scheduled = threading.Event()
+
+    def read() -> None:  # drains stderr (a full pipe would block the child) and notes the scheduler's log line
+        assert proc.stderr is not None
+        for line in proc.stderr:
+            lines.append(line)
+            stamps.append(time.monotonic())
+            if "schedule:" in line:
+                scheduled.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        # the chain is planned right before the first batch is read: weights are loaded, frames are next
+        assert scheduled.wait(STEP_TIMEOUT_S), "the run never started:\n" + "".join(lines)
+        cpu0, deadline = _cpu_seconds(proc.pid), time.monotonic() + STEP_TIMEOUT_S
+        while _cpu_seconds(proc.pid) - cpu0 < IN_WORK_CPU_S and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert proc.poll() is None, "the run ended before it could be interrupted:\n" + "".join(lines)
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        try:
+            rc = proc.wait(timeout=STEP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            rc = None
+        elapsed = time.monotonic() - t0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(timeout=10)
+    # the stop itself (signal → the error line, after the clean-up) and the whole exit (the interpreter's own
+    # teardown with torch loaded adds 0.5–2 s under load), for the report (`--junitxml`)
+    stopped = next((round(t - t0, 3) for t, line in zip(stamps, lines, strict=True) if "interrupted" in line), None)
+    request.node.user_properties += [("signal_to_error_line_s", stopped), ("signal_to_exit_s", round(elapsed, 3))]
+    assert rc == 128 + sig, f"exit {rc} after {elapsed:.1f} s:\n" + "".join(lines[-5:])
+    assert elapsed < BOUND_S, f"{signal.Signals(sig).name} to exit took {elapsed:.1f} s (bound {BOUND_S} s)"
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.vidpipe-partial*"))
+    assert "interrupted" in lines[-1]
