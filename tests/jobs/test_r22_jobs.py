@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -129,7 +130,7 @@ def test_names_that_still_collide_are_refused_before_any_work(make, s3_server, b
     outcome = run_job(spec, env=env)
     assert not outcome.ok and outcome.exit_code == UsageError.exit_code
     assert "would both be written" in outcome.errors[0]
-    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").glob("*.mkv"))
+    assert not list((tmp_path / "out").glob("*.mkv"))
     assert _objects(s3_server, bucket) == {}
     assert not (tmp_path / "SENTINEL").exists()
 
@@ -277,6 +278,19 @@ def test_monitor_stops_when_every_object_matches(s3_server, bucket, tmp_path, st
     assert stopped.read_text() == "stop"
 
 
+def test_monitor_waits_for_a_store_it_cannot_reach_and_never_stops(s3_server, bucket, tmp_path, store_env, monkeypatch):
+    result, sentinel, _ = _verified_result(s3_server, bucket, tmp_path)
+    with socket.socket() as s:  # a port nothing listens on: connection refused, retried, then polled again
+        s.bind(("127.0.0.1", 0))
+        closed = s.getsockname()[1]
+    monkeypatch.setenv("B2_ENDPOINT", f"http://127.0.0.1:{closed}")
+    stopped = tmp_path / "stopped"
+    res = CliRunner().invoke(monitor_app, [*_monitor(result, sentinel, stopped)[:-2], "--timeout", "1"])
+    assert res.exit_code == 1, res.output
+    assert "timed-out" in res.output and "cannot check the bucket yet" in res.output
+    assert not stopped.exists()
+
+
 def test_monitor_without_credentials_refuses_unless_told_to_trust_the_result(s3_server, bucket, tmp_path, monkeypatch):
     result, sentinel, _ = _verified_result(s3_server, bucket, tmp_path)
     for name in [k for k in os.environ if k.startswith("B2_")]:
@@ -329,7 +343,7 @@ def test_store_problems_fail_in_seconds_before_the_first_frame(make, s3_server, 
     assert "Traceback" not in proc.stderr and says in proc.stderr, proc.stderr[-3000:]
     assert took < PREFLIGHT_EXIT_S
     # nothing was processed: no output, no checkpoint
-    assert not list((tmp_path / "out").glob("*.mkv")) if (tmp_path / "out").exists() else True
+    assert not list((tmp_path / "out").glob("*.mkv"))
     assert not (tmp_path / "out" / ".vidpipe-work" / "state").exists()
     doc = json.loads((tmp_path / "result.json").read_text())
     assert doc["status"] == "failed" and doc["inputs"][0]["error"]["class"] in ("StorageError", "RetryableStorageError")
