@@ -16,10 +16,11 @@ repeating a request with a wrong secret or a missing bucket only burns time (and
 :class:`~vidpipe.errors.Interrupted` (SIGINT/SIGTERM) is never retried, though botocore hands it over wrapped
 as a connection error: it is re-raised as it is, and a multipart upload it cut short is aborted.
 
-Before hours of work, :meth:`S3Storage.preflight` tries in a few requests what the job's upload will do (a
-tiny object put under the job's prefix, HEAD, listing of unfinished uploads, delete), so a wrong secret, a
-missing bucket or a malformed endpoint or region fails in seconds; the client itself is set up (and a
-malformed endpoint or region refused) by :func:`make_client`, as a StorageError too.
+Before hours of work, :meth:`S3Storage.preflight` tries in a few requests what the job's upload will do (the
+listing of unfinished uploads under the job's prefix, a tiny object put there, its HEAD and delete), so a wrong
+secret, a missing bucket or a malformed endpoint or region fails in seconds; the client itself is set up (and a
+malformed endpoint or region refused) by :func:`make_client`, as a StorageError too. After the upload,
+:meth:`S3Storage.recorded_problem` tells whether an object is still the one a receipt describes.
 
 Environment (the seed's vast.ai containers): ``B2_KEY`` (key id), ``B2_SECRET``, ``B2_ENDPOINT`` (any S3 URL;
 ``https://`` is added when no scheme is given), ``B2_BUCKET``, optional ``B2_REGION`` (else taken from a
