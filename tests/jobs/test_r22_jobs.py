@@ -119,6 +119,23 @@ def test_inputs_with_one_output_name_get_distinct_outputs_and_objects(make, s3_s
     )
 
 
+def test_s3_inputs_with_one_name_download_apart_and_are_reused(make, s3_server, bucket, tmp_path, caplog):
+    admin = s3_server.admin_client()
+    urls = {f"s3://{bucket}/d1/clip.mp4": 5, f"s3://{bucket}/d2/clip.mp4": 6}
+    for url, frames in urls.items():
+        admin.upload_file(str(_clip(make, frames)), bucket, url.split("/", 3)[3])
+    env = _env(s3_server, bucket, AUTO_UPLOAD_B2="0")
+    spec = load_spec(_spec(tmp_path, list(urls)), env=env)
+    outcome = run_job(spec, env=env)
+    assert outcome.ok, outcome.errors
+    assert [len(decode_all(p)[0]) for p in outcome.outputs] == list(urls.values())
+    downloads = sorted((spec.work_dir / "inputs").rglob("clip.mp4"))
+    assert len(downloads) == 2, downloads  # one local copy each, not one overwritten by the other
+    caplog.set_level("INFO", logger="vidpipe")
+    assert run_job(spec, env=env).ok
+    assert caplog.text.count("already downloaded") == 2
+
+
 def test_names_that_still_collide_are_refused_before_any_work(make, s3_server, bucket, tmp_path):
     d1, d2 = tmp_path / "d1" / "clip.mp4", tmp_path / "d2" / "clip.mp4"
     taken = tmp_path / "d1" / f"clip-{name_tag(str(d1), [str(d2)])}.mp4"  # the name d1/clip.mp4 would be given

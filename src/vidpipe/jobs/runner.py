@@ -41,7 +41,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import torch
 
@@ -297,6 +297,14 @@ class _Prepared:
     final: Path
 
 
+class _Stems(NamedTuple):
+    """What an input's output file (and checkpoint directory) and object key are named from."""
+
+    file: str  # sanitised, at most 48 characters, tagged where inputs would share an output
+    key: str  # the same, but the whole sanitised stem where no tag is needed
+    tagged: bool
+
+
 class JobRunner:
     """Runs one JobSpec. `storage` may be injected (tests); otherwise built from the spec and ``B2_*``."""
 
@@ -323,7 +331,7 @@ class JobRunner:
         self._upload_settings = settings
         self.stop_command = self._stop_command() if spec.auto_stop.enabled else None
         self._current: list[Path] = []  # temp files and state directory of the input in progress
-        self._stems: dict[str, tuple[str, str]] = {}  # input → stems of its output file and object key
+        self._stems: dict[str, _Stems] = {}  # input → stems of its output file and object key
 
     # -- configuration --
     def _settings(self, bucket: str | None = None) -> S3Settings:
@@ -431,7 +439,7 @@ class JobRunner:
             self._auto_stop(outcome)
         return outcome
 
-    def _output_stems(self, names: Sequence[str]) -> dict[str, tuple[str, str]]:
+    def _output_stems(self, names: Sequence[str]) -> dict[str, _Stems]:
         """Per input, the stem of its output file (and checkpoint directory) and of its object key: its own name,
         sanitised (the file's cut to 48 characters), and where inputs would share an output (`d1/clip.mp4` and
         `d2/clip.mp4`, `a b.mp4` and `a_b.mp4`) a hash of its path (`paths.unique_names`, deterministic). A name
@@ -441,9 +449,12 @@ class JobRunner:
         unique = paths.unique_names(files, names)
         stems = {}
         for name, stem, before, after in zip(names, full, files, unique, strict=True):
-            tagged = Path(after).stem
-            stems[name] = (tagged, stem if after == before else tagged)
+            tagged = after != before
+            stems[name] = _Stems(file=Path(after).stem, key=Path(after).stem if tagged else stem, tagged=tagged)
         return stems
+
+    def _stems_of(self, name: str) -> _Stems:
+        return self._stems[name] if name in self._stems else self._output_stems([name])[name]
 
     def _preflight(self) -> None:
         """Before the first frame: what the uploads will do, tried in a few requests under the job's prefix."""
@@ -550,7 +561,7 @@ class JobRunner:
             "versions": versions(),
         }
         key = checkpoint_key(input_sha, signature)
-        stem = self._stems[name][0] if name in self._stems else self._output_stems([name])[name][0]
+        stem = self._stems_of(name).file
         directory = spec.work_dir / "state" / f"{stem}-{key[:16]}"
         self._note_other_checkpoints(directory)
         state = InputState.open(directory, key=key, input_sha256=input_sha, signature=signature)
@@ -590,6 +601,9 @@ class JobRunner:
             storage = S3Storage(self._settings(bucket), redactor=self.redactor)
             self._downloads[bucket] = storage
         dest_dir = self.spec.work_dir / "inputs"
+        stems = self._stems_of(name)
+        if stems.tagged:  # s3://b/d1/clip.mp4 and s3://b/d2/clip.mp4 would download to one local name
+            dest_dir = dest_dir / stems.file
         head = storage.head(key, bucket=bucket)
         size = int(head.get("ContentLength", -1))
         dest = dest_dir / local_name_for_key(key)
@@ -726,7 +740,7 @@ class JobRunner:
         previous = state.upload or {}
         key = previous.get("key")
         if previous.get("bucket") != bucket or not key or (up.object_key and key != up.object_key):
-            stem = self._stems[p.name][1] if p.name in self._stems else self._output_stems([p.name])[p.name][1]
+            stem = self._stems_of(p.name).key
             key = up.object_key or make_object_key(stem + p.suffix, self.spec.mode, ext=p.suffix, prefix=up.prefix)
             state.upload = {"bucket": bucket, "key": key}
             state.save()
