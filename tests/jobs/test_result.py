@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from vidpipe import paths
 from vidpipe.errors import OutputError, StorageError
 from vidpipe.jobs import atomic
 from vidpipe.jobs.result import (
@@ -124,7 +125,7 @@ def test_disk_full_writing_result_json_is_classified_and_no_sentinel(tmp_path, m
     job = _job(tmp_path)
     job.record_upload("a.mp4", "/out/a.mp4", _receipt())
     job.succeed_input("a.mp4")
-    monkeypatch.setattr(atomic.os, "fsync", _enospc)
+    monkeypatch.setattr(paths.os, "fsync", _enospc)  # the atomic writes live in vidpipe.paths
     with pytest.raises(OutputError, match="disk full while writing the result JSON") as info:
         job.finish()
     assert info.value.exit_code == 4
@@ -138,14 +139,14 @@ def test_disk_full_writing_sentinel_leaves_none(tmp_path, monkeypatch):
     job = _job(tmp_path)
     job.record_upload("a.mp4", "/out/a.mp4", _receipt())
     job.succeed_input("a.mp4")
-    real = atomic.write_bytes
+    real = paths.write_bytes
 
     def fail_on_sentinel(path: Path, data: bytes, mode: int = atomic.DEFAULT_MODE) -> None:
         if Path(path).name == "DONE":
             _enospc()
         real(path, data, mode)
 
-    monkeypatch.setattr(atomic, "write_bytes", fail_on_sentinel)
+    monkeypatch.setattr(paths, "write_bytes", fail_on_sentinel)
     with pytest.raises(OutputError, match="disk full while writing the sentinel"):
         job.finish()
     assert not (tmp_path / "DONE").exists()

@@ -50,10 +50,10 @@ from ..eval.cuts import (
     scenedetect_detector,
 )
 from ..frames import FrameBatch
-from ..jobs import atomic
 from ..media.probe import probe
 from ..media.reader import ReaderOptions, VideoReader
 from ..media.yuv import PlanarBatch
+from ..paths import write_json
 from ..runtime.pipeline import versions
 from ..schedule.costs import (
     CostRow,
@@ -470,7 +470,7 @@ def write_costs(
         landscape = tuple(r for r in rows if r.input_bucket.width >= r.input_bucket.height)
         portrait = [r.to_json() for r in rows if r.input_bucket.width < r.input_bucket.height]
         path = directory / cost_table_name(kinds)
-        atomic.write_json(
+        write_json(
             path,
             {
                 **CostTable(rows=landscape).to_json(),

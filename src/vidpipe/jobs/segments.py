@@ -49,6 +49,7 @@ from ..media.info import MediaInfo
 from ..media.probe import open_input
 from ..media.reader import STAMP_SAMPLE_PACKETS, pts_copy_dts
 from ..media.writer import INTERLEAVE_AHEAD_S, WriterStats, _StreamCopier, partial_path
+from ..paths import sha256_file
 from . import atomic
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,6 @@ STATE_FILE: Final = "state.json"
 BOUNDARY_TOLERANCE: Final = Fraction(1, 4)
 #: no segment shorter than this fraction of the length at the end: it is merged into the one before
 MIN_TAIL: Final = Fraction(1, 4)
-_HASH_CHUNK: Final = 1024 * 1024
 
 
 class CheckpointError(UsageError):
@@ -214,14 +214,8 @@ def plan_segments(index: FrameIndex, seconds: Fraction | None, rule: GridRule | 
 # -- checkpoint state --------------------------------------------------------------------------------------
 
 
-def file_sha256(path: Path, check: Callable[[], None] | None = None) -> str:
-    sha = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            sha.update(chunk)
-            if check is not None:
-                check()
-    return sha.hexdigest()
+#: sha256 of a whole file (an interrupt check between chunks): one implementation, in vidpipe.paths
+file_sha256 = sha256_file
 
 
 def checkpoint_key(input_sha256: str, signature: dict[str, Any]) -> str:

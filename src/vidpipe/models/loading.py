@@ -34,7 +34,7 @@ from torch import nn
 
 from .. import assets
 from ..errors import ModelError, RetryableStorageError
-from ..jobs.atomic import write_bytes
+from ..paths import sha256_file, write_bytes
 from .archs import ifnet, rrdb, srvgg
 from .spec import ModelSpec, Task, get_arch, get_spec, is_registered
 
@@ -56,14 +56,6 @@ _DETECTORS = (
 def models_dir() -> Path:
     """The model cache: `$VIDPIPE_HOME/models` (default `~/.cache/vidpipe/models`)."""
     return assets.home() / "models"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with Path(path).open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def digest_path(path: Path) -> Path:

@@ -43,11 +43,11 @@ import torch
 from .. import paths
 from ..errors import InputError, OutputError, StageError, UsageError, VidpipeError
 from ..frames import FrameBatch
-from ..jobs import atomic
 from ..media.info import MediaInfo
 from ..media.probe import max_pixels_limit, probe
 from ..media.reader import VideoReader
 from ..media.writer import VideoWriter, WriterStats, check_target
+from ..paths import write_json
 from ..schedule import crossvideo
 from ..schedule.chain import ScheduledStage, plan_stage
 from ..schedule.costs import CostBook, bucket_for, cost_signature
@@ -424,7 +424,7 @@ class MultiRunner:
             },
         }
         if self.options.manifest:
-            atomic.write_json(manifest_path(v.job.output), manifest)
+            write_json(manifest_path(v.job.output), manifest)
         log.info("wrote %s (%d frames)", v.job.output, wstats.frames)
         return VideoResult(v.job, "done", v.reader.stats.frames, wstats.frames, wall, manifest, reason=v.why)
 

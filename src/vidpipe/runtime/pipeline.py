@@ -26,12 +26,12 @@ import torch
 from .. import __version__
 from ..errors import DeviceOutOfMemoryError, Interrupted, StageError, UsageError, VidpipeError
 from ..frames import FrameBatch
-from ..jobs import atomic
 from ..media.info import MediaInfo
 from ..media.probe import max_pixels_limit, probe
 from ..media.reader import ReaderOptions, VideoReader
 from ..media.writer import VideoWriter, WriterOptions, WriterStats, check_target
 from ..media.yuv import PlanarBatch, fit, planes_to_rgb, rgb_to_planes
+from ..paths import write_json
 from ..schedule.chain import ScheduleOptions, schedule_block, schedule_chain
 from ..schedule.idempotency import finished, signature_fields
 from ..stages.base import Stage, StreamSpec
@@ -439,7 +439,7 @@ def run(
     manifest.update(signed)
     manifest["schedule"] = schedule_block(chain, device, options.schedule, options.reader.batch_size)
     if options.manifest:
-        atomic.write_json(manifest_path(dst), manifest)
+        write_json(manifest_path(dst), manifest)
     for msg in ffmpeg_log.messages[:10]:
         log.warning("ffmpeg: %s", msg)
     return RunResult(

@@ -61,7 +61,7 @@ import torch.nn.functional as F
 from .. import assets
 from ..errors import UsageError
 from ..frames import FrameBatch
-from ..jobs import atomic
+from ..paths import write_json
 from ..stages.base import Stage, StreamSpec, Unit
 
 log = logging.getLogger(__name__)
@@ -255,7 +255,7 @@ class CostTable:
         return CostTable(rows=tuple(CostRow.from_json(r) for r in obj["rows"]))
 
     def save(self, path: Path) -> None:
-        atomic.write_json(path, self.to_json())
+        write_json(path, self.to_json())
 
     @staticmethod
     def load(path: Path) -> CostTable:
