@@ -434,6 +434,7 @@ class JobRunner:
             outcome.ok, outcome.exit_code = False, outcome.exit_code or e.exit_code
             outcome.errors.append(str(e))
             log.error("%s", e)
+            log.debug("job: traceback", exc_info=e)  # with -v (a pre-flight failure, …); redacted like every record
         outcome.sentinel = result.finish()
         if self.stop_command is not None:
             self._auto_stop(outcome)
