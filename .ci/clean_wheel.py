@@ -60,7 +60,8 @@ def run(work: Path) -> None:
     step("fresh venv (no system site-packages)", [sys.executable, "-m", "venv", "--clear", "--without-pip", str(venv)],
          work)  # fmt: skip
     py, exe = venv / "bin" / "python", venv / "bin" / "vidpipe"
-    pip = [sys.executable, "-m", "pip", "--python", str(py), "install", "-q"]
+    # --no-compile: byte-compiling torch's thousands of modules would be most of the install's time
+    pip = [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-compile"]
     step(f"install {TORCH} (CPU)", [*pip, TORCH], work)
     step(f"install {wheel.name} (no extras)", [*pip, str(wheel)], work)
     step("vidpipe --help", [str(exe), "--help"], work)

@@ -3,9 +3,11 @@ pytest-timeout limits are the quiet-machine figures times the calibrated factor.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +68,37 @@ def test_unmarked_tests_get_the_scaled_ini_timeout(request: pytest.FixtureReques
     ini = float(request.config.getini("timeout"))
     assert ini > 0
     assert request.node.get_closest_marker("timeout").args[0] == pytest.approx(calibration.current().scale(ini))
+
+
+_TIMED = """
+import time
+import pytest
+
+@pytest.mark.timeout(0.5)
+def test_past_the_quiet_limit_within_the_scaled_one():
+    time.sleep(1.5)
+
+@pytest.mark.timeout(0.2)
+def test_past_the_scaled_limit():
+    time.sleep(10)
+"""
+
+
+def test_pytest_timeout_enforces_the_scaled_limit(tmp_path: Path) -> None:
+    # a pytest run of its own with our conftest as a plugin and the factor forced to 10: limits of 0.5 and 0.2 s
+    # become 5 and 2 s, so a 1.5-s test passes and a 10-s one is still stopped
+    (tmp_path / "test_timed.py").write_text(_TIMED)
+    tests_dir = Path(__file__).parent
+    env = {**os.environ, calibration.ENV_FORCE: "10", "PYTHONPATH": str(tests_dir)}
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "conftest", "test_timed.py"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=calibration.scaled(120),
+        check=False,
+    )
+    out = done.stdout + done.stderr
+    assert "1 failed, 1 passed" in out, out[-2000:]
+    assert "test_past_the_scaled_limit - Failed: Timeout (>2.0s)" in out, out[-2000:]
