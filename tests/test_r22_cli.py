@@ -216,9 +216,7 @@ def _json_lines(stdout: str) -> list[dict[str, object]]:
     return [json.loads(ln) for ln in lines]  # anything else on stdout fails here
 
 
-def test_json_progress_is_stdout_alone_with_total_and_eta(
-    cli: CLI, make: Callable[..., Path], tmp_path: Path
-) -> None:
+def test_json_progress_is_stdout_alone_with_total_and_eta(cli: CLI, make: Callable[..., Path], tmp_path: Path) -> None:
     clip = make("r22_json.mkv", size=(64, 48), frames=12)
     r = cli("run", str(clip), "-o", str(tmp_path / "o.mkv"), "--progress", "json")
     assert r.returncode == 0, r.stderr
@@ -268,3 +266,105 @@ def test_bar_off_a_terminal_prints_lines_with_eta(monkeypatch: pytest.MonkeyPatc
     assert len(lines) >= 2
     assert lines[0].startswith("clip.mkv: 4/10 frames") and "ETA" in lines[0] and "upscale" in lines[0]
     assert "10/10" not in lines[-1] and "done" in lines[-1]
+
+
+# -- --start/--duration/--frames: a part of one input, from t=0, every stream in sync --
+
+
+#: one AAC packet (1024 samples at 48 kHz): copied audio starts within one packet of the first frame
+AAC_PACKET_S = F(1024, 48000)
+
+
+def _packets(path: Path, kind: str) -> list[tuple[F, bytes]]:
+    import av
+
+    with av.open(str(path)) as c:
+        s = next(s for s in c.streams if s.type == kind)
+        return [(p.pts * p.time_base, bytes(p)) for p in c.demux(s) if p.pts is not None and p.size]
+
+
+def _frame_times(path: Path) -> list[F]:
+    import av
+
+    with av.open(str(path)) as c:
+        return [f.pts * f.time_base for f in c.decode(video=0)]
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 s at 25 fps with AAC audio, two subtitles (one before the part, one in it) and two chapters."""
+    from vidpipe.media.synth import AudioTrack, ClipSpec, Subtitle, make_clip
+
+    spec = ClipSpec(
+        size=(64, 48),
+        rate=F(25),
+        frames=100,
+        audio=(AudioTrack(language="eng"),),
+        subtitles=(
+            Subtitle(start=F(1, 2), end=F(1), text="before"),
+            Subtitle(start=F(11, 5), end=F(14, 5), text="inside"),
+        ),
+        chapters=((F(0), F(2), "One"), (F(2), F(4), "Two")),
+    )
+    return make_clip(tmp_path_factory.mktemp("trim") / "long.mkv", spec)
+
+
+def test_start_and_duration_cut_every_stream_to_the_part_from_zero(cli: CLI, long_clip: Path, tmp_path: Path) -> None:
+    """--start 1.5 --duration 1: frames 38…62 (1.52 s, the first at or after 1.5, to 2.48 s) from t=0; audio
+    packets are the source's own bytes, moved back by the same 1.52 s (A/V in sync to the sample)."""
+    out = tmp_path / "part.mkv"
+    r = cli("run", str(long_clip), "-o", str(out), "--start", "1.5", "--duration", "1", "--progress", "json")
+    assert r.returncode == 0, r.stderr
+    assert _json_lines(r.stdout)[-1]["total"] == 25
+    times = _frame_times(out)
+    assert times == [F(k, 25) for k in range(25)]
+    offset = F(38, 25)
+    src_audio = dict(_packets(long_clip, "audio"))
+    audio = _packets(out, "audio")
+    assert audio and 0 <= audio[0][0] < AAC_PACKET_S
+    for t, data in audio:  # the same bytes at the same source time
+        assert src_audio.get(t + offset) == data, float(t)
+    assert 1 - AAC_PACKET_S <= audio[-1][0] < 1  # the last packet starts within the last frame's span
+    subs = _packets(out, "subtitle")
+    assert [t for t, _ in subs] == [F(11, 5) - offset] and b"inside" in subs[0][1]
+    import av
+
+    with av.open(str(out)) as c:
+        chapters = [(ch["start"] * ch["time_base"], ch["end"] * ch["time_base"]) for ch in c.chapters()]
+    assert chapters == [(0, F(2) - offset), (F(2) - offset, 1)]
+    manifest = json.loads(out.with_name(out.name + ".json").read_text())
+    assert manifest["frames_out"] == 25
+
+
+def test_frames_caps_the_output_and_the_audio_with_it(cli: CLI, long_clip: Path, tmp_path: Path) -> None:
+    out = tmp_path / "ten.mkv"
+    r = cli("run", str(long_clip), "-o", str(out), "--start", "2", "--frames", "10", "--progress", "none")
+    assert r.returncode == 0, r.stderr
+    assert _frame_times(out) == [F(k, 25) for k in range(10)]
+    audio = _packets(out, "audio")
+    assert 0 <= audio[0][0] < AAC_PACKET_S and F(2, 5) - AAC_PACKET_S <= audio[-1][0] < F(2, 5)  # 10 frames
+
+
+def test_a_part_of_several_inputs_is_refused(cli: CLI, make: Callable[..., Path], tmp_path: Path) -> None:
+    a = make("r22_a.mkv", size=(64, 48), frames=4)
+    c = make("r22_c.mkv", size=(64, 48), frames=6)
+    r = cli("run", str(a), str(c), "-o", str(tmp_path / "out"), "--start", "1")
+    assert r.returncode == 2 and "--start/--duration/--frames take one input" in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("90", F(90)), ("2.5", F(5, 2)), ("1:30", F(90)), ("00:01:30.5", F(181, 2))]
+)
+def test_times_read_like_ffmpeg(text: str, seconds: F) -> None:
+    from vidpipe.runtime.recipe import parse_time
+
+    assert parse_time(text, "--start") == seconds
+
+
+@pytest.mark.parametrize("text", ["", "1:2:3:4", "1/2", "-1", "abc", "1::2"])
+def test_bad_times_are_usage_errors(text: str) -> None:
+    from vidpipe.errors import UsageError
+    from vidpipe.runtime.recipe import parse_time
+
+    with pytest.raises(UsageError):
+        parse_time(text, "--start")

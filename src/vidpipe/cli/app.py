@@ -19,7 +19,7 @@ from rich.logging import RichHandler
 
 from .. import __version__
 from ..errors import UsageError, VidpipeError
-from ..runtime.recipe import PipelineRecipe
+from ..runtime.recipe import PipelineRecipe, trimmed
 from .cuts_cmd import bench_cmd as bench_cuts_cmd
 from .cuts_cmd import detect_cmd as detect_cuts_cmd
 from .eval_cmd import app as eval_app
@@ -125,6 +125,13 @@ def run_cmd(
     hwaccel: Annotated[str, typer.Option(help="none | auto | cuda (NVDEC decode)")] = "none",
     on_corrupt: Annotated[str, typer.Option(help="fail | skip damaged frames (counted in the manifest)")] = "fail",
     copy_streams: Annotated[bool, typer.Option(help="copy audio/subtitles/attachments/chapters")] = True,
+    start: Annotated[
+        str | None, typer.Option(help="begin at this time of the input: seconds or [HH:]MM:SS[.ms] (like -ss)")
+    ] = None,
+    duration: Annotated[
+        str | None, typer.Option(help="process this long: seconds or [HH:]MM:SS[.ms] (like -t)")
+    ] = None,
+    frames: Annotated[int | None, typer.Option(min=1, help="write at most N output frames (like -frames:v)")] = None,
     progress: Annotated[str, typer.Option(help="bar | json | none")] = "bar",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, warnings only")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -136,7 +143,10 @@ def run_cmd(
     """Decode INPUT, run the chosen stages, encode to OUTPUT with every other stream copied.
 
     Several inputs (files, folders, globs, @list.txt) go to -o FOLDER, one output each; frame-independent stages
-    batch frames across videos. Outputs finished with the same models, settings and input are skipped."""
+    batch frames across videos. Outputs finished with the same models, settings and input are skipped.
+
+    --start/--duration/--frames make a part of one input into a file of its own that starts at t=0, its audio,
+    subtitles and chapters cut and moved alike (in sync with the picture)."""
     from ..media.reader import ReaderOptions
     from ..runtime.multi import plan_outputs
     from ..runtime.pipeline import run
@@ -153,9 +163,12 @@ def run_cmd(
         progress="none" if quiet else _choice(progress, ("bar", "json", "none"), "progress mode"),  # type: ignore[arg-type]
     )
     opts = replace(opts, schedule=ScheduleOptions(batch_size=batch_override, skip_finished=not force))
+    opts = trimmed(opts, start=start, duration=duration, frames=frames)
     talk = not quiet and progress != "json"
     # -o as a file, a folder or a PNG sequence's folder; names checked for collisions before any work
     jobs, single = plan_outputs(input, output, suffix=suffix, png=encoder == "png")
+    if not single and opts.window is not None:
+        raise UsageError("--start/--duration/--frames take one input (a part of one video)")
     if not single:
         _run_many(jobs, stages, opts, talk)
         return

@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import functools
 import logging
+import math
 import os
 import re
 import shutil
@@ -29,6 +30,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import av.error
@@ -56,6 +58,10 @@ CHUNK_MEMORY_BYTES = 4 << 30
 
 #: how far (seconds) copied packets may run ahead of the video when interleaving
 INTERLEAVE_AHEAD_S = Fraction(1, 2)
+#: trimmed output: the copied streams are read from this far before the part (a keyframe at or before it)
+TRIM_SEEK_MARGIN_S = Fraction(1)
+#: trimmed output: copying ends once a packet starts this far past the part (the streams' interleaving slack)
+TRIM_LATE_S = Fraction(5)
 
 _AUDIO_FALLBACK = {"mp4": "aac", "mov": "aac", "webm": "libopus", "avi": "libmp3lame", "matroska": "aac"}
 
@@ -68,6 +74,25 @@ class WriterOptions:
     #: parallel chunk encoders (x264/x265; media/chunked.py): None = auto (one per 4 cores from 8 cores, at most
     #: 4), 0 or 1 = one ordinary encoder
     encode_workers: int | None = None
+    #: a part of the source as a file of its own, starting at t=0 (`vidpipe run --start/--duration/--frames`)
+    trim: Trim | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Trim:
+    """A part of the source written as a file of its own (`vidpipe run --start/--duration/--frames`).
+
+    The frames arrive cut already (the reader's and pipeline's time window). The writer moves every stream back
+    by the first frame's source time, so the output starts at t=0, and copies of the other streams only the
+    packets that start within the video's span (from the first frame to the end of the last, and before `end`):
+    audio stays in sync with the picture exactly, its first packet starting up to one packet (~21 ms of AAC)
+    after the first frame. A subtitle that started before the first frame is not shown. Chapters are moved
+    alike and clipped to the span."""
+
+    #: source time (seconds) where the part ends, if it is given as a time (the last frame starts before it)
+    end: Fraction | None = None
+    #: write at most this many frames (the pipeline stops reading there too)
+    max_frames: int | None = None
 
 
 @dataclass(slots=True)
@@ -201,6 +226,9 @@ class VideoWriter:
         self._copy: _StreamCopier | None = None
         self._chunked: ChunkedEncoder | None = None
         self._closed = False
+        #: trimmed output: the first frame's pts (every stream moves back by its time) and the video's end (s)
+        self._shift = 0
+        self._video_end = Fraction(0)
 
     # -- setup --
     def frame_size(self) -> tuple[int, int]:
@@ -260,14 +288,31 @@ class VideoWriter:
                 self.stats.parallel = f"{workers} encoders × {threads} threads, chunks of {chunk} frames"
                 log.info("encode: %s in parallel chunks (%s)", ch.codec, self.stats.parallel)
             self._vs = vs
+            if self.options.trim is not None:
+                self._shift = first.pts[0]
             if self.source is not None and self.options.copy_streams and not self.png:
-                self._copy = _StreamCopier(self.source, out, self.stats)
+                self._copy = _StreamCopier(self.source, out, self.stats, self._trim_span(first.time_base))
             elif self.source is not None and self.png and len(self.source.streams) > 1:
                 self._warn("png sequence output holds video only; audio/subtitle streams are not written")
             self._out = out
         except BaseException:
             out.close()
             raise
+
+    def _trim_span(self, time_base: Fraction) -> tuple[Fraction, Fraction | None] | None:
+        """(source time of the first frame, output time where the video will end or None) of a trimmed output;
+        None when not trimmed. The end is that of the last frame before `Trim.end` or of the `max_frames`th, at
+        the stream's rate: the chapters need it before any frame is known, and copied packets are muxed ahead
+        of the video (the copier stops at the video's true end if that comes sooner)."""
+        trim = self.options.trim
+        if trim is None:
+            return None
+        offset = self._shift * time_base
+        rate = self.spec.rate or self.spec.nominal_rate or Fraction(25)
+        ends = [Fraction(math.ceil((trim.end - offset) * rate)) / rate] if trim.end is not None else []
+        if trim.max_frames is not None:
+            ends.append(trim.max_frames / rate)
+        return offset, min(ends, default=None)
 
     def _workers(self, chunk_bytes: int) -> int:
         """Parallel chunk encoders: asked for, or `auto` (0 = one ordinary encoder). Auto also keeps the frames
@@ -338,7 +383,7 @@ class VideoWriter:
         for i in range(arr.shape[0]):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[i]), format=fmt)
             frame = frame.reformat(**kwargs)
-            frame.pts = batch.pts[i]
+            frame.pts = batch.pts[i] - self._shift
             frame.time_base = batch.time_base
             yield frame
 
@@ -349,7 +394,7 @@ class VideoWriter:
             # a chunk encoder takes the frame later, after the pooled buffer is reused: give it its own copy
             row = batch.data[i].clone() if self._chunked is not None else batch.data[i]
             frame = frame_from_planes(row, batch.fmt)
-            frame.pts = batch.pts[i]
+            frame.pts = batch.pts[i] - self._shift
             frame.time_base = batch.time_base
             yield frame
 
@@ -358,8 +403,14 @@ class VideoWriter:
             self._open(batch)
         assert self._out is not None and self._vs is not None
         frames = self._planar_frames(batch) if isinstance(batch, PlanarBatch) else self._frames(batch)
+        trim = self.options.trim
+        rate = self.spec.rate or self.spec.nominal_rate or Fraction(25)
         try:
             for frame in frames:
+                if trim is not None:
+                    if trim.max_frames is not None and self.stats.frames >= trim.max_frames:
+                        break  # the pipeline stops sending; frames already on their way are not written
+                    self._video_end = frame.pts * batch.time_base + 1 / rate
                 if self._chunked is not None:
                     self._chunked.encode(frame)
                     for pkt in self._chunked.ready():
@@ -389,6 +440,8 @@ class VideoWriter:
             else:
                 self._out.mux(self._vs.encode())
             if self._copy is not None:
+                if self.options.trim is not None:
+                    self._copy.stop_at(self._video_end)
                 self._copy.until(None)
             self._out.close()
         except av.error.FFmpegError as e:
@@ -448,10 +501,19 @@ class VideoWriter:
 class _StreamCopier:
     """Copies the source's non-video streams into `out`, interleaved by time with the video."""
 
-    def __init__(self, source: MediaInfo, out: av.container.OutputContainer, stats: WriterStats) -> None:
+    def __init__(
+        self,
+        source: MediaInfo,
+        out: av.container.OutputContainer,
+        stats: WriterStats,
+        span: tuple[Fraction, Fraction | None] | None = None,
+    ) -> None:
         self.stats = stats
         self.src = av.open(source.path, "r", metadata_errors="replace")
         self.out = out
+        #: trimmed output (`Trim`): source time that becomes t=0, and the output time where copying stops
+        self.trimmed = span is not None
+        self.offset, self.stop = span or (Fraction(0), None)
         fmt = out.format.name.split(",")[0]
         supported = out.supported_codecs
         self.map: dict[int, av.stream.Stream] = {}
@@ -460,6 +522,8 @@ class _StreamCopier:
         self._undecodable: dict[int, int] = {}
         out.metadata.update({k: v for k, v in self.src.metadata.items() if k.lower() != "encoder"})
         chapters = self.src.chapters()
+        if self.trimmed:
+            chapters = self._moved_chapters(chapters)
         if chapters:
             try:
                 out.set_chapters(chapters)
@@ -502,6 +566,8 @@ class _StreamCopier:
             else:
                 self._drop(f"{label} {codec} (container {fmt} cannot hold it; use .mkv)")
         wanted = [self.src.streams[i] for i in [*self.map, *self.transcode]]
+        if self.offset > TRIM_SEEK_MARGIN_S:  # from a keyframe a little before the part: packets before it are dropped
+            self.src.seek(int((self.offset - TRIM_SEEK_MARGIN_S) * av.time_base))
         self._packets: Iterator[av.Packet] | None = self.src.demux(*wanted) if wanted else None
         self._pending: av.Packet | None = None
 
@@ -517,8 +583,32 @@ class _StreamCopier:
         dst.metadata.update({k: v for k, v in src.metadata.items() if not k.isupper()})
         dst.disposition = src.disposition
 
+    def _moved_chapters(self, chapters: list[Any]) -> list[Any]:
+        """Chapters of a trimmed output: moved back by the offset, clipped to the part, empty ones dropped."""
+        kept = []
+        for ch in chapters:
+            tb = ch["time_base"]
+            start = max(Fraction(0), ch["start"] * tb - self.offset)
+            end = ch["end"] * tb - self.offset
+            if self.stop is not None:
+                end = min(end, self.stop)
+            if end > start:
+                kept.append({**ch, "start": round(start / tb), "end": round(end / tb)})
+        return kept
+
+    def stop_at(self, t: Fraction) -> None:
+        """A trimmed output's video ends at output time t: no copied packet starts at or after it."""
+        self.stop = t if self.stop is None else min(self.stop, t)
+
+    def _outside(self, pkt: av.Packet) -> bool | None:
+        """Whether a packet falls outside a trimmed output's span (None: past it, with room for interleaving)."""
+        start = (pkt.pts if pkt.pts is not None else pkt.dts) * pkt.time_base - self.offset
+        if self.stop is not None and start >= self.stop:
+            return None if start >= self.stop + TRIM_LATE_S else True
+        return start < 0
+
     def until(self, t: Fraction | None) -> None:
-        """Mux copied packets whose time is ≤ t seconds (all of them when t is None)."""
+        """Mux copied packets whose time is ≤ t seconds of the output (all of them when t is None)."""
         if self._packets is None:
             return
         while True:
@@ -534,11 +624,27 @@ class _StreamCopier:
                 self._pending = None  # demuxer flush packets carry nothing
                 continue
             ts = pkt.dts if pkt.dts is not None else pkt.pts
-            if t is not None and ts * pkt.time_base > t:
+            if t is not None and ts * pkt.time_base - self.offset > t:
                 self._pending = pkt
                 return
             self._pending = None
+            if self.trimmed:
+                outside = self._outside(pkt)
+                if outside is None:  # every stream is past the part: stop demuxing
+                    self._packets = None
+                    self._flush_transcoders()
+                    return
+                if outside:
+                    continue
+                self._move(pkt)
             self._mux(pkt)
+
+    def _move(self, pkt: av.Packet) -> None:
+        shift = round(self.offset / pkt.time_base)
+        if pkt.pts is not None:
+            pkt.pts -= shift
+        if pkt.dts is not None:
+            pkt.dts -= shift
 
     def _mux(self, pkt: av.Packet) -> None:
         idx = pkt.stream.index

@@ -8,6 +8,7 @@ which removes the partial output and ends with a non-zero exit.
 from __future__ import annotations
 
 import logging
+import math
 import platform
 import signal
 import threading
@@ -386,7 +387,8 @@ def run(
     reader = VideoReader(info, reader_opts, check=stop.check)
     writer = VideoWriter(dst, spec, reader.colour, info, options.writer)
     transfer = Transfer(device, reader, writer if on_device else None, options.encode_queue, stop.check)
-    progress = Progress(options.progress, spec.frames, dst.name)
+    progress = Progress(options.progress, expected_frames(spec, options), dst.name)
+    cap = _FrameCap(options.writer.trim.max_frames if options.writer.trim is not None else None)
     progress.stage = " → ".join(s.name for s in stages) or "copy"
 
     written: list[tuple[float, int]] = []  # (time, frames written so far) per batch, for steady-state rates
@@ -415,11 +417,16 @@ def run(
                     out = _chain(chain, transfer.upload(batch))
                     if options.window is not None:
                         out = options.window.select(out)
+                    out = cap.take(out)
                     if out is not None and len(out):
                         sink.put(transfer.download(out))
-                for out in _flush(chain):
+                    if cap.full:  # --frames N written: nothing later is wanted, not even the stages' held frames
+                        break
+                for out in _flush(chain) if not cap.full else ():
                     stop.check()
                     if options.window is not None and (out := options.window.select(out)) is None:
+                        continue
+                    if (out := cap.take(out)) is None:
                         continue
                     sink.put(transfer.download(out))
             wstats = sink.finish()
@@ -450,6 +457,44 @@ def run(
         manifest=manifest,
         written=written,
     )
+
+
+@dataclass(slots=True)
+class _FrameCap:
+    """At most `left` more output frames (`Trim.max_frames`); None: no limit."""
+
+    left: int | None
+
+    @property
+    def full(self) -> bool:
+        return self.left == 0
+
+    def take(self, batch: FrameBatch | None) -> FrameBatch | None:
+        if batch is None or self.left is None:
+            return batch
+        if self.left == 0 or not len(batch):
+            return None
+        if len(batch) > self.left:
+            batch = batch.slice(0, self.left)
+        self.left -= len(batch)
+        return batch
+
+
+def expected_frames(spec: StreamSpec, options: RunOptions) -> int | None:
+    """The frames a run should write (the progress total): the output stream's count, within the time window
+    (at the stream's rate) and the frame cap; None when nothing tells."""
+    n = spec.frames
+    rate = spec.rate or spec.nominal_rate
+    window = options.window
+    if window is not None and rate:
+        end = window.end if window.end is not None else (None if n is None else n / rate)
+        if end is not None:
+            part = max(0, math.ceil((end - (window.start or 0)) * rate))
+            n = part if n is None else min(n, part)
+    cap = options.writer.trim.max_frames if options.writer.trim is not None else None
+    if cap is not None:
+        n = cap if n is None else min(n, cap)
+    return n
 
 
 def manifest_path(output: Path) -> Path:

@@ -42,6 +42,48 @@ def parse_rate(value: str) -> Fraction:
     return rate
 
 
+def parse_time(value: str, what: str) -> Fraction:
+    """Seconds (`90`, `2.5`) or [HH:]MM:SS[.frac] (`1:30`, `00:01:30.5`), as FFmpeg's -ss and -t take them; exact."""
+    parts = value.strip().split(":")
+    seconds = Fraction(0)
+    try:
+        if len(parts) > 3 or not all(p and "/" not in p for p in parts):
+            raise ValueError(value)
+        for p in parts:
+            seconds = seconds * 60 + Fraction(p)
+    except ValueError:
+        raise UsageError(
+            f"invalid {what} {value!r}; expected seconds (90, 2.5) or [HH:]MM:SS[.ms] (1:30, 00:01:30.5)"
+        ) from None
+    if seconds < 0:
+        raise UsageError(f"{what} must be ≥ 0, got {value}")
+    return seconds
+
+
+def trimmed(options: RunOptions, *, start: str | None, duration: str | None, frames: int | None) -> RunOptions:
+    """`vidpipe run --start/--duration/--frames`: a part of the input as a file of its own, starting at t=0. The
+    video is cut by the time window segments use (`RunOptions.window`: the reader seeks to the keyframe at or
+    before `start`, the pipeline drops output frames outside the window); the writer moves every stream back so
+    the first frame is at 0 and cuts the copied streams to the video (`media.writer.Trim`)."""
+    from dataclasses import replace
+
+    from ..media.writer import Trim
+    from .pipeline import TimeWindow
+
+    if start is None and duration is None and frames is None:
+        return options
+    first = parse_time(start, "--start") if start is not None else None
+    length = parse_time(duration, "--duration") if duration is not None else None
+    if length == 0:
+        raise UsageError("--duration must be > 0")
+    end = None if length is None else (first or Fraction(0)) + length
+    return replace(
+        options,
+        window=TimeWindow(start=first, end=end),
+        writer=replace(options.writer, trim=Trim(end=end, max_frames=frames)),
+    )
+
+
 def parse_tile(value: str) -> int | None:
     if value == "auto":
         return None
