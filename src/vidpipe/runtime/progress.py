@@ -19,7 +19,8 @@ ProgressMode = Literal["bar", "json", "none"]
 
 #: JSON lines are rate-limited so a job log stays readable (the final line is always written)
 JSON_INTERVAL_S = 0.5
-#: a bar whose stream is not a terminal (a pipe, a CI log) prints a plain line this often instead
+#: a bar whose stream is not a terminal (a pipe, a CI log) prints a plain line this often instead, from a timer
+#: (a batch on two busy CPU cores can take minutes: the line says the run is alive, and its ETA)
 LINE_INTERVAL_S = 10.0
 
 
@@ -77,8 +78,9 @@ class Progress:
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
         self._last_json = 0.0
-        self._last_line = 0.0
         self._lines = False
+        self._ticker: threading.Thread | None = None
+        self._stopped = threading.Event()
         self._bar: Any = None
         self._task: Any = None
 
@@ -89,9 +91,12 @@ class Progress:
                 self._bar.update(self._task, total=total)
 
     def start(self) -> None:
-        self._t0 = self._last_line = time.monotonic()
+        self._t0 = time.monotonic()
         # a rich bar off a terminal draws nothing until it stops: print lines there instead
         self._lines = self.mode == "bar" and not getattr(self._stream, "isatty", lambda: False)()
+        if self._lines:
+            self._ticker = threading.Thread(target=self._tick, name="progress-lines", daemon=True)
+            self._ticker.start()
         if self.mode == "bar" and not self._lines:
             from rich.console import Console
             from rich.progress import (
@@ -130,18 +135,18 @@ class Progress:
             if stage is not None:
                 self.stage = stage
             fps, eta = self._rates()
-            if self._lines:
-                now = time.monotonic()
-                if now - self._last_line >= LINE_INTERVAL_S:
-                    self._last_line = now
-                    self._line(fps, eta)
-            elif self.mode == "bar" and self._bar is not None:
+            if self.mode == "bar" and self._bar is not None:
                 self._bar.update(self._task, completed=self.done, fps=fps, stage=self.stage)
             elif self.mode == "json":
                 now = time.monotonic()
                 if now - self._last_json >= JSON_INTERVAL_S:
                     self._last_json = now
                     self._emit("progress", fps, eta)
+
+    def _tick(self) -> None:
+        while not self._stopped.wait(LINE_INTERVAL_S):
+            with self._lock:
+                self._line(*self._rates())
 
     def _line(self, fps: float, eta: float | None) -> None:
         of = f"/{self.total}" if self.total else ""
@@ -169,6 +174,9 @@ class Progress:
         self._stream.flush()
 
     def finish(self, ok: bool = True) -> None:
+        self._stopped.set()
+        if self._ticker is not None:
+            self._ticker.join()
         with self._lock:
             fps, _ = self._rates()
             if self._lines:
