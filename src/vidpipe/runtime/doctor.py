@@ -10,10 +10,11 @@ from fractions import Fraction
 
 import av
 import av.error
+import av.logging
 import torch
 
 from ..errors import ModelError, VidpipeError
-from ..media.encoders import _CPU_CODEC, _NVENC_CODEC, encoder_opens
+from ..media.encoders import _CPU_CODEC, _NVENC_CODEC, cuda_driver_present, encoder_opens
 from ..media.reader import ReaderOptions
 from ..schedule.chain import ScheduleOptions, plan_stage
 from ..schedule.costs import TABLES_DIR, CostBook
@@ -37,14 +38,17 @@ DEFAULT_SIZES = ((640, 360), (1280, 720), (1920, 1080))
 
 
 def decoder_opens(name: str) -> bool:
-    try:
-        cc = av.codec.CodecContext.create(name, "r")
-        cc.width, cc.height = 256, 256
-        cc.open()
-        return True
-    except (av.error.FFmpegError, av.codec.codec.UnknownCodecError, ValueError, OSError) as e:
-        log.debug("decoder %s does not open: %s", name, e)
-        return False
+    if name.endswith("_cuvid") and not cuda_driver_present():
+        return False  # NVDEC needs the CUDA driver: not asked, so FFmpeg has nothing to complain about
+    with av.logging.Capture(local=True):  # a failed probe is the answer, not a message for the terminal
+        try:
+            cc = av.codec.CodecContext.create(name, "r")
+            cc.width, cc.height = 256, 256
+            cc.open()
+            return True
+        except (av.error.FFmpegError, av.codec.codec.UnknownCodecError, ValueError, OSError) as e:
+            log.debug("decoder %s does not open: %s", name, e)
+            return False
 
 
 def report(device: str = "auto") -> Iterator[str]:
@@ -63,10 +67,11 @@ def report(device: str = "auto") -> Iterator[str]:
         yield "--kernels fused (upscale): " + _fused_status(dev)
     except VidpipeError as e:
         yield f"device {device!r}: {e}"
+    why = "" if cuda_driver_present() else ", no CUDA driver here (libcuda.so.1 does not load)"
     hw_dec = [n for n in _CUVID if decoder_opens(n)]
-    yield "hardware decoders (NVDEC) that open: " + (", ".join(hw_dec) or "none")
+    yield "hardware decoders (NVDEC) that open: " + (", ".join(hw_dec) or f"none{why}")
     hw_enc = [n for n in _NVENC_CODEC.values() if encoder_opens(n)]
-    yield "hardware encoders (NVENC) that open: " + (", ".join(hw_enc) or "none (encoding on the CPU)")
+    yield "hardware encoders (NVENC) that open: " + (", ".join(hw_enc) or f"none (encoding on the CPU{why})")
     cpu = []
     for preset, codec in _CPU_CODEC.items():
         ok = encoder_opens(
