@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
+from calibration import scaled
 from vidpipe.errors import StorageError
 
 pytestmark = pytest.mark.timeout(240)
 
-#: a job on this tiny clip ends well within this on 2 loaded cores, retries and back-offs included
+#: a job on this tiny clip ends well within this on 2 quiet cores, retries and back-offs included (scaled by the
+#: load calibration, tests/calibration.py)
 JOB_TIMEOUT_S = 120
 #: the proxy resets a connection once it has carried this many bytes towards the store: beyond any request's
 #: headers (HEAD, list-multipart-uploads pass), short of the output's body (the PUT is cut every time)
@@ -60,7 +62,7 @@ def _job(spec: Path, s3_server: Any, bucket: str, endpoint: str) -> subprocess.C
         capture_output=True,
         text=True,
         env=env,
-        timeout=JOB_TIMEOUT_S,
+        timeout=scaled(JOB_TIMEOUT_S),
         check=False,
     )
 
