@@ -453,11 +453,10 @@ class Interpolate:
         Output frames, split three ways (`source_frames + synthesized_frames + cut_frames == frames_out`):
         `source_frames` are source frames passed through bit-exact (where the output time meets a source
         frame, and the held tail after the last one), `synthesized_frames` were made by the network,
-        `cut_frames` lie between two shots (a copy of
-        the nearer frame with `--scene-cut fill`, a linear blend with `blend`). Network work: `model_calls`
-        forward passes computing `model_frames` frames; for HDv3 (no timestep input) that includes bisection
-        mid-points never shown, so it exceeds `synthesized_frames` (24 → 60 fps: ~1.8×). `interpolated_frames`
-        is the old name of `model_frames`, kept for earlier readers."""
+        `cut_frames` lie between two shots (a copy of the nearer frame with `--scene-cut fill`, a linear blend
+        with `blend`). Network work: `model_calls` forward passes computing `model_frames` frames; for HDv3 (no
+        timestep input) that includes bisection mid-points never shown, so it exceeds `synthesized_frames`
+        (24 → 60 fps: 2×). `interpolated_frames` is the old name of `model_frames`, kept for earlier readers."""
         return {
             "stage": self.name,
             "scene_cuts": self.cuts,
