@@ -204,9 +204,10 @@ def demo_cmd(
 ) -> None:
     """Generate a sample clip and run the main job on it."""
     from ..runtime.pipeline import RunOptions
-    from .demo import run_demo
+    from .demo import describe, run_demo
 
     _setup_logging(quiet=False, verbose=False)
+    err.print(describe(), highlight=False)
     result = run_demo(out, RunOptions(device=device))
     err.print(f"demo: wrote {result.output} ({result.frames_out} frames, {result.fps:.1f} fps); manifest beside it")
 
