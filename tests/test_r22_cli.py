@@ -355,6 +355,11 @@ def test_a_part_of_several_inputs_is_refused(cli: CLI, make: Callable[..., Path]
     assert r.returncode == 2 and "--start/--duration/--frames take one input" in r.stderr
 
 
+def test_a_start_past_the_end_is_a_usage_error(cli: CLI, long_clip: Path, tmp_path: Path) -> None:
+    r = cli("run", str(long_clip), "-o", str(tmp_path / "o.mkv"), "--start", "0:05")
+    assert r.returncode == 2 and "--start 0:05 is past the end" in r.stderr and "s long)" in r.stderr
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [("90", F(90)), ("2.5", F(5, 2)), ("1:30", F(90)), ("00:01:30.5", F(181, 2))]
 )

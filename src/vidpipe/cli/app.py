@@ -169,6 +169,12 @@ def run_cmd(
     jobs, single = plan_outputs(input, output, suffix=suffix, png=encoder == "png")
     if not single and opts.window is not None:
         raise UsageError("--start/--duration/--frames take one input (a part of one video)")
+    if opts.window is not None and opts.window.start:
+        from ..media.probe import probe
+
+        length = probe(jobs[0].input).duration
+        if length is not None and opts.window.start >= length:
+            raise UsageError(f"--start {start} is past the end of {jobs[0].input} ({float(length):.3f} s long)")
     if not single:
         _run_many(jobs, stages, opts, talk)
         return
