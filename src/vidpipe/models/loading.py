@@ -35,8 +35,9 @@ from torch import nn
 from .. import assets
 from ..errors import ModelError, RetryableStorageError
 from ..paths import sha256_file, write_bytes
-from .archs import ifnet, rrdb, srvgg
-from .spec import ModelSpec, Task, get_arch, get_spec, is_registered
+from .archs import ifnet, rrdb, srvgg, transnetv2  # noqa: F401 (each registers its Architecture on import)
+from .descriptor import ModelDescriptor, detect_architecture, get_architecture
+from .spec import ModelSpec, Task, get_spec, is_registered
 
 PTH_SUFFIXES = (".pth", ".pt", ".pkl")  # .pkl: RIFE ships torch.save state dicts under that name
 SAFETENSORS_SUFFIX = ".safetensors"
@@ -45,12 +46,8 @@ META_ARCH = "vidpipe.arch"
 META_RESIZE_AFTER = "vidpipe.resize_after"
 META_SOURCE = "vidpipe.source"
 
-#: how an architecture is recognised from its keys when the file does not name it
-_DETECTORS = (
-    (rrdb.ARCH, rrdb.looks_like_rrdb),
-    (srvgg.ARCH, srvgg.looks_like_srvgg),
-    ("ifnet", ifnet.looks_like_ifnet),
-)
+#: compute dtype names (the `--dtype` values, `ModelSpec.dtypes`, `Architecture.dtypes`)
+DTYPE_NAMES = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def models_dir() -> Path:
@@ -162,12 +159,8 @@ def _read(path: Path, expected: str) -> tuple[dict[str, torch.Tensor], dict[str,
 
 
 def detect_arch(state: Mapping[str, torch.Tensor]) -> str:
-    for name, looks_like in _DETECTORS:
-        if looks_like(state):
-            return name
-    keys = ", ".join(sorted(state)[:4])
-    valid = ", ".join(name for name, _ in _DETECTORS)
-    raise ModelError(f"cannot tell the architecture from the keys ({keys}, …); supported: {valid}")
+    """The registered architecture whose `detect` recognises `state` (the file does not name it)."""
+    return detect_architecture(state).name
 
 
 class ResizedOutput(nn.Module):
@@ -196,20 +189,36 @@ class ResizedOutput(nn.Module):
         return F.interpolate(y, size=size, mode="bicubic", align_corners=False)
 
 
-def build_model(state: Mapping[str, torch.Tensor], *, arch: str = "", resize_after: float | None = None) -> nn.Module:
-    """A module with `state` loaded (on CPU, fp32); hyper-parameters come from tensor shapes."""
-    arch = arch or detect_arch(state)
+def describe(
+    state: Mapping[str, torch.Tensor], *, arch: str = "", resize_after: float | None = None
+) -> ModelDescriptor:
+    """The network `state` holds (on CPU, fp32) with its capabilities: the architecture named by `arch` or
+    recognised from the keys, the state brought into its layout (training-only parts dropped), the module
+    built from tensor shapes and loaded strictly."""
+    architecture = get_architecture(arch) if arch else detect_architecture(state)
+    state = architecture.canonical(state)
     # Built on the meta device: random initialisation of a 23-block RRDBNet costs more than loading it.
     with torch.device("meta"):
-        module = get_arch(arch)(state)
+        module = architecture.build(state)
     try:
         weights = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
         module.load_state_dict(weights, strict=True, assign=True)
     except RuntimeError as e:
-        raise ModelError(f"weights do not fit {arch}: {str(e).splitlines()[0]} …") from e
+        raise ModelError(f"weights do not fit {architecture.name}: {str(e).splitlines()[0]} …") from e
     if resize_after is not None and resize_after != 1.0:
         module = ResizedOutput(module, resize_after)
-    return module
+    return ModelDescriptor(
+        module=module,
+        architecture=architecture,
+        scale=int(module.scale),
+        size_multiple=int(module.size_multiple),
+        hparams=dict(module.hparams),
+    )
+
+
+def build_model(state: Mapping[str, torch.Tensor], *, arch: str = "", resize_after: float | None = None) -> nn.Module:
+    """`describe(...).module`: a module with `state` loaded (on CPU, fp32)."""
+    return describe(state, arch=arch, resize_after=resize_after).module
 
 
 def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
@@ -236,15 +245,35 @@ def _signature(weights_sha256: str, arch: str, params: Mapping[str, Any]) -> str
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoadedModel:
-    module: nn.Module
-    arch: str
-    params: dict[str, Any]
+    """A model on its device: its descriptor, where it came from and what identifies it in a manifest."""
+
+    descriptor: ModelDescriptor
     path: Path
     sha256: str
     signature: str
-    scale: int
+    #: the descriptor's, or the registry entry's where that asks for more padding
     size_multiple: int
     spec: ModelSpec | None = None
+
+    @property
+    def module(self) -> nn.Module:
+        return self.descriptor.module
+
+    @property
+    def arch(self) -> str:
+        return self.descriptor.arch
+
+    @property
+    def task(self) -> Task:
+        return self.descriptor.task
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return self.descriptor.hparams
+
+    @property
+    def scale(self) -> int:
+        return self.descriptor.scale
 
 
 def resolve_weights(spec: ModelSpec) -> Path:
@@ -333,30 +362,33 @@ def load_model_info(
     task: Task | None = None,
 ) -> LoadedModel:
     """Load a registered model (by spec or name), a model imported into the cache (by name) or a weights file,
-    in eval mode without gradients, on `device` in `dtype`; with what a manifest needs to identify it. With
-    `task`, a registry name must be a model of that task (an unknown name's error lists only those)."""
+    in eval mode without gradients, on `device` in `dtype`; with what a manifest needs to identify it.
+
+    The weights' descriptor is the truth: with `task`, the model must be one of that task, whatever its name or
+    file (a registry name of another task is refused before anything is read, and an unknown name's error lists
+    only that task's models); `dtype` must be one the architecture and the registry entry support."""
     spec, path = _resolve(spec_or_path, task)
+    what = f"{spec.name!r}" if spec else str(path)
     expected = sha256 or official_sha256(spec, path) or pinned_sha256(path)
     state, meta, digest = _read(path, expected)
     arch = meta.get(META_ARCH) or (spec.arch if spec else "") or detect_arch(state)
     if spec is not None and arch != spec.arch:
         raise ModelError(f"{path} holds a {arch} model but {spec.name!r} is registered as {spec.arch}")
     resize = meta.get(META_RESIZE_AFTER)
-    module = build_model(state, arch=arch, resize_after=float(resize) if resize else None)
-    scale, multiple = int(module.scale), int(module.size_multiple)
-    if spec is not None and scale != spec.scale:
-        raise ModelError(f"{path} holds a ×{scale} model but {spec.name!r} is registered as ×{spec.scale}")
-    params = dict(module.hparams)
-    module = module.to(device=torch.device(device), dtype=dtype).eval().requires_grad_(False)
+    desc = describe(state, arch=arch, resize_after=float(resize) if resize else None)
+    desc.check_task(task, what)
+    if spec is not None and desc.task != spec.task:
+        raise ModelError(f"{path} holds a model for {desc.task} but {spec.name!r} is registered for {spec.task}")
+    if spec is not None and desc.scale != spec.scale:
+        raise ModelError(f"{path} holds a ×{desc.scale} model but {spec.name!r} is registered as ×{spec.scale}")
+    desc.check_dtype(DTYPE_NAMES.get(dtype, str(dtype)), what, spec.dtypes if spec else desc.dtypes)
+    desc.module.to(device=torch.device(device), dtype=dtype).eval().requires_grad_(False)
     return LoadedModel(
-        module=module,
-        arch=arch,
-        params=params,
+        descriptor=desc,
         path=path,
         sha256=digest,
-        signature=_signature(digest, arch, params),
-        scale=scale,
-        size_multiple=max(multiple, spec.size_multiple if spec else 1),
+        signature=_signature(digest, arch, desc.hparams),
+        size_multiple=max(desc.size_multiple, spec.size_multiple if spec else 1),
         spec=spec,
     )
 
@@ -431,13 +463,17 @@ def import_weights(path: Path, name: str = "") -> Path:
         if path.suffix.lower() != want:
             raise ModelError(f"{name!r} is registered as a {want} file; got {path.name}")
         state, meta, _ = _read(path, spec.sha256)
-        build_model(state, arch=spec.arch)
+        desc = describe(state, arch=spec.arch)
+        if desc.task != spec.task:
+            raise ModelError(f"{path} holds a model for {desc.task}; {name!r} is registered for {spec.task}")
         dest = models_dir() / spec.filename
         return write_pinned(dest, path.read_bytes())
     if spec is not None:
         raise ModelError(f"{name!r} is an ncnn model; use `vidpipe models import-ncnn` or pick another --name")
     state, meta, _ = _read(path, "")
     arch = meta.get(META_ARCH) or detect_arch(state)
-    build_model(state, arch=arch)
+    describe(state, arch=arch)  # refuse to cache anything that does not load
+    # stored in our layout without training-only parts (RIFE's teacher): what every later load reads
     out_meta = {**meta, META_ARCH: arch, META_SOURCE: f"import:{path.name}"}
-    return save_safetensors(state, models_dir() / f"{name}{SAFETENSORS_SUFFIX}", out_meta)
+    dest = models_dir() / f"{name}{SAFETENSORS_SUFFIX}"
+    return save_safetensors(get_architecture(arch).canonical(state), dest, out_meta)

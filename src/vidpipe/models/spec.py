@@ -1,8 +1,9 @@
 """Models are described, not special-cased: a `ModelSpec` says what a model does and where it comes from.
 
-Architecture modules (`models/archs/`) register a builder that infers hyper-parameters from a state dict; zoo
-modules (`models/zoo_*.py`) register `ModelSpec`s of real, published weights. Each zoo module owns its own
-entries, so families can be added without touching each other.
+Architecture modules (`models/archs/`) register an `Architecture` (`models.descriptor`: detect, build from tensor
+shapes, task, dtypes, tiling advice); zoo modules (`models/zoo_*.py`) register `ModelSpec`s of real, published
+weights. Each zoo module owns its own entries, so families can be added without touching each other. A spec's
+`task` and `dtypes` must agree with what its weights' descriptor says; the loader refuses them otherwise.
 """
 
 from __future__ import annotations
@@ -51,7 +52,6 @@ class ModelSpec:
 ArchBuilder = Callable[[Mapping[str, "torch.Tensor"]], "torch.nn.Module"]
 
 _SPECS: dict[str, ModelSpec] = {}
-_ARCHS: dict[str, ArchBuilder] = {}
 
 
 def register_model(spec: ModelSpec) -> ModelSpec:
@@ -59,10 +59,6 @@ def register_model(spec: ModelSpec) -> ModelSpec:
         raise ModelError(f"model {spec.name!r} registered twice with different specs")
     _SPECS[spec.name] = spec
     return spec
-
-
-def register_arch(name: str, builder: ArchBuilder) -> None:
-    _ARCHS[name] = builder
 
 
 def get_spec(name: str, task: Task | None = None) -> ModelSpec:
@@ -85,8 +81,7 @@ def all_specs() -> list[ModelSpec]:
 
 
 def get_arch(name: str) -> ArchBuilder:
-    try:
-        return _ARCHS[name]
-    except KeyError:
-        valid = ", ".join(sorted(_ARCHS)) or "(none registered)"
-        raise ModelError(f"unknown architecture {name!r}; valid: {valid}") from None
+    """The builder of architecture `name` (architectures register with `models.descriptor`)."""
+    from .descriptor import get_architecture
+
+    return get_architecture(name).build

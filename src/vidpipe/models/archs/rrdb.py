@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ModelError
-from ..spec import register_arch
+from ..descriptor import Architecture, register_architecture
 
 ARCH = "RRDBNet"
 
@@ -162,4 +162,16 @@ def build_rrdb(state: Mapping[str, torch.Tensor]) -> RRDBNet:
     )
 
 
-register_arch(ARCH, build_rrdb)
+#: a local receptive field: tiles with context give the whole frame's result; fp16 is what Real-ESRGAN's own
+#: inference runs (`half=True`), bf16 is checked against fp32 in tests/models/test_archs.py
+ARCHITECTURE = register_architecture(
+    Architecture(
+        name=ARCH,
+        task="upscale",
+        detect=looks_like_rrdb,
+        build=build_rrdb,
+        dtypes=("fp32", "fp16", "bf16"),
+        tiling="supported",
+        description="ESRGAN / Real-ESRGAN residual-in-residual dense blocks (RealESRGAN_x4plus, x2plus, anime_6B)",
+    )
+)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...errors import ModelError
-from ..spec import register_arch
+from ..descriptor import Architecture, register_architecture
 
 ARCH = "SRVGGNetCompact"
 
@@ -97,4 +97,16 @@ def build_srvgg(state: Mapping[str, torch.Tensor]) -> SRVGGNetCompact:
     return SRVGGNetCompact(in_channels=in_channels, num_feat=num_feat, num_conv=len(convs) - 2, scale=scale)
 
 
-register_arch(ARCH, build_srvgg)
+#: a local receptive field: tiles with context give the whole frame's result; fp16 is what Real-ESRGAN's own
+#: inference runs (`half=True`), bf16 is checked against fp32 in tests/models/test_archs.py
+ARCHITECTURE = register_architecture(
+    Architecture(
+        name=ARCH,
+        task="upscale",
+        detect=looks_like_srvgg,
+        build=build_srvgg,
+        dtypes=("fp32", "fp16", "bf16"),
+        tiling="supported",
+        description="Real-ESRGAN compact VGG-style SR (realesr-animevideov3, realesr-general-x4v3)",
+    )
+)
