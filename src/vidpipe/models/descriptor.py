@@ -26,7 +26,7 @@ ALL_DTYPES: tuple[DTypeName, ...] = ("fp32", "fp16", "bf16")
 #: how to run a network on a frame larger than the memory allows (spandrel's `ModelTiling`):
 #: "supported": tiles with context give the whole frame's result (local receptive field: SR nets);
 #: "discouraged": the network needs the whole frame (RIFE's flow pyramid sees motion across it), never tiled;
-#: "internal": the network takes a fixed input size and resizes or windows by itself (TransNetV2's 48×27).
+#: "internal": the stage feeds the network a fixed input it makes itself (TransNetV2's 48×27 frames), never tiles.
 Tiling = Literal["supported", "discouraged", "internal"]
 
 StateDict = Mapping[str, "torch.Tensor"]
