@@ -106,8 +106,8 @@ def test_interpolation_model_as_upscale_is_refused_by_task() -> None:
 
 
 def test_nvenc_probe_is_skipped_without_a_cuda_driver(monkeypatch: pytest.MonkeyPatch) -> None:
-    """No CUDA driver, no NVENC: FFmpeg is not even asked (it would log "Cannot load libcuda.so.1")."""
-    monkeypatch.setattr(encoders, "cuda_driver_present", lambda: False)
+    """No CUDA device, no NVENC: FFmpeg is not even asked (it would log "Cannot load libcuda.so.1")."""
+    monkeypatch.setattr(encoders, "cuda_device_present", lambda: False)
     encoders.encoder_opens.cache_clear()
     opened: list[str] = []
     real = encoders.av.codec.CodecContext.create
@@ -126,7 +126,7 @@ def test_nvenc_probe_is_silent_inside_a_run_log_capture(monkeypatch: pytest.Monk
     the probe keeps its own log to itself (here forced to run on a machine without a GPU)."""
     from vidpipe.runtime.pipeline import FFmpegLog
 
-    monkeypatch.setattr(encoders, "cuda_driver_present", lambda: True)
+    monkeypatch.setattr(encoders, "cuda_device_present", lambda: True)
     encoders.encoder_opens.cache_clear()
     try:
         with FFmpegLog() as ffmpeg_log:
@@ -399,8 +399,8 @@ def test_demo_fits_two_cores_and_prints_lines_off_a_terminal(cli: CLI, tmp_path:
 def test_doctor_says_why_there_is_no_nvenc(monkeypatch: pytest.MonkeyPatch) -> None:
     from vidpipe.runtime import doctor
 
-    monkeypatch.setattr(doctor, "cuda_driver_present", lambda: False)
+    monkeypatch.setattr(doctor, "cuda_device_present", lambda: False)
     lines = list(doctor.report("cpu"))
     nvenc = next(ln for ln in lines if ln.startswith("hardware encoders (NVENC)"))
     nvdec = next(ln for ln in lines if ln.startswith("hardware decoders (NVDEC)"))
-    assert "no CUDA driver" in nvenc and "no CUDA driver" in nvdec
+    assert "no CUDA device" in nvenc and "no CUDA device" in nvdec

@@ -96,23 +96,31 @@ _CPU_CODEC = {
 _NVENC_CODEC = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
 
 
+#: the CUDA driver API's success code
+_CUDA_SUCCESS = 0
+
+
 @functools.cache
-def cuda_driver_present() -> bool:
-    """Whether the CUDA driver library loads (no torch needed). NVENC needs it: without it FFmpeg's NVENC
-    encoders cannot open, so they are not even tried."""
+def cuda_device_present() -> bool:
+    """Whether the CUDA driver loads and sees a device (asked of the driver: no torch needed). NVENC and NVDEC
+    need both: without them FFmpeg's NVENC encoders cannot open, so they are not even tried (FFmpeg would log
+    "Cannot load libcuda.so.1"). A driver without a device (or CUDA_VISIBLE_DEVICES="") answers no device."""
     if os.name != "posix":
         return True  # other systems name the driver otherwise: let FFmpeg decide
     try:
-        ctypes.CDLL("libcuda.so.1")
+        driver = ctypes.CDLL("libcuda.so.1")
     except OSError:
         return False
-    return True
+    count = ctypes.c_int(0)
+    if driver.cuInit(0) != _CUDA_SUCCESS or driver.cuDeviceGetCount(ctypes.byref(count)) != _CUDA_SUCCESS:
+        return False
+    return count.value > 0
 
 
 @functools.cache
 def encoder_opens(codec: str, width: int = 256, height: int = 256, pix_fmt: str = "yuv420p") -> bool:
     """True when the encoder can really be opened here (NVENC needs a GPU with NVENC, not just the build)."""
-    if codec in _NVENC_CODEC.values() and not cuda_driver_present():
+    if codec in _NVENC_CODEC.values() and not cuda_device_present():
         return False
     if codec == "libsvtav1":
         # SVT-AV1 prints its banner straight to stderr unless told otherwise (1 = errors only)

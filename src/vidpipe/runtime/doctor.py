@@ -14,7 +14,7 @@ import av.logging
 import torch
 
 from ..errors import ModelError, VidpipeError
-from ..media.encoders import _CPU_CODEC, _NVENC_CODEC, cuda_driver_present, encoder_opens
+from ..media.encoders import _CPU_CODEC, _NVENC_CODEC, cuda_device_present, encoder_opens
 from ..media.reader import ReaderOptions
 from ..schedule.chain import ScheduleOptions, plan_stage
 from ..schedule.costs import TABLES_DIR, CostBook
@@ -38,8 +38,8 @@ DEFAULT_SIZES = ((640, 360), (1280, 720), (1920, 1080))
 
 
 def decoder_opens(name: str) -> bool:
-    if name.endswith("_cuvid") and not cuda_driver_present():
-        return False  # NVDEC needs the CUDA driver: not asked, so FFmpeg has nothing to complain about
+    if name.endswith("_cuvid") and not cuda_device_present():
+        return False  # NVDEC needs a CUDA device: not asked, so FFmpeg has nothing to complain about
     with av.logging.Capture(local=True):  # a failed probe is the answer, not a message for the terminal
         try:
             cc = av.codec.CodecContext.create(name, "r")
@@ -67,7 +67,7 @@ def report(device: str = "auto") -> Iterator[str]:
         yield "--kernels fused (upscale): " + _fused_status(dev)
     except VidpipeError as e:
         yield f"device {device!r}: {e}"
-    why = "" if cuda_driver_present() else ", no CUDA driver here (libcuda.so.1 does not load)"
+    why = "" if cuda_device_present() else ", no CUDA device here (the driver, libcuda.so.1, is missing or sees none)"
     hw_dec = [n for n in _CUVID if decoder_opens(n)]
     yield "hardware decoders (NVDEC) that open: " + (", ".join(hw_dec) or f"none{why}")
     hw_enc = [n for n in _NVENC_CODEC.values() if encoder_opens(n)]
