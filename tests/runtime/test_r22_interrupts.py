@@ -17,13 +17,17 @@ import pytest
 from vidpipe.models.zoo_realesrgan import ensure_offline_weights as sr_weights
 from vidpipe.models.zoo_rife import ensure_offline_weights as rife_weights
 
-#: RunPod's grace between SIGTERM and SIGKILL
+#: RunPod's grace between SIGTERM and SIGKILL. The stop itself (signal → the `error:` line, after the clean-up)
+#: must fit in it as is; the whole exit adds the interpreter's teardown with torch loaded (0.3 s on a quiet
+#: machine, 2 s with the load at 5 per core), so that bound is stretched by the suite's load calibration
+#: (tests/calibration.py; ×1 on a quiet machine)
 BOUND_S = 5.0
 #: CPU seconds the child spends after its first batch starts before the signal: it is then inside the model
 #: (x4plus takes tens of seconds for one 64-px tile of a frame here; a RIFE pair at 640×360 several)
 IN_WORK_CPU_S = 2.0
-#: how long each step may take at most under heavy load before the test gives up
-STEP_TIMEOUT_S = 180
+#: quiet-machine seconds each step may take before the test gives up (stretched by the calibration); the
+#: unfixed run took minutes, a whole batch of tiles, to stop
+STEP_TIMEOUT_S = 60
 
 STAGES = {
     # the large model; `--tile 64` bounds one layer's work (its 4× layers otherwise run on whole frames)
@@ -39,11 +43,11 @@ def _cpu_seconds(pid: int) -> float:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads CPU time from /proc")
-@pytest.mark.timeout(2 * STEP_TIMEOUT_S + 60)
+@pytest.mark.timeout(3 * STEP_TIMEOUT_S)
 @pytest.mark.parametrize(
     ("stage", "sig"), [("x4plus", signal.SIGTERM), ("x4plus", signal.SIGINT), ("rife", signal.SIGTERM)]
 )
-def test_signal_inside_a_long_batch_exits_within_the_grace(make, tmp_path, stage, sig, request):
+def test_signal_inside_a_long_batch_exits_within_the_grace(make, tmp_path, stage, sig, request, scaled_time):
     model, args = STAGES[stage]
     (sr_weights if stage == "x4plus" else rife_weights)(model)  # cached: the child loads them offline
     # large enough that the run lasts minutes on the CPU: the signal always lands inside a batch
@@ -67,15 +71,15 @@ def test_signal_inside_a_long_batch_exits_within_the_grace(make, tmp_path, stage
     reader.start()
     try:
         # the chain is planned right before the first batch is read: weights are loaded, frames are next
-        assert scheduled.wait(STEP_TIMEOUT_S), "the run never started:\n" + "".join(lines)
-        cpu0, deadline = _cpu_seconds(proc.pid), time.monotonic() + STEP_TIMEOUT_S
+        assert scheduled.wait(scaled_time(STEP_TIMEOUT_S)), "the run never started:\n" + "".join(lines)
+        cpu0, deadline = _cpu_seconds(proc.pid), time.monotonic() + scaled_time(STEP_TIMEOUT_S)
         while _cpu_seconds(proc.pid) - cpu0 < IN_WORK_CPU_S and time.monotonic() < deadline:
             time.sleep(0.05)
         assert proc.poll() is None, "the run ended before it could be interrupted:\n" + "".join(lines)
         t0 = time.monotonic()
         proc.send_signal(sig)
         try:
-            rc = proc.wait(timeout=STEP_TIMEOUT_S)
+            rc = proc.wait(timeout=scaled_time(STEP_TIMEOUT_S))
         except subprocess.TimeoutExpired:
             rc = None
         elapsed = time.monotonic() - t0
@@ -84,12 +88,14 @@ def test_signal_inside_a_long_batch_exits_within_the_grace(make, tmp_path, stage
             proc.kill()
             proc.wait()
         reader.join(timeout=10)
-    # the stop itself (signal → the error line, after the clean-up) and the whole exit (the interpreter's own
-    # teardown with torch loaded adds 0.5–2 s under load), for the report (`--junitxml`)
-    stopped = next((round(t - t0, 3) for t, line in zip(stamps, lines, strict=True) if "interrupted" in line), None)
-    request.node.user_properties += [("signal_to_error_line_s", stopped), ("signal_to_exit_s", round(elapsed, 3))]
+    # both figures go to the report (`--junitxml`)
+    stopped = next((t - t0 for t, line in zip(stamps, lines, strict=True) if "interrupted" in line), None)
+    request.node.user_properties += [("signal_to_error_line_s", stopped), ("signal_to_exit_s", elapsed)]
     assert rc == 128 + sig, f"exit {rc} after {elapsed:.1f} s:\n" + "".join(lines[-5:])
-    assert elapsed < BOUND_S, f"{signal.Signals(sig).name} to exit took {elapsed:.1f} s (bound {BOUND_S} s)"
+    name = signal.Signals(sig).name
+    assert stopped is not None and stopped < BOUND_S, f"{name}: the error line came after {stopped} s"
+    bound = scaled_time(BOUND_S)
+    assert elapsed < bound, f"{name} to exit took {elapsed:.1f} s (bound {BOUND_S} s, stretched to {bound:.1f} s)"
     assert not out.exists()
     assert not list(tmp_path.glob(".out.vidpipe-partial*"))
     assert "interrupted" in lines[-1]

@@ -185,7 +185,7 @@ class Upscale:
         rgb = x[:, :3].contiguous(memory_format=torch.channels_last)
         while True:
             try:
-                y = self._frames(rgb)
+                y = self._run(rgb)
                 break
             except torch.OutOfMemoryError:
                 if not self.shrink_tile_on_oom:
@@ -213,13 +213,6 @@ class Upscale:
         self.tile = max(MIN_TILE, current // 2 // 8 * 8)
         log.warning("upscale: out of GPU memory; retrying the same frames with %dpx tiles", self.tile)
 
-    def _frames(self, x: torch.Tensor) -> torch.Tensor:
-        """On the CPU a frame at a time: each layer runs to completion there, so a layer over the whole batch
-        would be the work between two stop checks (the CPU is as busy with one frame; results are the same)."""
-        if self.device.type != "cpu" or len(x) == 1:
-            return self._run(x)
-        return torch.cat([self._run(x[i : i + 1]) for i in range(len(x))])
-
     def _model(self, x: torch.Tensor) -> torch.Tensor:
         """Model on one piece: pad to the size multiple (edges repeated), run, crop back."""
         assert self.loaded is not None
@@ -229,10 +222,15 @@ class Upscale:
         ph, pw = (-h) % m, (-w) % m
         if ph or pw:
             x = F.pad(x, (0, pw, 0, ph), mode="replicate")
-        # layer by layer on the CPU, eager nets only (a compiled or graphed net is a GPU path; see stages.interrupt)
-        eager = self.device.type == "cpu" and self._net is self.loaded.module
-        with layer_checks(self._net, self.stop_check if eager else never):
+        if self.device.type != "cpu":
             y = self._net(x)
+        else:
+            # A frame at a time, layer by layer (eager nets; see stages.interrupt): each layer runs to completion
+            # on the CPU, so one over the whole batch would be the work between two stop checks. The CPU is as
+            # busy with one frame, and the results are the same bits.
+            eager = self._net is self.loaded.module
+            with layer_checks(self._net, self.stop_check if eager else never):
+                y = torch.cat([self._net(x[i : i + 1]) for i in range(len(x))])
         return y[..., : h * scale, : w * scale]
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
