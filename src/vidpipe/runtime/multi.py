@@ -263,7 +263,8 @@ class MultiRunner:
         if self._book is None and sched.batch_size is None:
             self._book = sched.book or CostBook.default()
         plan = plan_stage(stage, spec, self.device, sched, reader_batch=reader_batch, book=self._book)
-        return ScheduledStage(stage, plan, self.device, policy=sched.policy, sleep=sched.sleep)
+        # the stop request reaches inside the stages' batches (tiles, pairs, layers on the CPU), as in `run`
+        return ScheduledStage(stage, plan, self.device, policy=sched.policy, sleep=sched.sleep, check=self.stop.check)
 
     def _group(self, i: int, spec: StreamSpec) -> tuple[_Group, StreamSpec]:
         """The shared copy of stage `i` for input `spec`, and this input's output spec. Groups are keyed by the
