@@ -172,20 +172,19 @@ def _formats(codec: str) -> list[str]:
 
 def _same_layout(codec: str, source_pix_fmt: str, depth: int | None, alpha: bool) -> str | None:
     """The encoder's format with the source's family, subsampling and alpha, at its depth (or `depth`) or the
-    nearest deeper one; None when it has none. Semi-planar (nv*), full-range-by-name (yuvj*) and big-endian
-    formats are skipped: the planar ones say the same."""
+    nearest deeper one, that the encoder really opens with (libvpx lists yuva444p but refuses it without
+    `strict`); None when it has none. Semi-planar (nv*), full-range-by-name (yuvj*) and big-endian formats are
+    skipped: the planar ones say the same."""
     src = layout(source_pix_fmt)
     want = depth or src.depth
-    best: tuple[int, str] | None = None
+    fits: list[tuple[int, str]] = []
     for name in _formats(codec):
         if name.startswith(("nv", "yuvj", "pal")) or name.endswith("be"):
             continue
         lay = layout(name)
-        if (lay.family, lay.subsampling, lay.alpha) != (src.family, src.subsampling, alpha) or lay.depth < want:
-            continue
-        if best is None or lay.depth < best[0]:
-            best = (lay.depth, name)
-    return best[1] if best else None
+        if (lay.family, lay.subsampling, lay.alpha) == (src.family, src.subsampling, alpha) and lay.depth >= want:
+            fits.append((lay.depth, name))
+    return next((name for _, name in sorted(fits) if encoder_opens(codec, pix_fmt=name)), None)
 
 
 def resolve(
