@@ -158,3 +158,118 @@ def test_host_frame_buffers_checked_against_free_ram() -> None:
     check_host_memory(need, available_mb=need // 2**20 * 2)
     with pytest.raises(InputTooLargeError, match="batch"):
         check_host_memory(need, available_mb=need // 2**20 // 2)
+
+
+# -- issue 22 (7): pixel aspect and interlacing --
+
+
+def _clip(path: Path, codec: str, *, sar: F | None = None, interlaced: bool = False, frames: int = 6,
+          size: tuple[int, int] = (64, 48), options: dict[str, str] | None = None) -> Path:  # fmt: skip
+    """A clip with a sample aspect ratio and/or woven fields: each interlaced frame takes its even rows from one
+    moment of a 50 fps source and its odd rows from the next (real combing), coded with interlaced tools."""
+    w, h = size
+    src = av.open(f"testsrc2=size={w}x{h}:rate=50", format="lavfi")
+    moments = [f.to_ndarray(format="rgb24") for _, f in zip(range(2 * frames), src.decode(video=0), strict=False)]
+    src.close()
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream(codec, rate=25, options=options or {})
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        if sar is not None:
+            vs.sample_aspect_ratio = vs.codec_context.sample_aspect_ratio = sar
+        if interlaced:
+            vs.codec_context.flags |= av.codec.context.Flags.interlaced_dct | av.codec.context.Flags.interlaced_me
+        for i in range(frames):
+            arr = moments[2 * i].copy()
+            if interlaced:
+                arr[1::2] = moments[2 * i + 1][1::2]
+            frame = av.VideoFrame.from_ndarray(arr, format="rgb24").reformat(format="yuv420p")
+            frame.pts = i
+            out.mux(vs.encode(frame))
+        out.mux(vs.encode())
+    return path
+
+
+def _combing(path: Path) -> float:
+    """Mean step between a row and the next one (other field) less the step to the row two below (same field):
+    large when the fields are two moments."""
+    with av.open(str(path)) as c:
+        frames = [f.to_ndarray(format="gray").astype(np.float64) for f in c.decode(video=0)]
+    across = np.mean([np.abs(f[:-2] - f[1:-1]).mean() for f in frames])
+    within = np.mean([np.abs(f[:-2] - f[2:]).mean() for f in frames])
+    return float(across - within)
+
+
+@pytest.mark.parametrize("suffix", [".mkv", ".mp4"])
+def test_sar_is_kept(cli, tmp_path: Path, suffix: str) -> None:
+    src = _clip(tmp_path / f"sar{suffix}", "libx264", sar=F(2))
+    assert probe(src).video.sar == 2
+    out = tmp_path / f"out{suffix}"
+    r = cli("run", str(src), "-o", str(out), "--progress", "none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    v = probe(out).video
+    assert v.sar == 2 and v.dar == F(8, 3)
+
+
+def test_upscale_keeps_sar_and_display_aspect(cli, tmp_path: Path) -> None:
+    src = _clip(tmp_path / "sar.mkv", "libx264", sar=F(2), frames=3)
+    out = tmp_path / "x2.mkv"
+    r = cli("run", str(src), "-o", str(out), "--upscale", "realesr-animevideov3-x2", "--progress", "none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    v = probe(out).video
+    assert (v.width, v.height, v.sar, v.dar) == (128, 96, 2, F(8, 3))
+
+
+@pytest.mark.parametrize(
+    ("args", "size", "sar"),
+    [
+        (["--resize", "128x48"], (128, 48), F(1)),  # to the display aspect: square pixels
+        (["--resize", "64x64"], (64, 64), F(8, 3)),  # another shape: the display aspect is kept by the SAR
+        (["--resize", "32x-1"], (32, 24), F(2)),  # one side computed: the SAR stays
+        (["--square-pixels"], (128, 48), F(1)),  # pixels squared, no resolution lost
+        (["--square-pixels", "--resize", "96x96"], (96, 96), F(1)),  # asked for square 96x96: stretched, said
+    ],
+)
+def test_resize_and_square_pixels_keep_or_state_the_display_aspect(cli, tmp_path, args, size, sar) -> None:
+    src = _clip(tmp_path / "sar.mkv", "libx264", sar=F(2), frames=2)
+    out = tmp_path / "out.mkv"
+    r = cli("run", str(src), "-o", str(out), *args, "--progress", "none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    v = probe(out).video
+    assert ((v.width, v.height), v.sar) == (size, sar)
+    if "96x96" in args:
+        assert "display aspect" in r.stderr  # the stretch is said
+
+
+@pytest.mark.parametrize(
+    ("codec", "options"), [("libx264", {"x264-params": "tff=1"}), ("mpeg2video", {})], ids=["h264", "mpeg2"]
+)
+def test_interlaced_sources_are_detected_warned_and_recorded(cli, tmp_path, codec, options) -> None:
+    src = _clip(tmp_path / f"il-{codec}.mkv", codec, interlaced=True, options=options)
+    v = probe(src).video
+    assert v.interlaced and v.field_order in ("tff", "bff")
+    out = tmp_path / "out.mkv"
+    r = cli("run", str(src), "-o", str(out), "--encoder", "ffv1", "--progress", "none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "interlaced" in r.stderr and "--deinterlace" in r.stderr  # loudly
+    m = json.loads(Path(f"{out}.json").read_text())
+    assert "interlaced" in m["input"]["scan"]
+    assert any("interlaced" in w for w in m["warnings"])
+
+
+def test_deinterlace_removes_combing_and_keeps_timing(cli, tmp_path: Path) -> None:
+    src = _clip(tmp_path / "il.mkv", "libx264", interlaced=True, options={"x264-params": "tff=1:qp=0"})
+    out = tmp_path / "out.mkv"
+    r = cli("run", str(src), "-o", str(out), "--deinterlace", "--encoder", "ffv1", "--progress", "none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads(Path(f"{out}.json").read_text())
+    assert "bwdif" in m["decoder"] and m["frames_out"] == m["frames_in"] == 6
+    assert not any("interlaced" in w for w in m["warnings"])
+    with av.open(str(src)) as a, av.open(str(out)) as b:
+        assert [f.time for f in a.decode(video=0)] == [f.time for f in b.decode(video=0)]
+    assert _combing(out) < _combing(src) / 2
+
+
+def test_progressive_sources_are_not_called_interlaced(make) -> None:
+    assert not probe(make("prog.mp4", frames=4)).video.interlaced  # x264 flags progressive
+    v = probe(opencv_clip("Megamind.avi")).video  # no field order in AVI/MPEG-4: idet decides
+    assert not v.interlaced and v.field_order == "progressive"

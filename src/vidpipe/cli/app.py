@@ -105,6 +105,12 @@ def run_cmd(
     order: Annotated[str, typer.Option(help="upscale,interpolate | interpolate,upscale")] = "upscale,interpolate",
     resize: Annotated[str | None, typer.Option(help="resize to WxH (one side may be -1)")] = None,
     resize_method: Annotated[str, typer.Option(help="bicubic | bilinear | area")] = "bicubic",
+    square_pixels: Annotated[
+        bool, typer.Option("--square-pixels", help="resample to square pixels (default: keep the pixel aspect)")
+    ] = False,
+    deinterlace: Annotated[
+        bool, typer.Option("--deinterlace", help="deinterlace interlaced sources (bwdif), else they are warned of")
+    ] = False,
     pad: Annotated[int | None, typer.Option(help="pad frames to a multiple of N (cropped back on output)")] = None,
     encoder: Annotated[str, typer.Option(help=ENCODER_HELP)] = "auto",
     crf: Annotated[int | None, typer.Option(help="quality for crf encoders (lower is better)")] = None,

@@ -48,6 +48,11 @@ class VideoInfo:
     frames: int | None = None
     frames_exact: bool = False
     start_time: Fraction = Fraction(0)
+    #: progressive | tff | bff | tb | bt (FFmpeg's field orders) | unknown: from the codec's flags or, where they
+    #: say nothing, from idet on the first frames (media/probe.py)
+    field_order: str = "unknown"
+    #: each frame holds two fields from two moments: the stages would see combing (`--deinterlace`)
+    interlaced: bool = False
 
     @property
     def display_size(self) -> tuple[int, int]:
@@ -95,6 +100,8 @@ class MediaInfo:
             "container": self.container,
             "video": f"{v.codec} {w}x{h} {v.pix_fmt} @ {float(v.rate):.3f} fps{' VFR' if v.vfr else ''}",
             "frames": v.frames,
+            "scan": f"interlaced ({v.field_order})" if v.interlaced else v.field_order,
+            **({"sar": f"{v.sar.numerator}:{v.sar.denominator}"} if v.sar != 1 else {}),
             "duration_s": float(self.duration) if self.duration is not None else None,
             "streams": [
                 f"{s.index}:{s.type}:{s.codec}" + (f"({s.language})" if s.language else "") for s in self.streams

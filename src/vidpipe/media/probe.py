@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -79,6 +81,15 @@ _SUPPORTED_PREFIXES = (
     "ayuv",
 )
 
+#: FFmpeg's AVFieldOrder (0: unknown)
+_FIELD_ORDERS = {1: "progressive", 2: "tff", 3: "bff", 4: "tb", 5: "bt"}
+#: codecs with interlaced coding tools: when one flags no field order, idet looks at the first frames. Others
+#: (ffv1, vp9, av1, png …) are taken as progressive: idet reads fine synthetic detail (testsrc2) as combing.
+_INTERLACED_CODECS = {"mpeg2video", "mpeg1video", "h264", "hevc", "mpeg4", "vc1", "wmv3", "dvvideo", "prores", "mjpeg"}
+#: frames idet looks at, and the share of them it must call interlaced (tff or bff) for the source to be
+IDET_FRAMES = 24
+IDET_SHARE = Fraction(2, 3)
+
 #: decoders that read the alpha plane of VP8/VP9 in WebM (FFmpeg's native vp8/vp9 decoders drop it)
 _LIBVPX_ALPHA = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 
@@ -139,6 +150,48 @@ def check_pixels(path: Path | str, width: int, height: int, limit: int) -> None:
             f"(default {DEFAULT_MAX_PIXELS} = 8192x8192); raise it with --max-pixels N or {MAX_PIXELS_ENV}=N "
             "(0: no cap) if this host has the memory"
         )
+
+
+def _idet(first: av.VideoFrame, rest: Iterator[av.VideoFrame], tb: Fraction) -> str | None:
+    """FFmpeg's idet over the first frames: "tff" or "bff" when most of them look interlaced, else None."""
+    graph = av.filter.Graph()
+    src = graph.add_buffer(width=first.width, height=first.height, format=first.format.name, time_base=tb)
+    idet, sink = graph.add("idet"), graph.add("buffersink")
+    src.link_to(idet)
+    idet.link_to(sink)
+    graph.configure()
+    seen = 0
+    last: av.VideoFrame | None = None
+    for frame in itertools.chain([first], itertools.islice(rest, IDET_FRAMES - 1)):
+        graph.push(frame)
+        seen += 1
+        with contextlib.suppress(BlockingIOError, av.error.EOFError):
+            while True:
+                last = graph.pull()
+    graph.push(None)
+    with contextlib.suppress(BlockingIOError, av.error.EOFError):
+        while True:
+            last = graph.pull()
+    if last is None:
+        return None
+    md = last.metadata  # counts over every frame so far, the multi-frame (steadier) verdict
+    tff, bff = (float(md.get(f"lavfi.idet.multiple.{k}", 0)) for k in ("tff", "bff"))
+    if seen < 4 or tff + bff < IDET_SHARE * seen:
+        return None
+    return "tff" if tff >= bff else "bff"
+
+
+def _scan(
+    cc: av.video.codeccontext.VideoCodecContext, first: av.VideoFrame, rest: Iterator[av.VideoFrame], tb: Fraction
+) -> tuple[str, bool]:
+    """(field order, interlaced): the codec's flags when it sets them, else idet for codecs that can code fields."""
+    order = _FIELD_ORDERS.get(cc.field_order or 0, "unknown")
+    if order not in ("progressive", "unknown") or first.interlaced_frame:
+        return order, True
+    if order == "unknown" and cc.name in _INTERLACED_CODECS:
+        found = _idet(first, rest, tb)
+        return (found, True) if found else ("progressive", False)
+    return order, False
 
 
 def _check_file(path: Path) -> int:
@@ -265,10 +318,13 @@ def probe(path: str | Path, *, count_frames: bool = False, max_pixels: int = 0) 
         if not rate:
             raise UnsupportedFormatError(f"{path}: cannot determine a frame rate for the video stream")
         rotation = 0
+        field_order, interlaced = "unknown", False
         try:
             c.seek(0)
-            frame = next(c.decode(vs))
+            decoded = c.decode(vs)
+            frame = next(decoded)
             rotation = round(frame.rotation or 0)
+            field_order, interlaced = _scan(cc, frame, decoded, tb)
             if frame.format.name != pix_fmt and not (
                 alpha and cc.name in _LIBVPX_ALPHA
             ):  # decoders may report a different layout than the header
@@ -298,10 +354,12 @@ def probe(path: str | Path, *, count_frames: bool = False, max_pixels: int = 0) 
             time_base=tb,
             vfr=vfr,
             rotation=rotation,
-            sar=_frac(vs.sample_aspect_ratio) or Fraction(1),
+            sar=_frac(vs.sample_aspect_ratio) or _frac(cc.sample_aspect_ratio) or Fraction(1),
             frames=frames,
             frames_exact=exact,
             start_time=start,
+            field_order=field_order,
+            interlaced=interlaced,
         )
         chapters = tuple(
             Chapter(

@@ -61,6 +61,9 @@ class ReaderOptions:
     #: stop after the first frame at or after this time (seconds); that frame is still given, as look-ahead
     #: context for stages such as interpolation (a segment's last pair)
     end: Fraction | None = None
+    #: deinterlace an interlaced source (FFmpeg's bwdif, one frame per frame, same pts); without it an interlaced
+    #: source is warned of and its woven frames go on as they are
+    deinterlace: bool = False
 
 
 @dataclass(slots=True)
@@ -72,6 +75,11 @@ class ReaderStats:
     decoder: str = ""
     warnings: list[str] = field(default_factory=list)
 
+
+#: the deinterlacer: bwdif (w3fdif's and yadif's successor in FFmpeg) giving one frame per frame, so pts and
+#: rate are the source's; field parity from each frame's flags, every frame deinterlaced (idet-found
+#: interlacing is not flagged)
+DEINTERLACE_FILTER = ("bwdif", "mode=send_frame:parity=auto:deint=all")
 
 #: semi-planar layouts hardware decoders emit instead of the stream's planar format
 _HW_LAYOUTS = ("nv12", "p010le", "p016le")
@@ -167,6 +175,17 @@ class VideoReader:
         self.dtype = torch.uint16 if v.colour.bit_depth > 8 else torch.uint8
         # counter-clockwise quarter turns that make the picture upright
         self._turns = (v.rotation // 90) % 4
+        self.deinterlace = options.deinterlace and v.interlaced
+        if v.interlaced and not options.deinterlace:
+            msg = (
+                f"interlaced source ({v.field_order}) processed as progressive frames: each holds two fields a "
+                "field apart and the stages see the combing; use --deinterlace"
+            )
+            log.warning("decode: %s: %s", Path(info.path).name, msg)
+            self.stats.warnings.append(msg)
+        elif options.deinterlace and not v.interlaced:
+            log.info("decode: %s is progressive (%s); --deinterlace has nothing to do", Path(info.path).name,
+                     v.field_order)  # fmt: skip
         self.planar: PlanarFormat | None = None
         if options.planar and v.pix_fmt in PLANAR_FORMATS and not self._turns and not self.alpha:
             self.planar = PlanarFormat(v.pix_fmt, v.width, v.height)
@@ -251,6 +270,44 @@ class VideoReader:
         self._check_complete()
 
     def _frames(self) -> Iterator[tuple[int, av.VideoFrame]]:
+        """Decoded frames in order with their pts, deinterlaced when asked for (`_decoded` tells the rest)."""
+        if not self.deinterlace:
+            yield from self._decoded()
+            return
+        name, args = DEINTERLACE_FILTER
+        graph: av.filter.Graph | None = None
+        tb = self.info.video.time_base
+        for p, frame in self._decoded():
+            if graph is None:
+                graph = av.filter.Graph()
+                src = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=tb)
+                deint, sink = graph.add(name, args), graph.add("buffersink")
+                src.link_to(deint)
+                deint.link_to(sink)
+                graph.configure()
+                self.stats.decoder += f" + deinterlaced ({name} {args})"
+            frame.pts, frame.time_base = p, tb  # ours (counted for AVI, restamped …), kept through the filter
+            graph.push(frame)
+            yield from self._pull(graph, tb)
+        if graph is not None:
+            graph.push(None)  # bwdif holds one frame back (it looks at the next): end of stream gives it
+            yield from self._pull(graph, tb)
+
+    @staticmethod
+    def _pull(graph: av.filter.Graph, tb: Fraction) -> Iterator[tuple[int, av.VideoFrame]]:
+        while True:
+            try:
+                out = graph.pull()
+            except (BlockingIOError, av.error.EOFError):
+                return
+            # bwdif counts in half the input's time base (it can emit one frame per field): back to the stream's
+            pts = out.pts * Fraction(out.time_base) / tb
+            if pts.denominator != 1:
+                raise InputError(f"deinterlacer moved a frame off the stream's time base ({pts} ticks)")
+            out.pts, out.time_base = int(pts), tb
+            yield int(pts), out
+
+    def _decoded(self) -> Iterator[tuple[int, av.VideoFrame]]:
         """Decoded frames in order with their pts; damaged ones and non-increasing times go to `_corrupt`."""
         v = self.info.video
         tb = v.time_base

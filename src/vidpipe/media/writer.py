@@ -267,6 +267,9 @@ class VideoWriter:
             vs = out.add_stream(ch.codec, rate=rate, options=ch.options)
             vs.width, vs.height, vs.pix_fmt = w, h, ch.pix_fmt
             vs.time_base = first.time_base
+            if self.spec.sar != 1:
+                # the container's (MP4 pasp, Matroska display size) and the bitstream's (H.264/HEVC VUI)
+                vs.sample_aspect_ratio = vs.codec_context.sample_aspect_ratio = self.spec.sar
             rate_frames = max(MIN_CHUNK_FRAMES, round(CHUNK_SECONDS * rate))
             workers = self._workers(w * h * 3 // 2 * (2 if ch.bit_depth > 8 else 1) * rate_frames)
             threads = self.options.encoder.threads or (max(1, (os.cpu_count() or 1) // workers) if workers else 0)
@@ -279,6 +282,8 @@ class VideoWriter:
                     ctx.width, ctx.height, ctx.pix_fmt, ctx.framerate = w, h, ch.pix_fmt, rate
                     ctx.options = dict(ch.options)
                     ctx.flags |= av.codec.context.Flags.global_header  # SPS/PPS in the container, as `vs` has
+                    if self.spec.sar != 1:
+                        ctx.sample_aspect_ratio = self.spec.sar
                     self._configure(ctx, first.time_base, threads)
                     return ctx
 

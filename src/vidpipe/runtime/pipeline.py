@@ -121,6 +121,7 @@ def source_spec(info: MediaInfo, keep_alpha: bool = True) -> StreamSpec:
         bit_depth=v.colour.bit_depth,
         nominal_rate=v.rate,
         frames=v.frames,
+        sar=1 / v.sar if v.rotation % 180 else v.sar,  # a quarter turn swaps the pixel's sides too
     )
 
 

@@ -124,6 +124,8 @@ class PipelineRecipe:
     hwaccel: str = "none"
     on_corrupt: str = "fail"
     copy_streams: bool = True
+    square_pixels: bool = False
+    deinterlace: bool = False
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
@@ -166,9 +168,10 @@ class PipelineRecipe:
         elif self.fps is not None or self.multi is not None:
             raise UsageError("--fps/--multi need --interpolate MODEL")
         stages += [models[k] for k in choice(self.order, ORDERS, "--order").split(",") if k in models]
-        if self.resize is not None:
-            w, h = parse_size(self.resize)
-            stages.append(Resize(w, h, choice(self.resize_method, METHODS, "resize method")))  # type: ignore[arg-type]
+        if self.resize is not None or self.square_pixels:
+            w, h = parse_size(self.resize) if self.resize is not None else (-1, -1)  # -1x-1: square, same picture
+            method = choice(self.resize_method, METHODS, "resize method")
+            stages.append(Resize(w, h, method, square_pixels=self.square_pixels))  # type: ignore[arg-type]
         return stages
 
     def run_options(self, progress: ProgressMode = "bar") -> RunOptions:
@@ -186,6 +189,7 @@ class PipelineRecipe:
                 batch_size=self.batch_size,
                 hwaccel=choice(self.hwaccel, HWACCELS, "hwaccel"),  # type: ignore[arg-type]
                 on_corrupt=choice(self.on_corrupt, ON_CORRUPT, "--on-corrupt value"),  # type: ignore[arg-type]
+                deinterlace=self.deinterlace,
             ),
             writer=WriterOptions(
                 encoder=EncoderOptions(

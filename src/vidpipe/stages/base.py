@@ -60,6 +60,9 @@ class StreamSpec:
     #: (width, height) the writer crops frames back to (set by `pad` with crop_back; size-changing stages scale
     #: it with the frame)
     crop_to: tuple[int, int] | None = None
+    #: sample (pixel) aspect ratio: the picture is shown width × sar wide. Scaling both sides alike keeps it;
+    #: a stage that changes the frame's shape sets it so the display aspect stays (or says why not)
+    sar: Fraction = Fraction(1)
 
     def but(self, **changes: Any) -> StreamSpec:
         return replace(self, **changes)

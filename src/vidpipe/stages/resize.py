@@ -1,8 +1,16 @@
-"""`resize`: scale every frame with torch interpolation (bicubic, bilinear or area) on the stage's device."""
+"""`resize`: scale every frame with torch interpolation (bicubic, bilinear or area) on the stage's device.
+
+Pixel aspect: an explicit WxH of another shape keeps the display aspect by setting the output's sample aspect
+ratio (SAR); a side given as -1 follows the stored pixels and the SAR stays. With `square_pixels` the output
+has square pixels: a -1 side (or both, for `--square-pixels` alone) follows the display aspect, and an explicit
+WxH is stretched to exactly that shape, which is logged when it changes the display aspect.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
+from fractions import Fraction
 from typing import Any, Literal
 
 import torch
@@ -11,6 +19,8 @@ import torch.nn.functional as F
 from ..errors import UsageError
 from ..frames import FrameBatch, from_float, to_float
 from .base import StreamSpec
+
+log = logging.getLogger(__name__)
 
 Method = Literal["bicubic", "bilinear", "area"]
 METHODS: tuple[Method, ...] = ("bicubic", "bilinear", "area")
@@ -35,25 +45,49 @@ class Resize:
     context = 0
     unit = "frame"
 
-    def __init__(self, width: int, height: int, method: Method = "bicubic") -> None:
+    def __init__(self, width: int, height: int, method: Method = "bicubic", *, square_pixels: bool = False) -> None:
         if method not in METHODS:
             raise UsageError(f"invalid resize method {method!r}; valid: {', '.join(METHODS)}")
         self.width, self.height, self.method = width, height, method
+        self.square_pixels = square_pixels
         self.device = torch.device("cpu")
         self.size = (width, height)
 
     def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
         self.device = device
         w, h = self.width, self.height
+        # the shape a -1 side follows: the display's with square_pixels, else the stored pixels'
+        aspect = Fraction(spec.width, spec.height) * (spec.sar if self.square_pixels else 1)
+        if w == -1 and h == -1:  # square the pixels without losing resolution: widen wide pixels, heighten tall ones
+            if spec.sar >= 1:
+                h = spec.height
+            else:
+                w = spec.width
         if w == -1:
-            w = _even(h * spec.width / spec.height)
+            w = _even(h * aspect)
         if h == -1:
-            h = _even(w * spec.height / spec.width)
+            h = _even(w / aspect)
         self.size = (w, h)
+        display = Fraction(spec.width, spec.height) * spec.sar
+        if self.square_pixels:
+            sar = Fraction(1)
+            if Fraction(w, h) != display and self.width != -1 and self.height != -1:
+                log.warning(
+                    "resize: %dx%d with square pixels changes the display aspect from %s to %s (stretched)",
+                    w, h, _ratio(display), _ratio(Fraction(w, h)),
+                )  # fmt: skip
+        elif self.width == -1 or self.height == -1:
+            sar = spec.sar  # scaled alike on both sides
+        else:
+            # the display aspect stays: another shape is stored with non-square pixels (FFmpeg keeps 16-bit terms)
+            sar = (display * h / w).limit_denominator(65535)
+            if sar != spec.sar:
+                log.info("resize: %dx%d stored with pixel aspect %s, display aspect %s kept", w, h, _ratio(sar),
+                         _ratio(display))  # fmt: skip
         crop = spec.crop_to
         if crop is not None:
             crop = (round(crop[0] * w / spec.width), round(crop[1] * h / spec.height))
-        return spec.but(width=w, height=h, crop_to=crop)
+        return spec.but(width=w, height=h, crop_to=crop, sar=sar)
 
     def process(self, batch: FrameBatch) -> FrameBatch:
         w, h = self.size
@@ -71,4 +105,9 @@ class Resize:
         return None
 
     def signature(self) -> dict[str, Any]:
-        return {"stage": self.name, "width": self.size[0], "height": self.size[1], "method": self.method}
+        sig = {"stage": self.name, "width": self.size[0], "height": self.size[1], "method": self.method}
+        return sig | ({"square_pixels": True} if self.square_pixels else {})
+
+
+def _ratio(x: Fraction) -> str:
+    return f"{x.numerator}:{x.denominator}"
