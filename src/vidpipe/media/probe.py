@@ -189,7 +189,11 @@ def _scan(
     if order not in ("progressive", "unknown") or first.interlaced_frame:
         return order, True
     if order == "unknown" and cc.name in _INTERLACED_CODECS:
-        found = _idet(first, rest, tb)
+        try:
+            found = _idet(first, rest, tb)
+        except (av.error.FFmpegError, ValueError) as e:  # a layout idet refuses, damage in the first frames
+            log.debug("probe: idet could not run (%s); scan left unknown", e)
+            return order, False
         return (found, True) if found else ("progressive", False)
     return order, False
 
