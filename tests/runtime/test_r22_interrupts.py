@@ -10,12 +10,20 @@ import subprocess
 import sys
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import torch
 
+from vidpipe.errors import Interrupted
+from vidpipe.frames import FrameBatch
 from vidpipe.models.zoo_realesrgan import ensure_offline_weights as sr_weights
 from vidpipe.models.zoo_rife import ensure_offline_weights as rife_weights
+from vidpipe.schedule.chain import ScheduleOptions, schedule_chain
+from vidpipe.stages.base import StreamSpec
+from vidpipe.stages.interpolate import Interpolate
+from vidpipe.stages.upscale import Upscale
 
 #: RunPod's grace between SIGTERM and SIGKILL. The stop itself (signal → the `error:` line, after the clean-up)
 #: must fit in it as is; the whole exit adds the interpreter's teardown with torch loaded (0.3 s on a quiet
@@ -99,3 +107,72 @@ def test_signal_inside_a_long_batch_exits_within_the_grace(make, tmp_path, stage
     assert not out.exists()
     assert not list(tmp_path.glob(".out.vidpipe-partial*"))
     assert "interrupted" in lines[-1]
+
+
+# -- in process: where the checks sit ---------------------------------------------------------------------------
+
+CPU = torch.device("cpu")
+
+
+class _Countdown:
+    """A stop check that counts its calls and raises `Interrupted` on call `at` (never when None)."""
+
+    def __init__(self, at: int | None = None) -> None:
+        self.at, self.calls = at, 0
+
+    def __call__(self) -> None:
+        self.calls += 1
+        if self.calls == self.at:
+            raise Interrupted("stop")
+
+
+def _frames(n: int, w: int, h: int) -> FrameBatch:
+    data = torch.randint(0, 256, (n, 3, h, w), generator=torch.Generator().manual_seed(0), dtype=torch.uint8)
+    return FrameBatch(data=data, pts=list(range(n)), time_base=Fraction(1, 25))
+
+
+def _leaves(net: torch.nn.Module) -> int:
+    return sum(1 for m in net.modules() if next(m.children(), None) is None)
+
+
+def test_upscale_checks_every_layer_of_every_tile_and_frame_on_the_cpu():
+    sr_weights("realesr-animevideov3-x2")
+    spec = StreamSpec(width=128, height=96, time_base=Fraction(1, 25))
+    stage = Upscale("realesr-animevideov3-x2", tile=64)
+    stage.setup(CPU, spec)
+    assert stage.loaded is not None
+    count = _Countdown()
+    (planned,) = schedule_chain([stage], [spec], CPU, ScheduleOptions(batch_size=2), reader_batch=2, check=count)
+    out = planned.process(_frames(2, 128, 96))
+    assert out is not None and len(out) == 2
+    tiles = 2 * 2  # 128×96 in 64-px tiles
+    # one check before the stage call, one per tile, and one before each layer of each frame of each tile
+    assert count.calls == 1 + tiles * (1 + 2 * _leaves(stage.loaded.module))
+    stage.set_stop_check(_Countdown(at=3))  # inside the first tile's network
+    with pytest.raises(Interrupted):
+        stage.process(_frames(2, 128, 96))
+    assert layer_hooks(stage.loaded.module) == 0  # the hooks go with the call, even when it raises
+
+
+def test_interpolate_checks_every_layer_of_every_pair_on_the_cpu():
+    rife_weights("rife-hdv3")
+    spec = StreamSpec(width=64, height=48, time_base=Fraction(1, 25), nominal_rate=Fraction(25))
+    stage = Interpolate("rife-hdv3", multi=2, cut_threshold=1.0)
+    stage.setup(CPU, spec)
+    count = _Countdown()
+    stage.set_stop_check(count)
+    out = stage.process(_frames(4, 64, 48))
+    assert out is not None
+    # HDv3 ×2: one network call for the pairs made so far (τ = 1/2; the planner holds the last one back),
+    # checked before it and before each layer of each pair
+    report = stage.report()
+    assert report["model_calls"] == 1 and report["interpolated_frames"] == 2
+    assert count.calls == 1 + 2 * _leaves(stage.model)
+    stage.set_stop_check(_Countdown(at=2))
+    with pytest.raises(Interrupted):
+        stage.process(_frames(3, 64, 48))
+    assert layer_hooks(stage.model) == 0
+
+
+def layer_hooks(net: torch.nn.Module) -> int:
+    return sum(len(m._forward_pre_hooks) for m in net.modules())
