@@ -246,6 +246,7 @@ def probe_cmd(
         f"{v.colour.bit_depth}-bit{' HDR' if v.colour.is_hdr else ''}{' alpha' if v.alpha else ''}"
         f"{f' rotation={v.rotation}' if v.rotation else ''}"
     )
+    typer.echo(f"  scan: {s['scan']}" + (f", sar {s['sar']} (display aspect {v.dar})" if v.sar != 1 else ""))
     for st in info.streams:
         if st.index != v.index:
             typer.echo(
