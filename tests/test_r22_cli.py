@@ -4,6 +4,7 @@ probe, named interpolation counters, JSON progress on stdout, line progress, --s
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -404,3 +405,36 @@ def test_doctor_says_why_there_is_no_nvenc(monkeypatch: pytest.MonkeyPatch) -> N
     nvenc = next(ln for ln in lines if ln.startswith("hardware encoders (NVENC)"))
     nvdec = next(ln for ln in lines if ln.startswith("hardware decoders (NVDEC)"))
     assert "no CUDA device" in nvenc and "no CUDA device" in nvdec
+
+
+@pytest.mark.parametrize(
+    ("init", "count", "present"),
+    [
+        (100, 0, False),  # CUDA_ERROR_NO_DEVICE: a driver without a GPU, or CUDA_VISIBLE_DEVICES=""
+        (0, 0, False),  # a driver that counts no device
+        (0, 1, True),
+        (999, 0, True),  # anything else: FFmpeg's own (silent) probe decides
+    ],
+)
+def test_cuda_device_check_asks_the_driver(init: int, count: int, present: bool, tmp_path: Path) -> None:
+    """The check loads libcuda.so.1 and asks cuInit/cuDeviceGetCount (a stand-in driver built here answers)."""
+    import shutil
+
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("needs a C compiler to build a stand-in libcuda.so.1")
+    src = tmp_path / "cuda.c"
+    src.write_text(
+        f"int cuInit(unsigned f) {{ return {init}; }}\nint cuDeviceGetCount(int *c) {{ *c = {count}; return 0; }}\n"
+    )
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(tmp_path / "libcuda.so.1"), str(src)], check=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-c", "from vidpipe.media.encoders import cuda_device_present as p; print(p())"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "LD_LIBRARY_PATH": str(tmp_path)},
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(present)

@@ -96,15 +96,16 @@ _CPU_CODEC = {
 _NVENC_CODEC = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
 
 
-#: the CUDA driver API's success code
-_CUDA_SUCCESS = 0
+#: the CUDA driver API's codes for success and for "no CUDA-capable device"
+_CUDA_SUCCESS, _CUDA_ERROR_NO_DEVICE = 0, 100
 
 
 @functools.cache
 def cuda_device_present() -> bool:
     """Whether the CUDA driver loads and sees a device (asked of the driver: no torch needed). NVENC and NVDEC
     need both: without them FFmpeg's NVENC encoders cannot open, so they are not even tried (FFmpeg would log
-    "Cannot load libcuda.so.1"). A driver without a device (or CUDA_VISIBLE_DEVICES="") answers no device."""
+    "Cannot load libcuda.so.1"). A driver without a device (or CUDA_VISIBLE_DEVICES="") answers no device; any
+    other answer leaves it to FFmpeg's own probe (which keeps its log to itself)."""
     if os.name != "posix":
         return True  # other systems name the driver otherwise: let FFmpeg decide
     try:
@@ -112,9 +113,11 @@ def cuda_device_present() -> bool:
     except OSError:
         return False
     count = ctypes.c_int(0)
-    if driver.cuInit(0) != _CUDA_SUCCESS or driver.cuDeviceGetCount(ctypes.byref(count)) != _CUDA_SUCCESS:
-        return False
-    return count.value > 0
+    status = driver.cuInit(0)
+    if status == _CUDA_SUCCESS:
+        status = driver.cuDeviceGetCount(ctypes.byref(count))
+    no_device = status == _CUDA_ERROR_NO_DEVICE or (status == _CUDA_SUCCESS and count.value == 0)
+    return not no_device
 
 
 @functools.cache
