@@ -20,7 +20,7 @@ from vidpipe.frames import Colour, FrameBatch
 from vidpipe.media.encoders import EncoderOptions, layout, resolve
 from vidpipe.media.probe import DEFAULT_MAX_PIXELS, probe
 from vidpipe.media.writer import VideoWriter
-from vidpipe.runtime.buffers import check_host_memory, host_frame_bytes
+from vidpipe.schedule.budget import check_host_memory, host_frame_bytes
 from vidpipe.stages.base import StreamSpec
 
 

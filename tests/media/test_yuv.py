@@ -12,6 +12,7 @@ import torch
 
 from calibration import scaled
 from vidpipe.frames import Colour
+from vidpipe.media.buffers import HostBuffers
 from vidpipe.media.encoders import EncoderOptions
 from vidpipe.media.writer import WriterOptions
 from vidpipe.media.yuv import (
@@ -23,7 +24,6 @@ from vidpipe.media.yuv import (
     planes_to_rgb,
     rgb_to_planes,
 )
-from vidpipe.runtime.buffers import HostBuffers
 from vidpipe.runtime.pipeline import RunOptions, run
 from vidpipe.stages.pad import Pad
 from vidpipe.stages.resize import Resize

@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from vidpipe.runtime.threads import Consumer, Producer
+from vidpipe.media.threads import Consumer, Producer
 
 
 def test_producer_yields_in_order_and_reraises_after_items():

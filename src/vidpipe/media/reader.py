@@ -27,10 +27,10 @@ import torch
 
 from ..errors import CorruptInputError, InputError, TruncatedInputError, UsageError
 from ..frames import Colour, FrameBatch
-from ..runtime.buffers import HostBuffers
-from ..runtime.threads import Producer
+from .buffers import HostBuffers
 from .info import MediaInfo
 from .probe import _LIBVPX_ALPHA, open_input
+from .threads import Producer
 from .yuv import PLANAR_FORMATS, PlanarBatch, PlanarFormat, copy_frame_planes
 
 log = logging.getLogger(__name__)

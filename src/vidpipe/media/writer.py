@@ -38,8 +38,7 @@ import numpy as np
 import torch
 
 from ..errors import DiskFullError, OutputError, UsageError
-from ..frames import Colour, FrameBatch
-from ..stages.base import StreamSpec
+from ..frames import Colour, FrameBatch, StreamSpec
 from .chunked import CHUNKABLE, ChunkedEncoder
 from .colour import MATRIX, PRIMARIES, TRANSFER, code_of
 from .encoders import EncoderChoice, EncoderOptions, resolve

@@ -46,6 +46,7 @@ from ..frames import FrameBatch
 from ..media.info import MediaInfo
 from ..media.probe import max_pixels_limit, probe
 from ..media.reader import VideoReader
+from ..media.threads import Consumer
 from ..media.writer import VideoWriter, WriterStats, check_target
 from ..paths import write_json
 from ..schedule import crossvideo
@@ -66,7 +67,6 @@ from .pipeline import (
     source_spec,
 )
 from .progress import Progress, Totals
-from .threads import Consumer
 
 log = logging.getLogger(__name__)
 

@@ -27,19 +27,20 @@ import torch
 from .. import __version__
 from ..errors import DeviceOutOfMemoryError, Interrupted, StageError, UsageError, VidpipeError
 from ..frames import FrameBatch
+from ..media.buffers import HostBuffers
 from ..media.info import MediaInfo
 from ..media.probe import max_pixels_limit, probe
 from ..media.reader import ReaderOptions, VideoReader
+from ..media.threads import Consumer
 from ..media.writer import VideoWriter, WriterOptions, WriterStats, check_target
 from ..media.yuv import PlanarBatch, fit, planes_to_rgb, rgb_to_planes
 from ..paths import write_json
+from ..schedule.budget import check_host_memory, host_frame_bytes
 from ..schedule.chain import ScheduleOptions, schedule_block, schedule_chain
 from ..schedule.idempotency import finished, signature_fields
 from ..stages.base import Stage, StreamSpec
-from .buffers import HostBuffers, check_host_memory, host_frame_bytes
 from .device import describe, resolve_device
 from .progress import Progress, ProgressMode
-from .threads import Consumer
 
 log = logging.getLogger(__name__)
 

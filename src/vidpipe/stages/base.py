@@ -8,14 +8,12 @@ None, and `flush` returns what is still held.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from fractions import Fraction
 from typing import Any, Literal, Protocol, runtime_checkable
 
 import torch
 
 from ..errors import UsageError
-from ..frames import FrameBatch
+from ..frames import FrameBatch, StreamSpec
 
 Unit = Literal["frame", "frame_pair", "window"]
 
@@ -37,35 +35,6 @@ def resolve_dtype(name: str, device: torch.device) -> tuple[str, torch.dtype]:
     if device.type == "cpu" and name == "fp16":
         raise UsageError("fp16 is for CUDA devices; use fp32 or bf16 on the CPU")
     return name, DTYPES[name]
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class StreamSpec:
-    """What a stream of batches looks like at one point of the chain.
-
-    `rate` is None while frames keep their source timestamps (1:1 stages; VFR kept); a stage that changes the
-    rate sets an exact constant `rate` and emits pts in `time_base`.
-    """
-
-    width: int
-    height: int
-    time_base: Fraction
-    rate: Fraction | None = None
-    alpha: bool = False
-    bit_depth: int = 8
-    #: the source's average rate, for progress and planning (never used to stamp frames of 1:1 stages)
-    nominal_rate: Fraction | None = None
-    #: exact or estimated frame count expected at this point, if known
-    frames: int | None = None
-    #: (width, height) the writer crops frames back to (set by `pad` with crop_back; size-changing stages scale
-    #: it with the frame)
-    crop_to: tuple[int, int] | None = None
-    #: sample (pixel) aspect ratio: the picture is shown width × sar wide. Scaling both sides alike keeps it;
-    #: a stage that changes the frame's shape sets it so the display aspect stays (or says why not)
-    sar: Fraction = Fraction(1)
-
-    def but(self, **changes: Any) -> StreamSpec:
-        return replace(self, **changes)
 
 
 @runtime_checkable

@@ -8,16 +8,11 @@ producer instead of growing memory.
 
 from __future__ import annotations
 
-import math
 import queue
 import threading
 from collections.abc import Callable
 
 import torch
-
-from ..errors import InputTooLargeError
-from ..schedule.budget import budget, host_memory
-from ..stages.base import StreamSpec
 
 
 class HostBuffers:
@@ -57,33 +52,3 @@ class HostBuffers:
     def put(self, buf: torch.Tensor, event: torch.cuda.Event | None = None) -> None:
         """Give `buf` back; `event`, if given, marks the end of a copy still reading from it."""
         self._free.put((buf, event))
-
-
-def frame_bytes(spec: StreamSpec) -> int:
-    """One frame as the reader and writer hold it on the host: RGB(A), 1 or 2 bytes a channel."""
-    return spec.width * spec.height * (4 if spec.alpha else 3) * (2 if spec.bit_depth > 8 else 1)
-
-
-def host_frame_bytes(
-    source: StreamSpec, output: StreamSpec, *, batch: int, reader_queue: int, encode_queue: int
-) -> int:
-    """Host memory a run's frame queues may hold at once: on each side the queued batches, one being filled and
-    one being worked on; output batches are the output's frame size and, after a rate change, that many times
-    the frames (interpolation to twice the rate gives two frames per input frame)."""
-    per_batch = batch
-    if output.rate is not None and source.nominal_rate:
-        per_batch = batch * max(1, math.ceil(output.rate / source.nominal_rate))
-    return (reader_queue + 2) * batch * frame_bytes(source) + (encode_queue + 2) * per_batch * frame_bytes(output)
-
-
-def check_host_memory(need: int, *, available_mb: int | None = None, what: str = "") -> None:
-    """Refuse a run whose frame buffers (`need` bytes) exceed the RAM the budget leaves (free RAM less the
-    headroom of schedule/budget.py), before anything is decoded: the alternative is an allocation failing
-    mid-run, after minutes of work."""
-    if available_mb is None:
-        available_mb = budget(*host_memory()).effective_mb
-    if need > available_mb * 2**20:
-        raise InputTooLargeError(
-            f"{what}the frame buffers of this run need {need >> 20} MB of RAM but only {available_mb} MB are "
-            "free for them; lower --batch-size, or free memory"
-        )
