@@ -158,10 +158,6 @@ def _random_sr(path: Path) -> Path:
     return save_safetensors(net.state_dict(), path, {META_ARCH: ARCH})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="case 15 fails at db53412: a CUDA error in a stage becomes StageError (exit 8), not DeviceError (exit 5)",
-)
 def test_case15_cuda_error_mid_run_is_a_device_error_and_leaves_nothing(make, tmp_path):
     """A CUDA error is not an out-of-memory error: not retried (it may have poisoned the context), classified as
     a device error (exit 5), and the partial output removed. Injected on the CPU; the GPU test below makes a real
@@ -292,11 +288,6 @@ def test_case29_full_disk_run_exits_4_and_leaves_nothing(busy_clip, tiny_disk, c
     assert list(disk.iterdir()) == []  # no output, no partial file, no manifest
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="case 29 at db53412: `vidpipe run` reports ENOSPC as a plain OutputError ('finishing o.mkv failed: "
-    "[Errno 28] …'), not DiskFullError as jobs do (same exit code 4)",
-)
 def test_case29_full_disk_run_raises_disk_full_error(busy_clip, tiny_disk, tmp_path):
     with pytest.raises(DiskFullError):
         run(busy_clip, tmp_path / "disk" / "o.mkv", [Resize(640, 480)], _ffv1())

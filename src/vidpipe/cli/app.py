@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 
 from .. import __version__
-from ..errors import UsageError, VidpipeError
+from ..errors import DeviceError, UsageError, VidpipeError
 from ..runtime.recipe import PipelineRecipe, trimmed
 from .cuts_cmd import bench_cmd as bench_cuts_cmd
 from .cuts_cmd import detect_cmd as detect_cuts_cmd
@@ -568,3 +568,12 @@ def main(argv: list[str] | None = None) -> None:
         _fail(f"{e.format_message()}{where}", UsageError.exit_code)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    except Exception as e:
+        # a CUDA error that surfaced outside a stage (where the run next synchronised: a transfer, the writer's
+        # wait) is the device's fault, not a bug: one line and the device exit code
+        if "torch" in sys.modules:
+            from ..runtime.device import is_device_fault
+
+            if is_device_fault(e):
+                _fail(f"device error: {e}".splitlines()[0], DeviceError.exit_code)
+        raise

@@ -172,6 +172,13 @@ def _os_error(e: OSError, what: str) -> OutputError:
     return cls(f"{what}: {e.strerror or e}")
 
 
+def _ffmpeg_error(e: av.error.FFmpegError, what: str) -> OutputError:
+    """FFmpeg's write errors are OSErrors with an errno: a full disk is a DiskFullError, as it is in jobs."""
+    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFullError(f"{what}: disk full ({e.strerror or e}); free space or write elsewhere")
+    return OutputError(f"{what}: {e}")
+
+
 def check_target(target: Path, options: WriterOptions = WriterOptions()) -> None:
     """Raise now, before anything is decoded, for an output the writer would refuse or could not write: a
     folder as a file, a PNG sequence into a folder holding anything but its own frames, no extension or one
@@ -425,7 +432,7 @@ class VideoWriter:
                     self._out.mux(self._vs.encode(frame))
                 self.stats.frames += 1
         except av.error.FFmpegError as e:
-            raise OutputError(f"encoding {self.target.name} failed: {e}") from e
+            raise _ffmpeg_error(e, f"encoding {self.target.name} failed") from e
         finally:
             if isinstance(batch, PlanarBatch):  # the encoder has taken (copied) every frame of the buffer
                 batch.done()
@@ -450,7 +457,7 @@ class VideoWriter:
             self._out.close()
         except av.error.FFmpegError as e:
             self.abort()
-            raise OutputError(f"finishing {self.target.name} failed: {e}") from e
+            raise _ffmpeg_error(e, f"finishing {self.target.name} failed") from e
         finally:
             if self._copy is not None:
                 self._copy.close()

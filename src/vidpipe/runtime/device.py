@@ -74,3 +74,14 @@ def describe(device: torch.device) -> str:
         props = torch.cuda.get_device_properties(device)
         return f"{device} ({props.name}, {props.total_memory / 2**30:.1f} GiB)"
     return str(device)
+
+
+def is_device_fault(exc: BaseException) -> bool:
+    """A CUDA error that is not a shortage of memory: an illegal access, a device-side assert, a lost device.
+    It may have poisoned the context, so it is never retried and ends the run as a device error (exit 5)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return False
+    accelerator = getattr(torch, "AcceleratorError", None)  # torch ≥ 2.8 raises this for CUDA errors
+    if accelerator is not None and isinstance(exc, accelerator):
+        return True
+    return isinstance(exc, RuntimeError) and "CUDA error" in str(exc)

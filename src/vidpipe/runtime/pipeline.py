@@ -25,7 +25,7 @@ import av.logging
 import torch
 
 from .. import __version__
-from ..errors import DeviceOutOfMemoryError, Interrupted, StageError, UsageError, VidpipeError
+from ..errors import DeviceError, DeviceOutOfMemoryError, Interrupted, StageError, UsageError, VidpipeError
 from ..frames import FrameBatch
 from ..media.buffers import HostBuffers
 from ..media.info import MediaInfo
@@ -39,7 +39,7 @@ from ..schedule.budget import check_host_memory, host_frame_bytes
 from ..schedule.chain import ScheduleOptions, schedule_block, schedule_chain
 from ..schedule.idempotency import finished, signature_fields
 from ..stages.base import Stage, StreamSpec
-from .device import describe, resolve_device
+from .device import describe, is_device_fault, resolve_device
 from .progress import Progress, ProgressMode
 
 log = logging.getLogger(__name__)
@@ -149,6 +149,8 @@ def _chain(stages: Sequence[Stage], batch: FrameBatch | None, start: int = 0) ->
         except torch.OutOfMemoryError as e:  # a stage run without the scheduler's OOM policy: classified as is
             raise DeviceOutOfMemoryError(f"out of memory in stage {stage.name}: {e}") from e
         except Exception as e:
+            if is_device_fault(e):
+                raise DeviceError(f"stage {stage.name}: {e}".strip()) from e
             raise StageError(f"stage {stage.name} failed: {type(e).__name__}: {e}") from e
     return batch
 
