@@ -115,6 +115,7 @@ def test_conv_kernel_matches_pytorch_layers_in_the_interpreter():
 
 
 @needs_triton
+@pytest.mark.slow  # both networks through Triton's interpreter: over a minute on 2 quiet cores
 @pytest.mark.timeout(600)
 def test_fused_networks_match_the_modules_in_the_interpreter():
     assert "nets ok" in _interpret(_NET_CHECKS)

@@ -80,6 +80,7 @@ _COMPILE = textwrap.dedent(
 
 
 @needs_gluon
+@pytest.mark.slow  # a full Gluon compile for sm_90 in a subprocess: ~20 s on 2 quiet cores
 def test_kernel_compiles_for_hopper_with_the_installed_triton():
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     env.pop("TRITON_INTERPRET", None)
