@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from vidpipe.frames import FrameBatch, from_float, to_float
-from vidpipe.stages.base import StreamSpec
+from vidpipe.stages.base import Stage, StreamSpec
 
 
 def spec(width: int, height: int) -> StreamSpec:
@@ -23,7 +23,7 @@ def frames(n: int, width: int = 32, height: int = 24, *, start: int = 0, seed: i
     return FrameBatch(data=data, pts=[3000 * i for i in idx], time_base=Fraction(1, 90000), index=idx)
 
 
-class ConvStage:
+class ConvStage(Stage):
     """A frame-independent stage with a small seeded conv net: a stand-in for an SR model."""
 
     name = "testconv"

@@ -56,7 +56,6 @@ from ..runtime.device import resolve_device
 from ..runtime.pipeline import RunOptions, TimeWindow, manifest_path, run, source_spec, versions
 from ..runtime.progress import ProgressMode
 from ..stages.base import Stage, StreamSpec
-from ..stages.interpolate import Interpolate
 from . import atomic
 from .keys import local_name_for_key, make_object_key, parse_s3_url, sanitize_component
 from .monitor import MonitorConfig, bucket_check, detect_provider, run_monitor, stop_command_for
@@ -64,7 +63,6 @@ from .result import JobResult, OutputRecord, uploaded_outputs
 from .secrets import RedactingFilter, Redactor, install_log_redaction
 from .segments import (
     FrameIndex,
-    GridRule,
     InputState,
     Segment,
     SegmentRecord,
@@ -123,17 +121,20 @@ def _stop_at_once() -> Iterator[None]:
 
 def whole_file_reason(index: FrameIndex, stages: Sequence[Stage], on_corrupt: str) -> str | None:
     """Why a file must be processed in one segment (None: it can be split at keyframes). Segments start at a
-    seek point, so files whose frames are stamped by their order cannot be split, nor can stages that carry
-    context across frames (interpolation is the exception: its segments end on its output grid)."""
-    temporal = [s.name for s in stages if getattr(s, "context", 0) and not isinstance(s, Interpolate)]
+    seek point, so files whose frames are stamped by their order cannot be split, nor can stages that cannot
+    start mid-stream (`Stage.starts_mid_stream`: context or reach the segments do not feed yet); a stage that
+    counts frames (`Stage.counts_frames`: interpolation's output grid) cannot split a file whose damaged frames
+    may be dropped."""
+    temporal = [s.name for s in stages if not s.starts_mid_stream]
     if index.container == "avi":
         return "AVI stores no presentation times"
     if index.pts_copies:
         return "its pts are copies of its dts (frames are stamped in order, which a seek loses)"
     if temporal:
         return f"stage {temporal[0]} needs context across frames"
-    if on_corrupt == "skip" and any(isinstance(s, Interpolate) for s in stages):
-        return "interpolation counts frames and --on-corrupt skip may drop some"
+    counting = [s.name for s in stages if s.counts_frames]
+    if on_corrupt == "skip" and counting:
+        return f"stage {counting[0]} counts frames and --on-corrupt skip may drop some"
     return None
 
 
@@ -170,7 +171,7 @@ class PausePoints:
             time.sleep(0.02)
 
 
-class _PauseStage:
+class _PauseStage(Stage):
     """A pass-through stage that holds the pipeline at a pause point (tests only; never in a signature)."""
 
     name = "test-pause"
@@ -651,16 +652,16 @@ class JobRunner:
         index = scan_frames(p.local)
         if seconds is None or index.count < 2:
             return plan_segments(index, None)
-        interp = [s for s in p.stages if isinstance(s, Interpolate)]
         why = whole_file_reason(index, p.stages, p.options.reader.on_corrupt)
         if why:
             log.info("%s: processed whole (one segment): %s", p.name, why)
             return plan_segments(index, None)
-        rule = None
-        if interp:
-            stage = interp[0]
-            rule = GridRule(start=index.times[0], rate=stage.src_rate, out_rate=stage.fps)
-        plan = plan_segments(index, seconds, rule)
+        # the set-up stages' boundary rules (interpolation's output grid); one rule is honoured, as before
+        rules = [r for s in p.stages if (r := s.segment_grid(index.times[0])) is not None]
+        if len(rules) > 1:
+            log.info("%s: %d stages place segment boundaries; processed whole (one segment)", p.name, len(rules))
+            return plan_segments(index, None)
+        plan = plan_segments(index, seconds, rules[0] if rules else None)
         log.info("%s: %d segment(s) of about %gs", p.name, len(plan), float(seconds))
         return plan
 

@@ -50,6 +50,7 @@ from ..media.probe import open_input
 from ..media.reader import STAMP_SAMPLE_PACKETS, pts_copy_dts
 from ..media.writer import INTERLEAVE_AHEAD_S, WriterStats, _StreamCopier, partial_path
 from ..paths import sha256_file
+from ..stages.base import GridRule  # where a stage's output grid allows a boundary (re-exported)
 from . import atomic
 
 log = logging.getLogger(__name__)
@@ -111,21 +112,6 @@ def scan_frames(path: Path) -> FrameIndex:
         container=name,
         pts_copies=name != "avi" and pts_copy_dts(reorders, head),
     )
-
-
-@dataclass(frozen=True, slots=True)
-class GridRule:
-    """Where interpolation's output grid allows a boundary: the source is counted from `start` at `rate`,
-    the output is at `out_rate` (None: a multiplier, any frame on the counted grid will do)."""
-
-    start: Fraction
-    rate: Fraction
-    out_rate: Fraction | None
-
-    def allows(self, index: int, time: Fraction) -> bool:
-        if time != self.start + index / self.rate:
-            return False
-        return self.out_rate is None or (index * self.out_rate / self.rate).denominator == 1
 
 
 @dataclass(frozen=True, slots=True)

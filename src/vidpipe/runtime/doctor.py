@@ -121,7 +121,7 @@ def schedule_report(
                 break
             plan = plan_stage(stage, spec, device, options, reader_batch=reader_batch, book=book)
             tile = "" if plan.tile is None else ", whole frames" if not plan.tile else f", tiles of {plan.tile}px"
-            dtype = getattr(stage, "dtype_name", "?")
+            dtype = stage.dtype_name or "?"
             yield f"  {kind} {model} at {w}x{h} ({dtype}): batch {plan.batch_size}{tile} [{plan.source}]"
             for reason in plan.reasons:
                 yield f"      {reason}"

@@ -524,8 +524,8 @@ def _manifest(
         "input": info.summary(),
         "output": out_summary,
         "stages": [s.signature() for s in stages],
-        # what stages found while running (e.g. interpolation's scene cuts); optional `report()` on a stage
-        "stage_reports": {s.name: s.report() for s in stages if callable(getattr(s, "report", None))},
+        # what stages found while running (e.g. interpolation's scene cuts); stages with nothing to say are left out
+        "stage_reports": {s.name: r for s in stages if (r := s.report())},
         "frames_in": reader.stats.frames,
         "frames_out": w.frames,
         "corrupt_skipped": reader.stats.corrupt_skipped,

@@ -7,13 +7,13 @@ user asked for `auto`) and runs under seed 001's OOM policy.
   the batch it sizes): without a row it runs batches as they are read. A stage without a model runs batches as
   read: its memory is the frames themselves.
 - OOM: each stage runs through its own `OomRunner` (3 attempts, 2 s back-off, the last at batch 1, then
-  `DeviceOutOfMemoryError`); the same frames are re-run and nothing leaves the device. A stage with context re-runs
-  only if it can `snapshot()`/`restore()` its state, so held frames and timelines never advance twice; one
-  without those hooks is not retried (its error is classified at once). Upscale's own tile-halving on OOM is
+  `DeviceOutOfMemoryError`); the same frames are re-run and nothing leaves the device. A `stateful` stage re-runs
+  only if it `can_snapshot` (`snapshot()`/`restore()` of its state), so held frames and timelines never advance
+  twice; one that cannot is not retried (its error is classified at once). Upscale's own tile-halving on OOM is
   switched off: two policies nested would make the sequence of batch sizes unpredictable, and its tile is sized
   from the cost row up front instead.
-- Interrupts: the run's stop check (`stages.interrupt`) is called before every stage call, and handed to a stage
-  with the `set_stop_check` hook, which calls it within its own work (between tiles, frames, pairs, layers).
+- Interrupts: the run's stop check (`stages.interrupt`) is called before every stage call, and handed to every
+  stage's `set_stop_check` (a no-op by default), which calls it within its own work (tiles, frames, pairs, layers).
 - Everything decided, and every OOM, is reported for the manifest's `schedule` block.
 """
 
@@ -72,11 +72,6 @@ class StagePlan:
     reasons: tuple[str, ...]
 
 
-def _hook(stage: Stage, name: str) -> Callable[..., Any] | None:
-    fn = getattr(stage, name, None)
-    return fn if callable(fn) else None
-
-
 def plan_stage(
     stage: Stage,
     spec: StreamSpec,
@@ -87,24 +82,23 @@ def plan_stage(
     book: CostBook | None = None,
 ) -> StagePlan:
     """Batch (and tile) of a set-up `stage` fed `spec`; sets the tile on the stage when the scheduler chose it."""
-    tile_now = getattr(stage, "tile", None)
+    tile_now = stage.tile
     if options.batch_size is not None:
         why = f"--batch-size {options.batch_size}: set by the user (no cost row consulted)"
         return StagePlan(
             stage=stage.name, batch_size=options.batch_size, tile=tile_now, source="override", reasons=(why,)
         )
-    dtype = getattr(stage, "dtype_name", None)
+    dtype = stage.dtype_name
     if "model_signature" not in stage.signature() or dtype not in DTYPES:
         why = f"no model: memory is the frames themselves; batches as read ({reader_batch} frames)"
         return StagePlan(stage=stage.name, batch_size=reader_batch, tile=tile_now, source="no model", reasons=(why,))
     cuda = device.type == "cuda"
     probing = options.probe == "always" or (options.probe == "auto" and cuda)
-    tiling_hook, set_tile = _hook(stage, "tiling"), _hook(stage, "set_tile")
-    tiling = tiling_hook() if tiling_hook is not None and set_tile is not None else None
+    tiling = stage.tiling()
 
     def whole_frames(s: Stage) -> None:
         # rows hold whole-frame costs; the tile is derived from them
-        s.set_tile(0)  # type: ignore[attr-defined]
+        s.set_tile(0)
 
     unmeasured = None
     if not cuda:
@@ -129,14 +123,14 @@ def plan_stage(
     tile = tile_now
     if tiling and cfg.row is not None:
         tile = cfg.tile or 0
-        set_tile(tile)  # type: ignore[misc]
+        stage.set_tile(tile)
     elif tiling:
         own = f"{tile_now}px tiles" if tile_now else "whole frames"
         reasons.append(f"tile: {own}, the stage's own choice (no cost row to size it)")
     return StagePlan(stage=stage.name, batch_size=cfg.batch_size, tile=tile, source=cfg.source, reasons=tuple(reasons))
 
 
-class ScheduledStage:
+class ScheduledStage(Stage):
     """A set-up stage with its plan and OOM runner; it is itself a `Stage`, so a chain of them runs as any chain."""
 
     def __init__(
@@ -151,36 +145,31 @@ class ScheduledStage:
     ) -> None:
         self.stage, self.plan, self.device = stage, plan, device
         self.check = check
-        set_check = _hook(stage, "set_stop_check")
-        if set_check is not None:
-            set_check(check)
+        stage.set_stop_check(check)
         self.name, self.context, self.unit = stage.name, stage.context, stage.unit
         self.runner = OomRunner(plan.batch_size, policy=policy or OomPolicy(), sleep=sleep)
-        snapshot, restore = _hook(stage, "snapshot"), _hook(stage, "restore")
-        self._state = (snapshot, restore) if snapshot is not None and restore is not None else None
-        if hasattr(stage, "shrink_tile_on_oom"):
-            stage.shrink_tile_on_oom = False  # type: ignore[attr-defined]
+        stage.shrink_tile_on_oom = False
 
     def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
         return self.stage.setup(device, spec)
 
     def process(self, batch: FrameBatch) -> FrameBatch | None:
         self.check()
-        if self.context == 0:
+        if not self.stage.stateful:
             return self.runner.run(batch, self.stage.process)  # type: ignore[arg-type]
-        if self._state is not None:
-            return self.runner.run_stateful(batch, self.stage.process, *self._state)
+        if self.stage.can_snapshot:
+            return self.runner.run_stateful(batch, self.stage.process, self.stage.snapshot, self.stage.restore)
         return self._once(lambda: self.stage.process(batch), batch.device)
 
     def flush(self) -> FrameBatch | None:
         self.check()
-        if self._state is None:
+        if not self.stage.can_snapshot:
             return self._once(self.stage.flush, self.device)
-        return self.runner.call(self.stage.flush, self.device, *self._state)
+        return self.runner.call(self.stage.flush, self.device, self.stage.snapshot, self.stage.restore)
 
     def _once(self, fn: Callable[[], FrameBatch | None], device: torch.device) -> FrameBatch | None:
-        """A stage with context and no snapshot hooks: re-running it would advance its state twice, so an OOM is
-        not retried but classified at once."""
+        """A stateful stage that cannot snapshot (`Stage.can_snapshot` False): re-running it would advance its
+        state twice, so an OOM is not retried but classified at once."""
         try:
             return fn()
         except Exception as e:
@@ -200,7 +189,7 @@ class ScheduledStage:
             "stage": self.name,
             "batch_size": self.plan.batch_size,
             "batch_size_at_end": self.runner.size,
-            "tile": getattr(self.stage, "tile", self.plan.tile),
+            "tile": self.stage.tile,
             "source": self.plan.source,
             "reasons": list(self.plan.reasons),
             "oom_events": [asdict(e) for e in self.runner.events],

@@ -114,11 +114,9 @@ def signature_hash(signature: dict[str, Any]) -> str:
 
 
 def cost_signature(stage: Stage) -> str:
-    """The `model_signature` a cost row of a set-up stage is keyed by: the hash of its optional
-    `cost_signature()` (a signature without what the scheduler derives from the row, such as the tile), else of
-    its `signature()`."""
-    hook = getattr(stage, "cost_signature", None)
-    return signature_hash(hook() if callable(hook) else stage.signature())
+    """The `model_signature` a cost row of a set-up stage is keyed by: the hash of its `cost_signature()` (its
+    signature without what the scheduler derives from the row, such as the tile; `signature()` by default)."""
+    return signature_hash(stage.cost_signature())
 
 
 def device_name(device: torch.device) -> str:

@@ -44,7 +44,7 @@ from ..frames import Colour, FrameBatch, from_float, max_value
 from ..metrics import ssim_per_frame
 from ..models.archs.ifnet import VALID_SCALES, IFNetBase
 from ..models.loading import LoadedModel, load_model_info
-from .base import StreamSpec, check_dtype, resolve_dtype
+from .base import GridRule, Reach, Stage, StreamSpec, check_dtype, resolve_dtype
 from .interrupt import StopCheck, layer_checks, never
 from .timeline import PlannedFrame, Planner, bisection_schedule
 
@@ -127,10 +127,14 @@ def cut_scores(a: torch.Tensor, b: torch.Tensor) -> list[float]:
     return [float(x) for x in (1 - ssim_per_frame(a, b)).clamp(0.0, 1.0).cpu()]
 
 
-class Interpolate:
+class Interpolate(Stage):
     name = "interpolate"
     context = 1
     unit = "frame_pair"
+    #: its held frame, timeline and counters are restored by `snapshot`/`restore`, so an OOM re-runs a batch
+    can_snapshot = True
+    #: output times count source frames from the first (`segment_grid`): a dropped frame moves all later ones
+    counts_frames = True
 
     def __init__(
         self,
@@ -476,6 +480,25 @@ class Interpolate:
             "max_time_drift_s": round(float(self._max_drift), 6),
         }
 
+    # -- segments (jobs): boundaries only on the whole run's output grid --
+    @property
+    def reach(self) -> Reach:
+        """The frame after its last output's source frame (a segment's window reads one frame past its end)."""
+        return Reach(after=1)
+
+    @property
+    def starts_mid_stream(self) -> bool:
+        """A segment that starts on `segment_grid` writes the frames of a whole run: the output frame at its
+        start is a source frame, passed through, and every later time is counted from it."""
+        return True
+
+    def segment_grid(self, start: Fraction) -> GridRule:
+        """Source frames counted from `start` at the incoming rate, output at `--fps` (None with `--multi`: any
+        counted frame lies on the grid). Needs `setup()`, which reads the incoming rate."""
+        if not self.src_rate:
+            raise StageError("interpolate: segment_grid() before setup()")
+        return GridRule(start=start, rate=self.src_rate, out_rate=self.fps)
+
     # -- scheduler hooks (vidpipe.schedule.chain) --
     def snapshot(self) -> dict[str, Any]:
         """The stream state, so that a batch that failed half-way (out of memory) can be undone and re-run:
@@ -483,7 +506,7 @@ class Interpolate:
         tensors shared: they are replaced, never written in place, so a snapshot costs no device memory."""
         return _copied({k: getattr(self, k) for k in _STREAM_STATE})
 
-    def restore(self, state: dict[str, Any]) -> None:
+    def restore(self, state: dict[str, Any]) -> None:  # type: ignore[override]
         """Back to a `snapshot()`; the snapshot stays valid for another restore."""
         for k, v in _copied(state).items():
             setattr(self, k, v)

@@ -10,14 +10,14 @@ import torch.nn.functional as F
 
 from ..errors import UsageError
 from ..frames import FrameBatch
-from .base import StreamSpec
+from .base import Stage, StreamSpec
 
 
 def padded(n: int, multiple: int) -> int:
     return -(-n // multiple) * multiple
 
 
-class Pad:
+class Pad(Stage):
     name = "pad"
     context = 0
     unit = "frame"

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from ..errors import UsageError
 from ..frames import FrameBatch, from_float, to_float
-from .base import StreamSpec
+from .base import Stage, StreamSpec
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ def _even(x: float) -> int:
     return max(2, round(x / 2) * 2)
 
 
-class Resize:
+class Resize(Stage):
     name = "resize"
     context = 0
     unit = "frame"

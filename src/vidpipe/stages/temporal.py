@@ -23,14 +23,14 @@ special-case a stage.
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from abc import abstractmethod
 from typing import Literal
 
 import torch
 
-from ..errors import UsageError
+from ..errors import StageError, UsageError
 from ..frames import FrameBatch
+from .base import Reach, Stage
 
 #: a recurrent stage's carried state: tensors on the stage's device (None: start afresh)
 State = tuple[torch.Tensor, ...]
@@ -39,23 +39,15 @@ State = tuple[torch.Tensor, ...]
 Seam = Literal["pick", "crossfade"]
 
 
-@dataclass(frozen=True, slots=True)
-class Reach:
-    """Frames a stage needs around the frames it outputs: `before` the first one and `after` the last one."""
+class _EngineDriven(Stage):
+    """A temporal stage is a `Stage` whose process/flush the engine's runners provide (`schedule.temporal`): it
+    declares its shape instead, and is never called batch by batch directly."""
 
-    before: int = 0
-    after: int = 0
-
-    def __post_init__(self) -> None:
-        if self.before < 0 or self.after < 0:
-            raise UsageError(f"a stage's reach must be ≥ 0 frames on each side, got {self.before}/{self.after}")
-
-    def __add__(self, other: Reach) -> Reach:
-        """Two stages in a chain: the first one's reach is needed around everything the second one needs."""
-        return Reach(self.before + other.before, self.after + other.after)
+    def process(self, batch: FrameBatch) -> FrameBatch | None:
+        raise StageError(f"stage {self.name} runs through the temporal engine (vidpipe.schedule.temporal)")
 
 
-class RecurrentStage(ABC):
+class RecurrentStage(_EngineDriven):
     """A stage that carries state from frame to frame (see the module docstring)."""
 
     name: str = "recurrent"
@@ -74,7 +66,7 @@ class RecurrentStage(ABC):
         Must not modify `state`'s tensors in place."""
 
 
-class WindowedStage(ABC):
+class WindowedStage(_EngineDriven):
     """A stage that computes a window of frames at once (see the module docstring)."""
 
     name: str = "windowed"

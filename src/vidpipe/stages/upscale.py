@@ -29,7 +29,7 @@ from ..errors import DeviceOutOfMemoryError, ModelError, UsageError
 from ..frames import FrameBatch, from_float, to_float
 from ..models.graphs import Graphed
 from ..models.loading import LoadedModel, load_model_info
-from .base import StreamSpec, check_dtype, resolve_dtype
+from .base import Stage, StreamSpec, check_dtype, resolve_dtype
 from .interrupt import StopCheck, layer_checks, never
 
 log = logging.getLogger(__name__)
@@ -65,7 +65,7 @@ def _ramp(length: int, start: int, end: int, lo: int, hi: int, band: int) -> tor
     return w
 
 
-class Upscale:
+class Upscale(Stage):
     name = "upscale"
     context = 0
     unit = "frame"

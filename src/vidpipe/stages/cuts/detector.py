@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from ...errors import UsageError
 from ...frames import FrameBatch
 from ...media.yuv import PlanarBatch
-from ..base import StreamSpec
+from ..base import Stage, StreamSpec
 from . import features as ft
 from .events import KINDS, Event, Kind
 from .flow_reuse import FlowReuse
@@ -206,7 +206,7 @@ class CutStats:
     frame_indices: list[int] = field(default_factory=list)
 
 
-class CutDetector:
+class CutDetector(Stage):
     """Analysis stage: frames pass through unchanged; `events` fills in; `flush()` finishes the last ones."""
 
     name = "cuts"

@@ -19,6 +19,7 @@ from .events import Event
 
 class EventStage(Protocol):
     events: list[Event]
+    planar_input: bool
 
     def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec: ...
 
@@ -64,7 +65,7 @@ def run_detector(
     w, h = v.display_size
     dev = device or torch.device("cpu")
     stage.setup(dev, StreamSpec(width=w, height=h, time_base=v.time_base, nominal_rate=v.rate, frames=v.frames))
-    planar = dev.type == "cpu" and getattr(stage, "planar_input", False)
+    planar = dev.type == "cpu" and stage.planar_input
     t0 = time.perf_counter()
     n = 0
     opts = ReaderOptions(batch_size=batch_size, keep_alpha=False, planar=planar, on_corrupt=on_corrupt)

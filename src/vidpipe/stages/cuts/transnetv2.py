@@ -18,7 +18,7 @@ import torch
 
 from ...frames import FrameBatch
 from ...models.archs.transnetv2 import INPUT_SIZE, WHEEL, TransNetV2, load
-from ..base import StreamSpec
+from ..base import Stage, StreamSpec
 from .events import Event
 
 __all__ = ["INPUT_SIZE", "WHEEL", "TransNetV2", "TransNetV2Detector", "load", "windows"]
@@ -57,7 +57,7 @@ class _Run:
     score: float
 
 
-class TransNetV2Detector:
+class TransNetV2Detector(Stage):
     """Streaming TransNetV2: frames are shrunk to 48×27 as they arrive (3.9 kB each) and only those a pending
     window still needs are kept; `batch_windows` windows run as one batch (on the GPU when given one)."""
 
