@@ -33,7 +33,7 @@ from ..media.synth import ClipSpec, cached_clip
 from ..media.writer import VideoWriter, WriterOptions
 from ..media.yuv import PlanarBatch
 from ..runtime.device import describe
-from ..runtime.pipeline import RunOptions, Transfer, _chain, _flush, run, source_spec
+from ..runtime.pipeline import RunOptions, Transfer, flush_chain, run, run_chain, source_spec
 from ..schedule.budget import memory_budget
 from ..stages.base import Stage, StreamSpec
 
@@ -184,13 +184,13 @@ def measure(
     done = 0
     with torch.inference_mode():
         for b in on_dev:
-            out = _chain(stages, b)
+            out = run_chain(stages, b)
             if out is not None and len(out):
                 outputs.append(_own(out_tr.download(out)))
                 done += len(out)
                 _sync(device)
                 marks.append((time.perf_counter(), done))
-        for out in _flush(stages):
+        for out in flush_chain(stages):
             outputs.append(_own(out_tr.download(out)))
             done += len(out)
         _sync(device)

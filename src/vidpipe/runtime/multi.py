@@ -59,11 +59,11 @@ from .pipeline import (
     FFmpegLog,
     RunOptions,
     StopRequest,
-    _chain,
-    _flush,
-    _manifest,
+    build_manifest,
     check_frame_memory,
+    flush_chain,
     manifest_path,
+    run_chain,
     source_spec,
 )
 from .progress import Progress, Totals
@@ -395,19 +395,21 @@ class MultiRunner:
             # pts and index are placeholders: a frame-independent stage reads pixels only (and the colour, which
             # is part of the key, so one micro-batch has one)
             one = members[current[0].parts[0].video]
-            y = _chain([stage], FrameBatch(data=x, pts=list(range(len(x))), time_base=one.time_base, colour=one.colour))
+            y = run_chain(
+                [stage], FrameBatch(data=x, pts=list(range(len(x))), time_base=one.time_base, colour=one.colour)
+            )
             assert y is not None  # a frame-independent stage returns every frame
             return y.data
 
         return crossvideo.run(members, keys, run, stage.runner.size, max_videos=self.max_videos, record=record)
 
     def _finish(self, v: _Video, ffmpeg_warnings: list[str]) -> VideoResult:
-        for out in _flush(v.suffix):
+        for out in flush_chain(v.suffix):
             v.sink.put(out.with_data(out.data.cpu()))
         wstats = v.sink.finish()
         v.reader.close()
         wall = time.monotonic() - v.t0
-        manifest = _manifest(v.info, v.job.output, v.used, v.reader, wstats, self.device, wall, ffmpeg_warnings)
+        manifest = build_manifest(v.info, v.job.output, v.used, v.reader, wstats, self.device, wall, ffmpeg_warnings)
         manifest.update(v.signed)
         cross = [self._groups[(i, _picture(v.specs[i]))].scheduled for i in range(self.n_cross)]
         sched = self.options.schedule
@@ -516,7 +518,7 @@ class MultiRunner:
         for vid, b in batches.items():
             v = videos[vid]
             try:
-                out = _chain(v.suffix, b)
+                out = run_chain(v.suffix, b)
                 if out is not None and len(out):
                     v.sink.put(out.with_data(out.data.cpu()))
             except (StageError, OutputError) as e:

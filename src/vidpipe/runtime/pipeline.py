@@ -138,7 +138,10 @@ def check_frame_memory(src: Path, source: StreamSpec, output: StreamSpec, option
     check_host_memory(need, what=f"{src}: {source.width}x{source.height} → {output.width}x{output.height}: ")
 
 
-def _chain(stages: Sequence[Stage], batch: FrameBatch | None, start: int = 0) -> FrameBatch | None:
+def run_chain(stages: Sequence[Stage], batch: FrameBatch | None, start: int = 0) -> FrameBatch | None:
+    """`batch` through `stages[start:]` in order (None once a stage holds everything back). A stage's failure is
+    classified here: OOM as DeviceOutOfMemoryError, a device fault as DeviceError, anything else as StageError.
+    Shared by `run` and `runtime.multi`."""
     for stage in stages[start:]:
         if batch is None:
             return None
@@ -155,10 +158,10 @@ def _chain(stages: Sequence[Stage], batch: FrameBatch | None, start: int = 0) ->
     return batch
 
 
-def _flush(stages: Sequence[Stage]) -> Iterator[FrameBatch]:
+def flush_chain(stages: Sequence[Stage]) -> Iterator[FrameBatch]:
     """End of stream: each stage's held frames go through the stages after it, then those flush in turn."""
     for i, stage in enumerate(stages):
-        out = _chain(stages, stage.flush(), start=i + 1)
+        out = run_chain(stages, stage.flush(), start=i + 1)
         if out is not None and len(out):
             yield out
 
@@ -418,7 +421,7 @@ def run(
             with torch.inference_mode():
                 for batch in reader:
                     stop.check()
-                    out = _chain(chain, transfer.upload(batch))
+                    out = run_chain(chain, transfer.upload(batch))
                     if options.window is not None:
                         out = options.window.select(out)
                     out = cap.take(out)
@@ -426,7 +429,7 @@ def run(
                         sink.put(transfer.download(out))
                     if cap.full:  # --frames N written: nothing later is wanted, not even the stages' held frames
                         break
-                for out in _flush(chain) if not cap.full else ():
+                for out in flush_chain(chain) if not cap.full else ():
                     stop.check()
                     if options.window is not None and (out := options.window.select(out)) is None:
                         continue
@@ -445,7 +448,7 @@ def run(
                 writer.abort()
             progress.finish(ok)
     wall = time.monotonic() - t0
-    manifest = _manifest(info, dst, stages, reader, wstats, device, wall, ffmpeg_log.messages)
+    manifest = build_manifest(info, dst, stages, reader, wstats, device, wall, ffmpeg_log.messages)
     manifest["colour_conversion"] = transfer.describe()
     manifest.update(signed)
     manifest["schedule"] = schedule_block(chain, device, options.schedule, options.reader.batch_size)
@@ -505,7 +508,7 @@ def manifest_path(output: Path) -> Path:
     return output.with_name(output.name + ".json")
 
 
-def _manifest(
+def build_manifest(
     info: MediaInfo,
     dst: Path,
     stages: Sequence[Stage],
@@ -515,6 +518,8 @@ def _manifest(
     wall: float,
     ffmpeg_warnings: list[str],
 ) -> dict[str, Any]:
+    """The run manifest (`OUTPUT.json`) of one video: input, output as probed, the stages' signatures and
+    reports, reader and writer counts, warnings, device and versions. Shared by `run` and `runtime.multi`."""
     try:
         out_summary: dict[str, Any] = probe(dst).summary() if not dst.is_dir() else {"path": str(dst)}
     except VidpipeError as e:  # the manifest still records the run; the output problem is stated
