@@ -92,10 +92,14 @@ def _write_spec(tmp: Path, clip: Path, *, output: dict | None = None, **top: Any
     return path
 
 
+#: `vidpipe` with the crash tests' pause points installed (VIDPIPE_TEST_PAUSE_AT; production code has none)
+PAUSE_ENTRY = Path(__file__).with_name("pause_entry.py")
+
+
 def _start(spec: Path, env: dict, log: Path, *args: str) -> subprocess.Popen[bytes]:
     with open(log, "ab") as f:
         return subprocess.Popen(
-            [sys.executable, "-m", "vidpipe", "job", "run", str(spec), *args], stdout=f, stderr=f, env=env
+            [sys.executable, str(PAUSE_ENTRY), "job", "run", str(spec), *args], stdout=f, stderr=f, env=env
         )
 
 

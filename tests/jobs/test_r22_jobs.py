@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+from pause_entry import PausePoints, install
 from typer.testing import CliRunner
 
 from vidpipe.cli.monitor_cmd import app as monitor_app
@@ -152,13 +153,14 @@ def test_names_that_still_collide_are_refused_before_any_work(make, s3_server, b
     assert not (tmp_path / "SENTINEL").exists()
 
 
-def test_final_check_sees_an_object_replaced_after_its_upload(make, s3_server, bucket, tmp_path):
+def test_final_check_sees_an_object_replaced_after_its_upload(make, s3_server, bucket, tmp_path, monkeypatch):
     a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
     shutil.copyfile(_clip(make, 5), a)
     shutil.copyfile(_clip(make, 6), b)
     barrier = tmp_path / "barrier"
     barrier.mkdir()
     env = _env(s3_server, bucket, VIDPIPE_TEST_PAUSE_AT="uploaded", VIDPIPE_TEST_BARRIER_DIR=str(barrier))
+    install(PausePoints(env), monkeypatch.setattr)  # the test's pause point (tests/jobs/pause_entry.py)
     spec = load_spec(_spec(tmp_path, [str(a), str(b)]), env=env)
     replaced: list[str] = []
 

@@ -1,5 +1,6 @@
-"""Run a job: for each input, download (s3://), process in checkpointed segments, join, upload and verify,
-then the result JSON and, only when every upload is verified, the sentinel; optionally stop the instance.
+"""Run a job: for each input, download (s3://), process in checkpointed segments (:mod:`vidpipe.jobs.driver`),
+join, upload and verify, then the result JSON and, only when every upload is verified, the sentinel; optionally
+stop the instance.
 
 Before the first frame: the inputs' output names are made unique (inputs that would share one get a tag from
 their path, `paths.unique_names`; a name still shared is a UsageError) and, with uploads on, the store is tried
@@ -20,16 +21,15 @@ Crash safety, step by step (the state of an input is in ``<work_dir>/state/<stem
   anywhere else the job stops at once. The result JSON is written (status failed) and the process exits
   128+signal, with no sentinel.
 
-Disk: before the segments of an input start, the space they and the joined output will need is estimated from
-the output size, frame count and encoder; a disk with less than half of that free is refused with
-:class:`~vidpipe.errors.DiskFullError` (too little for sure; estimates of compressed sizes are rough). A disk
-that fills up anyway (ENOSPC, EDQUOT) anywhere in the job is reported as DiskFullError as well; temp files are
-removed and finished segments kept for the next run.
+Disk (:mod:`vidpipe.jobs.disk`): before the segments of an input start, the space they and the joined output
+will need is estimated from the output size, frame count and encoder; a disk with less than half of that free is
+refused with :class:`~vidpipe.errors.DiskFullError` (too little for sure; estimates of compressed sizes are
+rough). A disk that fills up anyway (ENOSPC, EDQUOT) anywhere in the job is reported as DiskFullError as well;
+temp files are removed and finished segments kept for the next run.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -39,40 +39,26 @@ import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-import torch
-
-from .. import __version__, paths
-from ..errors import DiskFullError, Interrupted, StorageError, VidpipeError
-from ..frames import FrameBatch
-from ..media.encoders import EncoderChoice, resolve
-from ..media.info import MediaInfo
+from .. import paths
+from ..errors import Interrupted, StorageError, VidpipeError
+from ..media.encoders import resolve
 from ..media.probe import probe
 from ..media.writer import partial_path
 from ..runtime.device import resolve_device
-from ..runtime.pipeline import RunOptions, TimeWindow, manifest_path, run, source_spec, versions
+from ..runtime.pipeline import source_spec, versions
 from ..runtime.progress import ProgressMode
-from ..stages.base import Stage, StreamSpec
 from . import atomic
+from .disk import check_free_space, disk_full, estimate_output_bytes
+from .driver import Prepared, SegmentDriver, whole_file_reason
 from .keys import local_name_for_key, make_object_key, parse_s3_url, sanitize_component
 from .monitor import MonitorConfig, bucket_check, detect_provider, run_monitor, stop_command_for
 from .result import JobResult, OutputRecord, uploaded_outputs
 from .secrets import RedactingFilter, Redactor, install_log_redaction
-from .segments import (
-    FrameIndex,
-    InputState,
-    Segment,
-    SegmentRecord,
-    checkpoint_key,
-    file_sha256,
-    fsync_file,
-    join_segments,
-    plan_segments,
-    scan_frames,
-)
+from .segments import InputState, checkpoint_key, file_sha256
 from .spec import JobSpec
 from .storage import S3Settings, S3Storage, UploadReceipt, file_digest
 
@@ -80,13 +66,6 @@ log = logging.getLogger(__name__)
 
 #: file suffixes a directory input contributes (one list for `run` and `job run`)
 VIDEO_SUFFIXES: Final = paths.VIDEO_SUFFIXES
-#: refuse to start when less than this fraction of the estimated need is free: the estimate of a compressed
-#: size is rough (content decides), but below half of it the job cannot finish
-REFUSE_BELOW: Final = 0.5
-#: output bytes per pixel of a frame, by encoder, roughly at their default settings: lossy CRF encoders about
-#: 0.4 bit/pixel (generous: 1080p H.264 at CRF 18 is often 0.1-0.2), ProRes 422 HQ 0.44 (220 Mbit/s at
-#: 1080p30), lossless 4:2:0 codecs about half of the raw 1.5 bytes, PNG about half of raw RGB
-BYTES_PER_PIXEL: Final = {"lossy": 0.05, "prores": 0.5, "lossless": 0.75, "png": 1.5}
 #: seconds between the monitor's looks at the result JSON when --auto-stop runs it after the job
 STOP_POLL_S: Final = 1.0
 
@@ -119,85 +98,7 @@ def _stop_at_once() -> Iterator[None]:
             signal.signal(s, h)
 
 
-def whole_file_reason(index: FrameIndex, stages: Sequence[Stage], on_corrupt: str) -> str | None:
-    """Why a file must be processed in one segment (None: it can be split at keyframes). Segments start at a
-    seek point, so files whose frames are stamped by their order cannot be split, nor can stages that cannot
-    start mid-stream (`Stage.starts_mid_stream`: context or reach the segments do not feed yet); a stage that
-    counts frames (`Stage.counts_frames`: interpolation's output grid) cannot split a file whose damaged frames
-    may be dropped."""
-    temporal = [s.name for s in stages if not s.starts_mid_stream]
-    if index.container == "avi":
-        return "AVI stores no presentation times"
-    if index.pts_copies:
-        return "its pts are copies of its dts (frames are stamped in order, which a seek loses)"
-    if temporal:
-        return f"stage {temporal[0]} needs context across frames"
-    counting = [s.name for s in stages if s.counts_frames]
-    if on_corrupt == "skip" and counting:
-        return f"stage {counting[0]} counts frames and --on-corrupt skip may drop some"
-    return None
-
-
-# -- test hooks --------------------------------------------------------------------------------------------
-
-
-class PausePoints:
-    """Deterministic crash points for the tests: with ``VIDPIPE_TEST_PAUSE_AT=<point>`` and
-    ``VIDPIPE_TEST_BARRIER_DIR=<dir>``, the job writes ``<dir>/<point>.reached`` on reaching the point and waits
-    there until ``<dir>/<point>.go`` exists (the test kills it meanwhile). Points: ``segment:N`` (inside
-    segment N, after its first batch), ``segment-done:N`` (segment N checkpointed), ``join`` (after the first
-    segment's packets are in the joined file), ``upload`` (key recorded, before uploading), ``uploaded``
-    (verified, before the result JSON and sentinel). N counts from 1."""
-
-    #: a forgotten barrier must not hold a job for ever
-    MAX_WAIT_S: Final = 300.0
-
-    def __init__(self, env: Mapping[str, str]) -> None:
-        self.point = env.get("VIDPIPE_TEST_PAUSE_AT") or None
-        directory = env.get("VIDPIPE_TEST_BARRIER_DIR")
-        self.dir = Path(directory) if directory else None
-
-    def wants(self, point: str) -> bool:
-        return self.point == point and self.dir is not None
-
-    def reach(self, point: str) -> None:
-        if not self.wants(point):
-            return
-        assert self.dir is not None
-        name = point.replace(":", "-")
-        atomic.write_bytes(self.dir / f"{name}.reached", str(os.getpid()).encode())
-        deadline = time.monotonic() + self.MAX_WAIT_S
-        while not (self.dir / f"{name}.go").exists() and time.monotonic() < deadline:
-            time.sleep(0.02)
-
-
-class _PauseStage(Stage):
-    """A pass-through stage that holds the pipeline at a pause point (tests only; never in a signature)."""
-
-    name = "test-pause"
-    context = 0
-    unit = "frame"
-
-    def __init__(self, points: PausePoints, point: str) -> None:
-        self.points, self.point, self.fired = points, point, False
-
-    def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
-        return spec
-
-    def process(self, batch: FrameBatch) -> FrameBatch | None:
-        if not self.fired:
-            self.fired = True
-            self.points.reach(self.point)
-        return batch
-
-    def flush(self) -> FrameBatch | None:
-        return None
-
-    def signature(self) -> dict[str, Any]:
-        return {"stage": self.name}
-
-
-# -- inputs and disk ---------------------------------------------------------------------------------------
+# -- inputs ---------------------------------------------------------------------------------------
 
 
 def expand_inputs(patterns: Sequence[str]) -> list[str]:
@@ -206,68 +107,6 @@ def expand_inputs(patterns: Sequence[str]) -> list[str]:
     once, in order. A glob or directory that yields nothing is an error naming it; a missing file is passed on,
     to fail with its own input. One expansion for `run` and `job run`: `paths.expand_inputs`."""
     return paths.expand_inputs(patterns, missing="keep")
-
-
-def disk_full(exc: BaseException) -> DiskFullError | None:
-    """The DiskFullError for `exc` if anything in its chain is ENOSPC/EDQUOT (the writer and the storage
-    module wrap OS errors in their own), else None."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        seen.add(id(e))
-        if isinstance(e, DiskFullError):
-            return e
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            where = f" ({e.filename})" if e.filename else ""
-            return DiskFullError(f"disk full{where}: free space or use a larger disk, then run the job again to resume")
-        e = e.__cause__ or e.__context__
-    return None
-
-
-def _existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
-def estimate_output_bytes(spec: StreamSpec, info: MediaInfo, choice: EncoderChoice, lossless: bool) -> int:
-    w, h = spec.crop_to or (spec.width, spec.height)
-    frames = spec.frames
-    if frames is None:
-        rate = spec.rate or spec.nominal_rate or info.video.rate
-        frames = round((info.duration or 0) * rate)
-    if choice.preset == "png":
-        kind = "png"
-    elif choice.preset == "prores":
-        kind = "prores"
-    elif lossless or choice.preset == "ffv1":
-        kind = "lossless"
-    else:
-        kind = "lossy"
-    return int(frames * w * h * BYTES_PER_PIXEL[kind])
-
-
-def check_free_space(needs: Mapping[Path, int], what: str) -> None:
-    """Refuse (DiskFullError) when a file system has clearly too little free space for `needs` (bytes per
-    directory; directories on one file system add up); warn when it is merely tight."""
-    by_dev: dict[int, tuple[Path, int]] = {}
-    for path, need in needs.items():
-        where = _existing(path)
-        dev = where.stat().st_dev
-        prev = by_dev.get(dev)
-        by_dev[dev] = (prev[0] if prev else where, (prev[1] if prev else 0) + need)
-    for where, need in by_dev.values():
-        free = shutil.disk_usage(where).free
-        gb = 1e9
-        if free < need * REFUSE_BELOW:
-            raise DiskFullError(
-                f"not enough disk space for {what}: about {need / gb:.2f} GB needed on the disk of {where}, "
-                f"{free / gb:.2f} GB free; free space, use a larger disk or point work_dir/output.dir elsewhere"
-            )
-        if free < need:
-            log.warning(
-                "disk space is tight for %s: ~%.2f GB needed, %.2f GB free on %s", what, need / gb, free / gb, where
-            )
 
 
 # -- the runner --------------------------------------------------------------------------------------------
@@ -280,22 +119,6 @@ class JobOutcome:
     sentinel: bool
     outputs: list[Path] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
-
-
-@dataclass(kw_only=True)
-class _Prepared:
-    """One input, set up: its stages on the device, what comes out, and its checkpoint."""
-
-    name: str
-    local: Path
-    info: MediaInfo
-    stages: list[Stage]
-    out_spec: StreamSpec
-    options: RunOptions
-    choice: EncoderChoice
-    state: InputState
-    suffix: str
-    final: Path
 
 
 class _Stems(NamedTuple):
@@ -320,7 +143,6 @@ class JobRunner:
         self.spec = spec
         self.env = dict(os.environ if env is None else env)
         self.progress = progress
-        self.points = PausePoints(self.env)
         self._storage = storage
         self._downloads: dict[str, S3Storage] = {}
         settings = self._settings() if spec.upload.enabled and storage is None else None
@@ -328,6 +150,9 @@ class JobRunner:
         if storage is not None:
             secrets = storage.settings.secret_values()
         self.redactor = Redactor.from_env(self.env).with_secrets(secrets)
+        self.driver = SegmentDriver(
+            segment_seconds=spec.segment_seconds, mode=spec.mode, redactor=self.redactor, reached=self.reached
+        )
         # the client is made by the pre-flight, where a malformed endpoint or region is reported like any store error
         self._upload_settings = settings
         self.stop_command = self._stop_command() if spec.auto_stop.enabled else None
@@ -357,6 +182,13 @@ class JobRunner:
     def storage(self) -> S3Storage:
         assert self._storage is not None, "uploads are off"
         return self._storage
+
+    def reached(self, point: str) -> None:
+        """A named step of the job is behind it: `segment-done:N` (segment N checkpointed), `join` (the first
+        segment's packets joined), `upload` (key recorded, upload next), `uploaded` (every input done, result and
+        sentinel next). Does nothing: an observer's extension point (the crash tests hold the job here to kill
+        it at a known step, tests/jobs/pause_entry.py)."""
+        return None
 
     # -- job --
     def run(self) -> JobOutcome:
@@ -425,7 +257,7 @@ class JobRunner:
                 result.add_timing(name, "total", time.monotonic() - started)
                 result.succeed_input(name)
                 outcome.outputs.append(final)
-            self.points.reach("uploaded")
+            self.reached("uploaded")
             if up.enabled:
                 self._check_bucket(result, outcome)
         except VidpipeError as e:
@@ -515,9 +347,9 @@ class JobRunner:
         p = self._prepare(name)
         state = p.state
         joined = state.joined
-        if not (joined and self._intact(p.final, joined)):
-            result.add_timing(name, "segments", self._segments(p))
-            self._join(p)
+        if not (joined and self.driver.intact(p.final, joined)):
+            result.add_timing(name, "segments", self.driver.run_segments(p))
+            self.driver.join(p)
         if self.spec.upload.enabled:
             self._upload(p, result)
         else:
@@ -530,7 +362,7 @@ class JobRunner:
             )
         return p.final
 
-    def _prepare(self, name: str) -> _Prepared:
+    def _prepare(self, name: str) -> Prepared:
         spec = self.spec
         local = self._localise(name)
         info = probe(local)
@@ -570,7 +402,7 @@ class JobRunner:
         final = spec.output_dir / f"{stem}_{spec.mode}{suffix}"
         self._current = [partial_path(final), directory]
         self._clean_temp(final, directory)
-        return _Prepared(
+        return Prepared(
             name=name,
             local=local,
             info=info,
@@ -624,118 +456,7 @@ class JobRunner:
         atomic.write_json(sidecar, source)
         return dest
 
-    def _segments(self, p: _Prepared) -> float:
-        """Run the segments not done yet; seconds they took."""
-        state = p.state
-        if not state.plan:
-            state.plan = self._plan(p)
-            state.save()
-        suffix = p.suffix
-        todo = [seg for seg in state.plan if not state.verified_done(seg, suffix)]
-        if todo:
-            total = p.info.video.frames or sum(s.frames for s in state.plan) or 1
-            left = sum(s.frames for s in todo) / total
-            est = estimate_output_bytes(p.out_spec, p.info, p.choice, p.options.writer.encoder.lossless)
-            check_free_space(
-                {state.directory: int(est * left), p.final.parent: est}, f"{p.name} (~{est / 1e6:.0f} MB output)"
-            )
-        n = len(state.plan)
-        for seg in state.plan:
-            if seg not in todo:
-                log.info("%s: segment %d/%d already done", p.name, seg.index + 1, n)
-                continue
-            self._segment(p, seg, n)
-        return sum(state.done[seg.index].seconds for seg in todo)
-
-    def _plan(self, p: _Prepared) -> list[Segment]:
-        seconds = self.spec.segment_seconds
-        index = scan_frames(p.local)
-        if seconds is None or index.count < 2:
-            return plan_segments(index, None)
-        why = whole_file_reason(index, p.stages, p.options.reader.on_corrupt)
-        if why:
-            log.info("%s: processed whole (one segment): %s", p.name, why)
-            return plan_segments(index, None)
-        # the set-up stages' boundary rules (interpolation's output grid); one rule is honoured, as before
-        rules = [r for s in p.stages if (r := s.segment_grid(index.times[0])) is not None]
-        if len(rules) > 1:
-            log.info("%s: %d stages place segment boundaries; processed whole (one segment)", p.name, len(rules))
-            return plan_segments(index, None)
-        plan = plan_segments(index, seconds, rules[0] if rules else None)
-        log.info("%s: %d segment(s) of about %gs", p.name, len(plan), float(seconds))
-        return plan
-
-    def _segment(self, p: _Prepared, seg: Segment, n: int) -> None:
-        out = p.state.segment_path(seg, p.suffix)
-        opts = replace(
-            p.options,
-            window=TimeWindow(seg.start, seg.end),
-            manifest=False,
-            # the source's other streams are muxed once, by the join
-            writer=replace(p.options.writer, copy_streams=False),
-        )
-        stages = list(p.stages)
-        point = f"segment:{seg.index + 1}"
-        if self.points.wants(point):
-            stages.append(_PauseStage(self.points, point))
-        started = time.monotonic()
-        res = run(p.local, out, stages, opts)
-        fsync_file(out)
-        seconds = time.monotonic() - started
-        p.state.done[seg.index] = SegmentRecord(
-            file=out.name, size=out.stat().st_size, sha256=file_sha256(out), frames=res.frames_out, seconds=seconds
-        )
-        p.state.save()
-        log.info("%s: segment %d/%d done: %d frames in %.1fs", p.name, seg.index + 1, n, res.frames_out, seconds)
-        self.points.reach(f"segment-done:{seg.index + 1}")
-
-    def _join(self, p: _Prepared) -> None:
-        state = p.state
-        files = [state.segment_path(seg, p.suffix) for seg in state.plan]
-        started = time.monotonic()
-        join_segments(
-            files,
-            p.info,
-            p.final,
-            copy_streams=p.options.writer.copy_streams,
-            after_segment=lambda i: self.points.reach("join") if i == 0 else None,
-        )
-        self._manifest(p, time.monotonic() - started)
-        digest = file_digest(p.final)
-        state.joined = {"file": p.final.name, "size": digest.size, "sha256": digest.sha256}
-        state.save()
-        for f in files:
-            f.unlink(missing_ok=True)
-        state.done.clear()
-        state.save()
-        log.info("%s: wrote %s (%d segment(s) joined)", p.name, p.final, len(files))
-
-    def _manifest(self, p: _Prepared, join_s: float) -> None:
-        try:
-            out_summary: dict[str, Any] = probe(p.final).summary()
-        except VidpipeError as e:
-            out_summary = {"path": str(p.final), "probe_error": str(e)}
-        doc = {
-            "vidpipe": __version__,
-            "input": p.info.summary(),
-            "output": out_summary,
-            "mode": self.spec.mode,
-            "stages": [s.signature() for s in p.stages],
-            "checkpoint": {"key": p.state.key, "input_sha256": p.state.input_sha256},
-            "segments": [s.to_json() for s in p.state.plan],
-            "join_s": round(join_s, 3),
-            "versions": versions(),
-        }
-        atomic.write_json(manifest_path(p.final), self.redactor.redact_obj(doc))
-
-    @staticmethod
-    def _intact(final: Path, joined: Mapping[str, Any]) -> bool:
-        try:
-            return final.stat().st_size == joined.get("size") and file_sha256(final) == joined.get("sha256")
-        except OSError:
-            return False
-
-    def _upload(self, p: _Prepared, result: JobResult) -> None:
+    def _upload(self, p: Prepared, result: JobResult) -> None:
         up, state, storage = self.spec.upload, p.state, self.storage
         bucket = storage.settings.bucket
         digest = file_digest(p.final)
@@ -755,7 +476,7 @@ class JobRunner:
             except StorageError as e:
                 log.warning("%s: earlier upload does not verify (%s); uploading again", p.name, e)
         if receipt is None:
-            self.points.reach("upload")
+            self.reached("upload")
             # parts of an upload a killed run left behind are invisible but billed
             storage.abort_incomplete_uploads(prefix=key)
             receipt = storage.upload_file(p.final, key, digest=digest)
@@ -811,10 +532,10 @@ def run_job(
 __all__ = [
     "JobOutcome",
     "JobRunner",
-    "PausePoints",
     "check_free_space",
     "disk_full",
     "estimate_output_bytes",
     "expand_inputs",
     "run_job",
+    "whole_file_reason",
 ]

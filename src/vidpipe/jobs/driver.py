@@ -1,0 +1,198 @@
+"""The segment driver of a job: one prepared input (its stages set up, its checkpoint open) is planned into
+segments, each segment not done yet is run through the pipeline over its time window and checkpointed, and the
+segments are joined into the output with its manifest. :mod:`vidpipe.jobs.runner` drives the inputs, uploads and
+the sentinel around it; :mod:`vidpipe.jobs.segments` holds the planning, checkpoints and the lossless join.
+
+Where a file may be split is the stages' call, through their declarations (`Stage.starts_mid_stream`,
+`Stage.counts_frames`, `Stage.segment_grid`), never their class."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from ..errors import VidpipeError
+from ..media.encoders import EncoderChoice
+from ..media.info import MediaInfo
+from ..media.probe import probe
+from ..runtime.pipeline import RunOptions, TimeWindow, manifest_path, run, versions
+from ..stages.base import Stage, StreamSpec
+from . import atomic
+from .disk import check_free_space, estimate_output_bytes
+from .secrets import Redactor
+from .segments import (
+    FrameIndex,
+    InputState,
+    Segment,
+    SegmentRecord,
+    file_sha256,
+    fsync_file,
+    join_segments,
+    plan_segments,
+    scan_frames,
+)
+from .storage import file_digest
+
+log = logging.getLogger(__name__)
+
+
+def whole_file_reason(index: FrameIndex, stages: Sequence[Stage], on_corrupt: str) -> str | None:
+    """Why a file must be processed in one segment (None: it can be split at keyframes). Segments start at a
+    seek point, so files whose frames are stamped by their order cannot be split, nor can stages that cannot
+    start mid-stream (`Stage.starts_mid_stream`: context or reach the segments do not feed yet); a stage that
+    counts frames (`Stage.counts_frames`: interpolation's output grid) cannot split a file whose damaged frames
+    may be dropped."""
+    temporal = [s.name for s in stages if not s.starts_mid_stream]
+    if index.container == "avi":
+        return "AVI stores no presentation times"
+    if index.pts_copies:
+        return "its pts are copies of its dts (frames are stamped in order, which a seek loses)"
+    if temporal:
+        return f"stage {temporal[0]} needs context across frames"
+    counting = [s.name for s in stages if s.counts_frames]
+    if on_corrupt == "skip" and counting:
+        return f"stage {counting[0]} counts frames and --on-corrupt skip may drop some"
+    return None
+
+
+@dataclass(kw_only=True)
+class Prepared:
+    """One input, set up: its stages on the device, what comes out, and its checkpoint."""
+
+    name: str
+    local: Path
+    info: MediaInfo
+    stages: list[Stage]
+    out_spec: StreamSpec
+    options: RunOptions
+    choice: EncoderChoice
+    state: InputState
+    suffix: str
+    final: Path
+
+
+class SegmentDriver:
+    """Runs, checkpoints and joins the segments of prepared inputs (see the module docstring). `reached(point)` is
+    called after each named step (`segment-done:N`, `join`): the job's own `JobRunner.reached`."""
+
+    def __init__(
+        self, *, segment_seconds: Fraction | None, mode: str, redactor: Redactor, reached: Callable[[str], None]
+    ) -> None:
+        self.segment_seconds, self.mode, self.redactor, self.reached = segment_seconds, mode, redactor, reached
+
+    def run_segments(self, p: Prepared) -> float:
+        """Run the segments not done yet; seconds they took."""
+        state = p.state
+        if not state.plan:
+            state.plan = self.plan(p)
+            state.save()
+        suffix = p.suffix
+        todo = [seg for seg in state.plan if not state.verified_done(seg, suffix)]
+        if todo:
+            total = p.info.video.frames or sum(s.frames for s in state.plan) or 1
+            left = sum(s.frames for s in todo) / total
+            est = estimate_output_bytes(p.out_spec, p.info, p.choice, p.options.writer.encoder.lossless)
+            check_free_space(
+                {state.directory: int(est * left), p.final.parent: est}, f"{p.name} (~{est / 1e6:.0f} MB output)"
+            )
+        n = len(state.plan)
+        for seg in state.plan:
+            if seg not in todo:
+                log.info("%s: segment %d/%d already done", p.name, seg.index + 1, n)
+                continue
+            self.segment(p, seg, n)
+        return sum(state.done[seg.index].seconds for seg in todo)
+
+    def plan(self, p: Prepared) -> list[Segment]:
+        """Segments of about `segment_seconds` between keyframes, on the stages' grid; one when it cannot split."""
+        seconds = self.segment_seconds
+        index = scan_frames(p.local)
+        if seconds is None or index.count < 2:
+            return plan_segments(index, None)
+        why = whole_file_reason(index, p.stages, p.options.reader.on_corrupt)
+        if why:
+            log.info("%s: processed whole (one segment): %s", p.name, why)
+            return plan_segments(index, None)
+        # the set-up stages' boundary rules (interpolation's output grid); two stages' grids are not combined
+        rules = [r for s in p.stages if (r := s.segment_grid(index.times[0])) is not None]
+        if len(rules) > 1:
+            log.info("%s: %d stages place segment boundaries; processed whole (one segment)", p.name, len(rules))
+            return plan_segments(index, None)
+        plan = plan_segments(index, seconds, rules[0] if rules else None)
+        log.info("%s: %d segment(s) of about %gs", p.name, len(plan), float(seconds))
+        return plan
+
+    def segment(self, p: Prepared, seg: Segment, n: int) -> None:
+        """Run segment `seg` (of `n`) over its time window into its own file, then checkpoint it."""
+        out = p.state.segment_path(seg, p.suffix)
+        opts = replace(
+            p.options,
+            window=TimeWindow(seg.start, seg.end),
+            manifest=False,
+            # the source's other streams are muxed once, by the join
+            writer=replace(p.options.writer, copy_streams=False),
+        )
+        started = time.monotonic()
+        res = run(p.local, out, p.stages, opts)
+        fsync_file(out)
+        seconds = time.monotonic() - started
+        p.state.done[seg.index] = SegmentRecord(
+            file=out.name, size=out.stat().st_size, sha256=file_sha256(out), frames=res.frames_out, seconds=seconds
+        )
+        p.state.save()
+        log.info("%s: segment %d/%d done: %d frames in %.1fs", p.name, seg.index + 1, n, res.frames_out, seconds)
+        self.reached(f"segment-done:{seg.index + 1}")
+
+    def join(self, p: Prepared) -> None:
+        """Join the segments into the output (with the source's other streams), record it, delete the segments."""
+        state = p.state
+        files = [state.segment_path(seg, p.suffix) for seg in state.plan]
+        started = time.monotonic()
+        join_segments(
+            files,
+            p.info,
+            p.final,
+            copy_streams=p.options.writer.copy_streams,
+            after_segment=lambda i: self.reached("join") if i == 0 else None,
+        )
+        self.manifest(p, time.monotonic() - started)
+        digest = file_digest(p.final)
+        state.joined = {"file": p.final.name, "size": digest.size, "sha256": digest.sha256}
+        state.save()
+        for f in files:
+            f.unlink(missing_ok=True)
+        state.done.clear()
+        state.save()
+        log.info("%s: wrote %s (%d segment(s) joined)", p.name, p.final, len(files))
+
+    def manifest(self, p: Prepared, join_s: float) -> None:
+        try:
+            out_summary: dict[str, Any] = probe(p.final).summary()
+        except VidpipeError as e:
+            out_summary = {"path": str(p.final), "probe_error": str(e)}
+        doc = {
+            "vidpipe": __version__,
+            "input": p.info.summary(),
+            "output": out_summary,
+            "mode": self.mode,
+            "stages": [s.signature() for s in p.stages],
+            "checkpoint": {"key": p.state.key, "input_sha256": p.state.input_sha256},
+            "segments": [s.to_json() for s in p.state.plan],
+            "join_s": round(join_s, 3),
+            "versions": versions(),
+        }
+        atomic.write_json(manifest_path(p.final), self.redactor.redact_obj(doc))
+
+    @staticmethod
+    def intact(final: Path, joined: Mapping[str, Any]) -> bool:
+        """The joined output a checkpoint records is still there, byte for byte."""
+        try:
+            return final.stat().st_size == joined.get("size") and file_sha256(final) == joined.get("sha256")
+        except OSError:
+            return False
