@@ -43,3 +43,14 @@ def test_production_code_holds_no_test_hook() -> None:
         if any(hook in line for hook in ("VIDPIPE_TEST_", "PausePoints", "_PauseStage"))
     ]
     assert hits == []
+
+
+#: the most lines a module of these layers may have (issue 15, item 5): past it, a module holds several jobs
+MAX_MODULE_LINES = 600
+
+
+@pytest.mark.parametrize("folder", ["runtime", "schedule", "jobs"])
+def test_no_module_over_600_lines(folder: str) -> None:
+    src = Path(vidpipe.__file__).parent / folder
+    long = {p.name: n for p in sorted(src.glob("*.py")) if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}

@@ -33,7 +33,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import mimetypes
 import os
 import random
 import re
@@ -50,20 +49,17 @@ from vidpipe.errors import Interrupted, OutputError, RetryableStorageError, Stor
 from vidpipe.jobs.keys import local_name_for_key, parse_s3_url, validate_key
 from vidpipe.jobs.result import disk_error
 from vidpipe.jobs.secrets import Redactor
+from vidpipe.jobs.upload import HASH_CHUNK, MIN_PART_SIZE, SHA256_META, Attempts, FileDigest, MiB, Uploads
+from vidpipe.jobs.upload import UploadReceipt as UploadReceipt  # re-exported: importable from here as before
+from vidpipe.jobs.upload import file_digest as file_digest  # re-exported likewise
 
 log = logging.getLogger(__name__)
 
-MiB: Final = 1024 * 1024
-# S3 and B2 refuse parts under 5 MiB (all but the last) and more than 10 000 parts.
-MIN_PART_SIZE: Final = 5 * MiB
-MAX_PARTS: Final = 10_000
 DEFAULT_MULTIPART_THRESHOLD: Final = 64 * MiB
 DEFAULT_PART_SIZE: Final = 16 * MiB
 DEFAULT_PRESIGN_SECONDS: Final = 24 * 3600
 # SigV4 presigned URLs cannot live longer than 7 days (AWS and B2 reject them).
 MAX_PRESIGN_SECONDS: Final = 7 * 24 * 3600
-SHA256_META: Final = "sha256"
-_HASH_CHUNK: Final = 1 * MiB
 
 # Error codes worth repeating even when the HTTP status is 4xx: throttling, server-side timeouts, and a
 # Content-MD5 mismatch (bytes damaged on the wire; the next attempt re-reads the file).
@@ -252,47 +248,6 @@ def make_client(settings: S3Settings) -> Any:
         ) from None
 
 
-@dataclass(frozen=True, kw_only=True)
-class UploadReceipt:
-    """A verified upload."""
-
-    bucket: str
-    key: str
-    size: int
-    sha256: str
-    etag: str
-    parts: int  # 0 for a single PUT
-    attempts: int  # HTTP calls made, retries included
-    seconds: float
-    verified: bool = True
-
-    @property
-    def url(self) -> str:
-        return f"s3://{self.bucket}/{self.key}"
-
-
-@dataclass(frozen=True, kw_only=True)
-class FileDigest:
-    size: int
-    sha256: str
-    md5: str  # hex; what a single-PUT ETag is on S3-compatible servers
-
-
-def file_digest(path: Path) -> FileDigest:
-    sha, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
-            sha.update(chunk)
-            md5.update(chunk)
-            size += len(chunk)
-    return FileDigest(size=size, sha256=sha.hexdigest(), md5=md5.hexdigest())
-
-
-class _Attempts:
-    def __init__(self) -> None:
-        self.count = 0
-
-
 def _interruption(exc: BaseException) -> BaseException | None:
     """The Interrupted (or KeyboardInterrupt) inside `exc`, if any. The signal handler raises it inside urllib3,
     and botocore wraps whatever its HTTP send raises as HTTPClientError (kept in ``kwargs["error"]``), which
@@ -327,8 +282,9 @@ def _clock_skew(response: Mapping[str, Any]) -> float | None:
         return None
 
 
-class S3Storage:
-    """Upload, verify, presign and download against one bucket (downloads may name any bucket).
+class S3Storage(Uploads):
+    """Upload (the `Uploads` half, jobs/upload.py), verify, presign and download against one bucket (downloads
+    may name any bucket).
 
     ``client`` may be injected (tests register botocore event hooks on it); ``sleep`` and ``rng`` make the
     back-off deterministic in tests.
@@ -387,7 +343,7 @@ class S3Storage:
             return StorageError(f"{what} failed: {type(exc).__name__}: {self.redactor.redact(str(exc))}")
         return None
 
-    def _call(self, what: str, fn: Callable[[], T], counter: _Attempts) -> T:
+    def _call(self, what: str, fn: Callable[[], T], counter: Attempts) -> T:
         policy = self.settings.retry
         for attempt in range(1, policy.max_attempts + 1):
             counter.count += 1
@@ -413,210 +369,18 @@ class S3Storage:
                 self._sleep(delay)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    # -- upload --------------------------------------------------------------------------------------------
-
-    def upload_file(
-        self,
-        path: Path | str,
-        key: str,
-        *,
-        content_type: str | None = None,
-        digest: FileDigest | None = None,
-    ) -> UploadReceipt:
-        """Upload ``path`` to ``key`` (validated, never rewritten) and verify it; see the module docstring.
-
-        ``digest`` may be passed when the caller already hashed the file; it is re-checked while sending.
-        """
-        path = Path(path)
-        validate_key(key)
-        started = time.monotonic()
-        try:
-            digest = digest or file_digest(path)
-        except FileNotFoundError as e:
-            raise StorageError(f"cannot upload {path}: file not found") from e
-        except OSError as e:
-            raise StorageError(f"cannot read {path} for upload: {e.strerror or e}") from e
-        counter = _Attempts()
-        # A real Content-Type makes the presigned link play or save as video in a browser.
-        content_type = content_type or mimetypes.guess_type(key)[0] or "application/octet-stream"
-        extra: dict[str, Any] = {"ContentType": content_type}
-        if digest.size >= self.settings.multipart_threshold and digest.size > MIN_PART_SIZE:
-            etag, parts = self._upload_multipart(path, key, digest, extra, counter)
-        else:
-            etag, parts = self._upload_single(path, key, digest, extra, counter), 0
-        self.verify_object(key, digest=digest, parts=parts, counter=counter)
-        seconds = time.monotonic() - started
-        log.info(
-            "uploaded s3://%s/%s: %d bytes, %s, sha256 %s verified in %.1fs",
-            self.settings.bucket,
-            key,
-            digest.size,
-            f"{parts} parts" if parts else "single PUT",
-            digest.sha256[:16],
-            seconds,
-        )
-        return UploadReceipt(
-            bucket=self.settings.bucket,
-            key=key,
-            size=digest.size,
-            sha256=digest.sha256,
-            etag=etag,
-            parts=parts,
-            attempts=counter.count,
-            seconds=seconds,
-        )
-
-    def _upload_single(
-        self, path: Path, key: str, digest: FileDigest, extra: dict[str, Any], counter: _Attempts
-    ) -> str:
-        content_md5 = base64.b64encode(bytes.fromhex(digest.md5)).decode()
-
-        def put() -> Any:
-            # Reopened per attempt: a failed attempt may have consumed part of the stream. The server checks
-            # Content-MD5, so a file changed since hashing is refused (BadDigest), never stored.
-            with open(path, "rb") as body:
-                return self.client.put_object(
-                    Bucket=self.settings.bucket,
-                    Key=key,
-                    Body=body,
-                    ContentLength=digest.size,
-                    ContentMD5=content_md5,
-                    Metadata={SHA256_META: digest.sha256},
-                    **extra,
-                )
-
-        resp = self._call(f"upload of s3://{self.settings.bucket}/{key}", put, counter)
-        return str(resp.get("ETag", ""))
-
-    def _upload_multipart(
-        self, path: Path, key: str, digest: FileDigest, extra: dict[str, Any], counter: _Attempts
-    ) -> tuple[str, int]:
-        bucket = self.settings.bucket
-        # Grow the part size if the file would need more than MAX_PARTS parts.
-        part_size = max(self.settings.part_size, -(-digest.size // MAX_PARTS))
-        n_parts = max(1, -(-digest.size // part_size))
-        where = f"s3://{bucket}/{key}"
-        created = self._call(
-            f"start of multipart upload to {where}",
-            lambda: self.client.create_multipart_upload(
-                Bucket=bucket, Key=key, Metadata={SHA256_META: digest.sha256}, **extra
-            ),
-            counter,
-        )
-        upload_id = created["UploadId"]
-        try:
-            parts: list[dict[str, Any]] = []
-            part_md5s: list[bytes] = []
-            sha = hashlib.sha256()
-            with open(path, "rb") as f:
-                for number in range(1, n_parts + 1):
-                    chunk = f.read(part_size)
-                    sha.update(chunk)
-                    md5 = hashlib.md5(chunk, usedforsecurity=False).digest()
-                    part_md5s.append(md5)
-                    resp = self._call(
-                        f"upload of part {number}/{n_parts} of {where}",
-                        lambda n=number, c=chunk, m=md5: self.client.upload_part(
-                            Bucket=bucket,
-                            Key=key,
-                            UploadId=upload_id,
-                            PartNumber=n,
-                            Body=c,
-                            ContentLength=len(c),
-                            ContentMD5=base64.b64encode(m).decode(),
-                        ),
-                        counter,
-                    )
-                    parts.append({"PartNumber": number, "ETag": resp["ETag"]})
-                if f.read(1) or sha.hexdigest() != digest.sha256:
-                    raise StorageError(f"{path} changed while it was being uploaded to {where}; not completed")
-            resp = self._complete(where, bucket, key, upload_id, parts, counter)
-        except BaseException:
-            # Parts of an unfinished upload are invisible but stored (and billed) until aborted.
-            self._abort(where, bucket, key, upload_id)
-            raise
-        expected = hashlib.md5(b"".join(part_md5s), usedforsecurity=False).hexdigest() + f"-{n_parts}"
-        etag = str(resp.get("ETag", "")) if resp else f'"{expected}"'
-        return etag, n_parts
-
-    def _complete(
-        self,
-        where: str,
-        bucket: str,
-        key: str,
-        upload_id: str,
-        parts: list[dict[str, Any]],
-        counter: _Attempts,
-    ) -> dict[str, Any] | None:
-        from botocore import exceptions as bex
-
-        seen_retry = False
-
-        def complete() -> Any:
-            nonlocal seen_retry
-            try:
-                return self.client.complete_multipart_upload(
-                    Bucket=bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-                )
-            except bex.ClientError as e:
-                # The first attempt may have completed server-side with its response lost; the retry then
-                # finds no upload. The HEAD verification that follows decides whether the object is right.
-                if seen_retry and e.response.get("Error", {}).get("Code") == "NoSuchUpload":
-                    return None
-                raise
-            finally:
-                seen_retry = True
-
-        return self._call(f"completion of multipart upload to {where}", complete, counter)
-
-    def _abort(self, where: str, bucket: str, key: str, upload_id: str) -> None:
-        try:
-            self._call(
-                f"abort of multipart upload to {where}",
-                lambda: self.client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id),
-                _Attempts(),
-            )
-            log.info("aborted incomplete multipart upload to %s", where)
-        except StorageError as e:
-            # Do not mask the error that made us abort; say how to clean up instead.
-            log.error("%s; parts stay stored until abort_incomplete_uploads() or a bucket lifecycle rule", e)
-
-    def abort_incomplete_uploads(self, prefix: str = "", *, max_pages: int = 100) -> int:
-        """Abort every unfinished multipart upload under ``prefix`` (e.g. left by a killed run)."""
-        counter, aborted = _Attempts(), 0
-        kwargs: dict[str, Any] = {"Bucket": self.settings.bucket, "Prefix": prefix}
-        for _ in range(max_pages):
-            page = self._call(
-                "listing of incomplete uploads",
-                lambda kw=dict(kwargs): self.client.list_multipart_uploads(**kw),
-                counter,
-            )
-            for upload in page.get("Uploads") or []:
-                self._abort(
-                    f"s3://{self.settings.bucket}/{upload['Key']}",
-                    self.settings.bucket,
-                    upload["Key"],
-                    upload["UploadId"],
-                )
-                aborted += 1
-            if not page.get("IsTruncated"):
-                break
-            kwargs["KeyMarker"] = page.get("NextKeyMarker", "")
-            kwargs["UploadIdMarker"] = page.get("NextUploadIdMarker", "")
-        return aborted
-
     # -- verification ----------------------------------------------------------------------------------
 
-    def head(self, key: str, *, bucket: str | None = None, counter: _Attempts | None = None) -> dict[str, Any]:
+    def head(self, key: str, *, bucket: str | None = None, counter: Attempts | None = None) -> dict[str, Any]:
         bucket = bucket or self.settings.bucket
         return self._call(
             f"HEAD of s3://{bucket}/{key}",
             lambda: self.client.head_object(Bucket=bucket, Key=key),
-            counter or _Attempts(),
+            counter or Attempts(),
         )
 
     def verify_object(
-        self, key: str, *, digest: FileDigest, parts: int = 0, counter: _Attempts | None = None
+        self, key: str, *, digest: FileDigest, parts: int = 0, counter: Attempts | None = None
     ) -> dict[str, Any]:
         """HEAD the object; raise StorageError unless its size and ``x-amz-meta-sha256`` are ours. Where the
         server's ETag has the MD5 form, it must match the MD5 (single PUT) or MD5-of-part-MD5s (multipart)."""
@@ -656,7 +420,7 @@ class S3Storage:
                     return None
                 raise
 
-        found = self._call(f"HEAD of {where}", head, _Attempts())
+        found = self._call(f"HEAD of {where}", head, Attempts())
         if found is None:
             return f"{where} is missing from the bucket"
         problems = []
@@ -682,7 +446,7 @@ class S3Storage:
         Raises StorageError (exit 7) naming the cause: a wrong key or secret, a missing bucket, a key without
         write or list permission, a skewed clock, an unreachable endpoint. The delete failing is only a warning
         (a key may write without deleting; the object is a few bytes)."""
-        bucket, counter = self.settings.bucket, _Attempts()
+        bucket, counter = self.settings.bucket, Attempts()
         prefix = prefix.strip("/")
         key = validate_key(f"{prefix}/" * bool(prefix) + f".vidpipe-preflight-{uuid.uuid4().hex[:12]}")
         where = f"s3://{bucket}/{key}"
@@ -735,7 +499,7 @@ class S3Storage:
         bucket, key = parse_s3_url(url)
         dest_dir = Path(dest_dir)
         dest = dest_dir / local_name_for_key(key)
-        counter = _Attempts()
+        counter = Attempts()
         head = self.head(key, bucket=bucket, counter=counter)
         size = int(head.get("ContentLength", -1))
         want_sha = (head.get("Metadata") or {}).get(SHA256_META)
@@ -754,7 +518,7 @@ class S3Storage:
             body = self.client.get_object(**kwargs)["Body"]
             try:
                 with open(tmp, "wb") as f:
-                    for chunk in body.iter_chunks(_HASH_CHUNK):
+                    for chunk in body.iter_chunks(HASH_CHUNK):
                         try:
                             f.write(chunk)
                         except OSError as e:
