@@ -46,18 +46,19 @@ def test_signal_mid_run_leaves_no_output_and_exits_non_zero(make, tmp_path, sig,
     try:
         deadline = time.monotonic() + scaled(120)  # quiet-machine seconds, stretched for the load
         started = False
-        assert proc.stderr is not None
+        assert proc.stdout is not None and proc.stderr is not None
+        # logs go to stderr, JSON progress alone to stdout: drain stderr throughout, or the child blocks on a
+        # full pipe
+        threading.Thread(target=proc.stderr.read, daemon=True).start()
         while time.monotonic() < deadline:  # wait until frames are really flowing
-            line = proc.stderr.readline()
+            line = proc.stdout.readline()
             if not line:
                 break
-            if line.startswith("{") and json.loads(line).get("frames", 0) > 0:
+            if json.loads(line).get("frames", 0) > 0:
                 started = True
                 break
         assert started, "the run never reported progress"
-        # keep draining stderr, or the child blocks on a full pipe
-        drain = threading.Thread(target=proc.stderr.read, daemon=True)
-        drain.start()
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
         while time.monotonic() < deadline and not list(tmp_path.glob(".out.vidpipe-partial*")):
             time.sleep(0.05)  # the muxer creates the file with its first packet (after encoder look-ahead)
         assert list(tmp_path.glob(".out.vidpipe-partial*")), "a partial file exists while running"
