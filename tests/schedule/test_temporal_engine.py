@@ -13,9 +13,15 @@ import torch
 
 from vidpipe.errors import DeviceOutOfMemoryError, StageError, UsageError
 from vidpipe.frames import FrameBatch
+from vidpipe.media.encoders import EncoderOptions
+from vidpipe.media.writer import WriterOptions
+from vidpipe.runtime.pipeline import RunOptions, run
+from vidpipe.schedule.chain import ScheduleOptions
 from vidpipe.schedule.oom import OomPolicy, OomRunner
 from vidpipe.schedule.temporal import RecurrentRunner, WindowRunner, feed_span
+from vidpipe.stages.base import Stage
 from vidpipe.stages.temporal import Reach, RecurrentStage, State, WindowedStage
+from vidpipe.testing import decode_all
 
 N = 41  # frames of the test video: prime, so no window or batch size divides it
 
@@ -264,3 +270,41 @@ def test_declarations_are_checked() -> None:
         feed_span(Reach(1, 1), 5, 3)
     assert Reach(2, 0) + Reach(1, 3) == Reach(3, 3)
     assert feed_span(Reach(before=2, after=4), 0, 10, total=12) == (0, 12)
+
+
+# -- through the real pipeline ----------------------------------------------------------------------------------
+
+
+class Recorder(Stage):
+    """Keeps a copy of every frame that reaches it: what the temporal stage before it gave the writer."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.seen: list[FrameBatch] = []
+
+    def process(self, batch: FrameBatch) -> FrameBatch | None:
+        self.seen.append(batch.with_data(batch.data.clone()))
+        return batch
+
+
+@pytest.mark.parametrize("shape", ["recurrent", "windowed"])
+def test_the_pipeline_runs_temporal_stages_through_the_engine(make, tmp_path, shape: str) -> None:
+    """`vidpipe.runtime.pipeline.run` schedules a temporal stage with its engine (batches of 4 from the reader,
+    windows of 5): what reaches the next stage is the engine's whole run over the decoded frames."""
+    src = make("temporal-engine.mkv", frames=23, size=(64, 48))
+    stage = RunningMean(3) if shape == "recurrent" else MovingAverage(2, window=5, overlap=2)
+    rec = Recorder()
+    options = RunOptions(
+        device="cpu",
+        progress="none",
+        schedule=ScheduleOptions(batch_size=4),
+        writer=WriterOptions(encoder=EncoderOptions(encoder="ffv1")),
+    )
+    run(src, tmp_path / "o.mkv", [stage, rec], options)
+    got = FrameBatch.concat(rec.seen)
+    _, frames = decode_all(src)
+    source = FrameBatch(data=frames, pts=got.pts, time_base=got.time_base, index=list(range(len(frames))))
+    want = recurrent_whole(source, 3) if shape == "recurrent" else windowed_whole(source, 2)
+    assert got.index == list(range(23))
+    assert torch.equal(got.data, want.data)

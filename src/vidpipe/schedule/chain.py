@@ -32,10 +32,12 @@ from ..errors import DeviceOutOfMemoryError
 from ..frames import FrameBatch
 from ..stages.base import DTYPES, Stage, StreamSpec
 from ..stages.interrupt import StopCheck, never
+from ..stages.temporal import RecurrentStage, WindowedStage
 from .autoconfig import Tiling, configure
 from .budget import MemoryBudget
 from .costs import CostBook, device_name
 from .oom import OomPolicy, OomRunner, is_oom
+from .temporal import RecurrentRunner, WindowRunner
 
 log = logging.getLogger(__name__)
 
@@ -149,12 +151,23 @@ class ScheduledStage(Stage):
         self.name, self.context, self.unit = stage.name, stage.context, stage.unit
         self.runner = OomRunner(plan.batch_size, policy=policy or OomPolicy(), sleep=sleep)
         stage.shrink_tile_on_oom = False
+        # temporal stages declare a shape, and the engine provides their process/flush under the same policy: a
+        # recurrent one re-runs a sub-batch from its kept state, a windowed one shrinks its window T (the
+        # runner's size) over the same frames
+        self.engine: RecurrentRunner | WindowRunner | None = None
+        if isinstance(stage, RecurrentStage):
+            self.engine = RecurrentRunner(stage, self.runner)
+        elif isinstance(stage, WindowedStage):
+            self.runner = OomRunner(stage.window, policy=policy or OomPolicy(), sleep=sleep)
+            self.engine = WindowRunner(stage, self.runner)
 
     def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
         return self.stage.setup(device, spec)
 
     def process(self, batch: FrameBatch) -> FrameBatch | None:
         self.check()
+        if self.engine is not None:
+            return self.engine.process(batch)
         if not self.stage.stateful:
             return self.runner.run(batch, self.stage.process)  # type: ignore[arg-type]
         if self.stage.can_snapshot:
@@ -163,6 +176,8 @@ class ScheduledStage(Stage):
 
     def flush(self) -> FrameBatch | None:
         self.check()
+        if self.engine is not None:
+            return self.engine.flush()
         if not self.stage.can_snapshot:
             return self._once(self.stage.flush, self.device)
         return self.runner.call(self.stage.flush, self.device, self.stage.snapshot, self.stage.restore)
