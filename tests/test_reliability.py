@@ -19,9 +19,9 @@ from typing import Any
 
 import pytest
 import torch
-import yaml
 
 from calibration import scaled
+from jobspec import write_job_spec
 from vidpipe.assets import opencv_clip
 from vidpipe.errors import DeviceError, DiskFullError
 from vidpipe.media.encoders import EncoderOptions
@@ -300,16 +300,8 @@ def test_case29_full_disk_job_is_disk_full_and_resumes_once_space_is_freed(busy_
     0.05 bytes a pixel), but CRF 0 is lossless in all but name and fills the disk in its first segment. The job
     ends DiskFullError (exit 4) with nothing partial on the disk and no sentinel; with space freed it runs."""
     disk = tmp_path / "disk"
-    doc = {
-        "inputs": [str(busy_clip)],
-        "pipeline": {"resize": "640x480", "encoder": "h264", "crf": 0, "device": "cpu"},
-        "output": {"dir": str(disk / "out"), "container": "mkv"},
-        "segments": {"seconds": 1},
-        "result_json": str(tmp_path / "result.json"),
-        "sentinel": str(tmp_path / "SENTINEL"),
-    }
-    spec = tmp_path / "job.yaml"
-    spec.write_text(yaml.safe_dump(doc))
+    pipeline = {"resize": "640x480", "encoder": "h264", "crf": 0, "device": "cpu"}
+    spec = write_job_spec(tmp_path, [str(busy_clip)], pipeline, out_dir=disk / "out", seconds=1)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("B2_", "AWS_", "VIDPIPE_", "UPLOAD_RESULT"))}
 
     def job() -> subprocess.CompletedProcess[str]:

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pause_entry import PausePoints, install
 from typer.testing import CliRunner
 
+from jobspec import write_job_spec
 from vidpipe.cli.monitor_cmd import app as monitor_app
 from vidpipe.errors import Interrupted, StorageError, UsageError
 from vidpipe.jobs.result import JobResult
@@ -56,18 +56,7 @@ def _env(s3_server: Any, bucket: str, **extra: str) -> dict[str, str]:
 
 
 def _spec(tmp: Path, inputs: list[str], **top: Any) -> Path:
-    doc: dict[str, Any] = {
-        "inputs": inputs,
-        "pipeline": FAST,
-        "output": {"dir": str(tmp / "out"), "container": "mkv"},
-        "segments": {"seconds": 0},
-        "result_json": str(tmp / "result.json"),
-        "sentinel": str(tmp / "SENTINEL"),
-        **top,
-    }
-    path = tmp / "job.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return write_job_spec(tmp, inputs, FAST, **top)
 
 
 def _objects(s3_server: Any, bucket: str) -> dict[str, int]:

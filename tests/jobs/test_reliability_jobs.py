@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from calibration import scaled
+from jobspec import write_job_spec
 from vidpipe.errors import StorageError
 
 pytestmark = pytest.mark.timeout(240)
@@ -34,17 +34,7 @@ def clip(make) -> Path:
 
 
 def _spec(tmp: Path, clip: Path) -> Path:
-    doc = {
-        "inputs": [str(clip)],
-        "pipeline": {"encoder": "ffv1", "device": "cpu"},
-        "output": {"dir": str(tmp / "out"), "container": "mkv"},
-        "segments": {"seconds": 0},
-        "result_json": str(tmp / "result.json"),
-        "sentinel": str(tmp / "SENTINEL"),
-    }
-    path = tmp / "job.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path
+    return write_job_spec(tmp, [str(clip)], {"encoder": "ffv1", "device": "cpu"})
 
 
 def _job(spec: Path, s3_server: Any, bucket: str, endpoint: str) -> subprocess.CompletedProcess[str]:
