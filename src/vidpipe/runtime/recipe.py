@@ -13,33 +13,20 @@ from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ..errors import UsageError
+from ..stages.registry import LEGACY_ORDERS, choice
+from ..stages.registry import parse_rate as parse_rate  # re-exported: callers parse rates and tiles here
+from ..stages.registry import parse_tile as parse_tile
 from .progress import ProgressMode
 
 if TYPE_CHECKING:
     from ..stages.base import Stage
     from .pipeline import RunOptions
 
-ORDERS: Final = ("upscale,interpolate", "interpolate,upscale")
+ORDERS: Final = LEGACY_ORDERS
 HWACCELS: Final = ("none", "auto", "cuda")
 ON_CORRUPT: Final = ("fail", "skip")
 #: the upload label a chain earns (jobs.keys.MODES): which model stages it runs
 ChainMode = Literal["upscaled", "interpolated", "both", "result"]
-
-
-def choice(value: str, valid: tuple[str, ...], what: str) -> str:
-    if value not in valid:
-        raise UsageError(f"invalid {what} {value!r}; valid: {', '.join(valid)}")
-    return value
-
-
-def parse_rate(value: str) -> Fraction:
-    try:
-        rate = Fraction(value)
-    except (ValueError, ZeroDivisionError):
-        raise UsageError(f"invalid frame rate {value!r}; expected e.g. 60, 59.94 or 60000/1001") from None
-    if rate <= 0:
-        raise UsageError(f"frame rate must be > 0, got {value}")
-    return rate
 
 
 def parse_time(value: str, what: str) -> Fraction:
@@ -84,14 +71,6 @@ def trimmed(options: RunOptions, *, start: str | None, duration: str | None, fra
     )
 
 
-def parse_tile(value: str) -> int | None:
-    if value == "auto":
-        return None
-    if not value.isdigit():
-        raise UsageError(f"invalid tile {value!r}; valid: auto, 0 (whole frames) or a size in pixels")
-    return int(value)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PipelineRecipe:
     """The options of `vidpipe run` that say what is computed and how it is encoded (same names, same
@@ -132,47 +111,12 @@ class PipelineRecipe:
         return tuple(f.name for f in fields(cls))
 
     def stages(self) -> list[Stage]:
-        """The stage chain in run order: pad, the model stages in `order`, resize."""
-        # torch and the stages are imported here, not with the module: `vidpipe --help` and job specs stay light
-        from ..stages.interpolate import SCENE_CUT_MODES, Interpolate
-        from ..stages.pad import Pad
-        from ..stages.resize import METHODS, Resize, parse_size
-        from ..stages.upscale import Upscale
+        """The stage chain in run order (stages.registry: pad, the model stages in `order`, resize), each built
+        by its registry entry from these values."""
+        # the registry imports torch and each stage only when building it: `vidpipe --help` and job specs stay light
+        from ..stages.registry import build_chain
 
-        stages: list[Stage] = []
-        if self.pad is not None:
-            stages.append(Pad(self.pad))
-        models: dict[str, Stage] = {}
-        if self.upscale is not None:
-            models["upscale"] = Upscale(
-                self.upscale,
-                outscale=self.outscale,
-                tile=parse_tile(self.tile),
-                dtype=self.dtype,
-                compile=self.compile,
-                kernels=self.kernels,
-            )
-        if self.interpolate is not None:
-            if (self.fps is None) == (self.multi is None):
-                raise UsageError("--interpolate needs exactly one of --fps or --multi")
-            models["interpolate"] = Interpolate(
-                self.interpolate,
-                fps=parse_rate(self.fps) if self.fps else None,
-                multi=self.multi,
-                # --multi k lasts as long as the input, as --fps does: n·k frames, the last one held k−1 periods
-                # (the stage's own default, (n−1)·k+1 frames, ends a source period early and audio overhangs)
-                fill_tail=True if self.multi is not None else None,
-                scene_cut=choice(self.scene_cut, SCENE_CUT_MODES, "--scene-cut mode"),  # type: ignore[arg-type]
-                dtype=self.dtype,
-            )
-        elif self.fps is not None or self.multi is not None:
-            raise UsageError("--fps/--multi need --interpolate MODEL")
-        stages += [models[k] for k in choice(self.order, ORDERS, "--order").split(",") if k in models]
-        if self.resize is not None or self.square_pixels:
-            w, h = parse_size(self.resize) if self.resize is not None else (-1, -1)  # -1x-1: square, same picture
-            method = choice(self.resize_method, METHODS, "resize method")
-            stages.append(Resize(w, h, method, square_pixels=self.square_pixels))  # type: ignore[arg-type]
-        return stages
+        return build_chain(self.to_dict())
 
     def run_options(self, progress: ProgressMode = "bar") -> RunOptions:
         from ..media.encoders import PRESETS, EncoderOptions

@@ -1,0 +1,330 @@
+"""The stage registry: every stage `vidpipe run` can build, by name, with its options and properties.
+
+One entry per stage says how to build it from the run's option values (`build`), which `vidpipe run` options it
+reads (names, types, defaults, help, valid values), what it is (task, cost unit, analysis-only, rate-changing),
+how `bench costs` measures it (`cost_subject`) and a small instance for the contract suite (`sample`). The recipe
+(`runtime/recipe.py`), the CLI, job specs, `doctor` and the contract test read it, so a new stage is its own file
+plus one entry in `STAGES` (see docs/architecture.md, "Add a stage").
+
+Nothing here imports torch or a stage module at import time (`vidpipe --help` stays fast): each factory imports
+its stage when called.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from ..errors import UsageError
+
+if TYPE_CHECKING:
+    from .base import Stage
+
+Values = Mapping[str, Any]
+Task = Literal["geometry", "upscale", "interpolate", "analysis"]
+
+
+def choice(value: str, valid: tuple[str, ...], what: str) -> str:
+    if value not in valid:
+        raise UsageError(f"invalid {what} {value!r}; valid: {', '.join(valid)}")
+    return value
+
+
+def parse_rate(value: str) -> Fraction:
+    try:
+        rate = Fraction(value)
+    except (ValueError, ZeroDivisionError):
+        raise UsageError(f"invalid frame rate {value!r}; expected e.g. 60, 59.94 or 60000/1001") from None
+    if rate <= 0:
+        raise UsageError(f"frame rate must be > 0, got {value}")
+    return rate
+
+
+def parse_tile(value: str) -> int | None:
+    if value == "auto":
+        return None
+    if not value.isdigit():
+        raise UsageError(f"invalid tile {value!r}; valid: auto, 0 (whole frames) or a size in pixels")
+    return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class OptionSpec:
+    """One `vidpipe run` option a stage reads: `name` is the recipe field (`resize_method`; the CLI spells it
+    `--resize-method`), `type` the value's Python type, `choices` the valid values where there is a fixed set."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    #: what an error calls it (default: the flag)
+    what: str = ""
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+    def check(self, value: Any) -> None:
+        if self.choices and value is not None and value != self.default:
+            choice(value, self.choices, self.what or f"{self.flag} value")
+
+
+@dataclass(frozen=True, slots=True)
+class StageEntry:
+    """A registered stage. `wanted(values)`: the run asks for it; `build(values)`: the stage, not set up (no
+    weights loaded), raising UsageError for a bad value. `options` are the ones it owns (`shared` ones it reads
+    but another entry owns, such as `dtype`). `sample()` builds a small instance for the contract suite (None:
+    covered elsewhere); `cost_subject(model, dtype)` the instance `bench costs` measures (None: not measured)."""
+
+    name: str
+    module: str
+    task: Task
+    unit: Literal["frame", "frame_pair", "window"]
+    wanted: Callable[[Values], bool]
+    build: Callable[[Values], Stage]
+    options: tuple[OptionSpec, ...] = ()
+    shared: tuple[str, ...] = ()
+    analysis_only: bool = False
+    rate_changing: bool = False
+    #: frames of context it needs (0: per frame), when static
+    context: int = 0
+    sample: Callable[[], list[Stage]] | None = None
+    #: the sample uses real weights: over 20 s on 2 quiet cores, the slow suite's
+    sample_slow: bool = False
+    cost_subject: Callable[[str, str], Stage] | None = None
+
+    def check(self, values: Values) -> None:
+        for o in self.options:
+            o.check(values.get(o.name, o.default))
+
+
+# --- pad ---------------------------------------------------------------------------------------------------------
+
+
+def _pad(values: Values) -> Stage:
+    from .pad import Pad
+
+    return Pad(values["pad"])
+
+
+def _pad_sample() -> list[Stage]:
+    from .pad import Pad
+
+    return [Pad(32)]
+
+
+# --- upscale -----------------------------------------------------------------------------------------------------
+
+
+def _upscale(values: Values) -> Stage:
+    from .upscale import Upscale
+
+    return Upscale(
+        values["upscale"],
+        outscale=values.get("outscale"),
+        tile=parse_tile(values.get("tile", "auto")),
+        dtype=values.get("dtype", "auto"),
+        compile=values.get("compile", False),
+        kernels=values.get("kernels", "torch"),
+    )
+
+
+def _upscale_cost(model: str, dtype: str) -> Stage:
+    from .upscale import Upscale
+
+    stage = Upscale(model, dtype=dtype)
+    stage.set_tile(0)  # the scheduler derives tiles from whole-frame costs
+    return stage
+
+
+def _upscale_sample() -> list[Stage]:
+    from ..models.zoo_realesrgan import ensure_offline_weights
+    from .upscale import Upscale
+
+    ensure_offline_weights("realesr-animevideov3-x2")
+    return [Upscale("realesr-animevideov3-x2", tile=64)]
+
+
+# --- interpolate -------------------------------------------------------------------------------------------------
+
+SCENE_CUT_MODES: Final = ("fill", "blend")  # the stage's own (stages.interpolate), checked in the tests
+
+
+def _interpolate_wanted(values: Values) -> bool:
+    if values.get("interpolate") is not None:
+        return True
+    if values.get("fps") is not None or values.get("multi") is not None:
+        raise UsageError("--fps/--multi need --interpolate MODEL")
+    return False
+
+
+def _interpolate(values: Values) -> Stage:
+    from .interpolate import SCENE_CUT_MODES as modes
+    from .interpolate import Interpolate
+
+    fps, multi = values.get("fps"), values.get("multi")
+    if (fps is None) == (multi is None):
+        raise UsageError("--interpolate needs exactly one of --fps or --multi")
+    return Interpolate(
+        values["interpolate"],
+        fps=parse_rate(fps) if fps else None,
+        multi=multi,
+        # --multi k lasts as long as the input, as --fps does: n·k frames, the last one held k−1 periods
+        # (the stage's own default, (n−1)·k+1 frames, ends a source period early and audio overhangs)
+        fill_tail=True if multi is not None else None,
+        scene_cut=choice(values.get("scene_cut", "fill"), modes, "--scene-cut mode"),  # type: ignore[arg-type]
+        dtype=values.get("dtype", "auto"),
+    )
+
+
+def _interpolate_cost(model: str, dtype: str) -> Stage:
+    from .interpolate import Interpolate
+
+    return Interpolate(model, multi=2, dtype=dtype)  # type: ignore[arg-type]
+
+
+# --- resize ------------------------------------------------------------------------------------------------------
+
+RESIZE_METHODS: Final = ("bicubic", "bilinear", "area")
+
+
+def _resize(values: Values) -> Stage:
+    from .resize import Resize, parse_size
+
+    square = bool(values.get("square_pixels", False))
+    size = values.get("resize")
+    w, h = parse_size(size) if size is not None else (-1, -1)  # -1x-1: square pixels, same picture
+    method = choice(values.get("resize_method", "bicubic"), RESIZE_METHODS, "resize method")
+    return Resize(w, h, method, square_pixels=square)  # type: ignore[arg-type]
+
+
+def _resize_sample() -> list[Stage]:
+    from .resize import Resize
+
+    return [Resize(160, -1, "area")]
+
+
+#: every stage `vidpipe run` builds, in the default run order (`--order` permutes the ones it names)
+STAGES: Final[dict[str, StageEntry]] = {
+    e.name: e
+    for e in (
+        StageEntry(
+            name="pad",
+            module="vidpipe.stages.pad",
+            task="geometry",
+            unit="frame",
+            wanted=lambda v: v.get("pad") is not None,
+            build=_pad,
+            options=(OptionSpec("pad", int, None, "pad frames to a multiple of N (cropped back on output)"),),
+            sample=_pad_sample,
+        ),
+        StageEntry(
+            name="upscale",
+            module="vidpipe.stages.upscale",
+            task="upscale",
+            unit="frame",
+            wanted=lambda v: v.get("upscale") is not None,
+            build=_upscale,
+            options=(
+                OptionSpec("upscale", str, None, "SR model: registry name, imported name or weights file"),
+                OptionSpec("outscale", float, None, "final scale after the model (default: the model's)"),
+                OptionSpec("tile", str, "auto", "auto | 0 (whole frames) | N px tiles"),
+                OptionSpec("compile", bool, False, "torch.compile model stages (GPU; warm-up first)"),
+                OptionSpec("kernels", str, "torch", "upscale: torch | fused (ours, Triton; CUDA fp16/bf16)"),
+            ),
+            shared=("dtype",),
+            sample=_upscale_sample,
+            sample_slow=True,
+            cost_subject=_upscale_cost,
+        ),
+        StageEntry(
+            name="interpolate",
+            module="vidpipe.stages.interpolate",
+            task="interpolate",
+            unit="frame_pair",
+            wanted=_interpolate_wanted,
+            build=_interpolate,
+            options=(
+                OptionSpec("interpolate", str, None, "RIFE model: rife-hdv3 | rife-4.6 | … | weights file"),
+                OptionSpec("fps", str, None, "target frame rate for --interpolate, e.g. 60 or 60000/1001"),
+                OptionSpec("multi", int, None, "frame-rate multiplier for --interpolate"),
+                OptionSpec(
+                    "scene_cut",
+                    str,
+                    "fill",
+                    "fill | blend: what replaces synthesis across a cut",
+                    SCENE_CUT_MODES,
+                    "--scene-cut mode",
+                ),
+            ),
+            shared=("dtype",),
+            rate_changing=True,
+            context=1,
+            cost_subject=_interpolate_cost,
+        ),
+        StageEntry(
+            name="resize",
+            module="vidpipe.stages.resize",
+            task="geometry",
+            unit="frame",
+            wanted=lambda v: v.get("resize") is not None or bool(v.get("square_pixels")),
+            build=_resize,
+            options=(
+                OptionSpec("resize", str, None, "resize to WxH (one side may be -1)"),
+                OptionSpec(
+                    "resize_method", str, "bicubic", "bicubic | bilinear | area", RESIZE_METHODS, "resize method"
+                ),
+                OptionSpec("square_pixels", bool, False, "resample to square pixels (default: keep the pixel aspect)"),
+            ),
+            sample=_resize_sample,
+        ),
+    )
+}
+
+#: the two-stage `--order` values of old, still valid
+LEGACY_ORDERS: Final = ("upscale,interpolate", "interpolate,upscale")
+
+
+def entry(name: str) -> StageEntry:
+    try:
+        return STAGES[name]
+    except KeyError:
+        raise UsageError(f"unknown stage {name!r}; valid: {', '.join(STAGES)}") from None
+
+
+def option(name: str) -> OptionSpec:
+    """The registered option called `name` (a recipe field)."""
+    for e in STAGES.values():
+        for o in e.options:
+            if o.name == name:
+                return o
+    raise KeyError(name)
+
+
+def run_order(order: str) -> list[str]:
+    """Every registered stage name in run order: the names `order` lists take the places those stages have by
+    default, in the order given (`interpolate,upscale` swaps the two; pad stays first, resize last)."""
+    names = [n.strip() for n in order.split(",")]
+    unknown = [n for n in names if n not in STAGES]
+    if unknown or len(set(names)) != len(names) or not names:
+        raise UsageError(
+            f"invalid order {order!r}; valid: {', '.join(LEGACY_ORDERS)} or any comma-separated list of the stages "
+            f"{', '.join(STAGES)}, each at most once"
+            + (f" (unknown: {', '.join(unknown)})" if unknown else " (a stage named twice)")
+        )
+    default = list(STAGES)
+    slots = sorted(default.index(n) for n in names)
+    for slot, name in zip(slots, names, strict=True):
+        default[slot] = name
+    return default
+
+
+def build_chain(values: Values) -> list[Stage]:
+    """The stages a run with these option values runs, in `values["order"]`'s run order."""
+    for e in STAGES.values():
+        e.check(values)
+    order = run_order(values.get("order") or ",".join(LEGACY_ORDERS[:1]))
+    return [STAGES[n].build(values) for n in order if STAGES[n].wanted(values)]
