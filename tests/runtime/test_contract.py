@@ -23,22 +23,28 @@ from vidpipe.runtime.pipeline import RunOptions, run
 from vidpipe.stages.base import Stage
 from vidpipe.stages.interpolate import Interpolate
 from vidpipe.stages.pad import Pad
+from vidpipe.stages.registry import STAGES as REGISTRY
 from vidpipe.stages.resize import Resize
 from vidpipe.stages.upscale import Upscale
 from vidpipe.testing import decode_all
 
-#: name -> factory; each stage under contract
+#: name -> factory; each stage under contract: every registered stage's own sample (stages/registry.py), so a
+#: new stage is covered by its entry, and a few chains
 STAGES: dict[str, Callable[[], list[Stage]]] = {
     "identity": lambda: [],
-    "resize": lambda: [Resize(160, -1, "area")],
-    "pad": lambda: [Pad(32)],
+    **{name: e.sample for name, e in REGISTRY.items() if e.sample is not None and not e.rate_changing},
     "pad+resize": lambda: [Pad(64), Resize(-1, 120, "bilinear")],
-    "upscale": lambda: [Upscale(_real_sr(), tile=64)],
 }
 
 
 #: real-weight stages over the whole rich clip: over 20 s on 2 quiet cores (3-6 min at load 10), the slow suite's
-SLOW_STAGES = frozenset({"upscale", "interpolate-60", "upscale+interpolate-x2"})
+SLOW_STAGES = frozenset({name for name, e in REGISTRY.items() if e.sample_slow} | {"upscale+interpolate-x2"})
+
+
+def test_every_registered_stage_is_under_contract():
+    for name, e in REGISTRY.items():
+        assert e.sample is not None, f"stage {name!r} has no contract sample in its registry entry"
+        assert name in (RATE_STAGES if e.rate_changing else STAGES)
 
 
 def _params(stages: dict[str, Callable[[], list[Stage]]]) -> list[object]:
@@ -99,7 +105,7 @@ def test_stage_keeps_frames_pts_and_every_stream(stage, rich_mkv, tmp_path):
 
 #: stages that change the frame rate: checked for an exact constant-rate output instead of identical pts
 RATE_STAGES: dict[str, Callable[[], list[Stage]]] = {
-    "interpolate-60": lambda: [Interpolate(_real_rife(), fps=F(60))],
+    **{name: e.sample for name, e in REGISTRY.items() if e.sample is not None and e.rate_changing},
     "upscale+interpolate-x2": lambda: [Upscale(_real_sr(), tile=0), Interpolate(_real_rife(), multi=2, fill_tail=True)],
 }
 
@@ -117,7 +123,7 @@ def test_rate_changing_stage_is_exact_and_keeps_every_stream(stage, rich_mkv, tm
     res = run(rich_mkv, out, stages, _opts())
     src, dst = probe(rich_mkv), probe(out)
     t_out, _ = decode_all(out)
-    spec_rate = F(60) if stage == "interpolate-60" else 2 * src.video.rate
+    spec_rate = F(60) if stage == "interpolate" else 2 * src.video.rate
     assert dst.video.rate == spec_rate or abs(float(dst.video.rate) - float(spec_rate)) < 0.05
     expected = res.manifest["stage_reports"]["interpolate"]["frames_out"]
     assert len(t_out) == res.frames_out == expected

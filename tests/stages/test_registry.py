@@ -75,3 +75,17 @@ def test_registry_imports_neither_torch_nor_a_stage_module():
     )
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_doctor_lists_every_registered_stage_and_sizes_stages_through_the_registry():
+    from vidpipe.runtime import doctor
+
+    lines = list(doctor.stage_lines())
+    for name, e in STAGES.items():
+        line = next(ln for ln in lines if ln.strip().startswith(f"stage {name}:"))
+        assert all(o.flag in line for o in e.options)
+    assert doctor._stage("interpolate", "rife-hdv3").name == "interpolate"
+    with pytest.raises(UsageError, match=r"stage 'resize' takes no model; valid: upscale, interpolate"):
+        doctor._stage("resize", "x")
+    with pytest.raises(UsageError, match=r"unknown stage 'matte'; valid: pad, upscale, interpolate, resize"):
+        doctor._stage("matte", "x")

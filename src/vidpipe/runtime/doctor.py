@@ -19,8 +19,7 @@ from ..media.reader import ReaderOptions
 from ..schedule.chain import ScheduleOptions, plan_stage
 from ..schedule.costs import TABLES_DIR, CostBook
 from ..stages.base import Stage, StreamSpec
-from ..stages.interpolate import Interpolate
-from ..stages.upscale import Upscale
+from ..stages.registry import STAGES, with_model
 from .device import describe, resolve_device
 from .pipeline import versions
 
@@ -79,6 +78,7 @@ def report(device: str = "auto") -> Iterator[str]:
         )
         cpu.append(f"{preset}={codec}{'' if ok else ' (MISSING)'}")
     yield "CPU encoders: " + ", ".join(cpu)
+    yield from stage_lines()
 
 
 def _fused_status(dev: torch.device) -> str:
@@ -89,11 +89,19 @@ def _fused_status(dev: torch.device) -> str:
 
 
 def _stage(kind: str, model: str) -> Stage:
-    if kind == "upscale":
-        return Upscale(model)
-    if kind == "interpolate":
-        return Interpolate(model, multi=2)
-    raise VidpipeError(f"invalid stage {kind!r}; valid: upscale, interpolate")
+    return with_model(kind, model)  # the registered stage on this model, every other option at its default
+
+
+def stage_lines() -> Iterator[str]:
+    """The registered stages (stages/registry.py) and what each is."""
+    yield "stages (vidpipe run, in default --order): " + ", ".join(STAGES)
+    for name, e in STAGES.items():
+        what = [e.task, f"cost per {e.unit}"]
+        what += [f"model via --{e.model_option}"] if e.model_option else []
+        what += ["changes the frame rate"] if e.rate_changing else []
+        what += ["analysis only"] if e.analysis_only else []
+        flags = " ".join(o.flag for o in e.options)
+        yield f"  stage {name}: {', '.join(what)}; options {flags}"
 
 
 def schedule_report(

@@ -87,6 +87,8 @@ class StageEntry:
     build: Callable[[Values], Stage]
     options: tuple[OptionSpec, ...] = ()
     shared: tuple[str, ...] = ()
+    #: the option naming its model (`doctor` sizes `build({model_option: model})`); None: no model
+    model_option: str | None = None
     analysis_only: bool = False
     rate_changing: bool = False
     #: frames of context it needs (0: per frame), when static
@@ -180,6 +182,14 @@ def _interpolate(values: Values) -> Stage:
     )
 
 
+def _interpolate_sample() -> list[Stage]:
+    from ..models.zoo_rife import ensure_offline_weights
+    from .interpolate import Interpolate
+
+    ensure_offline_weights("rife-hdv3")
+    return [Interpolate("rife-hdv3", fps=Fraction(60))]
+
+
 def _interpolate_cost(model: str, dtype: str) -> Stage:
     from .interpolate import Interpolate
 
@@ -236,6 +246,7 @@ STAGES: Final[dict[str, StageEntry]] = {
                 OptionSpec("kernels", str, "torch", "upscale: torch | fused (ours, Triton; CUDA fp16/bf16)"),
             ),
             shared=("dtype",),
+            model_option="upscale",
             sample=_upscale_sample,
             sample_slow=True,
             cost_subject=_upscale_cost,
@@ -261,8 +272,11 @@ STAGES: Final[dict[str, StageEntry]] = {
                 ),
             ),
             shared=("dtype",),
+            model_option="interpolate",
             rate_changing=True,
             context=1,
+            sample=_interpolate_sample,
+            sample_slow=True,
             cost_subject=_interpolate_cost,
         ),
         StageEntry(
@@ -293,6 +307,16 @@ def entry(name: str) -> StageEntry:
         return STAGES[name]
     except KeyError:
         raise UsageError(f"unknown stage {name!r}; valid: {', '.join(STAGES)}") from None
+
+
+def with_model(name: str, model: str) -> Stage:
+    """The stage `name` on `model` with every other option at its default (as `doctor` sizes it); an
+    interpolation runs ×2."""
+    e = entry(name)
+    if e.model_option is None:
+        with_models = ", ".join(n for n, x in STAGES.items() if x.model_option)
+        raise UsageError(f"stage {name!r} takes no model; valid: {with_models}")
+    return e.build({e.model_option: model} | ({"multi": 2} if e.rate_changing else {}))
 
 
 def option(name: str) -> OptionSpec:
