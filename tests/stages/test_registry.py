@@ -89,3 +89,18 @@ def test_doctor_lists_every_registered_stage_and_sizes_stages_through_the_regist
         doctor._stage("resize", "x")
     with pytest.raises(UsageError, match=r"unknown stage 'matte'; valid: pad, upscale, interpolate, resize"):
         doctor._stage("matte", "x")
+
+
+def test_run_cli_offers_every_registered_option_with_its_default_and_help():
+    import typer
+
+    from vidpipe.cli.app import app
+
+    run = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
+    params = {p.name: p for p in run.params}
+    for e in STAGES.values():
+        for o in e.options:
+            assert o.name in params, f"vidpipe run has no {o.flag}"
+            assert params[o.name].default == o.default, o.name
+            assert params[o.name].help == o.help, o.name
+    assert all(name in params["order"].help for name in STAGES)

@@ -20,6 +20,7 @@ from rich.logging import RichHandler
 from .. import __version__
 from ..errors import DeviceError, UsageError, VidpipeError
 from ..runtime.recipe import PipelineRecipe, trimmed
+from ..stages.registry import STAGES, option
 from .cuts_cmd import bench_cmd as bench_cuts_cmd
 from .cuts_cmd import detect_cmd as detect_cuts_cmd
 from .eval_cmd import app as eval_app
@@ -36,6 +37,14 @@ if TYPE_CHECKING:
 
 #: media.encoders.PRESETS, written out: importing it would load PyAV for `--help` (a test checks they agree)
 ENCODER_HELP = "auto | h264 | hevc | av1 | vp9 | prores | ffv1 | png"
+#: `run --order`: any list of registered stages, each taking the place it has by default
+ORDER_HELP = f"stages in run order, any of {','.join(STAGES)} (e.g. interpolate,upscale)"
+
+
+def _stage_help(name: str) -> str:
+    """A stage option's help, from its registry entry (stages/registry.py), where its name and default live too."""
+    return option(name).help
+
 
 app = typer.Typer(
     add_completion=False,
@@ -92,26 +101,24 @@ def run_cmd(
             "with --encoder png the folder (new or empty) of the PNG sequence",
         ),
     ],
-    upscale: Annotated[str | None, typer.Option(help="SR model: registry name, imported name or weights file")] = None,
-    outscale: Annotated[float | None, typer.Option(help="final scale after the model (default: the model's)")] = None,
-    tile: Annotated[str, typer.Option(help="auto | 0 (whole frames) | N px tiles")] = "auto",
+    upscale: Annotated[str | None, typer.Option(help=_stage_help("upscale"))] = None,
+    outscale: Annotated[float | None, typer.Option(help=_stage_help("outscale"))] = None,
+    tile: Annotated[str, typer.Option(help=_stage_help("tile"))] = "auto",
     dtype: Annotated[str, typer.Option(help="auto | fp16 | bf16 | fp32 (auto: fp16 on CUDA, fp32 on CPU)")] = "auto",
-    compile: Annotated[bool, typer.Option("--compile", help="torch.compile model stages (GPU; warm-up first)")] = False,
-    kernels: Annotated[str, typer.Option(help="upscale: torch | fused (ours, Triton; CUDA fp16/bf16)")] = "torch",
-    interpolate: Annotated[str | None, typer.Option(help="RIFE model: rife-hdv3 | rife-4.6 | … | weights file")] = None,
-    fps: Annotated[str | None, typer.Option(help="target frame rate for --interpolate, e.g. 60 or 60000/1001")] = None,
-    multi: Annotated[int | None, typer.Option(min=2, help="frame-rate multiplier for --interpolate")] = None,
-    scene_cut: Annotated[str, typer.Option(help="fill | blend: what replaces synthesis across a cut")] = "fill",
-    order: Annotated[str, typer.Option(help="upscale,interpolate | interpolate,upscale")] = "upscale,interpolate",
-    resize: Annotated[str | None, typer.Option(help="resize to WxH (one side may be -1)")] = None,
-    resize_method: Annotated[str, typer.Option(help="bicubic | bilinear | area")] = "bicubic",
-    square_pixels: Annotated[
-        bool, typer.Option("--square-pixels", help="resample to square pixels (default: keep the pixel aspect)")
-    ] = False,
+    compile: Annotated[bool, typer.Option("--compile", help=_stage_help("compile"))] = False,
+    kernels: Annotated[str, typer.Option(help=_stage_help("kernels"))] = "torch",
+    interpolate: Annotated[str | None, typer.Option(help=_stage_help("interpolate"))] = None,
+    fps: Annotated[str | None, typer.Option(help=_stage_help("fps"))] = None,
+    multi: Annotated[int | None, typer.Option(min=2, help=_stage_help("multi"))] = None,
+    scene_cut: Annotated[str, typer.Option(help=_stage_help("scene_cut"))] = "fill",
+    order: Annotated[str, typer.Option(help=ORDER_HELP)] = "upscale,interpolate",
+    resize: Annotated[str | None, typer.Option(help=_stage_help("resize"))] = None,
+    resize_method: Annotated[str, typer.Option(help=_stage_help("resize_method"))] = "bicubic",
+    square_pixels: Annotated[bool, typer.Option("--square-pixels", help=_stage_help("square_pixels"))] = False,
     deinterlace: Annotated[
         bool, typer.Option("--deinterlace", help="deinterlace interlaced sources (bwdif), else they are warned of")
     ] = False,
-    pad: Annotated[int | None, typer.Option(help="pad frames to a multiple of N (cropped back on output)")] = None,
+    pad: Annotated[int | None, typer.Option(help=_stage_help("pad"))] = None,
     encoder: Annotated[str, typer.Option(help=ENCODER_HELP)] = "auto",
     crf: Annotated[int | None, typer.Option(help="quality for crf encoders (lower is better)")] = None,
     speed: Annotated[str | None, typer.Option(help="encoder speed preset (x264/x265 names, SVT-AV1 0-13)")] = None,
