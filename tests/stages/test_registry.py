@@ -104,3 +104,13 @@ def test_run_cli_offers_every_registered_option_with_its_default_and_help():
             assert params[o.name].default == o.default, o.name
             assert params[o.name].help == o.help, o.name
     assert all(name in params["order"].help for name in STAGES)
+
+
+def test_bench_costs_measures_each_model_on_its_registered_cost_subject():
+    from vidpipe.bench.costs import subjects
+
+    got = subjects(["realesr-animevideov3-x2"], ["rife-hdv3"], "fp32")
+    assert [s.label for s in got] == ["upscale realesr-animevideov3-x2", "interpolate rife-hdv3 ×2"]
+    up, interp = (s.factory() for s in got)
+    assert up.name == "upscale" and up.tile_request == 0  # type: ignore[attr-defined]  # whole frames
+    assert interp.name == "interpolate" and interp.multi == 2  # type: ignore[attr-defined]

@@ -38,9 +38,8 @@ from ..schedule.costs import (
     device_name,
     measure,
 )
-from ..stages.base import Stage, StreamSpec
-from ..stages.interpolate import Interpolate
-from ..stages.upscale import Upscale
+from ..stages.base import StreamSpec
+from ..stages.registry import STAGES
 
 DEFAULT_UPSCALE = ("realesr-animevideov3-x2", "realesr-animevideov3-x4")
 DEFAULT_INTERPOLATE = ("rife-hdv3",)
@@ -61,16 +60,14 @@ class Subject:
     prepare: Prepare | None = None
 
 
-def _whole_frames(stage: Stage) -> None:
-    stage.set_tile(0)  # type: ignore[attr-defined]
-
-
 def subjects(upscale: Sequence[str], interpolate: Sequence[str], dtype: DType) -> list[Subject]:
+    """What to measure: each model on its stage as the stage's registry entry builds it (`cost_subject`)."""
     out: list[Subject] = []
-    for m in upscale:
-        out.append(Subject(f"upscale {m}", lambda m=m: Upscale(m, dtype=dtype), _whole_frames))  # type: ignore[misc]
-    for m in interpolate:
-        out.append(Subject(f"interpolate {m} ×2", lambda m=m: Interpolate(m, multi=2, dtype=dtype)))  # type: ignore[misc]
+    for name, models in (("upscale", upscale), ("interpolate", interpolate)):
+        make = STAGES[name].cost_subject
+        assert make is not None, name  # both registered with one
+        label = "interpolate {} ×2" if name == "interpolate" else "upscale {}"
+        out += [Subject(label.format(m), lambda m=m, make=make: make(m, dtype)) for m in models]  # type: ignore[misc]
     return out
 
 

@@ -137,9 +137,7 @@ def _upscale(values: Values) -> Stage:
 def _upscale_cost(model: str, dtype: str) -> Stage:
     from .upscale import Upscale
 
-    stage = Upscale(model, dtype=dtype)
-    stage.set_tile(0)  # the scheduler derives tiles from whole-frame costs
-    return stage
+    return Upscale(model, dtype=dtype, tile=0)  # whole frames: the scheduler derives tiles from whole-frame costs
 
 
 def _upscale_sample() -> list[Stage]:
