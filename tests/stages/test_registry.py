@@ -114,3 +114,22 @@ def test_bench_costs_measures_each_model_on_its_registered_cost_subject():
     up, interp = (s.factory() for s in got)
     assert up.name == "upscale" and up.tile_request == 0  # type: ignore[attr-defined]  # whole frames
     assert interp.name == "interpolate" and interp.multi == 2  # type: ignore[attr-defined]
+
+
+def test_job_spec_fields_and_upload_modes_come_from_the_registry():
+    import typing
+
+    from vidpipe.jobs.keys import MODES
+    from vidpipe.jobs.spec import _recipe_kinds
+
+    kinds = _recipe_kinds()
+    hints = typing.get_type_hints(PipelineRecipe)
+    for e in STAGES.values():
+        assert e.mode_label is None or e.mode_label in MODES
+        for o in e.options:
+            assert o.type in (typing.get_args(hints[o.name]) or (hints[o.name],)), o.name  # annotation agrees
+            assert kinds[o.name] == {bool: "bool", int: "int", float: "number", str: "str"}[o.type]
+    assert PipelineRecipe(upscale="m").mode == "upscaled"
+    assert PipelineRecipe(interpolate="m").mode == "interpolated"
+    assert PipelineRecipe(upscale="m", interpolate="m").mode == "both"
+    assert PipelineRecipe(pad=8).mode == "result"

@@ -186,11 +186,15 @@ class _Section:
 
 
 def _recipe_kinds() -> dict[str, str]:
-    """The value kind of each `vidpipe run` option, from PipelineRecipe's annotations."""
+    """The value kind of each `vidpipe run` option: a stage's from its registry entry (stages/registry.py), the
+    others from PipelineRecipe's annotations."""
+    from ..stages.registry import STAGES
+
+    stage_types = {o.name: o.type for e in STAGES.values() for o in e.options}
     kinds: dict[str, str] = {}
     for name, hint in typing.get_type_hints(PipelineRecipe).items():
         args = set(typing.get_args(hint)) - {types.NoneType} if typing.get_args(hint) else {hint}
-        base = next(iter(args))
+        base = stage_types.get(name, next(iter(args)))
         kinds[name] = {bool: "bool", int: "int", float: "number", str: "str"}[base]
     return kinds
 
@@ -348,6 +352,14 @@ def _upload_spec(out: _Section, inputs: tuple[str, ...], env: Mapping[str, str])
     )
 
 
+def _model_stages(recipe: PipelineRecipe) -> str:
+    """`upscale: X, interpolate: None`: each registered model stage and the model the recipe gives it."""
+    from ..stages.registry import STAGES
+
+    values = recipe.to_dict()
+    return ", ".join(f"{n}: {values[e.model_option]}" for n, e in STAGES.items() if e.model_option)
+
+
 def _pipeline(top: _Section, env: Mapping[str, str]) -> tuple[PipelineRecipe, str]:
     section = _Section(top.doc.get("pipeline"), "pipeline", _recipe_kinds())
     values = {name: section.get(name) for name in section.kinds if section.has(name)}
@@ -369,8 +381,8 @@ def _pipeline(top: _Section, env: Mapping[str, str]) -> tuple[PipelineRecipe, st
     elif mode != "result" and mode != recipe.mode:
         raise _fail(
             "mode",
-            f"{mode!r} does not match the pipeline, which makes {recipe.mode!r} (upscale: {recipe.upscale}, "
-            f"interpolate: {recipe.interpolate}); valid: {', '.join(MODES)}, or leave mode out",
+            f"{mode!r} does not match the pipeline, which makes {recipe.mode!r} ({_model_stages(recipe)}); "
+            f"valid: {', '.join(MODES)}, or leave mode out",
         )
     try:
         recipe.check()

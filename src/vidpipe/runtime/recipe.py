@@ -157,13 +157,9 @@ class PipelineRecipe:
 
     @property
     def mode(self) -> ChainMode:
-        if self.upscale is not None and self.interpolate is not None:
-            return "both"
-        if self.upscale is not None:
-            return "upscaled"
-        if self.interpolate is not None:
-            return "interpolated"
-        return "result"
+        from ..stages.registry import mode_label
+
+        return mode_label(self.to_dict())  # type: ignore[return-value]
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

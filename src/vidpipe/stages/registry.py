@@ -89,6 +89,8 @@ class StageEntry:
     shared: tuple[str, ...] = ()
     #: the option naming its model (`doctor` sizes `build({model_option: model})`); None: no model
     model_option: str | None = None
+    #: the upload label a run of this model stage alone earns (jobs.keys.MODES; both model stages: "both")
+    mode_label: str | None = None
     analysis_only: bool = False
     rate_changing: bool = False
     #: frames of context it needs (0: per frame), when static
@@ -245,6 +247,7 @@ STAGES: Final[dict[str, StageEntry]] = {
             ),
             shared=("dtype",),
             model_option="upscale",
+            mode_label="upscaled",
             sample=_upscale_sample,
             sample_slow=True,
             cost_subject=_upscale_cost,
@@ -271,6 +274,7 @@ STAGES: Final[dict[str, StageEntry]] = {
             ),
             shared=("dtype",),
             model_option="interpolate",
+            mode_label="interpolated",
             rate_changing=True,
             context=1,
             sample=_interpolate_sample,
@@ -342,6 +346,21 @@ def run_order(order: str) -> list[str]:
     for slot, name in zip(slots, names, strict=True):
         default[slot] = name
     return default
+
+
+def model_stages(values: Values) -> dict[str, str]:
+    """The model stages these values run: stage name → the model it was given."""
+    models = {n: e.model_option for n, e in STAGES.items() if e.model_option}
+    return {n: values[opt] for n, opt in models.items() if values.get(opt) is not None}
+
+
+def mode_label(values: Values) -> str:
+    """The upload label (jobs.keys.MODES) of a run with these values: its model stage's, "both" for two, else
+    "result"."""
+    labels = [STAGES[n].mode_label or "result" for n in model_stages(values)]
+    if len(labels) > 1:
+        return "both"
+    return labels[0] if labels else "result"
 
 
 def build_chain(values: Values) -> list[Stage]:
