@@ -342,17 +342,12 @@ class FaultProxy:
             first = buf
         else:
             first = b""
-        try:
-            upstream = socket.create_connection(self.upstream, timeout=self.io_timeout)
-        except OSError:
-            client.close()
+        upstream = self._connect(client)
+        if upstream is None:
             return
-        with self._lock:
-            self._socks.add(upstream)
         if first:
             upstream.sendall(first)
-        back = threading.Thread(target=self._pump_back, args=(upstream, client), daemon=True)
-        back.start()
+        back = self._start_pump_back(upstream, client)
         sent = len(first)
         try:
             while not self._stop.is_set():
@@ -368,12 +363,32 @@ class FaultProxy:
         except OSError:
             pass
         finally:
+            self._close_pair(client, upstream, back)
+
+    def _connect(self, client: socket.socket) -> socket.socket | None:
+        """A connection to the server for `client` (closed, None, when the server cannot be reached)."""
+        try:
+            upstream = socket.create_connection(self.upstream, timeout=self.io_timeout)
+        except OSError:
+            client.close()
+            return None
+        with self._lock:
+            self._socks.add(upstream)
+        return upstream
+
+    def _start_pump_back(self, upstream: socket.socket, client: socket.socket) -> threading.Thread:
+        back = threading.Thread(target=self._pump_back, args=(upstream, client), daemon=True)
+        back.start()
+        return back
+
+    def _close_pair(self, client: socket.socket, upstream: socket.socket, back: threading.Thread) -> None:
+        """End a proxied connection: no more to the server, let its answer drain, close both ends."""
+        with contextlib.suppress(OSError):
+            upstream.shutdown(socket.SHUT_WR)
+        back.join(self.io_timeout)
+        for s in (client, upstream):
             with contextlib.suppress(OSError):
-                upstream.shutdown(socket.SHUT_WR)
-            back.join(self.io_timeout)
-            for s in (client, upstream):
-                with contextlib.suppress(OSError):
-                    s.close()
+                s.close()
 
     def _pump_back(self, upstream: socket.socket, client: socket.socket) -> None:
         try:
@@ -481,15 +496,10 @@ class HoldingProxy(FaultProxy):
         if head and self._take_hold(head):
             self._black_hole(client)
             return
-        try:
-            upstream = socket.create_connection(self.upstream, timeout=self.io_timeout)
-        except OSError:
-            client.close()
+        upstream = self._connect(client)
+        if upstream is None:
             return
-        with self._lock:
-            self._socks.add(upstream)
-        back = threading.Thread(target=self._pump_back, args=(upstream, client), daemon=True)
-        back.start()
+        back = self._start_pump_back(upstream, client)
         try:
             data = head
             while data and not self._stop.is_set():
@@ -505,12 +515,7 @@ class HoldingProxy(FaultProxy):
         except OSError:
             pass
         finally:
-            with contextlib.suppress(OSError):
-                upstream.shutdown(socket.SHUT_WR)
-            back.join(self.io_timeout)
-            for s in (client, upstream):
-                with contextlib.suppress(OSError):
-                    s.close()
+            self._close_pair(client, upstream, back)
 
 
 _REQUEST_LINE = re.compile(rb"^[A-Z]+ /")
