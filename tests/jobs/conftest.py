@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 from vidpipe.jobs.storage import RetryPolicy, S3Settings, S3Storage
 
@@ -544,3 +545,13 @@ def holding_proxy(s3_server: S3Server) -> Iterator[Callable[..., HoldingProxy]]:
     yield make
     for p in proxies:
         p.close()
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One compute thread: in-process runs compute like the subprocess ones (OMP_NUM_THREADS=1 there), and tiny
+    frames gain nothing from more threads on a shared 2-core runner."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

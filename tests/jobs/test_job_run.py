@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 import yaml
 
 import calibration
@@ -153,15 +152,6 @@ def _only_output(result: Path) -> dict:
     [entry] = doc["inputs"]
     [out] = entry["outputs"]
     return out
-
-
-@pytest.fixture
-def one_thread() -> Iterator[None]:
-    """In-process runs compute like the subprocess ones (OMP_NUM_THREADS=1 there)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @dataclass(frozen=True)

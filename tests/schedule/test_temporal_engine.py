@@ -11,6 +11,7 @@ from itertools import pairwise
 import pytest
 import torch
 
+from temporal_stages import MovingAverage, RunningMean
 from vidpipe.errors import DeviceOutOfMemoryError, StageError, UsageError
 from vidpipe.frames import FrameBatch
 from vidpipe.media.encoders import EncoderOptions
@@ -20,7 +21,7 @@ from vidpipe.schedule.chain import ScheduleOptions
 from vidpipe.schedule.oom import OomPolicy, OomRunner
 from vidpipe.schedule.temporal import RecurrentRunner, WindowRunner, feed_span
 from vidpipe.stages.base import Stage
-from vidpipe.stages.temporal import Reach, RecurrentStage, State, WindowedStage
+from vidpipe.stages.temporal import Reach, WindowedStage
 from vidpipe.testing import decode_all
 
 N = 41  # frames of the test video: prime, so no window or batch size divides it
@@ -35,56 +36,6 @@ def video(n: int = N, device: str = "cpu") -> FrameBatch:
     g = torch.Generator().manual_seed(7)
     data = torch.randint(0, 256, (n, 3, 6, 8), generator=g, dtype=torch.uint8).to(device)
     return FrameBatch(data=data, pts=[3 * i for i in range(n)], time_base=Fraction(1, 75), index=list(range(n)))
-
-
-class RunningMean(RecurrentStage):
-    """Each output is the mean of its frame and the P−1 before it (fewer at the start and after a cut). The state
-    is those frames, so P−1 frames of pre-roll rebuild it exactly."""
-
-    name = "running-mean"
-
-    def __init__(self, p: int, *, oom_on_call: int | None = None) -> None:
-        self.preroll = p - 1
-        self.p = p
-        self.calls = 0
-        self.oom_on_call = oom_on_call
-
-    def step(self, frames: FrameBatch, state: State | None) -> tuple[FrameBatch, State]:
-        self.calls += 1
-        if self.calls == self.oom_on_call:
-            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        held = state[0] if state is not None else frames.data[:0]
-        outs = []
-        for f in frames.data:
-            held = torch.cat([held, f[None]])[-self.p :]
-            outs.append(held.to(torch.int32).sum(0) // len(held))
-        return frames.with_data(torch.stack(outs).to(torch.uint8)), (held,)
-
-
-class MovingAverage(WindowedStage):
-    """Each output is the mean of the frames within ±k of it that the window holds: with overlap ≥ k, every kept
-    frame sees all of its neighbours (or the stream's end)."""
-
-    name = "moving-average"
-
-    def __init__(self, k: int, *, window: int, overlap: int, oom_on_call: int | None = None) -> None:
-        self.k, self.window, self.overlap = k, window, overlap
-        self.calls = 0
-        self.oom_on_call = oom_on_call
-        self.sizes: list[int] = []
-
-    def process_window(self, frames: FrameBatch) -> FrameBatch:
-        self.calls += 1
-        self.sizes.append(len(frames))
-        if self.calls == self.oom_on_call:
-            raise torch.OutOfMemoryError("CUDA out of memory (injected)")
-        x = frames.data.to(torch.int32)
-        n = len(frames)
-        outs = [
-            x[max(0, i - self.k) : min(n, i + self.k + 1)].sum(0) // (min(n, i + self.k + 1) - max(0, i - self.k))
-            for i in range(n)
-        ]
-        return frames.with_data(torch.stack(outs).to(torch.uint8))
 
 
 def runner_oom(size: int) -> OomRunner:

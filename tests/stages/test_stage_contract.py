@@ -119,7 +119,8 @@ def test_temporal_stages_declare_their_reach_and_are_driven_by_the_engine() -> N
             return frames, ()
 
     r = Rec()
-    assert r.reach == Reach(3, 0) and not r.starts_mid_stream
+    # a finite reach is fed by segments and shares (schedule.temporal.feed_span): it can start mid-stream
+    assert r.reach == Reach(3, 0) and r.starts_mid_stream
     with pytest.raises(StageError, match="temporal engine"):
         r.process(_batch())
 

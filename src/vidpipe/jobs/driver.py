@@ -4,7 +4,11 @@ segments are joined into the output with its manifest. :mod:`vidpipe.jobs.runner
 the sentinel around it; :mod:`vidpipe.jobs.segments` holds the planning, checkpoints and the lossless join.
 
 Where a file may be split is the stages' call, through their declarations (`Stage.starts_mid_stream`,
-`Stage.counts_frames`, `Stage.segment_grid`), never their class."""
+`Stage.counts_frames`, `Stage.segment_grid`, `Stage.reach`), never their class. A segment's run decodes the
+frames the chain reaches around it (`schedule.temporal.chain_reach` + `feed_span`: a recurrent stage's
+pre-roll, a windowed stage's overlap, interpolation's look-ahead), runs the whole chain over them and writes
+only its own frames (the pipeline's `TimeWindow` drops the rest after the chain), so the joined output is the
+whole run's, frame for frame."""
 
 from __future__ import annotations
 
@@ -22,7 +26,8 @@ from ..media.encoders import EncoderChoice
 from ..media.info import MediaInfo
 from ..media.probe import probe
 from ..runtime.pipeline import RunOptions, TimeWindow, manifest_path, run, versions
-from ..stages.base import Stage, StreamSpec
+from ..schedule.temporal import chain_reach, feed_span
+from ..stages.base import Reach, Stage, StreamSpec
 from . import atomic
 from .disk import check_free_space, estimate_output_bytes
 from .secrets import Redactor
@@ -45,9 +50,9 @@ log = logging.getLogger(__name__)
 def whole_file_reason(index: FrameIndex, stages: Sequence[Stage], on_corrupt: str) -> str | None:
     """Why a file must be processed in one segment (None: it can be split at keyframes). Segments start at a
     seek point, so files whose frames are stamped by their order cannot be split, nor can stages that cannot
-    start mid-stream (`Stage.starts_mid_stream`: context or reach the segments do not feed yet); a stage that
-    counts frames (`Stage.counts_frames`: interpolation's output grid) cannot split a file whose damaged frames
-    may be dropped."""
+    start mid-stream (`Stage.starts_mid_stream`: context without a finite reach that segments could feed); a
+    stage that counts frames (`Stage.counts_frames`: interpolation's output grid) cannot split a file whose
+    damaged frames may be dropped."""
     temporal = [s.name for s in stages if not s.starts_mid_stream]
     if index.container == "avi":
         return "AVI stores no presentation times"
@@ -59,6 +64,16 @@ def whole_file_reason(index: FrameIndex, stages: Sequence[Stage], on_corrupt: st
     if on_corrupt == "skip" and counting:
         return f"stage {counting[0]} counts frames and --on-corrupt skip may drop some"
     return None
+
+
+def fed(seg: Segment, index: FrameIndex, reach: Reach) -> Segment:
+    """`seg` with the times its run decodes: the frames `reach` needs around it (`feed_span`), from the first one
+    through the last one (None: the stream's own first or last)."""
+    first, stop = feed_span(reach, seg.first, seg.first + seg.frames, total=index.count)
+    return replace(
+        seg,
+        feed=(None if first == 0 else index.times[first], None if stop >= index.count else index.times[stop - 1]),
+    )
 
 
 @dataclass(kw_only=True)
@@ -124,16 +139,23 @@ class SegmentDriver:
         if len(rules) > 1:
             log.info("%s: %d stages place segment boundaries; processed whole (one segment)", p.name, len(rules))
             return plan_segments(index, None)
+        reach = chain_reach(p.stages, index.times[0])
+        if reach is None:
+            log.info("%s: a stage's reach next to another's output grid; processed whole (one segment)", p.name)
+            return plan_segments(index, None)
         plan = plan_segments(index, seconds, rules[0] if rules else None)
-        log.info("%s: %d segment(s) of about %gs", p.name, len(plan), float(seconds))
-        return plan
+        log.info(
+            "%s: %d segment(s) of about %gs, each fed %d frame(s) before and %d after",
+            *(p.name, len(plan), float(seconds), reach.before, reach.after),
+        )
+        return [fed(seg, index, reach) if len(plan) > 1 else seg for seg in plan]
 
     def segment(self, p: Prepared, seg: Segment, n: int) -> None:
         """Run segment `seg` (of `n`) over its time window into its own file, then checkpoint it."""
         out = p.state.segment_path(seg, p.suffix)
         opts = replace(
             p.options,
-            window=TimeWindow(seg.start, seg.end),
+            window=TimeWindow(seg.start, seg.end, seg.feed),
             manifest=False,
             # the source's other streams are muxed once, by the join
             writer=replace(p.options.writer, copy_streams=False),

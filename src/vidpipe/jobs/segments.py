@@ -4,10 +4,13 @@ with the source's audio, subtitles, attachments and chapters (what `vidpipe run`
 
 Why the joined output equals one uninterrupted run, frame for frame:
 
-- A segment is the output time window [t0, t1) where t0 and t1 are times of source frames. The reader seeks to
-  the keyframe at or before t0, drops decoded frames before t0 and stops after the first frame at or after t1
-  (look-ahead for interpolation's last pair); the pipeline drops output frames outside the window
-  (`runtime.pipeline.TimeWindow`). 1:1 stages keep source times, so the windows partition the frames.
+- A segment is the output time window [t0, t1) where t0 and t1 are times of source frames. The reader decodes
+  the frames the chain reaches around it (`Segment.feed`, from `schedule.temporal.feed_span` over the stages'
+  added `reach`: a recurrent stage's pre-roll before t0, a windowed stage's overlap on both sides,
+  interpolation's one frame of look-ahead for its last pair): it seeks to the keyframe at or before the first
+  of them and drops decoded frames before it. The chain runs over all of them; the pipeline then drops output
+  frames outside the window (`runtime.pipeline.TimeWindow`). 1:1 stages keep source times, so the windows
+  partition the frames, and each frame inside one has the context a whole run gives it.
 - Interpolation re-times its input by count from its first frame (frame i at start + i/rate) and lays its
   output grid from there. A boundary frame s is therefore only used where that grid is the whole run's:
   its time is exactly start + s/rate and, for an fps target F, s·F/rate is a whole number (25 → 60 fps: every
@@ -15,8 +18,9 @@ Why the joined output equals one uninterrupted run, frame for frame:
 - Boundaries are keyframes (no decoding is wasted before t0), near multiples of the segment length, preferring
   keyframes an encoder placed at a scene cut (x264/x265 reset their GOP there, so a keyframe that comes before
   the regular GOP length is due marks a cut). Segments never share a frame, so they can be redone alone.
-- Stages with temporal context other than interpolation, AVI (no presentation times) and `on_corrupt=skip`
-  with interpolation (skipped frames shift the count) keep the input whole: one segment.
+- Stages that hold context without a finite reach (`Stage.starts_mid_stream` false: the cut detectors), a
+  reach next to interpolation's grid (`schedule.temporal.chain_reach`), AVI (no presentation times) and
+  `on_corrupt=skip` with interpolation (skipped frames shift the count) keep the input whole: one segment.
 
 The state of one input lives in its own directory named by the checkpoint key, sha256 of the input's bytes
 plus the pipeline signature (stage signatures with weights hashes, encoder, container, versions). A run with
@@ -114,33 +118,47 @@ def scan_frames(path: Path) -> FrameIndex:
     )
 
 
+def _time(value: Fraction | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _parse_time(value: str | None) -> Fraction | None:
+    return None if value is None else Fraction(value)
+
+
 @dataclass(frozen=True, slots=True)
 class Segment:
-    """Source frames [first, first + frames), shown in [start, end) seconds; None: open (first/last)."""
+    """Source frames [first, first + frames), shown in [start, end) seconds; None: open (first/last). `feed`: the
+    times the reader decodes around them for the stages' reach (`runtime.pipeline.TimeWindow.feed`); None: the
+    window with one frame of look-ahead."""
 
     index: int
     first: int
     frames: int
     start: Fraction | None
     end: Fraction | None
+    feed: tuple[Fraction | None, Fraction | None] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
             "index": self.index,
             "first": self.first,
             "frames": self.frames,
-            "start": None if self.start is None else str(self.start),
-            "end": None if self.end is None else str(self.end),
+            "start": _time(self.start),
+            "end": _time(self.end),
+            "feed": None if self.feed is None else [_time(t) for t in self.feed],
         }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> Segment:
+        feed = d.get("feed")
         return cls(
             index=int(d["index"]),
             first=int(d["first"]),
             frames=int(d["frames"]),
-            start=None if d["start"] is None else Fraction(d["start"]),
-            end=None if d["end"] is None else Fraction(d["end"]),
+            start=_parse_time(d["start"]),
+            end=_parse_time(d["end"]),
+            feed=None if feed is None else (_parse_time(feed[0]), _parse_time(feed[1])),
         )
 
 

@@ -49,13 +49,18 @@ log = logging.getLogger(__name__)
 class TimeWindow:
     """One segment of a longer run: output frames shown in [start, end) seconds (None: open on that side).
 
-    The reader starts at the keyframe at or before `start` and stops one frame after `end` (look-ahead
-    context); output frames outside the window are dropped. Runs over adjacent windows give, together, the
-    frames of one whole run, provided every stage's timing does not depend on where its input began (1:1
-    stages; interpolation when `start` lies on its output grid, see jobs/segments.py)."""
+    The reader decodes `feed` when given, else from `start` to one frame after `end` (look-ahead context); it
+    starts at the keyframe at or before its first time. Output frames outside the window are dropped after the
+    whole chain. Runs over adjacent windows give, together, the frames of one whole run, provided each is fed
+    the frames its stages reach (`schedule.temporal.feed_span`) and no stage's timing depends on where its
+    input began (1:1 stages; interpolation when `start` lies on its output grid, see jobs/segments.py)."""
 
     start: Fraction | None = None
     end: Fraction | None = None
+    #: the reader's range when the stages need frames around the window (pre-roll, look-ahead): from the frame
+    #: at the first time (None: the stream's first) through the first frame at or after the second (None: to
+    #: the end of the stream); None: (start, end)
+    feed: tuple[Fraction | None, Fraction | None] | None = None
 
     def select(self, batch: FrameBatch | None) -> FrameBatch | None:
         """The frames of `batch` inside the window, or None when none is."""
@@ -375,7 +380,8 @@ def run(
     pin = device.type == "cuda"
     reader_opts = replace(options.reader, planar=on_device, pin_memory=pin)
     if options.window is not None:
-        reader_opts = replace(reader_opts, start=options.window.start, end=options.window.end)
+        first, last = options.window.feed or (options.window.start, options.window.end)
+        reader_opts = replace(reader_opts, start=first, end=last)
     signed = signature_fields(src, stages, reader_opts, options.writer)
     if options.schedule.skip_finished:
         old, why = finished(src, dst, manifest_path(dst), signed)

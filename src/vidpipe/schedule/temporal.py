@@ -10,10 +10,16 @@ batches, one process or one share of a video at a time, under the seed's OOM pol
   T is the `OomRunner`'s batch size: an OOM re-runs the same kept frames as shorter windows (halved, then 1 on
   the last attempt), each with its full context.
 - `feed_span` tells segmentation (jobs, several GPUs) which frames to decode for a share [start, end) of a
-  video, from the stages' `reach`, so nothing special-cases a stage.
+  video, from the reach `chain_reach` adds up over a chain's stages (jobs call both; multi-GPU shares are to),
+  so nothing special-cases a stage.
 
 Both runners emit only frames whose source index lies in [emit_from, emit_to): a share of a video decodes its
-context, runs it, and writes its own frames alone. Over any split into shares and batches (and any window
+context, runs it, and writes its own frames alone. A job segment leaves them at their defaults (every frame
+emitted) and drops what lies outside its time window after the whole chain instead
+(`runtime.pipeline.TimeWindow`): each stage of a chain must pass on the context the next one needs, so per-stage
+bounds would have to be worked out stage by stage, while one window at the chain's end holds for any chain, in
+times that also hold across a rate change. What that costs is computing at most the chain's reach of frames on
+each side of a segment that are then dropped. Over any split into shares and batches (and any window
 length, for a stage whose output reaches no further than its overlap), the frames written are those of a run
 over the whole video (tests/schedule/test_temporal_engine.py).
 """
@@ -21,12 +27,14 @@ over the whole video (tests/schedule/test_temporal_engine.py).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
+from fractions import Fraction
 
 import torch
 
 from ..errors import StageError
 from ..frames import FrameBatch
+from ..stages.base import Stage
 from ..stages.temporal import Reach, RecurrentStage, State, WindowedStage
 from .oom import OomRunner
 
@@ -43,6 +51,19 @@ def feed_span(
     first = max([first, *(c for c in hard_cuts if first < c <= start)])
     stop = end + reach.after
     return first, stop if total is None else min(total, stop)
+
+
+def chain_reach(stages: Sequence[Stage], start: Fraction) -> Reach | None:
+    """The source frames set-up `stages` need around a share's output (pre-roll and look-ahead): their reaches
+    added (`Reach.__add__`), over a source whose first frame is at `start`. None when that sum would not count
+    source frames: a stage that lays its own output grid (`segment_grid`, a rate change such as interpolation's)
+    counts its frames from its first input frame, so another stage's pre-roll before it would move that grid,
+    and a reach after it counts frames of that grid, not the source's: a job processes such a chain's input
+    whole."""
+    gridded = [s.segment_grid(start) is not None for s in stages]
+    if any(gridded) and any(s.reach != Reach() for s, g in zip(stages, gridded, strict=True) if not g):
+        return None
+    return sum((s.reach for s in stages), Reach())
 
 
 def _select(batch: FrameBatch, lo: int, hi: int | None) -> FrameBatch | None:

@@ -168,14 +168,17 @@ class Stage(ABC):
     @property
     def reach(self) -> Reach:
         """Frames needed before the first and after the last output frame (pre-roll and look-ahead) when a run
-        starts or ends mid-video; reaches of chained stages add. Default: none."""
+        starts or ends mid-video, so that those frames are the whole run's; reaches of chained stages add
+        (`schedule.temporal.chain_reach`). Default: none."""
         return Reach()
 
     @property
     def starts_mid_stream(self) -> bool:
-        """A run of it may start at a seek point inside the video (a job segment) and write the frames a whole
-        run would. Default: a stage with no context and no reach."""
-        return self.context == 0 and self.reach == Reach()
+        """A run of it may start inside the video (a job segment, a GPU's share) and write the frames a whole run
+        would, when fed its `reach` around the frames it writes (`schedule.temporal.feed_span`). Default: a stage
+        that holds no `context`: its needs, if any, are its reach (a recurrent stage's pre-roll, a windowed
+        one's overlap), which is finite; a stage with context and no reach to feed (the cut detectors) is not."""
+        return self.context == 0
 
     def segment_grid(self, start: Fraction) -> GridRule | None:
         """Where segment boundaries may lie for a set-up stage over a source whose first frame is at `start`
