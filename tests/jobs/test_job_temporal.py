@@ -15,8 +15,9 @@ import pytest
 import torch
 
 from temporal_stages import MovingAverage, RunningMean
+from vidpipe.jobs.driver import fed
 from vidpipe.jobs.runner import JobOutcome, JobRunner, run_job
-from vidpipe.jobs.segments import Segment
+from vidpipe.jobs.segments import FrameIndex, Segment
 from vidpipe.jobs.spec import build_spec
 from vidpipe.stages.base import Reach, Stage
 from vidpipe.stages.registry import STAGES, StageEntry
@@ -91,6 +92,18 @@ def _same_frames(a: Path, b: Path) -> None:
     t_b, f_b = decode_all(b)
     assert len(t_a) == FRAMES and t_a == t_b
     assert torch.equal(f_a, f_b)
+
+
+def test_a_segment_records_the_times_its_reach_decodes() -> None:
+    idx = FrameIndex(times=tuple(F(i, 25) for i in range(30)), keyframes=frozenset({0, 10, 20}), container="matroska")
+    seg = Segment(index=1, first=10, frames=10, start=F(10, 25), end=F(20, 25))
+    # from the first frame reached through the last one, in source times
+    assert fed(seg, idx, Reach(3, 2)).feed == (F(7, 25), F(21, 25))
+    assert fed(seg, idx, Reach()).feed == (F(10, 25), F(19, 25))
+    # reaching past the stream's ends: open there
+    assert fed(seg, idx, Reach(12, 12)).feed == (None, None)
+    again = fed(seg, idx, Reach(3, 2))
+    assert Segment.from_json(json.loads(json.dumps(again.to_json()))) == again
 
 
 @pytest.fixture(scope="module", params=["recurrent", "windowed"])

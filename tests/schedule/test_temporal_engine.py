@@ -19,8 +19,8 @@ from vidpipe.media.writer import WriterOptions
 from vidpipe.runtime.pipeline import RunOptions, run
 from vidpipe.schedule.chain import ScheduleOptions
 from vidpipe.schedule.oom import OomPolicy, OomRunner
-from vidpipe.schedule.temporal import RecurrentRunner, WindowRunner, feed_span
-from vidpipe.stages.base import Stage
+from vidpipe.schedule.temporal import RecurrentRunner, WindowRunner, chain_reach, feed_span
+from vidpipe.stages.base import GridRule, Stage
 from vidpipe.stages.temporal import Reach, WindowedStage
 from vidpipe.testing import decode_all
 
@@ -221,6 +221,33 @@ def test_declarations_are_checked() -> None:
         feed_span(Reach(1, 1), 5, 3)
     assert Reach(2, 0) + Reach(1, 3) == Reach(3, 3)
     assert feed_span(Reach(before=2, after=4), 0, 10, total=12) == (0, 12)
+
+
+class Gridded(Stage):
+    """A stage that lays its own output grid (as interpolation does) and reads one frame past its last output."""
+
+    name = "gridded"
+
+    def process(self, batch: FrameBatch) -> FrameBatch | None:
+        return batch
+
+    @property
+    def reach(self) -> Reach:
+        return Reach(after=1)
+
+    def segment_grid(self, start: Fraction) -> GridRule:
+        return GridRule(start=start, rate=Fraction(25), out_rate=Fraction(60))
+
+
+def test_a_chains_reach_adds_up_unless_it_meets_an_output_grid() -> None:
+    rec, win = RunningMean(4), MovingAverage(2, window=4, overlap=3)
+    t0 = Fraction(0)
+    assert chain_reach([], t0) == Reach()
+    assert chain_reach([rec, Recorder(), win], t0) == Reach(3 + 3, 3)  # pre-roll 3, overlap 3 on each side
+    assert chain_reach([Recorder(), Gridded()], t0) == Reach(0, 1)
+    # a pre-roll before the grid would move it; a reach after it counts the grid's frames, not the source's
+    assert chain_reach([rec, Gridded()], t0) is None
+    assert chain_reach([Gridded(), win], t0) is None
 
 
 # -- through the real pipeline ----------------------------------------------------------------------------------
