@@ -134,3 +134,18 @@ def test_the_recipe_carries_the_option(mark_registered: None) -> None:
     assert recipe.to_dict()["mark_label"] == "r" and recipe.stage_values["mark_label"] == "r"
     assert PipelineRecipe.field_types()["mark_label"] is str
     assert recipe.mode == "upscaled"  # a stage without a model leaves the upload label to the model stages
+
+
+def test_an_option_the_command_declares_itself_keeps_its_own_parameter() -> None:
+    """A stage option also written by hand as a parameter (as a branch merged from before the registry drove the
+    CLI may have it) does not break the app: the hand-written one is used, test_registry checks it agrees."""
+    from vidpipe.cli.stage_options import give_stage_options, own_parameters
+
+    def command(output: str, pad: int | None = None, **stage_values: object) -> None:
+        """A command with `pad` by hand."""
+
+    give_stage_options(command, own_parameters(command), after="output")
+    params = list(command.__signature__.parameters.values())  # type: ignore[attr-defined]
+    names = [p.name for p in params]
+    assert names.count("pad") == 1 and names[0] == "output" and "upscale" in names
+    assert next(p for p in params if p.name == "pad").annotation == int | None  # the hand-written one

@@ -151,9 +151,9 @@ def run_cmd(
     _setup_logging(quiet, verbose)
     # --batch-size N: every stage and the reader use N; unset: the reader's default, stages from cost rows
     batch_override, batch_size = batch_size, batch_size or ReaderOptions().batch_size
-    # one place builds stages and settings from these options (runtime/recipe.py), shared with `job run`
-    # the stage options come as **stage_values (one per registered option: refresh_stage_options), the run
-    # settings as parameters of their own
+    # one place builds stages and settings from these options (runtime/recipe.py), shared with `job run`; the
+    # stage options come as **stage_values (one per registered option: refresh_stage_options), the run settings
+    # as parameters of their own
     given = locals()
     recipe = PipelineRecipe(**stage_values, **{n: given[n] for n in PipelineRecipe.field_names() if n in given})
     stages = recipe.stages()
@@ -522,6 +522,9 @@ app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
 job_app = make_job_app(_setup_logging)
 app.add_typer(job_app, name="job")
+app.command("cuts")(detect_cuts_cmd)
+bench_app.command("cuts")(bench_cuts_cmd)
+app.add_typer(eval_app, name="eval")
 
 
 def refresh_stage_options() -> None:
@@ -533,9 +536,6 @@ def refresh_stage_options() -> None:
 
 
 refresh_stage_options()
-app.command("cuts")(detect_cuts_cmd)
-bench_app.command("cuts")(bench_cuts_cmd)
-app.add_typer(eval_app, name="eval")
 
 
 def _fail(message: str, code: int) -> None:

@@ -37,11 +37,10 @@ def own_parameters(command: Callable[..., Any]) -> list[inspect.Parameter]:
 
 def give_stage_options(command: Callable[..., Any], own: list[inspect.Parameter], after: str) -> None:
     """Make `command`'s signature `own` with every registered stage option inserted after the parameter `after`
-    (typer passes them to its `**stage_values`). Call again after the registry changed."""
-    stage = [stage_parameter(o) for o in stage_options().values()]
-    clash = sorted({p.name for p in stage} & {p.name for p in own})
-    if clash:
-        raise TypeError(f"stage option(s) {', '.join(clash)} clash with {command.__name__}'s own parameters")
+    (typer passes them to its `**stage_values`). An option `command` declares itself keeps its own parameter
+    (tests/stages/test_registry.py checks that it agrees with the entry). Call again after the registry changed."""
+    names = {p.name for p in own}
+    stage = [stage_parameter(o) for o in stage_options().values() if o.name not in names]
     at = [p.name for p in own].index(after) + 1
     signature = inspect.Signature([*own[:at], *stage, *own[at:]], return_annotation=None)
     command.__signature__ = signature  # type: ignore[attr-defined]
