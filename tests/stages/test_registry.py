@@ -12,20 +12,43 @@ import pytest
 from vidpipe.errors import UsageError
 from vidpipe.runtime.recipe import PipelineRecipe
 from vidpipe.stages import registry
-from vidpipe.stages.registry import STAGES, run_order
+from vidpipe.stages.registry import STAGES, run_order, stage_options
 
 
-def test_every_stage_entry_names_its_stage_and_its_options_are_recipe_fields():
-    fields = {f.name: f for f in dataclasses.fields(PipelineRecipe)}
+def test_every_stage_entry_names_its_stage_and_its_options_are_recipe_options():
+    recipe = PipelineRecipe()
+    settings = {f.name for f in dataclasses.fields(PipelineRecipe)} - {"stage_values"}
+    owned = [o.name for e in STAGES.values() for o in e.options]
+    assert len(owned) == len(set(owned)), "an option name is registered twice"
     for name, e in STAGES.items():
         stage_cls = getattr(__import__(e.module, fromlist=["_"]), name.capitalize())
         assert stage_cls.name == name
         assert stage_cls.unit == e.unit
         for o in e.options:
-            assert o.name in fields, f"{name}: option {o.name} is no PipelineRecipe field"
-            assert fields[o.name].default == o.default, o.name
+            assert o.name not in settings, f"{name}: option {o.name} is also a run setting"
+            assert getattr(recipe, o.name) == recipe.to_dict()[o.name] == o.default, o.name
         for s in e.shared:
-            assert s in fields
+            assert s in PipelineRecipe.field_names()
+    assert list(stage_options())[: len(owned)] != [] and set(owned) <= set(stage_options())
+    assert PipelineRecipe.field_names() == (*stage_options(), *sorted(settings, key=list(recipe.to_dict()).index))
+
+
+def test_recipe_takes_stage_options_as_keywords_and_refuses_unknown_ones():
+    recipe = PipelineRecipe(upscale="m", fps="60", encoder="ffv1")
+    assert (recipe.upscale, recipe.fps, recipe.encoder, recipe.dtype) == ("m", "60", "ffv1", "auto")
+    again = dataclasses.replace(recipe, interpolate="r", encoder="h264")
+    assert (again.upscale, again.interpolate, again.fps, again.encoder) == ("m", "r", "60", "h264")
+    assert again != recipe and dataclasses.replace(again, interpolate=None, encoder="ffv1") == recipe
+    with pytest.raises(TypeError, match=r"unknown option\(s\) upscal; valid: pad, upscale, "):
+        PipelineRecipe(upscal="m")
+    with pytest.raises(AttributeError, match="upscal"):
+        _ = recipe.upscal
+
+
+def test_an_option_s_minimum_is_checked_by_the_recipe_as_by_the_cli():
+    assert registry.option("multi").min == 2
+    with pytest.raises(UsageError, match=r"--multi must be ≥ 2, got 1"):
+        PipelineRecipe(interpolate="m", multi=1).stages()
 
 
 def test_scene_cut_choices_are_the_stage_s_own():
@@ -91,19 +114,35 @@ def test_doctor_lists_every_registered_stage_and_sizes_stages_through_the_regist
         doctor._stage("matte", "x")
 
 
-def test_run_cli_offers_every_registered_option_with_its_default_and_help():
+def _run_params(command: str = "run") -> dict:
     import typer
 
     from vidpipe.cli.app import app
 
-    run = typer.main.get_command(app).commands["run"]  # type: ignore[attr-defined]
-    params = {p.name: p for p in run.params}
-    for e in STAGES.values():
-        for o in e.options:
-            assert o.name in params, f"vidpipe run has no {o.flag}"
-            assert params[o.name].default == o.default, o.name
-            assert params[o.name].help == o.help, o.name
+    group = typer.main.get_command(app)
+    cmd = group.commands["job"].commands["run"] if command == "job" else group.commands["run"]  # type: ignore[attr-defined]
+    return {p.name: p for p in cmd.params}
+
+
+@pytest.mark.parametrize("command", ["run", "job"])
+def test_run_cli_offers_every_registered_option_as_its_entry_declares_it(command):
+    params = _run_params(command)
+    for o in stage_options().values():
+        assert o.name in params, f"vidpipe {command} run has no {o.flag}"
+        p = params[o.name]
+        assert p.opts == [o.flag] and not p.secondary_opts, o.name  # a bool is a plain flag, as --compile was
+        assert p.default == o.default, o.name
+        assert p.help == o.help, o.name
+        assert p.type_descriptor.annotation is o.type, o.name  # type: ignore[attr-defined]
+        assert p.is_flag == (o.type is bool), o.name
+        assert p.min == o.min, o.name  # type: ignore[attr-defined]
     assert all(name in params["order"].help for name in STAGES)
+
+
+def test_run_cli_refuses_a_value_under_an_option_s_minimum(cli, make):
+    clip = make("reg.mkv", frames=2, size=(64, 48))
+    res = cli("run", str(clip), "-o", str(clip.with_name("m.mkv")), "--interpolate", "rife-hdv3", "--multi", "1")
+    assert res.returncode == 2 and "--multi" in res.stderr and "greater than or equal to 2" in res.stderr
 
 
 def test_bench_costs_measures_each_model_on_its_registered_cost_subject():
@@ -117,18 +156,18 @@ def test_bench_costs_measures_each_model_on_its_registered_cost_subject():
 
 
 def test_job_spec_fields_and_upload_modes_come_from_the_registry():
-    import typing
-
     from vidpipe.jobs.keys import MODES
     from vidpipe.jobs.spec import _recipe_kinds
 
     kinds = _recipe_kinds()
-    hints = typing.get_type_hints(PipelineRecipe)
+    types = PipelineRecipe.field_types()
     for e in STAGES.values():
         assert e.mode_label is None or e.mode_label in MODES
-        for o in e.options:
-            assert o.type in (typing.get_args(hints[o.name]) or (hints[o.name],)), o.name  # annotation agrees
-            assert kinds[o.name] == {bool: "bool", int: "int", float: "number", str: "str"}[o.type]
+    for o in stage_options().values():
+        assert types[o.name] is o.type, o.name
+        assert kinds[o.name] == {bool: "bool", int: "int", float: "number", str: "str"}[o.type]
+    assert (kinds["crf"], kinds["lossless"], kinds["encoder"]) == ("int", "bool", "str")  # run settings: annotations
+    assert set(kinds) == set(PipelineRecipe.field_names())
     assert PipelineRecipe(upscale="m").mode == "upscaled"
     assert PipelineRecipe(interpolate="m").mode == "interpolated"
     assert PipelineRecipe(upscale="m", interpolate="m").mode == "both"

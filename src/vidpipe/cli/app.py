@@ -10,7 +10,7 @@ import logging
 import sys
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
@@ -20,13 +20,14 @@ from rich.logging import RichHandler
 from .. import __version__
 from ..errors import DeviceError, UsageError, VidpipeError
 from ..runtime.recipe import PipelineRecipe, trimmed
-from ..stages.registry import STAGES, option
+from ..stages.registry import STAGES
 from .cuts_cmd import bench_cmd as bench_cuts_cmd
 from .cuts_cmd import detect_cmd as detect_cuts_cmd
 from .eval_cmd import app as eval_app
-from .job_cmd import make_job_app
+from .job_cmd import make_job_app, take_run_options
 from .models_cmd import app as models_app
 from .monitor_cmd import app as monitor_app
+from .stage_options import give_stage_options, own_parameters
 
 # torch, PyAV's decoders and the stages are imported inside the commands that run something: `vidpipe --help`
 # and `--version` answer in a fraction of a second (tests/test_r22_cli.py checks torch stays out)
@@ -39,11 +40,6 @@ if TYPE_CHECKING:
 ENCODER_HELP = "auto | h264 | hevc | av1 | vp9 | prores | ffv1 | png"
 #: `run --order`: any list of registered stages, each taking the place it has by default
 ORDER_HELP = f"stages in run order, any of {','.join(STAGES)} (e.g. interpolate,upscale)"
-
-
-def _stage_help(name: str) -> str:
-    """A stage option's help, from its registry entry (stages/registry.py), where its name and default live too."""
-    return option(name).help
 
 
 app = typer.Typer(
@@ -101,24 +97,10 @@ def run_cmd(
             "with --encoder png the folder (new or empty) of the PNG sequence",
         ),
     ],
-    upscale: Annotated[str | None, typer.Option(help=_stage_help("upscale"))] = None,
-    outscale: Annotated[float | None, typer.Option(help=_stage_help("outscale"))] = None,
-    tile: Annotated[str, typer.Option(help=_stage_help("tile"))] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto | fp16 | bf16 | fp32 (auto: fp16 on CUDA, fp32 on CPU)")] = "auto",
-    compile: Annotated[bool, typer.Option("--compile", help=_stage_help("compile"))] = False,
-    kernels: Annotated[str, typer.Option(help=_stage_help("kernels"))] = "torch",
-    interpolate: Annotated[str | None, typer.Option(help=_stage_help("interpolate"))] = None,
-    fps: Annotated[str | None, typer.Option(help=_stage_help("fps"))] = None,
-    multi: Annotated[int | None, typer.Option(min=2, help=_stage_help("multi"))] = None,
-    scene_cut: Annotated[str, typer.Option(help=_stage_help("scene_cut"))] = "fill",
     order: Annotated[str, typer.Option(help=ORDER_HELP)] = "upscale,interpolate",
-    resize: Annotated[str | None, typer.Option(help=_stage_help("resize"))] = None,
-    resize_method: Annotated[str, typer.Option(help=_stage_help("resize_method"))] = "bicubic",
-    square_pixels: Annotated[bool, typer.Option("--square-pixels", help=_stage_help("square_pixels"))] = False,
     deinterlace: Annotated[
         bool, typer.Option("--deinterlace", help="deinterlace interlaced sources (bwdif), else they are warned of")
     ] = False,
-    pad: Annotated[int | None, typer.Option(help=_stage_help("pad"))] = None,
     encoder: Annotated[str, typer.Option(help=ENCODER_HELP)] = "auto",
     crf: Annotated[int | None, typer.Option(help="quality for crf encoders (lower is better)")] = None,
     speed: Annotated[str | None, typer.Option(help="encoder speed preset (x264/x265 names, SVT-AV1 0-13)")] = None,
@@ -152,6 +134,7 @@ def run_cmd(
         bool, typer.Option("--force", help="re-make outputs already finished with the same models")
     ] = False,
     suffix: Annotated[str | None, typer.Option(help="output extension for many inputs (default: each input's)")] = None,
+    **stage_values: Any,
 ) -> None:
     """Decode INPUT, run the chosen stages, encode to OUTPUT with every other stream copied.
 
@@ -168,9 +151,11 @@ def run_cmd(
     _setup_logging(quiet, verbose)
     # --batch-size N: every stage and the reader use N; unset: the reader's default, stages from cost rows
     batch_override, batch_size = batch_size, batch_size or ReaderOptions().batch_size
-    # one place builds stages and settings from these options (runtime/recipe.py), shared with `job run`
+    # one place builds stages and settings from these options (runtime/recipe.py), shared with `job run`; the
+    # stage options come as **stage_values (one per registered option: refresh_stage_options), the run settings
+    # as parameters of their own
     given = locals()
-    recipe = PipelineRecipe(**{name: given[name] for name in PipelineRecipe.field_names()})
+    recipe = PipelineRecipe(**stage_values, **{n: given[n] for n in PipelineRecipe.field_names() if n in given})
     stages = recipe.stages()
     opts = recipe.run_options(
         progress="none" if quiet else _choice(progress, ("bar", "json", "none"), "progress mode"),  # type: ignore[arg-type]
@@ -197,6 +182,10 @@ def run_cmd(
             f"wrote {result.output} ({result.frames_out} frames, {result.fps:.1f} fps, "
             f"{result.wall_s:.1f} s); manifest {result.output}.json"
         )
+
+
+#: `vidpipe run`'s own parameters, read before refresh_stage_options gives it its full signature
+_RUN_OWN = own_parameters(run_cmd)
 
 
 def _run_many(jobs: list[Job], stages: list[Stage], opts: RunOptions, talk: bool) -> None:
@@ -531,10 +520,22 @@ def bench_peers_cmd(
 
 app.add_typer(models_app, name="models")
 app.add_typer(monitor_app, name="monitor")
-app.add_typer(make_job_app(run_cmd, _setup_logging), name="job")
+job_app = make_job_app(_setup_logging)
+app.add_typer(job_app, name="job")
 app.command("cuts")(detect_cuts_cmd)
 bench_app.command("cuts")(bench_cuts_cmd)
 app.add_typer(eval_app, name="eval")
+
+
+def refresh_stage_options() -> None:
+    """Give `vidpipe run` and `vidpipe job run` one option per registered stage option (stages/registry.py).
+    Called once here; call it again after changing `STAGES` (the CLI is built from these signatures each time
+    the app runs)."""
+    give_stage_options(run_cmd, _RUN_OWN, after="output")
+    take_run_options(job_app, run_cmd)
+
+
+refresh_stage_options()
 
 
 def _fail(message: str, code: int) -> None:

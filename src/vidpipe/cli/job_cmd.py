@@ -2,8 +2,9 @@
 the environment alone; ``vidpipe job check`` validates a spec and prints what it resolves to.
 
 ``job run`` takes every stage and encoder option of ``vidpipe run`` under the same names, help texts and
-defaults: they are copied from the ``run`` command's signature when the app is built (`make_job_app`), so the
-two commands cannot drift apart. Options given on the command line override the spec's values.
+defaults: they are copied from the ``run`` command's signature (`take_run_options`, which cli.app calls with
+``run``'s stage options generated from the registry), so the two commands cannot drift apart. Options given on
+the command line override the spec's values.
 """
 
 from __future__ import annotations
@@ -140,8 +141,8 @@ def _setup_job_logging(setup_logging: Callable[[bool, bool], None], quiet: bool,
     root.setLevel(logging.WARNING)
 
 
-def make_job_app(run_command: Callable[..., Any], setup_logging: Callable[[bool, bool], None]) -> typer.Typer:
-    """The `job` sub-app; `run_command` is `vidpipe run`'s function, whose stage/encoder options `job run` takes."""
+def make_job_app(setup_logging: Callable[[bool, bool], None]) -> typer.Typer:
+    """The `job` sub-app; `take_run_options` gives its `run` the stage/encoder options of `vidpipe run`."""
     app = typer.Typer(no_args_is_help=True, help="Jobs for rented GPUs: segments, resume, verified uploads, auto-stop.")
 
     def job_run(**values: Any) -> None:
@@ -175,16 +176,6 @@ def make_job_app(run_command: Callable[..., Any], setup_logging: Callable[[bool,
         if outcome.exit_code:
             raise SystemExit(outcome.exit_code)
 
-    own = list(inspect.signature(_job_options, eval_str=True).parameters.values())
-    taken = set(_OWN)
-    run_params = [
-        p
-        for name, p in inspect.signature(run_command, eval_str=True).parameters.items()
-        if name in PipelineRecipe.field_names() and name not in taken
-    ]
-    signature = inspect.Signature([*own, *run_params])
-    job_run.__signature__ = signature  # type: ignore[attr-defined]
-    job_run.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
     job_run.__doc__ = (
         "Run a job: inputs (files, globs, directories, s3:// URLs) → segments (resumable) → joined output → "
         "verified upload → result JSON → sentinel."
@@ -206,6 +197,23 @@ def make_job_app(run_command: Callable[..., Any], setup_logging: Callable[[bool,
     return app
 
 
+def take_run_options(job_app: typer.Typer, run_command: Callable[..., Any]) -> None:
+    """Make `job run`'s signature its own options plus every recipe option of `run_command` (`vidpipe run`'s
+    function, its signature already holding the registered stage options): the same names, help and defaults.
+    Called again when the stage registry changed (cli.app.refresh_stage_options)."""
+    job_run = next(c.callback for c in job_app.registered_commands if c.name == "run")
+    assert job_run is not None
+    own = list(inspect.signature(_job_options, eval_str=True).parameters.values())
+    run_params = [
+        p
+        for name, p in inspect.signature(run_command, eval_str=True).parameters.items()
+        if name in PipelineRecipe.field_names() and name not in _OWN
+    ]
+    signature = inspect.Signature([*own, *run_params])
+    job_run.__signature__ = signature  # type: ignore[attr-defined]
+    job_run.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+
+
 def describe_spec(spec: JobSpec) -> dict[str, Any]:
     up = spec.upload
     return {
@@ -223,4 +231,4 @@ def describe_spec(spec: JobSpec) -> dict[str, Any]:
     }
 
 
-__all__ = ["describe_spec", "make_job_app", "overrides_from_options", "resolve_spec"]
+__all__ = ["describe_spec", "make_job_app", "overrides_from_options", "resolve_spec", "take_run_options"]

@@ -31,8 +31,6 @@ from __future__ import annotations
 
 import os
 import re
-import types
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -186,17 +184,10 @@ class _Section:
 
 
 def _recipe_kinds() -> dict[str, str]:
-    """The value kind of each `vidpipe run` option: a stage's from its registry entry (stages/registry.py), the
-    others from PipelineRecipe's annotations."""
-    from ..stages.registry import STAGES
-
-    stage_types = {o.name: o.type for e in STAGES.values() for o in e.options}
-    kinds: dict[str, str] = {}
-    for name, hint in typing.get_type_hints(PipelineRecipe).items():
-        args = set(typing.get_args(hint)) - {types.NoneType} if typing.get_args(hint) else {hint}
-        base = stage_types.get(name, next(iter(args)))
-        kinds[name] = {bool: "bool", int: "int", float: "number", str: "str"}[base]
-    return kinds
+    """The value kind of each `vidpipe run` option (`pipeline.<name>`, `VIDPIPE_<NAME>`): every registered stage
+    option (stages/registry.py) and every run setting, as PipelineRecipe types them."""
+    kind = {bool: "bool", int: "int", float: "number", str: "str"}
+    return {name: kind[t] for name, t in PipelineRecipe.field_types().items()}
 
 
 def _path(value: str, base: Path) -> Path:

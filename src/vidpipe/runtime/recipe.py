@@ -8,7 +8,10 @@ checked before any work starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import MISSING, Field, dataclass, field, fields
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Final, Literal
 
@@ -71,26 +74,19 @@ def trimmed(options: RunOptions, *, start: str | None, duration: str | None, fra
     )
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+@dataclass(frozen=True, kw_only=True, init=False)
 class PipelineRecipe:
     """The options of `vidpipe run` that say what is computed and how it is encoded (same names, same
     defaults). Values are the strings a user types (`fps="60000/1001"`, `tile="auto"`); `stages()` and
-    `run_options()` check them and raise UsageError listing the valid values."""
+    `run_options()` check them and raise UsageError listing the valid values.
 
-    upscale: str | None = None
-    outscale: float | None = None
-    tile: str = "auto"
-    dtype: str = "auto"
-    compile: bool = False
-    kernels: str = "torch"
-    interpolate: str | None = None
-    fps: str | None = None
-    multi: int | None = None
-    scene_cut: str = "fill"
+    The run settings (order, encoding, decoding, device) are the fields below. The stage options are those of
+    the stage registry (`stages.registry.stage_options()`, read when a recipe is made): keywords of the
+    constructor like the fields (`PipelineRecipe(upscale=…, fps="60")`), read as attributes (`recipe.fps`), kept
+    in `stage_values` with every registered option's default filled in. A stage added to the registry is taken
+    here with no edit."""
+
     order: str = "upscale,interpolate"
-    resize: str | None = None
-    resize_method: str = "bicubic"
-    pad: int | None = None
     encoder: str = "auto"
     crf: int | None = None
     speed: str | None = None
@@ -103,12 +99,51 @@ class PipelineRecipe:
     hwaccel: str = "none"
     on_corrupt: str = "fail"
     copy_streams: bool = True
-    square_pixels: bool = False
     deinterlace: bool = False
+    #: every registered stage option → its value (not a `vidpipe run` option itself; hash=False: a dict)
+    stage_values: dict[str, Any] = field(default_factory=dict, hash=False)
+
+    def __init__(self, *, stage_values: Mapping[str, Any] | None = None, **values: Any) -> None:
+        # `stage_values` (what dataclasses.replace passes back) is the base the keywords override
+        from ..stages.registry import stage_options
+
+        options = stage_options()
+        settings = _settings()
+        unknown = [n for n in values if n not in options and n not in settings]
+        if unknown:
+            raise TypeError(
+                f"PipelineRecipe() got unknown option(s) {', '.join(unknown)}; valid: {', '.join(self.field_names())}"
+            )
+        for name, f in settings.items():
+            default = f.default_factory() if f.default is MISSING else f.default  # type: ignore[misc]
+            object.__setattr__(self, name, values.get(name, default))
+        base = dict(stage_values or {})
+        given = {n: values[n] if n in values else base.get(n, o.default) for n, o in options.items()}
+        object.__setattr__(self, "stage_values", given)
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached when no field has the name: a stage option (`recipe.upscale`)
+        if name != "stage_values" and name in self.__dict__.get("stage_values", {}):
+            return self.__dict__["stage_values"][name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        return tuple(f.name for f in fields(cls))
+        """Every option a recipe takes: the registered stage options, then the run settings."""
+        from ..stages.registry import stage_options
+
+        return (*stage_options(), *_settings())
+
+    @classmethod
+    def field_types(cls) -> dict[str, type]:
+        """Each option's value type (bool, int, float or str; None is always allowed where the default is None)."""
+        from ..stages.registry import stage_options
+
+        types_ = {n: o.type for n, o in stage_options().items()}
+        for name, hint in typing.get_type_hints(cls).items():
+            if name in _settings():
+                types_[name] = next(iter(set(typing.get_args(hint)) - {types.NoneType} or {hint}))
+        return types_
 
     def stages(self) -> list[Stage]:
         """The stage chain in run order (stages.registry: pad, the model stages in `order`, resize), each built
@@ -162,4 +197,9 @@ class PipelineRecipe:
         return mode_label(self.to_dict())  # type: ignore[return-value]
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return self.stage_values | {name: getattr(self, name) for name in _settings()}
+
+
+def _settings() -> dict[str, Field[Any]]:
+    """The run settings: PipelineRecipe's fields but `stage_values`."""
+    return {f.name: f for f in fields(PipelineRecipe) if f.name != "stage_values"}

@@ -53,7 +53,9 @@ def parse_tile(value: str) -> int | None:
 @dataclass(frozen=True, slots=True)
 class OptionSpec:
     """One `vidpipe run` option a stage reads: `name` is the recipe field (`resize_method`; the CLI spells it
-    `--resize-method`), `type` the value's Python type, `choices` the valid values where there is a fixed set."""
+    `--resize-method`), `type` the value's Python type (a `bool` is a flag), `choices` the valid values where there
+    is a fixed set, `min` the least valid number where there is one. The CLI parameter, the recipe field and the
+    job-spec field (`pipeline.<name>`, `VIDPIPE_<NAME>`) are generated from it."""
 
     name: str
     type: type
@@ -62,6 +64,7 @@ class OptionSpec:
     choices: tuple[str, ...] = ()
     #: what an error calls it (default: the flag)
     what: str = ""
+    min: int | None = None
 
     @property
     def flag(self) -> str:
@@ -70,6 +73,8 @@ class OptionSpec:
     def check(self, value: Any) -> None:
         if self.choices and value is not None and value != self.default:
             choice(value, self.choices, self.what or f"{self.flag} value")
+        if self.min is not None and value is not None and value < self.min:
+            raise UsageError(f"{self.what or self.flag} must be ≥ {self.min}, got {value}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,12 @@ class StageEntry:
     def check(self, values: Values) -> None:
         for o in self.options:
             o.check(values.get(o.name, o.default))
+
+
+#: options several stages read and no entry owns (an entry names those it reads in `shared`)
+SHARED_OPTIONS: Final = (
+    OptionSpec("dtype", str, "auto", "auto | fp16 | bf16 | fp32 (auto: fp16 on CUDA, fp32 on CPU)"),
+)
 
 
 # --- pad ---------------------------------------------------------------------------------------------------------
@@ -262,7 +273,7 @@ STAGES: Final[dict[str, StageEntry]] = {
             options=(
                 OptionSpec("interpolate", str, None, "RIFE model: rife-hdv3 | rife-4.6 | … | weights file"),
                 OptionSpec("fps", str, None, "target frame rate for --interpolate, e.g. 60 or 60000/1001"),
-                OptionSpec("multi", int, None, "frame-rate multiplier for --interpolate"),
+                OptionSpec("multi", int, None, "frame-rate multiplier for --interpolate", min=2),
                 OptionSpec(
                     "scene_cut",
                     str,
@@ -321,13 +332,24 @@ def with_model(name: str, model: str) -> Stage:
     return e.build({e.model_option: model} | ({"multi": 2} if e.rate_changing else {}))
 
 
-def option(name: str) -> OptionSpec:
-    """The registered option called `name` (a recipe field)."""
+def stage_options() -> dict[str, OptionSpec]:
+    """Every registered stage option by name (its recipe field), in the order `vidpipe run --help` lists them:
+    each entry's own, a shared one after the first entry that reads it. Read at call time: the recipe, job specs
+    and the CLI (`cli.app.refresh_stage_options`) follow an entry added to `STAGES`."""
+    shared = {o.name: o for o in SHARED_OPTIONS}
+    options: dict[str, OptionSpec] = {}
     for e in STAGES.values():
         for o in e.options:
-            if o.name == name:
-                return o
-    raise KeyError(name)
+            options.setdefault(o.name, o)
+        for name in e.shared:
+            if name in shared:
+                options.setdefault(name, shared[name])
+    return options | {n: o for n, o in shared.items() if n not in options}
+
+
+def option(name: str) -> OptionSpec:
+    """The registered option called `name` (a recipe field)."""
+    return stage_options()[name]
 
 
 def run_order(order: str) -> list[str]:
