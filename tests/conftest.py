@@ -5,10 +5,11 @@ quiet-machine figure stretched by the measured slowdown."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "gpu" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(autouse=True)
+def _vidpipe_logger_restored() -> Iterator[None]:
+    """A CLI command run in-process (`CliRunner`) sets up the "vidpipe" logger for a terminal (its own handler,
+    no propagation), which would hide every later test's records from `caplog`: put it back after each test."""
+    logger = logging.getLogger("vidpipe")
+    saved = (logger.handlers[:], logger.level, logger.propagate)
+    yield
+    logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
