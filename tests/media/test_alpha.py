@@ -216,6 +216,18 @@ def test_source_alpha_dropped_with_a_warning_unless_kept(make, tmp_path, caplog)
     assert not vp9_mov.choice.alpha and vp9_mov.choice.pix_fmt == "yuv420p"  # no alpha encoded only to be lost
 
 
+def test_alpha_undeclared_by_the_stream_is_dropped_with_a_warning(tmp_path):
+    """A stage that hands RGBA frames but declared an RGB stream: the writer chose an encoder without alpha, so
+    the alpha goes, but not without a word."""
+    frames = matte(2)
+    w = writer(tmp_path / "u.mkv", spec_of(frames[:, :3]), encoder="ffv1")
+    w.write(FrameBatch(data=frames, pts=[0, 1], time_base=1 / RATE))
+    w.close()
+    assert any("declared without it" in m for m in w.stats.warnings)
+    _, back = decode_all(tmp_path / "u.mkv")
+    assert back.shape[1] == 3
+
+
 @pytest.mark.parametrize(("codec", "rate"), [("ac3", 48000), ("aac", 44100)])
 def test_webm_with_alpha_keeps_audio_as_opus(make, tmp_path, codec, rate):
     """WebM holds only Opus or Vorbis: other audio is re-encoded to Opus (at a rate Opus takes), never lost."""
@@ -262,6 +274,7 @@ def test_pipeline_keeps_a_stage_made_alpha_or_refuses_before_decoding(make, tmp_
 
     res = run(src, tmp_path / "m.webm", [AddMatte()], opts)
     assert res.manifest["encoder"]["pix_fmt"] == "yuva420p"
+    assert not [w for w in res.manifest["warnings"] if "bit rate" in w]  # Opus's rate is ours, not FFmpeg's guess
     got = probe(tmp_path / "m.webm")
     assert got.video.alpha and [a.codec for a in got.of_type("audio")] == ["opus"]
     _, back = decode_all(tmp_path / "m.webm")

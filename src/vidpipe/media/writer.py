@@ -64,6 +64,9 @@ TRIM_SEEK_MARGIN_S = Fraction(1)
 TRIM_LATE_S = Fraction(5)
 
 _AUDIO_FALLBACK = {"mp4": "aac", "mov": "aac", "webm": "libopus", "avi": "libmp3lame", "matroska": "aac"}
+#: Opus bit rate per channel when audio is re-encoded to it (96 kb/s stereo, FFmpeg's own default for stereo, which
+#: it would otherwise pick with a warning in every WebM run's log)
+OPUS_BPS_PER_CHANNEL = 48_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -590,6 +593,8 @@ class _StreamCopier:
                 rate = encoder_rate(target, dec.sample_rate)
                 o = out.add_stream(target, rate=rate)
                 o.layout = dec.layout
+                if target == "libopus":
+                    o.bit_rate = OPUS_BPS_PER_CHANNEL * dec.layout.nb_channels
                 self._meta(s, o)
                 self.transcode[s.index] = (dec, o)
                 resampled = f" at {rate} Hz (from {dec.sample_rate})" if rate != dec.sample_rate else ""
