@@ -5,12 +5,17 @@
 | h264    | libx264 / h264_nvenc     | yuv420p    | yuv420p10le   | dropped (warned)      | crf 18          |
 | hevc    | libx265 / hevc_nvenc     | yuv420p    | yuv420p10le   | dropped (warned)      | crf 20          |
 | av1     | libsvtav1 / av1_nvenc    | yuv420p    | yuv420p10le   | dropped (warned)      | crf 30          |
-| vp9     | libvpx-vp9               | yuv420p    | yuv420p (*)   | yuva420p              | crf 30          |
+| vp9     | libvpx-vp9               | yuv420p    | yuv420p (*)   | yuva420p (.webm/.mkv) | crf 30          |
 | prores  | prores_ks                | yuv422p10le (HQ, profile 3)  | yuva444p10le (4444) |     |
-| ffv1    | ffv1 (lossless)          | yuv420p    | yuv420p10le   | yuva420p / yuva420p10le | lossless      |
+| ffv1    | ffv1 (lossless)          | yuv420p    | yuv420p10le   | bgra / gbrap16le      | lossless        |
 | png     | png (image sequence)     | rgb24      | rgb48be       | rgba / rgba64be       | lossless        |
 
 (*) the bundled libvpx has no high-bit-depth support, so VP9 output is 8-bit.
+
+Alpha (`EncoderOptions.alpha`, media/alpha.py): RGBA frames keep their alpha where the preset and the container
+can carry it (VP9's only in Matroska/WebM). Where they cannot, `keep` is a UsageError naming the outputs that can;
+`auto` is `keep` for an alpha made on the way (a stage's matte, frames handed in without a source) and drops a
+source's own alpha with a warning (a ProRes 4444 master to H.264 still works); `drop` writes none.
 
 A lossless intermediate keeps the source's layout: ffv1 (and `--lossless` h264/hevc/vp9) write the source's
 chroma subsampling, RGB-ness and bit depth where the encoder has such a format (an RGB source with ffv1 → bgr0 or
@@ -35,11 +40,14 @@ import av.error
 import av.logging
 
 from ..errors import EncoderUnavailableError, UsageError
+from .alpha import ALPHA_OUTPUTS, alpha_refusal
 
 log = logging.getLogger(__name__)
 
 PRESETS = ("auto", "h264", "hevc", "av1", "vp9", "prores", "ffv1", "png")
 Preset = Literal["auto", "h264", "hevc", "av1", "vp9", "prores", "ffv1", "png"]
+ALPHA_MODES = ("auto", "keep", "drop")
+AlphaMode = Literal["auto", "keep", "drop"]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -59,6 +67,9 @@ class EncoderOptions:
     extra: tuple[tuple[str, str], ...] = ()
     #: output pixel format (any the encoder takes); None = the preset's, or the source's layout when lossless
     pix_fmt: str | None = None
+    #: RGBA frames: "keep" their alpha or fail (UsageError), "drop" it, or "auto": keep an alpha made on the way
+    #: (strictly), a source's own where the output can (else dropped with a warning)
+    alpha: AlphaMode = "auto"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -191,13 +202,24 @@ def _same_layout(codec: str, source_pix_fmt: str, depth: int | None, alpha: bool
 
 
 def resolve(
-    opts: EncoderOptions, *, suffix: str, source_depth: int, alpha: bool, source_pix_fmt: str | None = None
+    opts: EncoderOptions,
+    *,
+    suffix: str,
+    source_depth: int,
+    alpha: bool,
+    source_pix_fmt: str | None = None,
+    alpha_made: bool = False,
 ) -> EncoderChoice:
     """Pick encoder, pixel format and options for an output file with extension `suffix`. `source_pix_fmt` lets
-    lossless encoders keep the source's layout (chroma, RGB, depth)."""
+    lossless encoders keep the source's layout (chroma, RGB, depth). `alpha`: the frames are RGBA; `alpha_made`:
+    that alpha is the output's own (a stage made it), so `auto` must keep it."""
     preset = opts.encoder
     if preset not in PRESETS:
         raise UsageError(f"unknown encoder {preset!r}; valid: {', '.join(PRESETS)}")
+    if opts.alpha not in ALPHA_MODES:
+        raise UsageError(f"unknown alpha mode {opts.alpha!r}; valid: {', '.join(ALPHA_MODES)}")
+    strict = opts.alpha == "keep" or (opts.alpha == "auto" and alpha_made)
+    alpha = alpha and opts.alpha != "drop"
     depth = opts.bit_depth or (10 if source_depth > 8 else 8)
     if depth not in (8, 10):
         raise UsageError(f"bit depth {depth} not supported; valid: 8, 10")
@@ -225,12 +247,12 @@ def resolve(
     codec = _NVENC_CODEC[preset] if hardware else _CPU_CODEC[preset]
     if not hardware and not encoder_opens(codec, pix_fmt="rgb24" if preset == "png" else _pix_fmt(preset, 8, False)):
         raise EncoderUnavailableError(f"encoder {codec} is not available in this FFmpeg build")
-    keep_alpha = alpha and preset in ("vp9", "prores", "ffv1", "png")
-    if alpha and not keep_alpha:
-        log.warning(
-            "encoder: %s cannot store alpha; the alpha channel is dropped (use vp9, prores, ffv1 or png)",
-            preset,
-        )
+    refusal = alpha_refusal(preset, suffix) if alpha else None
+    if refusal is not None and strict:
+        raise UsageError(f"the output must keep its alpha channel, but {refusal}; alpha is kept by {ALPHA_OUTPUTS}")
+    if refusal is not None:
+        log.warning("encoder: %s; the alpha channel is dropped (alpha is kept by %s)", refusal, ALPHA_OUTPUTS)
+    keep_alpha = alpha and refusal is None
     if preset == "vp9" and depth > 8:
         log.warning("encoder: this FFmpeg's libvpx has no 10-bit support; VP9 output is 8-bit")
         depth = 8
@@ -252,6 +274,11 @@ def resolve(
             pix_fmt = kept
     out = layout(pix_fmt)
     if keep_alpha and not out.alpha:
+        if strict:
+            raise UsageError(
+                f"the output must keep its alpha channel, but pixel format {pix_fmt} has none; formats of {codec} "
+                f"with alpha: {', '.join(f for f in _formats(codec) if layout(f).alpha)}"
+            )
         log.warning("encoder: pixel format %s has no alpha plane; the alpha channel is dropped", pix_fmt)
     return EncoderChoice(
         preset=preset,
@@ -270,8 +297,11 @@ def _pix_fmt(preset: str, depth: int, alpha: bool) -> str:
         return "yuva444p10le" if alpha else "yuv422p10le"
     if preset == "png":
         return ("rgba64be" if alpha else "rgb48be") if deep else ("rgba" if alpha else "rgb24")
-    if preset in ("vp9", "ffv1") and alpha:
-        return "yuva420p10le" if deep and preset == "ffv1" else "yuva420p"
+    if preset == "ffv1" and alpha:
+        # RGBA frames with no source layout to keep: stored as RGB, so they come back bit for bit
+        return "gbrap16le" if deep else "bgra"
+    if preset == "vp9" and alpha:
+        return "yuva420p"
     return "yuv420p10le" if deep else "yuv420p"
 
 

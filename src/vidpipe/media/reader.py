@@ -27,6 +27,7 @@ import torch
 
 from ..errors import CorruptInputError, InputError, TruncatedInputError, UsageError
 from ..frames import Colour, FrameBatch
+from .alpha import read_alpha
 from .buffers import HostBuffers
 from .info import MediaInfo
 from .probe import _LIBVPX_ALPHA, open_input
@@ -197,7 +198,13 @@ class VideoReader:
     def _open_decoder(self, vs: av.video.stream.VideoStream) -> Callable[[av.Packet], list[av.VideoFrame]]:
         """Software decoder of the stream, or the codec's cuvid decoder when asked for and it opens here."""
         opts = self.options
-        if opts.hwaccel != "none":
+        if opts.hwaccel != "none" and self.alpha:
+            # NVDEC hands out nv12/p010: no alpha plane. The matte is the point of such a source: keep the CPU.
+            msg = "hardware decode keeps no alpha plane; decoding on the CPU to keep the source's alpha"
+            (log.warning if opts.hwaccel == "cuda" else log.info)("decode: %s", msg)
+            if opts.hwaccel == "cuda":
+                self.stats.warnings.append(msg)
+        elif opts.hwaccel != "none":
             name = f"{vs.codec_context.name}_cuvid"
             try:
                 hw = av.codec.CodecContext.create(name, "r")
@@ -216,6 +223,7 @@ class VideoReader:
         if self.alpha and libvpx:
             dec = av.codec.CodecContext.create(libvpx, "r")
             dec.extradata = vs.codec_context.extradata
+            dec.thread_count = opts.threads  # libvpx's own threads; 0: one per core (up to 16)
             self.stats.decoder = f"{libvpx} (CPU, for the alpha plane)"
             log.info("decode: %s on the CPU with %s (keeps alpha)", Path(self.info.path).name, libvpx)
             return dec.decode
@@ -258,6 +266,10 @@ class VideoReader:
             arr = frame.to_ndarray(**kwargs)
             if arr.ndim == 2:  # some formats return planar gray
                 arr = np.repeat(arr[..., None], 3, axis=2)
+            if self.alpha:
+                exact = read_alpha(frame, arr.dtype)  # swscale widens a YUV alpha plane by shifting
+                if exact is not None:
+                    arr[..., 3] = exact
             if buf is None:
                 buf = np.empty((n_batch, *arr.shape), dtype=arr.dtype)
             buf[len(pts)] = arr

@@ -39,6 +39,7 @@ import torch
 
 from ..errors import DiskFullError, OutputError, UsageError
 from ..frames import Colour, FrameBatch, StreamSpec
+from .alpha import write_alpha
 from .chunked import CHUNKABLE, ChunkedEncoder
 from .colour import MATRIX, PRIMARIES, TRANSFER, code_of
 from .encoders import EncoderChoice, EncoderOptions, resolve
@@ -63,6 +64,9 @@ TRIM_SEEK_MARGIN_S = Fraction(1)
 TRIM_LATE_S = Fraction(5)
 
 _AUDIO_FALLBACK = {"mp4": "aac", "mov": "aac", "webm": "libopus", "avi": "libmp3lame", "matroska": "aac"}
+#: Opus bit rate per channel when audio is re-encoded to it (96 kb/s stereo, FFmpeg's own default for stereo, which
+#: it would otherwise pick with a warning in every WebM run's log)
+OPUS_BPS_PER_CHANNEL = 48_000
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -223,6 +227,8 @@ class VideoWriter:
             source_depth=spec.bit_depth,
             alpha=spec.alpha,
             source_pix_fmt=source.video.pix_fmt if source is not None else None,
+            # an alpha the source did not have was made on the way (a matte): never dropped in `auto`
+            alpha_made=spec.alpha and not (source is not None and source.video.alpha),
         )
         self.stats.encoder = self.choice.codec
         self.stats.pix_fmt = self.choice.pix_fmt
@@ -232,6 +238,7 @@ class VideoWriter:
         self._copy: _StreamCopier | None = None
         self._chunked: ChunkedEncoder | None = None
         self._closed = False
+        self._alpha_warned = False
         #: trimmed output: the first frame's pts (every stream moves back by its time) and the video's end (s)
         self._shift = 0
         self._video_end = Fraction(0)
@@ -369,6 +376,9 @@ class VideoWriter:
         if data.is_floating_point():
             raise OutputError("writer expects integer frames (uint8/uint16); a stage returned float data")
         if batch.alpha and not self.choice.alpha:
+            if not self.spec.alpha and not self._alpha_warned:
+                self._alpha_warned = True  # resolve() warned of or refused the alpha it knew of; this one it did not
+                self._warn("frames carry alpha but the stream was declared without it; the alpha channel is dropped")
             data = data[:, :3]
         if self.spec.crop_to:
             cw, ch = self.spec.crop_to
@@ -394,6 +404,8 @@ class VideoWriter:
         for i in range(arr.shape[0]):
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr[i]), format=fmt)
             frame = frame.reformat(**kwargs)
+            if alpha:
+                write_alpha(frame, arr[i, :, :, 3])  # swscale rounds a YUV alpha plane off by a level
             frame.pts = batch.pts[i] - self._shift
             frame.time_base = batch.time_base
             yield frame
@@ -509,6 +521,17 @@ class VideoWriter:
             log.warning("could not remove the partial output %s: %s", self.tmp, e.strerror or e)
 
 
+def encoder_rate(codec: str, rate: int) -> int:
+    """The sample rate to encode `rate` audio at: its own where the encoder takes it, else the nearest higher one
+    it does (Opus, WebM's codec, takes 8/12/16/24/48 kHz only: 44.1 kHz goes up to 48), else its highest. PyAV's
+    encoder resamples the frames to it."""
+    rates = av.codec.Codec(codec, "w").audio_rates
+    if not rates or rate in rates:
+        return rate
+    higher = [r for r in rates if r >= rate]
+    return min(higher) if higher else max(rates)
+
+
 class _StreamCopier:
     """Copies the source's non-video streams into `out`, interleaved by time with the video."""
 
@@ -566,12 +589,16 @@ class _StreamCopier:
                 stats.copied.append(f"{label} {codec}" + (f" ({s.language})" if s.language else ""))
             elif s.type == "audio":
                 target = _AUDIO_FALLBACK.get(fmt, "aac")
-                o = out.add_stream(target, rate=s.codec_context.sample_rate)
-                o.layout = s.codec_context.layout
-                self._meta(s, o)
                 dec = s.codec_context
+                rate = encoder_rate(target, dec.sample_rate)
+                o = out.add_stream(target, rate=rate)
+                o.layout = dec.layout
+                if target == "libopus":
+                    o.bit_rate = OPUS_BPS_PER_CHANNEL * dec.layout.nb_channels
+                self._meta(s, o)
                 self.transcode[s.index] = (dec, o)
-                msg = f"{label} {codec} re-encoded to {target}: {fmt} cannot hold {codec}"
+                resampled = f" at {rate} Hz (from {dec.sample_rate})" if rate != dec.sample_rate else ""
+                msg = f"{label} {codec} re-encoded to {target}{resampled}: {fmt} cannot hold {codec}"
                 log.info("encode: %s", msg)
                 stats.reencoded.append(msg)
             else:
