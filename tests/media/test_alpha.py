@@ -142,6 +142,27 @@ def test_vp9_webm_alpha_within_two_levels_and_marked(tmp_path):
     assert rgb_only.shape[1] == 3 and psnr(rgb_only, frames[:, :3]) >= VP9_RGB_PSNR_DB
 
 
+def test_joined_vp9_alpha_segments_keep_their_alpha(tmp_path):
+    """A job's segments joined by stream copy (jobs.segments.join_segments) stay a WebM with alpha."""
+    from vidpipe.jobs.segments import join_segments
+
+    frames = matte()
+    parts = []
+    for k, (a, b) in enumerate([(0, FRAMES // 2), (FRAMES // 2, FRAMES)]):
+        parts.append(tmp_path / f"s{k}.webm")
+        w = writer(parts[-1], spec_of(frames[a:b]), encoder="vp9", crf=VP9_CRF)
+        w.write(FrameBatch(data=frames[a:b], pts=list(range(a, b)), time_base=1 / RATE))
+        w.close()
+    joined = tmp_path / "joined.webm"
+    join_segments(parts, probe(parts[0]), joined, copy_streams=False)
+    v = probe(joined).video
+    assert (v.alpha, v.pix_fmt) == (True, "yuva420p")
+    with VideoReader(probe(joined)) as r:
+        back = torch.cat([b.data for b in r])
+    assert back.shape == frames.shape
+    assert levels(back[:, 3], frames[:, 3]).mean() <= VP9_ALPHA_MAE_LEVELS
+
+
 @pytest.mark.parametrize("deep", [False, True], ids=["8bit", "16bit"])
 def test_prores_4444_alpha_within_its_10_bit_quantisation(tmp_path, deep):
     frames = matte(deep=deep)

@@ -448,6 +448,10 @@ def join_segments(
         with av.open(str(files[0])) as first:
             template = first.streams.video[0]
             ovs = out.add_stream_from_template(template)
+            if template.metadata.get("alpha_mode") == "1":
+                # VP9 alpha travels beside the picture (Matroska BlockAdditions); the template's decoder format
+                # (yuv420p) would drop the track's alpha flag, and players would show no alpha
+                ovs.codec_context.pix_fmt = "yuva420p"
             times = _scan_segments(files, template)
         check()
         if copy_streams:
