@@ -57,7 +57,6 @@ DECLARATIONS = {
     "dtype_name": None,
     "planar_input": False,
     "tile": None,
-    "shrink_tile_on_oom": False,
     "can_snapshot": False,
     "counts_frames": False,
 }

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from vidpipe.assets import opencv_clip
-from vidpipe.errors import DeviceOutOfMemoryError, UsageError
+from vidpipe.errors import UsageError
 from vidpipe.frames import FrameBatch
 from vidpipe.models.zoo_realesrgan import ensure_offline_weights
 from vidpipe.stages.base import StreamSpec
@@ -63,37 +63,42 @@ def test_ten_bit_and_alpha_pass_through(crop):
     assert (y.data[:, 3].int() - 40000).abs().max() <= 1
 
 
-def test_oom_halves_the_tile_and_reruns_the_same_frames(crop, monkeypatch):
-    st = Upscale(MODEL, tile=0)
+@pytest.mark.parametrize(("tile", "runs"), [(None, 0), (0, 0), (64, 64)])
+def test_outside_the_scheduler_it_runs_whole_frames_or_its_tile_and_an_oom_propagates(crop, monkeypatch, tile, runs):
+    """The stage sizes no tile and has no OOM policy of its own (both are the scheduler's, schedule/chain.py): an
+    automatic tile runs whole frames until the scheduler sets one, and an out-of-memory error reaches the caller
+    after one model call, the tile unchanged."""
+    st = Upscale(MODEL, tile=tile)
     st.setup(CPU, _spec(256, 256))
-    expected = _float_run(st, crop)
-    calls = {"n": 0}
-    real = st._model
+    assert st.tile == runs and st.signature()["tile"] == ("auto" if tile is None else tile)
+    assert (st.tiling() is not None) == (tile is None)  # only an automatic tile is the scheduler's to choose
+    calls = []
 
-    def flaky(x: torch.Tensor) -> torch.Tensor:
-        calls["n"] += 1
-        if x.shape[-1] > 128:  # the "GPU" only has room for ≤128-px pieces
-            raise torch.OutOfMemoryError("injected")
-        return real(x)
-
-    monkeypatch.setattr(st, "_model", flaky)
-    y = st.process(FrameBatch(data=crop, pts=[0, 1], time_base=F(1, 10)))
-    assert st.tile == 64  # 256 → 128 (piece with context still > 128) → 64
-    assert y.data.shape == (2, 3, 1024, 1024)
-    got = y.data.float() / 255
-    assert (got - expected.clamp(0, 1)).abs().max().item() <= 2 / 255  # tiles + uint8 rounding
-
-
-def test_oom_at_the_smallest_tile_is_a_classified_error(crop, monkeypatch):
-    st = Upscale(MODEL, tile=64)
-    st.setup(CPU, _spec(256, 256))
-
-    def always(_x: torch.Tensor) -> torch.Tensor:
+    def always(x: torch.Tensor) -> torch.Tensor:
+        calls.append(tuple(x.shape[-2:]))
         raise torch.OutOfMemoryError("injected")
 
     monkeypatch.setattr(st, "_model", always)
-    with pytest.raises(DeviceOutOfMemoryError):
+    with pytest.raises(torch.OutOfMemoryError):
         st.process(FrameBatch(data=crop, pts=[0, 1], time_base=F(1, 10)))
+    assert len(calls) == 1 and st.tile == runs
+    assert calls[0] == ((256, 256) if not runs else (80, 80))  # the corner tile and its 16 px of overlap inward
+
+
+def test_a_tile_set_by_the_scheduler_is_what_runs(crop, monkeypatch):
+    small = crop[:1, :, :128, :128]
+    whole = Upscale(MODEL)
+    whole.setup(CPU, _spec(128, 128))
+    expected = _float_run(whole, small)
+    whole.set_tile(64)
+    assert whole.tile == 64 and whole.signature()["tile"] == "auto"  # the tile chosen is the schedule block's
+    sides, real = [], whole._model
+    monkeypatch.setattr(whole, "_model", lambda x: sides.append(max(x.shape[-2:])) or real(x))
+    got = _float_run(whole, small)
+    assert len(sides) == 4 and max(sides) == 64 + 16  # 2×2 tiles, each with its overlap inward
+    assert (got - expected).abs().max().item() <= 1 / 255
+    with pytest.raises(UsageError, match="tile"):
+        whole.set_tile(32)
 
 
 def test_bad_settings_are_usage_errors():

@@ -91,7 +91,7 @@ class Graphed:
         return _Captured(graph, static, out)
 
     def release(self) -> None:
-        """Drop every captured graph and its memory (the stage does this before retrying on smaller tiles)."""
+        """Drop every captured graph and its memory (the upscale stage does this when its tile changes)."""
         self._graphs.clear()
 
     def shapes(self) -> list[tuple[int, ...]]:

@@ -3,7 +3,8 @@ row and the device's free memory (seed 001 §0's budget), with the reasons in wo
 
 Nothing here is a table of GPU tiers: a card with more free memory gets a bigger batch because the measured
 memory per unit says so, up to the component's cap; a frame that does not fit at all is tiled when the stage can
-be tiled, and reported as a certain OOM when it cannot.
+be tiled, and reported as a certain OOM when it cannot. This is the only place a tile is sized (`tile_size` from
+a row, `smaller_tile` for the OOM policy's steps); a stage runs the tile it is given (`Stage.set_tile`).
 """
 
 from __future__ import annotations
@@ -55,6 +56,27 @@ def tile_size(per_frame_mb: float, effective_mb: int, width: int, height: int, t
     side = math.isqrt(max(0, math.floor(fits_area))) - 2 * tiling.overlap
     side -= side % tiling.multiple
     return max(tiling.min_tile, side)
+
+
+def smaller_tile(tile: int, width: int, height: int, tiling: Tiling) -> int | None:
+    """The tile to try after `tile` (0: whole frames) ran out of memory on a `width`×`height` frame: half its side,
+    rounded down to `tiling.multiple` and at least `min_tile`; None from the smallest tile (nothing smaller to
+    try). Whole frames count as a tile of the frame's longer side, so the first step cuts a frame in about four."""
+    side = tile or max(width, height)
+    if side <= tiling.min_tile:
+        return None
+    half = side // 2
+    return max(tiling.min_tile, half - half % tiling.multiple)
+
+
+def tile_steps(tile: int, width: int, height: int, tiling: Tiling) -> tuple[int, ...]:
+    """Every tile after `tile`, largest first, down to `min_tile`: what the OOM policy steps through at batch 1."""
+    steps: list[int] = []
+    step = smaller_tile(tile, width, height, tiling)
+    while step is not None:
+        steps.append(step)
+        step = smaller_tile(step, width, height, tiling)
+    return tuple(steps)
 
 
 def configure(

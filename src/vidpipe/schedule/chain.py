@@ -1,17 +1,24 @@
 """The scheduler inside a run: every stage of a chain gets a batch size (and a tile, where it can be tiled and the
-user asked for `auto`) and runs under seed 001's OOM policy.
+user asked for `auto`) and runs under seed 001's OOM policy, extended to tiles.
 
 - Batch size: the `--batch-size` override when given; otherwise, for a model stage, `autoconfig.configure` on its
   cost row (committed table, probe cache, or a short probe on CUDA) and the device's budget, measured after every
   stage is set up so resident weights count as used. A CPU is not probed (a probe of a big model costs more than
   the batch it sizes): without a row it runs batches as they are read. A stage without a model runs batches as
   read: its memory is the frames themselves.
+- Tile: chosen here and nowhere else, for a stage whose `tiling()` offers it (a model that tiles, `--tile auto`);
+  the stage only runs the tile it is set (`set_tile`). With a cost row: whole frames when one fits the budget,
+  else the largest tile whose area with its overlap fits (`autoconfig.tile_size`). Without one (`--batch-size`,
+  a CPU without a row, no probe): whole frames. When the probe itself ran out of memory on one whole frame: one
+  step below whole frames (`autoconfig.smaller_tile`: half the longer side). A tile the user fixed (`--tile N`)
+  is never changed, nor stepped on OOM.
 - OOM: each stage runs through its own `OomRunner` (3 attempts, 2 s back-off, the last at batch 1, then
-  `DeviceOutOfMemoryError`); the same frames are re-run and nothing leaves the device. A `stateful` stage re-runs
-  only if it `can_snapshot` (`snapshot()`/`restore()` of its state), so held frames and timelines never advance
-  twice; one that cannot is not retried (its error is classified at once). Upscale's own tile-halving on OOM is
-  switched off: two policies nested would make the sequence of batch sizes unpredictable, and its tile is sized
-  from the cost row up front instead.
+  `DeviceOutOfMemoryError`); the same frames are re-run and nothing leaves the device. A stage the scheduler tiles
+  goes on at batch 1: each further OOM halves its tile (`StagePlan.tile_steps`, down to its smallest tile) and
+  re-runs the same frame after the back-off; only the smallest tile's OOM is the error. So the (batch, tile)
+  sequence is fixed: e.g. (8, whole) → (4, whole) → (1, whole) → (1, 960) → (1, 480) … for a 1080p frame. A
+  `stateful` stage re-runs only if it `can_snapshot` (`snapshot()`/`restore()` of its state), so held frames and
+  timelines never advance twice; one that cannot is not retried (its error is classified at once).
 - Interrupts: the run's stop check (`stages.interrupt`) is called before every stage call, and handed to every
   stage's `set_stop_check` (a no-op by default), which calls it within its own work (tiles, frames, pairs, layers).
 - Everything decided, and every OOM, is reported for the manifest's `schedule` block.
@@ -33,10 +40,10 @@ from ..frames import FrameBatch
 from ..stages.base import DTYPES, Stage, StreamSpec
 from ..stages.interrupt import StopCheck, never
 from ..stages.temporal import RecurrentStage, WindowedStage
-from .autoconfig import Tiling, configure
+from .autoconfig import Tiling, configure, smaller_tile, tile_steps
 from .budget import MemoryBudget
 from .costs import CostBook, device_name
-from .oom import OomPolicy, OomRunner, is_oom
+from .oom import OomPolicy, OomRunner, TileSteps, is_oom
 from .temporal import RecurrentRunner, WindowRunner
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,9 @@ class StagePlan:
     batch_size: int
     #: tile the stage runs (0: whole frames) when it has one; None for stages without tiles
     tile: int | None
+    #: the smaller tiles the OOM policy steps down to at batch 1, largest first; () where the tile is not the
+    #: scheduler's to change (a stage without tiles, a tile the user fixed)
+    tile_steps: tuple[int, ...] = ()
     #: "override" (--batch-size), "table", "probe", "none" (no row), "probe-oom", "no model"
     source: str
     reasons: tuple[str, ...]
@@ -83,20 +93,21 @@ def plan_stage(
     reader_batch: int,
     book: CostBook | None = None,
 ) -> StagePlan:
-    """Batch (and tile) of a set-up `stage` fed `spec`; sets the tile on the stage when the scheduler chose it."""
-    tile_now = stage.tile
+    """Batch (and tile) of a set-up `stage` fed `spec`; sets the tile on the stage when `stage.tiling()` leaves it
+    to the scheduler (the rule is in the module docstring)."""
+    advice = stage.tiling()
+    tiling = Tiling(multiple=advice[0], overlap=advice[1], min_tile=advice[2]) if advice else None
     if options.batch_size is not None:
-        why = f"--batch-size {options.batch_size}: set by the user (no cost row consulted)"
-        return StagePlan(
-            stage=stage.name, batch_size=options.batch_size, tile=tile_now, source="override", reasons=(why,)
-        )
+        reasons = [f"--batch-size {options.batch_size}: set by the user (no cost row consulted)"]
+        if tiling is not None:
+            reasons.append("tile: whole frames (no cost row to size a tile)")
+        return _plan(stage, spec, tiling, 0, batch_size=options.batch_size, source="override", reasons=reasons)
     dtype = stage.dtype_name
     if "model_signature" not in stage.signature() or dtype not in DTYPES:
         why = f"no model: memory is the frames themselves; batches as read ({reader_batch} frames)"
-        return StagePlan(stage=stage.name, batch_size=reader_batch, tile=tile_now, source="no model", reasons=(why,))
+        return _plan(stage, spec, None, 0, batch_size=reader_batch, source="no model", reasons=[why])
     cuda = device.type == "cuda"
     probing = options.probe == "always" or (options.probe == "auto" and cuda)
-    tiling = stage.tiling()
 
     def whole_frames(s: Stage) -> None:
         # rows hold whole-frame costs; the tile is derived from them
@@ -116,20 +127,47 @@ def plan_stage(
         dtype,  # type: ignore[arg-type]
         book=book if book is not None else (options.book or CostBook.default()),
         probe=(lambda: copy.copy(stage)) if probing else None,  # a copy shares the loaded weights, not the state
-        tiling=Tiling(multiple=tiling[0], overlap=tiling[1], min_tile=tiling[2]) if tiling else None,
+        tiling=tiling,
         memory=options.memory,
         prepare=whole_frames if tiling else None,
         unmeasured=unmeasured,
     )
     reasons = list(cfg.reasons)
-    tile = tile_now
-    if tiling and cfg.row is not None:
-        tile = cfg.tile or 0
-        stage.set_tile(tile)
-    elif tiling:
-        own = f"{tile_now}px tiles" if tile_now else "whole frames"
-        reasons.append(f"tile: {own}, the stage's own choice (no cost row to size it)")
-    return StagePlan(stage=stage.name, batch_size=cfg.batch_size, tile=tile, source=cfg.source, reasons=tuple(reasons))
+    tile = 0
+    if tiling is not None and cfg.row is not None:
+        tile = cfg.tile or 0  # configure's reasons say why
+    elif tiling is not None and cfg.source == "probe-oom":
+        tile = smaller_tile(0, spec.width, spec.height, tiling) or 0
+        first = f"{tile}px" if tile else "whole frames (nothing smaller to try)"
+        reasons.append(f"tile: {first}, one step below whole frames, as one did not fit the probe")
+    elif tiling is not None:
+        reasons.append("tile: whole frames (no cost row to size a tile)")
+    return _plan(stage, spec, tiling, tile, batch_size=cfg.batch_size, source=cfg.source, reasons=reasons)
+
+
+def _plan(
+    stage: Stage,
+    spec: StreamSpec,
+    tiling: Tiling | None,
+    tile: int,
+    *,
+    batch_size: int,
+    source: str,
+    reasons: list[str],
+) -> StagePlan:
+    """The plan, with `tile` set on the stage and the OOM policy's smaller tiles where the scheduler tiles it; the
+    stage's own tile (fixed by the user, or none) otherwise."""
+    if tiling is None:
+        return StagePlan(
+            stage=stage.name, batch_size=batch_size, tile=stage.tile, source=source, reasons=tuple(reasons)
+        )
+    stage.set_tile(tile)
+    steps = tile_steps(tile, spec.width, spec.height, tiling)
+    if steps:
+        reasons.append(f"out of memory at batch 1: tiles of {', '.join(map(str, steps))}px in turn")
+    return StagePlan(
+        stage=stage.name, batch_size=batch_size, tile=tile, tile_steps=steps, source=source, reasons=tuple(reasons)
+    )
 
 
 class ScheduledStage(Stage):
@@ -150,7 +188,7 @@ class ScheduledStage(Stage):
         stage.set_stop_check(check)
         self.name, self.context, self.unit = stage.name, stage.context, stage.unit
         self.runner = OomRunner(plan.batch_size, policy=policy or OomPolicy(), sleep=sleep)
-        stage.shrink_tile_on_oom = False
+        self.runner.tiles = TileSteps(plan.tile or 0, plan.tile_steps, stage.set_tile) if plan.tile_steps else None
         # temporal stages declare a shape, and the engine provides their process/flush under the same policy: a
         # recurrent one re-runs a sub-batch from its kept state, a windowed one shrinks its window T (the
         # runner's size) over the same frames

@@ -8,6 +8,11 @@ and after handing cached blocks back to the driver. Results are concatenated in 
 duplicated. The smaller size is kept for the following sub-batches and calls (the memory was short once, it will
 be again); `reset` goes back to the planned size.
 
+A tiled stage (one whose tile the scheduler chose, `TileSteps`) goes on past batch 1: an OOM there, where the seed
+would stop, sets the next smaller tile and re-runs the same frame after the same back-off, one step per OOM, until
+the smallest tile runs out of memory too (then `DeviceOutOfMemoryError`). The batch is never shrunk and the tile
+never stepped at the same time, so the sequence of (batch, tile) sizes is fixed: batch first, then tile.
+
 What the runner never does:
 - move anything to another device: there is no CUDA → CPU fallback, and a function whose result is not on its
   input's device is refused (`DeviceError`);
@@ -23,7 +28,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -73,6 +78,28 @@ class OomEvent:
     stop: int
     size: int
     attempt: int
+    #: the tile of the failed attempt (0: whole frames) for a stage whose tile the scheduler steps; else None
+    tile: int | None = None
+
+
+class TileSteps:
+    """The smaller tiles a tiled stage steps down to once its batch is 1, largest first (the scheduler's sizes,
+    `autoconfig.tile_steps`), and how to set one on the stage."""
+
+    def __init__(self, current: int, smaller: Sequence[int], set_tile: Callable[[int], None]) -> None:
+        self.current = current
+        self._left = list(smaller)
+        self._set_tile = set_tile
+
+    @property
+    def smaller(self) -> bool:
+        """A smaller tile is left to try."""
+        return bool(self._left)
+
+    def step(self) -> None:
+        """Set the next smaller tile on the stage."""
+        self.current = self._left.pop(0)
+        self._set_tile(self.current)
 
 
 def is_oom(exc: BaseException) -> bool:
@@ -125,6 +152,8 @@ class OomRunner:
         self._release = release
         #: every OOM seen, recovered or not
         self.events: list[OomEvent] = []
+        #: where the policy goes on at batch 1 for a tiled stage (set by the scheduler); None: it stops there
+        self.tiles: TileSteps | None = None
 
     def reset(self) -> None:
         """Go back to the planned size (e.g. at the start of a new video)."""
@@ -208,34 +237,39 @@ class OomRunner:
         parts: list[T] = []
         start = 0
         attempt = 1
-        tried: list[int] = []
+        tried: list[str] = []
         state = snapshot() if snapshot is not None else None
         while start < n:
             stop = min(n, start + self.size)
-            tried.append(stop - start)
+            tile = self.tiles.current if self.tiles is not None else None
+            tried.append(f"{stop - start}" if tile is None else f"{stop - start} ({_tile(tile)})")
             try:
                 out = fn(start, stop)
             except Exception as e:
                 if not is_oom(e):
                     raise
-                event = OomEvent(device=str(device), start=start, stop=stop, size=self.size, attempt=attempt)
+                event = OomEvent(device=str(device), start=start, stop=stop, size=self.size, attempt=attempt, tile=tile)
                 self.events.append(event)
-                if self.size == 1 or attempt >= self.policy.attempts:
+                # at batch 1 a tiled stage steps its tile down instead of stopping (tiles set only past the `except`)
+                tiles = self.tiles if self.size == 1 and self.tiles is not None and self.tiles.smaller else None
+                if tiles is None and (self.size == 1 or attempt >= self.policy.attempts):
                     why = "one frame does not fit" if self.size == 1 else "no attempts left"
+                    why += f" even in {tile}px tiles" if tile else ""
                     raise DeviceOutOfMemoryError(
                         f"out of memory on {device} for frames {start}..{stop - 1} of a batch of {n} after "
-                        f"{attempt} attempt(s) at batch sizes {', '.join(map(str, tried))}: {why}. Lower the "
+                        f"{attempt} attempt(s) at batch sizes {', '.join(tried)}: {why}. Lower the "
                         "resolution, use a smaller tile, or free GPU memory"
                     ) from e
+                smaller = self.policy.next_size(self.size, attempt)
+                retry = "a smaller tile" if tiles is not None else f"batch size {smaller}"
                 log.warning(
-                    "out of memory on %s at batch size %d (attempt %d of %d); retrying from frame %d at batch size "
-                    "%d in %.1f s",
+                    "out of memory on %s at batch size %d%s (attempt %d); retrying from frame %d at %s in %.1f s",
                     device,
                     self.size,
+                    "" if tile is None else f", {_tile(tile)}",
                     attempt,
-                    self.policy.attempts,
                     start,
-                    self.policy.next_size(self.size, attempt),
+                    retry,
                     self.policy.backoff_s,
                 )
             else:
@@ -249,7 +283,10 @@ class OomRunner:
             # are gone, so releasing the cache can actually return their memory.
             if restore is not None:
                 restore(state)
-            self.size = self.policy.next_size(self.size, attempt)
+            if tiles is not None:
+                tiles.step()
+            else:
+                self.size = self.policy.next_size(self.size, attempt)
             attempt += 1
             self._release(device)
             self._sleep(self.policy.backoff_s)
@@ -262,3 +299,7 @@ class OomRunner:
                 "(a CPU fallback) is not allowed"
             )
         return out
+
+
+def _tile(tile: int) -> str:
+    return f"{tile}px tiles" if tile else "whole frames"

@@ -89,11 +89,9 @@ class Stage(ABC):
     dtype_name: str | None = None
     #: it takes the decoder's 4:2:0 planes (`PlanarBatch`) instead of RGB where the runner offers them
     planar_input: bool = False
-    #: its tile in pixels (0: whole frames); None: the stage is not tiled
+    #: its tile in pixels (0: whole frames); None: the stage is not tiled. A stage never sizes its own tile: the
+    #: user fixes it, or the scheduler sets it (`tiling()`/`set_tile`), and steps it down on out-of-memory
     tile: int | None = None
-    #: the stage halves its own tile and re-runs on out-of-memory; the scheduler turns this off, as it applies
-    #: the seed's OOM policy itself (two policies nested would make the sequence of batch sizes unpredictable)
-    shrink_tile_on_oom: bool = False
     #: `snapshot()`/`restore()` capture all the state it carries between calls, so the scheduler may re-run a
     #: batch after an out-of-memory error. A stateful stage without it is not retried (see `stateful`)
     can_snapshot: bool = False
@@ -144,8 +142,9 @@ class Stage(ABC):
 
     # -- tiles and costs (schedule/chain.py, schedule/costs.py) --
     def tiling(self) -> tuple[int, int, int] | None:
-        """(size multiple, overlap, smallest tile) when the scheduler may choose this stage's tile; None: it may
-        not (not tiled, or the user fixed the tile). Default: None."""
+        """(size multiple, overlap, smallest tile) when the scheduler may choose this stage's tile (and step it
+        down on out-of-memory, schedule/chain.py); None: it may not (not tiled, or the user fixed the tile).
+        Default: None."""
         return None
 
     def set_tile(self, tile: int) -> None:

@@ -3,10 +3,12 @@
 - Model by registry name, cache name or weights path; loaded once in `setup` on the stage's device.
 - fp16 on CUDA by default (bf16/fp32 on request), fp32 on the CPU; channels-last memory.
 - Frames are padded (edge pixels repeated) to the model's size multiple and cropped back.
-- Tiling: `tile=0` runs whole frames; `tile=N` uses N×N tiles; `tile=None` ("auto") sizes tiles from free
-  VRAM with a one-tile memory probe (whole frames on the CPU). Each tile is read with `overlap` pixels of extra
-  context per side and blended into its neighbours with linear weights over an `overlap`-wide band, so no seam
-  shows. On CUDA out-of-memory the tile is halved and the same frames are run again: a frame is never dropped.
+- Tiling: `tile=0` runs whole frames; `tile=N` uses N×N tiles; `tile=None` ("auto") leaves the tile to the
+  scheduler (`tiling()` offers it, `set_tile` sets it; schedule/chain.py sizes it from the cost row and steps it
+  down on out-of-memory), and runs whole frames until it is set: a stage used outside the scheduler runs whole
+  frames or its given tile, and an out-of-memory error propagates. The stage never sizes a tile itself. Each tile
+  is read with `overlap` pixels of extra context per side and blended into its neighbours with linear weights
+  over an `overlap`-wide band, so no seam shows.
 - `outscale` resizes after the model (as Real-ESRGAN's own script does) when it differs from the model scale.
 - 8-bit frames come back as uint8, deeper ones as uint16: the model works in float either way.
 - Interrupts (`stages.interrupt`): a run's stop check is called between tiles and, on the CPU, before every layer
@@ -25,7 +27,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..errors import DeviceOutOfMemoryError, ModelError, UsageError
+from ..errors import ModelError, UsageError
 from ..frames import FrameBatch, from_float, to_float
 from ..models.graphs import Graphed
 from ..models.loading import LoadedModel, load_model_info
@@ -38,10 +40,6 @@ log = logging.getLogger(__name__)
 MIN_TILE = 64
 #: overlap of 16 px keeps tiled output within 1/255 of untiled for the Real-ESRGAN nets (tested)
 DEFAULT_OVERLAP = 16
-#: fraction of free VRAM the auto tile size may plan to use (the rest is headroom for the allocator)
-AUTO_TILE_BUDGET = 0.5
-#: side of the probe tile used to measure memory per input pixel
-PROBE_TILE = 128
 #: how the model runs: PyTorch's own kernels (optionally `--compile`d), or ours (`models.fused`, Triton)
 KERNELS = ("torch", "fused")
 
@@ -92,11 +90,9 @@ class Upscale(Stage):
             raise UsageError(f"overlap must be ≥ 0, got {overlap}")
         if outscale is not None and outscale <= 0:
             raise UsageError(f"outscale must be > 0, got {outscale}")
-        self.model_ref, self.outscale, self.tile, self.overlap = model, outscale, tile, overlap
-        self.tile_request = tile  # None: auto (the scheduler or `_auto_tile` picks it); `tile` is what runs
-        #: shrink the tile and re-run on CUDA OOM; the scheduler turns this off because it applies seed 001's
-        #: OOM policy itself (two policies nested would make the batch-size sequence unpredictable)
-        self.shrink_tile_on_oom = True
+        self.model_ref, self.outscale, self.overlap = model, outscale, overlap
+        self.tile_request = tile  # None: auto (the scheduler sets it); `tile` is what runs
+        self.tile = tile or 0
         self.dtype_request = dtype  # what was asked (may be auto); dtype_name is what setup resolved it to
         self.dtype_name = dtype
         self.device = torch.device("cpu")
@@ -129,8 +125,6 @@ class Upscale(Stage):
                 self._net = torch.compile(self.loaded.module, mode="max-autotune-no-cudagraphs", dynamic=False)
         scale = self.outscale or self.loaded.scale
         self.out_size = (round(spec.width * scale), round(spec.height * scale))
-        if self.tile_request is None:
-            self.tile = self._auto_tile(spec)
         crop = spec.crop_to
         if crop is not None:
             crop = (round(crop[0] * scale), round(crop[1] * scale))
@@ -141,7 +135,11 @@ class Upscale(Stage):
             f" → outscale {scale:g}" if self.outscale else "",
             device,
             self.dtype_name,
-            "whole frames" if not self.tile else f"tiles of {self.tile}px (overlap {self.overlap})",
+            "tiles: auto (the scheduler's)"
+            if self.tile_request is None
+            else "whole frames"
+            if not self.tile
+            else f"tiles of {self.tile}px (overlap {self.overlap})",
         )
         return spec.but(width=self.out_size[0], height=self.out_size[1], crop_to=crop)
 
@@ -160,37 +158,11 @@ class Upscale(Stage):
         except ModelError as e:
             raise UsageError(f"--kernels fused: {e}") from e
 
-    def _auto_tile(self, spec: StreamSpec) -> int:
-        """Whole frames when they fit in the VRAM budget, else the largest square tile that does, measured."""
-        if self.device.type != "cuda":
-            return 0
-        assert self.loaded is not None
-        probe = torch.rand(1, 3, PROBE_TILE, PROBE_TILE, device=self.device, dtype=self.dtype)
-        torch.cuda.synchronize(self.device)
-        torch.cuda.reset_peak_memory_stats(self.device)
-        base = torch.cuda.memory_allocated(self.device)
-        with torch.inference_mode():
-            self.loaded.module(probe.contiguous(memory_format=torch.channels_last))
-        per_pixel = (torch.cuda.max_memory_allocated(self.device) - base) / PROBE_TILE**2
-        free, _total = torch.cuda.mem_get_info(self.device)
-        fit_pixels = free * AUTO_TILE_BUDGET / max(per_pixel, 1.0)
-        if spec.width * spec.height <= fit_pixels:
-            return 0
-        return max(MIN_TILE, int(math.sqrt(fit_pixels)) // 8 * 8)
-
     # -- frames --
     def process(self, batch: FrameBatch) -> FrameBatch:
         x = to_float(batch, self.dtype).to(self.device, non_blocking=True)
         alpha = x[:, 3:] if batch.alpha else None
-        rgb = x[:, :3].contiguous(memory_format=torch.channels_last)
-        while True:
-            try:
-                y = self._run(rgb)
-                break
-            except torch.OutOfMemoryError:
-                if not self.shrink_tile_on_oom:
-                    raise
-                self._shrink_tile(batch)
+        y = self._run(x[:, :3].contiguous(memory_format=torch.channels_last))
         if alpha is not None:  # the model knows RGB only: alpha follows the picture with a smooth resize
             a = F.interpolate(alpha.float(), size=y.shape[-2:], mode="bicubic", align_corners=False)
             y = torch.cat([y, a.to(y.dtype)], dim=1)
@@ -198,20 +170,6 @@ class Upscale(Stage):
         if y.shape[-2:] != (h, w):
             y = F.interpolate(y.float(), size=(h, w), mode="bicubic", align_corners=False, antialias=True)
         return batch.with_data(from_float(y, batch.data.dtype).contiguous(memory_format=torch.channels_last))
-
-    def _shrink_tile(self, batch: FrameBatch) -> None:
-        if isinstance(self._net, Graphed):  # each captured graph holds a forward pass's memory
-            self._net.release()
-        if self.device.type == "cuda":
-            torch.cuda.empty_cache()
-        current = self.tile or max(batch.width, batch.height)
-        if current <= MIN_TILE:
-            raise DeviceOutOfMemoryError(
-                f"upscale: out of GPU memory even with {MIN_TILE}px tiles on {self.device}; free memory or use "
-                "a smaller model"
-            ) from None
-        self.tile = max(MIN_TILE, current // 2 // 8 * 8)
-        log.warning("upscale: out of GPU memory; retrying the same frames with %dpx tiles", self.tile)
 
     def _model(self, x: torch.Tensor) -> torch.Tensor:
         """Model on one piece: pad to the size multiple (edges repeated), run, crop back."""
@@ -287,8 +245,9 @@ class Upscale(Stage):
         return {k: v for k, v in self.signature().items() if k != "tile"}
 
     def tiling(self) -> tuple[int, int, int] | None:
-        """(size multiple, overlap, smallest tile) when the tile is automatic and so the scheduler's to choose."""
-        if self.tile_request is not None or self.loaded is None:
+        """(size multiple, overlap, smallest tile) when the tile is automatic and the model's descriptor says tiles
+        give the whole frame's result (its tiling advice), so the scheduler's to choose."""
+        if self.tile_request is not None or self.loaded is None or self.loaded.descriptor.tiling != "supported":
             return None
         return max(8, self.loaded.size_multiple), self.overlap, MIN_TILE
 
@@ -296,4 +255,6 @@ class Upscale(Stage):
         """Run `tile`-pixel tiles (0: whole frames) from the next batch on."""
         if tile != 0 and tile < MIN_TILE:
             raise UsageError(f"tile must be 0 (whole frames) or ≥ {MIN_TILE}; got {tile}")
+        if tile != self.tile and isinstance(self._net, Graphed):
+            self._net.release()  # each captured graph holds a forward pass's memory for a shape no longer run
         self.tile = tile
