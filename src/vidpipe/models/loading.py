@@ -117,6 +117,15 @@ def read_state_dict(path: Path, *, sha256: str = "") -> tuple[dict[str, torch.Te
     return state, meta
 
 
+def read_state_dict_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a `.safetensors` file (what vidpipe's converters recorded), without reading tensors."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:
+        raise ModelError(f"cannot read {path} as safetensors: {e}") from e
+
+
 def _read(path: Path, expected: str) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
     if not path.is_file():
         raise ModelError(f"weights file {path} does not exist")
