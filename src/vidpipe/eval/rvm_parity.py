@@ -44,6 +44,8 @@ class ParityResult:
     frames: int
     size: tuple[int, int]
     downsample_ratio: float
+    #: where and in what dtype our side ran, e.g. "cpu float32"
+    device: str
     alpha_psnr_min: float
     alpha_psnr_mean: float
     fgr_psnr_min: float
@@ -64,7 +66,8 @@ class ParityResult:
     def row(self) -> str:
         w, h = self.size
         return (
-            f"| {self.clip} | {w}x{h} | {self.downsample_ratio} | {self.frames} | {self.alpha_psnr_min:.1f} / "
+            f"| {self.clip} | {w}x{h} | {self.downsample_ratio} | {self.device} | {self.frames} | "
+            f"{self.alpha_psnr_min:.1f} / "
             f"{self.alpha_psnr_mean:.1f} | {self.fgr_psnr_min:.1f} / {self.fgr_psnr_mean:.1f} | "
             f"{self.alpha_max_abs:.1e} | {self.coverage:.1%} | {self.ours_s * 1000:.0f} | "
             f"{self.onnxruntime_s * 1000:.0f} |"
@@ -72,8 +75,8 @@ class ParityResult:
 
 
 HEADER = (
-    "| clip | size | downsample | frames | alpha PSNR min / mean (dB) | fgr PSNR min / mean (dB) | alpha max abs "
-    "| alpha > 0.5 | ours ms/frame | onnxruntime ms/frame |\n|---|---|---|---|---|---|---|---|---|---|"
+    "| clip | size | downsample | ours on | frames | alpha PSNR min / mean (dB) | fgr PSNR min / mean (dB) "
+    "| alpha max abs | alpha > 0.5 | ours ms/frame | onnxruntime ms/frame |\n" + "|---" * 11 + "|"
 )
 
 
@@ -119,9 +122,12 @@ def run_parity(
     downsample_ratio: float = DEFAULT_RATIO,
     size: tuple[int, int] | None = None,
     threads: int = DEFAULT_THREADS,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
 ) -> ParityResult:
-    """Our `model` (fp32, CPU) against onnxruntime running `onnx`, over `frames` frames of `clip`, both on
-    `threads` CPU threads (torch's count is restored afterwards)."""
+    """Our `model` (on `device` in `dtype`; the gates are for fp32 on the CPU) against onnxruntime (fp32, CPU)
+    running `onnx`, over `frames` frames of `clip`; the CPU sides on `threads` threads (torch's count is
+    restored afterwards)."""
     if not 0 < downsample_ratio <= 1:
         raise UsageError(f"downsample ratio must be in (0, 1], got {downsample_ratio}")
     if threads < 1:
@@ -129,7 +135,7 @@ def run_parity(
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        return _run(clip, onnx, model, frames, downsample_ratio, size, threads)
+        return _run(clip, onnx, model, frames, downsample_ratio, size, threads, torch.device(device), dtype)
     finally:
         torch.set_num_threads(before)
 
@@ -142,8 +148,10 @@ def _run(
     downsample_ratio: float,
     size: tuple[int, int] | None,
     threads: int,
+    device: torch.device,
+    dtype: torch.dtype,
 ) -> ParityResult:
-    net = load_model_info(model, torch.device("cpu"), torch.float32, task="matte").module
+    net = load_model_info(model, device, dtype, task="matte").module
     session = onnx_session(onnx, threads)
     src = decode_frames(clip, frames, size)
     ratio = np.array([downsample_ratio], dtype=np.float32)
@@ -155,7 +163,8 @@ def _run(
         x = src[i : i + 1]
         t0 = time.perf_counter()
         with torch.inference_mode():
-            fgr, pha, *rec = net(x, *ours_rec, downsample_ratio=downsample_ratio)
+            fgr, pha, *rec = net(x.to(device, dtype), *ours_rec, downsample_ratio=downsample_ratio)
+            fgr, pha = fgr.float().cpu(), pha.float().cpu()  # waits for the device
         t1 = time.perf_counter()
         feed = {"src": x.numpy(), "downsample_ratio": ratio, **{f"r{k + 1}i": r for k, r in enumerate(ref_rec)}}
         ref_fgr, ref_pha, *ref_rec = session.run(None, feed)  # type: ignore[attr-defined]
@@ -171,6 +180,7 @@ def _run(
         frames=frames,
         size=(int(src.shape[3]), int(src.shape[2])),
         downsample_ratio=downsample_ratio,
+        device=f"{device.type} {str(dtype).removeprefix('torch.')}",
         alpha_psnr_min=min(alpha_db),
         alpha_psnr_mean=sum(alpha_db) / frames,
         fgr_psnr_min=min(fgr_db),
