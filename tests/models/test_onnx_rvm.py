@@ -276,3 +276,29 @@ def test_parity_with_onnxruntime_over_30_frames_of_real_video(rvm_home: Path, rv
     assert result.alpha_psnr_min >= ALPHA_PSNR_DB and result.fgr_psnr_min >= FGR_PSNR_DB
     assert result.alpha_max_abs < MAX_ABS_DIFF
     assert result.coverage >= MIN_COVERAGE
+
+
+#: fp16 against onnxruntime's fp32: 30 dB is an RMS alpha error of 0.03 (about 8/255), loose enough for fp16
+#: rounding (RVM's authors run fp16 on GPUs) and tight enough to catch fp16 overflow or cancellation (the
+#: refiner's variance E[x²] − E[x]²) that would wreck the matte
+FP16_ALPHA_PSNR_DB = 30.0
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=["fp32", "fp16"])
+def test_parity_on_cuda(rvm_home: Path, rvm_onnx: Path, dtype: torch.dtype) -> None:
+    pytest.importorskip("onnxruntime")
+    try:
+        path = assets.opencv_clip("Megamind.avi")
+    except StorageError as e:
+        pytest.skip(f"Megamind.avi not available: {e}")
+    zoo_rvm.ensure_offline_weights("rvm-mobilenetv3")
+    result = run_parity(
+        path, rvm_onnx, frames=MIN_FRAMES, downsample_ratio=0.5, size=PARITY_SIZE, device="cuda", dtype=dtype
+    )
+    print(result.row())
+    if dtype == torch.float32:  # the CPU gates hold on the GPU too (cuDNN's TF32 rounding included)
+        assert result.passed, result.row()
+    else:
+        assert result.alpha_psnr_min >= FP16_ALPHA_PSNR_DB, result.row()
+    assert result.coverage >= MIN_COVERAGE
