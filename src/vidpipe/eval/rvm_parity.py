@@ -7,7 +7,8 @@ foreground against onnxruntime's; the gate is on the worst frame (issue 16: alph
 over ≥ 30 frames, fp32 on the CPU).
 
 Our side is the registry model (`rvm-mobilenetv3` converted from that same ONNX file into the cache, loaded by
-`models.loading` like any checkpoint). onnxruntime is a test/bench dependency only (`pip install vidpipe[test]`).
+`models.loading` like any checkpoint). onnxruntime is a test/bench dependency only
+(`pip install 'vidpipe[rvm-parity]'`, also in the test extra).
 """
 
 from __future__ import annotations
@@ -106,7 +107,7 @@ def onnx_session(path: Path, threads: int) -> object:
     try:
         import onnxruntime as ort
     except ImportError:
-        raise UsageError("onnxruntime is needed for RVM parity: pip install 'vidpipe[test]'") from None
+        raise UsageError("onnxruntime is needed for RVM parity: pip install 'vidpipe[rvm-parity]'") from None
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
