@@ -17,8 +17,9 @@ from vidpipe import assets
 from vidpipe.errors import ModelError, StorageError
 from vidpipe.eval.rvm_parity import ALPHA_PSNR_DB, FGR_PSNR_DB, MIN_FRAMES, run_parity
 from vidpipe.models import zoo_rvm
-from vidpipe.models.convert.onnx import parse_onnx, read_onnx
-from vidpipe.models.convert.onnx_rvm import convert_rvm_onnx, import_rvm_onnx
+from vidpipe.models.archs import rvm
+from vidpipe.models.convert.onnx import OnnxModel, OnnxNode, parse_onnx, read_onnx
+from vidpipe.models.convert.onnx_rvm import INPUTS, OUTPUTS, convert_rvm_onnx, import_rvm_onnx
 from vidpipe.models.loading import build_model, load_model_info, read_state_dict, state_dict_sha256
 from vidpipe.models.spec import get_spec
 
@@ -196,6 +197,70 @@ def test_converted_model_matches_onnxruntime_on_a_real_frame(
     for name, a, b in zip(("fgr", "pha", "r1", "r2", "r3", "r4"), ours, ref, strict=True):
         assert tuple(a.shape) == b.shape, name
         assert float(np.abs(a.numpy() - b).max()) < MAX_ABS_DIFF, name
+
+
+def _folded_export(net: rvm.MattingNetwork) -> OnnxModel:
+    """What the official exporter makes of `net`, built here without protobuf: each convolution with its batch
+    norm folded in (W·γ/σ, β − μ·γ/σ) under a generated name, the others under their PyTorch names, in the
+    order the forward pass uses them."""
+    modules = dict(net.named_modules())
+    pairs = rvm.conv_norm_pairs(net)
+    nodes, inits = [], {}
+    for i, name in enumerate(rvm.forward_conv_order(net)):
+        conv = modules[name]
+        w = conv.weight.detach()
+        b = conv.bias.detach() if conv.bias is not None else None
+        if pairs[name] is not None:
+            bn = modules[pairs[name]]
+            scale = bn.weight.detach() / torch.sqrt(bn.running_var + bn.eps)
+            w, b = w * scale[:, None, None, None], bn.bias.detach() - bn.running_mean * scale
+            w_name, b_name = str(1000 + 2 * i), str(1001 + 2 * i)
+        else:
+            w_name, b_name = f"{name}.weight", f"{name}.bias"
+        inits[w_name] = w.numpy()
+        if b is not None:
+            inits[b_name] = b.numpy()
+        pad = tuple(conv.padding)
+        attrs = {
+            "kernel_shape": tuple(conv.kernel_size),
+            "strides": tuple(conv.stride),
+            "dilations": tuple(conv.dilation),
+            "pads": pad + pad,
+            "group": conv.groups,
+        }
+        inputs = ("x", w_name, b_name) if b is not None else ("x", w_name)
+        nodes.append(OnnxNode("Conv", f"Conv_{i}", inputs, (f"y{i}",), attrs))
+    return OnnxModel(
+        ir_version=6,
+        opsets={"": 12},
+        producer="test",
+        nodes=tuple(nodes),
+        initializers=inits,
+        inputs=INPUTS,
+        outputs=OUTPUTS,
+    )
+
+
+@pytest.mark.parametrize("backbone", rvm.BACKBONES)
+def test_a_folded_export_converts_back_to_the_same_network(backbone: str) -> None:
+    """Both backbones (no ResNet-50 export is at hand): fold a random network with non-trivial norms as the
+    exporter does, convert it back, and the identity norms must compute what the original norms computed."""
+    torch.manual_seed(2)
+    net = rvm.MattingNetwork(backbone).eval()  # type: ignore[arg-type]
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 1.5)
+    back = build_model(convert_rvm_onnx(_folded_export(net)), arch="rvm").eval()
+    assert back.hparams == {"backbone": backbone, "segmentation_head": False}
+    x = torch.rand(1, 3, 64, 96)
+    with torch.inference_mode():
+        want, got = net(x, downsample_ratio=0.5), back(x, downsample_ratio=0.5)
+    for a, b in zip(want, got, strict=True):
+        torch.testing.assert_close(b, a, rtol=0, atol=1e-4)
 
 
 def test_converter_refuses_what_is_not_the_rvm_export(rvm_onnx: Path) -> None:
