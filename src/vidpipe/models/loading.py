@@ -35,7 +35,7 @@ from torch import nn
 from .. import assets
 from ..errors import ModelError, RetryableStorageError
 from ..paths import sha256_file, write_bytes
-from .archs import ifnet, rrdb, srvgg, transnetv2  # noqa: F401 (each registers its Architecture on import)
+from .archs import ifnet, rrdb, rvm, srvgg, transnetv2  # noqa: F401 (each registers its Architecture on import)
 from .descriptor import ModelDescriptor, detect_architecture, get_architecture
 from .spec import ModelSpec, Task, get_spec, is_registered
 
@@ -115,6 +115,15 @@ def read_state_dict(path: Path, *, sha256: str = "") -> tuple[dict[str, torch.Te
     """Tensors (on CPU) and safetensors metadata of a weights file, never running code from it."""
     state, meta, _ = _read(Path(path), sha256)
     return state, meta
+
+
+def read_state_dict_metadata(path: Path) -> dict[str, str]:
+    """The metadata of a `.safetensors` file (what vidpipe's converters recorded), without reading tensors."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt", device="cpu") as f:
+            return dict(f.metadata() or {})
+    except Exception as e:
+        raise ModelError(f"cannot read {path} as safetensors: {e}") from e
 
 
 def _read(path: Path, expected: str) -> tuple[dict[str, torch.Tensor], dict[str, str], str]:
@@ -227,7 +236,7 @@ def state_dict_sha256(state: Mapping[str, torch.Tensor]) -> str:
     for key in sorted(state):
         t = state[key].detach().to("cpu").contiguous()
         h.update(f"{key}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too
     return h.hexdigest()
 
 
