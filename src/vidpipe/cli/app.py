@@ -101,6 +101,7 @@ def run_cmd(
             "with --encoder png the folder (new or empty) of the PNG sequence",
         ),
     ],
+    cuts: Annotated[str, typer.Option(help=_stage_help("cuts"))] = "off",
     upscale: Annotated[str | None, typer.Option(help=_stage_help("upscale"))] = None,
     outscale: Annotated[float | None, typer.Option(help=_stage_help("outscale"))] = None,
     tile: Annotated[str, typer.Option(help=_stage_help("tile"))] = "auto",

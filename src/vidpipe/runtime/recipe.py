@@ -77,6 +77,7 @@ class PipelineRecipe:
     defaults). Values are the strings a user types (`fps="60000/1001"`, `tile="auto"`); `stages()` and
     `run_options()` check them and raise UsageError listing the valid values."""
 
+    cuts: str = "off"
     upscale: str | None = None
     outscale: float | None = None
     tile: str = "auto"
