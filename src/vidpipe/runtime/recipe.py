@@ -77,7 +77,6 @@ class PipelineRecipe:
     defaults). Values are the strings a user types (`fps="60000/1001"`, `tile="auto"`); `stages()` and
     `run_options()` check them and raise UsageError listing the valid values."""
 
-    cuts: str = "off"
     upscale: str | None = None
     outscale: float | None = None
     tile: str = "auto"
@@ -88,6 +87,7 @@ class PipelineRecipe:
     fps: str | None = None
     multi: int | None = None
     scene_cut: str = "fill"
+    cuts: str = "off"
     order: str = "upscale,interpolate"
     resize: str | None = None
     resize_method: str = "bicubic"
