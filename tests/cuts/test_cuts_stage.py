@@ -164,21 +164,23 @@ def test_transnetv2_settles_its_cuts_on_the_board() -> None:
 # -- in a run -----------------------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`two_shot_frames` (a hard cut at 30) as lossless FFV1: what the stages see is exactly what was generated
-    (bar the 4:2:0 round trip)."""
-    path = tmp_path_factory.mktemp("cuts-stage") / "two.mkv"
+def _write_ffv1(path: Path, frames: np.ndarray, pix_fmt: str = "yuv420p") -> Path:
+    """RGB frames (N×H×W×3) as lossless FFV1 at RATE."""
     with av.open(str(path), "w") as c:
         st = c.add_stream("ffv1", rate=RATE)
-        frames = two_shot_frames()
-        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        st.width, st.height, st.pix_fmt = frames.shape[2], frames.shape[1], pix_fmt
         for i, img in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
             f.pts = i
             c.mux(st.encode(f))
         c.mux(st.encode(None))
     return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`two_shot_frames` (a hard cut at 30) as lossless FFV1."""
+    return _write_ffv1(tmp_path_factory.mktemp("cuts-stage") / "two.mkv", two_shot_frames())
 
 
 def _opts(batch: int) -> RunOptions:
@@ -220,6 +222,17 @@ def test_recurrent_state_resets_at_the_detected_cut(clip: Path, tmp_path: Path, 
     assert torch.equal(got.data[CUT], frames[CUT])  # afresh at the cut: its own frame, no mean with shot A
     assert not torch.equal(got.data[CUT + 1], recurrent_whole(source, 3).data[CUT + 1])
     assert torch.equal(got.data[:CUT], recurrent_whole(source, 3).data[:CUT])
+
+
+def test_each_input_of_a_multi_run_has_its_own_detector_and_board(clip: Path, tmp_path: Path) -> None:
+    from vidpipe.runtime.multi import Job, run_many
+
+    one_shot = _write_ffv1(tmp_path / "one.mkv", two_shot_frames()[:CUT])
+    jobs = [Job(clip, tmp_path / "a.mkv"), Job(one_shot, tmp_path / "b.mkv")]
+    res = run_many(jobs, [Cuts("fast"), RunningMean(2)], _opts(4))
+    assert [v.status for v in res.videos] == ["done", "done"]
+    events = [v.manifest["stage_reports"]["cuts"]["events"] for v in res.videos]
+    assert [[(e["frame"], e["kind"]) for e in ev] for ev in events] == [[(CUT, "hard")], []]
 
 
 # -- interpolate --------------------------------------------------------------------------------------------------
@@ -279,16 +292,7 @@ def test_cli_run_with_cuts_and_interpolation_never_synthesises_across_the_cut(cl
     """`vidpipe run clip --cuts fast --interpolate rife-hdv3 --multi 2` on a 96×64 crop of the two shots
     (frames 14..45, the cut at 16)."""
     ensure_offline_weights(MODEL)
-    frames = two_shot_frames()[14:46, :64, :96]
-    src = tmp_path / "small.mkv"
-    with av.open(str(src), "w") as c:
-        st = c.add_stream("ffv1", rate=RATE)
-        st.width, st.height, st.pix_fmt = 96, 64, "yuv444p"
-        for i, img in enumerate(frames):
-            f = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            f.pts = i
-            c.mux(st.encode(f))
-        c.mux(st.encode(None))
+    src = _write_ffv1(tmp_path / "small.mkv", two_shot_frames()[14:46, :64, :96], "yuv444p")
     out = tmp_path / "out.mkv"
     res = cli("run", str(src), "-o", str(out), "--cuts", "fast", "--interpolate", MODEL, "--multi", "2",
               "--encoder", "ffv1", "--device", "cpu", "--progress", "none")  # fmt: skip
