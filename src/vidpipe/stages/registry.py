@@ -373,7 +373,7 @@ def option(name: str) -> OptionSpec:
 
 def run_order(order: str) -> list[str]:
     """Every registered stage name in run order: the names `order` lists take the places those stages have by
-    default, in the order given (`interpolate,upscale` swaps the two; pad stays first, resize last)."""
+    default, in the order given (`interpolate,upscale` swaps the two; cuts stays first, resize last)."""
     names = [n.strip() for n in order.split(",")]
     unknown = [n for n in names if n not in STAGES]
     if unknown or len(set(names)) != len(names) or not names:
