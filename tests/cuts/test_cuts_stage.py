@@ -183,9 +183,12 @@ def clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return _write_ffv1(tmp_path_factory.mktemp("cuts-stage") / "two.mkv", two_shot_frames())
 
 
-def _opts(batch: int) -> RunOptions:
+DEVICES = [pytest.param("cpu", id="cpu"), pytest.param("cuda", id="cuda", marks=pytest.mark.gpu)]
+
+
+def _opts(batch: int, device: str = "cpu") -> RunOptions:
     return RunOptions(
-        device="cpu",
+        device=device,
         progress="none",
         reader=ReaderOptions(batch_size=batch),
         schedule=ScheduleOptions(batch_size=batch),
@@ -193,8 +196,12 @@ def _opts(batch: int) -> RunOptions:
     )
 
 
-def test_frames_pass_bit_identical_and_events_reach_the_manifest(clip: Path, tmp_path: Path) -> None:
-    plain, cut = PipelineRecipe(encoder="ffv1"), PipelineRecipe(encoder="ffv1", cuts="fast")
+@pytest.mark.parametrize("device", DEVICES)
+def test_frames_pass_bit_identical_and_events_reach_the_manifest(clip: Path, tmp_path: Path, device: str) -> None:
+    plain, cut = (
+        PipelineRecipe(encoder="ffv1", device=device),
+        PipelineRecipe(encoder="ffv1", cuts="fast", device=device),
+    )
     outs = []
     for name, recipe in (("plain", plain), ("cuts", cut)):
         res = run(clip, tmp_path / f"{name}.mkv", recipe.stages(), recipe.run_options("none"))
@@ -211,15 +218,15 @@ def test_frames_pass_bit_identical_and_events_reach_the_manifest(clip: Path, tmp
     assert [(e.frame, e.kind) for e in alone] == [(CUT, "hard")]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("batch", [1, 5, 16])
-def test_recurrent_state_resets_at_the_detected_cut(clip: Path, tmp_path: Path, batch: int) -> None:
-    rec = Recorder()
-    run(clip, tmp_path / "o.mkv", [Cuts("fast"), RunningMean(3), rec], _opts(batch))
-    got = FrameBatch.concat(rec.seen)
-    _, frames = decode_all(clip)
-    source = FrameBatch(data=frames, pts=got.pts, time_base=got.time_base, index=list(range(len(frames))))
+def test_recurrent_state_resets_at_the_detected_cut(clip: Path, tmp_path: Path, batch: int, device: str) -> None:
+    seen, rec = Recorder(), Recorder()  # what the recurrent stage is given (decoded on the device), and gives
+    run(clip, tmp_path / "o.mkv", [Cuts("fast"), seen, RunningMean(3), rec], _opts(batch, device))
+    got, source = FrameBatch.concat(rec.seen), FrameBatch.concat(seen.seen)
+    assert got.index == source.index == list(range(60))
     assert torch.equal(got.data, recurrent_whole(source, 3, (CUT,)).data)  # identical whatever the batch size
-    assert torch.equal(got.data[CUT], frames[CUT])  # afresh at the cut: its own frame, no mean with shot A
+    assert torch.equal(got.data[CUT], source.data[CUT])  # afresh at the cut: its own frame, no mean with shot A
     assert not torch.equal(got.data[CUT + 1], recurrent_whole(source, 3).data[CUT + 1])
     assert torch.equal(got.data[:CUT], recurrent_whole(source, 3).data[:CUT])
 
