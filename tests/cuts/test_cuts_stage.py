@@ -150,6 +150,21 @@ def test_within_a_shot_a_frame_waits_exactly_the_look_ahead() -> None:
     assert set(seen.values()) == {None}
 
 
+def test_a_long_black_is_held_no_longer_than_the_cap() -> None:
+    """A fade through 150 black frames: whether the black belongs to a fade is known only when it ends, so frames
+    past the cap (3× the look-ahead) leave with what is known then, counted, and memory stays bounded."""
+    shots = two_shot_frames().astype(np.float32)
+    down = [shots[20 + i] * (5 - i) / 6 for i in range(5)]
+    up = [shots[30 + i] * (i + 1) / 6 for i in range(5)]
+    black = [np.zeros_like(shots[0])] * 150
+    frames = np.stack([*shots[:20], *down, *black, *up, *shots[35:60]]).round().astype(np.uint8)
+    stage = Cuts("fast")
+    out, _, held = _drive(stage, frames, 4)
+    assert max(held) <= HOLD_FACTOR * SETTLE_LAG + 4
+    assert stage.report()["settled_early"] > 0
+    assert torch.equal(out.data, torch.from_numpy(frames).permute(0, 3, 1, 2))
+
+
 def test_transnetv2_settles_its_cuts_on_the_board() -> None:
     frames = np.stack([np.clip(f + 0.5, 0, 255).astype(np.uint8) for f in _sequence()])
     stage = Cuts("transnetv2")
