@@ -309,7 +309,6 @@ def test_interpolate_takes_the_boards_cuts_instead_of_its_thumbnails(around_cut:
     assert none["scene_cuts"] == [] and none["synthesized_frames"] == 7
 
 
-@pytest.mark.slow
 def test_cli_run_with_cuts_and_interpolation_never_synthesises_across_the_cut(cli, tmp_path: Path) -> None:
     """`vidpipe run clip --cuts fast --interpolate rife-hdv3 --multi 2` on a 96×64 crop of the two shots
     (frames 14..45, the cut at 16)."""
