@@ -65,9 +65,10 @@ def test_resize_and_pad_are_built_from_their_entries():
 
 
 def test_order_generalises_to_any_list_of_registered_stages():
-    assert run_order("upscale,interpolate") == ["pad", "upscale", "interpolate", "resize"]
-    assert run_order("interpolate,upscale") == ["pad", "interpolate", "upscale", "resize"]
-    assert run_order("resize,pad") == ["resize", "upscale", "interpolate", "pad"]
+    # cuts runs first by default: it must see the source frames
+    assert run_order("upscale,interpolate") == ["cuts", "pad", "upscale", "interpolate", "resize"]
+    assert run_order("interpolate,upscale") == ["cuts", "pad", "interpolate", "upscale", "resize"]
+    assert run_order("resize,pad") == ["cuts", "resize", "upscale", "interpolate", "pad"]
     chain = PipelineRecipe(pad=16, resize="64x-1", order="resize,pad").stages()
     assert [s.name for s in chain] == ["resize", "pad"]
 
@@ -110,7 +111,7 @@ def test_doctor_lists_every_registered_stage_and_sizes_stages_through_the_regist
     assert doctor._stage("interpolate", "rife-hdv3").name == "interpolate"
     with pytest.raises(UsageError, match=r"stage 'resize' takes no model; valid: upscale, interpolate"):
         doctor._stage("resize", "x")
-    with pytest.raises(UsageError, match=r"unknown stage 'matte'; valid: pad, upscale, interpolate, resize"):
+    with pytest.raises(UsageError, match=r"unknown stage 'matte'; valid: cuts, pad, upscale, interpolate, resize"):
         doctor._stage("matte", "x")
 
 

@@ -50,7 +50,7 @@ from ..media.threads import Consumer
 from ..media.writer import VideoWriter, WriterStats, check_target
 from ..paths import write_json
 from ..schedule import crossvideo
-from ..schedule.chain import ScheduledStage, plan_stage
+from ..schedule.chain import ScheduledStage, plan_stage, share_cuts
 from ..schedule.costs import CostBook, bucket_for, cost_signature
 from ..schedule.idempotency import finished, model_signature, signature_fields
 from ..stages.base import Stage, StreamSpec
@@ -320,6 +320,7 @@ class MultiRunner:
             if why != "no manifest":
                 log.info("making %s again: %s", job.output, why)
         suffix = [self._scheduled(s, specs[i], reader_batch) for i, s in enumerate(used) if i >= self.n_cross]
+        share_cuts(suffix)  # this video's own board (a cut detector has context: never a cross-video stage)
         reader = VideoReader(info, reader_opts, check=self.stop.check)
         pre = [{"before": model_signature(used[:i]), "colour": repr(reader.colour)} for i in range(self.n_cross)]
         writer: VideoWriter | None = None

@@ -21,6 +21,8 @@ user asked for `auto`) and runs under seed 001's OOM policy, extended to tiles.
   timelines never advance twice; one that cannot is not retried (its error is classified at once).
 - Interrupts: the run's stop check (`stages.interrupt`) is called before every stage call, and handed to every
   stage's `set_stop_check` (a no-op by default), which calls it within its own work (tiles, frames, pairs, layers).
+- Detected cuts: a chain with a stage that `detects_cuts` gets one `CutBoard` per run (`share_cuts`), handed to
+  that stage and every stage after it through `Stage.use_cuts` (a scheduled temporal stage's engine too).
 - Everything decided, and every OOM, is reported for the manifest's `schedule` block.
 """
 
@@ -38,6 +40,7 @@ import torch
 from ..errors import DeviceOutOfMemoryError
 from ..frames import FrameBatch
 from ..stages.base import DTYPES, Stage, StreamSpec
+from ..stages.cutboard import CutBoard
 from ..stages.interrupt import StopCheck, never
 from ..stages.temporal import RecurrentStage, WindowedStage
 from .autoconfig import Tiling, configure, smaller_tile, tile_steps
@@ -187,6 +190,7 @@ class ScheduledStage(Stage):
         self.check = check
         stage.set_stop_check(check)
         self.name, self.context, self.unit = stage.name, stage.context, stage.unit
+        self.detects_cuts = stage.detects_cuts
         self.runner = OomRunner(plan.batch_size, policy=policy or OomPolicy(), sleep=sleep)
         self.runner.tiles = TileSteps(plan.tile or 0, plan.tile_steps, stage.set_tile) if plan.tile_steps else None
         # temporal stages declare a shape, and the engine provides their process/flush under the same policy: a
@@ -201,6 +205,11 @@ class ScheduledStage(Stage):
 
     def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
         return self.stage.setup(device, spec)
+
+    def use_cuts(self, board: CutBoard | None) -> None:
+        self.stage.use_cuts(board)
+        if self.engine is not None:
+            self.engine.use_cuts(board)
 
     def process(self, batch: FrameBatch) -> FrameBatch | None:
         self.check()
@@ -272,7 +281,19 @@ def schedule_chain(
             plan.source,
         )
         out.append(ScheduledStage(stage, plan, device, policy=options.policy, sleep=options.sleep, check=check))
+    share_cuts(out)
     return out
+
+
+def share_cuts(chain: Sequence[Stage]) -> CutBoard | None:
+    """One `CutBoard` for this run of `chain` (set-up stages in run order) when a stage `detects_cuts`: handed to
+    it and every stage after it; stages before it (and every stage of a chain without one) are told None, so no
+    board of an earlier run stays with a stage reused."""
+    first = next((i for i, s in enumerate(chain) if s.detects_cuts), len(chain))
+    board = CutBoard() if first < len(chain) else None
+    for i, stage in enumerate(chain):
+        stage.use_cuts(board if i >= first else None)
+    return board
 
 
 def schedule_block(

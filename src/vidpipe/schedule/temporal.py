@@ -4,7 +4,9 @@ batches, one process or one share of a video at a time, under the seed's OOM pol
 - `RecurrentRunner` carries the stage's state from batch to batch. Batches go through the scheduler's
   `OomRunner.run_stateful`: the state from before a sub-batch is kept (the stage's `step` is pure), so an
   out-of-memory retry re-runs the same frames from the same state. At a hard cut the state starts afresh when
-  the stage asks for it. Frames before `emit_from` are pre-roll: run, never written.
+  the stage asks for it: cuts given up front (`hard_cuts`, e.g. a share's known cuts) and those the run's cut
+  detector settles on its `CutBoard` (`use_cuts`; the analysis stage runs first, so a frame's answer is final
+  when the frame arrives here). Frames before `emit_from` are pre-roll: run, never written.
 - `WindowRunner` buffers at most `T + 2 * overlap` frames (plus the batch being added), cuts the stream into
   windows of T kept frames with their context, and keeps or cross-fades the outputs per the stage's seam rule.
   T is the `OomRunner`'s batch size: an OOM re-runs the same kept frames as shorter windows (halved, then 1 on
@@ -35,6 +37,7 @@ import torch
 from ..errors import StageError
 from ..frames import FrameBatch
 from ..stages.base import Stage
+from ..stages.cutboard import CutBoard
 from ..stages.temporal import Reach, RecurrentStage, State, WindowedStage
 from .oom import OomRunner
 
@@ -93,7 +96,16 @@ class RecurrentRunner:
         self.emit_from = emit_from
         self.emit_to = emit_to
         self.cuts = frozenset(hard_cuts) if stage.reset_at_cuts else frozenset()
+        #: the run's detected cuts (`use_cuts`); None: only `hard_cuts`
+        self.board: CutBoard | None = None
         self.state: State | None = None
+
+    def use_cuts(self, board: CutBoard | None) -> None:
+        """Read hard cuts from the run's board too (when the stage resets at cuts)."""
+        self.board = board if self.stage.reset_at_cuts else None
+
+    def _is_cut(self, frame: int) -> bool:
+        return frame in self.cuts or (self.board is not None and self.board.hard_cut(frame))
 
     def snapshot(self) -> State | None:
         return self.state
@@ -114,10 +126,11 @@ class RecurrentRunner:
     def _run(self, batch: FrameBatch) -> FrameBatch:
         parts: list[FrameBatch] = []
         start = 0
-        bounds = [i for i, ix in enumerate(batch.index) if i > 0 and ix in self.cuts]
+        cut = [self._is_cut(ix) for ix in batch.index]
+        bounds = [i for i in range(1, len(batch)) if cut[i]]
         for stop in [*bounds, len(batch)]:
             piece = batch.slice(start, stop)
-            if piece.index[0] in self.cuts:
+            if cut[start]:
                 self.state = None
             out, self.state = self.stage.step(piece, self.state)
             if len(out) != len(piece):
@@ -149,6 +162,10 @@ class WindowRunner:
         self._tails: dict[int, FrameBatch] = {}
         #: the most frames held at once (memory is bounded by T + 2·overlap + one batch)
         self.peak_held = 0
+
+    def use_cuts(self, board: CutBoard | None) -> None:
+        """Windows run across cuts: a windowed stage declares no reset (its overlap sees both shots)."""
+        return None
 
     def process(self, batch: FrameBatch) -> FrameBatch | None:
         o = self.stage.overlap

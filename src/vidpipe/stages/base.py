@@ -12,13 +12,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from ..errors import StageError, UsageError
 from ..frames import FrameBatch, StreamSpec
 from .interrupt import StopCheck
+
+if TYPE_CHECKING:
+    from .cutboard import CutBoard
 
 Unit = Literal["frame", "frame_pair", "window"]
 
@@ -98,6 +101,9 @@ class Stage(ABC):
     #: its output depends on counting frames from the start (interpolation's grid), so a dropped frame
     #: (`--on-corrupt skip`) would move every later boundary: such a file is processed whole
     counts_frames: bool = False
+    #: an analysis stage that fills the run's `CutBoard` (see `use_cuts`); the scheduler makes a board only for
+    #: a chain that has one
+    detects_cuts: bool = False
 
     # -- lifecycle --
     def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
@@ -155,6 +161,13 @@ class Stage(ABC):
         """What its cost rows are keyed by: `signature()` less what the scheduler derives from a row (the tile).
         Default: `signature()`."""
         return self.signature()
+
+    # -- detected cuts (stages/cutboard.py) --
+    def use_cuts(self, board: CutBoard | None) -> None:
+        """The run's cut board, handed to the stage that `detects_cuts` (which fills it) and to every stage after
+        it (which may read it: a frame's cuts are final once the frame reaches them); None: the run has no cut
+        detection before this stage. Called once per run, after `setup`. Default: ignored."""
+        return None
 
     # -- interrupts --
     def set_stop_check(self, check: StopCheck) -> None:

@@ -15,9 +15,16 @@
   model work of one batch goes through the network together. RIFE 4.x takes τ directly; HDv3 makes τ = 1/2
   only, so τ is rounded to the nearest multiple of 1/2**depth and reached by mid-point bisection, one network
   call per bisection level for all pairs of the batch (`timeline.bisection_schedule`).
-- Scene cuts: a pair whose score (1 − SSIM of 32×32 grey thumbnails) is above `cut_threshold` is never
-  synthesised: its frames are the nearer source frame (`scene_cut="fill"`) or a linear blend (`"blend"`).
-  Every cut is listed by `report()` (the manifest hook; `signature()` holds parameters only).
+- Scene cuts: a pair judged a cut is never synthesised: its frames are the nearer source frame
+  (`scene_cut="fill"`) or a linear blend (`"blend"`). Every cut is listed by `report()` (the manifest hook;
+  `signature()` holds parameters only). Who judges:
+  - with a cut detector earlier in the run (`vidpipe run --cuts`), its `CutBoard` alone (`use_cuts`): a pair
+    that ends on a hard cut or touches a soft transition (dissolve, fade) is a cut. The detector's decisions
+    replace the thumbnail check rather than add to it: it compares each pair with its neighbours and asks
+    optical flow whether motion explains the change, so fast motion (which can push thumbnails past any fixed
+    threshold, and would then be filled with a held frame, a visible judder) is not a cut, while dissolves,
+    which no single pair shows, are; the frames the run treats as cuts are then those of its manifest's events.
+  - otherwise a pair whose score (1 − SSIM of 32×32 grey thumbnails) is above `cut_threshold`.
 - Memory: the stage holds the last two source frames between batches (the planner finalises a frame one source
   frame late, so a frame still pending may need the pair before the newest frame): O(batch), never O(video).
 - 8-bit frames come back as uint8, deeper ones as uint16, the model working in float; an alpha plane is not
@@ -45,6 +52,7 @@ from ..metrics import ssim_per_frame
 from ..models.archs.ifnet import VALID_SCALES, IFNetBase
 from ..models.loading import LoadedModel, load_model_info
 from .base import GridRule, Reach, Stage, StreamSpec, check_dtype, resolve_dtype
+from .cutboard import CutBoard, CutKind
 from .interrupt import StopCheck, layer_checks, never
 from .timeline import PlannedFrame, Planner, bisection_schedule
 
@@ -68,7 +76,7 @@ _LUMA = (0.299, 0.587, 0.114)
 _HOLD = 2
 #: what `process`/`flush` advance (all set in `_reset`), saved by `snapshot`
 _STREAM_STATE = (
-    "_planner", "_start", "_n", "_held", "_scores", "_mids", "_cuts", "_pairs_checked", "_model_calls",
+    "_planner", "_start", "_n", "_held", "_held_index", "_scores", "_mids", "_cuts", "_pairs_checked", "_model_calls",
     "_model_frames", "_frames_out", "_source_frames", "_synthesized_frames", "_cut_frames", "_max_drift", "_colour",
 )  # fmt: skip
 
@@ -183,6 +191,8 @@ class Interpolate(Stage):
         self._loaded_on: tuple[torch.device, torch.dtype] | None = None
         #: the run's stop request (`set_stop_check`); `never` for a stage used on its own
         self.stop_check: StopCheck = never
+        #: the run's detected cuts (`use_cuts`); None: the thumbnail check judges cuts
+        self._board: CutBoard | None = None
         self._reset()
 
     def _reset(self) -> None:
@@ -193,7 +203,9 @@ class Interpolate(Stage):
         self._start: Fraction | None = None
         self._n = 0  # source frames seen
         self._held: torch.Tensor | None = None  # the last ≤ _HOLD source frames
-        self._scores: dict[int, float] = {}  # cut score of pair (i, i+1), for pairs still reachable
+        self._held_index: list[int] = []  # their source frame numbers (`FrameBatch.index`)
+        #: (score, cut kind or None) of pair (i, i+1), for pairs still reachable
+        self._scores: dict[int, tuple[float, CutKind | None]] = {}
         self._mids: dict[tuple[int, Fraction], torch.Tensor] = {}  # HDv3 mid-points of those pairs
         self._cuts: list[dict[str, Any]] = []
         self._pairs_checked = 0
@@ -267,9 +279,11 @@ class Interpolate(Stage):
             self._note_drift(abs(t - grid))
             planned += self._planner.push(grid)
             self._n += 1
-        out = self._render(planned, window, first)
+        window_index = self._held_index + list(batch.index)
+        out = self._render(planned, window, first, window_index)
         # Clone: a slice would keep the whole batch alive.
         self._held = window[-_HOLD:].clone()
+        self._held_index = window_index[-_HOLD:]
         return out
 
     @torch.inference_mode()
@@ -279,7 +293,7 @@ class Interpolate(Stage):
         planned = self._planner.finish(self._start + self._n / self.src_rate)
         held, first = self._held, self._n - len(self._held)
         self._held = None
-        return self._render(planned, held, first)
+        return self._render(planned, held, first, self._held_index)
 
     def _note_drift(self, drift: Fraction) -> None:
         if drift > self._max_drift:
@@ -293,7 +307,11 @@ class Interpolate(Stage):
                 )
             self._max_drift = drift
 
-    def _render(self, planned: list[PlannedFrame], window: torch.Tensor, first: int) -> FrameBatch | None:
+    def _render(
+        self, planned: list[PlannedFrame], window: torch.Tensor, first: int, window_index: list[int]
+    ) -> FrameBatch | None:
+        """`window`: source frames `first`, `first`+1, … (counted from the stream's first), whose frame numbers
+        (`FrameBatch.index`, what the cut board is keyed by) are `window_index`."""
         if not planned:
             return None
 
@@ -303,7 +321,7 @@ class Interpolate(Stage):
             return window[i - first]
 
         pairs = sorted({p.src for p in planned if p.tau != 0})
-        cut = self._cut_pairs(pairs, src)
+        cut = self._cut_pairs(pairs, src, lambda i: window_index[i - first])
         # (pair, τ) → how the frame is made: a source frame, a blend, or the model at τ (dyadic for HDv3)
         model_taus: dict[int, set[Fraction]] = {}
         effective: dict[tuple[int, Fraction], Fraction] = {}
@@ -357,30 +375,49 @@ class Interpolate(Stage):
         t = float(tau)
         return _float(a, torch.float32) * (1 - t) + _float(b, torch.float32) * t
 
-    def _cut_pairs(self, pairs: list[int], src: Callable[[int], torch.Tensor]) -> set[int]:
-        """Pairs (by left index) judged cuts; each pair is scored once and recorded in `report()`."""
-        if self.cut_threshold >= 1.0 or not pairs:
+    def use_cuts(self, board: CutBoard | None) -> None:
+        """The run's cut detector judges cuts instead of the thumbnail check (see the module docstring)."""
+        self._board = board
+
+    def _cut_pairs(
+        self, pairs: list[int], src: Callable[[int], torch.Tensor], frame_number: Callable[[int], int]
+    ) -> set[int]:
+        """Pairs (by left index) judged cuts; each pair is judged once and every cut recorded in `report()`."""
+        if not pairs or (self._board is None and self.cut_threshold >= 1.0):
             return set()
         new = [i for i in pairs if i not in self._scores]
         if new:
-            idx = sorted({j for i in new for j in (i, i + 1)})
-            rgb = torch.stack([src(j)[:3] for j in idx])
-            thumbs = thumbnails(_float(rgb, torch.float32))
-            pos = {j: k for k, j in enumerate(idx)}
-            scores = cut_scores(thumbs[[pos[i] for i in new]], thumbs[[pos[i + 1] for i in new]])
-            for i, s in zip(new, scores, strict=True):
-                self._scores[i] = s
+            board = self._board
+            if board is not None:
+                verdicts = (board.before(frame_number(i + 1)) for i in new)
+                judged: list[tuple[float, CutKind | None]] = [(c.score, c.kind) if c else (0.0, None) for c in verdicts]
+            else:
+                judged = self._thumbnail_cuts(new, src)
+            for i, (s, kind) in zip(new, judged, strict=True):
+                self._scores[i] = (s, kind)
                 self._pairs_checked += 1
-                if s > self.cut_threshold:
+                if kind is not None:
                     assert self._start is not None
                     when = self._start + (i + 1) / self.src_rate
-                    self._cuts.append({"pair": [i, i + 1], "score": round(s, 4), "time_s": round(float(when), 6)})
-                    log.info("interpolate: scene cut between source frames %d and %d (score %.3f)", i, i + 1, s)
-        cuts = {i for i in pairs if self._scores[i] > self.cut_threshold}
+                    entry: dict[str, Any] = {"pair": [i, i + 1], "score": round(s, 4), "time_s": round(float(when), 6)}
+                    self._cuts.append(entry | ({"kind": kind} if board is not None else {}))
+                    log.info("interpolate: %s cut between source frames %d and %d (score %.3f)", kind, i, i + 1, s)
+        cuts = {i for i in pairs if self._scores[i][1] is not None}
         # Later batches only ask for pairs of the held frames: forget older scores (memory stays O(1)).
         for i in [i for i in self._scores if i < self._n - _HOLD]:
             del self._scores[i]
         return cuts
+
+    def _thumbnail_cuts(
+        self, pairs: list[int], src: Callable[[int], torch.Tensor]
+    ) -> list[tuple[float, CutKind | None]]:
+        """(1 − SSIM of the pair's 32×32 grey thumbnails, "hard" above `cut_threshold` else None) per pair."""
+        idx = sorted({j for i in pairs for j in (i, i + 1)})
+        rgb = torch.stack([src(j)[:3] for j in idx])
+        thumbs = thumbnails(_float(rgb, torch.float32))
+        pos = {j: k for k, j in enumerate(idx)}
+        scores = cut_scores(thumbs[[pos[i] for i in pairs]], thumbs[[pos[i + 1] for i in pairs]])
+        return [(s, "hard" if s > self.cut_threshold else None) for s in scores]
 
     def _run_model(
         self, taus: dict[int, set[Fraction]], src: Callable[[int], torch.Tensor]
@@ -447,7 +484,8 @@ class Interpolate(Stage):
     # -- reporting --
     @property
     def cuts(self) -> list[dict[str, Any]]:
-        """Scene cuts found so far: {"pair": [i, i+1], "score": 1 − SSIM, "time_s": when frame i+1 starts}."""
+        """Scene cuts found so far: {"pair": [i, i+1], "score", "time_s": when frame i+1 starts}; the score is
+        1 − SSIM of the thumbnails, or with a cut board the detector's event score and a "kind" (hard, soft)."""
         return list(self._cuts)
 
     def report(self) -> dict[str, Any]:
@@ -464,6 +502,7 @@ class Interpolate(Stage):
         return {
             "stage": self.name,
             "scene_cuts": self.cuts,
+            "cut_check": "cuts stage" if self._board is not None else "thumbnails",
             "pairs_checked": self._pairs_checked,
             "model_calls": self._model_calls,
             "model_frames": self._model_frames,

@@ -116,6 +116,25 @@ SHARED_OPTIONS: Final = (
 )
 
 
+# --- cuts --------------------------------------------------------------------------------------------------------
+
+#: `--cuts` values: off, the classical detector's presets (stages.cuts.presets, written out so that this module
+#: imports no stage; a test checks they agree) and TransNetV2
+CUT_DETECTORS: Final = ("off", "quality", "default", "fast", "transnetv2")
+
+
+def _cuts(values: Values) -> Stage:
+    from .cuts.stage import Cuts
+
+    return Cuts(choice(values.get("cuts") or "off", CUT_DETECTORS, "--cuts detector"))
+
+
+def _cuts_sample() -> list[Stage]:
+    from .cuts.stage import Cuts
+
+    return [Cuts("fast")]
+
+
 # --- pad ---------------------------------------------------------------------------------------------------------
 
 
@@ -232,6 +251,28 @@ def _resize_sample() -> list[Stage]:
 STAGES: Final[dict[str, StageEntry]] = {
     e.name: e
     for e in (
+        StageEntry(
+            name="cuts",
+            module="vidpipe.stages.cuts.stage",
+            task="analysis",
+            unit="frame_pair",
+            wanted=lambda v: (v.get("cuts") or "off") != "off",
+            build=_cuts,
+            options=(
+                OptionSpec(
+                    "cuts",
+                    str,
+                    "off",
+                    "detect cuts in the same pass (first, on the source frames): off | quality | default | fast | "
+                    "transnetv2; hard cuts reset recurrent stages, interpolation never synthesises across cuts",
+                    CUT_DETECTORS,
+                    "--cuts detector",
+                ),
+            ),
+            analysis_only=True,
+            context=40 + 42,  # the presets' look-ahead (SETTLE_LAG) + look-behind (WINDOW); TransNetV2 75 + 100
+            sample=_cuts_sample,
+        ),
         StageEntry(
             name="pad",
             module="vidpipe.stages.pad",
@@ -354,7 +395,7 @@ def option(name: str) -> OptionSpec:
 
 def run_order(order: str) -> list[str]:
     """Every registered stage name in run order: the names `order` lists take the places those stages have by
-    default, in the order given (`interpolate,upscale` swaps the two; pad stays first, resize last)."""
+    default, in the order given (`interpolate,upscale` swaps the two; cuts stays first, resize last)."""
     names = [n.strip() for n in order.split(",")]
     unknown = [n for n in names if n not in STAGES]
     if unknown or len(set(names)) != len(names) or not names:

@@ -26,6 +26,7 @@ ones, and SSIM/flow images are made only for pairs that reach those tests.
 
 from __future__ import annotations
 
+import bisect
 import logging
 from collections import deque
 from dataclasses import dataclass, field
@@ -126,6 +127,10 @@ MOTION_MIN_MAG = 0.01
 
 #: records kept: the widest soft window plus the hard context plus the concentration test's reach
 WINDOW = 2 * max(SOFT_SCALES) + HARD_CONTEXT + 4
+#: analysed frames after a frame that can still change what is known about it (`CutDetector.settled`): a fade
+#: found later starts at most FADE_MAX_RAMP frames back, a dissolve decided later at most 2·max(SOFT_SCALES) − 1
+#: back, a hard cut is decided HARD_CONTEXT pairs on
+SETTLE_LAG = max(FADE_MAX_RAMP, 2 * max(SOFT_SCALES), HARD_CONTEXT + 1)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -284,6 +289,27 @@ class CutDetector(Stage):
         if self.flow_reuse is not None and self.flow_reuse.mode == "require":
             self.flow_reuse.check(self.stats.frame_indices)
         self.events = self._merge()
+
+    def settled(self) -> int:
+        """How many analysed frames (positions 0..k−1) are settled: every event of the final `events` whose frame
+        or span reaches one of them is already in `known_events()`, as it will be in `events`, and nothing later
+        adds, drops or moves one (hard cuts inside a soft span are dropped only by spans that start before them).
+        A frame waits `SETTLE_LAG` frames, longer inside a dissolve still growing or after a fade's first dark
+        frame (until the fade is known). Frames are positions of the analysis stream (every frame without
+        `analysis_fps`)."""
+        if not self._win:
+            return 0
+        k = self._win[-1].pos + 1 - SETTLE_LAG
+        if self._soft_group:  # its span may still grow forward; it starts at or after its first frame's start
+            first = min(c.start for c in self._soft_group)
+            k = min(k, bisect.bisect_left(self.stats.frame_indices, first))
+        if self._dark_start is not None:  # whether frames from its ramp on are a fade is known when the dark ends
+            k = min(k, self._fade_start)
+        return max(0, k)
+
+    def known_events(self) -> list[Event]:
+        """The events decided so far, merged as `flush` merges them (final for the `settled()` frames)."""
+        return self._merge()
 
     def held_bytes(self) -> int:
         """Bytes of the arrays the detector holds (its window of records and their images): its memory per video,

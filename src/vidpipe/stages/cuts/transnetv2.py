@@ -114,6 +114,14 @@ class TransNetV2Detector(Stage):
         self._run_pending()
         self._end_run(None)
 
+    def settled(self) -> int:
+        """How many frames (0..k−1) are settled: predicted, and not in a run of transition frames still open
+        (its events, appended as runs end, are final)."""
+        return self._run.start if self._run is not None else self._done
+
+    def known_events(self) -> list[Event]:
+        return list(self.events)
+
     def _collect(self, final: bool) -> None:
         # windows are formed on the global frame axis; _frames holds frames from _base on, and the start
         # padding needs frame 0, which is kept (as _first) once trimmed
