@@ -38,6 +38,7 @@ from ..paths import write_json
 from ..schedule.budget import check_host_memory, host_frame_bytes
 from ..schedule.chain import ScheduleOptions, schedule_block, schedule_chain
 from ..schedule.idempotency import finished, signature_fields
+from ..schedule.temporal import chain_reach
 from ..stages.base import Stage, StreamSpec
 from .device import describe, is_device_fault, resolve_device
 from .progress import Progress, ProgressMode
@@ -354,6 +355,20 @@ def versions() -> dict[str, str]:
     }
 
 
+def _feed(window: TimeWindow, stages: Sequence[Stage], rate: Fraction) -> tuple[Fraction | None, Fraction | None]:
+    """The reader's range for a window given without one (`vidpipe run --start/--duration`): the stages' reach
+    (`schedule.temporal.chain_reach`) in frame periods of the average rate, one more on each side for a rate that
+    varies (an extra pre-roll frame changes nothing for a stage whose reach is its memory). A chain whose reach
+    does not count source frames (an output grid, None) starts at the window, as before."""
+    reach = chain_reach(stages, window.start or Fraction(0)) if rate > 0 else None
+    first, last = window.start, window.end
+    if reach is not None and reach.before and first:
+        first = max(Fraction(0), first - (reach.before + 1) / rate)
+    if reach is not None and reach.after and last is not None:
+        last = last + (reach.after + 1) / rate
+    return first, last
+
+
 def run(
     input_path: str | Path,
     output_path: str | Path,
@@ -380,7 +395,7 @@ def run(
     pin = device.type == "cuda"
     reader_opts = replace(options.reader, planar=on_device, pin_memory=pin)
     if options.window is not None:
-        first, last = options.window.feed or (options.window.start, options.window.end)
+        first, last = options.window.feed or _feed(options.window, stages, info.video.rate)
         reader_opts = replace(reader_opts, start=first, end=last)
     signed = signature_fields(src, stages, reader_opts, options.writer)
     if options.schedule.skip_finished:
