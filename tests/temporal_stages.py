@@ -1,7 +1,8 @@
 """The temporal engine's integer test stages (issue 15), shared by the engine's identity tests
 (tests/schedule/test_temporal_engine.py) and the job tests that split a video into segments
 (tests/jobs/test_job_temporal.py). Integer arithmetic makes every output exact, on the CPU and on CUDA, so any
-split that feeds them their reach must write the whole run's frames bit for bit."""
+split that feeds them their reach must write the whole run's frames bit for bit. Also: `Recorder` (a copy of
+what reaches it) and the runners' whole-run reference (`recurrent_whole`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from typing import Any
 import torch
 
 from vidpipe.frames import FrameBatch
+from vidpipe.schedule.oom import OomPolicy, OomRunner
+from vidpipe.schedule.temporal import RecurrentRunner, WindowRunner
+from vidpipe.stages.base import Stage
 from vidpipe.stages.temporal import RecurrentStage, State, WindowedStage
 
 
@@ -73,3 +77,31 @@ class MovingAverage(WindowedStage):
             for i in range(n)
         ]
         return frames.with_data(torch.stack(outs).to(frames.data.dtype))
+
+
+class Recorder(Stage):
+    """Keeps a copy of every frame that reaches it: what the temporal stage before it gave the writer."""
+
+    name = "recorder"
+
+    def __init__(self) -> None:
+        self.seen: list[FrameBatch] = []
+
+    def process(self, batch: FrameBatch) -> FrameBatch | None:
+        self.seen.append(batch.with_data(batch.data.clone()))
+        return batch
+
+
+def runner_oom(size: int) -> OomRunner:
+    return OomRunner(size, policy=OomPolicy(backoff_s=0.0), sleep=lambda _s: None, release=lambda _d: None)
+
+
+def drive(runner: RecurrentRunner | WindowRunner, parts: list[FrameBatch]) -> FrameBatch:
+    outs = [o for b in parts if (o := runner.process(b)) is not None]
+    if (tail := runner.flush()) is not None:
+        outs.append(tail)
+    return FrameBatch.concat(outs)
+
+
+def recurrent_whole(v: FrameBatch, p: int, cuts: tuple[int, ...] = ()) -> FrameBatch:
+    return drive(RecurrentRunner(RunningMean(p), runner_oom(len(v)), hard_cuts=cuts), [v])

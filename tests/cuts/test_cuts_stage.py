@@ -5,7 +5,6 @@ only until the detector's answer about it is final, that answer settled on the r
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import torch
 from cut_clips import CUT, RATE, two_shot_frames
 from test_synthetic import _sequence  # the detector tests' clip: a hard cut at 30, a dissolve, a fade
 
+from temporal_stages import Recorder, RunningMean, recurrent_whole
 from vidpipe.errors import StageError, UsageError
 from vidpipe.frames import FrameBatch
 from vidpipe.media.encoders import EncoderOptions
@@ -34,11 +34,6 @@ from vidpipe.stages.cuts.stage import DETECTORS, HOLD_FACTOR, TRANSNET_LAG, Cuts
 from vidpipe.stages.interpolate import Interpolate
 from vidpipe.stages.registry import CUT_DETECTORS
 from vidpipe.testing import decode_all
-
-# the temporal engine's running-mean stage and its reference run (tests/ has no packages: its folder goes on the
-# path, as pytest puts it there when it collects it)
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "schedule"))
-from test_temporal_engine import Recorder, RunningMean, recurrent_whole
 
 CPU = torch.device("cpu")
 

@@ -11,14 +11,13 @@ from itertools import pairwise
 import pytest
 import torch
 
-from temporal_stages import MovingAverage, RunningMean
+from temporal_stages import MovingAverage, Recorder, RunningMean, drive, recurrent_whole, runner_oom
 from vidpipe.errors import DeviceOutOfMemoryError, StageError, UsageError
 from vidpipe.frames import FrameBatch
 from vidpipe.media.encoders import EncoderOptions
 from vidpipe.media.writer import WriterOptions
 from vidpipe.runtime.pipeline import RunOptions, run
 from vidpipe.schedule.chain import ScheduleOptions
-from vidpipe.schedule.oom import OomPolicy, OomRunner
 from vidpipe.schedule.temporal import RecurrentRunner, WindowRunner, chain_reach, feed_span
 from vidpipe.stages.base import GridRule, Stage
 from vidpipe.stages.temporal import Reach, WindowedStage
@@ -38,19 +37,8 @@ def video(n: int = N, device: str = "cpu") -> FrameBatch:
     return FrameBatch(data=data, pts=[3 * i for i in range(n)], time_base=Fraction(1, 75), index=list(range(n)))
 
 
-def runner_oom(size: int) -> OomRunner:
-    return OomRunner(size, policy=OomPolicy(backoff_s=0.0), sleep=lambda _s: None, release=lambda _d: None)
-
-
 def batches(v: FrameBatch, lo: int, hi: int, size: int) -> list[FrameBatch]:
     return [v.slice(a, min(hi, a + size)) for a in range(lo, hi, size)]
-
-
-def drive(runner: RecurrentRunner | WindowRunner, parts: list[FrameBatch]) -> FrameBatch:
-    outs = [o for b in parts if (o := runner.process(b)) is not None]
-    if (tail := runner.flush()) is not None:
-        outs.append(tail)
-    return FrameBatch.concat(outs)
 
 
 def same(a: FrameBatch, b: FrameBatch) -> None:
@@ -60,10 +48,6 @@ def same(a: FrameBatch, b: FrameBatch) -> None:
 
 
 # -- recurrent -----------------------------------------------------------------------------------------------
-
-
-def recurrent_whole(v: FrameBatch, p: int, cuts: tuple[int, ...] = ()) -> FrameBatch:
-    return drive(RecurrentRunner(RunningMean(p), runner_oom(N), hard_cuts=cuts), [v])
 
 
 def recurrent_shares(v: FrameBatch, p: int, bounds: list[int], batch: int, cuts: tuple[int, ...] = ()) -> FrameBatch:
@@ -251,19 +235,6 @@ def test_a_chains_reach_adds_up_unless_it_meets_an_output_grid() -> None:
 
 
 # -- through the real pipeline ----------------------------------------------------------------------------------
-
-
-class Recorder(Stage):
-    """Keeps a copy of every frame that reaches it: what the temporal stage before it gave the writer."""
-
-    name = "recorder"
-
-    def __init__(self) -> None:
-        self.seen: list[FrameBatch] = []
-
-    def process(self, batch: FrameBatch) -> FrameBatch | None:
-        self.seen.append(batch.with_data(batch.data.clone()))
-        return batch
 
 
 @pytest.mark.parametrize("shape", ["recurrent", "windowed"])
