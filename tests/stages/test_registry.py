@@ -39,7 +39,7 @@ def test_recipe_takes_stage_options_as_keywords_and_refuses_unknown_ones():
     again = dataclasses.replace(recipe, interpolate="r", encoder="h264")
     assert (again.upscale, again.interpolate, again.fps, again.encoder) == ("m", "r", "60", "h264")
     assert again != recipe and dataclasses.replace(again, interpolate=None, encoder="ffv1") == recipe
-    with pytest.raises(TypeError, match=r"unknown option\(s\) upscal; valid: pad, upscale, "):
+    with pytest.raises(TypeError, match=r"unknown option\(s\) upscal; valid: cuts, pad, upscale, "):
         PipelineRecipe(upscal="m")
     with pytest.raises(AttributeError, match="upscal"):
         _ = recipe.upscal
