@@ -29,7 +29,7 @@ ORDERS: Final = LEGACY_ORDERS
 HWACCELS: Final = ("none", "auto", "cuda")
 ON_CORRUPT: Final = ("fail", "skip")
 #: the upload label a chain earns (jobs.keys.MODES): which model stages it runs
-ChainMode = Literal["upscaled", "interpolated", "both", "result"]
+ChainMode = Literal["upscaled", "interpolated", "matted", "both", "result"]
 
 
 def parse_time(value: str, what: str) -> Fraction:

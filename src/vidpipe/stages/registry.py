@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from fractions import Fraction
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from ..errors import UsageError
@@ -23,7 +24,7 @@ if TYPE_CHECKING:
     from .base import Stage
 
 Values = Mapping[str, Any]
-Task = Literal["geometry", "upscale", "interpolate", "analysis"]
+Task = Literal["geometry", "upscale", "interpolate", "matte", "analysis"]
 
 
 def choice(value: str, valid: tuple[str, ...], what: str) -> str:
@@ -148,6 +149,48 @@ def _pad_sample() -> list[Stage]:
     from .pad import Pad
 
     return [Pad(32)]
+
+
+# --- matte -------------------------------------------------------------------------------------------------------
+
+MATTE_OUTPUTS: Final = ("rgba", "alpha", "composite", "green")  # the stage's own (stages.matte), checked in the tests
+
+
+def _matte(values: Values) -> Stage:
+    from .matte import Matte
+
+    return Matte(
+        values["matte"],
+        output=choice(values.get("matte_output", "rgba"), MATTE_OUTPUTS, "--matte-output"),
+        background=values.get("background"),
+        downsample=values.get("downsample", "auto"),
+        dtype=values.get("dtype", "auto"),
+    )
+
+
+def _matte_sample() -> list[Stage]:
+    from .matte import Matte
+
+    # random weights (the real ones are tested in tests/stages/test_matte.py): the contract is about frames,
+    # timestamps and streams; `green` so that any encoder takes it (rgba needs an alpha-capable output)
+    return [Matte(random_rvm(), output="green")]
+
+
+def random_rvm(seed: int = 0) -> Path:
+    """An RVM MobileNetV3 with random weights (seeded), saved once as safetensors in the temp folder."""
+    import tempfile
+
+    import torch
+
+    from ..models.archs.rvm import MattingNetwork
+    from ..models.loading import save_safetensors
+
+    path = Path(tempfile.gettempdir()) / f"vidpipe-rvm-random-{seed}.safetensors"
+    if not path.is_file():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            save_safetensors(MattingNetwork("mobilenetv3").state_dict(), path)
+    return path
 
 
 # --- upscale -----------------------------------------------------------------------------------------------------
@@ -282,6 +325,41 @@ STAGES: Final[dict[str, StageEntry]] = {
             build=_pad,
             options=(OptionSpec("pad", int, None, "pad frames to a multiple of N (cropped back on output)"),),
             sample=_pad_sample,
+        ),
+        StageEntry(
+            name="matte",
+            module="vidpipe.stages.matte",
+            task="matte",
+            unit="frame",
+            wanted=lambda v: v.get("matte") is not None,
+            build=_matte,
+            options=(
+                OptionSpec("matte", str, None, "matting model (RVM): rvm-mobilenetv3 | rvm-resnet50 | weights file"),
+                OptionSpec(
+                    "downsample",
+                    str,
+                    "auto",
+                    "--matte: auto (long side 480 px, RVM's advice: 0.25 at 1080p) or a ratio in (0, 1]",
+                ),
+                OptionSpec(
+                    "matte_output",
+                    str,
+                    "rgba",
+                    "rgba (source + alpha: .webm/.mov/.mkv ffv1/png) | alpha (grey matte) | composite "
+                    "(onto --background) | green (chroma key)",
+                    MATTE_OUTPUTS,
+                    "--matte-output",
+                ),
+                OptionSpec(
+                    "background", str, None, "--matte-output composite: a colour (#00ff00, green), an image or a video"
+                ),
+            ),
+            shared=("dtype",),
+            model_option="matte",
+            mode_label="matted",
+            sample=_matte_sample,
+            # no cost_subject: the cost probe (schedule/costs.py) calls `process`, which the temporal engine
+            # provides; `vidpipe bench matte` measures it instead
         ),
         StageEntry(
             name="upscale",
