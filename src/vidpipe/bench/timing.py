@@ -1,4 +1,5 @@
-"""GPU timing shared by the model benchmarks: CUDA events around many calls, after a warm-up."""
+"""Timing shared by the model benchmarks: CUDA events around many calls after a warm-up (the wall clock on the
+CPU, where calls return when their work is done)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,12 @@ import torch
 from ..errors import UsageError
 
 
-def cuda_seconds(call: Callable[[], object], iters: int, device: torch.device) -> float:
+def timed_seconds(call: Callable[[], object], iters: int, device: torch.device) -> float:
+    if device.type != "cuda":
+        t0 = time.perf_counter()
+        for _ in range(iters):
+            call()
+        return time.perf_counter() - t0
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
     torch.cuda.synchronize(device)
     start.record()
@@ -29,11 +35,12 @@ def steady_rate(
     t0 = time.perf_counter()
     for _ in range(warmup):
         call()
-    torch.cuda.synchronize(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
     warm = time.perf_counter() - t0
-    once = cuda_seconds(call, 3, device) / 3
+    once = timed_seconds(call, 3, device) / 3
     iters = max(5, int(seconds / max(once, 1e-4)))
-    return iters / cuda_seconds(call, iters, device), warm
+    return iters / timed_seconds(call, iters, device), warm
 
 
 def check_gpu_modes(device: torch.device, modes: Sequence[str], valid: Sequence[str], what: str) -> None:

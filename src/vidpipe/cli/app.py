@@ -340,6 +340,39 @@ def bench_upscale_cmd(
             )
 
 
+@bench_app.command("matte")
+def bench_matte_cmd(
+    model: Annotated[str, typer.Option(help="RVM model: registry name or weights file")] = "rvm-mobilenetv3",
+    size: Annotated[str, typer.Option(help="frame WxH")] = "1920x1080",
+    dtype: Annotated[str, typer.Option(help="auto | fp16 | fp32 (auto: fp16 on CUDA, fp32 on the CPU)")] = "auto",
+    batch: Annotated[list[int] | None, typer.Option(help="frames per call, T (repeatable)")] = None,
+    downsample: Annotated[str, typer.Option(help="auto or a ratio in (0, 1]")] = "auto",
+    e2e_frames: Annotated[int, typer.Option(min=0, help="frames of the end-to-end runs (0 skips them)")] = 0,
+    route: Annotated[list[str] | None, typer.Option(help="end-to-end alpha routes: vp9 | prores")] = None,
+    hwaccel: Annotated[str, typer.Option(help="end-to-end decoding: none | auto | cuda (NVDEC)")] = "none",
+    seconds: Annotated[float, typer.Option(help="timed seconds per model-only figure")] = 3.0,
+    device: Annotated[str, typer.Option()] = "cuda",
+    work_dir: Annotated[Path, typer.Option()] = Path(".cache/bench"),
+) -> None:
+    """Model-only and end-to-end (decode → matte → VP9 or ProRes 4444 alpha) frames/s of the matte stage."""
+    from ..bench.matte import HEADER, ROUTES, end_to_end, model_only
+    from ..runtime.device import describe, resolve_device
+    from ..stages.resize import parse_size
+
+    _setup_logging(quiet=True, verbose=False)
+    dev = resolve_device(device)
+    w, h = parse_size(size)
+    typer.echo(f"device: {describe(dev)}")
+    typer.echo(HEADER)
+    for b in batch or [8]:
+        typer.echo(model_only(model, (w, h), device=dev, dtype=dtype, batch=b, downsample=downsample,
+                              seconds=seconds).row())  # fmt: skip
+        for r in route or list(ROUTES) if e2e_frames else []:
+            res = end_to_end(model, (w, h), device=dev, frames=e2e_frames, work_dir=work_dir, route=r, dtype=dtype,
+                             batch=b, downsample=downsample, hwaccel=hwaccel)  # fmt: skip
+            typer.echo(res.row())
+
+
 @bench_app.command("interpolate")
 def bench_interpolate_cmd(
     model: Annotated[list[str], typer.Option(help="rife-hdv3 | v4.6 | v4.22 | v4.25 (4.x: random weights)")],

@@ -295,7 +295,7 @@ class Matte(RecurrentStage):
         net = self.loaded.module
         rec = state if state is not None else (None, None, None, None)
         checks = self.stop_check if self.device.type == "cpu" else never  # GPU layers are queued, not run
-        with torch.inference_mode(), layer_checks(net, checks):
+        with torch.no_grad(), layer_checks(net, checks):  # not inference_mode: its tensors refuse later in-place ops
             _fgr, pha, *new = net(x[None], *rec, downsample_ratio=self.downsample_ratio)
         return pha[0], tuple(new)
 
