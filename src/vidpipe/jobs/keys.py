@@ -22,8 +22,8 @@ from typing import Final, Literal
 
 from vidpipe.errors import UsageError
 
-Mode = Literal["upscaled", "interpolated", "matted", "both", "result"]
-MODES: Final[tuple[str, ...]] = ("upscaled", "interpolated", "matted", "both", "result")
+Mode = Literal["upscaled", "interpolated", "both", "result", "matted"]
+MODES: Final[tuple[str, ...]] = ("upscaled", "interpolated", "both", "result", "matted")
 
 # S3 (AWS, B2, SeaweedFS) caps a key at 1024 bytes of UTF-8.
 MAX_KEY_BYTES: Final = 1024
