@@ -39,7 +39,8 @@ def test_recipe_takes_stage_options_as_keywords_and_refuses_unknown_ones():
     again = dataclasses.replace(recipe, interpolate="r", encoder="h264")
     assert (again.upscale, again.interpolate, again.fps, again.encoder) == ("m", "r", "60", "h264")
     assert again != recipe and dataclasses.replace(again, interpolate=None, encoder="ffv1") == recipe
-    with pytest.raises(TypeError, match=r"unknown option\(s\) upscal; valid: cuts, pad, matte, downsample, matte_output, background, dtype, upscale, "):
+    listed = r"valid: cuts, pad, matte, downsample, matte_output, background, dtype, upscale, "
+    with pytest.raises(TypeError, match=r"unknown option\(s\) upscal; " + listed):
         PipelineRecipe(upscal="m")
     with pytest.raises(AttributeError, match="upscal"):
         _ = recipe.upscal
@@ -113,7 +114,7 @@ def test_doctor_lists_every_registered_stage_and_sizes_stages_through_the_regist
     assert doctor._stage("interpolate", "rife-hdv3").name == "interpolate"
     with pytest.raises(UsageError, match=r"stage 'resize' takes no model; valid: matte, upscale, interpolate"):
         doctor._stage("resize", "x")
-    with pytest.raises(UsageError, match=r"unknown stage 'warp'; valid: cuts, pad, matte, upscale, interpolate, resize"):
+    with pytest.raises(UsageError, match=r"unknown stage 'warp'; valid: cuts, pad, matte, upscale, interpolate, resi"):
         doctor._stage("warp", "x")
 
 
