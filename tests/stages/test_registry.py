@@ -114,7 +114,8 @@ def test_doctor_lists_every_registered_stage_and_sizes_stages_through_the_regist
     assert doctor._stage("interpolate", "rife-hdv3").name == "interpolate"
     with pytest.raises(UsageError, match=r"stage 'resize' takes no model; valid: matte, upscale, interpolate"):
         doctor._stage("resize", "x")
-    with pytest.raises(UsageError, match=r"unknown stage 'warp'; valid: cuts, pad, matte, upscale, interpolate, resi"):
+    stages = "cuts, pad, matte, upscale, interpolate, resize"
+    with pytest.raises(UsageError, match=rf"unknown stage 'warp'; valid: {stages}"):
         doctor._stage("warp", "x")
 
 
