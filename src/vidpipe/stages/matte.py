@@ -122,8 +122,9 @@ class MovingBackground:
     Decoding runs forward with a few recent frames kept; a time before them (a loop, a retry) reopens the file.
     An image is a one-frame video."""
 
-    #: decoded frames kept (resized, on the host): enough for a retried batch without reopening the file
-    KEEP: Final = 64
+    #: decoded frames kept (resized, in their integer type, on the host: 100 MB at 1080p): enough for a retried
+    #: batch without reopening the file
+    KEEP: Final = 16
 
     def __init__(self, path: Path) -> None:
         from ..media.probe import probe
@@ -139,7 +140,6 @@ class MovingBackground:
         self._frames: Iterator[tuple[Fraction, torch.Tensor]] | None = None
         #: the background's length in seconds once decoded to its end (None: not yet)
         self.duration: Fraction | None = None
-        self._reader: Any = None
         self._finalizer: weakref.finalize | None = None
 
     def _open(self) -> None:
@@ -147,7 +147,6 @@ class MovingBackground:
 
         self.close()
         reader = VideoReader(self.info, ReaderOptions(batch_size=1, queue_size=2, keep_alpha=False))
-        self._reader = reader
         self._finalizer = weakref.finalize(self, reader.close)  # a run that ends mid-background stops its thread
         self._kept.clear()
         self._frames = self._decode(reader)
@@ -158,19 +157,21 @@ class MovingBackground:
         for batch in reader:
             for t, frame in zip(batch.times(), batch.data, strict=True):
                 first = t if first is None else first
-                x = frame[None, :3].float() / max_value(frame.dtype)
+                x = frame[None, :3]
                 if x.shape[-2:] != (h, w):
+                    x = x.float() / max_value(x.dtype)
                     x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False, antialias=True)
+                    x = from_float(x, frame.dtype)
                 yield t - first, x[0]
 
     def close(self) -> None:
         if self._finalizer is not None:
             self._finalizer()
-        self._reader = self._frames = self._finalizer = None
+        self._frames = self._finalizer = None
 
     def _at(self, t: Fraction) -> torch.Tensor:
-        if self.duration is not None:
-            t %= self.duration
+        # a source time before 0 (some streams start there) shows the first frame until the length is known
+        t = t % self.duration if self.duration is not None else max(t, Fraction(0))
         if not self._kept or t < self._kept[0][0]:
             self._open()
         while self._frames is not None and (not self._kept or self._kept[-1][0] < t):
@@ -192,7 +193,8 @@ class MovingBackground:
             self.size = size
             self.close()
             self._kept.clear()
-        return torch.stack([self._at(t) for t in times])
+        frames = torch.stack([self._at(t) for t in times])
+        return frames.float() / max_value(frames.dtype)
 
     def signature(self) -> dict[str, Any]:
         from ..paths import content_sample
