@@ -55,7 +55,11 @@ def test_example_job_validates():
     [
         (_base(outputs={}), r"unknown key 'outputs'; valid keys: version, inputs, mode, pipeline, output"),
         ({"inputs": ["a"], "output": {"dir": "o", "buckit": "b"}}, r"output: unknown key 'buckit'; valid keys: dir,"),
-        (_base(pipeline={"upscal": "x"}), r"pipeline: unknown key 'upscal'; valid keys: cuts, pad, upscale, outscale"),
+        (
+            _base(pipeline={"upscal": "x"}),
+            r"pipeline: unknown key 'upscal'; valid keys: cuts, pad, matte, downsample, matte_output, background, "
+            r"dtype, upscale, outscale",
+        ),
         (_base(pipeline={"encoder": "h266"}), r"invalid encoder 'h266'; valid: auto, h264, hevc"),
         (_base(pipeline={"encoder": "png"}), r"pipeline.encoder: png writes image sequences"),
         (_base(pipeline={"order": "a,b"}), r"invalid order 'a,b'; valid: upscale,interpolate, interpolate,upscale"),
