@@ -52,8 +52,10 @@ def test_cli_prints_the_model_only_row(monkeypatch, tmp_path: Path):
     lines = res.output.splitlines()
     assert lines[1:3] == HEADER.splitlines()
     row = lines[3]
-    assert row.startswith("| rvm-mobilenetv3 | 128x72 | fp32 | 1 | 2 | model |") and row.endswith("| cpu |")
+    assert row.startswith("| rvm-mobilenetv3 | 128x72 | fp32 | 1 | 2 | model eager |") and row.endswith("| cpu |")
     assert float(row.split("|")[7]) > 0  # frames/s
     assert states[0] is None and all(s is not None for s in states[1:])  # recurrent, as the stage runs
     with pytest.raises(UsageError, match="batch"):
         model_only(MODEL, TINY, device=CPU, batch=0)
+    with pytest.raises(UsageError, match="valid: eager, compile"):
+        model_only(MODEL, TINY, device=CPU, mode="graphs")

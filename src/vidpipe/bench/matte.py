@@ -40,7 +40,7 @@ class MatteResult:
     dtype: str
     downsample: float
     batch: int
-    #: "model" (network only) or an end-to-end route ("vp9 yuva420p", "prores yuva444p10le")
+    #: "model eager|compile" (the network alone) or an end-to-end route ("e2e vp9 yuva420p", "e2e prores …")
     route: str
     fps: float
     warmup_s: float
@@ -54,8 +54,14 @@ class MatteResult:
         )
 
 
-def _stage(model: str, size: tuple[int, int], device: torch.device, dtype: str, downsample: str) -> Matte:
-    stage = Matte(model, output="alpha", dtype=dtype, downsample=downsample)
+#: model-only execution modes: the network eager, or torch.compile'd as `--compile` runs it
+MODES = ("eager", "compile")
+
+
+def _stage(
+    model: str, size: tuple[int, int], device: torch.device, dtype: str, downsample: str, compile: bool
+) -> Matte:
+    stage = Matte(model, output="alpha", dtype=dtype, downsample=downsample, compile=compile)
     stage.setup(device, StreamSpec(width=size[0], height=size[1], time_base=Fraction(1, 30)))
     return stage
 
@@ -69,20 +75,31 @@ def model_only(
     batch: int = 8,
     downsample: str = "auto",
     seconds: float = 3.0,
+    mode: str = "eager",
 ) -> MatteResult:
-    """Network frames/s at `size` (W, H), `batch` frames per call, carrying the state from call to call."""
+    """Network frames/s at `size` (W, H), `batch` frames per call, carrying the state from call to call; `mode`
+    in `MODES` (compilation is in the warm-up time)."""
     if batch < 1:
         raise UsageError(f"batch must be ≥ 1 frame, got {batch}")
-    result = _model_rate(model, size, device, dtype, batch, downsample, seconds)
+    if mode not in MODES:
+        raise UsageError(f"invalid mode {mode!r}; valid: {', '.join(MODES)}")
+    result = _model_rate(model, size, device, dtype, batch, downsample, seconds, mode)
     if device.type == "cuda":
         release(device)  # the stage and its frames are gone: the next figure starts clean
     return result
 
 
 def _model_rate(
-    model: str, size: tuple[int, int], device: torch.device, dtype: str, batch: int, downsample: str, seconds: float
+    model: str,
+    size: tuple[int, int],
+    device: torch.device,
+    dtype: str,
+    batch: int,
+    downsample: str,
+    seconds: float,
+    mode: str,
 ) -> MatteResult:
-    stage = _stage(model, size, device, dtype, downsample)
+    stage = _stage(model, size, device, dtype, downsample, compile=mode == "compile")
     w, h = size
     g = torch.Generator().manual_seed(0)
     data = torch.randint(0, 256, (batch, 3, h, w), generator=g, dtype=torch.uint8).to(device)
@@ -94,8 +111,8 @@ def _model_rate(
 
     rate, warm = steady_rate(call, device, seconds=seconds)
     return MatteResult(
-        Path(model).stem, size, stage.dtype_name or dtype, stage.downsample_ratio, batch, "model", rate * batch, warm,
-        device.type,
+        Path(model).stem, size, stage.dtype_name or dtype, stage.downsample_ratio, batch, f"model {mode}",
+        rate * batch, warm, device.type,
     )  # fmt: skip
 
 
@@ -111,6 +128,7 @@ def end_to_end(
     batch: int = 8,
     downsample: str = "auto",
     hwaccel: str = "none",
+    compile: bool = False,
 ) -> MatteResult:
     """`vidpipe run` frames/s of a generated `size` clip of `frames` frames through the matte stage (rgba) into
     `route` (`ROUTES`)."""
@@ -137,10 +155,10 @@ def end_to_end(
         writer=WriterOptions(encoder=EncoderOptions(encoder=encoder)),  # type: ignore[arg-type]
         schedule=ScheduleOptions(batch_size=batch),
     )
-    stage = Matte(model, output="rgba", dtype=dtype, downsample=downsample)
+    stage = Matte(model, output="rgba", dtype=dtype, downsample=downsample, compile=compile)
     res = run(src, work_dir / f"matte-out-{Path(model).stem}-{w}x{h}{suffix}", [stage], opts)
     enc = res.manifest["encoder"]
     return MatteResult(
         Path(model).stem, size, stage.dtype_name or dtype, stage.downsample_ratio, batch,
-        f"e2e {route} {enc['pix_fmt']}", res.fps, 0.0, device.type,
+        f"e2e {route} {enc['pix_fmt']}" + (" compile" if compile else ""), res.fps, 0.0, device.type,
     )  # fmt: skip

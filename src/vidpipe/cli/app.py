@@ -347,6 +347,8 @@ def bench_matte_cmd(
     dtype: Annotated[str, typer.Option(help="auto | fp16 | fp32 (auto: fp16 on CUDA, fp32 on the CPU)")] = "auto",
     batch: Annotated[list[int] | None, typer.Option(help="frames per call, T (repeatable)")] = None,
     downsample: Annotated[str, typer.Option(help="auto or a ratio in (0, 1]")] = "auto",
+    mode: Annotated[list[str] | None, typer.Option(help="model-only: eager | compile (repeatable)")] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile in the end-to-end runs")] = False,
     e2e_frames: Annotated[int, typer.Option(min=0, help="frames of the end-to-end runs (0 skips them)")] = 0,
     route: Annotated[list[str] | None, typer.Option(help="end-to-end alpha routes: vp9 | prores")] = None,
     hwaccel: Annotated[str, typer.Option(help="end-to-end decoding: none | auto | cuda (NVDEC)")] = "none",
@@ -365,11 +367,12 @@ def bench_matte_cmd(
     typer.echo(f"device: {describe(dev)}")
     typer.echo(HEADER)
     for b in batch or [8]:
-        typer.echo(model_only(model, (w, h), device=dev, dtype=dtype, batch=b, downsample=downsample,
-                              seconds=seconds).row())  # fmt: skip
+        for m in mode or ["eager"]:
+            typer.echo(model_only(model, (w, h), device=dev, dtype=dtype, batch=b, downsample=downsample,
+                                  seconds=seconds, mode=m).row())  # fmt: skip
         for r in route or list(ROUTES) if e2e_frames else []:
             res = end_to_end(model, (w, h), device=dev, frames=e2e_frames, work_dir=work_dir, route=r, dtype=dtype,
-                             batch=b, downsample=downsample, hwaccel=hwaccel)  # fmt: skip
+                             batch=b, downsample=downsample, hwaccel=hwaccel, compile=compile)  # fmt: skip
             typer.echo(res.row())
 
 

@@ -2,7 +2,8 @@
 
 - The model (`rvm-mobilenetv3`, `rvm-resnet50`, an imported name or a weights file) is loaded once in `setup`:
   fp16 on CUDA by default (`resolve_dtype`), fp32 on the CPU; channels-last on CUDA, where cuDNN's fp16
-  convolutions want it (oneDNN on the CPU gains nothing from it for RVM's depthwise layers).
+  convolutions want it (oneDNN on the CPU gains nothing from it for RVM's depthwise layers); `--compile`
+  (torch.compile, no CUDA graphs) fuses its many small layers.
 - `step` runs each batch as one B×T sequence (B = 1, T = the batch's frames) from the recurrent state r1…r4 the
   engine carries (`schedule.temporal.RecurrentRunner`): every convolution runs over the T frames at once and
   only the ConvGRUs step through time. It never changes a state tensor in place, so an out-of-memory retry
@@ -233,6 +234,7 @@ class Matte(RecurrentStage):
         background: str | None = None,
         downsample: str | float | None = None,
         dtype: str = "auto",
+        compile: bool = False,
     ) -> None:
         check_dtype(dtype)
         if output not in OUTPUTS:
@@ -255,6 +257,9 @@ class Matte(RecurrentStage):
         self.dtype = torch.float32
         self.loaded: LoadedModel | None = None
         self._loaded_on: tuple[torch.device, torch.dtype] | None = None
+        self.compile = compile
+        #: what `alpha` calls: the loaded network, or its torch.compile'd form
+        self.net: Any = None
         self.size = (0, 0)
         self.stop_check: StopCheck = never
 
@@ -267,6 +272,11 @@ class Matte(RecurrentStage):
             if device.type == "cuda":
                 self.loaded.module.to(memory_format=torch.channels_last)
             self._loaded_on = (device, self.dtype)
+            self.net = self.loaded.module
+            if self.compile:
+                # one graph per frame size and T, plus one for the first call (no state yet); CUDA graphs are
+                # left out: their outputs are overwritten by the next replay, and the states are carried
+                self.net = torch.compile(self.loaded.module, mode="max-autotune-no-cudagraphs", dynamic=False)
         self.size = (spec.width, spec.height)
         ratio = self.downsample_request
         self.downsample_ratio = auto_downsample(*self.size) if ratio is None else ratio
@@ -294,11 +304,12 @@ class Matte(RecurrentStage):
         x = to_float(frames, self.dtype)[:, :3].to(self.device, non_blocking=True)
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
-        net = self.loaded.module
         rec = state if state is not None else (None, None, None, None)
-        checks = self.stop_check if self.device.type == "cpu" else never  # GPU layers are queued, not run
-        with torch.no_grad(), layer_checks(net, checks):  # not inference_mode: its tensors refuse later in-place ops
-            _fgr, pha, *new = net(x[None], *rec, downsample_ratio=self.downsample_ratio)
+        # layer by layer on the CPU (eager only: hooks do not run inside a compiled graph); GPU layers are queued
+        eager = self.device.type == "cpu" and self.net is self.loaded.module
+        with torch.no_grad(), layer_checks(self.loaded.module, self.stop_check if eager else never):
+            # not inference_mode: its tensors refuse the in-place ops that follow (from_float)
+            _fgr, pha, *new = self.net(x[None], *rec, downsample_ratio=self.downsample_ratio)
         return pha[0], tuple(new)
 
     def step(self, frames: FrameBatch, state: State | None) -> tuple[FrameBatch, State]:
@@ -337,6 +348,7 @@ class Matte(RecurrentStage):
             "model_signature": self.loaded.signature,
             "arch": self.loaded.arch,
             "dtype": self.dtype_name,
+            "compile": self.compile,
             "downsample": "auto" if self.downsample_request is None else self.downsample_request,
             "downsample_ratio": self.downsample_ratio,
             "output": self.output,

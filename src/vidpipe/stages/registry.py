@@ -165,6 +165,7 @@ def _matte(values: Values) -> Stage:
         background=values.get("background"),
         downsample=values.get("downsample", "auto"),
         dtype=values.get("dtype", "auto"),
+        compile=values.get("compile", False),  # upscale's entry owns --compile: "torch.compile model stages"
     )
 
 
