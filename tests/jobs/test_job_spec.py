@@ -93,7 +93,14 @@ def test_credentials_in_a_spec_are_refused(tmp_path, field):
 def test_mode_alone_picks_default_models_and_mismatch_is_refused(tmp_path):
     spec = _spec(_base(mode="interpolated"), tmp_path)
     assert spec.pipeline.interpolate == DEFAULT_INTERPOLATE and spec.pipeline.multi == DEFAULT_MULTI
-    assert spec.pipeline.upscale is None
+    assert spec.pipeline.upscale is None and spec.pipeline.matte is None
+    matted = _spec(_base(mode="matted"), tmp_path)
+    assert (matted.pipeline.matte, matted.pipeline.upscale, matted.pipeline.interpolate) == (
+        "rvm-mobilenetv3",
+        None,
+        None,
+    )
+    assert matted.pipeline.mode == "matted"
     assert _spec(_base(pipeline={"resize": "64x48"}), tmp_path).mode == "result"
     assert _spec(_base(pipeline={"interpolate": "rife-hdv3", "fps": 50}), tmp_path).mode == "interpolated"
     with pytest.raises(UsageError, match="'upscaled' does not match the pipeline, which makes 'interpolated'"):

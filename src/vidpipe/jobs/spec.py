@@ -65,6 +65,7 @@ DEFAULT_SEGMENT_SECONDS: Final = Fraction(120)
 #: models a mode stands for when the pipeline names none (the seed containers' defaults)
 DEFAULT_UPSCALE: Final = "realesr-animevideov3-x4"
 DEFAULT_INTERPOLATE: Final = "rife-hdv3"
+DEFAULT_MATTE: Final = "rvm-mobilenetv3"
 DEFAULT_MULTI: Final = 2
 #: the seed containers' workspace; its result/sentinel paths are the defaults only where it exists
 WORKSPACE: Final = Path("/workspace")
@@ -368,6 +369,7 @@ def _pipeline(top: _Section, env: Mapping[str, str]) -> tuple[PipelineRecipe, st
             upscale=DEFAULT_UPSCALE if wants_up else None,
             interpolate=DEFAULT_INTERPOLATE if wants_interp else None,
             multi=DEFAULT_MULTI if wants_interp and recipe.fps is None and recipe.multi is None else recipe.multi,
+            matte=DEFAULT_MATTE if mode == "matted" else None,
         )
     elif mode != "result" and mode != recipe.mode:
         raise _fail(

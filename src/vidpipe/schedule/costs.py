@@ -376,7 +376,7 @@ class _Frames:
 
 
 def _sample(stage: Stage, frames: _Frames, device: torch.device, n: int, repeats: int) -> _Sample:
-    stage.process(frames.batch(n))  # warm-up: lazy init, cuDNN algorithm choice, first-call allocations
+    stage.probe_call(frames.batch(n))  # warm-up: lazy init, cuDNN algorithm choice, first-call allocations
     inputs = [frames.batch(n) for _ in range(repeats)]
     # The input batch is made before the baseline (so `repeats` of them are not all charged) but is resident while
     # a batch runs: it is added back once, on the device it lives on.
@@ -388,7 +388,7 @@ def _sample(stage: Stage, frames: _Frames, device: torch.device, n: int, repeats
     with _peak_rss() as rss:
         t0 = time.perf_counter()
         for x in inputs:
-            out = stage.process(x)
+            out = stage.probe_call(x)
             del out
         _synchronize(device)
         elapsed = time.perf_counter() - t0

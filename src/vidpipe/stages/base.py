@@ -157,6 +157,11 @@ class Stage(ABC):
         """Run `tile`-pixel tiles (0: whole frames) from the next batch on; called only after `tiling()` offered."""
         raise StageError(f"stage {self.name} is not tiled (its tiling() is None)")
 
+    def probe_call(self, batch: FrameBatch) -> object:
+        """One unit of its work on `batch`, as the scheduler's cost probe times it (schedule/costs.py). Default:
+        `process`; a temporal stage, whose `process` the engine provides, runs its own unit instead."""
+        return self.process(batch)
+
     def cost_signature(self) -> dict[str, Any]:
         """What its cost rows are keyed by: `signature()` less what the scheduler derives from a row (the tile).
         Default: `signature()`."""

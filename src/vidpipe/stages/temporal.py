@@ -60,6 +60,10 @@ class RecurrentStage(_EngineDriven):
     def reach(self) -> Reach:
         return Reach(before=self.preroll)
 
+    def probe_call(self, batch: FrameBatch) -> object:
+        """The cost probe's unit: a step over the batch from a fresh state."""
+        return self.step(batch, None)
+
     @abstractmethod
     def step(self, frames: FrameBatch, state: State | None) -> tuple[FrameBatch, State]:
         """Output frames for `frames` (as many, same pts and indices) and the state after the last one.
@@ -92,6 +96,10 @@ class WindowedStage(_EngineDriven):
             raise UsageError(f"{self.name}: seam must be 'pick' or 'crossfade', got {self.seam!r}")
         if self.seam == "crossfade" and not 1 <= self.fade <= self.overlap:
             raise UsageError(f"{self.name}: a crossfade needs 1 ≤ fade ≤ overlap ({self.overlap}), got {self.fade}")
+
+    def probe_call(self, batch: FrameBatch) -> object:
+        """The cost probe's unit: the batch as one window."""
+        return self.process_window(batch)
 
     @abstractmethod
     def process_window(self, frames: FrameBatch) -> FrameBatch:
