@@ -157,7 +157,11 @@ def test_webm_alpha_decodes_back_to_the_stages_alpha(people, people_clip, tmp_pa
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_state_is_carried_whatever_the_batch(people, device):
+def test_state_is_carried_whatever_the_batch(people, device, monkeypatch):
+    # fp32 means fp32 here: cuDNN's TF32 convolutions (on by default) round differently per batch shape, 2 levels
+    # of alpha apart on an H100, which would hide what this test is about (the carried state)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
     people = people[:16]
     stage = matte(device, dtype="fp32", output="alpha")
     by = {b: run_engine(stage, people, b) for b in (1, 4, 16)}
