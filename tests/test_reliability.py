@@ -173,6 +173,49 @@ def test_case15_cuda_error_mid_run_is_a_device_error_and_leaves_nothing(make, tm
     assert list(out_dir.iterdir()) == []
 
 
+def test_case15_a_device_fault_ends_the_cli_without_teardown(make, tmp_path):
+    """After a CUDA fault the CLI prints its one line and exits 5 at once, skipping interpreter teardown: on an
+    H100 the tensors freed in teardown threw inside CUDA destructors and aborted the process (exit -6). Shown on
+    the CPU by an exit handler that teardown would run and a fault-free usage error, where it does run."""
+    src = make("rel-cuda-err-cli.mkv", size=(64, 48), frames=16)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    weights = _random_sr(tmp_path / "sr.safetensors")
+    args = ["run", str(src), "-o", str(out_dir / "o.mkv"), "--upscale", str(weights), "--device", "cpu"]
+    args += ["--batch-size", "4", "--encoder", "ffv1", "--progress", "none"]
+    proc = subprocess.run([sys.executable, __file__, "cpu-fault", *args], capture_output=True, text=True,
+                          timeout=scaled(RUN_TIMEOUT_S - 30), check=False)  # fmt: skip
+    assert proc.returncode == DeviceError.exit_code, proc.stderr[-3000:]
+    errors = _errors(proc.stderr)
+    assert len(errors) == 1 and "CUDA error" in errors[0], proc.stderr[-3000:]
+    assert "teardown ran" not in proc.stdout
+    assert list(out_dir.iterdir()) == []
+    bad = ["run", str(src), "-o", str(tmp_path / "x.mkv"), "--encoder", "nope"]
+    usage = subprocess.run([sys.executable, __file__, "cpu-fault", *bad], capture_output=True, text=True,
+                           timeout=scaled(60), check=False)  # fmt: skip
+    assert usage.returncode == 2 and "teardown ran" in usage.stdout  # an ordinary error ends normally
+
+
+def _cpu_fault_main(argv: list[str]) -> None:
+    """`python test_reliability.py cpu-fault ARGS…`: `vidpipe ARGS…` whose upscale model raises a CUDA error on
+    its second call (as `FaultyUpscale`), with an exit handler that says when interpreter teardown runs."""
+    import atexit
+
+    from vidpipe.cli.app import main
+
+    atexit.register(lambda: print("teardown ran", flush=True))
+    real, calls = Upscale._model, [0]
+
+    def faulty(self: Upscale, x: torch.Tensor) -> torch.Tensor:
+        calls[0] += 1
+        if calls[0] == 2:
+            raise _accelerator_error()
+        return real(self, x)
+
+    Upscale._model = faulty  # type: ignore[method-assign]
+    main(argv)
+
+
 def _cuda_error_main(argv: list[str]) -> None:
     """`python test_reliability.py CALL ARGS…`: `vidpipe ARGS…`, where the upscale model's CALL-th call indexes
     out of bounds on the device. The device-side assert fires asynchronously, so the error surfaces wherever the
@@ -332,4 +375,7 @@ def test_case29_full_disk_job_is_disk_full_and_resumes_once_space_is_freed(busy_
 
 
 if __name__ == "__main__":
-    _cuda_error_main(sys.argv[1:])
+    if sys.argv[1] == "cpu-fault":
+        _cpu_fault_main(sys.argv[2:])
+    else:
+        _cuda_error_main(sys.argv[1:])

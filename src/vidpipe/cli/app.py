@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -574,10 +575,32 @@ def refresh_stage_options() -> None:
 refresh_stage_options()
 
 
-def _fail(message: str, code: int) -> None:
+def _fail(message: str, code: int, *, poisoned: bool = False) -> None:
     # plain write: one unwrapped line, whatever the terminal width
     sys.stderr.write(f"error: {message}\n")
+    if poisoned:
+        # a CUDA fault poisons the context: once the exception's frames are released, tensors freed on the way out
+        # (pinned buffers whose deleters create CUDA events) throw inside C++ destructors and abort the process
+        # (SIGABRT, exit -6, seen on an H100). The run has already removed its partial output; nothing of this
+        # process may touch the device again, so it ends here, skipping teardown
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
+
+
+def _device_fault(exc: BaseException) -> bool:
+    """`exc` or an exception it was raised from is a CUDA fault (not a shortage of memory)."""
+    if "torch" not in sys.modules:
+        return False
+    from ..runtime.device import is_device_fault
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if is_device_fault(seen):
+            return True
+        seen = seen.__cause__
+    return False
 
 
 def _click_classes(name: str) -> tuple[type[BaseException], ...]:
@@ -603,7 +626,7 @@ def main(argv: list[str] | None = None) -> None:
         if isinstance(rv, int) and rv:  # typer.Exit(code) comes back as a return value in this mode
             sys.exit(rv)
     except VidpipeError as e:
-        _fail(str(e), e.exit_code)
+        _fail(str(e), e.exit_code, poisoned=_device_fault(e))
     except _ABORT:
         _fail("aborted", 130)
     except _CLICK_ERRORS as e:  # bad option or argument: one line like every other error, the usage exit code
@@ -615,9 +638,6 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as e:
         # a CUDA error that surfaced outside a stage (where the run next synchronised: a transfer, the writer's
         # wait) is the device's fault, not a bug: one line and the device exit code
-        if "torch" in sys.modules:
-            from ..runtime.device import is_device_fault
-
-            if is_device_fault(e):
-                _fail(f"device error: {e}".splitlines()[0], DeviceError.exit_code)
+        if _device_fault(e):
+            _fail(f"device error: {e}".splitlines()[0], DeviceError.exit_code, poisoned=True)
         raise
