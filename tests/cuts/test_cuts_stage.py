@@ -160,6 +160,7 @@ def test_a_long_black_is_held_no_longer_than_the_cap() -> None:
     assert torch.equal(out.data, torch.from_numpy(frames).permute(0, 3, 1, 2))
 
 
+@pytest.mark.slow  # 7–23 s, 36 s in CI at load 4: TransNetV2 on the CPU
 def test_transnetv2_settles_its_cuts_on_the_board() -> None:
     frames = np.stack([np.clip(f + 0.5, 0, 255).astype(np.uint8) for f in _sequence()])
     stage = Cuts("transnetv2")
@@ -304,6 +305,7 @@ def test_interpolate_takes_the_boards_cuts_instead_of_its_thumbnails(around_cut:
     assert none["scene_cuts"] == [] and none["synthesized_frames"] == 7
 
 
+@pytest.mark.slow  # a CLI run with RIFE on the CPU: 6 s quiet, 36–69 s under load
 def test_cli_run_with_cuts_and_interpolation_never_synthesises_across_the_cut(cli, tmp_path: Path) -> None:
     """`vidpipe run clip --cuts fast --interpolate rife-hdv3 --multi 2` on a 96×64 crop of the two shots
     (frames 14..45, the cut at 16)."""
