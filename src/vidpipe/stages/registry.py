@@ -359,8 +359,8 @@ STAGES: Final[dict[str, StageEntry]] = {
             model_option="matte",
             mode_label="matted",
             sample=_matte_sample,
-            # no cost_subject: the cost probe (schedule/costs.py) calls `process`, which the temporal engine
-            # provides; `vidpipe bench matte` measures it instead
+            # no cost_subject yet: a run's probe sizes it (`Stage.probe_call`, a step from a fresh state), but no
+            # `bench costs` row is committed for it; `vidpipe bench matte` measures its speed
         ),
         StageEntry(
             name="upscale",
