@@ -21,6 +21,7 @@ from vidpipe.frames import FrameBatch
 from vidpipe.models.zoo_realesrgan import ensure_offline_weights as sr_weights
 from vidpipe.models.zoo_rife import ensure_offline_weights as rife_weights
 from vidpipe.schedule.chain import ScheduleOptions, schedule_chain
+from vidpipe.stages import interrupt
 from vidpipe.stages.base import StreamSpec
 from vidpipe.stages.interpolate import Interpolate
 from vidpipe.stages.upscale import Upscale
@@ -154,9 +155,19 @@ def test_upscale_checks_every_layer_of_every_tile_and_frame_on_the_cpu():
     assert layer_hooks(stage.loaded.module) == 0  # the hooks go with the call, even when it raises
 
 
-def test_interpolate_checks_every_layer_of_every_pair_on_the_cpu():
+@pytest.mark.parametrize(
+    ("layer_pixels", "chunks"),
+    [(64 * 48, 2), (2 * 64 * 48, 1), (interrupt.CPU_LAYER_PIXELS, 1)],
+    ids=["a-pair-per-chunk", "two-pairs-per-chunk", "default"],
+)
+def test_interpolate_checks_every_layer_of_every_chunk_of_pairs_on_the_cpu(monkeypatch, layer_pixels, chunks):
     rife_weights("rife-hdv3")
     spec = StreamSpec(width=64, height=48, time_base=Fraction(1, 25), nominal_rate=Fraction(25))
+    stage = Interpolate("rife-hdv3", multi=2, cut_threshold=1.0)
+    stage.setup(CPU, spec)
+    whole = stage.process(_frames(4, 64, 48))  # every pair in one piece: what the chunks must give
+    assert whole is not None
+    monkeypatch.setattr(interrupt, "CPU_LAYER_PIXELS", layer_pixels)
     stage = Interpolate("rife-hdv3", multi=2, cut_threshold=1.0)
     stage.setup(CPU, spec)
     count = _Countdown()
@@ -164,14 +175,23 @@ def test_interpolate_checks_every_layer_of_every_pair_on_the_cpu():
     out = stage.process(_frames(4, 64, 48))
     assert out is not None
     # HDv3 ×2: one network call for the pairs made so far (τ = 1/2; the planner holds the last one back),
-    # checked before it and before each layer of each pair
+    # checked before it and before each layer of each chunk of pairs (the pixels a layer covers are bounded)
     report = stage.report()
     assert report["model_calls"] == 1 and report["interpolated_frames"] == 2
-    assert count.calls == 1 + 2 * _leaves(stage.model)
+    assert count.calls == 1 + chunks * _leaves(stage.model)
+    assert torch.equal(out.data, whole.data)
     stage.set_stop_check(_Countdown(at=2))
     with pytest.raises(Interrupted):
         stage.process(_frames(3, 64, 48))
     assert layer_hooks(stage.model) == 0
+
+
+def test_cpu_chunks_cover_every_item_once_within_the_pixel_bound():
+    assert interrupt.cpu_chunks(5, interrupt.CPU_LAYER_PIXELS) == [slice(k, k + 1) for k in range(5)]
+    assert interrupt.cpu_chunks(5, 4 * interrupt.CPU_LAYER_PIXELS) == [slice(k, k + 1) for k in range(5)]
+    assert interrupt.cpu_chunks(8, 192 * 108) == [slice(0, 8)]
+    assert interrupt.cpu_chunks(7, interrupt.CPU_LAYER_PIXELS // 3) == [slice(0, 3), slice(3, 6), slice(6, 7)]
+    assert interrupt.cpu_chunks(0, 100) == []
 
 
 def layer_hooks(net: torch.nn.Module) -> int:

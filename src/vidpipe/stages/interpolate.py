@@ -30,7 +30,8 @@
 - 8-bit frames come back as uint8, deeper ones as uint16, the model working in float; an alpha plane is not
   seen by the model and is blended linearly at the frame's τ.
 - Interrupts (`stages.interrupt`): a run's stop check is called before each network call and, on the CPU, where
-  pairs go through the network one at a time, before each pair and each of its layers.
+  pairs go through the network in chunks of at most `CPU_LAYER_PIXELS` (one 1080p pair, many small ones), before
+  each layer of each chunk.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from ..models.archs.ifnet import VALID_SCALES, IFNetBase
 from ..models.loading import LoadedModel, load_model_info
 from .base import GridRule, Reach, Stage, StreamSpec, check_dtype, resolve_dtype
 from .cutboard import CutBoard, CutKind
-from .interrupt import StopCheck, layer_checks, never
+from .interrupt import StopCheck, cpu_chunks, layer_checks, never
 from .timeline import PlannedFrame, Planner, bisection_schedule
 
 log = logging.getLogger(__name__)
@@ -466,15 +467,13 @@ class Interpolate(Stage):
         self.stop_check()
         if self.device.type != "cpu":
             return self.model.interpolate(left.contiguous(), right.contiguous(), timestep, self.scale)
-        # On the CPU a pair at a time, layer by layer: each layer runs to completion there, so a layer over every
-        # pair of the batch would be the work between two stop checks (the CPU is as busy with one pair).
+        # On the CPU layer by layer, in chunks of pairs (stages.interrupt.cpu_chunks): each layer runs to
+        # completion there, so a layer over a whole batch of large pairs would be the work between two stop checks.
         out = []
         with layer_checks(self.model, self.stop_check):
-            for k in range(len(left)):
-                t = timestep[k : k + 1] if isinstance(timestep, torch.Tensor) else timestep
-                out.append(
-                    self.model.interpolate(left[k : k + 1].contiguous(), right[k : k + 1].contiguous(), t, self.scale)
-                )
+            for part in cpu_chunks(len(left), left.shape[-2] * left.shape[-1]):
+                t = timestep[part] if isinstance(timestep, torch.Tensor) else timestep
+                out.append(self.model.interpolate(left[part].contiguous(), right[part].contiguous(), t, self.scale))
         return torch.cat(out)
 
     def set_stop_check(self, check: StopCheck) -> None:

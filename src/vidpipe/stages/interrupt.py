@@ -9,6 +9,10 @@ leaf module of the network. Python runs a signal handler only between bytecodes,
 C++ the handler waits for it to return; the next check then raises. The work between two checks is one layer of
 one unit, whatever the batch or frame size.
 
+Items of a batch (frame pairs) go through the CPU in chunks of at most `CPU_LAYER_PIXELS` pixels (`cpu_chunks`):
+a 1080p pair alone, small frames together, so the work between two checks stays bounded while small frames
+keep every core busy.
+
 On a GPU the layers are queued asynchronously and a network call returns long before its work is done, so the
 checks between units suffice there and the layers carry no hooks (nor do compiled or CUDA-graph nets).
 """
@@ -22,6 +26,17 @@ import torch
 
 #: raises `Interrupted` when the run should stop; returns otherwise
 StopCheck = Callable[[], None]
+
+#: On the CPU, the pixels one layer may cover between two stop checks. One RIFE pair at 192×108 leaves most of a
+#: 16-core host idle (its layers are many small ops): a pair at a time ran interpolation at half the speed of the
+#: whole batch there (issue 15's A/B, docs/benchmarks.md); one 1080p frame is about this many pixels.
+CPU_LAYER_PIXELS = 1920 * 1088
+
+
+def cpu_chunks(n: int, pixels: int) -> list[slice]:
+    """Slices of `n` items of `pixels` pixels each, as many items per slice as `CPU_LAYER_PIXELS` allows (≥ 1)."""
+    step = max(1, CPU_LAYER_PIXELS // max(1, pixels))
+    return [slice(k, min(n, k + step)) for k in range(0, n, step)]
 
 
 def never() -> None:
