@@ -380,6 +380,8 @@ class JobRunner:
             source_depth=out_spec.bit_depth,
             alpha=out_spec.alpha,
             source_pix_fmt=info.video.pix_fmt,
+            # as the writer judges it (media.writer): an alpha a stage made is refused here, before any segment
+            alpha_made=out_spec.alpha and not info.video.alpha,
         )
         input_sha = file_sha256(local)
         signature = {
