@@ -28,7 +28,7 @@ from vidpipe.errors import UsageError
 from vidpipe.frames import FrameBatch, StreamSpec
 from vidpipe.media.encoders import EncoderOptions
 from vidpipe.media.probe import probe
-from vidpipe.media.reader import VideoReader
+from vidpipe.media.reader import ReaderOptions, VideoReader
 from vidpipe.media.writer import WriterOptions
 from vidpipe.models.zoo_rvm import ensure_offline_weights
 from vidpipe.runtime.pipeline import RunOptions, run
@@ -307,6 +307,30 @@ def test_megamind_to_webm_keeps_audio_and_alpha(cli: Callable[..., object], tmp_
     assert len(back) == 24 and (alpha == 255).any()
     err = (back[:, 3].double() - alpha.double()).abs().mean()
     assert err <= VP9_ALPHA_MAE_LEVELS, f"alpha mean error {err:.3f} levels"
+
+
+@pytest.mark.slow
+def test_megamind_composited_onto_a_moving_video_background(cli: Callable[..., object], make, tmp_path):
+    """The acceptance's second command: `--matte-output composite --background box.mp4` (a generated moving clip,
+    shorter than the run: it loops), audio kept, the picture the stage composites from the source's frames."""
+    bg = make("box.mp4", size=(360, 264), frames=10, rate=Fraction(25))
+    src, out = opencv_clip("Megamind.avi"), tmp_path / "c.webm"
+    ensure_offline_weights(MODEL)
+    r = cli("run", str(src), "-o", str(out), "--matte", MODEL, "--matte-output", "composite", "--background", str(bg),
+            "--frames", "24", "--crf", str(VP9_CRF), timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr  # type: ignore[attr-defined]
+    info = probe(out)
+    assert not info.video.alpha and [s.codec for s in info.of_type("audio")] == ["opus"]
+    with VideoReader(info) as rd:
+        back = torch.cat([b.data for b in rd])
+    # the same 24 source frames, at their own times (the background frame shown is the one at that time)
+    with VideoReader(probe(src), ReaderOptions(batch_size=24)) as rd:
+        first = next(iter(rd))
+    source = FrameBatch(data=first.data[:24], pts=first.pts[:24], time_base=first.time_base, index=first.index[:24])
+    stage = Matte(MODEL, output="composite", background=str(bg))
+    stage.setup(CPU, StreamSpec(width=720, height=528, time_base=first.time_base))
+    want = stage.step(source, None)[0].data
+    assert len(back) == 24 and psnr(back, want) >= 30  # VP9 4:2:0 at crf 20 of the stage's own composite
 
 
 @pytest.mark.gpu
