@@ -27,9 +27,11 @@ def weights() -> None:
 
 
 @pytest.mark.parametrize("route", list(ROUTES))
-def test_end_to_end_writes_alpha(route: str, tmp_path: Path):
-    r = end_to_end(MODEL, TINY, device=CPU, frames=6, work_dir=tmp_path, route=route, batch=3)
-    assert r.fps > 0 and r.route == f"e2e {route} " + {"vp9": "yuva420p", "prores": "yuva444p10le"}[route]
+@pytest.mark.parametrize(("workers", "layout"), [(0, "one encoder"), (2, "2 encoders")])
+def test_end_to_end_writes_alpha(route: str, workers: int, layout: str, tmp_path: Path):
+    r = end_to_end(MODEL, TINY, device=CPU, frames=6, work_dir=tmp_path, route=route, batch=3, encode_workers=workers)
+    pix_fmt = {"vp9": "yuva420p", "prores": "yuva444p10le"}[route]
+    assert r.fps > 0 and r.route.startswith(f"e2e {route} {pix_fmt}, {layout}")
     out = next(tmp_path.glob(f"matte-out-*{ROUTES[route][1]}"))
     assert probe(out).video.alpha and probe(out).video.frames == 6
 

@@ -129,9 +129,10 @@ def end_to_end(
     downsample: str = "auto",
     hwaccel: str = "none",
     compile: bool = False,
+    encode_workers: int | None = None,
 ) -> MatteResult:
     """`vidpipe run` frames/s of a generated `size` clip of `frames` frames through the matte stage (rgba) into
-    `route` (`ROUTES`)."""
+    `route` (`ROUTES`), with `encode_workers` parallel chunk encoders (None: the writer's auto, 0: one encoder)."""
     from ..media.encoders import EncoderOptions
     from ..media.reader import ReaderOptions
     from ..media.synth import ClipSpec, cached_clip
@@ -152,7 +153,7 @@ def end_to_end(
         device=str(device),
         progress="none",
         reader=ReaderOptions(batch_size=batch, hwaccel=hwaccel),  # type: ignore[arg-type]
-        writer=WriterOptions(encoder=EncoderOptions(encoder=encoder)),  # type: ignore[arg-type]
+        writer=WriterOptions(encoder=EncoderOptions(encoder=encoder), encode_workers=encode_workers),  # type: ignore[arg-type]
         schedule=ScheduleOptions(batch_size=batch),
     )
     stage = Matte(model, output="rgba", dtype=dtype, downsample=downsample, compile=compile)
@@ -160,5 +161,6 @@ def end_to_end(
     enc = res.manifest["encoder"]
     return MatteResult(
         Path(model).stem, size, stage.dtype_name or dtype, stage.downsample_ratio, batch,
-        f"e2e {route} {enc['pix_fmt']}" + (" compile" if compile else ""), res.fps, 0.0, device.type,
+        f"e2e {route} {enc['pix_fmt']}" + (" compile" if compile else "")
+        + f", {enc.get('parallel') or 'one encoder'}", res.fps, 0.0, device.type,
     )  # fmt: skip

@@ -353,6 +353,9 @@ def bench_matte_cmd(
     e2e_frames: Annotated[int, typer.Option(min=0, help="frames of the end-to-end runs (0 skips them)")] = 0,
     route: Annotated[list[str] | None, typer.Option(help="end-to-end alpha routes: vp9 | prores")] = None,
     hwaccel: Annotated[str, typer.Option(help="end-to-end decoding: none | auto | cuda (NVDEC)")] = "none",
+    encode_workers: Annotated[
+        int | None, typer.Option(min=0, help="end-to-end parallel chunk encoders (default auto; 0: one encoder)")
+    ] = None,
     seconds: Annotated[float, typer.Option(help="timed seconds per model-only figure")] = 3.0,
     device: Annotated[str, typer.Option()] = "cuda",
     work_dir: Annotated[Path, typer.Option()] = Path(".cache/bench"),
@@ -373,7 +376,8 @@ def bench_matte_cmd(
                                   seconds=seconds, mode=m).row())  # fmt: skip
         for r in route or list(ROUTES) if e2e_frames else []:
             res = end_to_end(model, (w, h), device=dev, frames=e2e_frames, work_dir=work_dir, route=r, dtype=dtype,
-                             batch=b, downsample=downsample, hwaccel=hwaccel, compile=compile)  # fmt: skip
+                             batch=b, downsample=downsample, hwaccel=hwaccel, compile=compile,
+                             encode_workers=encode_workers)  # fmt: skip
             typer.echo(res.row())
 
 
