@@ -252,3 +252,64 @@ def test_cli_many_videos_to_webm_with_alpha(rvm, clips, tmp_path, cli):
     assert err <= 2.0, f"alpha mean error {err:.3f} levels"  # the VP9 bound at crf 20 (tests/stages/test_matte.py)
     done = [json.loads(line) for line in r.stdout.splitlines()][-1]
     assert done["event"] == "done" and done["videos"] == 4
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_rich_bar_has_a_task_per_open_video() -> None:
+    out = Terminal()
+    p = progress_mod.Progress("bar", 30, "2 videos", out, videos=2)
+    p.start()
+    p.video_started("in/a.mp4", "a.webm", 10)
+    p.video_started("in/b.mp4", "b.webm", 20)
+    p.advance(4, "matte", video="in/a.mp4")
+    assert [t.description.strip() for t in p._bar.tasks] == ["2 videos", "a.webm", "b.webm"]
+    assert p._bar.tasks[1].completed == 4 and p._bar.tasks[1].total == 10
+    p.advance(6, video="in/a.mp4")
+    p.video_ended("in/a.mp4", "done")
+    assert [t.description.strip() for t in p._bar.tasks] == ["2 videos", "b.webm"]  # ended: its line printed
+    p.finish()
+    assert "a.webm: done, 10 frames in" in out.getvalue()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_joint_steps_on_cuda_match_solo_steps(rvm, monkeypatch, dtype):
+    """On CUDA the B×T batch may pick other kernels than B = 1: fp32 (TF32 off) within rounding, as on the CPU;
+    fp16 within fp16's own bound against fp32 (tests/stages/test_matte.py's 30 dB)."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    from vidpipe.frames import StreamSpec
+    from vidpipe.testing import psnr
+
+    stage = Matte(rvm, output="alpha", dtype=dtype)
+    stage.setup(torch.device("cuda"), StreamSpec(width=SIZE[0], height=SIZE[1], time_base=Fraction(1, 25)))
+    g = torch.Generator().manual_seed(2)
+    videos = [torch.randint(0, 256, (8, 3, SIZE[1], SIZE[0]), dtype=torch.uint8, generator=g).cuda() for _ in range(3)]
+
+    def batch(x: torch.Tensor, at: int) -> FrameBatch:
+        return FrameBatch(data=x[at : at + 4], pts=list(range(at, at + 4)), time_base=Fraction(1, 25),
+                          index=list(range(at, at + 4)))  # fmt: skip
+
+    solo = []
+    for x in videos:
+        state, outs = None, []
+        for at in (0, 4):
+            y, state = stage.step(batch(x, at), state)
+            outs.append(y.data)
+        solo.append(torch.cat(outs).cpu())
+    states: list[State | None] = [None] * 3
+    joint: list[list[torch.Tensor]] = [[], [], []]
+    for at in (0, 4):
+        for i, (y, s) in enumerate(stage.step_many([batch(x, at) for x in videos], states)):
+            joint[i].append(y.data)
+            states[i] = s
+    for i in range(3):
+        got = torch.cat(joint[i]).cpu()
+        if dtype == "fp32":
+            assert_frames_close(got, solo[i], what=f"video {i}")
+        else:
+            assert psnr(got, solo[i]) >= 30.0

@@ -1,21 +1,32 @@
-"""Many inputs in one run (issue 6): `vidpipe run a.mp4 clips/ 'more/*.mkv' @list.txt -o OUTDIR`.
+"""Many inputs in one run (issue 6; matting, issue 16 item 5): `vidpipe run a.mp4 clips/ @list.txt -o OUTDIR`
+(`runtime.inputs` turns the arguments into jobs).
 
 Each video keeps its own reader, writer and manifest, made as `pipeline.run` makes them; the device and one loaded
 copy of each model are shared.
-- The leading frame-independent stages of the chain (context 0: pad, resize, upscale) run in cross-video
-  micro-batches (`schedule.crossvideo`, seed 001 §0): frames of up to 8 videos go through a stage together when
-  component, model signature, runtime ("inprocess"), preprocessing (the stages before it, the colour
-  description) and resolution bucket all match (and, to make one tensor, the frame shape). Each video's frames
-  come out as if it ran alone: the stages are frame-independent and a micro-batch only concatenates (bit for
-  bit where the model's arithmetic does not depend on the batch; the CPU tests check it, `vidpipe bench
-  crossvideo` reports the largest difference on a GPU).
-- From the first stage with context (interpolation) on, every video runs its own copy of the rest of the chain:
-  copies share the loaded weights, never the stream state (held frames, timelines).
+- The leading frame-independent stages of the chain (`frame_independent`: no context, no reach, no carried state:
+  pad, resize, upscale) run in cross-video micro-batches (`schedule.crossvideo`, seed 001 §0): frames of up to 8
+  videos go through a stage together when component, model signature, runtime ("inprocess"), preprocessing (the
+  stages before it, the colour description) and resolution bucket all match (and, to make one tensor, the frame
+  shape). Each video's frames come out as if it ran alone: the stages are frame-independent and a micro-batch only
+  concatenates (bit for bit where the model's arithmetic does not depend on the batch; the CPU tests check it,
+  `vidpipe bench crossvideo` reports the largest difference on a GPU).
+- From the first other stage on, every video runs its own copy of the rest of the chain: copies share the loaded
+  weights, never the stream state (held frames, timelines, a recurrent state). A temporal stage is stateful
+  whatever its pre-roll, so RVM matting (no context, a 30-frame pre-roll) is never one copy shared by two videos.
+- The first recurrent stage after them (`crossvideo.steps_across_videos`: matting) steps across videos
+  (`crossvideo.JointSteps`): the next T frames of videos whose copies have one signature (model, downsample,
+  output…) and whose batches have one shape run as one `step_many` call, B videos × T frames, each row with its
+  own state, at most its planned batch (B·T frames) and 8 videos at a time. Each video's output is its solo run's
+  (within fp32 rounding; bit for bit in the CPU tests). A batch with a cut past its first frame runs alone, and a
+  joint step that fails (out of memory) changed no state: its videos re-run alone under their own OOM policy.
 - Rounds: each open video hands over its next batch, the cross-video stages run over all of them, then each
-  video's frames go through its own stages to its own writer. At most 8 videos are open at once (the
-  micro-batch cap; more would only add decoders and host memory), each reading about `batch_size / open videos`
-  frames per round, so that one round fills about one micro-batch with frames of many videos (a whole batch each
-  when no stage is batched across videos).
+  video's frames go through its own stages (the joint step among them) to its own writer. At most 8 videos are
+  open at once (the micro-batch cap; more would only add decoders and host memory), each reading about
+  `batch_size / open videos` frames per round when a stage gathers frames across videos, so that one round fills
+  about one micro-batch (a whole batch each when none does).
+- Progress (`runtime.progress`): a line (or rich task) per open video, its frames of its total, fps and ETA, plus
+  the run's total, whose expected frames are exact for opened videos and estimated for the rest (`Totals`); JSON
+  lines carry the same per video (`per_video`).
 - A finished video is closed and its manifest written at once, so an interrupted run keeps what it finished, and
   the next input opens. With `schedule.skip_finished`, an output already finished with the same signatures is
   skipped (schedule.idempotency) and said so.
