@@ -21,6 +21,8 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -37,6 +39,7 @@ from vidpipe.runtime import progress as progress_mod
 from vidpipe.runtime.multi import Job, frame_independent, run_many
 from vidpipe.runtime.pipeline import RunOptions, run
 from vidpipe.schedule.chain import ScheduleOptions
+from vidpipe.stages.cuts.stage import Cuts
 from vidpipe.stages.matte import Matte
 from vidpipe.stages.registry import random_rvm
 from vidpipe.stages.temporal import State
@@ -119,6 +122,36 @@ def test_a_state_is_never_shared_even_without_pre_roll(make, tmp_path):
     res = run_many(_jobs(clips, tmp_path / "out"), chain(), _opts(reader_batch=4))
     assert res.micro_batches and all(mb.stage == "running-mean" for mb in res.micro_batches)
     for c, v in zip(clips, res.videos, strict=True):
+        assert torch.equal(decode_all(v.job.output)[1], _solo(c, chain(), tmp_path)), c.name
+
+
+def _two_shots(make, path: Path, first: str, second: str, frames: int) -> Path:
+    """`frames` frames of one lavfi source then as many of another (a hard cut between), as lossless RGB FFV1."""
+    shots = [decode_all(make(f"{src}-{frames}.mkv", size=(64, 48), frames=frames, source=src))[1]
+             for src in (first, second)]  # fmt: skip
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = 64, 48, "bgr0"
+        for f in torch.cat(shots).permute(0, 2, 3, 1).numpy():
+            c.mux(s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")))
+        c.mux(s.encode())
+    return path
+
+
+def test_cuts_reset_each_video_alone_while_steps_go_together(make, tmp_path):
+    """`--cuts` before a recurrent stage: each video's board resets its own state (a cut past a batch's first frame
+    runs that batch alone), and the outputs are the solo runs' exactly (integer running mean)."""
+    cut = _two_shots(make, tmp_path / "cut.mkv", "testsrc2", "mandelbrot", 45)
+    plain = _two_shots(make, tmp_path / "plain.mkv", "smptehdbars", "smptehdbars", 45)
+
+    def chain() -> list[Any]:
+        return [Cuts("fast"), RunningMean(3)]
+
+    res = run_many(_jobs([cut, plain], tmp_path / "out"), chain(), _opts(reader_batch=8))
+    events = [v.manifest["stage_reports"]["cuts"]["events"] for v in res.videos]  # type: ignore[index]
+    assert [(e["frame"], e["kind"]) for e in events[0]] == [(45, "hard")] and events[1] == []
+    assert any(len(mb.videos) == 2 for mb in res.micro_batches)
+    for c, v in zip([cut, plain], res.videos, strict=True):
         assert torch.equal(decode_all(v.job.output)[1], _solo(c, chain(), tmp_path)), c.name
 
 
