@@ -104,7 +104,9 @@ def test_same_size_videos_step_together_and_each_matches_its_solo_run(rvm, clips
         assert int(alpha.max()) - int(alpha.min()) > 20  # a real matte, not one level everywhere
         assert_frames_close(got, want, what=c.name)  # FFV1 RGBA is lossless: only fp32 rounding may differ
         assert v.manifest is not None
-        assert (v.manifest["schedule"]["cross_video"]["micro_batches"] > 0) == (str(c) in same)
+        cross = v.manifest["schedule"]["cross_video"]
+        assert cross["joint_steps"] == "matte" and cross["stages"] == []
+        assert (cross["micro_batches"] > 0) == (str(c) in same)
 
 
 def test_a_state_is_never_shared_even_without_pre_roll(make, tmp_path):

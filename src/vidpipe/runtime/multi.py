@@ -388,7 +388,10 @@ class MultiRunner:
             + [s.schedule_report() for s in v.suffix],
             "cross_video": {
                 "stages": [s.name for s in cross],
+                # the recurrent stage whose steps this video shared with others (its own state each)
+                "joint_steps": None if self.joint_at is None else self.templates[self.joint_at].name,
                 "max_videos_per_micro_batch": self.max_videos,
+                # micro-batches and joint steps this video's frames were part of
                 "micro_batches": v.micro_batches,
             },
         }
@@ -464,6 +467,7 @@ class MultiRunner:
                     ffmpeg_log.detach()
                     for v in active:
                         self._abandon(v)
+                        progress.video_ended(str(v.job.input), "failed")  # stopped with the run, output removed
                 progress.finish(ok)
         for msg in ffmpeg_log.messages[:10]:
             log.warning("ffmpeg: %s", msg)
