@@ -29,7 +29,7 @@ from safetensors.torch import load_file
 
 from framecheck import assert_frames_close
 from temporal_stages import RunningMean
-from vidpipe.frames import FrameBatch
+from vidpipe.frames import FrameBatch, StreamSpec
 from vidpipe.media.encoders import EncoderOptions
 from vidpipe.media.probe import probe
 from vidpipe.media.reader import ReaderOptions
@@ -155,6 +155,27 @@ def test_cuts_reset_each_video_alone_while_steps_go_together(make, tmp_path):
     assert any(len(mb.videos) == 2 for mb in res.micro_batches)
     for c, v in zip([cut, plain], res.videos, strict=True):
         assert torch.equal(decode_all(v.job.output)[1], _solo(c, chain(), tmp_path)), c.name
+
+
+def test_a_stereo_matte_steps_each_video_through_step(rvm):
+    """A stereo layout (issue 16 item 4: the eyes are the rows of one call, a state row each) leaves B to its eyes:
+    `step_many` then steps each video through `step`, never mixing videos' rows with eyes."""
+
+    class Stereo(Matte):
+        steps = 0
+
+        def signature(self) -> dict[str, Any]:
+            return {**super().signature(), "eyes": 2}
+
+        def step(self, frames: FrameBatch, state: State | None) -> tuple[FrameBatch, State]:
+            Stereo.steps += 1
+            return super().step(frames, state)
+
+    stage = Stereo(rvm, output="alpha")
+    stage.setup(torch.device("cpu"), StreamSpec(width=SIZE[0], height=SIZE[1], time_base=Fraction(1, 25)))
+    x = torch.zeros(2, 3, SIZE[1], SIZE[0], dtype=torch.uint8)
+    batches = [FrameBatch(data=x, pts=[0, 1], time_base=Fraction(1, 25)) for _ in range(3)]
+    assert len(stage.step_many(batches, [None] * 3)) == 3 and Stereo.steps == 3
 
 
 class OomTogether(Matte):
@@ -317,7 +338,6 @@ def test_joint_steps_on_cuda_match_solo_steps(rvm, monkeypatch, dtype):
     fp16 within fp16's own bound against fp32 (tests/stages/test_matte.py's 30 dB)."""
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
-    from vidpipe.frames import StreamSpec
     from vidpipe.testing import psnr
 
     stage = Matte(rvm, output="alpha", dtype=dtype)

@@ -321,6 +321,9 @@ class Matte(RecurrentStage):
         shape): RVM's states r1–r4 are per batch element, so video i's state is row i in and out. Videos at
         their start (state None) and those with a state go as two batches (a None state is RVM's zeros, but
         its shapes are the network's); one video alone is `step`."""
+        if self.signature().get("eyes", 1) != 1:
+            # a stereo layout's rows are already its eyes (one state row each): each video goes through `step`
+            return super().step_many(frames, states)
         out: list[tuple[FrameBatch, State] | None] = [None] * len(frames)
         fresh = [i for i, s in enumerate(states) if s is None]
         for group in (fresh, [i for i in range(len(frames)) if i not in fresh]):
@@ -333,11 +336,8 @@ class Matte(RecurrentStage):
                 x = torch.cat([to_float(frames[i], self.dtype)[:, :3] for i in group]).to(self.device)
                 if self.device.type == "cuda":
                     x = x.contiguous(memory_format=torch.channels_last)
-                rec = (
-                    [None] * 4
-                    if states[group[0]] is None
-                    else [torch.cat([states[i][k] for i in group]) for k in range(4)]
-                )  # type: ignore[index]
+                held = [states[i] for i in group]
+                rec = [None] * 4 if held[0] is None else [torch.cat([h[k] for h in held if h]) for k in range(4)]
                 eager = self.device.type == "cpu" and self.net is self.loaded.module
                 with torch.no_grad(), layer_checks(self.loaded.module, self.stop_check if eager else never):
                     _fgr, pha, *new = self.net(
