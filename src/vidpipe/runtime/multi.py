@@ -1,21 +1,32 @@
-"""Many inputs in one run (issue 6): `vidpipe run a.mp4 clips/ 'more/*.mkv' @list.txt -o OUTDIR`.
+"""Many inputs in one run (issue 6; matting, issue 16 item 5): `vidpipe run a.mp4 clips/ @list.txt -o OUTDIR`
+(`runtime.inputs` turns the arguments into jobs).
 
 Each video keeps its own reader, writer and manifest, made as `pipeline.run` makes them; the device and one loaded
 copy of each model are shared.
-- The leading frame-independent stages of the chain (context 0: pad, resize, upscale) run in cross-video
-  micro-batches (`schedule.crossvideo`, seed 001 §0): frames of up to 8 videos go through a stage together when
-  component, model signature, runtime ("inprocess"), preprocessing (the stages before it, the colour
-  description) and resolution bucket all match (and, to make one tensor, the frame shape). Each video's frames
-  come out as if it ran alone: the stages are frame-independent and a micro-batch only concatenates (bit for
-  bit where the model's arithmetic does not depend on the batch; the CPU tests check it, `vidpipe bench
-  crossvideo` reports the largest difference on a GPU).
-- From the first stage with context (interpolation) on, every video runs its own copy of the rest of the chain:
-  copies share the loaded weights, never the stream state (held frames, timelines).
+- The leading frame-independent stages of the chain (`frame_independent`: no context, no reach, no carried state:
+  pad, resize, upscale) run in cross-video micro-batches (`schedule.crossvideo`, seed 001 §0): frames of up to 8
+  videos go through a stage together when component, model signature, runtime ("inprocess"), preprocessing (the
+  stages before it, the colour description) and resolution bucket all match (and, to make one tensor, the frame
+  shape). Each video's frames come out as if it ran alone: the stages are frame-independent and a micro-batch only
+  concatenates (bit for bit where the model's arithmetic does not depend on the batch; the CPU tests check it,
+  `vidpipe bench crossvideo` reports the largest difference on a GPU).
+- From the first other stage on, every video runs its own copy of the rest of the chain: copies share the loaded
+  weights, never the stream state (held frames, timelines, a recurrent state). A temporal stage is stateful
+  whatever its pre-roll, so RVM matting (no context, a 30-frame pre-roll) is never one copy shared by two videos.
+- The first recurrent stage after them (`crossvideo.steps_across_videos`: matting) steps across videos
+  (`crossvideo.JointSteps`): the next T frames of videos whose copies have one signature (model, downsample,
+  output…) and whose batches have one shape run as one `step_many` call, B videos × T frames, each row with its
+  own state, at most its planned batch (B·T frames) and 8 videos at a time. Each video's output is its solo run's
+  (within fp32 rounding; bit for bit in the CPU tests). A batch with a cut past its first frame runs alone, and a
+  joint step that fails (out of memory) changed no state: its videos re-run alone under their own OOM policy.
 - Rounds: each open video hands over its next batch, the cross-video stages run over all of them, then each
-  video's frames go through its own stages to its own writer. At most 8 videos are open at once (the
-  micro-batch cap; more would only add decoders and host memory), each reading about `batch_size / open videos`
-  frames per round, so that one round fills about one micro-batch with frames of many videos (a whole batch each
-  when no stage is batched across videos).
+  video's frames go through its own stages (the joint step among them) to its own writer. At most 8 videos are
+  open at once (the micro-batch cap; more would only add decoders and host memory), each reading about
+  `batch_size / open videos` frames per round when a stage gathers frames across videos, so that one round fills
+  about one micro-batch (a whole batch each when none does).
+- Progress (`runtime.progress`): a line (or rich task) per open video, its frames of its total, fps and ETA, plus
+  the run's total, whose expected frames are exact for opened videos and estimated for the rest (`Totals`); JSON
+  lines carry the same per video (`per_video`).
 - A finished video is closed and its manifest written at once, so an interrupted run keeps what it finished, and
   the next input opens. With `schedule.skip_finished`, an output already finished with the same signatures is
   skipped (schedule.idempotency) and said so.
@@ -29,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -40,7 +50,6 @@ from typing import Any, Literal
 
 import torch
 
-from .. import paths
 from ..errors import InputError, OutputError, StageError, UsageError, VidpipeError
 from ..frames import FrameBatch
 from ..media.info import MediaInfo
@@ -53,8 +62,10 @@ from ..schedule import crossvideo
 from ..schedule.chain import ScheduledStage, plan_stage, share_cuts
 from ..schedule.costs import CostBook, bucket_for, cost_signature
 from ..schedule.idempotency import finished, model_signature, signature_fields
-from ..stages.base import Stage, StreamSpec
+from ..schedule.temporal import RecurrentRunner
+from ..stages.base import Reach, Stage, StreamSpec
 from .device import resolve_device
+from .inputs import Job, expand_inputs, output_jobs, plan_outputs, single_file
 from .pipeline import (
     FFmpegLog,
     RunOptions,
@@ -68,78 +79,18 @@ from .pipeline import (
 )
 from .progress import Progress, Totals
 
+__all__ = [
+    "Job",
+    "MultiResult",
+    "VideoResult",
+    "expand_inputs",
+    "output_jobs",
+    "plan_outputs",
+    "run_many",
+    "single_file",
+]
+
 log = logging.getLogger(__name__)
-
-
-def expand_inputs(args: Sequence[str | Path]) -> list[Path]:
-    """Input files from arguments that are files, directories (their video files, sorted, not recursive), glob
-    patterns (sorted; only where no such path exists: `clip[1].mp4` is that file) or `@list.txt` (one path per
-    line; blank lines and `#` comments skipped; relative paths are relative to the list file). Each file once,
-    in the order first named. `paths.expand_inputs` does it, for `job run` as well."""
-    found = paths.expand_inputs(args)
-    urls = [f for f in found if paths.is_url(f)]
-    if urls:
-        raise UsageError(f"vidpipe run reads local files; {urls[0]} needs `vidpipe job run` (it downloads inputs)")
-    return [Path(f) for f in found]
-
-
-def single_file(args: Sequence[str | Path]) -> bool:
-    """True for one argument that is not a directory, a glob pattern or a list: `vidpipe run IN -o OUT` keeps its
-    one-input meaning (OUT a file, or an image-sequence directory) and its errors (a missing IN included)."""
-    if len(args) != 1:
-        return False
-    arg = str(args[0])
-    if Path(arg).is_file():  # an existing file is itself, whatever its name looks like
-        return True
-    return not (arg.startswith("@") or paths.is_pattern(arg) or Path(arg).is_dir())
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    input: Path
-    output: Path
-
-
-def output_jobs(inputs: Sequence[Path], out_dir: Path, suffix: str | None = None, *, png: bool = False) -> list[Job]:
-    """`OUTDIR/<input stem><suffix>` for each input (suffix: the input's own by default; a PNG sequence: the
-    folder `OUTDIR/<input stem>`). Inputs that would get one name (case-insensitively: some file systems are)
-    get `<stem>-<hash of their path>` each (`paths.unique_names`: the same inputs, the same names on every run).
-    An output that is one of the inputs is refused, before any work."""
-    if suffix is not None and not suffix.startswith("."):
-        suffix = "." + suffix
-    wanted = [p.stem if png else f"{p.stem}{suffix or p.suffix}" for p in inputs]
-    names = paths.unique_names(wanted, [str(p) for p in inputs])
-    jobs = [Job(p, Path(out_dir) / n) for p, n in zip(inputs, names, strict=True)]
-    sources = {p.resolve(): p for p in inputs}
-    for j in jobs:
-        clash = sources.get(j.output.resolve())
-        if clash is not None:
-            which = "its input" if clash == j.input else f"the input {clash}"
-            raise UsageError(f"output {j.output} would overwrite {which}; choose another -o folder or --suffix")
-    return jobs
-
-
-def plan_outputs(
-    args: Sequence[str], output: str, *, suffix: str | None = None, png: bool = False
-) -> tuple[list[Job], bool]:
-    """The jobs of `vidpipe run ARGS -o OUTPUT`, and whether it is a one-input run:
-
-    - several inputs (or a folder, pattern or list): OUTPUT is a folder, one output each (`output_jobs`);
-    - one input, OUTPUT an existing folder or ending in '/': `OUTPUT/<input stem><suffix>` in it, as with several
-      (with --encoder png: the PNG sequence in that folder, which must be new or empty);
-    - one input, any other OUTPUT: that file (its extension picks the container; none is refused by the
-      writer), or with --encoder png that folder.
-    Nothing is guessed: the writer refuses what does not fit (`media.writer.check_target`)."""
-    out = Path(output)
-    if not single_file(args):
-        if out.exists() and not out.is_dir():
-            raise UsageError(f"-o {out} is a file; several inputs need a folder")
-        return output_jobs(expand_inputs(args), out, suffix, png=png), False
-    src = Path(str(args[0]))
-    as_folder = output.endswith(("/", os.sep)) or out.is_dir()
-    if as_folder and not png:
-        return output_jobs([src], out, suffix), True
-    return [Job(src, out)], True
 
 
 @dataclass(slots=True)
@@ -242,13 +193,25 @@ class MultiRunner:
         self.options = options
         self.max_videos = max_videos
         self.device = resolve_device(options.device)
-        leading = next((i for i, s in enumerate(self.templates) if s.context != 0), len(self.templates))
+        leading = next((i for i, s in enumerate(self.templates) if not frame_independent(s)), len(self.templates))
         self.n_cross = leading if cross_video else 0
+        #: the recurrent stage whose videos step together (`crossvideo.JointSteps`): the first after the
+        #: cross-video ones; None: every later stage runs video by video
+        self.joint_at = next(
+            (i for i in range(leading, len(self.templates)) if crossvideo.steps_across_videos(self.templates[i])),
+            None,
+        )
+        if not cross_video:
+            self.joint_at = None
+        self._joint = crossvideo.JointSteps(self._solo, max_videos=max_videos, record=self._record)
         self._ready: set[int] = set()
         self._groups: dict[tuple[int, StreamSpec], _Group] = {}
         self._book: CostBook | None = None
         self.micro_batches: list[MicroBatchRecord] = []
         self.stop = StopRequest()
+        #: this round's open videos, and those that ended in it (with their results)
+        self._live: dict[str, _Video] = {}
+        self._ended: list[tuple[_Video, VideoResult]] = []
 
     # -- stages --
     def _template(self, i: int, spec: StreamSpec) -> Stage:
@@ -283,10 +246,10 @@ class MultiRunner:
 
     # -- videos --
     def _reader_batch(self, n_jobs: int) -> int:
-        """Frames each open video reads per round: a share of one batch when a cross-video stage gathers them,
-        a whole batch when every stage runs per video."""
+        """Frames each open video reads per round: a share of one batch when a cross-video stage (or a joint
+        recurrent step) gathers them, a whole batch when every stage runs per video."""
         per_round = self.options.reader.batch_size
-        if not self.n_cross:
+        if not self.n_cross and self.joint_at is None:
             return per_round
         return max(1, -(-per_round // max(1, min(n_jobs, self.max_videos))))
 
@@ -319,7 +282,13 @@ class MultiRunner:
                 )
             if why != "no manifest":
                 log.info("making %s again: %s", job.output, why)
-        suffix = [self._scheduled(s, specs[i], reader_batch) for i, s in enumerate(used) if i >= self.n_cross]
+        # a joint step runs B videos × T frames: its stage is planned for a whole round's frames, as a group is
+        whole = self.options.reader.batch_size
+        suffix = [
+            self._scheduled(s, specs[i], whole if i == self.joint_at else reader_batch)
+            for i, s in enumerate(used)
+            if i >= self.n_cross
+        ]
         share_cuts(suffix)  # this video's own board (a cut detector has context: never a cross-video stage)
         reader = VideoReader(info, reader_opts, check=self.stop.check)
         pre = [{"before": model_signature(used[:i]), "colour": repr(reader.colour)} for i in range(self.n_cross)]
@@ -331,7 +300,7 @@ class MultiRunner:
             def encode_all(batches: Iterator[FrameBatch], writer: VideoWriter = writer) -> WriterStats:
                 for b in batches:
                     writer.write(b)
-                    progress.advance(len(b))
+                    progress.advance(len(b), video=str(job.input))
                 return writer.close()
 
             sink: Consumer[FrameBatch, WriterStats] = Consumer(
@@ -386,11 +355,7 @@ class MultiRunner:
 
         def record(mb: crossvideo.MicroBatch) -> None:
             current[:] = [mb]
-            self.micro_batches.append(
-                MicroBatchRecord(stage=stage.name, bucket=mb.key.bucket, videos=mb.videos, frames=mb.frames)
-            )
-            for v in set(mb.videos):
-                videos[v].micro_batches += 1
+            self._record(mb)
 
         def run(x: torch.Tensor) -> torch.Tensor:
             # pts and index are placeholders: a frame-independent stage reads pixels only (and the colour, which
@@ -423,7 +388,10 @@ class MultiRunner:
             + [s.schedule_report() for s in v.suffix],
             "cross_video": {
                 "stages": [s.name for s in cross],
+                # the recurrent stage whose steps this video shared with others (its own state each)
+                "joint_steps": None if self.joint_at is None else self.templates[self.joint_at].name,
                 "max_videos_per_micro_batch": self.max_videos,
+                # micro-batches and joint steps this video's frames were part of
                 "micro_batches": v.micro_batches,
             },
         }
@@ -463,24 +431,33 @@ class MultiRunner:
                     while pending or active:
                         while pending and len(active) < self.max_videos:
                             job = pending.popleft()
+                            key = str(job.input)
                             try:
                                 opened = self._open(job, reader_batch, progress)
                             except (InputError, OutputError) as e:
                                 results[job] = self._failed(job, e)
-                                totals.opened(str(job.input), None, 0)
+                                totals.opened(key, None, 0)
                                 progress.set_total(totals.total())
+                                progress.video_ended(key, "failed", job.output.name)
                                 continue
                             if isinstance(opened, VideoResult):
                                 results[job] = opened
-                                totals.opened(str(job.input), opened.frames_in, 0)
+                                totals.opened(key, opened.frames_in, 0)
+                                progress.video_ended(key, "skipped", job.output.name)
                             else:
                                 active.append(opened)
-                                totals.opened(str(job.input), opened.info.video.frames, opened.writer.spec.frames)
+                                totals.opened(key, opened.info.video.frames, opened.writer.spec.frames)
+                                progress.video_started(key, job.output.name, opened.writer.spec.frames)
                             progress.set_total(totals.total())
                         if active:
                             for v, result in self._round(active):
                                 results[v.job] = result
                                 active.remove(v)
+                                key = str(v.job.input)
+                                if result.status == "failed":  # what it wrote counts; the rest will not come
+                                    totals.opened(key, None, progress.per_video[key].done)
+                                    progress.set_total(totals.total())
+                                progress.video_ended(key, result.status)
                     for g in self._groups.values():
                         if g.scheduled.flush() is not None:
                             raise StageError(f"{g.scheduled.name} held frames at the end: it is not frame-independent")
@@ -490,6 +467,7 @@ class MultiRunner:
                     ffmpeg_log.detach()
                     for v in active:
                         self._abandon(v)
+                        progress.video_ended(str(v.job.input), "failed")  # stopped with the run, output removed
                 progress.finish(ok)
         for msg in ffmpeg_log.messages[:10]:
             log.warning("ffmpeg: %s", msg)
@@ -499,37 +477,88 @@ class MultiRunner:
 
     def _round(self, active: list[_Video]) -> list[tuple[_Video, VideoResult]]:
         """One batch of every open video through the chain; returns the videos that ended (finished or failed)."""
-        done: list[tuple[_Video, VideoResult]] = []
-        videos = {str(v.job.input): v for v in active}
+        self._ended = []
+        videos = self._live = {str(v.job.input): v for v in active}
         batches: dict[str, FrameBatch] = {}
-        ended: list[_Video] = []
+        finished: list[_Video] = []
         for vid, v in videos.items():
             self.stop.check()
             try:
                 b = next(v.frames)
             except StopIteration:
-                ended.append(v)
+                finished.append(v)
                 continue
             except InputError as e:
-                done.append((v, self._failed(v.job, e, v)))
+                self._ended.append((v, self._failed(v.job, e, v)))
                 continue
             batches[vid] = b.with_data(b.data.to(self.device, non_blocking=True))
         for i in range(self.n_cross):
             batches = self._cross(i, batches, videos)
-        for vid, b in batches.items():
-            v = videos[vid]
+        # the video's own stages: those before the joint step, the joint step across videos, those after it
+        k = None if self.joint_at is None else self.joint_at - self.n_cross
+        outs = {vid: self._guarded(videos[vid], 0, k, b) for vid, b in batches.items()}
+        if k is not None:
+            ready = {vid: b for vid, b in outs.items() if b is not None and len(b) and self._alive(vid)}
+            self.stop.check()
+            for vid, y in self._joint.run(ready, {vid: _recurrent(videos[vid].suffix[k]) for vid in ready}).items():
+                outs[vid] = self._guarded(videos[vid], k + 1, None, y)
+        for vid, out in outs.items():
+            if out is not None and len(out):
+                self._guarded(videos[vid], 0, None, out, write=True)
+        for v in finished:
             try:
-                out = run_chain(v.suffix, b)
-                if out is not None and len(out):
-                    v.sink.put(out.with_data(out.data.cpu()))
+                self._ended.append((v, self._finish(v, [])))
             except (StageError, OutputError) as e:
-                done.append((v, self._failed(v.job, e, v)))
-        for v in ended:
-            try:
-                done.append((v, self._finish(v, [])))
-            except (StageError, OutputError) as e:
-                done.append((v, self._failed(v.job, e, v)))
-        return done
+                self._ended.append((v, self._failed(v.job, e, v)))
+        for v, _ in self._ended:
+            self._joint.forget(str(v.job.input))
+        return self._ended
+
+    def _alive(self, vid: str) -> bool:
+        return all(str(v.job.input) != vid for v, _ in self._ended)
+
+    def _guarded(
+        self, v: _Video, start: int, stop: int | None, b: FrameBatch | None, *, write: bool = False
+    ) -> FrameBatch | None:
+        """`b` through `v`'s own stages [start, stop) (or to its writer); a failure there fails `v` alone (it is
+        ended with its result) and gives None."""
+        if b is None or not self._alive(str(v.job.input)):
+            return None
+        try:
+            if write:
+                v.sink.put(b.with_data(b.data.cpu()))
+                return None
+            return run_chain(v.suffix[:stop], b, start=start)
+        except (StageError, OutputError) as e:
+            self._ended.append((v, self._failed(v.job, e, v)))
+            return None
+
+    def _solo(self, vid: str, b: FrameBatch) -> FrameBatch | None:
+        """`vid`'s batch through its own copy of the joint stage, under its runner's OOM policy (`JointSteps`
+        runs batches that cannot step together this way)."""
+        assert self.joint_at is not None
+        k = self.joint_at - self.n_cross
+        return self._guarded(self._live[vid], k, k + 1, b)
+
+    def _record(self, mb: crossvideo.MicroBatch) -> None:
+        self.micro_batches.append(
+            MicroBatchRecord(stage=mb.key.component, bucket=mb.key.bucket, videos=mb.videos, frames=mb.frames)
+        )
+        for vid in set(mb.videos):
+            self._live[vid].micro_batches += 1
+
+
+def _recurrent(stage: ScheduledStage) -> RecurrentRunner:
+    """The engine of a scheduled recurrent stage (`crossvideo.steps_across_videos` picked it)."""
+    assert isinstance(stage.engine, RecurrentRunner)
+    return stage.engine
+
+
+def frame_independent(stage: Stage) -> bool:
+    """Each output frame depends on its input frame alone: no held context, no reach (pre-roll, look-ahead) and
+    no carried state (a recurrent or windowed stage is stateful). Only such stages serve several videos from one
+    copy."""
+    return stage.context == 0 and stage.reach == Reach() and not stage.stateful
 
 
 def _input_frames(path: Path) -> int | None:

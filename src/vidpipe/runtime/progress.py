@@ -1,10 +1,14 @@
-"""Progress reporting: a one-line rich bar (plain lines when not on a terminal), JSON lines for job runners, or
-nothing. Every mode shows frames done of the expected total, frames/s and the ETA.
+"""Progress reporting: a rich bar (plain lines when not on a terminal), JSON lines for job runners, or nothing.
+Every mode shows frames done of the expected total, frames/s and the ETA (`rates`: the mean rate so far, the
+frames left at that rate); a run over several inputs shows the same for each open video and the run's total.
 
 JSON lines go to stdout and nothing else does during a run (logs and messages go to stderr), so a job runner can
 parse stdout line by line: `{"event": "progress" | "done" | "failed", "label", "frames", "total", "fps", "eta_s",
 "stage"}`, plus `"videos"` for runs over several inputs, where `total` is the expected output frames of all of
-them (see `Totals`); `total` and `eta_s` are null only while nothing tells the length."""
+them (see `Totals`), and `"per_video"`: one object per video open now or ended since the last line
+(`{"video", "output", "state": "running" | "done" | "failed" | "skipped", "frames", "total", "fps", "eta_s",
+"elapsed_s"}`); a video's end writes a line at once, so each video's final state appears in exactly one line.
+`total` and `eta_s` are null only while nothing tells the length."""
 
 from __future__ import annotations
 
@@ -13,9 +17,11 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Literal, TextIO
 
 ProgressMode = Literal["bar", "json", "none"]
+VideoState = Literal["running", "done", "failed", "skipped"]
 
 #: JSON lines are rate-limited so a job log stays readable (the final line is always written)
 JSON_INTERVAL_S = 0.5
@@ -30,6 +36,54 @@ def _clock(seconds: float | None) -> str:
     m, s = divmod(round(seconds), 60)
     h, m = divmod(m, 60)
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def rates(done: int, total: int | None, elapsed: float) -> tuple[float, float | None]:
+    """(frames/s, seconds left): the mean rate since the start, and the frames still to come at that rate; the
+    ETA is None while the total is unknown or no frame is done (no rate yet), 0 once the total is reached."""
+    fps = done / elapsed if elapsed > 0 else 0.0
+    eta = max(total - done, 0) / fps if (total and fps > 0) else None
+    return fps, eta
+
+
+@dataclass(slots=True)
+class VideoLine:
+    """One video of a run over several: its progress since it opened."""
+
+    video: str
+    #: what lines and the bar call it (the output's name: unique in a run, unlike input names)
+    label: str
+    total: int | None
+    t0: float
+    done: int = 0
+    state: VideoState = "running"
+    elapsed: float | None = None
+    task: Any = None
+
+    def rates(self, now: float) -> tuple[float, float | None]:
+        return rates(self.done, self.total, self.elapsed if self.elapsed is not None else now - self.t0)
+
+    def json(self, now: float) -> dict[str, Any]:
+        fps, eta = self.rates(now)
+        return {
+            "video": self.video,
+            "output": self.label,
+            "state": self.state,
+            "frames": self.done,
+            "total": self.total,
+            "fps": round(fps, 2),
+            "eta_s": None if eta is None else round(eta, 1),
+            "elapsed_s": round(self.elapsed if self.elapsed is not None else now - self.t0, 3),
+        }
+
+    def line(self, now: float) -> str:
+        fps, eta = self.rates(now)
+        if self.state != "running":
+            took = f" in {_clock(self.elapsed)} ({fps:.1f} fps)" if self.state == "done" else ""
+            return f"  {self.label}: {self.state}, {self.done} frames{took}"
+        of = f"/{self.total}" if self.total else ""
+        pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
+        return f"  {self.label}: {self.done}{of} frames{pct}, {fps:.1f} fps, ETA {_clock(eta)}"
 
 
 class Totals:
@@ -56,7 +110,8 @@ class Totals:
 
 
 class Progress:
-    """Thread-safe: the writer thread calls `advance`, the main thread `start`/`finish` (and `set_total`)."""
+    """Thread-safe: the writer threads call `advance`, the main thread `start`/`finish` (and `set_total`, and for
+    a run over several inputs `video_started`/`video_ended`)."""
 
     def __init__(
         self,
@@ -74,6 +129,8 @@ class Progress:
         self.done = 0
         #: how many inputs the run has (JSON `videos`), for runs over several
         self.videos = videos
+        #: the videos open now, and those ended since the last JSON line, by input
+        self.per_video: dict[str, VideoLine] = {}
         self._stream = stream or (sys.stdout if mode == "json" else sys.stderr)
         self._lock = threading.Lock()
         self._t0 = time.monotonic()
@@ -99,13 +156,7 @@ class Progress:
             self._ticker.start()
         if self.mode == "bar" and not self._lines:
             from rich.console import Console
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
+            from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
@@ -114,33 +165,62 @@ class Progress:
                 MofNCompleteColumn(),
                 TextColumn("{task.fields[fps]:>6.1f} fps"),
                 TimeElapsedColumn(),
-                TextColumn("ETA"),
-                TimeRemainingColumn(),
+                TextColumn("ETA {task.fields[eta]}"),
                 TextColumn("{task.fields[stage]}"),
                 console=Console(file=self._stream),
                 transient=False,
             )
             self._bar.start()
-            self._task = self._bar.add_task(self.label, total=self.total, fps=0.0, stage=self.stage)
+            self._task = self._bar.add_task(self.label, total=self.total, fps=0.0, eta="?", stage=self.stage)
 
     def _rates(self) -> tuple[float, float | None]:
-        elapsed = max(time.monotonic() - self._t0, 1e-9)
-        fps = self.done / elapsed
-        eta = (self.total - self.done) / fps if (self.total and fps > 0) else None
-        return fps, eta
+        return rates(self.done, self.total, time.monotonic() - self._t0)
 
-    def advance(self, frames: int, stage: str | None = None) -> None:
+    # -- videos of a run over several inputs --
+    def video_started(self, video: str, label: str, total: int | None) -> None:
+        """`video` opened, expecting `total` output frames (None: unknown)."""
+        with self._lock:
+            v = self.per_video[video] = VideoLine(video, label, total, time.monotonic())
+            if self._bar is not None:
+                v.task = self._bar.add_task(f"  {label}", total=total, fps=0.0, eta="?", stage="")
+
+    def video_ended(self, video: str, state: VideoState, label: str | None = None) -> None:
+        """`video` is done, failed or skipped (one never started needs its `label`): said at once in every mode,
+        and dropped from later lines."""
+        with self._lock:
+            now = time.monotonic()
+            v = self.per_video.get(video) or VideoLine(video, label or video, None, now)
+            self.per_video[video] = v
+            v.state, v.elapsed = state, now - v.t0
+            if self._bar is not None:
+                if v.task is not None:
+                    self._bar.remove_task(v.task)
+                self._bar.console.print(v.line(now).strip(), highlight=False)
+            elif self._lines:
+                self._stream.write(v.line(now) + "\n")
+                self._stream.flush()
+            elif self.mode == "json":
+                self._emit("progress", *self._rates())
+            if self.mode != "json":
+                del self.per_video[video]
+
+    def advance(self, frames: int, stage: str | None = None, *, video: str | None = None) -> None:
         with self._lock:
             self.done += frames
             if stage is not None:
                 self.stage = stage
             fps, eta = self._rates()
+            v = self.per_video.get(video) if video is not None else None
+            if v is not None:
+                v.done += frames
             if self.mode == "bar" and self._bar is not None:
-                self._bar.update(self._task, completed=self.done, fps=fps, stage=self.stage)
+                self._bar.update(self._task, completed=self.done, fps=fps, eta=_clock(eta), stage=self.stage)
+                if v is not None and v.task is not None:
+                    v_fps, v_eta = v.rates(time.monotonic())
+                    self._bar.update(v.task, completed=v.done, fps=v_fps, eta=_clock(v_eta))
             elif self.mode == "json":
                 now = time.monotonic()
                 if now - self._last_json >= JSON_INTERVAL_S:
-                    self._last_json = now
                     self._emit("progress", fps, eta)
 
     def _tick(self) -> None:
@@ -152,6 +232,9 @@ class Progress:
         of = f"/{self.total}" if self.total else ""
         pct = f" ({100 * self.done / self.total:.0f}%)" if self.total else ""
         elapsed = time.monotonic() - self._t0
+        now = time.monotonic()
+        for v in self.per_video.values():  # each open video, then the run's total
+            self._stream.write(v.line(now) + "\n")
         self._stream.write(
             f"{self.label}: {self.done}{of} frames{pct}, {fps:.1f} fps, {_clock(elapsed)} elapsed, "
             f"ETA {_clock(eta)}{f', {self.stage}' if self.stage else ''}\n"
@@ -159,6 +242,8 @@ class Progress:
         self._stream.flush()
 
     def _emit(self, event: str, fps: float, eta: float | None, **extra: Any) -> None:
+        now = time.monotonic()
+        self._last_json = now
         obj = {
             "event": event,
             "label": self.label,
@@ -170,6 +255,9 @@ class Progress:
         }
         if self.videos is not None:
             obj["videos"] = self.videos
+            obj["per_video"] = [v.json(now) for v in self.per_video.values()]
+            for key in [k for k, v in self.per_video.items() if v.state != "running"]:
+                del self.per_video[key]  # each video's end in one line
         self._stream.write(json.dumps(obj | extra) + "\n")
         self._stream.flush()
 
@@ -187,6 +275,7 @@ class Progress:
             elif self.mode == "bar" and self._bar is not None:
                 if ok and self.total is None:
                     self._bar.update(self._task, total=self.done)
+                self._bar.update(self._task, eta=_clock(0.0 if ok else None))
                 self._bar.stop()
             elif self.mode == "json":
                 self._emit(

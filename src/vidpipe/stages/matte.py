@@ -42,7 +42,7 @@ import logging
 import re
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -315,6 +315,38 @@ class Matte(RecurrentStage):
     def step(self, frames: FrameBatch, state: State | None) -> tuple[FrameBatch, State]:
         pha, new = self.alpha(frames, state)
         return frames.with_data(self._output(frames, pha)), new
+
+    def step_many(self, frames: Sequence[FrameBatch], states: Sequence[State | None]) -> list[tuple[FrameBatch, State]]:
+        """Several videos' batches as one B×T sequence (B videos, T frames each: the runtime gives batches of one
+        shape): RVM's states r1–r4 are per batch element, so video i's state is row i in and out. Videos at
+        their start (state None) and those with a state go as two batches (a None state is RVM's zeros, but
+        its shapes are the network's); one video alone is `step`."""
+        if self.signature().get("eyes", 1) != 1:
+            # a stereo layout's rows are already its eyes (one state row each): each video goes through `step`
+            return super().step_many(frames, states)
+        out: list[tuple[FrameBatch, State] | None] = [None] * len(frames)
+        fresh = [i for i, s in enumerate(states) if s is None]
+        for group in (fresh, [i for i in range(len(frames)) if i not in fresh]):
+            if len(group) == 1:
+                out[group[0]] = self.step(frames[group[0]], states[group[0]])
+            elif group:
+                assert self.loaded is not None, "step_many() after setup()"
+                self.stop_check()
+                # B·T frames stacked as `alpha` lays out one video's T (channels-last on CUDA), then split by video
+                x = torch.cat([to_float(frames[i], self.dtype)[:, :3] for i in group]).to(self.device)
+                if self.device.type == "cuda":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                held = [states[i] for i in group]
+                rec = [None] * 4 if held[0] is None else [torch.cat([h[k] for h in held if h]) for k in range(4)]
+                eager = self.device.type == "cpu" and self.net is self.loaded.module
+                with torch.no_grad(), layer_checks(self.loaded.module, self.stop_check if eager else never):
+                    _fgr, pha, *new = self.net(
+                        x.unflatten(0, (len(group), -1)), *rec, downsample_ratio=self.downsample_ratio
+                    )
+                for row, i in enumerate(group):
+                    state = tuple(r[row : row + 1] for r in new)
+                    out[i] = (frames[i].with_data(self._output(frames[i], pha[row])), state)
+        return out  # type: ignore[return-value]
 
     def _output(self, frames: FrameBatch, pha: torch.Tensor) -> torch.Tensor:
         src = frames.data[:, :3].to(self.device)

@@ -24,6 +24,7 @@ special-case a stage.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Sequence
 from typing import Literal
 
 import torch
@@ -45,6 +46,12 @@ class _EngineDriven(Stage):
 
     def process(self, batch: FrameBatch) -> FrameBatch | None:
         raise StageError(f"stage {self.name} runs through the temporal engine (vidpipe.schedule.temporal)")
+
+    @property
+    def stateful(self) -> bool:
+        """Its output frame depends on earlier frames (a carried state, a window) even with no `context` held: one
+        copy never serves two videos (runtime.multi), whatever its pre-roll."""
+        return True
 
 
 class RecurrentStage(_EngineDriven):
@@ -68,6 +75,14 @@ class RecurrentStage(_EngineDriven):
     def step(self, frames: FrameBatch, state: State | None) -> tuple[FrameBatch, State]:
         """Output frames for `frames` (as many, same pts and indices) and the state after the last one.
         Must not modify `state`'s tensors in place."""
+
+    def step_many(self, frames: Sequence[FrameBatch], states: Sequence[State | None]) -> list[tuple[FrameBatch, State]]:
+        """`step` over several independent streams at once (cross-video batching, `schedule.crossvideo`): entry i
+        is `step(frames[i], states[i])`, each stream with its own state. The runtime calls it only for streams
+        whose copies of the stage have one signature and whose batches have one shape (frames, channels, size,
+        dtype), so a stage whose network takes a batch dimension may run them as one batch (`Matte`: B videos ×
+        T frames). Same purity as `step`. Default: a loop over `step`."""
+        return [self.step(f, s) for f, s in zip(frames, states, strict=True)]
 
 
 class WindowedStage(_EngineDriven):
