@@ -13,9 +13,11 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from vidpipe.cli.app import main
 from vidpipe.errors import UsageError
+from vidpipe.frames import FrameBatch
 from vidpipe.media.conform import (
     AudioStretch,
     Conform,
@@ -30,6 +32,7 @@ from vidpipe.media.synth import AudioTrack, Subtitle
 from vidpipe.media.writer import WriterOptions
 from vidpipe.runtime.pipeline import RunOptions, run
 from vidpipe.runtime.recipe import trimmed
+from vidpipe.stages.base import Stage, StreamSpec
 
 SOURCE_RATE = F(25)
 FRAMES = 100  # 4 s
@@ -163,6 +166,34 @@ def test_conform_25_to_24(source: Path, tmp_path: Path, pitch: str, frequency_fa
     assert len(result.manifest["streams"]["reencoded"]) == 2
 
 
+def _check_grid_and_audio(out: Path, rate: F) -> None:
+    """Every frame on the target's grid in order, each audio track as long as the video within a frame."""
+    times = _video_times(out)
+    assert len(times) == FRAMES
+    assert all(abs(t - n / rate) <= MKV_TICK_S for n, t in enumerate(times))
+    for track in _audio(out):
+        assert abs(track.seconds - (times[-1] + 1 / rate)) <= 1 / rate
+
+
+def test_conform_with_parallel_chunk_encoders(source: Path, tmp_path: Path) -> None:
+    """x264 in parallel closed chunks (the path of hosts with ≥ 8 cores, forced here): same grid, same audio."""
+    out = tmp_path / "chunked.mkv"
+    writer = WriterOptions(conform=Conform(rate=F(24)), encode_workers=2)
+    result = run(source, out, (), RunOptions(device="cpu", progress="none", writer=writer))
+    assert result.manifest["encoder"]["parallel"] is not None
+    _check_grid_and_audio(out, F(24))
+
+
+@pytest.mark.gpu
+def test_conform_on_the_gpu_path(source: Path, tmp_path: Path) -> None:
+    """On CUDA the writer gets 4:2:0 planes converted on the device (`PlanarBatch`): stamped the same way."""
+    out = tmp_path / "gpu.mkv"
+    writer = WriterOptions(conform=Conform(rate=F(24)))
+    result = run(source, out, (), RunOptions(device="cuda", progress="none", writer=writer))
+    assert "planes" in result.manifest["colour_conversion"]["encode"]
+    _check_grid_and_audio(out, F(24))
+
+
 def test_conform_to_23_976_from_the_cli_with_ac3(source: Path, tmp_path: Path, cli: Callable[..., object]) -> None:
     """`--conform 23.976` is NTSC film, 24000/1001; the seed's `-c:a ac3 -b:a 640k` as options."""
     out = tmp_path / "ntsc.mkv"
@@ -225,6 +256,31 @@ def test_vfr_input_is_refused_before_decoding(make: Callable[..., Path], tmp_pat
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+class _ConstantRate(Stage):
+    """Stands in for `--interpolate … --fps 25` over a VFR source: frames restamped at an exact constant rate."""
+
+    name = "constant-rate"
+
+    def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
+        self._count = 0
+        return spec.but(rate=SOURCE_RATE, time_base=1 / SOURCE_RATE)
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        pts = list(range(self._count, self._count + len(batch)))
+        self._count += len(batch)
+        return FrameBatch(data=batch.data, pts=pts, time_base=1 / SOURCE_RATE, colour=batch.colour)
+
+
+def test_vfr_input_made_constant_rate_by_a_stage_is_conformed(make: Callable[..., Path], tmp_path: Path) -> None:
+    times = [F(n, 25) if n < 10 else F(10, 25) + F(n - 10, 50) for n in range(40)]
+    vfr = make("conform-vfr.mkv", size=(64, 48), frames=40, times=times)
+    out = tmp_path / "regridded.mkv"
+    result = run(vfr, out, [_ConstantRate()], _conform(F(24)))
+    assert result.manifest["conform"]["from_fps"] == "25"
+    times = _video_times(out)
+    assert len(times) == 40 and all(abs(t - F(n, 24)) <= MKV_TICK_S for n, t in enumerate(times))
+
+
 def test_a_frame_off_the_constant_rate_timeline_stops_the_conform() -> None:
     """What the probe's sample of the first packets cannot see: a gap later on."""
     check = RateCheck(F(25))
@@ -273,6 +329,7 @@ def test_parse_bitrate() -> None:
         (["--conform", "24", "--conform-audio-bitrate", "loud"], "640k"),
         (["--conform", "1/0"], "division by zero"),
         (["--conform-pitch", "lower"], "go with --conform"),
+        (["--conform", "24", "--conform-audio-codec", "ac3", "-o", "{tmp}/x.webm"], "cannot hold ac3"),
     ],
 )
 def test_bad_conform_options_are_usage_errors(
@@ -280,10 +337,10 @@ def test_bad_conform_options_are_usage_errors(
 ) -> None:
     out = tmp_path / "x.mkv"
     with pytest.raises(SystemExit) as exit_:
-        main(["run", str(source), "-o", str(out), "--progress", "none", *args])
+        main(["run", str(source), "-o", str(out), "--progress", "none", *[a.format(tmp=tmp_path) for a in args]])
     assert exit_.value.code == 2
     assert message in capsys.readouterr().err
-    assert not out.exists()
+    assert not list(tmp_path.iterdir())  # nothing written, no partial output left
 
 
 def test_tempo_steps_chain_atempo_within_its_range() -> None:

@@ -183,6 +183,12 @@ def encoder_for(conform: Conform, source_codec: str, supported: set[str] | froze
     """The encoder a conformed audio track is written with: `conform.audio_codec`, else the track's codec where an
     encoder for it opens (not experimental) and the container holds it, else `fallback` (by container)."""
     if conform.audio_codec is not None:
+        asked = audio_encoder(conform.audio_codec)
+        if asked.canonical_name not in supported:
+            raise UsageError(
+                f"--conform-audio-codec {conform.audio_codec}: the output container cannot hold "
+                f"{asked.canonical_name}; use .mkv, or a codec it holds (e.g. {fallback})"
+            )
         return conform.audio_codec
     try:
         own = av.codec.Codec(av.codec.Codec(source_codec, "r").canonical_name, "w")
