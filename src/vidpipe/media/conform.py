@@ -9,7 +9,11 @@ streams moved with it — what a 25 fps (PAL) master needs to play at film speed
   within [0.5, 2], the range every FFmpeg takes); `"lower"` plays the samples at the new speed, as a film
   projector would (`asetrate`, the pitch moves by target/source), then `aresample` back to the track's rate.
   Codec: the one asked for, else the track's own where an encoder for it opens and the container holds it, else
-  the container's fallback (AAC, Opus for WebM); bit rate: the one asked for, else the track's.
+  the container's fallback (AAC, Opus for WebM); bit rate: the one asked for, else the track's. atempo's
+  start-up loss (content would come out ~12 ms early) is measured and made up for in the output's times
+  (`atempo_latency`). Output times count the samples from the track's first one: a gap inside a track is
+  closed up. asetrate takes whole rates: 48 kHz × 24000/1001 / 25 is 46034 Hz for 46033.97 (0.7 ppm, 5 ms
+  over two hours).
 - Subtitles (text and bitmap) keep their packets, with pts, dts and duration × source/target; DVD subtitles
   also carry their display end inside the packet (its control sequences' delays), which is scaled too.
   Chapters are scaled; metadata is kept.
