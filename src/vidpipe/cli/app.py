@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from ..stages.base import Stage
 
 #: media.encoders.PRESETS, written out: importing it would load PyAV for `--help` (a test checks they agree)
-ENCODER_HELP = "auto | h264 | hevc | av1 | vp9 | prores | ffv1 | png"
+ENCODER_HELP = "auto | h264 | hevc | hevc-grain | av1 | vp9 | prores | ffv1 | png"
 #: `run --order`: any list of registered stages, each taking the place it has by default
 ORDER_HELP = f"stages in run order, any of {','.join(STAGES)} (e.g. interpolate,upscale)"
 
@@ -128,6 +128,20 @@ def run_cmd(
         str | None, typer.Option(help="process this long: seconds or [HH:]MM:SS[.ms] (like -t)")
     ] = None,
     frames: Annotated[int | None, typer.Option(min=1, help="write at most N output frames (like -frames:v)")] = None,
+    conform: Annotated[
+        str | None,
+        typer.Option(help="re-time every frame to this rate (24, 23.976, 24000/1001, …); audio stretched to match"),
+    ] = None,
+    conform_pitch: Annotated[
+        str, typer.Option(help="keep (atempo) | lower (asetrate: pitch moves with the speed) under --conform")
+    ] = "keep",
+    conform_audio_codec: Annotated[
+        str | None,
+        typer.Option(help="audio encoder under --conform (default: the track's where it can, else by container)"),
+    ] = None,
+    conform_audio_bitrate: Annotated[
+        str | None, typer.Option(help="audio bit rate under --conform, e.g. 640k (default: the track's)")
+    ] = None,
     progress: Annotated[str, typer.Option(help="bar | json | none")] = "bar",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress, warnings only")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -143,7 +157,10 @@ def run_cmd(
     batch frames across videos. Outputs finished with the same models, settings and input are skipped.
 
     --start/--duration/--frames make a part of one input into a file of its own that starts at t=0, its audio,
-    subtitles and chapters cut and moved alike (in sync with the picture)."""
+    subtitles and chapters cut and moved alike (in sync with the picture).
+
+    --conform RATE shows every frame at RATE (none dropped or duplicated; the stages run before it, at the
+    source's rate): the audio is time-stretched and re-encoded, subtitles and chapters re-timed."""
     from ..media.reader import ReaderOptions
     from ..runtime.multi import plan_outputs
     from ..runtime.pipeline import run
@@ -163,6 +180,15 @@ def run_cmd(
     )
     opts = replace(opts, schedule=ScheduleOptions(batch_size=batch_override, skip_finished=not force))
     opts = trimmed(opts, start=start, duration=duration, frames=frames)
+    if conform is not None:
+        from ..media.conform import make_conform
+
+        wanted = make_conform(
+            conform, pitch=conform_pitch, audio_codec=conform_audio_codec, audio_bitrate=conform_audio_bitrate
+        )
+        opts = replace(opts, writer=replace(opts.writer, conform=wanted))
+    elif conform_pitch != "keep" or conform_audio_codec or conform_audio_bitrate:
+        raise UsageError("--conform-pitch/--conform-audio-codec/--conform-audio-bitrate go with --conform RATE")
     talk = not quiet and progress != "json"
     # -o as a file, a folder or a PNG sequence's folder; names checked for collisions before any work
     jobs, single = plan_outputs(input, output, suffix=suffix, png=encoder == "png")

@@ -4,6 +4,7 @@
 |---------|--------------------------|------------|---------------|-----------------------|-----------------|
 | h264    | libx264 / h264_nvenc     | yuv420p    | yuv420p10le   | dropped (warned)      | crf 18          |
 | hevc    | libx265 / hevc_nvenc     | yuv420p    | yuv420p10le   | dropped (warned)      | crf 20          |
+| hevc-grain | libx265               | yuv420p10le (**) | yuv420p10le | dropped (warned)   | crf 16, slow    |
 | av1     | libsvtav1 / av1_nvenc    | yuv420p    | yuv420p10le   | dropped (warned)      | crf 30          |
 | vp9     | libvpx-vp9               | yuv420p    | yuv420p (*)   | yuva420p (.webm/.mkv) | crf 30          |
 | prores  | prores_ks                | yuv422p10le (HQ, profile 3)  | yuva444p10le (4444) |     |
@@ -11,6 +12,11 @@
 | png     | png (image sequence)     | rgb24      | rgb48be       | rgba / rgba64be       | lossless        |
 
 (*) the bundled libvpx has no high-bit-depth support, so VP9 output is 8-bit.
+(**) 10-bit from 8-bit sources too, as the seed encodes; `--bit-depth 8` for 8-bit.
+
+`hevc-grain` is the S4 seed's final encode of film material (docs: issue 18): x265 10-bit, `-preset slow`,
+`-tune grain`, `aq-mode=3:aq-strength=0.8:rc-grain=1`, crf 16 (`--crf`/`--speed` override crf and preset);
+x265's grain tune is meant to keep film grain rather than smooth it away. Never picked by `auto`.
 
 Alpha (`EncoderOptions.alpha`, media/alpha.py): RGBA frames keep their alpha where the preset and the container
 can carry it (VP9's only in Matroska/WebM). Where they cannot, `keep` is a UsageError naming the outputs that can;
@@ -44,8 +50,12 @@ from .alpha import ALPHA_OUTPUTS, alpha_refusal
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("auto", "h264", "hevc", "av1", "vp9", "prores", "ffv1", "png")
-Preset = Literal["auto", "h264", "hevc", "av1", "vp9", "prores", "ffv1", "png"]
+PRESETS = ("auto", "h264", "hevc", "hevc-grain", "av1", "vp9", "prores", "ffv1", "png")
+Preset = Literal["auto", "h264", "hevc", "hevc-grain", "av1", "vp9", "prores", "ffv1", "png"]
+#: presets written at 10 bits whatever the source's depth (unless `bit_depth` says otherwise)
+DEEP_PRESETS = ("hevc-grain",)
+#: the S4 seed's x265 parameters for grainy film (beside `-tune grain`, which FFmpeg's libx265 takes as `tune`)
+GRAIN_X265_PARAMS = "aq-mode=3:aq-strength=0.8:rc-grain=1"
 ALPHA_MODES = ("auto", "keep", "drop")
 AlphaMode = Literal["auto", "keep", "drop"]
 
@@ -93,11 +103,12 @@ class EncoderChoice:
         return (1, 1) if lay.family != "yuv" else lay.subsampling
 
 
-_DEFAULT_CRF = {"h264": 18, "hevc": 20, "av1": 30, "vp9": 30}
-_DEFAULT_SPEED = {"h264": "veryfast", "hevc": "fast", "av1": "8"}
+_DEFAULT_CRF = {"h264": 18, "hevc": 20, "hevc-grain": 16, "av1": 30, "vp9": 30}
+_DEFAULT_SPEED = {"h264": "veryfast", "hevc": "fast", "hevc-grain": "slow", "av1": "8"}
 _CPU_CODEC = {
     "h264": "libx264",
     "hevc": "libx265",
+    "hevc-grain": "libx265",
     "av1": "libsvtav1",
     "vp9": "libvpx-vp9",
     "prores": "prores_ks",
@@ -220,7 +231,7 @@ def resolve(
         raise UsageError(f"unknown alpha mode {opts.alpha!r}; valid: {', '.join(ALPHA_MODES)}")
     strict = opts.alpha == "keep" or (opts.alpha == "auto" and alpha_made)
     alpha = alpha and opts.alpha != "drop"
-    depth = opts.bit_depth or (10 if source_depth > 8 else 8)
+    depth = opts.bit_depth or (10 if source_depth > 8 or preset in DEEP_PRESETS else 8)
     if depth not in (8, 10):
         raise UsageError(f"bit depth {depth} not supported; valid: 8, 10")
     suffix = suffix.lower()
@@ -310,10 +321,12 @@ def _options(preset: str, opts: EncoderOptions, hardware: bool, alpha: bool) -> 
     crf = opts.crf if opts.crf is not None else _DEFAULT_CRF.get(preset)
     if hardware:
         o.update({"preset": opts.speed or "p5", "rc": "vbr", "cq": str(crf or 20)})
-    elif preset in ("h264", "hevc"):
+    elif preset in ("h264", "hevc", "hevc-grain"):
         o.update({"crf": str(crf), "preset": opts.speed or _DEFAULT_SPEED[preset]})
         if preset == "hevc":
             o["x265-params"] = "log-level=error"
+        elif preset == "hevc-grain":
+            o.update({"tune": "grain", "x265-params": f"log-level=error:{GRAIN_X265_PARAMS}"})
     elif preset == "av1":
         o.update({"crf": str(crf), "preset": opts.speed or _DEFAULT_SPEED["av1"]})
         o["svtav1-params"] = "lp=0"

@@ -7,6 +7,8 @@
 - Audio, subtitle, data and attachment streams, chapters and metadata are stream-copied from the source.
   Audio is re-encoded only when the output container cannot hold its codec (logged); a subtitle or attachment
   the container cannot hold is dropped with a warning (use .mkv to keep everything).
+- A frame-rate conform (`WriterOptions.conform`, media/conform.py) re-times the frames to the target rate and
+  moves every other stream with them: audio stretched and re-encoded, subtitles and chapters scaled.
 - Odd dimensions with 4:2:0 chroma are padded by one row/column, repeating the edge pixels (nothing of the
   picture is cut; the extra line is a copy of its neighbour).
 - The output is written to a hidden temp file beside the target and renamed over it only on success;
@@ -42,6 +44,7 @@ from ..frames import Colour, FrameBatch, StreamSpec
 from .alpha import write_alpha
 from .chunked import CHUNKABLE, ChunkedEncoder
 from .colour import MATRIX, PRIMARIES, TRANSFER, code_of
+from .conform import AudioStretch, Conform, RateCheck, describe, encoder_for, retime_spu, source_rate
 from .encoders import EncoderChoice, EncoderOptions, resolve
 from .info import MediaInfo
 from .reader import rgb_format, sws_matrix
@@ -79,6 +82,8 @@ class WriterOptions:
     encode_workers: int | None = None
     #: a part of the source as a file of its own, starting at t=0 (`vidpipe run --start/--duration/--frames`)
     trim: Trim | None = None
+    #: re-time the output to another frame rate, every frame kept (`vidpipe run --conform`, media/conform.py)
+    conform: Conform | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -112,6 +117,8 @@ class WriterStats:
     padded: tuple[int, int] | None = None
     #: how the video was encoded in parallel chunks, if it was
     parallel: str | None = None
+    #: the frame-rate conform applied (media.conform.describe), if any
+    conform: dict[str, Any] | None = None
 
 
 def partial_path(target: Path) -> Path:
@@ -242,6 +249,26 @@ class VideoWriter:
         #: trimmed output: the first frame's pts (every stream moves back by its time) and the video's end (s)
         self._shift = 0
         self._video_end = Fraction(0)
+        #: the frames' rate as they arrive, and as written (the conform's target, else the same)
+        self._rate_in = spec.rate or spec.nominal_rate or Fraction(25)
+        self._rate_out = self._rate_in
+        self._conform: Conform | None = None
+        self._rate_check: RateCheck | None = None
+        conform = options.conform
+        if conform is not None and not self.png:
+            self._rate_in = source_rate(spec, source)  # a VFR source is refused here, before any decoding
+            if self._rate_in == conform.rate:
+                log.info("conform: the frames are at %s fps already; nothing to re-time", conform.rate)
+            else:
+                self._conform, self._rate_out = conform, conform.rate
+                self._rate_check = RateCheck(self._rate_in)
+                self.stats.conform = describe(conform, self._rate_in)
+                log.info("conform: %s → %s fps, durations × %s", self._rate_in, conform.rate, self._scale)
+
+    @property
+    def _scale(self) -> Fraction:
+        """Output time per source time: source rate / target rate under a conform, else 1."""
+        return self._rate_in / self._rate_out
 
     # -- setup --
     def frame_size(self) -> tuple[int, int]:
@@ -276,17 +303,19 @@ class VideoWriter:
         except ValueError as e:  # no container for the name
             raise OutputError(f"cannot write {self.target}: {e}") from e
         try:
-            rate = self.spec.rate or self.spec.nominal_rate or Fraction(25)
+            rate = self._rate_out
+            # a conform stamps frame n at n × 1/target; otherwise frames keep their own times
+            time_base = self._conform.time_base if self._conform is not None else first.time_base
             vs = out.add_stream(ch.codec, rate=rate, options=ch.options)
             vs.width, vs.height, vs.pix_fmt = w, h, ch.pix_fmt
-            vs.time_base = first.time_base
+            vs.time_base = time_base
             if self.spec.sar != 1:
                 # the container's (MP4 pasp, Matroska display size) and the bitstream's (H.264/HEVC VUI)
                 vs.sample_aspect_ratio = vs.codec_context.sample_aspect_ratio = self.spec.sar
             rate_frames = max(MIN_CHUNK_FRAMES, round(CHUNK_SECONDS * rate))
             workers = self._workers(w * h * 3 // 2 * (2 if ch.bit_depth > 8 else 1) * rate_frames)
             threads = self.options.encoder.threads or (max(1, (os.cpu_count() or 1) // workers) if workers else 0)
-            self._configure(vs.codec_context, first.time_base, threads)
+            self._configure(vs.codec_context, time_base, threads)
             if workers:
                 chunk = rate_frames
 
@@ -297,19 +326,19 @@ class VideoWriter:
                     ctx.flags |= av.codec.context.Flags.global_header  # SPS/PPS in the container, as `vs` has
                     if self.spec.sar != 1:
                         ctx.sample_aspect_ratio = self.spec.sar
-                    self._configure(ctx, first.time_base, threads)
+                    self._configure(ctx, time_base, threads)
                     return ctx
 
-                self._chunked = ChunkedEncoder(
-                    make_context, workers=workers, chunk_frames=chunk, time_base=first.time_base
-                )
+                self._chunked = ChunkedEncoder(make_context, workers=workers, chunk_frames=chunk, time_base=time_base)
                 self.stats.parallel = f"{workers} encoders × {threads} threads, chunks of {chunk} frames"
                 log.info("encode: %s in parallel chunks (%s)", ch.codec, self.stats.parallel)
             self._vs = vs
             if self.options.trim is not None:
                 self._shift = first.pts[0]
             if self.source is not None and self.options.copy_streams and not self.png:
-                self._copy = _StreamCopier(self.source, out, self.stats, self._trim_span(first.time_base))
+                self._copy = _StreamCopier(
+                    self.source, out, self.stats, self._trim_span(first.time_base), self._conform, self._scale
+                )
             elif self.source is not None and self.png and len(self.source.streams) > 1:
                 self._warn("png sequence output holds video only; audio/subtitle streams are not written")
             self._out = out
@@ -326,10 +355,10 @@ class VideoWriter:
         if trim is None:
             return None
         offset = self._shift * time_base
-        rate = self.spec.rate or self.spec.nominal_rate or Fraction(25)
-        ends = [Fraction(math.ceil((trim.end - offset) * rate)) / rate] if trim.end is not None else []
+        rate, out_rate = self._rate_in, self._rate_out
+        ends = [Fraction(math.ceil((trim.end - offset) * rate)) / out_rate] if trim.end is not None else []
         if trim.max_frames is not None:
-            ends.append(trim.max_frames / rate)
+            ends.append(trim.max_frames / out_rate)
         return offset, min(ends, default=None)
 
     def _workers(self, chunk_bytes: int) -> int:
@@ -406,8 +435,7 @@ class VideoWriter:
             frame = frame.reformat(**kwargs)
             if alpha:
                 write_alpha(frame, arr[i, :, :, 3])  # swscale rounds a YUV alpha plane off by a level
-            frame.pts = batch.pts[i] - self._shift
-            frame.time_base = batch.time_base
+            self._stamp(frame, batch.pts[i], batch.time_base)
             yield frame
 
     def _planar_frames(self, batch: PlanarBatch) -> Iterator[av.VideoFrame]:
@@ -417,9 +445,17 @@ class VideoWriter:
             # a chunk encoder takes the frame later, after the pooled buffer is reused: give it its own copy
             row = batch.data[i].clone() if self._chunked is not None else batch.data[i]
             frame = frame_from_planes(row, batch.fmt)
-            frame.pts = batch.pts[i] - self._shift
-            frame.time_base = batch.time_base
+            self._stamp(frame, batch.pts[i], batch.time_base)
             yield frame
+
+    def _stamp(self, frame: av.VideoFrame, pts: int, time_base: Fraction) -> None:
+        """The frame's output time: its own (moved back for a trimmed output), or under a conform the next
+        slot of the target rate's grid (its source time checked against the constant-rate timeline)."""
+        if self._conform is None or self._rate_check is None:
+            frame.pts, frame.time_base = pts - self._shift, time_base
+            return
+        self._rate_check.check(pts * time_base)
+        frame.pts, frame.time_base = self._rate_check.count - 1, self._conform.time_base
 
     def write(self, batch: FrameBatch | PlanarBatch) -> None:
         if self._out is None:
@@ -427,20 +463,19 @@ class VideoWriter:
         assert self._out is not None and self._vs is not None
         frames = self._planar_frames(batch) if isinstance(batch, PlanarBatch) else self._frames(batch)
         trim = self.options.trim
-        rate = self.spec.rate or self.spec.nominal_rate or Fraction(25)
         try:
             for frame in frames:
                 if trim is not None:
                     if trim.max_frames is not None and self.stats.frames >= trim.max_frames:
                         break  # the pipeline stops sending; frames already on their way are not written
-                    self._video_end = frame.pts * batch.time_base + 1 / rate
+                    self._video_end = frame.pts * frame.time_base + 1 / self._rate_out
                 if self._chunked is not None:
                     self._chunked.encode(frame)
                     for pkt in self._chunked.ready():
                         self._mux_video(pkt)
                 else:
                     if self._copy is not None:
-                        self._copy.until(frame.pts * batch.time_base + INTERLEAVE_AHEAD_S)
+                        self._copy.until(frame.pts * frame.time_base + INTERLEAVE_AHEAD_S)
                     self._out.mux(self._vs.encode(frame))
                 self.stats.frames += 1
         except av.error.FFmpegError as e:
@@ -533,7 +568,8 @@ def encoder_rate(codec: str, rate: int) -> int:
 
 
 class _StreamCopier:
-    """Copies the source's non-video streams into `out`, interleaved by time with the video."""
+    """Copies the source's non-video streams into `out`, interleaved by time with the video. Output time is
+    (source time - `offset`) × `scale`: a trimmed output moves back by its offset, a conform scales."""
 
     def __init__(
         self,
@@ -541,6 +577,8 @@ class _StreamCopier:
         out: av.container.OutputContainer,
         stats: WriterStats,
         span: tuple[Fraction, Fraction | None] | None = None,
+        conform: Conform | None = None,
+        scale: Fraction = Fraction(1),
     ) -> None:
         self.stats = stats
         self.src = av.open(source.path, "r", metadata_errors="replace")
@@ -548,6 +586,10 @@ class _StreamCopier:
         #: trimmed output (`Trim`): source time that becomes t=0, and the output time where copying stops
         self.trimmed = span is not None
         self.offset, self.stop = span or (Fraction(0), None)
+        #: a conform: every audio track stretched and re-encoded, other packets and chapters re-timed
+        self.conform, self.scale = conform, scale
+        self.retimed = self.trimmed or scale != 1
+        self.stretch: dict[int, AudioStretch] = {}
         fmt = out.format.name.split(",")[0]
         supported = out.supported_codecs
         self.map: dict[int, av.stream.Stream] = {}
@@ -556,7 +598,7 @@ class _StreamCopier:
         self._undecodable: dict[int, int] = {}
         out.metadata.update({k: v for k, v in self.src.metadata.items() if k.lower() != "encoder"})
         chapters = self.src.chapters()
-        if self.trimmed:
+        if self.retimed:
             chapters = self._moved_chapters(chapters)
         if chapters:
             try:
@@ -582,25 +624,17 @@ class _StreamCopier:
             if codec is None:
                 self._drop(f"{label} (data streams are not copied)")
                 continue
-            if codec in supported:
+            if s.type == "audio" and conform is not None:
+                target = encoder_for(conform, codec, supported, _AUDIO_FALLBACK.get(fmt, "aac"))
+                self._transcode(s, label, target, f"stretched × {scale} ({conform.pitch} pitch)")
+                self.stretch[s.index] = AudioStretch(scale, conform.pitch, self._output_time)
+            elif codec in supported:
                 o = out.add_stream_from_template(s)
                 self._meta(s, o)
                 self.map[s.index] = o
                 stats.copied.append(f"{label} {codec}" + (f" ({s.language})" if s.language else ""))
             elif s.type == "audio":
-                target = _AUDIO_FALLBACK.get(fmt, "aac")
-                dec = s.codec_context
-                rate = encoder_rate(target, dec.sample_rate)
-                o = out.add_stream(target, rate=rate)
-                o.layout = dec.layout
-                if target == "libopus":
-                    o.bit_rate = OPUS_BPS_PER_CHANNEL * dec.layout.nb_channels
-                self._meta(s, o)
-                self.transcode[s.index] = (dec, o)
-                resampled = f" at {rate} Hz (from {dec.sample_rate})" if rate != dec.sample_rate else ""
-                msg = f"{label} {codec} re-encoded to {target}{resampled}: {fmt} cannot hold {codec}"
-                log.info("encode: %s", msg)
-                stats.reencoded.append(msg)
+                self._transcode(s, label, _AUDIO_FALLBACK.get(fmt, "aac"), f"{fmt} cannot hold {codec}")
             else:
                 self._drop(f"{label} {codec} (container {fmt} cannot hold it; use .mkv)")
         wanted = [self.src.streams[i] for i in [*self.map, *self.transcode]]
@@ -608,6 +642,30 @@ class _StreamCopier:
             self.src.seek(int((self.offset - TRIM_SEEK_MARGIN_S) * av.time_base))
         self._packets: Iterator[av.Packet] | None = self.src.demux(*wanted) if wanted else None
         self._pending: av.Packet | None = None
+
+    def _transcode(self, s: av.stream.Stream, label: str, target: str, why: str) -> None:
+        """Re-encode audio stream `s` to `target` (at a sample rate the encoder takes; a conform's bit rate, else
+        the track's where known, Opus's per channel)."""
+        dec = s.codec_context
+        rate = encoder_rate(target, dec.sample_rate)
+        o = self.out.add_stream(target, rate=rate)
+        o.layout = dec.layout
+        asked = self.conform.audio_bitrate if self.conform is not None else None
+        if asked is not None:
+            o.bit_rate = asked
+        elif target == "libopus":
+            o.bit_rate = OPUS_BPS_PER_CHANNEL * dec.layout.nb_channels
+        elif self.conform is not None and dec.bit_rate:
+            o.bit_rate = dec.bit_rate
+        self._meta(s, o)
+        self.transcode[s.index] = (dec, o)
+        resampled = f" at {rate} Hz (from {dec.sample_rate})" if rate != dec.sample_rate else ""
+        msg = f"{label} {dec.name} re-encoded to {target}{resampled}: {why}"
+        log.info("encode: %s", msg)
+        self.stats.reencoded.append(msg)
+
+    def _output_time(self, t: Fraction) -> Fraction:
+        return (t - self.offset) * self.scale
 
     def _drop(self, what: str) -> None:
         msg = f"stream not written: {what}"
@@ -622,12 +680,13 @@ class _StreamCopier:
         dst.disposition = src.disposition
 
     def _moved_chapters(self, chapters: list[Any]) -> list[Any]:
-        """Chapters of a trimmed output: moved back by the offset, clipped to the part, empty ones dropped."""
+        """Chapters on the output's timeline: moved back by a trim's offset and clipped to the part (empty ones
+        dropped), scaled by a conform."""
         kept = []
         for ch in chapters:
             tb = ch["time_base"]
-            start = max(Fraction(0), ch["start"] * tb - self.offset)
-            end = ch["end"] * tb - self.offset
+            start = max(Fraction(0), self._output_time(ch["start"] * tb))
+            end = self._output_time(ch["end"] * tb)
             if self.stop is not None:
                 end = min(end, self.stop)
             if end > start:
@@ -640,7 +699,7 @@ class _StreamCopier:
 
     def _outside(self, pkt: av.Packet) -> bool | None:
         """Whether a packet falls outside a trimmed output's span (None: past it, with room for interleaving)."""
-        start = (pkt.pts if pkt.pts is not None else pkt.dts) * pkt.time_base - self.offset
+        start = self._output_time((pkt.pts if pkt.pts is not None else pkt.dts) * pkt.time_base)
         if self.stop is not None and start >= self.stop:
             return None if start >= self.stop + TRIM_LATE_S else True
         return start < 0
@@ -662,7 +721,7 @@ class _StreamCopier:
                 self._pending = None  # demuxer flush packets carry nothing
                 continue
             ts = pkt.dts if pkt.dts is not None else pkt.pts
-            if t is not None and ts * pkt.time_base - self.offset > t:
+            if t is not None and self._output_time(ts * pkt.time_base) > t:
                 self._pending = pkt
                 return
             self._pending = None
@@ -674,15 +733,25 @@ class _StreamCopier:
                     return
                 if outside:
                     continue
-                self._move(pkt)
+            if self.retimed and pkt.stream.index not in self.stretch:  # a stretch stamps its own output
+                pkt = self._move(pkt)
             self._mux(pkt)
 
-    def _move(self, pkt: av.Packet) -> None:
+    def _move(self, pkt: av.Packet) -> av.Packet:
+        """A copied packet onto the output's timeline (in its own time base)."""
         shift = round(self.offset / pkt.time_base)
         if pkt.pts is not None:
-            pkt.pts -= shift
+            pkt.pts = round((pkt.pts - shift) * self.scale)
         if pkt.dts is not None:
-            pkt.dts -= shift
+            pkt.dts = round((pkt.dts - shift) * self.scale)
+        if self.scale != 1:
+            pkt.duration = round(pkt.duration * self.scale)
+            if pkt.stream.codec_context.name == "dvdsub":  # its display end is inside the packet
+                retimed = av.Packet(retime_spu(bytes(pkt), self.scale))
+                retimed.pts, retimed.dts, retimed.duration = pkt.pts, pkt.dts, pkt.duration
+                retimed.time_base, retimed.stream = pkt.time_base, pkt.stream
+                return retimed
+        return pkt
 
     def _mux(self, pkt: av.Packet) -> None:
         idx = pkt.stream.index
@@ -690,7 +759,7 @@ class _StreamCopier:
             pkt.stream = self.map[idx]
             self.out.mux(pkt)
             return
-        dec, enc = self.transcode[idx]
+        dec = self.transcode[idx][0]
         try:
             frames = dec.decode(pkt)
         except av.error.InvalidDataError as e:
@@ -700,9 +769,18 @@ class _StreamCopier:
             log.debug("encode: audio packet of #%d at %s did not decode: %s", idx, pkt.pts, e)
             return
         for frame in frames:
-            self._encode_audio(frame, enc)
+            self._encode_audio(idx, frame)
 
-    def _encode_audio(self, frame: av.AudioFrame, enc: av.stream.Stream) -> None:
+    def _encode_audio(self, idx: int, frame: av.AudioFrame | None) -> None:
+        """Encode a decoded frame of stream `idx` (through its stretch under a conform; None: flush that)."""
+        enc = self.transcode[idx][1]
+        stretch = self.stretch.get(idx)
+        if stretch is not None:
+            for out in stretch.push(frame):
+                self.out.mux(enc.encode(out))
+            return
+        if frame is None:
+            return
         if frame.pts is not None and frame.time_base is not None:
             # keep the track's start offset: restamp in samples of the encoder's rate
             frame.pts = round(frame.pts * frame.time_base * frame.sample_rate)
@@ -712,7 +790,8 @@ class _StreamCopier:
     def _flush_transcoders(self) -> None:
         for idx, (dec, enc) in self.transcode.items():
             for frame in dec.decode(None):
-                self._encode_audio(frame, enc)
+                self._encode_audio(idx, frame)
+            self._encode_audio(idx, None)
             self.out.mux(enc.encode(None))
             if idx in self._undecodable:
                 n = self._undecodable[idx]

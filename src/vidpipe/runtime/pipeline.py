@@ -557,6 +557,7 @@ def build_manifest(
         "corrupt_skipped": reader.stats.corrupt_skipped,
         "decoder": reader.stats.decoder,
         "encoder": {"codec": w.encoder, "pix_fmt": w.pix_fmt, "padded_to": w.padded, "parallel": w.parallel},
+        **({"conform": w.conform} if w.conform else {}),
         "streams": {
             "copied": w.copied,
             "reencoded": w.reencoded,
