@@ -152,15 +152,20 @@ def rvm_parity_cmd(
 def matte_cmd(
     clips: Annotated[
         list[str] | None,
-        typer.Option(help="clip (a path or an opencv-doc name), repeatable or comma-separated [default: vtest.avi, "
-        "Megamind.avi]"),
+        typer.Option(
+            help="clip (a path or an opencv-doc name), repeatable or comma-separated [default: vtest.avi, Megamind.avi]"
+        ),
     ] = None,
     frames: Annotated[int, typer.Option(min=2, help="frames per clip, from the first")] = 24,
     size: Annotated[str | None, typer.Option(help="resize to WxH first (one side may be -1)")] = None,
-    downsample: Annotated[float | None, typer.Option(help="RVM downsample_ratio [default: RVM's rule for the size]")] = None,
+    downsample: Annotated[
+        float | None, typer.Option(help="RVM downsample_ratio [default: RVM's rule for the size]")
+    ] = None,
     batch: Annotated[int, typer.Option(min=1, help="frames per step of the recurrent run")] = 4,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch and onnxruntime")] = 1,
-    device: Annotated[str, typer.Option(help="where ours runs: cpu | cuda | cuda:N (fp32; onnxruntime: the CPU)")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="where ours runs: cpu | cuda | cuda:N (fp32; onnxruntime: the CPU)")
+    ] = "cpu",
     seed: Annotated[int, typer.Option(help="seed of the backgrounds' boxes")] = 0,
     json_out: Annotated[Path | None, typer.Option("--json", help="also write the result as JSON here")] = None,
 ) -> None:

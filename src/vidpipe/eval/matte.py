@@ -58,7 +58,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import assets
-from ..errors import InputError, UsageError
+from ..errors import InputError, StorageError, UsageError
 from ..frames import FrameBatch, from_float
 from ..stages.base import StreamSpec
 from ..stages.matte import Matte, auto_downsample
@@ -123,7 +123,9 @@ def mse(pred: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
     return ((p - t) ** 2).mean(dim=(1, 2)) * MSE_SCALE
 
 
-def gaussian_derivative_1d(sigma: float = GRAD_SIGMA, epsilon: float = GRAD_EPSILON) -> tuple[torch.Tensor, torch.Tensor]:
+def gaussian_derivative_1d(
+    sigma: float = GRAD_SIGMA, epsilon: float = GRAD_EPSILON
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(g, g′): the 1-D Gaussian and its derivative, sampled on [−r, r], each scaled to unit L2 norm; r is where
     the Gaussian's density falls to `epsilon` (module docstring). The 2-D kernels are their outer products."""
     half = math.ceil(sigma * math.sqrt(-2 * math.log(math.sqrt(2 * math.pi) * sigma * epsilon)))
@@ -332,7 +334,9 @@ class MatteEval:
         for c in self.clips:
             size = f"{c.size[0]}x{c.size[1]}"
             for k in RUNS:
-                lines.append(row(c.clip, size, c.frames, f"{c.downsample_ratio:.4g}", f"{c.coverage:.1%}", k, c.runs[k]))
+                lines.append(
+                    row(c.clip, size, c.frames, f"{c.downsample_ratio:.4g}", f"{c.coverage:.1%}", k, c.runs[k])
+                )
         if len(self.clips) > 1:
             frames = sum(c.frames for c in self.clips)
             for k, s in self.pooled.items():
@@ -454,8 +458,9 @@ def onnx_alpha(session: Any, frames: torch.Tensor, ratio: float) -> torch.Tensor
 
 def _batch(frames: torch.Tensor, start: int) -> FrameBatch:
     n = len(frames)
-    return FrameBatch(data=frames, pts=list(range(start, start + n)), time_base=Fraction(1, 25),
-                      index=list(range(start, start + n)))  # fmt: skip
+    return FrameBatch(
+        data=frames, pts=list(range(start, start + n)), time_base=Fraction(1, 25), index=list(range(start, start + n))
+    )
 
 
 def stage_alpha(stage: Matte, frames: torch.Tensor, *, batch: int, recurrent: bool) -> torch.Tensor:
@@ -519,9 +524,17 @@ def evaluate_clip(
 
 
 def resolve_clip(name: str | Path) -> Path:
-    """An existing file, else a clip of opencv-doc by name (`assets.opencv_clip`)."""
+    """An existing file, else a file of opencv-doc by name (`assets.opencv_clip`; fetched once)."""
     path = Path(name).expanduser()
-    return path if path.is_file() else assets.opencv_clip(str(name))
+    if path.is_file():
+        return path
+    assets.debian_package("opencv-doc")  # a failed fetch stays a StorageError
+    try:
+        return assets.opencv_clip(str(name))
+    except StorageError:
+        raise UsageError(
+            f"clip {str(name)!r} is neither a file nor in opencv-doc (e.g. vtest.avi, Megamind.avi)"
+        ) from None
 
 
 def evaluate(
@@ -558,15 +571,29 @@ def evaluate(
     try:
         session = onnx_session(onnx, threads)
         results = [
-            evaluate_clip(c, b, session, model=model, device=dev, frames=frames, size=size, downsample=downsample,
-                          batch=batch, seed=seed + i)  # fmt: skip
+            evaluate_clip(
+                c,
+                b,
+                session,
+                model=model,
+                device=dev,
+                frames=frames,
+                size=size,
+                downsample=downsample,
+                batch=batch,
+                seed=seed + i,
+            )
             for i, (c, b) in enumerate(zip(paths, backgrounds, strict=True))
         ]
     finally:
         torch.set_num_threads(before)
     result = MatteEval(
-        clips=results, model=str(model), device=str(dev), threads=threads, batch=batch,
+        clips=results,
+        model=str(model),
+        device=str(dev),
+        threads=threads,
+        batch=batch,
         wall_s=time.perf_counter() - t0,
-    )  # fmt: skip
+    )
     log.info("eval matte: %s", result.to_json()["gates"])
     return result
