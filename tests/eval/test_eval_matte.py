@@ -191,7 +191,7 @@ def cli_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, dic
 def test_cli_run_passes_the_gates_and_writes_json(cli_run):
     res, j = cli_run
     assert res.exit_code == 0, res.output
-    assert set(j) == TOP_KEYS and j["passed"] is True and j["dtype"] == "float32" and j["batch"] == 4
+    assert set(j) == TOP_KEYS and j["passed"] is True and j["dtype"] == "float32" and j["batch"] == m.DEFAULT_BATCH
     assert [c["clip"] for c in j["clips"]] == list(m.DEFAULT_CLIPS)
     for c in j["clips"]:
         assert set(c) == CLIP_KEYS and c["frames"] == 3 and c["size"][0] == 160 and c["downsample_ratio"] == 0.5
@@ -241,11 +241,19 @@ def test_cli_gate_failure_exits_1_with_the_numbers(cli_run, monkeypatch):
     result = _rebuild(j)
     monkeypatch.setattr(m, "evaluate", fake_evaluate)
     monkeypatch.setattr(m, "MAD_TOLERANCE", -1.0)
-    failed = CliRunner().invoke(app, ["matte", "--clips", "vtest.avi", "--clips", "a.avi,b.avi", "--frames", "5"])
+    failed = CliRunner().invoke(app, ["matte", "--clips", "vtest.avi", "--clips", "a.avi,b.avi"])
     assert failed.exit_code == 1, failed.output
     assert "gate failed: MAD recurrent" in failed.stderr and f"{j['gates']['mad']['recurrent']:.4f}" in failed.stderr
     assert "gate mad: FAIL" in failed.stdout
-    assert calls[0]["clips"] == ["vtest.avi", "a.avi", "b.avi"] and calls[0]["frames"] == 5
+    assert calls[0]["clips"] == ["vtest.avi", "a.avi", "b.avi"]
+    # the command's defaults are the module's
+    assert (calls[0]["frames"], calls[0]["batch"], calls[0]["threads"], calls[0]["downsample"], calls[0]["size"]) == (
+        m.DEFAULT_FRAMES,
+        m.DEFAULT_BATCH,
+        m.DEFAULT_THREADS,
+        None,
+        None,
+    )
 
 
 def _rebuild(j: dict[str, Any]) -> m.MatteEval:

@@ -156,12 +156,12 @@ def matte_cmd(
             help="clip (a path or an opencv-doc name), repeatable or comma-separated [default: vtest.avi, Megamind.avi]"
         ),
     ] = None,
-    frames: Annotated[int, typer.Option(min=2, help="frames per clip, from the first")] = 24,
+    frames: Annotated[int, typer.Option(min=2, help="frames per clip, from the first")] = 20,
     size: Annotated[str | None, typer.Option(help="resize to WxH first (one side may be -1)")] = None,
     downsample: Annotated[
         float | None, typer.Option(help="RVM downsample_ratio [default: RVM's rule for the size]")
     ] = None,
-    batch: Annotated[int, typer.Option(min=1, help="frames per step of the recurrent run")] = 4,
+    batch: Annotated[int, typer.Option(min=1, help="frames per step of the recurrent run")] = 2,
     threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch and onnxruntime")] = 1,
     device: Annotated[
         str, typer.Option(help="where ours runs: cpu | cuda | cuda:N (fp32; onnxruntime: the CPU)")

@@ -78,11 +78,12 @@ GRAD_EPSILON: Final = 1e-2
 MAD_TOLERANCE: Final = 0.10
 
 DEFAULT_CLIPS: Final = ("vtest.avi", "Megamind.avi")
-#: frames per clip: 2.4 s of vtest (10 fps), 1 s of Megamind (24 fps); with 4 network passes a frame this keeps
-#: the default run near 1.5 min on 2 quiet cores
-DEFAULT_FRAMES: Final = 24
-#: frames per `step` of the recurrent run (one B×T sequence, as the temporal engine feeds a batch)
-DEFAULT_BATCH: Final = 4
+#: frames per clip: 2 s of vtest (10 fps), 0.8 s of Megamind (24 fps). Four network passes a frame (truth,
+#: recurrent, per frame, reference) at ~0.4–0.7 s each on one quiet core: about 2 min for both clips
+DEFAULT_FRAMES: Final = 20
+#: frames per `step` of the recurrent run (one B×T sequence, as the temporal engine feeds a batch). Two: the state
+#: crosses steps and frames within one; longer sequences ran slower per frame on this CPU (docs/benchmarks.md)
+DEFAULT_BATCH: Final = 2
 #: CPU threads for torch and onnxruntime: one, as in `eval.rvm_parity` (several spin against each other on a
 #: shared machine)
 DEFAULT_THREADS: Final = 1
