@@ -82,7 +82,8 @@ DEFAULT_CLIPS: Final = ("vtest.avi", "Megamind.avi")
 #: recurrent, per frame, reference) at ~0.4–0.7 s each on one quiet core: about 2 min for both clips
 DEFAULT_FRAMES: Final = 20
 #: frames per `step` of the recurrent run (one B×T sequence, as the temporal engine feeds a batch). Two: the state
-#: crosses steps and frames within one; longer sequences ran slower per frame on this CPU (docs/benchmarks.md)
+#: crosses steps and frames within one; in a loaded run steps of 4 took twice the time a frame of one-frame calls
+#: on this CPU (docs/benchmarks.md, "Matting quality")
 DEFAULT_BATCH: Final = 2
 #: CPU threads for torch and onnxruntime: one, as in `eval.rvm_parity` (several spin against each other on a
 #: shared machine)
