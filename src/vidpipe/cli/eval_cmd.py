@@ -9,6 +9,10 @@ PySceneDetect's Content/Adaptive/Histogram, TransNetV2 — is scored side by sid
 
 `vidpipe eval rvm-parity [CLIP…]`: our RVM MobileNetV3 against onnxruntime running the official ONNX export,
 state carried over the frames (`vidpipe.eval.rvm_parity`; needs onnxruntime).
+
+`vidpipe eval matte`: matting quality against a known alpha: people matted from real clips by the ONNX reference,
+composited onto moving backgrounds, matted again by our recurrent stage, per frame, and by onnxruntime; MAD, MSE,
+Grad, dtSSD and issue 16's gates (`vidpipe.eval.matte`; needs onnxruntime).
 """
 
 from __future__ import annotations
@@ -141,4 +145,56 @@ def rvm_parity_cmd(
     for r in results:
         typer.echo(r.row())
     if not all(r.passed for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("matte")
+def matte_cmd(
+    clips: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="clip (a path or an opencv-doc name), repeatable or comma-separated [default: vtest.avi, Megamind.avi]"
+        ),
+    ] = None,
+    frames: Annotated[int, typer.Option(min=2, help="frames per clip, from the first")] = 20,
+    size: Annotated[str | None, typer.Option(help="resize to WxH first (one side may be -1)")] = None,
+    downsample: Annotated[
+        float | None, typer.Option(help="RVM downsample_ratio [default: RVM's rule for the size]")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="frames per step of the recurrent run")] = 2,
+    threads: Annotated[int, typer.Option(min=1, help="CPU threads for torch and onnxruntime")] = 1,
+    device: Annotated[
+        str, typer.Option(help="where ours runs: cpu | cuda | cuda:N (fp32; onnxruntime: the CPU)")
+    ] = "cpu",
+    seed: Annotated[int, typer.Option(help="seed of the backgrounds' boxes")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the result as JSON here")] = None,
+) -> None:
+    """MAD, MSE, Grad and dtSSD of our recurrent matte, our per-frame matte and onnxruntime's against a known alpha;
+    exit 1 if a gate fails (recurrent dtSSD ≤ per-frame, recurrent MAD within 10 % of onnxruntime's)."""
+    from ..eval import matte as ev
+    from ..jobs.atomic import write_json
+    from ..models.zoo_rvm import ensure_offline_weights, offline_onnx
+    from ..runtime.device import resolve_device
+    from ..stages.resize import parse_size
+
+    names = [c.strip() for arg in clips for c in arg.split(",") if c.strip()] if clips else list(ev.DEFAULT_CLIPS)
+    ensure_offline_weights(ev.MODEL)
+    result = ev.evaluate(
+        names,
+        onnx=offline_onnx(ev.MODEL),
+        frames=frames,
+        size=parse_size(size) if size else None,
+        downsample=downsample,
+        batch=batch,
+        threads=threads,
+        device=resolve_device(device),
+        seed=seed,
+    )
+    typer.echo(result.table())
+    if json_out is not None:
+        write_json(json_out, result.to_json())
+        typer.echo(f"→ {json_out}", err=True)
+    if not result.passed:
+        failed = "; ".join(g.text for g in result.gates if not g.passed)
+        typer.echo(f"eval matte: gate failed: {failed}", err=True)
         raise typer.Exit(1)
