@@ -207,3 +207,28 @@ def test_ours_matches_torchvision_on_cuda_at_basicvsrpp_size(exact_fp32: None) -
     ours = deform.deform_conv2d(x, offset, weight, bias, mask=mask, padding=1, backend="ours")
     theirs = deform.deform_conv2d(x, offset, weight, bias, mask=mask, padding=1, backend="torchvision")
     assert (ours - theirs).abs().max().item() <= GPU_TOLERANCE * max(1.0, theirs.abs().max().item())
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_through_torchvision_on_cuda(dtype: torch.dtype, exact_fp32: None) -> None:
+    """fp16/bf16 inputs run through torchvision (in fp32, the result back in the input's dtype) and through
+    ours, both within the half dtype's rounding of the fp32 result."""
+    pytest.importorskip("torchvision")
+    cuda = torch.device("cuda")
+    case = CASES["deform groups"]
+    x, offset, weight, bias, mask = (t.to(cuda) for t in _inputs(case, seed=13))
+    want = deform.deform_conv2d(x, offset, weight, bias, mask=mask, padding=1, backend="torchvision")
+    for backend in ("torchvision", "ours"):
+        got = deform.deform_conv2d(
+            x.to(dtype),
+            offset.to(dtype),
+            weight.to(dtype),
+            bias.to(dtype),
+            mask=mask.to(dtype),
+            padding=1,
+            backend=backend,
+        )
+        assert got.dtype == dtype
+        # inputs rounded to 8 (bf16) or 11 (fp16) bits of mantissa: a few per cent of the output's range at most
+        assert (got.float() - want).abs().max().item() < 0.05 * want.abs().max().item(), backend

@@ -143,16 +143,16 @@ def deform_conv2d(
     if backend != "ours":
         op = _torchvision_op()
         if op is not None:
-            return op(
-                x,
-                offset,
-                weight,
-                bias,
+            # its CUDA kernel has no bf16 (and under autocast it runs in fp32): other dtypes go through fp32
+            dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+            out = op(
+                *(None if t is None else t.to(dtype) for t in (x, offset, weight, bias)),
                 stride=layout.stride,
                 padding=layout.padding,
                 dilation=layout.dilation,
-                mask=mask,
+                mask=None if mask is None else mask.to(dtype),
             )
+            return out.to(x.dtype)
         if backend == "torchvision":
             raise ModelError("deform_conv2d backend 'torchvision' asked for, but torchvision does not import")
     return _deform_conv2d(x, offset, weight, bias, mask, layout)
