@@ -245,7 +245,7 @@ class SecondOrderDeformableAlignment(nn.Module):
 
 
 class BasicVSRPlusPlus(nn.Module):
-    """frames (N, T, 3, H, W) RGB 0..1 → (N, T, 3, sH, sW), s = 4 for low-res input (the VSR models) and 1
+    """frames (N, T ≥ 1, 3, H, W) RGB 0..1 → (N, T, 3, sH, sW), s = 4 for low-res input (the VSR models) and 1
     otherwise (H and W then multiples of 4). `deform_backend` picks the deformable convolution's kernel."""
 
     def __init__(
@@ -300,6 +300,9 @@ class BasicVSRPlusPlus(nn.Module):
     def _flows(self, lr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(to_next, to_previous), each N×(T−1)×2×h×w: flow i goes from frame i to i+1, resp. from i+1 to i."""
         n, t, c, h, w = lr.shape
+        if t == 1:  # a single frame: nothing to align, the branches run without flows
+            none = lr.new_zeros(n, 0, 2, h, w)
+            return none, none
         earlier, later = lr[:, :-1].reshape(-1, c, h, w), lr[:, 1:].reshape(-1, c, h, w)
         to_next = self.spynet(earlier, later).view(n, t - 1, 2, h, w)
         to_previous = self.spynet(later, earlier).view(n, t - 1, 2, h, w)
@@ -345,8 +348,6 @@ class BasicVSRPlusPlus(nn.Module):
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise ModelError(f"BasicVSR++ takes N×T×3×H×W frames, got {tuple(frames.shape)}")
         n, t, c, h, w = frames.shape
-        if t < 2:
-            raise ModelError(f"BasicVSR++ needs at least 2 frames (it propagates between them), got {t}")
         if h % self.size_multiple or w % self.size_multiple:
             raise ModelError(f"this BasicVSR++ takes H and W in multiples of {self.size_multiple}, got {h}×{w}")
         flat = frames.reshape(n * t, c, h, w)
