@@ -136,11 +136,6 @@ def test_random_checkpoint_round_trips_through_the_loader(tmp_path: Path) -> Non
         assert torch.equal(reloaded(clip), want)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=ModelError,
-    reason="loading._unwrap does not yet look under mmcv's 'state_dict' (it knows params_ema/params only)",
-)
 def test_the_mmcv_checkpoint_wrapper_loads(tmp_path: Path) -> None:
     """The published files are mmcv checkpoints: the state dict under `state_dict`, beside `meta`."""
     path = tmp_path / "wrapped.pth"

@@ -35,7 +35,7 @@ from torch import nn
 from .. import assets
 from ..errors import ModelError, RetryableStorageError
 from ..paths import sha256_file, write_bytes
-from .archs import ifnet, rrdb, rvm, srvgg, transnetv2  # noqa: F401 (each registers its Architecture on import)
+from .archs import basicvsrpp, ifnet, rrdb, rvm, srvgg, transnetv2  # noqa: F401 (each registers its Architecture on import)
 from .descriptor import ModelDescriptor, detect_architecture, get_architecture
 from .spec import ModelSpec, Task, get_spec, is_registered
 
@@ -93,10 +93,10 @@ def check_sha256(path: Path, expected: str) -> str:
 
 
 def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
-    """BasicSR checkpoints keep weights under `params_ema` (preferred: the EMA generator) or `params`;
-    DataParallel prefixes every key with `module.`."""
+    """BasicSR checkpoints keep weights under `params_ema` (preferred: the EMA generator) or `params`,
+    mmcv/mmagic ones under `state_dict` (beside `meta`); DataParallel prefixes every key with `module.`."""
     if isinstance(obj, Mapping):
-        for key in ("params_ema", "params"):
+        for key in ("params_ema", "params", "state_dict"):
             if isinstance(obj.get(key), Mapping):
                 obj = obj[key]
                 break
@@ -106,7 +106,7 @@ def _unwrap(obj: Any, path: Path) -> dict[str, torch.Tensor]:
     if bad:
         raise ModelError(
             f"{path} is not a plain state dict: entries {bad[:5]} are not tensors; expected a dict of"
-            " tensors, optionally under 'params_ema' or 'params'"
+            " tensors, optionally under 'params_ema', 'params' or 'state_dict'"
         )
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
