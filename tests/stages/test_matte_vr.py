@@ -375,11 +375,10 @@ def _budget_ceiling_mb(manifest: dict) -> tuple[int, int]:
 
 
 def _sbs_clip(path: Path, width: int, height: int, frames: int) -> Path:
-    """A generated SBS clip: a moving lavfi-like gradient per eye (numpy, so no filter graph is needed)."""
+    """A generated SBS clip: moving gradients, mirrored in the right eye (FFV1: any frame size, fast to decode)."""
     with av.open(str(path), "w") as c:
-        s = c.add_stream("mpeg4", rate=RATE)
+        s = c.add_stream("ffv1", rate=RATE)
         s.width, s.height, s.pix_fmt = width, height, "yuv420p"
-        s.options = {"qscale": "4"}
         yy, xx = np.mgrid[0:height, 0 : width // 2]
         for i in range(frames):
             eye = np.stack([(xx + 8 * i) % 256, (yy + 4 * i) % 256, (xx + yy) % 256], axis=-1).astype(np.uint8)
@@ -398,7 +397,7 @@ def test_sbs_clip_on_cuda_stays_within_the_budget(tmp_path, size):
     fp16 on CUDA. The first run probes the stage (its cost row per frame holds both eyes) into a fresh cost book;
     the second, planned from that row, is measured: its peak allocation stays within the scheduler's budget."""
     w, h = size
-    src = _sbs_clip(tmp_path / f"vr_{w}_LR.mp4", w, h, 24)
+    src = _sbs_clip(tmp_path / f"vr_{w}_LR.mkv", w, h, 24)
     book = CostBook(cache_dir=tmp_path / "costs")
     opts = RunOptions(device="cuda", progress="none", schedule=ScheduleOptions(probe="always", book=book),
                       writer=WriterOptions(encoder=EncoderOptions(encoder="ffv1")))  # fmt: skip
