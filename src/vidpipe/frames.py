@@ -134,6 +134,10 @@ class StreamSpec:
     #: sample (pixel) aspect ratio: the picture is shown width × sar wide. Scaling both sides alike keeps it;
     #: a stage that changes the frame's shape sets it so the display aspect stays (or says why not)
     sar: Fraction = Fraction(1)
+    #: how the source packs stereo (VR) views into a frame, as its metadata or file name states it
+    #: (`media.stereo`: mono, sbs, tb, …); None: it does not say. Set from the probe by the runtime
+    #: (`runtime.pipeline.source_spec`); `--layout auto` reads it (stages.matte)
+    stereo: str | None = None
 
     def but(self, **changes: Any) -> StreamSpec:
         return replace(self, **changes)

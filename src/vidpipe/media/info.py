@@ -53,6 +53,9 @@ class VideoInfo:
     field_order: str = "unknown"
     #: each frame holds two fields from two moments: the stages would see combing (`--deinterlace`)
     interlaced: bool = False
+    #: how the frame packs stereo views, from the first frame's STEREO3D side data (media/stereo.py: mono, sbs,
+    #: tb, …); None: the metadata does not say
+    stereo: str | None = None
 
     @property
     def display_size(self) -> tuple[int, int]:

@@ -26,6 +26,7 @@ from ..errors import (
 from ..frames import Colour
 from .colour import MATRIX, PRIMARIES, TRANSFER, name_of
 from .info import Chapter, MediaInfo, StreamInfo, VideoInfo
+from .stereo import packing_of_frame
 
 log = logging.getLogger(__name__)
 
@@ -323,11 +324,13 @@ def probe(path: str | Path, *, count_frames: bool = False, max_pixels: int = 0) 
             raise UnsupportedFormatError(f"{path}: cannot determine a frame rate for the video stream")
         rotation = 0
         field_order, interlaced = "unknown", False
+        stereo = None
         try:
             c.seek(0)
             decoded = c.decode(vs)
             frame = next(decoded)
             rotation = round(frame.rotation or 0)
+            stereo = packing_of_frame(frame)
             field_order, interlaced = _scan(cc, frame, decoded, tb)
             if frame.format.name != pix_fmt and not (
                 alpha and cc.name in _LIBVPX_ALPHA
@@ -364,6 +367,7 @@ def probe(path: str | Path, *, count_frames: bool = False, max_pixels: int = 0) 
             start_time=start,
             field_order=field_order,
             interlaced=interlaced,
+            stereo=stereo,
         )
         chapters = tuple(
             Chapter(

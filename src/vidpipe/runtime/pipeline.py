@@ -31,6 +31,7 @@ from ..media.buffers import HostBuffers
 from ..media.info import MediaInfo
 from ..media.probe import max_pixels_limit, probe
 from ..media.reader import ReaderOptions, VideoReader
+from ..media.stereo import declared_packing
 from ..media.threads import Consumer
 from ..media.writer import VideoWriter, WriterOptions, WriterStats, check_target
 from ..media.yuv import PlanarBatch, fit, planes_to_rgb, rgb_to_planes
@@ -129,6 +130,7 @@ def source_spec(info: MediaInfo, keep_alpha: bool = True) -> StreamSpec:
         nominal_rate=v.rate,
         frames=v.frames,
         sar=1 / v.sar if v.rotation % 180 else v.sar,  # a quarter turn swaps the pixel's sides too
+        stereo=declared_packing(v.stereo, info.path, v.rotation),  # type: ignore[arg-type]
     )
 
 

@@ -21,6 +21,33 @@
   where its effect on the matte has faded (the parity evaluation carries state over ≥ 30 frames too).
 - `reset_at_cuts`: a new shot shares nothing with the last one; the engine starts afresh at hard cuts (`--cuts`).
 
+VR (`layout`, `--layout auto|mono|sbs|tb`):
+- `sbs` frames hold the left eye in the left half and the right eye in the right half, `tb` the top and the
+  bottom half. Both eyes go through ONE network call as a batch of two (B = 2, T = the batch's frames): RVM keeps
+  its recurrent state per batch element, so each eye has its own state (a state tensor's first dimension is the
+  eye), and the two alphas are put back in place; the outputs (rgba, alpha, composite, green) are then made on
+  the whole frame as for mono. An eye's result equals that eye's half matted as a video of its own within fp32
+  rounding (the batch of two sums in another order than a batch of one; tests/stages/test_matte_vr.py), and
+  one eye's pixels never reach the other's output. The state stays a pure value, so snapshots, pre-roll and
+  resets at cuts (both eyes at once) work as for mono. `auto_downsample` is taken on one eye's size: an 8K×4K
+  SBS frame is two 3840×3840 eyes at 0.125.
+- `auto` takes what the input states (`StreamSpec.stereo`: its stereo metadata, else its name's `_LR`/`_TB`
+  tokens; `media.stereo`), else mono. A stated packing that is not two halves (frame sequence, checkerboard,
+  lines, columns) is refused (`--layout mono` mattes such frames as one picture). An sbs frame of odd width or a
+  tb frame of odd height has no two equal eyes: a UsageError naming the size. So is a stereo layout after
+  `--pad` (the padded frame's halves are not the eyes).
+
+Memory (what the scheduler sizes T by): per frame, the network's activations at the downsampled size (backbone,
+LR-ASPP, decoder: proportional to eyes × eye area × ratio²) plus the Deep Guided Filter's at the full size
+(the frame as floats, its 4-channel guide, the upsampled A and b, A·x + b and the outputs: about 25 values per
+pixel in the stage's dtype, ≈ 1.5 GB per 8K×4K frame in fp16, the same whatever the layout, as the eyes tile the
+frame). `cost_signature` holds the layout and the eye count and the cost probe runs `probe_call` (a step from a
+fresh state) on whole frames, so a measured row's memory per frame holds both eyes and a mono row never sizes
+a stereo run: T shrinks as the eyes' cost grows. If one frame does not fit at T = 1, the OOM policy ends the run
+with its `DeviceOutOfMemoryError` (exit 5). What a user can do then: a smaller `--downsample` (the
+low-resolution part shrinks with ratio²), fp16 (the default on CUDA; `--dtype fp32` doubles both parts), or a
+smaller frame before matting (`--resize WxH --order resize,matte`), the one thing that shrinks the refiner's part.
+
 Outputs (`output`, `--matte-output`):
 - `rgba`: the *source's* RGB, untouched, plus the predicted alpha (C = 4); the writer keeps alpha in VP9 WebM
   (`yuva420p`), ProRes 4444, FFV1 and PNG. RVM's predicted foreground is never used: compositing from it leaves
@@ -61,6 +88,11 @@ log = logging.getLogger(__name__)
 
 Output = Literal["rgba", "alpha", "composite", "green"]
 OUTPUTS: Final[tuple[Output, ...]] = ("rgba", "alpha", "composite", "green")
+Layout = Literal["mono", "sbs", "tb"]
+#: `--layout` values: auto (what the input states, else mono) or one of the layouts
+LAYOUTS: Final[tuple[str, ...]] = ("auto", "mono", "sbs", "tb")
+#: the frame axis a layout halves into its two eyes (left/top first): width for sbs, height for tb
+EYE_AXIS: Final[dict[Layout, int]] = {"sbs": -1, "tb": -2}
 #: RVM's authors keep the downsampled frame's long side at 480 px (their table, module docstring) ...
 AUTO_LONG_SIDE: Final = 480
 #: ... and run frames up to 512 px at full resolution (ratio 1: no refiner)
@@ -220,6 +252,35 @@ def parse_background(value: str) -> Background:
     return MovingBackground(path)
 
 
+def resolve_layout(request: str, stated: str | None) -> Layout:
+    """The layout a run mattes: `request` unless "auto", else what the input states (`StreamSpec.stereo`), else
+    mono. A stated packing whose views are not two halves of the frame is refused rather than matted as one
+    picture with both eyes in its recurrent state."""
+    if request not in LAYOUTS:
+        raise UsageError(f"invalid --layout {request!r}; valid: {', '.join(LAYOUTS)}")
+    if request != "auto":
+        return request  # type: ignore[return-value]
+    if stated is None or stated in EYE_AXIS or stated == "mono":
+        return stated or "mono"  # type: ignore[return-value]
+    raise UsageError(
+        f"--layout auto: the input states the stereo packing {stated!r}, whose views are not the halves of a frame; "
+        "the matte stage splits sbs (left/right) and tb (top/bottom) only. Give --layout mono to matte each frame "
+        "as one picture"
+    )
+
+
+def eye_size(layout: Layout, width: int, height: int) -> tuple[int, int]:
+    """(width, height) of one eye; an sbs (tb) frame of odd width (height) has no two equal halves: UsageError."""
+    if layout == "mono":
+        return width, height
+    axis, side = ("width", width) if layout == "sbs" else ("height", height)
+    if side % 2:
+        raise UsageError(
+            f"--layout {layout} needs an even frame {axis} to split into two eyes; the input is {width}×{height}"
+        )
+    return (width // 2, height) if layout == "sbs" else (width, height // 2)
+
+
 class Matte(RecurrentStage):
     name = "matte"
     unit = "frame"
@@ -235,8 +296,10 @@ class Matte(RecurrentStage):
         downsample: str | float | None = None,
         dtype: str = "auto",
         compile: bool = False,
+        layout: str = "auto",
     ) -> None:
         check_dtype(dtype)
+        resolve_layout(layout, None)  # a bad value fails when the chain is built, before any input is read
         if output not in OUTPUTS:
             raise UsageError(f"invalid --matte-output {output!r}; valid: {', '.join(OUTPUTS)}")
         if output == "composite" and background is None:
@@ -261,6 +324,10 @@ class Matte(RecurrentStage):
         #: what `alpha` calls: the loaded network, or its torch.compile'd form
         self.net: Any = None
         self.size = (0, 0)
+        self.layout_request = layout
+        #: the layout of the input set up last (`setup`), and the size of one of its eyes
+        self.layout: Layout = "mono"
+        self.eye = (0, 0)
         self.stop_check: StopCheck = never
 
     # -- setup --
@@ -278,13 +345,25 @@ class Matte(RecurrentStage):
                 # left out: their outputs are overwritten by the next replay, and the states are carried
                 self.net = torch.compile(self.loaded.module, mode="max-autotune-no-cudagraphs", dynamic=False)
         self.size = (spec.width, spec.height)
+        # the layout comes from the run's input description (`StreamSpec.stereo`, set from the probe by the
+        # runtime) rather than from the input's path at build time: one chain serves every input of a run, and the
+        # spec is what `setup` already receives per input, so no stage needs a path or a probe of its own
+        self.layout = resolve_layout(self.layout_request, spec.stereo)
+        if self.layout != "mono" and spec.crop_to is not None:
+            raise UsageError(
+                f"--layout {self.layout} after --pad: the padded frame's halves are not the eyes; pad after matting "
+                "(--order) or leave --pad out"
+            )
+        self.eye = eye_size(self.layout, *self.size)
         ratio = self.downsample_request
-        self.downsample_ratio = auto_downsample(*self.size) if ratio is None else ratio
+        self.downsample_ratio = auto_downsample(*self.eye) if ratio is None else ratio  # RVM sees one eye
         log.info(
-            "matte: %s on %s in %s, downsample %.4g%s, output %s%s",
+            "matte: %s on %s in %s, layout %s%s, downsample %.4g%s, output %s%s",
             Path(str(self.model_ref)).name,
             device,
             self.dtype_name,
+            self.layout,
+            f" ({self.eye[0]}×{self.eye[1]} eyes)" if self.layout != "mono" else "",
             self.downsample_ratio,
             " (auto)" if ratio is None else "",
             self.output,
@@ -298,19 +377,25 @@ class Matte(RecurrentStage):
 
     # -- frames --
     def alpha(self, frames: FrameBatch, state: State | None) -> tuple[torch.Tensor, State]:
-        """The predicted alpha (T×1×H×W float 0..1 in the stage's dtype) and the state after the last frame."""
+        """The predicted alpha (T×1×H×W float 0..1 in the stage's dtype) and the state after the last frame. A
+        stereo frame's eyes are batch elements of one call (B = 2: RVM keeps a state per batch element, so each
+        eye has its own), and their alphas are put back side by side (top and bottom)."""
         assert self.loaded is not None, "step() after setup()"
         self.stop_check()
         x = to_float(frames, self.dtype)[:, :3].to(self.device, non_blocking=True)
+        axis = EYE_AXIS.get(self.layout)
+        if axis is not None:
+            x = torch.cat(x.chunk(2, dim=axis))  # (2T)×3×h×w: the left (top) eye's frames, then the other's
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
+        x = x.unflatten(0, (1 if axis is None else 2, -1))  # B×T×3×h×w (a view: channels-last kept)
         rec = state if state is not None else (None, None, None, None)
         # layer by layer on the CPU (eager only: hooks do not run inside a compiled graph); GPU layers are queued
         eager = self.device.type == "cpu" and self.net is self.loaded.module
         with torch.no_grad(), layer_checks(self.loaded.module, self.stop_check if eager else never):
             # not inference_mode: its tensors refuse the in-place ops that follow (from_float)
-            _fgr, pha, *new = self.net(x[None], *rec, downsample_ratio=self.downsample_ratio)
-        return pha[0], tuple(new)
+            _fgr, pha, *new = self.net(x, *rec, downsample_ratio=self.downsample_ratio)
+        return (pha[0] if axis is None else torch.cat(pha.unbind(0), dim=axis)), tuple(new)
 
     def step(self, frames: FrameBatch, state: State | None) -> tuple[FrameBatch, State]:
         pha, new = self.alpha(frames, state)
@@ -386,6 +471,19 @@ class Matte(RecurrentStage):
             "output": self.output,
             "background": bg.signature() if isinstance(bg, MovingBackground) else bg,
             "preroll": self.preroll,
+            # the network's work per frame (one call of B = eyes), so cost rows of other layouts never apply
+            "layout": self.layout,
+            "eyes": 1 if self.layout == "mono" else 2,
+        }
+
+    def report(self) -> dict[str, Any]:
+        """The manifest's `stage_reports.matte`: the layout matted, as asked and as resolved, and one eye's size."""
+        return {
+            "layout": self.layout,
+            "layout_requested": self.layout_request,
+            "eyes": 1 if self.layout == "mono" else 2,
+            "eye_size": list(self.eye),
+            "downsample_ratio": self.downsample_ratio,
         }
 
     def cost_signature(self) -> dict[str, Any]:

@@ -154,6 +154,7 @@ def _pad_sample() -> list[Stage]:
 # --- matte -------------------------------------------------------------------------------------------------------
 
 MATTE_OUTPUTS: Final = ("rgba", "alpha", "composite", "green")  # the stage's own (stages.matte), checked in the tests
+MATTE_LAYOUTS: Final = ("auto", "mono", "sbs", "tb")  # stages.matte.LAYOUTS, checked in the tests
 
 
 def _matte(values: Values) -> Stage:
@@ -166,6 +167,7 @@ def _matte(values: Values) -> Stage:
         downsample=values.get("downsample", "auto"),
         dtype=values.get("dtype", "auto"),
         compile=values.get("compile", False),  # upscale's entry owns --compile: "torch.compile model stages"
+        layout=choice(values.get("layout", "auto"), MATTE_LAYOUTS, "--layout"),
     )
 
 
@@ -353,6 +355,16 @@ STAGES: Final[dict[str, StageEntry]] = {
                 ),
                 OptionSpec(
                     "background", str, None, "--matte-output composite: a colour (#00ff00, green), an image or a video"
+                ),
+                OptionSpec(
+                    "layout",
+                    str,
+                    "auto",
+                    "--matte on VR video: auto (the input's stereo metadata, else a name token _LR/_SBS/_3DH or "
+                    "_TB/_OU/_3DV, else mono) | mono | sbs (left/right eyes) | tb (top/bottom); each eye is matted "
+                    "with its own recurrent state",
+                    MATTE_LAYOUTS,
+                    "--layout",
                 ),
             ),
             shared=("dtype",),
