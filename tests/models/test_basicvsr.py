@@ -27,7 +27,7 @@ from vidpipe.models.spec import get_spec
 from vidpipe.models.zoo_basicvsr import MODELS, REDS4, ensure_offline_weights, wheel_file
 
 #: the official BasicVSR: 64 channels, 30 residual blocks per branch (BasicSR's REDS/Vimeo-90K configs)
-OFFICIAL = {"num_feat": 64, "num_block": 30, "hr_feat": 64, "scale": SCALE}
+OFFICIAL = {"num_feat": 64, "num_block": 30, "hr_feat": 64, "spynet": [8, 32, 64, 32, 16, 2], "scale": SCALE}
 #: the wheel's three files: SPyNet 6 levels × 5 convolutions × 2 + mean/std, 2 trunks × (2 + 30 × 4),
 #: fusion/upconv1/upconv2/conv_hr/conv_last × 2
 OFFICIAL_KEYS = 6 * 5 * 2 + 2 + 2 * (2 + 30 * 4) + 5 * 2
@@ -72,25 +72,28 @@ def test_spynet_buffers_are_the_imagenet_statistics(official_state):
 
 def test_round_trip_random_weights_same_outputs(tmp_path):
     torch.manual_seed(1)
-    net = BasicVSR(num_feat=8, num_block=2, hr_feat=8).eval()
+    net = BasicVSR(num_feat=8, num_block=2, hr_feat=4, spynet=(8, 16, 8, 8, 4, 2)).eval()
     path = save_safetensors(net.state_dict(), tmp_path / "small.safetensors")
     loaded = load_model_info(path, "cpu", torch.float32, task="vsr")
-    assert loaded.arch == ARCH and loaded.params == {"num_feat": 8, "num_block": 2, "hr_feat": 8, "scale": 4}
+    want = {"num_feat": 8, "num_block": 2, "hr_feat": 4, "spynet": [8, 16, 8, 8, 4, 2], "scale": 4}
+    assert loaded.arch == ARCH and loaded.params == want
     x = torch.rand(1, 3, 3, 20, 28)
     with torch.no_grad():
-        assert torch.equal(loaded.module(x), net(x))
-        assert loaded.module(x).shape == (1, 3, 3, 80, 112)
-        assert loaded.module(x[0]).shape == (3, 3, 80, 112)  # T×3×H×W works too
+        out = loaded.module(x)
+        assert out.shape == (1, 3, 3, 80, 112)
+        assert torch.equal(out, net(x))
+        assert torch.equal(loaded.module(x[0]), out[0])  # T×3×H×W works too
 
 
 def test_a_vsr_model_is_refused_by_another_stage_task(tmp_path):
-    path = save_safetensors(BasicVSR(num_feat=8, num_block=1, hr_feat=8).state_dict(), tmp_path / "v.safetensors")
+    small = BasicVSR(num_feat=8, num_block=1, hr_feat=8, spynet=(8, 8, 8, 8, 8, 2))
+    path = save_safetensors(small.state_dict(), tmp_path / "v.safetensors")
     with pytest.raises(ModelError, match="not for upscale"):
         load_model_info(path, "cpu", torch.float32, task="upscale")
 
 
 def test_build_rejects_a_broken_layout():
-    state = BasicVSR(num_feat=8, num_block=2, hr_feat=8).state_dict()
+    state = BasicVSR(num_feat=8, num_block=2, hr_feat=8, spynet=(8, 8, 8, 8, 8, 2)).state_dict()
     with pytest.raises(ModelError, match="missing"):
         build_basicvsr({k: v for k, v in state.items() if not k.startswith("forward_trunk.main.0")})
     gap = {k: v for k, v in state.items() if not k.startswith("forward_trunk.main.2.0.")}

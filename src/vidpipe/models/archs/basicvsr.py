@@ -53,7 +53,8 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 #: the propagation trunks' and the reconstruction's LeakyReLU slope
 LRELU_SLOPE = 0.1
-#: each SPyNet level's widths: frame pair (3 + 3) + flow (2) in, flow residual (2) out
+#: each SPyNet level's widths in the official checkpoints: frame pair (3 + 3) + flow (2) in, 32, 64, 32, 16,
+#: flow residual (2) out (read from the weights: a small random network for tests may be narrower)
 SPYNET_WIDTHS = (8, 32, 64, 32, 16, 2)
 
 Padding = Literal["zeros", "border"]
@@ -75,10 +76,10 @@ class SpyLevel(nn.Module):
     """One SPyNet level: five 7×7 convolutions (ReLU between) from [reference, warped support, flow] to the flow
     residual. Keys `basic_module.{0,2,4,6,8}` (the ReLUs hold the odd places)."""
 
-    def __init__(self) -> None:
+    def __init__(self, widths: tuple[int, ...] = SPYNET_WIDTHS) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for k, (cin, cout) in enumerate(itertools.pairwise(SPYNET_WIDTHS)):
+        for k, (cin, cout) in enumerate(itertools.pairwise(widths)):
             if k:
                 layers.append(nn.ReLU())
             layers.append(nn.Conv2d(cin, cout, 7, 1, 3))
@@ -92,9 +93,9 @@ class SPyNet(nn.Module):
     """Coarse-to-fine optical flow (Ranjan & Black 2017) as BasicVSR uses it: `forward(ref, supp)` is the flow
     that warps `supp` onto `ref` (pixels, N×2×H×W)."""
 
-    def __init__(self) -> None:
+    def __init__(self, widths: tuple[int, ...] = SPYNET_WIDTHS) -> None:
         super().__init__()
-        self.basic_module = nn.ModuleList(SpyLevel() for _ in range(SPYNET_LEVELS))
+        self.basic_module = nn.ModuleList(SpyLevel(widths) for _ in range(SPYNET_LEVELS))
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1))
 
@@ -158,13 +159,15 @@ class Trunk(nn.Module):
 class BasicVSR(nn.Module):
     """BasicVSR ×4 (see the module docstring). `forward(x)`: B×T×3×H×W (or T×3×H×W) → the same at ×4."""
 
-    def __init__(self, *, num_feat: int = 64, num_block: int = 30, hr_feat: int = 64) -> None:
+    def __init__(
+        self, *, num_feat: int = 64, num_block: int = 30, hr_feat: int = 64, spynet: tuple[int, ...] = SPYNET_WIDTHS
+    ) -> None:
         super().__init__()
-        self.num_feat, self.num_block, self.hr_feat = num_feat, num_block, hr_feat
+        self.num_feat, self.num_block, self.hr_feat, self.spynet_widths = num_feat, num_block, hr_feat, spynet
         self.scale = SCALE
         self.size_multiple = 1
         self.in_channels = self.out_channels = 3
-        self.spynet = SPyNet()
+        self.spynet = SPyNet(spynet)
         self.backward_trunk = Trunk(num_feat + 3, num_feat, num_block)
         self.forward_trunk = Trunk(num_feat + 3, num_feat, num_block)
         self.fusion = nn.Conv2d(2 * num_feat, num_feat, 1)
@@ -175,7 +178,13 @@ class BasicVSR(nn.Module):
 
     @property
     def hparams(self) -> dict[str, Any]:
-        return {"num_feat": self.num_feat, "num_block": self.num_block, "hr_feat": self.hr_feat, "scale": SCALE}
+        return {
+            "num_feat": self.num_feat,
+            "num_block": self.num_block,
+            "hr_feat": self.hr_feat,
+            "spynet": list(self.spynet_widths),
+            "scale": SCALE,
+        }
 
     def flows(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(to_next, to_prev), each B×(T−1)×2×H×W: to_next[:, i] warps frame i+1's features onto frame i (the
@@ -251,7 +260,12 @@ def build_basicvsr(state: Mapping[str, torch.Tensor]) -> BasicVSR:
     blocks = {int(k.split(".")[3]) for k in state if k.startswith("forward_trunk.main.2.")}
     if not blocks or blocks != set(range(len(blocks))):
         raise ModelError(f"{ARCH}: residual blocks must be numbered 0…n−1, found {sorted(blocks)}")
-    return BasicVSR(num_feat=num_feat, num_block=len(blocks), hr_feat=int(hr.shape[0]))
+    level = "spynet.basic_module.0.basic_module"
+    convs = [state.get(f"{level}.{2 * k}.weight") for k in range(len(SPYNET_WIDTHS) - 1)]
+    if any(c is None for c in convs):
+        raise ModelError(f"{ARCH}: SPyNet needs five convolutions per level ({level}.0 … .8)")
+    spynet = (int(convs[0].shape[1]), *(int(c.shape[0]) for c in convs))  # type: ignore[union-attr]
+    return BasicVSR(num_feat=num_feat, num_block=len(blocks), hr_feat=int(hr.shape[0]), spynet=spynet)
 
 
 ARCHITECTURE = register_architecture(
