@@ -217,12 +217,14 @@ def evaluate(
     device: torch.device | str = "cpu",
     *,
     frames: int = 8,
+    start: int = 0,
     divisor: int = 4,
     window: int | None = None,
     overlap: int | None = None,
     dtype: str = "auto",
 ) -> QualityResult:
-    """Score `model` and bicubic on each clip's first `frames` frames at 1/`divisor` of its size (module doc)."""
+    """Score `model` and bicubic on `frames` frames of each clip from frame `start`, at 1/`divisor` of its size
+    (module doc)."""
     if frames < 2:
         raise UsageError(f"--frames must be ≥ 2 (BasicVSR needs neighbours), got {frames}")
     dev = torch.device(device)
@@ -232,7 +234,7 @@ def evaluate(
         t0 = time.perf_counter()
         path = clip_path(str(clip))
         size = hr_size(path, divisor)
-        hr = read_frames(path, frames, size)
+        hr = read_frames(path, frames, size, start=start)
         lr = degrade(hr)
         lr_size = (lr.shape[-1], lr.shape[-2])
         kw: dict[str, Any] = {"dtype": dtype}
