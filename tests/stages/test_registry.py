@@ -39,7 +39,9 @@ def test_recipe_takes_stage_options_as_keywords_and_refuses_unknown_ones():
     again = dataclasses.replace(recipe, interpolate="r", encoder="h264")
     assert (again.upscale, again.interpolate, again.fps, again.encoder) == ("m", "r", "60", "h264")
     assert again != recipe and dataclasses.replace(again, interpolate=None, encoder="ffv1") == recipe
-    listed = r"valid: cuts, pad, matte, downsample, matte_output, background, dtype, vsr, vsr_window, vsr_overlap, upscale, "
+    listed = (
+        r"valid: cuts, pad, matte, downsample, matte_output, background, dtype, vsr, vsr_window, vsr_overlap, upscale, "
+    )
     with pytest.raises(TypeError, match=r"unknown option\(s\) upscal; " + listed):
         PipelineRecipe(upscal="m")
     with pytest.raises(AttributeError, match="upscal"):

@@ -420,7 +420,7 @@ STAGES: Final[dict[str, StageEntry]] = {
                 ),
                 OptionSpec("vsr_window", int, None, "--vsr: kept frames per window T (default 16)", min=1),
                 OptionSpec(
-                    "vsr_overlap", int, None, "--vsr: context frames on each side of a window (default 8)", min=0
+                    "vsr_overlap", int, None, "--vsr: context frames on each side of a window (default 16)", min=0
                 ),
             ),
             shared=("dtype",),

@@ -12,8 +12,9 @@ engine's windows.
   `overlap` frames of context on each side (fewer at the stream's ends) and keeps the centre ones (`seam`
   "pick"). BasicVSR propagates features across the whole sequence it is given, both ways, so no finite overlap
   makes a chunked run equal to one call over the whole video; the overlap bounds the difference. The default
-  overlap is to come from `vidpipe eval vsr-seams` (docs/benchmarks.md, "BasicVSR (issue 18)"): the least overlap
-  with every frame of a real clip, seams included, ≥ `SEAM_GATE_DB` against the whole-sequence run.
+  overlap comes from `vidpipe eval vsr-seams` (docs/benchmarks.md, "BasicVSR (issue 18)"): the least overlap
+  with every frame of a real clip, seams included, ≥ `SEAM_GATE_DB` against the whole-sequence run. The
+  difference decays slowly with distance: frames 8–16 frames from a window's edge still differ at 30–35 dB.
   A window covering the whole clip is the whole-sequence call exactly.
 - An out-of-memory error shrinks the window (the engine's policy: halved, then 1 kept frame), with full context.
 - On the CPU, the run's stop check is called before every layer (`stages.interrupt`): a window takes minutes.
@@ -39,14 +40,15 @@ log = logging.getLogger(__name__)
 #: the model task this stage loads (`models.spec.Task`): any architecture registered for it
 TASK: Final = "vsr"
 #: kept frames per window (T) by default: a window runs T + 2·O frames for T kept ones (1 + 2·O/T network frames
-#: per output frame: 2 at T = 16, O = 8). A seam frame has O frames of context on its short side whatever T is,
+#: per output frame: 3 at T = 16, O = 16). A seam frame has O frames of context on its short side whatever T is,
 #: so the overlap measured at T = 8 (`vidpipe eval vsr-seams`) holds for larger T. The GPU memory of a window
 #: (T + 2·O frames of features, both branches) is not measured yet: an OOM shrinks the window (engine policy)
 DEFAULT_WINDOW: Final = 16
-#: context frames on each side by default. To be the least overlap of `vidpipe eval vsr-seams` (0/2/4/8/16 at
-#: T = 8) with every frame of a real clip ≥ `SEAM_GATE_DB` against the whole-sequence run; that measurement did
-#: not finish on the shared CPU machine (docs/benchmarks.md, "BasicVSR (issue 18)"), so 8 is provisional
-DEFAULT_OVERLAP: Final = 8
+#: context frames on each side by default: the least overlap of `vidpipe eval vsr-seams` (0/2/4/8/16 at T = 8,
+#: vtest, 24 frames at 48×36) with every frame ≥ `SEAM_GATE_DB` against the whole-sequence run. Only 16 passed
+#: (at 8 the worst frame was 33.8 dB; docs/benchmarks.md, "BasicVSR (issue 18)"), and on that 24-frame clip 16
+#: frames of context make every window the whole clip: a longer clip is still to be measured
+DEFAULT_OVERLAP: Final = 16
 #: issue 18's acceptance line for chunked vs whole-sequence output, every frame, seams included
 SEAM_GATE_DB: Final = 45.0
 
