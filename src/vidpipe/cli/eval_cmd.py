@@ -150,9 +150,11 @@ def vsr_cmd(
         list[str] | None, typer.Argument(help="clips (default: opencv-doc vtest.avi, box.mp4, Megamind.avi)")
     ] = None,
     model: Annotated[str, typer.Option(help="vsr model: registry name, cache name or weights path")] = "basicvsr-reds4",
-    frames: Annotated[int, typer.Option(min=2, help="frames per clip")] = 8,
-    start: Annotated[int, typer.Option(min=0, help="first frame of each clip")] = 0,
-    divisor: Annotated[int, typer.Option(min=1, help="ground truth = the clip at 1/DIVISOR of its size")] = 4,
+    frames: Annotated[int, typer.Option(min=2, help="frames per clip")] = 12,
+    start: Annotated[
+        int, typer.Option(min=0, help="first frame of each clip (30: past Megamind's fade from black)")
+    ] = 30,
+    divisor: Annotated[int, typer.Option(min=1, help="ground truth = the clip at 1/DIVISOR of its size")] = 2,
     window: Annotated[int | None, typer.Option(min=1, help="kept frames per window [default: the stage's]")] = None,
     overlap: Annotated[int | None, typer.Option(min=0, help="context frames per side [default: the stage's]")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
