@@ -39,7 +39,10 @@ def test_recipe_takes_stage_options_as_keywords_and_refuses_unknown_ones():
     again = dataclasses.replace(recipe, interpolate="r", encoder="h264")
     assert (again.upscale, again.interpolate, again.fps, again.encoder) == ("m", "r", "60", "h264")
     assert again != recipe and dataclasses.replace(again, interpolate=None, encoder="ffv1") == recipe
-    listed = r"valid: cuts, pad, matte, downsample, matte_output, background, layout, dtype, upscale, "
+    listed = (
+        r"valid: cuts, pad, matte, downsample, matte_output, background, layout, dtype, vsr, vsr_window, vsr_overlap, "
+        r"upscale, "
+    )
     with pytest.raises(TypeError, match=r"unknown option\(s\) upscal; " + listed):
         PipelineRecipe(upscal="m")
     with pytest.raises(AttributeError, match="upscal"):
@@ -67,18 +70,22 @@ def test_resize_and_pad_are_built_from_their_entries():
 
 def test_order_generalises_to_any_list_of_registered_stages():
     # cuts runs first by default: it must see the source frames
-    assert run_order("upscale,interpolate") == ["cuts", "pad", "matte", "upscale", "interpolate", "resize"]
-    assert run_order("interpolate,upscale") == ["cuts", "pad", "matte", "interpolate", "upscale", "resize"]
-    assert run_order("resize,pad") == ["cuts", "resize", "matte", "upscale", "interpolate", "pad"]
+    assert run_order("upscale,interpolate") == ["cuts", "pad", "matte", "vsr", "upscale", "interpolate", "resize"]
+    assert run_order("interpolate,upscale") == ["cuts", "pad", "matte", "vsr", "interpolate", "upscale", "resize"]
+    assert run_order("resize,pad") == ["cuts", "resize", "matte", "vsr", "upscale", "interpolate", "pad"]
     # matting sees the source's frames, before any upscale (cheaper; RVM's downsample rule is for them)
-    assert run_order("upscale,matte") == ["cuts", "pad", "upscale", "matte", "interpolate", "resize"]
+    assert run_order("upscale,matte") == ["cuts", "pad", "upscale", "vsr", "matte", "interpolate", "resize"]
+    # video SR too: it is trained on the source's own low-resolution frames
+    assert run_order("upscale,vsr") == ["cuts", "pad", "matte", "upscale", "vsr", "interpolate", "resize"]
     chain = PipelineRecipe(pad=16, resize="64x-1", order="resize,pad").stages()
     assert [s.name for s in chain] == ["resize", "pad"]
 
 
 @pytest.mark.parametrize("order", ["a,b", "upscale,upscale", "upscale,warp"])
 def test_unknown_or_repeated_order_names_are_usage_errors_listing_the_stages(order):
-    with pytest.raises(UsageError, match=r"valid: upscale,interpolate, interpolate,upscale .*pad, matte, upscale, "):
+    with pytest.raises(
+        UsageError, match=r"valid: upscale,interpolate, interpolate,upscale .*pad, matte, vsr, upscale, "
+    ):
         PipelineRecipe(order=order).stages()
 
 
@@ -91,7 +98,7 @@ def test_run_cli_order_unknown_stage_exits_2(cli, make):
     clip = make("reg.mkv", frames=2, size=(64, 48))
     res = cli("run", str(clip), "-o", str(clip.with_name("o.mkv")), "--pad", "16", "--order", "pad,warp")
     assert res.returncode == 2
-    assert "unknown: warp" in res.stderr and "pad, matte, upscale, interpolate, resize" in res.stderr
+    assert "unknown: warp" in res.stderr and "pad, matte, vsr, upscale, interpolate, resize" in res.stderr
 
 
 def test_registry_imports_neither_torch_nor_a_stage_module():
@@ -112,9 +119,9 @@ def test_doctor_lists_every_registered_stage_and_sizes_stages_through_the_regist
         line = next(ln for ln in lines if ln.strip().startswith(f"stage {name}:"))
         assert all(o.flag in line for o in e.options)
     assert doctor._stage("interpolate", "rife-hdv3").name == "interpolate"
-    with pytest.raises(UsageError, match=r"stage 'resize' takes no model; valid: matte, upscale, interpolate"):
+    with pytest.raises(UsageError, match=r"stage 'resize' takes no model; valid: matte, vsr, upscale, interpolate"):
         doctor._stage("resize", "x")
-    stages = "cuts, pad, matte, upscale, interpolate, resize"
+    stages = "cuts, pad, matte, vsr, upscale, interpolate, resize"
     with pytest.raises(UsageError, match=rf"unknown stage 'warp'; valid: {stages}"):
         doctor._stage("warp", "x")
 

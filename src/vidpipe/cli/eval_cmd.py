@@ -13,6 +13,9 @@ state carried over the frames (`vidpipe.eval.rvm_parity`; needs onnxruntime).
 `vidpipe eval matte`: matting quality against a known alpha: people matted from real clips by the ONNX reference,
 composited onto moving backgrounds, matted again by our recurrent stage, per frame, and by onnxruntime; MAD, MSE,
 Grad, dtSSD and issue 16's gates (`vidpipe.eval.matte`; needs onnxruntime).
+
+`vidpipe eval vsr` / `vsr-seams`: BasicVSR (or any vsr model) against bicubic on real clips, and windowed against
+whole-sequence output per overlap (`vidpipe.eval.vsr`).
 """
 
 from __future__ import annotations
@@ -197,4 +200,91 @@ def matte_cmd(
     if not result.passed:
         failed = "; ".join(g.text for g in result.gates if not g.passed)
         typer.echo(f"eval matte: gate failed: {failed}", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("vsr")
+def vsr_cmd(
+    clips: Annotated[
+        list[str] | None, typer.Argument(help="clips (default: opencv-doc vtest.avi, box.mp4, Megamind.avi)")
+    ] = None,
+    model: Annotated[str, typer.Option(help="vsr model: registry name, cache name or weights path")] = "basicvsr-reds4",
+    frames: Annotated[int, typer.Option(min=2, help="frames per clip")] = 12,
+    start: Annotated[
+        int, typer.Option(min=0, help="first frame of each clip (30: past Megamind's fade from black)")
+    ] = 30,
+    divisor: Annotated[int, typer.Option(min=1, help="ground truth = the clip at 1/DIVISOR of its size")] = 2,
+    window: Annotated[int | None, typer.Option(min=1, help="kept frames per window [default: the stage's]")] = None,
+    overlap: Annotated[int | None, typer.Option(min=0, help="context frames per side [default: the stage's]")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto | fp32 | fp16 | bf16")] = "auto",
+    json_out: Annotated[Path | None, typer.Option("--json", help="also write the result as JSON here")] = None,
+) -> None:
+    """PSNR of the vsr model and of bicubic ×4 against each clip (bicubic-downsampled ×4 first), per clip and
+    pooled; exit 1 unless the model is ≥ bicubic + 2 dB pooled (RGB)."""
+    from ..eval.vsr import DEFAULT_CLIPS, evaluate
+    from ..jobs.atomic import write_json
+    from ..runtime.device import resolve_device
+
+    result = evaluate(
+        clips or list(DEFAULT_CLIPS),
+        model,
+        resolve_device(device),
+        frames=frames,
+        start=start,
+        divisor=divisor,
+        window=window,
+        overlap=overlap,
+        dtype=dtype,
+    )
+    typer.echo(result.table())
+    if json_out is not None:
+        write_json(json_out, result.to_json())
+        typer.echo(f"→ {json_out}", err=True)
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+@app.command("vsr-seams")
+def vsr_seams_cmd(
+    clip: Annotated[str, typer.Argument(help="a real clip (opencv-doc name or path)")] = "vtest.avi",
+    model: Annotated[str, typer.Option(help="vsr model: registry name, cache name or weights path")] = "basicvsr-reds4",
+    frames: Annotated[int, typer.Option(min=2, help="frames from the first")] = 24,
+    size: Annotated[str, typer.Option(help="low-resolution input WxH (the clip area-resized)")] = "48x36",
+    window: Annotated[int, typer.Option(min=1, help="kept frames per window T (fixed)")] = 8,
+    overlap: Annotated[
+        list[int] | None, typer.Option(help="overlaps to measure, repeatable [default: 0 2 4 8 16]")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    dtype: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 (fp32: the seams alone, no rounding)")] = "fp32",
+    out_dir: Annotated[Path | None, typer.Option(help="write seams.csv, seams.svg and seam-diff.png here")] = None,
+) -> None:
+    """Windowed vs whole-sequence output at every frame for each overlap (fixed T); exit 1 when no overlap keeps
+    every frame ≥ 45 dB."""
+    from ..eval.vsr import SEAM_OVERLAPS, seams
+    from ..runtime.device import resolve_device
+    from ..stages.resize import parse_size
+
+    w, h = parse_size(size)
+    if w <= 0 or h <= 0:
+        raise UsageError(f"--size needs both sides, got {size!r}")
+    if out_dir is not None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    result = seams(
+        clip,
+        model,
+        resolve_device(device),
+        frames=frames,
+        lr_size=(w, h),
+        window=window,
+        overlaps=tuple(overlap or SEAM_OVERLAPS),
+        dtype=dtype,
+        diff_png=out_dir / "seam-diff.png" if out_dir else None,
+    )
+    typer.echo(result.table())
+    if out_dir is not None:
+        result.write_csv(out_dir / "seams.csv")
+        result.write_svg(out_dir / "seams.svg")
+        typer.echo(f"→ {out_dir}/seams.csv, seams.svg, seam-diff.png", err=True)
+    if result.least_passing() is None:
         raise typer.Exit(1)

@@ -35,7 +35,7 @@ from torch import nn
 from .. import assets
 from ..errors import ModelError, RetryableStorageError
 from ..paths import sha256_file, write_bytes
-from .archs import basicvsrpp, ifnet, rrdb, rvm, srvgg, transnetv2  # noqa: F401 (each registers its Architecture on import)
+from .archs import basicvsr, basicvsrpp, ifnet, rrdb, rvm, srvgg, transnetv2  # noqa: F401 (each registers its Architecture on import)
 from .descriptor import ModelDescriptor, detect_architecture, get_architecture
 from .spec import ModelSpec, Task, get_spec, is_registered
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .base import Stage
 
 Values = Mapping[str, Any]
-Task = Literal["geometry", "upscale", "interpolate", "matte", "analysis"]
+Task = Literal["geometry", "upscale", "interpolate", "matte", "analysis", "vsr"]
 
 
 def choice(value: str, valid: tuple[str, ...], what: str) -> str:
@@ -226,6 +226,48 @@ def _upscale_sample() -> list[Stage]:
     return [Upscale("realesr-animevideov3-x2", tile=64)]
 
 
+# --- vsr ---------------------------------------------------------------------------------------------------------
+
+
+def _vsr(values: Values) -> Stage:
+    from .vsr import DEFAULT_OVERLAP, DEFAULT_WINDOW, Vsr
+
+    window, overlap = values.get("vsr_window"), values.get("vsr_overlap")
+    return Vsr(
+        values["vsr"],
+        window=DEFAULT_WINDOW if window is None else window,
+        overlap=DEFAULT_OVERLAP if overlap is None else overlap,
+        dtype=values.get("dtype", "auto"),
+    )
+
+
+def _vsr_sample() -> list[Stage]:
+    from .vsr import Vsr
+
+    # random weights (the real ones are tested in tests/stages/test_vsr.py): the contract is about frames,
+    # timestamps and streams; a small window with context so that the engine's seams are crossed
+    return [Vsr(random_basicvsr(), window=8, overlap=2)]
+
+
+def random_basicvsr(seed: int = 0, *, num_feat: int = 8, num_block: int = 1) -> Path:
+    """A small BasicVSR with random weights (seeded), saved once as safetensors in the temp folder: the official
+    key layout at a fraction of the widths (SPyNet's too: the official one alone costs ~50× the rest here)."""
+    import tempfile
+
+    import torch
+
+    from ..models.archs.basicvsr import BasicVSR
+    from ..models.loading import save_safetensors
+
+    path = Path(tempfile.gettempdir()) / f"vidpipe-basicvsr-random-{seed}-{num_feat}x{num_block}-spy8.safetensors"
+    if not path.is_file():
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = BasicVSR(num_feat=num_feat, num_block=num_block, hr_feat=num_feat, spynet=(8, 8, 8, 8, 8, 2))
+            save_safetensors(net.state_dict(), path)
+    return path
+
+
 # --- interpolate -------------------------------------------------------------------------------------------------
 
 SCENE_CUT_MODES: Final = ("fill", "blend")  # the stage's own (stages.interpolate), checked in the tests
@@ -373,6 +415,30 @@ STAGES: Final[dict[str, StageEntry]] = {
             sample=_matte_sample,
             # no cost_subject yet: a run's probe sizes it (`Stage.probe_call`, a step from a fresh state), but no
             # `bench costs` row is committed for it; `vidpipe bench matte` measures its speed
+        ),
+        StageEntry(
+            name="vsr",
+            module="vidpipe.stages.vsr",
+            # a model task of its own (models register for "vsr"), not "upscale": the frames it outputs depend
+            # on their neighbours, and it runs on the temporal engine's windows. Before upscale: it is trained on
+            # the source's own low-resolution frames (bicubic ×4 down), not on another model's output
+            task="vsr",
+            unit="window",
+            wanted=lambda v: v.get("vsr") is not None,
+            build=_vsr,
+            options=(
+                OptionSpec(
+                    "vsr", str, None, "video SR model (×4, windowed): basicvsr-reds4 | basicvsr-vimeo90k-bi | … | file"
+                ),
+                OptionSpec("vsr_window", int, None, "--vsr: kept frames per window T (default 16)", min=1),
+                OptionSpec(
+                    "vsr_overlap", int, None, "--vsr: context frames on each side of a window (default 16)", min=0
+                ),
+            ),
+            shared=("dtype",),
+            model_option="vsr",
+            mode_label="upscaled",
+            sample=_vsr_sample,
         ),
         StageEntry(
             name="upscale",
