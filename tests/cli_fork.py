@@ -18,16 +18,12 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ENV_MODE = "VIDPIPE_TEST_CLI"
 #: imported once by the fork server: what every CLI run would import before reading its arguments
 PRELOAD = ["torch", "av", "vidpipe.cli.app", "cli_fork"]
-
-_lock = threading.Lock()
-_context: multiprocessing.context.ForkServerContext | None = None
 
 
 def forked() -> bool:
@@ -36,13 +32,10 @@ def forked() -> bool:
 
 
 def _server() -> multiprocessing.context.ForkServerContext:
-    global _context
-    with _lock:
-        if _context is None:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(PRELOAD)
-            _context = ctx  # type: ignore[assignment]
-        return _context  # type: ignore[return-value]
+    # one server per test process, started by the first run (the preload list is read when it starts)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(PRELOAD)
+    return ctx
 
 
 def _child(args: Sequence[str], env: Mapping[str, str], cwd: str, out: str, err: str) -> None:
@@ -63,9 +56,7 @@ def _child(args: Sequence[str], env: Mapping[str, str], cwd: str, out: str, err:
     main()  # SystemExit carries the exit code out of multiprocessing's bootstrap, as out of `python -m`
 
 
-def run_forked(
-    args: Sequence[str], *, env: Mapping[str, str], timeout: float
-) -> subprocess.CompletedProcess[str]:
+def run_forked(args: Sequence[str], *, env: Mapping[str, str], timeout: float) -> subprocess.CompletedProcess[str]:
     """`vidpipe ARGS` forked from the server; raises subprocess.TimeoutExpired past `timeout` seconds (killed)."""
     cmd = [sys.executable, "-m", "vidpipe", *args]
     with tempfile.TemporaryDirectory(prefix="vidpipe-cli-") as tmp:
