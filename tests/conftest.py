@@ -1,7 +1,8 @@
 """Shared fixtures: clips generated at test time with FFmpeg lavfi sources (nothing committed), real clips from
-Debian's opencv-doc fetched once into the cache, a runner for the `vidpipe` CLI in a subprocess, and time bounds
-calibrated to the machine's load (tests/calibration.py): every pytest-timeout limit and CLI timeout is a
-quiet-machine figure stretched by the measured slowdown."""
+Debian's opencv-doc fetched once into the cache, a runner for the `vidpipe` CLI as a process of its own (forked
+from a preloaded server: tests/cli_fork.py), and time bounds calibrated to the machine's load
+(tests/calibration.py): every pytest-timeout limit and CLI timeout is a quiet-machine figure stretched by the
+measured slowdown."""
 
 from __future__ import annotations
 
