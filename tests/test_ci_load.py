@@ -20,11 +20,20 @@ HOGS_PER_CPU = 4
 MIN_FACTOR_BESIDE_HOG = 2.0
 
 
+#: a busy process, held until its stdin closes
+HOG = "import sys\nsys.stdin.read()\nwhile True: pass"
+
+
 def test_calibration_sees_a_cpu_hog(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(calibration.ENV_FORCE, raising=False)
     n = HOGS_PER_CPU * calibration._cpus()
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    # each hog waits for its stdin to close before spinning: started one by one while already spinning, the later
+    # ones starved this process's fork of the next (a 19-minute stall on a machine at load ~20)
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG], stdin=subprocess.PIPE) for _ in range(n)]
     try:
+        for h in hogs:
+            assert h.stdin is not None
+            h.stdin.close()  # all spin from here on
         time.sleep(0.5)  # let them start spinning
         beside = calibration.measure()
     finally:
