@@ -20,15 +20,19 @@ HOGS_PER_CPU = 4
 MIN_FACTOR_BESIDE_HOG = 2.0
 
 
+#: how long a hog spins at most: the measurement needs ~1 s. Bounded because on a machine whose processes all run
+#: SCHED_FIFO (the shared 2-core runner), spinning hogs can starve this process until they end: unbounded, that
+#: froze the machine for 19 minutes
+HOG_SECONDS = 10
 #: a busy process, held until its stdin closes
-HOG = "import sys\nsys.stdin.read()\nwhile True: pass"
+HOG = f"import sys, time\nsys.stdin.read()\nend = time.monotonic() + {HOG_SECONDS}\nwhile time.monotonic() < end: pass"
 
 
 def test_calibration_sees_a_cpu_hog(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(calibration.ENV_FORCE, raising=False)
     n = HOGS_PER_CPU * calibration._cpus()
     # each hog waits for its stdin to close before spinning: started one by one while already spinning, the later
-    # ones starved this process's fork of the next (a 19-minute stall on a machine at load ~20)
+    # ones starved this process's fork of the next
     hogs = [subprocess.Popen([sys.executable, "-c", HOG], stdin=subprocess.PIPE) for _ in range(n)]
     try:
         for h in hogs:
