@@ -20,9 +20,9 @@ HOGS_PER_CPU = 4
 MIN_FACTOR_BESIDE_HOG = 2.0
 
 
-#: how long a hog spins at most: the measurement needs ~1 s. Bounded because on a machine whose processes all run
-#: SCHED_FIFO (the shared 2-core runner), spinning hogs can starve this process until they end: unbounded, that
-#: froze the machine for 19 minutes
+#: how long a hog spins at most: the measurement needs ~1 s. Bounded because an xdist worker was seen running
+#: SCHED_FIFO (rtprio 99, set by something not yet found): hogs inherit that and never yield, so they starved this
+#: process until killed by hand (19 minutes once)
 HOG_SECONDS = 10
 #: a busy process, held until its stdin closes
 HOG = f"import sys, time\nsys.stdin.read()\nend = time.monotonic() + {HOG_SECONDS}\nwhile time.monotonic() < end: pass"
