@@ -27,9 +27,9 @@ lint: $(STAMP)
 test: $(STAMP)
 	.ci/run
 
-# the fast suite alone (no `slow` or `peers` marks): the one to run while working
+# the fast suite alone (no `slow` or `peers` marks), as CI runs it: the one to run while working
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -m "not slow and not peers"
+	$(PY) -m pytest -q -m "not slow and not peers" -n 2 --dist loadfile
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

