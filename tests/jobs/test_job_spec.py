@@ -58,7 +58,7 @@ def test_example_job_validates():
         (
             _base(pipeline={"upscal": "x"}),
             r"pipeline: unknown key 'upscal'; valid keys: cuts, pad, matte, downsample, matte_output, background, "
-            r"dtype, vsr, vsr_window, vsr_overlap, upscale, outscale",
+            r"layout, dtype, vsr, vsr_window, vsr_overlap, upscale, outscale",
         ),
         (_base(pipeline={"encoder": "h266"}), r"invalid encoder 'h266'; valid: auto, h264, hevc"),
         (_base(pipeline={"encoder": "png"}), r"pipeline.encoder: png writes image sequences"),
