@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +23,11 @@ MIN_FACTOR_BESIDE_HOG = 2.0
 #: SCHED_FIFO (rtprio 99, set by something not yet found): hogs inherit that and never yield, so they starved this
 #: process until killed by hand (19 minutes once)
 HOG_SECONDS = 10
-#: a busy process, held until its stdin closes
-HOG = f"import sys, time\nsys.stdin.read()\nend = time.monotonic() + {HOG_SECONDS}\nwhile time.monotonic() < end: pass"
+#: a busy process, held until its stdin closes; it says so on stdout as it starts to spin
+HOG = (
+    "import sys, time\nsys.stdin.read()\nsys.stdout.write('s')\nsys.stdout.flush()\n"
+    f"end = time.monotonic() + {HOG_SECONDS}\nwhile time.monotonic() < end: pass"
+)
 
 
 def test_calibration_sees_a_cpu_hog(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -33,12 +35,15 @@ def test_calibration_sees_a_cpu_hog(monkeypatch: pytest.MonkeyPatch) -> None:
     n = HOGS_PER_CPU * calibration._cpus()
     # each hog waits for its stdin to close before spinning: started one by one while already spinning, the later
     # ones starved this process's fork of the next
-    hogs = [subprocess.Popen([sys.executable, "-c", HOG], stdin=subprocess.PIPE) for _ in range(n)]
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", HOG], stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(n)
+    ]
     try:
         for h in hogs:
             assert h.stdin is not None
             h.stdin.close()  # all spin from here on
-        time.sleep(0.5)  # let them start spinning
+        for h in hogs:  # each says when it spins: an interpreter still starting up (CI: 0.5 s was not enough
+            assert h.stdout is not None and h.stdout.read(1) == b"s"  # under load) would leave the CPUs free
         beside = calibration.measure()
     finally:
         for h in hogs:
