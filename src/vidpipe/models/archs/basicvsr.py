@@ -61,14 +61,18 @@ Padding = Literal["zeros", "border"]
 
 
 def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding: Padding = "zeros") -> torch.Tensor:
-    """`x` (N×C×H×W) sampled at each pixel (u, v) from (u + flow_x, v + flow_y): bilinear, pixel centres at the
-    corners of the normalised grid (align_corners), `padding` outside the frame. Done in float32 (module doc)."""
+    """`x` (N×C×H×W) sampled at each pixel (u, v) from (u + flow_x, v + flow_y), `flow` N×2×H×W in pixels:
+    bilinear, pixel centres at the corners of the normalised grid (align_corners), `padding` outside the frame.
+    Computed in at least float32 (module doc: normalised coordinates in fp16 would move samples by up to half a
+    pixel on a 1024-wide frame). BasicVSR++ warps with it too."""
     n, _, h, w = x.shape
-    f = flow.float()
-    u = torch.arange(w, device=x.device, dtype=torch.float32).view(1, 1, w) + f[:, 0]
-    v = torch.arange(h, device=x.device, dtype=torch.float32).view(1, h, 1) + f[:, 1]
+    if flow.shape != (n, 2, h, w):
+        raise ModelError(f"flow {tuple(flow.shape)} does not fit features {tuple(x.shape)}")
+    dtype = torch.promote_types(x.dtype, torch.float32)
+    u = torch.arange(w, device=x.device, dtype=dtype).view(1, 1, w) + flow[:, 0].to(dtype)
+    v = torch.arange(h, device=x.device, dtype=dtype).view(1, h, 1) + flow[:, 1].to(dtype)
     grid = torch.stack((u * (2.0 / max(w - 1, 1)) - 1.0, v * (2.0 / max(h - 1, 1)) - 1.0), dim=-1)
-    out = F.grid_sample(x.float(), grid.expand(n, h, w, 2), "bilinear", padding, align_corners=True)
+    out = F.grid_sample(x.to(dtype), grid, "bilinear", padding, align_corners=True)
     return out.to(x.dtype)
 
 

@@ -37,6 +37,7 @@ from torch import nn
 
 from ...errors import ModelError
 from ..descriptor import Architecture, register_architecture
+from .basicvsr import flow_warp
 from .deform import Backend, deform_conv2d
 
 ARCH = "basicvsrpp"
@@ -58,21 +59,6 @@ MAX_RESIDUE_MAGNITUDE = 10.0
 LEAKY_SLOPE = 0.1
 #: the alignment's deformable convolution: 3×3, padding 1, on [previous output, output two steps back]
 DEFORM_KERNEL = 3
-
-
-def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding_mode: str = "zeros") -> torch.Tensor:
-    """`x` (N×C×H×W) sampled at each pixel plus `flow` (N×2×H×W, (dx, dy) in pixels), bilinearly, with corner
-    alignment (pixel centres at integer coordinates). Computed in at least fp32: normalised coordinates in
-    fp16 would move samples by up to half a pixel on a 1024-wide frame."""
-    n, _, h, w = x.shape
-    if flow.shape != (n, 2, h, w):
-        raise ModelError(f"flow {tuple(flow.shape)} does not fit features {tuple(x.shape)}")
-    dtype = torch.promote_types(x.dtype, torch.float32)
-    gx = torch.arange(w, device=x.device, dtype=dtype).view(1, 1, w) + flow[:, 0].to(dtype)
-    gy = torch.arange(h, device=x.device, dtype=dtype).view(1, h, 1) + flow[:, 1].to(dtype)
-    grid = torch.stack((2 * gx / max(w - 1, 1) - 1, 2 * gy / max(h - 1, 1) - 1), dim=3)
-    out = F.grid_sample(x.to(dtype), grid, mode="bilinear", padding_mode=padding_mode, align_corners=True)
-    return out.to(x.dtype)
 
 
 # --- SPyNet (Ranjan & Black, CVPR 2017; BasicVSR's variant: six levels, no batch norm) ------------------------
@@ -132,7 +118,7 @@ class SPyNet(nn.Module):
         for level, (r, s) in enumerate(zip(refs, supps, strict=True)):
             if level:  # ×2 in size, and so in pixels
                 flow = 2.0 * F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True)
-            warped = flow_warp(s, flow, padding_mode="border")
+            warped = flow_warp(s, flow, padding="border")
             flow = flow + self.basic_module[level](torch.cat((r, warped, flow), dim=1))
         return flow
 
