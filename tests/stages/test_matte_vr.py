@@ -26,6 +26,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from test_matte import real_frames
 
 from framecheck import assert_frames_close
 from vidpipe.errors import UsageError
@@ -58,25 +59,11 @@ REFINED = "0.5"
 FP32_ROUNDING = 1e-5
 
 
-def real_frames(name: str, count: int, start: int = 0, size: tuple[int, int] = EYE) -> torch.Tensor:
-    """Frames of an opencv-doc clip, resized, as N×3×H×W uint8."""
-    from vidpipe.assets import opencv_clip
-
-    out = []
-    with av.open(str(opencv_clip(name))) as c:
-        for i, frame in enumerate(c.decode(video=0)):
-            if i >= start:
-                out.append(frame.to_ndarray(format="rgb24", width=size[0], height=size[1]))
-            if len(out) == count:
-                break
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
-
-
 @pytest.fixture(scope="module")
 def eyes() -> tuple[torch.Tensor, torch.Tensor]:
     """Two different "eyes": a person (Megamind) and a street (vtest), so each eye's matte is its own."""
     ensure_offline_weights(MODEL)
-    return real_frames("Megamind.avi", FRAMES, 10), real_frames("vtest.avi", FRAMES)
+    return real_frames("Megamind.avi", FRAMES, 10, size=EYE), real_frames("vtest.avi", FRAMES, size=EYE)
 
 
 def pack(left: torch.Tensor, right: torch.Tensor, layout: str) -> torch.Tensor:
