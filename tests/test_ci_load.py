@@ -30,6 +30,10 @@ HOG = (
 )
 
 
+# in the slow suite, which runs in one process: beside the fast suite's second xdist worker the hogs failed to slow
+# the measurement in 2 of 3 CI runs at 2cd1282 (0.037 and 0.067 s against ≥ 0.09; cause not found), while
+# it passed alone every time
+@pytest.mark.slow
 def test_calibration_sees_a_cpu_hog(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(calibration.ENV_FORCE, raising=False)
     n = HOGS_PER_CPU * calibration._cpus()
