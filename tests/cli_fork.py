@@ -13,6 +13,7 @@ covered by the tests that start `python -m vidpipe` themselves (interrupts, job 
 
 from __future__ import annotations
 
+import faulthandler
 import multiprocessing
 import os
 import subprocess
@@ -24,6 +25,14 @@ from pathlib import Path
 ENV_MODE = "VIDPIPE_TEST_CLI"
 #: imported once by the fork server: what every CLI run would import before reading its arguments
 PRELOAD = ["torch", "av", "vidpipe.cli.app", "cli_fork"]
+
+
+class CLITimeout(subprocess.TimeoutExpired):
+    """A forked run killed for its timeout; its message ends with the run's stderr (the thread stacks)."""
+
+    def __str__(self) -> str:
+        tail = (self.stderr or "")[-6000:]
+        return f"{super().__str__()}\n--- the run's stderr (last 6000 characters) ---\n{tail}"
 
 
 def forked() -> bool:
@@ -38,8 +47,9 @@ def _server() -> multiprocessing.context.ForkServerContext:
     return ctx
 
 
-def _child(args: Sequence[str], env: Mapping[str, str], cwd: str, out: str, err: str) -> None:
-    """The CLI run, in the forked process: the caller's environment and directory, stdio onto the capture files."""
+def _child(args: Sequence[str], env: Mapping[str, str], cwd: str, out: str, err: str, dump_after: float) -> None:
+    """The CLI run, in the forked process: the caller's environment and directory, stdio onto the capture files;
+    past `dump_after` seconds every thread's stack goes to stderr, so a run killed for its timeout says where it sat."""
     os.environ.clear()
     os.environ.update(env)
     os.chdir(cwd)
@@ -51,6 +61,7 @@ def _child(args: Sequence[str], env: Mapping[str, str], cwd: str, out: str, err:
     os.dup2(devnull, 0)
     os.close(devnull)
     sys.argv = [sys.argv[0], *args]
+    faulthandler.dump_traceback_later(dump_after, exit=False, file=sys.stderr)
     from vidpipe.cli.app import main
 
     main()  # SystemExit carries the exit code out of multiprocessing's bootstrap, as out of `python -m`
@@ -63,7 +74,10 @@ def run_forked(args: Sequence[str], *, env: Mapping[str, str], timeout: float) -
         out, err = Path(tmp, "stdout"), Path(tmp, "stderr")
         out.touch()
         err.touch()
-        proc = _server().Process(target=_child, args=(list(args), dict(env), os.getcwd(), str(out), str(err)))
+        dump_after = max(timeout - 3.0, 0.5 * timeout)
+        proc = _server().Process(
+            target=_child, args=(list(args), dict(env), os.getcwd(), str(out), str(err), dump_after)
+        )
         proc.start()
         proc.join(timeout)
         timed_out = proc.exitcode is None
@@ -74,5 +88,5 @@ def run_forked(args: Sequence[str], *, env: Mapping[str, str], timeout: float) -
         proc.close()
         stdout, stderr = out.read_text(), err.read_text()
     if timed_out:
-        raise subprocess.TimeoutExpired(cmd, timeout, output=stdout, stderr=stderr)
+        raise CLITimeout(cmd, timeout, output=stdout, stderr=stderr)
     return subprocess.CompletedProcess(cmd, code, stdout, stderr)

@@ -1,0 +1,1 @@
+"""Watermark and logo removal (issue 17): what a mark is (`marks`), finding marks (`detect`), removing them."""
