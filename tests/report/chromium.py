@@ -8,6 +8,7 @@ and every request the page makes (a request to anything but `data:`/`file:`/`abo
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import queue
@@ -168,10 +169,8 @@ class Browser:
         return page
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(AssertionError, OSError):  # it may be gone already; the wait below tells
             self.call("Browser.close")
-        except (AssertionError, OSError):
-            pass
         try:
             self.proc.wait(timeout=20)
         except subprocess.TimeoutExpired:

@@ -148,9 +148,7 @@ class Curves:
         return sum(vals) / len(vals) if vals else None
 
 
-def measure(
-    inputs: Sequence[Input], *, max_frames: int | None = None, device: torch.device = torch.device("cpu")
-) -> Curves:
+def measure(inputs: Sequence[Input], *, max_frames: int | None = None, device: torch.device | None = None) -> Curves:
     """Pass 1: the curves over every reference frame (see the module docstring), computed on `device`."""
     ref, others = inputs[0], inputs[1:]
     size = ref.size
@@ -163,7 +161,7 @@ def measure(
             c.psnr[k], c.ssim[k], c.matched[k] = [], [], 0
     prev: dict[int, torch.Tensor] = {}
     try:
-        _measure_all(c, prev, frames(ref, max_frames), matchers, size, device)
+        _measure_all(c, prev, frames(ref, max_frames), matchers, size, device or torch.device("cpu"))
     finally:
         for m in matchers:
             m.close()
