@@ -47,24 +47,24 @@ log = logging.getLogger(__name__)
 GRID_ROW_HEIGHT = 240
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
-class CompareOptions:
-    max_frames: int | None = None
-    even: int = EVEN_PICKS
-    at_cuts: int = CUT_PICKS
-    worst: int = WORST_PICKS
-    #: cuts in A: "auto" (detect), "off", or a `vidpipe cuts` events JSON
-    cuts: str | Path = "auto"
-    #: where the metrics run ("auto": CUDA when there is one)
-    device: str = "auto"
-
-
 @dataclass(frozen=True, slots=True)
 class Cut:
     frame: int
     kind: str
     score: float
     time: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CompareOptions:
+    max_frames: int | None = None
+    even: int = EVEN_PICKS
+    at_cuts: int = CUT_PICKS
+    worst: int = WORST_PICKS
+    #: cuts in A: "auto" (detect), "off", a `vidpipe cuts` events JSON, or the events themselves
+    cuts: str | Path | tuple[Cut, ...] = "auto"
+    #: where the metrics run ("auto": CUDA when there is one)
+    device: str = "auto"
 
 
 @dataclass(slots=True)
@@ -79,8 +79,10 @@ def vmaf_available() -> bool:
     return "libvmaf" in av.filter.filters_available
 
 
-def find_cuts(ref: Input, how: str | Path, max_frames: int | None) -> list[Cut]:
-    """A's cuts: detected by `vidpipe cuts`' default detector, read from its events JSON, or none."""
+def find_cuts(ref: Input, how: str | Path | tuple[Cut, ...], max_frames: int | None) -> list[Cut]:
+    """A's cuts: detected by `vidpipe cuts`' default detector, read from its events JSON, given, or none."""
+    if isinstance(how, tuple):
+        return [c for c in how if max_frames is None or c.frame < max_frames]
     if str(how) == "off":
         return []
     if str(how) == "auto":
