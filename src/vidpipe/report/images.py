@@ -100,7 +100,8 @@ def hottest(diff: torch.Tensor) -> tuple[float, float]:
     frame's sixteenth, if larger) with the highest mean, so one noisy pixel does not pick the crop."""
     h, w = diff.shape
     k = max(1, min(h, w, max(32, min(h, w) // 16)))
-    pooled = F.avg_pool2d(diff[None, None].float(), k, stride=max(1, k // 2))[0, 0]
-    y, x = divmod(int(pooled.argmax()), pooled.shape[1])
     s = max(1, k // 2)
-    return (min(1.0, (x * s + k / 2) / w), min(1.0, (y * s + k / 2) / h))
+    # ceil_mode: windows running off the right or bottom edge are averaged over their part inside the frame
+    pooled = F.avg_pool2d(diff[None, None].float(), k, stride=s, ceil_mode=True)[0, 0]
+    y, x = divmod(int(pooled.argmax()), pooled.shape[1])
+    return ((x * s + min(x * s + k, w)) / 2 / w, (y * s + min(y * s + k, h)) / 2 / h)
