@@ -185,7 +185,7 @@ def plots(c: Comparison) -> str:
 def _figure(img_id: str, src: str, caption: str, alpha: bool) -> str:
     cls = ' class="checker"' if alpha else ""
     return (
-        f'<figure><img id="{img_id}"{cls} src="{src}" alt="{escape(caption)}" loading="lazy">'
+        f'<figure><img id="{img_id}"{cls} src="{src}" alt="{escape(caption)}">'
         f"<figcaption>{escape(caption)}</figcaption></figure>"
     )
 

@@ -28,14 +28,20 @@ from ..paths import write_bytes
 from ..runtime.multi import Job, MultiResult
 from ..runtime.pipeline import RunOptions, RunResult
 from ..stages.base import Stage
+from ..stages.temporal import RecurrentStage, WindowedStage
 from .compare import CompareOptions, Cut, compare, sections
 from .page import document, table
 from .plots import Plot, Series, svg
 
 #: memory samples a second: a thread that wakes twice a second costs the run nothing measurable
 SAMPLE_HZ = 2.0
-#: the stage hooks the runtime and the temporal engines call; nested calls (process → step) count once
-TIMED_HOOKS = ("process", "flush", "step", "step_many", "process_window")
+#: the stage hooks the runtime calls, and those the temporal engines call for their kinds of stage; nested calls
+#: (a hook calling another) count once
+TIMED_HOOKS = ("process", "flush")
+TEMPORAL_HOOKS: tuple[tuple[type, tuple[str, ...]], ...] = (
+    (RecurrentStage, ("step", "step_many")),
+    (WindowedStage, ("process_window",)),
+)
 #: output fps is averaged over windows this long (a batch of a slow model can take seconds on a CPU)
 FPS_WINDOW_S = 1.0
 MB = 1 << 20
@@ -135,7 +141,8 @@ class RunRecorder:
 
             return timed
 
-        hooks = {h: wrap(h) for h in TIMED_HOOKS if callable(getattr(cls, h, None))}
+        names = [*TIMED_HOOKS, *(h for kind, hs in TEMPORAL_HOOKS if isinstance(stage, kind) for h in hs)]
+        hooks = {h: wrap(h) for h in names}
         return type(cls.__name__, (cls,), {**hooks, "__qualname__": cls.__qualname__, "__module__": cls.__module__})
 
     def _event(self) -> Any:
@@ -165,22 +172,35 @@ class RunRecorder:
 
 
 # ------------------------------------------------------------------------------------------------ the page
-def _models(stages: Sequence[Stage], manifest: dict[str, Any]) -> str:
+def model_facts(model: str) -> tuple[str, str]:
+    """(sha256 of the weights file, licence) of a model named as a stage's signature names it: a registry name
+    (the cache file it loads; its licence from the registry) or a weights file (licence unknown)."""
+    from ..errors import ModelError
+    from ..models.loading import pinned_sha256, register_zoos, resolve_weights
+    from ..models.spec import get_spec, is_registered
+    from ..paths import sha256_file
+
+    register_zoos()
+    if is_registered(model):
+        spec = get_spec(model)
+        try:
+            path = resolve_weights(spec)
+        except ModelError:
+            return spec.sha256 or "not in the cache", spec.licence
+        return pinned_sha256(path) or sha256_file(path), spec.licence
+    path = Path(model).expanduser()
+    return (sha256_file(path) if path.is_file() else "not found"), "unknown (not a registry model)"
+
+
+def _models(manifest: dict[str, Any]) -> str:
     rows = []
-    for k, sig in enumerate(manifest.get("stages", [])):
-        loaded = getattr(stages[k], "loaded", None) if k < len(stages) else None
-        spec = getattr(loaded, "spec", None)
-        model = sig.get("model", "")
-        rows.append(
-            [
-                sig.get("stage", "?"),
-                model or "(no model)",
-                getattr(loaded, "sha256", "") or ("" if not model else "not recorded"),
-                getattr(spec, "licence", "") or ("unknown (not a registry model)" if model else ""),
-                json.dumps({k: v for k, v in sig.items() if k not in ("stage", "model")}, default=str),
-            ]
-        )
-    return "<h3>Stages and models</h3>" + table(["stage", "model", "weights sha256", "licence", "settings"], rows)
+    for sig in manifest.get("stages", []):
+        model = str(sig.get("model") or "")
+        sha, licence = model_facts(model) if model else ("", "")
+        settings = json.dumps({k: v for k, v in sig.items() if k not in ("stage", "model")}, default=str)
+        rows.append([sig.get("stage", "?"), model or "(no model)", sha, licence, settings])
+    header = ["stage", "model", "weights sha256", "licence", "settings"]
+    return '<h3>Stages and models</h3><div id="models">' + table(header, rows) + "</div>"
 
 
 def _streams(m: dict[str, Any]) -> str:
@@ -286,10 +306,9 @@ def _over_time(rec: RunRecorder | None, result: RunResult) -> str:
     return "".join(parts)
 
 
-def run_sections(
-    result: RunResult, stages: Sequence[Stage], recorder: RunRecorder | None, manifest: dict[str, Any] | None = None
-) -> list[str]:
-    m = manifest if manifest is not None else result.manifest
+def run_sections(result: RunResult, recorder: RunRecorder | None) -> list[str]:
+    """The run's sections, from its manifest, its written-batch times and what `recorder` measured."""
+    m = result.manifest
     summary = table(
         ["input", "output", "frames in", "frames out", "wall s", "fps", "device"],
         [
@@ -309,7 +328,7 @@ def run_sections(
         '<section id="run"><h2>The run</h2>',
         summary,
         f'<p class="muted">{escape(versions)}</p>',
-        _models(stages, m),
+        _models(m),
         _streams(m),
         _warnings(m),
         _timings(recorder, float(m.get("wall_s") or 0.0)),
@@ -330,7 +349,6 @@ def _cuts(manifest: dict[str, Any]) -> tuple[Cut, ...] | str:
 def write_run_report(
     source: Path,
     result: RunResult,
-    stages: Sequence[Stage],
     recorder: RunRecorder | None,
     *,
     device: str = "auto",
@@ -339,7 +357,7 @@ def write_run_report(
     """`OUT.report.html` beside the output: the compare page of `source` vs the output, then the run."""
     path = report_path(result.output)
     body: list[str] = [f"<h1>vidpipe run: {escape(source.name)} → {escape(result.output.name)}</h1>"]
-    body += run_sections(result, stages, recorder)
+    body += run_sections(result, recorder)
     if result.output.is_file():
         options = CompareOptions(max_frames=max_frames, device=device, cuts=_cuts(result.manifest))
         c = compare([source, result.output], options)
@@ -358,7 +376,7 @@ def run_with_report(source: Path, output: Path, stages: Sequence[Stage], options
     device = resolve_device(options.device)
     with RunRecorder(stages, device) as rec:
         result = run(source, output, stages, options)
-    return result, write_run_report(source, result, stages, None if result.skipped else rec, device=str(device))
+    return result, write_run_report(source, result, None if result.skipped else rec, device=str(device))
 
 
 def run_many_with_report(jobs: Sequence[Job], stages: Sequence[Stage], options: RunOptions) -> MultiResult:
@@ -373,5 +391,5 @@ def run_many_with_report(jobs: Sequence[Job], stages: Sequence[Stage], options: 
     for v in res.videos:
         if v.status == "done" and v.manifest is not None:
             result = RunResult(v.job.output, v.frames_in, v.frames_out, v.wall_s, v.manifest)
-            write_run_report(v.job.input, result, stages, rec, device=str(device))
+            write_run_report(v.job.input, result, rec, device=str(device))
     return res
