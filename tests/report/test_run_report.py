@@ -100,3 +100,19 @@ def test_cli_run_report_beside_the_output(cli, with_attachment, tmp_path):
     assert out.is_file() and (tmp_path / "o.mkv.json").is_file()
     assert "vidpipe run: report-attach.mkv → o.mkv" in page and "<td>resize</td>" in page
     assert "8 of 8" in page  # every input frame matched with its output frame
+
+
+@pytest.mark.gpu
+def test_cuda_run_records_device_time_and_gpu_memory(with_attachment, tmp_path):
+    """On CUDA: each stage's device time from the events around its calls, and GPU memory sampled over the run."""
+    from vidpipe.stages.resize import Resize
+
+    cuda = torch.device("cuda")
+    stages = [Resize(192, 128)]
+    with RunRecorder(stages, cuda) as rec:
+        result = run(with_attachment, tmp_path / "g.mkv", stages, RunOptions(device="cuda", progress="none"))
+    ((name, t),) = rec.timings()
+    assert name == "resize" and t.calls > 0 and t.device_s() is not None and t.device_s() > 0
+    assert rec.samples and all(s.gpu_used_mb is not None and s.gpu_used_mb > 0 for s in rec.samples)
+    page = write_run_report(with_attachment, result, rec, device="cuda").read_text()
+    assert "n/a (a CPU run)" not in page and "GPU in use (device)" in page and "n/a (CPU)" not in page

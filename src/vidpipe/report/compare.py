@@ -179,7 +179,11 @@ def plots(c: Comparison) -> str:
             markers=marks,
         ),
     ]
-    return '<section id="plots"><h2>Per frame</h2>' + "".join(svg(p) for p in parts) + "</section>"
+    return (
+        '<section id="plots"><h2>Per frame</h2><div class="plots">'
+        + "".join(svg(p) for p in parts)
+        + "</div></section>"
+    )
 
 
 def _figure(img_id: str, src: str, caption: str, alpha: bool) -> str:

@@ -22,7 +22,8 @@ table{border-collapse:collapse;font-size:.88em;display:block;overflow-x:auto;max
 th,td{border:1px solid var(--line);padding:3px 6px;text-align:left;vertical-align:top}
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em;word-break:break-all}
-svg.plot{width:100%;height:auto;max-width:900px;display:block;margin:.4em 0}
+svg.plot{width:100%;height:auto;display:block;margin:.4em 0}
+.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:4px 16px}
 svg .title{font-size:13px;font-weight:600}svg .tick,svg .legend{font-size:11px;fill:#444}
 svg .frame{fill:none;stroke:#999}svg .grid{stroke:#e4e4e4}
 svg .marker{stroke:#d55e00;stroke-dasharray:4 3;stroke-width:1.5}
@@ -46,7 +47,8 @@ figcaption{font-size:.8em;color:var(--muted)}
 .crop span{position:absolute;left:2px;top:2px;background:#fffc;font-size:11px;padding:0 3px}
 .zoom button{font:inherit;padding:2px 10px;margin-right:4px}
 .zoom button[aria-pressed=true]{background:var(--accent);color:#fff}
-@media (max-width:700px){body{padding:6px;font-size:14px}.crop{width:46vw;height:46vw}}
+@media (max-width:700px){body{padding:6px;font-size:14px}.crop{width:46vw;height:46vw}
+ .plots{grid-template-columns:1fr}}
 """
 
 # Sliders clip the reference over the other input; crops show every input around one point of the reference's
