@@ -23,7 +23,7 @@ th,td{border:1px solid var(--line);padding:3px 6px;text-align:left;vertical-alig
 td.num{text-align:right;font-variant-numeric:tabular-nums}
 code,.mono{font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85em;word-break:break-all}
 svg.plot{width:100%;height:auto;display:block;margin:.4em 0}
-.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(380px,1fr));gap:4px 16px}
+.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(480px,1fr));gap:4px 16px}
 svg .title{font-size:13px;font-weight:600}svg .tick,svg .legend{font-size:11px;fill:#444}
 svg .frame{fill:none;stroke:#999}svg .grid{stroke:#e4e4e4}
 svg .marker{stroke:#d55e00;stroke-dasharray:4 3;stroke-width:1.5}
@@ -35,7 +35,7 @@ figure img{width:100%;height:auto;display:block}
 figcaption{font-size:.8em;color:var(--muted)}
 .checker{background-color:#fff;background-image:conic-gradient(#ccc 25%,#fff 0 50%,#ccc 0 75%,#fff 0);
  background-size:16px 16px}
-.slider{position:relative;max-width:900px;margin:8px 0;touch-action:pan-y}
+.slider{position:relative;max-width:720px;margin:8px 0;touch-action:pan-y}
 .slider img{display:block;width:100%;height:auto}
 .slider img.over{position:absolute;left:0;top:0}
 .slider .divider{position:absolute;top:0;bottom:0;width:2px;background:#fff;box-shadow:0 0 2px #000;
@@ -48,7 +48,7 @@ figcaption{font-size:.8em;color:var(--muted)}
 .zoom button{font:inherit;padding:2px 10px;margin-right:4px}
 .zoom button[aria-pressed=true]{background:var(--accent);color:#fff}
 @media (max-width:700px){body{padding:6px;font-size:14px}.crop{width:46vw;height:46vw}
- .plots{grid-template-columns:1fr}}
+ .plots{grid-template-columns:1fr}.slider{max-width:none}}
 """
 
 # Sliders clip the reference over the other input; crops show every input around one point of the reference's
@@ -64,6 +64,8 @@ $('.slider').forEach(function(s){
     s.dataset.position=String(v);}
   range.addEventListener('input',set);set();
 });
+// a crop's offset: centred on the point, kept inside the picture (a point at an edge shows the edge, not space)
+function at(c,size,box){return Math.min(0,Math.max(box-size,box/2-c*size));}
 $('.pick').forEach(function(p){
   var zoom=p.querySelector('.zoom');if(!zoom)return;
   var w=Number(p.dataset.width),h=Number(p.dataset.height);
@@ -72,7 +74,7 @@ $('.pick').forEach(function(p){
     $('.crop',zoom).forEach(function(c){
       var img=c.querySelector('img'),box=c.clientWidth||220;
       img.style.width=(w*z)+'px';img.style.height=(h*z)+'px';
-      img.style.left=(box/2-cx*w*z)+'px';img.style.top=(box/2-cy*h*z)+'px';
+      img.style.left=at(cx,w*z,box)+'px';img.style.top=at(cy,h*z,c.clientHeight||box)+'px';
     });
     $('button',zoom).forEach(function(b){b.setAttribute('aria-pressed',String(Number(b.dataset.zoom)===z));});
   }

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from html import escape
 
 #: the drawing's own units; the SVG scales to its box's width (CSS), so one file reads on a phone and a monitor
-WIDTH, HEIGHT = 800, 240
+WIDTH, HEIGHT = 640, 220
 _LEFT, _RIGHT, _TOP, _BOTTOM = 56, 12, 26, 30
 #: one colour per series, in order (colour-blind safe: Okabe–Ito)
 COLOURS = ("#0072b2", "#e69f00", "#009e73", "#cc79a7", "#d55e00", "#56b4e9")
@@ -117,7 +117,7 @@ def svg(plot: Plot) -> str:
                     f'<polyline data-series="{escape(s.label)}" data-points="{len(run)}" fill="none" '
                     f'stroke="{colour}" points="{" ".join(run)}"/>'
                 )
-        lx = _LEFT + 8 + 150 * k
+        lx = _LEFT + 8 + 170 * k
         out.append(f'<rect x="{lx}" y="{_TOP + 6}" width="10" height="10" fill="{colour}"/>')
         out.append(f'<text class="legend" x="{lx + 14}" y="{_TOP + 15}">{escape(s.label)}</text>')
     out.append("</svg>")

@@ -143,7 +143,9 @@ class RunRecorder:
 
         names = [*TIMED_HOOKS, *(h for kind, hs in TEMPORAL_HOOKS if isinstance(stage, kind) for h in hs)]
         hooks = {h: wrap(h) for h in names}
-        return type(cls.__name__, (cls,), {**hooks, "__qualname__": cls.__qualname__, "__module__": cls.__module__})
+        # no slots of its own: the layout is the class's, so `__class__` can be swapped both ways
+        own = {"__slots__": (), "__qualname__": cls.__qualname__, "__module__": cls.__module__}
+        return type(cls.__name__, (cls,), {**hooks, **own})
 
     def _event(self) -> Any:
         if not self.cuda:
