@@ -4,6 +4,9 @@ the page is self-contained and small, and the CLI writes what it is asked for.""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import io
 import re
 from fractions import Fraction
 from pathlib import Path
@@ -17,7 +20,7 @@ from vidpipe.errors import UsageError
 from vidpipe.frames import from_float
 from vidpipe.metrics import PSNR_CAP_DB, psnr_per_frame, ssim_per_frame
 from vidpipe.report import images
-from vidpipe.report.compare import CompareOptions, compare, grid, html, write_png
+from vidpipe.report.compare import MIN_SIDE, CompareOptions, bucketed, compare, grid, html, write_png
 from vidpipe.report.measure import Curves, choose
 from vidpipe.report.page import CSP
 from vidpipe.report.plots import Plot, Series, svg
@@ -180,3 +183,28 @@ def test_cli(cli, source, blended, tmp_path):
     assert out.returncode == 0, out.stderr
     assert page.stat().st_size > 10_000 and png.stat().st_size > 1000
     assert re.search(r"B: blend.mkv vs A: mean PSNR \d+\.\d+ dB, SSIM 0\.\d+ \(9/9 frames\)", out.stdout)
+
+
+def test_a_page_over_its_image_budget_embeds_smaller_images(source, tmp_path):
+    """Over the byte budget every image is embedded smaller (never fewer frames), and the page says so."""
+    noise = torch.randint(0, 256, (9, 3, 512, 768), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    big = write_rgb(tmp_path / "big.mkv", noise, RATE)  # noise: JPEG bytes grow with the area
+    full = compare([source, big], CompareOptions(cuts="off", even=2, worst=0))
+    page_full = html(full)
+    tight = dataclasses.replace(full, image_bytes=len(page_full) // 3)
+    page_tight = html(tight)
+    assert 'id="smaller"' not in page_full and len(full.picks) == len(tight.picks) == 2
+    side = int(re.search(r"embedded at most (\d+) px long", page_tight).group(1))
+    assert MIN_SIDE <= side < 768
+    widths = []
+    for uri in re.findall(r'src="data:image/jpeg;base64,([^"]+)"', page_tight):
+        with av.open(io.BytesIO(base64.b64decode(uri))) as f:
+            widths.append(next(f.decode(video=0)).width)
+    assert max(widths) <= side and len(page_tight) < len(page_full)
+
+
+def test_long_curves_are_bucketed_by_their_extremes():
+    values = [5.0, 1.0, None, None, 3.0, 4.0, 9.0]
+    assert bucketed(values, 10, min) == values
+    assert bucketed(values, 3, min) == [1.0, None, 3.0]  # buckets [5, 1], [None, None], [3, 4, 9]
+    assert bucketed([None, None, 2.0, 7.0], 2, max) == [None, 7.0]

@@ -12,7 +12,8 @@ not (the PyPI wheels of PyAV are built without it).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from html import escape
 from pathlib import Path
@@ -45,6 +46,14 @@ log = logging.getLogger(__name__)
 
 #: each image's height in the `--png` grid
 GRID_ROW_HEIGHT = 240
+#: the frames' images may take this much of the page (base64 included): with plots and tables a default page
+#: stays under 10 MB; over it, every image is embedded smaller (`sections`), never fewer frames
+IMAGE_BYTES = 9_000_000
+#: … but never below this long side (a crop of a smaller image shows nothing the side-by-side does not)
+MIN_SIDE = 480
+#: plots draw at most this many points a curve: longer runs are summarised per bucket of frames, by the lowest
+#: PSNR/SSIM and the highest flicker (the dips and spikes are what a reader looks for)
+MAX_POINTS = 2000
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +74,8 @@ class CompareOptions:
     cuts: str | Path | tuple[Cut, ...] = "auto"
     #: where the metrics run ("auto": CUDA when there is one)
     device: str = "auto"
+    #: the byte budget of the frames' images (see `IMAGE_BYTES`)
+    image_bytes: int = IMAGE_BYTES
 
 
 @dataclass(slots=True)
@@ -73,6 +84,7 @@ class Comparison:
     curves: Curves
     cuts: list[Cut]
     picks: list[Picked]
+    image_bytes: int = IMAGE_BYTES
 
 
 def vmaf_available() -> bool:
@@ -113,7 +125,8 @@ def compare(paths: Sequence[str | Path], options: CompareOptions = CompareOption
         at_cuts=options.at_cuts,
         worst=options.worst,
     )
-    return Comparison(inputs=inputs, curves=curves, cuts=cuts, picks=collect(inputs, choices))
+    picks = collect(inputs, choices)
+    return Comparison(inputs=inputs, curves=curves, cuts=cuts, picks=picks, image_bytes=options.image_bytes)
 
 
 # ------------------------------------------------------------------------------------------------ the page
@@ -165,20 +178,43 @@ def _method(inputs: Sequence[Input]) -> str:
     return "".join(f'<p class="note">{n}</p>' for n in notes)
 
 
-def plots(c: Comparison) -> str:
+def bucketed(values: Sequence[float | None], n: int, pick: Callable[[list[float]], float]) -> list[float | None]:
+    """`values` in `n` consecutive buckets (`n` ≥ their count: unchanged), each summarised by `pick` of its
+    defined values (None where it has none)."""
+    if len(values) <= n:
+        return list(values)
+    out: list[float | None] = []
+    for j in range(n):
+        part = [v for v in values[j * len(values) // n : (j + 1) * len(values) // n] if v is not None]
+        out.append(pick(part) if part else None)
+    return out
+
+
+def plots(c: Comparison, max_points: int = MAX_POINTS) -> str:
     labels = [i.label for i in c.inputs]
     marks = [(cut.time, f"{cut.kind} cut at frame {cut.frame}") for cut in c.cuts]
     others = range(1, len(c.inputs))
+    t = c.curves.times
+    x = t if len(t) <= max_points else [t[j * len(t) // max_points] for j in range(max_points)]
+
+    def series(
+        values: dict[int, list[float | None]], keys: Sequence[int], pick: Callable[[list[float]], float]
+    ) -> list[Series]:
+        return [Series(labels[k], bucketed(values[k], max_points, pick)) for k in keys]
+
     parts = [
-        Plot("PSNR vs A (dB)", c.curves.times, [Series(labels[k], c.curves.psnr[k]) for k in others], markers=marks),
-        Plot("SSIM vs A", c.curves.times, [Series(labels[k], c.curves.ssim[k]) for k in others], markers=marks),
+        Plot("PSNR vs A (dB)", x, series(c.curves.psnr, others, min), markers=marks),
+        Plot("SSIM vs A", x, series(c.curves.ssim, others, min), markers=marks),
         Plot(
             "Flicker: mean |frame − previous| (8-bit levels)",
-            c.curves.times,
-            [Series(labels[k], c.curves.flicker[k]) for k in range(len(c.inputs))],
+            x,
+            series(c.curves.flicker, range(len(c.inputs)), max),
             markers=marks,
         ),
     ]
+    if len(t) > max_points:
+        note = f"{len(t)} frames in {max_points} buckets: each point is the lowest PSNR/SSIM, highest flicker"
+        parts[0] = Plot(parts[0].title + f" ({note})", x, parts[0].series, markers=marks)
     return (
         '<section id="plots"><h2>Per frame</h2><div class="plots">'
         + "".join(svg(p) for p in parts)
@@ -194,7 +230,7 @@ def _figure(img_id: str, src: str, caption: str, alpha: bool) -> str:
     )
 
 
-def _pick(n: int, p: Picked, inputs: Sequence[Input], curves: Curves) -> str:
+def _pick(n: int, p: Picked, inputs: Sequence[Input], curves: Curves, side: int) -> str:
     ref = p.frames[0]
     assert ref is not None
     w, h = inputs[0].size
@@ -206,7 +242,7 @@ def _pick(n: int, p: Picked, inputs: Sequence[Input], curves: Curves) -> str:
             figs.append(f'<figure><p class="muted">{escape(inp.label)}: no frame within half a period</p></figure>')
             continue
         fid = f"p{n}-{k}"
-        figs.append(_figure(fid, images.data_uri(f.data), f"{inp.label} · frame {f.index}", inp.alpha))
+        figs.append(_figure(fid, images.data_uri(f.data, side), f"{inp.label} · frame {f.index}", inp.alpha))
         crops.append(
             f'<div class="crop{" checker" if inp.alpha else ""}"><img data-from="{fid}" alt=""><span>'
             f"{escape(inp.label[:1])}</span></div>"
@@ -215,7 +251,8 @@ def _pick(n: int, p: Picked, inputs: Sequence[Input], curves: Curves) -> str:
             continue
         diff = images.difference(a, as_float(f.data, (w, h)))
         hot = hot or images.hottest(diff)
-        heats.append(_figure(f"h{n}-{k}", images.data_uri(images.heatmap(diff)), f"|A − {inp.label[:1]}|", False))
+        heat = images.data_uri(images.heatmap(diff), side)
+        heats.append(_figure(f"h{n}-{k}", heat, f"|A − {inp.label[:1]}|", False))
         scores.append(f"{escape(inp.label)}: PSNR {curves.psnr[k][p.choice.index]:.2f} dB, "
                       f"SSIM {curves.ssim[k][p.choice.index]:.4f}")  # fmt: skip
         sliders.append(
@@ -239,9 +276,24 @@ def _pick(n: int, p: Picked, inputs: Sequence[Input], curves: Curves) -> str:
     )
 
 
+def _picks(c: Comparison) -> tuple[str, int]:
+    """The frames' HTML within `c.image_bytes`, and the long side their images were embedded at: the inputs' own
+    (at most `images.MAX_SIDE`), lowered in proportion (areas scale with its square) until the images fit."""
+    side = min(images.MAX_SIDE, max(max(i.size) for i in c.inputs))
+    while True:
+        out = "".join(_pick(n, p, c.inputs, c.curves, side) for n, p in enumerate(c.picks))
+        if len(out) <= c.image_bytes or side <= MIN_SIDE:
+            return out, side
+        side = max(MIN_SIDE, int(side * math.sqrt(c.image_bytes / len(out)) * 0.95))
+
+
 def sections(c: Comparison) -> list[str]:
     """The compare page's sections (the run report puts its own after them)."""
-    picks = "".join(_pick(n, p, c.inputs, c.curves) for n, p in enumerate(c.picks))
+    picks, side = _picks(c)
+    if side < min(images.MAX_SIDE, max(max(i.size) for i in c.inputs)):
+        picks = (
+            f'<p class="note" id="smaller">Images embedded at most {side} px long to keep the page small.</p>' + picks
+        )
     cuts = ", ".join(f"{cut.frame} ({cut.kind})" for cut in c.cuts) or "none"
     return [
         _describe(c.inputs, c.curves),

@@ -17,8 +17,8 @@ from ..frames import max_value
 JPEG_QSCALE = 3
 #: libwebp's quality for RGBA frames (lossy colour, the alpha plane lossless)
 WEBP_QUALITY = 85
-#: images are embedded at most this long on their long side (a 4K upscale is shown at 2048 px): a default report
-#: of 4K outputs stays under 10 MB; 400 % crops of such a frame are then 200 % of its own pixels
+#: images are embedded at most this long on their long side (a 4K upscale is shown at 2048 px; 400 % crops of
+#: such a frame are 200 % of its own pixels); the page may lower it to stay within its byte budget
 MAX_SIDE = 2048
 #: the heat-map's full colour: a mean absolute difference of this many 8-bit levels over R, G, B (or more)
 HEAT_FULL_LEVELS = 32.0
@@ -75,9 +75,9 @@ def png(frame: torch.Tensor) -> bytes:
     return _encode(hwc, "png", fmt, fmt, {})
 
 
-def data_uri(frame: torch.Tensor) -> str:
-    """A frame (any depth, C×H×W) as a `data:` URI for an `<img>`, at most `MAX_SIDE` long."""
-    mime, data = encode(fit_side(to_uint8(frame)))
+def data_uri(frame: torch.Tensor, max_side: int = MAX_SIDE) -> str:
+    """A frame (any depth, C×H×W) as a `data:` URI for an `<img>`, at most `max_side` long."""
+    mime, data = encode(fit_side(to_uint8(frame), max_side))
     return f"data:{mime};base64,{base64.b64encode(data).decode('ascii')}"
 
 
