@@ -59,12 +59,15 @@ class Page:
             raise AssertionError(f"JS error in {expression!r}: {r['exceptionDetails']}")
         return r["result"].get("value")
 
-    def screenshot(self, path: Path, width: int = 1200, height: int = 900) -> Path:
+    def viewport(self, width: int, height: int, *, mobile: bool = False) -> None:
         self.browser.call(
             "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False},
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
             self.session,
         )
+
+    def screenshot(self, path: Path, width: int = 1200, height: int = 900) -> Path:
+        self.viewport(width, height)
         r = self.browser.call("Page.captureScreenshot", {"format": "png"}, self.session)
         path.write_bytes(base64.b64decode(r["data"]))
         return path

@@ -69,6 +69,11 @@ def test_compare_page_in_chromium(browser, small, tmp_path):
     check_page(page, picks=len(c.picks), inputs=2, frames=10)
     shot = page.screenshot(tmp_path / "shot.png", 600, 800)
     assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # a phone: one column, nothing wider than the screen (wide tables scroll inside themselves)
+    page.viewport(390, 844, mobile=True)
+    width = page.eval("[document.documentElement.scrollWidth, getComputedStyle(document.querySelector('.plots'))"
+                      ".gridTemplateColumns.split(' ').length]")  # fmt: skip
+    assert width == [390, 1]
 
 
 def test_run_report_in_chromium(browser, small, tmp_path):

@@ -116,3 +116,18 @@ def test_cuda_run_records_device_time_and_gpu_memory(with_attachment, tmp_path):
     assert rec.samples and all(s.gpu_used_mb is not None and s.gpu_used_mb > 0 for s in rec.samples)
     page = write_run_report(with_attachment, result, rec, device="cuda").read_text()
     assert "n/a (a CPU run)" not in page and "GPU in use (device)" in page and "n/a (CPU)" not in page
+
+
+def test_many_inputs_get_a_report_each(make, with_attachment, tmp_path):
+    from vidpipe.report.run import run_many_with_report
+    from vidpipe.runtime.multi import plan_outputs
+    from vidpipe.stages.resize import Resize
+
+    other = make("report-other.mkv", size=(96, 64), frames=6, rate=Fraction(8))
+    jobs, single = plan_outputs([str(with_attachment), str(other)], str(tmp_path / "out") + "/", suffix=".mkv")
+    assert not single
+    res = run_many_with_report(jobs, [Resize(48, 32)], RunOptions(device="cpu", progress="none"))
+    assert [v.status for v in res.videos] == ["done", "done"]
+    for job, frames in zip(jobs, (8, 6), strict=True):
+        page = report_path(job.output).read_text()
+        assert f"{frames} of {frames}" in page and "each video of a run over several has its own copies" in page
