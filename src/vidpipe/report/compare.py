@@ -22,6 +22,7 @@ import av.filter
 import torch
 import torch.nn.functional as F
 
+from ..errors import UsageError
 from ..metrics import PSNR_CAP_DB, SSIM_SIGMA, SSIM_WINDOW
 from ..paths import write_bytes
 from . import images
@@ -328,6 +329,8 @@ def _row_image(frame: torch.Tensor, height: int) -> torch.Tensor:
 
 def grid(c: Comparison, height: int = GRID_ROW_HEIGHT) -> torch.Tensor:
     """One row per picked frame: every input, then the heat-maps; 3×H×W uint8."""
+    if not c.picks:
+        raise UsageError("no frames to show in the grid: ask for some (--frames, --at-cuts, --worst)")
     w, h = c.inputs[0].size
     rows = []
     for p in c.picks:
