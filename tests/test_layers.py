@@ -20,7 +20,7 @@ LAYERS: list[set[str]] = [
     {"schedule"},
     {"runtime"},
     {"jobs"},
-    {"eval", "testing"},  # testing: reference helpers for tests and benchmarks
+    {"eval", "testing", "report"},  # testing: reference helpers for tests and benchmarks; report: compare, run pages
     {"bench"},
     {"cli", "__main__"},
 ]

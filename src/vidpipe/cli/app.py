@@ -22,6 +22,7 @@ from .. import __version__
 from ..errors import DeviceError, UsageError, VidpipeError
 from ..runtime.recipe import PipelineRecipe, trimmed
 from ..stages.registry import STAGES
+from .compare_cmd import compare_cmd
 from .cuts_cmd import bench_cmd as bench_cuts_cmd
 from .cuts_cmd import detect_cmd as detect_cuts_cmd
 from .eval_cmd import app as eval_app
@@ -149,6 +150,9 @@ def run_cmd(
         bool, typer.Option("--force", help="re-make outputs already finished with the same models")
     ] = False,
     suffix: Annotated[str | None, typer.Option(help="output extension for many inputs (default: each input's)")] = None,
+    report: Annotated[
+        bool, typer.Option("--report", help="also write OUTPUT.report.html: input vs output and the run's manifest")
+    ] = False,
     **stage_values: Any,
 ) -> None:
     """Decode INPUT, run the chosen stages, encode to OUTPUT with every other stream copied.
@@ -201,9 +205,16 @@ def run_cmd(
         if length is not None and opts.window.start >= length:
             raise UsageError(f"--start {start} is past the end of {jobs[0].input} ({float(length):.3f} s long)")
     if not single:
-        _run_many(jobs, stages, opts, talk)
+        _run_many(jobs, stages, opts, talk, report)
         return
-    result = run(jobs[0].input, jobs[0].output, stages, opts)  # a skip is logged by run (--force re-makes it)
+    if report:
+        from ..report.run import run_with_report
+
+        result, page = run_with_report(jobs[0].input, jobs[0].output, stages, opts)
+        if talk:
+            err.print(f"report {page}")
+    else:
+        result = run(jobs[0].input, jobs[0].output, stages, opts)  # a skip is logged by run (--force re-makes it)
     if talk and not result.skipped:
         err.print(
             f"wrote {result.output} ({result.frames_out} frames, {result.fps:.1f} fps, "
@@ -215,10 +226,15 @@ def run_cmd(
 _RUN_OWN = own_parameters(run_cmd)
 
 
-def _run_many(jobs: list[Job], stages: list[Stage], opts: RunOptions, talk: bool) -> None:
+def _run_many(jobs: list[Job], stages: list[Stage], opts: RunOptions, talk: bool, report: bool = False) -> None:
     from ..runtime.multi import run_many
 
-    res = run_many(jobs, stages, opts)
+    if report:
+        from ..report.run import run_many_with_report
+
+        res = run_many_with_report(jobs, stages, opts)
+    else:
+        res = run_many(jobs, stages, opts)
     for v in res.failed:  # outputs written and skipped are logged as they happen
         err.print(f"failed {v.job.input}: {v.reason}")
     if talk:
@@ -592,6 +608,7 @@ app.add_typer(job_app, name="job")
 app.command("cuts")(detect_cuts_cmd)
 bench_app.command("cuts")(bench_cuts_cmd)
 app.add_typer(eval_app, name="eval")
+app.command("compare")(compare_cmd)
 
 
 def refresh_stage_options() -> None:
