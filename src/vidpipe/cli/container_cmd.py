@@ -38,7 +38,7 @@ from typing import Annotated, Any, Final
 
 import typer
 
-from ..errors import UsageError, VidpipeError
+from ..errors import Interrupted, UsageError, VidpipeError
 from ..jobs.secrets import Redactor, redacted_logs
 from ..jobs.spec import JobSpec, build_spec, env_spec_doc, job_from_env, read_spec_doc
 
@@ -213,6 +213,7 @@ def container(
     _setup_logging(quiet, verbose)
     env = dict(os.environ)
     redactor = Redactor.from_env(env)
+    job: ContainerJob | None = None
     with redacted_logs(redactor):
         try:
             if progress not in ("none", "json"):
@@ -233,6 +234,13 @@ def container(
             from ..jobs.runner import run_job  # boto3 and the runtime: only once the job is valid
 
             outcome = run_job(job.spec, env=env, progress=progress)  # type: ignore[arg-type]
+        except Interrupted as e:
+            if job is not None and stopped_marker(job.spec) is not None:
+                # the monitor's own stop ended this container (the platform sends SIGTERM): the job is done
+                sys.stderr.write("container: the instance is stopping after the verified job\n")
+                return
+            sys.stderr.write(f"error: {redactor.redact(str(e))}\n")
+            raise SystemExit(e.exit_code) from None
         except VidpipeError as e:
             log.debug("container job failed", exc_info=e)
             sys.stderr.write(f"error: {redactor.redact(str(e))}\n")
