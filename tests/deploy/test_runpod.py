@@ -24,7 +24,7 @@ from vidpipe.errors import UsageError
 from vidpipe.media.probe import probe
 from vidpipe.models import loading
 from vidpipe.serve import runpod as serve_runpod
-from vidpipe.serve.worker import DevicePool, Worker, parse_request
+from vidpipe.serve.worker import DevicePool, WarmChains, Worker, parse_request
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -232,3 +232,34 @@ def test_the_sdk_local_test_mode_runs_a_job(s3_server, bucket, clip, loopback, t
     updates = [json.loads(body) for path, body in posts if path.startswith("/done/local_test")]
     steps = [u["output"]["step"] for u in updates if u.get("status") == "IN_PROGRESS"]
     assert steps[:2] == ["download", "start"] and "upload" in steps
+
+
+# -- the chains kept loaded -----------------------------------------------------------------------------------
+
+
+class _Recipe:
+    """What WarmChains reads of a PipelineRecipe: the stage options and a chain builder."""
+
+    def __init__(self, model: str) -> None:
+        self.stage_values = {"upscale": model}
+        self.model = model
+
+    def stages(self) -> list[Any]:
+        stage = type("Stub", (), {})()
+        stage.loaded = {"weights": self.model}  # what a real stage's setup would fill and copies share
+        return [stage]
+
+
+def test_warm_chains_share_one_load_per_signature_and_keep_two():
+    chains = WarmChains(keep=2)
+    a, b = _Recipe("a"), _Recipe("b")
+    first = chains.factory(a, "cpu")()
+    again = chains.factory(a, "cpu")()
+    assert chains.built == 1 and again[0] is not first[0] and again[0].loaded is first[0].loaded
+    assert chains.factory(a, "cuda:1")() is not None and chains.built == 2  # another device: its own load
+    assert chains.factory(a, "cpu")()[0].loaded is first[0].loaded  # a on the CPU used last
+    chains.factory(b, "cpu")()  # a third signature evicts the least recently used: a on cuda:1
+    assert chains.built == 3 and chains.has(a, "cpu") and chains.has(b, "cpu") and not chains.has(a, "cuda:1")
+    assert chains.factory(a, "cpu")()[0].loaded is first[0].loaded and chains.built == 3
+    chains.factory(a, "cuda:1")()
+    assert chains.built == 4 and not chains.has(b, "cpu")

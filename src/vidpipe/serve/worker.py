@@ -88,19 +88,21 @@ class WarmChains:
         return self.signature(recipe, device) in self._chains
 
     def factory(self, recipe: PipelineRecipe, device: str) -> Callable[[], list[Stage]]:
-        """What JobRunner calls per input: the kept chain's first use sets it up (loads the weights) in place;
-        later ones get copies sharing those weights."""
+        """What JobRunner calls per input: copies of the chain kept under this signature (sharing its loaded
+        weights), or a new chain the first time. Either is kept as the one the next call copies: it is set up by
+        the job it is handed to, so a first job that failed before loading anything leaves no unloaded template
+        behind for every later job to load again."""
         key = self.signature(recipe, device)
 
         def make() -> list[Stage]:
             with self._lock:
-                chain = self._chains.get(key)
-                if chain is not None:
-                    self._chains.move_to_end(key)
-                    return [copy.copy(stage) for stage in chain]
-                chain = recipe.stages()
-                self._chains[key] = chain
-                self.built += 1
+                kept = self._chains.pop(key, None)
+                if kept is None:
+                    chain = recipe.stages()
+                    self.built += 1
+                else:
+                    chain = [copy.copy(stage) for stage in kept]
+                self._chains[key] = chain  # most recently used last
                 while len(self._chains) > self.keep:
                     evicted, _ = self._chains.popitem(last=False)
                     log.info("serve: dropped the chain least recently used (%s)", evicted[:80])
