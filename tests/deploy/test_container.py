@@ -251,3 +251,29 @@ def test_the_job_sources_in_order(tmp_path):
 def test_bad_job_sources_are_usage_errors(env, message, tmp_path):
     with pytest.raises(UsageError, match=message):
         load_container_job(env, default_config=tmp_path / "absent.yaml")
+
+
+def test_a_stop_that_ends_the_monitor_leaves_its_marker(tmp_path):
+    """On vast.ai and RunPod the stop command stops the container the monitor runs in (SIGTERM): the marker must be
+    on disk before the command runs, or the instance started again would run the job and stop once more."""
+    from vidpipe.errors import Interrupted
+    from vidpipe.jobs.monitor import MonitorConfig, run_monitor
+    from vidpipe.jobs.result import JobResult
+    from vidpipe.jobs.storage import UploadReceipt
+
+    result, sentinel = tmp_path / "result.json", tmp_path / "DONE"
+    job = JobResult(result, sentinel=sentinel, upload_enabled=True)
+    job.begin()
+    receipt = UploadReceipt(bucket="b", key="k.mp4", size=1, sha256="0" * 64, etag="", parts=0, attempts=1, seconds=0)
+    job.record_upload("in.mp4", "/out/k.mp4", receipt)
+    job.succeed_input("in.mp4")
+    assert job.finish()
+    config = MonitorConfig(result_path=result, sentinel_path=sentinel, stop_command=("vastai", "stop"), interval=0.01)
+
+    def stopped_from_outside(argv: object, timeout: float) -> object:
+        assert config.marker.is_file()  # written before the command runs
+        raise Interrupted("interrupted by SIGTERM")
+
+    with pytest.raises(Interrupted):
+        run_monitor(config, runner=stopped_from_outside)  # type: ignore[arg-type]
+    assert json.loads(config.marker.read_text())["job_id"] == json.loads(result.read_text())["job_id"]
