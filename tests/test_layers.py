@@ -22,7 +22,7 @@ LAYERS: list[set[str]] = [
     {"jobs"},
     {"eval", "testing", "report"},  # testing: reference helpers for tests and benchmarks; report: compare, run pages
     {"bench"},
-    {"cli", "__main__"},
+    {"cli", "serve", "__main__"},  # serve: queue workers (the RunPod handler), a front end like the CLI
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

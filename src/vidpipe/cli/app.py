@@ -23,6 +23,7 @@ from ..errors import DeviceError, UsageError, VidpipeError
 from ..runtime.recipe import PipelineRecipe, trimmed
 from ..stages.registry import STAGES
 from .compare_cmd import compare_cmd
+from .container_cmd import container as container_cmd
 from .cuts_cmd import bench_cmd as bench_cuts_cmd
 from .cuts_cmd import detect_cmd as detect_cuts_cmd
 from .eval_cmd import app as eval_app
@@ -299,7 +300,9 @@ def probe_cmd(
 
 @app.command("doctor")
 def doctor_cmd(
-    device: Annotated[str, typer.Option(help="device to check: auto | cpu | cuda:N")] = "auto",
+    device: Annotated[
+        str, typer.Option(envvar="VIDPIPE_DEVICE", help="device to check: auto | cpu | cuda:N (a job's device)")
+    ] = "auto",
     model: Annotated[
         list[str] | None, typer.Option(help="KIND=MODEL to size (repeatable; kind upscale | interpolate)")
     ] = None,
@@ -307,6 +310,12 @@ def doctor_cmd(
     probe: Annotated[
         bool | None, typer.Option("--probe/--no-probe", help="measure what no cost table has (default: on CUDA)")
     ] = None,
+    quick: Annotated[
+        bool,
+        typer.Option(
+            "--quick", help="fast checks only (no sizing); exit 5 when the device does not work (a HEALTHCHECK)"
+        ),
+    ] = False,
 ) -> None:
     """What this machine can do: versions, GPUs, hardware decoders/encoders that really open, and the batch and tile
     size each model stage would use here, and why."""
@@ -315,8 +324,11 @@ def doctor_cmd(
     from ..stages.resize import parse_size
 
     _setup_logging(quiet=True, verbose=False)
-    for line in report(device):
+    for line in report(device, quick=quick):
         typer.echo(line)
+    if quick:
+        resolve_device(device)  # a device that does not work (a GPU lost to the container): its error and exit code
+        return
     models = [tuple(m.split("=", 1)) for m in model or []]
     if any(len(m) != 2 for m in models):
         raise UsageError("--model takes KIND=MODEL, e.g. upscale=realesr-animevideov3-x4")
@@ -606,6 +618,7 @@ app.add_typer(monitor_app, name="monitor")
 job_app = make_job_app(_setup_logging)
 app.add_typer(job_app, name="job")
 app.command("cuts")(detect_cuts_cmd)
+app.command("container")(container_cmd)
 bench_app.command("cuts")(bench_cuts_cmd)
 app.add_typer(eval_app, name="eval")
 app.command("compare")(compare_cmd)

@@ -21,7 +21,7 @@ import click
 import typer
 
 from ..errors import UsageError, VidpipeError
-from ..jobs.secrets import Redactor, install_log_redaction
+from ..jobs.secrets import Redactor, redacted_logs
 from ..jobs.spec import JobSpec, build_spec, env_spec_doc, merge_docs, read_spec_doc
 from ..runtime.recipe import PipelineRecipe, choice
 
@@ -150,22 +150,18 @@ def make_job_app(setup_logging: Callable[[bool, bool], None]) -> typer.Typer:
         _setup_job_logging(setup_logging, values["quiet"], values["verbose"])
         redactor = Redactor.from_env()
         # for what is logged outside the job itself (the runner adds the store's credentials while it runs)
-        filters = [install_log_redaction(redactor, logging.getLogger(n)) for n in ("", "vidpipe")]
-        try:
-            progress = choice(values["progress"], ("none", "json", "bar"), "progress mode")
-            spec = resolve_spec(ctx, values)
-            # imported here: the runner pulls in boto3, which no other command needs at start-up
-            from ..jobs.runner import run_job
+        with redacted_logs(redactor):
+            try:
+                progress = choice(values["progress"], ("none", "json", "bar"), "progress mode")
+                spec = resolve_spec(ctx, values)
+                # imported here: the runner pulls in boto3, which no other command needs at start-up
+                from ..jobs.runner import run_job
 
-            outcome = run_job(spec, progress="none" if values["quiet"] else progress)  # type: ignore[arg-type]
-        except VidpipeError as e:
-            log.debug("job failed", exc_info=e)  # the traceback, redacted, with -v
-            sys.stderr.write(f"error: {redactor.redact(str(e))}\n")
-            raise SystemExit(e.exit_code) from None
-        finally:
-            for flt, name in zip(filters, ("", "vidpipe"), strict=True):
-                for handler in logging.getLogger(name).handlers:
-                    handler.removeFilter(flt)
+                outcome = run_job(spec, progress="none" if values["quiet"] else progress)  # type: ignore[arg-type]
+            except VidpipeError as e:
+                log.debug("job failed", exc_info=e)  # the traceback, redacted, with -v
+                sys.stderr.write(f"error: {redactor.redact(str(e))}\n")
+                raise SystemExit(e.exit_code) from None
         if not values["quiet"]:
             done = ", ".join(str(p) for p in outcome.outputs) or "nothing"
             sys.stderr.write(

@@ -15,8 +15,9 @@ Providers: vast.ai (``vastai stop instance $CONTAINER_ID``), RunPod (``runpodctl
 or any argument list. Commands run without a shell. A failed stop (non-zero exit, timeout) is retried with
 back-off and reported; a missing program is not retried.
 
-A second stop is harmless and, across monitor restarts, avoided: after a successful stop a marker
-(``<result>.stopped``, holding the job id) is written, and a monitor that finds the marker for the same job
+A second stop is harmless and, across monitor restarts, avoided: a marker (``<result>.stopped``, holding the
+job id) is written just before the stop command runs (a stop may end the monitor's own process) and removed
+when the stop fails, and a monitor that finds the marker for the same job
 does not stop again. This matters on vast.ai, where a stopped instance that is started again (to inspect it)
 still has the sentinel on its disk, and a monitor launched on boot would otherwise stop it at once.
 """
@@ -341,14 +342,17 @@ def _finish(
         log.warning("dry run: would stop the instance with %s", list(config.stop_command))
         report.outcome = Outcome.DRY_RUN
         return report
-    if not _stop(config, report, runner=runner, sleep=sleep, redactor=redactor):
-        report.outcome = Outcome.STOP_FAILED
-        return report
-    report.outcome = success
+    # The marker goes first: a stop that succeeds may end this very process before the command returns (the
+    # platform stops the container the monitor runs in: SIGTERM), and the next start must still find it.
     marker = {"job_id": verdict.job_id, "stopped_at": datetime.now(UTC).isoformat(timespec="seconds")}
     try:
         write_json(config.marker, marker)
     except OSError as e:
-        # The stop itself succeeded; without the marker a restarted monitor may stop once more (harmless).
-        log.warning("stop succeeded but marker %s could not be written: %s", config.marker, e.strerror or e)
+        # without the marker a restarted monitor may stop once more (harmless)
+        log.warning("marker %s could not be written: %s", config.marker, e.strerror or e)
+    if not _stop(config, report, runner=runner, sleep=sleep, redactor=redactor):
+        config.marker.unlink(missing_ok=True)
+        report.outcome = Outcome.STOP_FAILED
+        return report
+    report.outcome = success
     return report

@@ -37,11 +37,11 @@ import shutil
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Final, NamedTuple
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from .. import paths
 from ..errors import Interrupted, StorageError, VidpipeError
@@ -61,6 +61,9 @@ from .secrets import RedactingFilter, Redactor, install_log_redaction
 from .segments import InputState, checkpoint_key, file_sha256
 from .spec import JobSpec
 from .storage import S3Settings, S3Storage, UploadReceipt, file_digest
+
+if TYPE_CHECKING:
+    from ..stages.base import Stage
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +133,9 @@ class _Stems(NamedTuple):
 
 
 class JobRunner:
-    """Runs one JobSpec. `storage` may be injected (tests); otherwise built from the spec and ``B2_*``."""
+    """Runs one JobSpec. `storage` may be injected (tests); otherwise built from the spec and ``B2_*``.
+    `stages` makes each input's stage chain (default: the spec's recipe builds a fresh one); a long-lived worker
+    passes copies of a chain it keeps loaded (`vidpipe.serve`), so a job loads no weights of its own."""
 
     def __init__(
         self,
@@ -139,8 +144,10 @@ class JobRunner:
         env: Mapping[str, str] | None = None,
         progress: ProgressMode = "none",
         storage: S3Storage | None = None,
+        stages: Callable[[], list[Stage]] | None = None,
     ) -> None:
         self.spec = spec
+        self._make_stages = stages or spec.pipeline.stages
         self.env = dict(os.environ if env is None else env)
         self.progress = progress
         self._storage = storage
@@ -369,7 +376,7 @@ class JobRunner:
         suffix = spec.suffix_for(name)
         options = spec.pipeline.run_options(progress=self.progress)
         device = resolve_device(options.device)
-        stages = spec.pipeline.stages()
+        stages = self._make_stages()
         out_spec = source_spec(info, options.reader.keep_alpha)
         for stage in stages:
             out_spec = stage.setup(device, out_spec)
@@ -524,11 +531,12 @@ def run_job(
     env: Mapping[str, str] | None = None,
     progress: ProgressMode = "none",
     storage: S3Storage | None = None,
+    stages: Callable[[], list[Stage]] | None = None,
 ) -> JobOutcome:
     """Run `spec`; see the module docstring. Raises UsageError for a job that cannot start (bad settings,
     missing credentials) and Interrupted on SIGINT/SIGTERM; other failures are in the outcome and the result
     JSON."""
-    return JobRunner(spec, env=env, progress=progress, storage=storage).run()
+    return JobRunner(spec, env=env, progress=progress, storage=storage, stages=stages).run()
 
 
 __all__ = [

@@ -19,7 +19,8 @@ from __future__ import annotations
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 MASK = "***"
@@ -145,3 +146,16 @@ def install_log_redaction(redactor: Redactor, logger: logging.Logger | None = No
     for handler in logger.handlers:
         handler.addFilter(flt)
     return flt
+
+
+@contextmanager
+def redacted_logs(redactor: Redactor, names: Sequence[str] = ("", "vidpipe")) -> Iterator[None]:
+    """While the block runs, a RedactingFilter on every handler of the named loggers (root and "vidpipe"): what a
+    command logs outside a job's own runner (which adds the store's credentials while it runs)."""
+    filters = [(name, install_log_redaction(redactor, logging.getLogger(name))) for name in names]
+    try:
+        yield
+    finally:
+        for name, flt in filters:
+            for handler in logging.getLogger(name).handlers:
+                handler.removeFilter(flt)

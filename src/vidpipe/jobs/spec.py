@@ -19,8 +19,8 @@ Precedence for every setting: the spec (or command-line option) > the environmen
 in a YAML file are relative to the file. Credentials are read from the environment only (``B2_KEY``,
 ``B2_SECRET``); a spec that holds one is refused.
 
-Container mode (no spec file, no ``--input``): ``VIDPIPE_JOB`` names a YAML spec; otherwise ``VIDPIPE_INPUT``
-(inputs separated by spaces or newlines), ``VIDPIPE_OUTPUT_DIR`` (default ``/workspace/output``),
+Container mode (no spec file, no ``--input``): ``VIDPIPE_JOB`` names a YAML spec or holds one inline; otherwise
+``VIDPIPE_INPUT`` (inputs separated by spaces or newlines), ``VIDPIPE_OUTPUT_DIR`` (default ``/workspace/output``),
 ``VIDPIPE_MODE``, ``VIDPIPE_WORK_DIR``, ``VIDPIPE_SEGMENT_SECONDS``, ``VIDPIPE_KEY_PREFIX``, ``VIDPIPE_AUTO_STOP``
 (1/0) and one ``VIDPIPE_<OPTION>`` per option of `vidpipe run` (``VIDPIPE_UPSCALE``, ``VIDPIPE_FPS``,
 ``VIDPIPE_ENCODER``, …). Uploads follow ``AUTO_UPLOAD_B2``/``B2_*``, the result JSON ``UPLOAD_RESULT_JSON`` and
@@ -478,12 +478,31 @@ def _env_value(name: str, text: str, kind: str) -> Any:
     return text
 
 
+def job_from_env(value: str) -> tuple[dict[str, Any], Path]:
+    """``VIDPIPE_JOB``: the path of a spec file, or the spec itself inline (YAML, or JSON, which is YAML), as a
+    container's environment can carry it without a file. An existing file wins; relative paths of an inline spec
+    start from the working directory."""
+    text = value.strip()
+    if "\n" not in text and Path(text).is_file():
+        path = Path(text)
+        return read_spec_doc(path), path.resolve().parent
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise UsageError(f"VIDPIPE_JOB is neither a spec file nor a valid inline YAML/JSON spec: {e}") from None
+    if not isinstance(doc, dict):
+        raise UsageError(
+            f"VIDPIPE_JOB={text[:80]!r} is neither an existing spec file nor an inline YAML/JSON mapping "
+            "(inputs:, output:, pipeline:, …)"
+        )
+    return doc, Path.cwd()
+
+
 def env_spec_doc(env: Mapping[str, str] | None = None) -> tuple[dict[str, Any], Path]:
     """The spec document of container mode and the directory its relative paths start from."""
     env = os.environ if env is None else env
-    if env.get("VIDPIPE_JOB"):
-        path = Path(env["VIDPIPE_JOB"])
-        return read_spec_doc(path), path.resolve().parent
+    if env.get("VIDPIPE_JOB", "").strip():
+        return job_from_env(env["VIDPIPE_JOB"])
     inputs = env.get("VIDPIPE_INPUT", "").split()
     if not inputs:
         raise UsageError(
@@ -521,6 +540,7 @@ __all__ = [
     "UploadSpec",
     "build_spec",
     "env_spec_doc",
+    "job_from_env",
     "load_spec",
     "merge_docs",
     "read_spec_doc",

@@ -50,26 +50,38 @@ def decoder_opens(name: str) -> bool:
             return False
 
 
-def report(device: str = "auto") -> Iterator[str]:
+def hardware_video() -> tuple[list[str], list[str], str]:
+    """The NVDEC decoders and NVENC encoders that really open here, and why none may (empty when a CUDA device is
+    present): `vidpipe doctor` and the container's start-up block print these."""
+    why = "" if cuda_device_present() else ", no CUDA device here (the driver, libcuda.so.1, is missing or sees none)"
+    return [n for n in _CUVID if decoder_opens(n)], [n for n in _NVENC_CODEC.values() if encoder_opens(n)], why
+
+
+def gpu_lines() -> Iterator[str]:
+    """One line per GPU torch sees (name, free memory), or one saying there is none."""
+    if not torch.cuda.is_available():
+        yield "GPU: none visible to torch"
+    for i in range(torch.cuda.device_count() if torch.cuda.is_available() else 0):
+        free, total = torch.cuda.mem_get_info(i)
+        yield f"GPU {i}: {describe(torch.device('cuda', i))}, free {free / 2**30:.1f} GiB of {total / 2**30:.1f}"
+
+
+def report(device: str = "auto", *, quick: bool = False) -> Iterator[str]:
+    """What this machine is; `quick`: only the checks of a few seconds (versions, GPUs, the device, hardware
+    video, CPU encoders), the container's HEALTHCHECK."""
     v = versions()
     yield f"vidpipe {v['vidpipe']}  python {v['python']}  torch {v['torch']} (CUDA build: {v['cuda']})"
     yield f"PyAV {v['av']}  FFmpeg {v['ffmpeg']}  CPU cores: {os.cpu_count()}"
-    if torch.cuda.is_available():
-        for i in range(torch.cuda.device_count()):
-            free, total = torch.cuda.mem_get_info(i)
-            yield f"GPU {i}: {describe(torch.device('cuda', i))}, free {free / 2**30:.1f} GiB of {total / 2**30:.1f}"
-    else:
-        yield "GPU: none visible to torch"
+    yield from gpu_lines()
     try:
         dev = resolve_device(device)
         yield f"device {device!r} resolves to: {describe(dev)}"
-        yield "--kernels fused (upscale): " + _fused_status(dev)
+        if not quick:  # imports Triton: seconds
+            yield "--kernels fused (upscale): " + _fused_status(dev)
     except VidpipeError as e:
         yield f"device {device!r}: {e}"
-    why = "" if cuda_device_present() else ", no CUDA device here (the driver, libcuda.so.1, is missing or sees none)"
-    hw_dec = [n for n in _CUVID if decoder_opens(n)]
+    hw_dec, hw_enc, why = hardware_video()
     yield "hardware decoders (NVDEC) that open: " + (", ".join(hw_dec) or f"none{why}")
-    hw_enc = [n for n in _NVENC_CODEC.values() if encoder_opens(n)]
     yield "hardware encoders (NVENC) that open: " + (", ".join(hw_enc) or f"none (encoding on the CPU{why})")
     cpu = []
     for preset, codec in _CPU_CODEC.items():
@@ -78,7 +90,8 @@ def report(device: str = "auto") -> Iterator[str]:
         )
         cpu.append(f"{preset}={codec}{'' if ok else ' (MISSING)'}")
     yield "CPU encoders: " + ", ".join(cpu)
-    yield from stage_lines()
+    if not quick:
+        yield from stage_lines()
 
 
 def _fused_status(dev: torch.device) -> str:
