@@ -335,45 +335,50 @@ class VideoReader:
             check_landing = self._seek(c, vs, count_stamps or stamps is not None)
             if check_landing:
                 packets = self._packets(c, vs)  # from the seek point, not the read-ahead
-            for packet in packets:
-                if packet.size:
-                    self.stats.packets += 1
-                if stamps is not None and packet.pts is not None:
-                    heapq.heappush(stamps, packet.pts)
-                try:
-                    frames = decode(packet)
-                except av.error.InvalidDataError as e:
-                    self._corrupt(f"undecodable packet at pts {packet.pts}: {e.strerror}")
-                    continue
-                for frame in frames:
-                    if check_landing:
-                        self._check_landing(frame, tb)
-                        check_landing = False
-                    if self._before_start(frame, tb):
+            try:
+                for packet in packets:
+                    if packet.size:
+                        self.stats.packets += 1
+                    if stamps is not None and packet.pts is not None:
+                        heapq.heappush(stamps, packet.pts)
+                    try:
+                        frames = decode(packet)
+                    except av.error.InvalidDataError as e:
+                        self._corrupt(f"undecodable packet at pts {packet.pts}: {e.strerror}")
                         continue
-                    # taken before the damage check: a damaged frame still holds its place on the time line
-                    stamp = heapq.heappop(stamps) if stamps else None
-                    if frame.is_corrupt:
-                        self._corrupt(f"damaged frame at pts {frame.pts}")
-                        continue
-                    p = None if count_stamps else (frame.pts if frame.pts is not None else frame.dts)
-                    if stamp is not None:
-                        p = stamp
-                    if p is None:  # no usable timestamps: count frames at the nominal rate
-                        p = round(self.stats.frames * step + v.start_time / tb)
-                    if last_pts is not None and p <= last_pts:
-                        self._corrupt(f"non-increasing pts {p} after {last_pts}")
-                        continue
-                    self._timeline.add(int(p), step)
-                    last_pts = int(p)
-                    if frame.format.name != v.pix_fmt and frame.format.name in _HW_LAYOUTS:
-                        # NVDEC hands out nv12/p010; repacking to the source's planar layout first (lossless)
-                        # gives the same RGB conversion, bit for bit, as the CPU path
-                        frame = frame.reformat(format=v.pix_fmt)
-                    yield int(p), frame
-                    if self.options.end is not None and p * tb >= self.options.end:
-                        self._drain(decode)
-                        return  # the look-ahead frame is out
+                    for frame in frames:
+                        if check_landing:
+                            self._check_landing(frame, tb)
+                            check_landing = False
+                        if self._before_start(frame, tb):
+                            continue
+                        # taken before the damage check: a damaged frame still holds its place on the time line
+                        stamp = heapq.heappop(stamps) if stamps else None
+                        if frame.is_corrupt:
+                            self._corrupt(f"damaged frame at pts {frame.pts}")
+                            continue
+                        p = None if count_stamps else (frame.pts if frame.pts is not None else frame.dts)
+                        if stamp is not None:
+                            p = stamp
+                        if p is None:  # no usable timestamps: count frames at the nominal rate
+                            p = round(self.stats.frames * step + v.start_time / tb)
+                        if last_pts is not None and p <= last_pts:
+                            self._corrupt(f"non-increasing pts {p} after {last_pts}")
+                            continue
+                        self._timeline.add(int(p), step)
+                        last_pts = int(p)
+                        if frame.format.name != v.pix_fmt and frame.format.name in _HW_LAYOUTS:
+                            # NVDEC hands out nv12/p010; repacking to the source's planar layout first (lossless)
+                            # gives the same RGB conversion, bit for bit, as the CPU path
+                            frame = frame.reformat(format=v.pix_fmt)
+                        yield int(p), frame
+                        if self.options.end is not None and p * tb >= self.options.end:
+                            return  # the look-ahead frame is out (the decoder is drained below)
+            finally:
+                # however the walk ends (the window's end, the consumer gone, an error), the decoder's worker
+                # threads are idle before the container frees it (see `_drain`); after the end of the file
+                # this is a no-op
+                self._drain(decode)
 
     def _decode_planar(self, emit: Callable[[FrameBatch | PlanarBatch], None]) -> None:
         """The same walk as `_decode`, copying each frame's planes as they are into pooled host buffers."""
