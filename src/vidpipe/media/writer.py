@@ -43,9 +43,9 @@ from ..errors import DiskFullError, OutputError, UsageError
 from ..frames import Colour, FrameBatch, StreamSpec
 from .alpha import write_alpha
 from .chunked import CHUNKABLE, ChunkedEncoder
-from .colour import MATRIX, PRIMARIES, TRANSFER, code_of
+from .colour import MATRIX, PRIMARIES, TRANSFER, code_of, target_colour
 from .conform import AudioStretch, Conform, RateCheck, describe, encoder_for, retime_spu, source_rate
-from .encoders import EncoderChoice, EncoderOptions, resolve
+from .encoders import EncoderChoice, EncoderOptions, check_frame_size, resolve
 from .info import MediaInfo
 from .reader import rgb_format, sws_matrix
 from .yuv import PlanarBatch, PlanarFormat, frame_from_planes
@@ -84,6 +84,8 @@ class WriterOptions:
     trim: Trim | None = None
     #: re-time the output to another frame rate, every frame kept (`vidpipe run --conform`, media/conform.py)
     conform: Conform | None = None
+    #: the output's YUV matrix and colour tags (`--colour-matrix`, media/colour.py `target_colour`): keep the source's
+    colour: str = "keep"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,7 +223,7 @@ class VideoWriter:
     ) -> None:
         self.target = Path(target)
         self.spec = spec
-        self.colour = colour
+        self.colour = target_colour(colour, options.colour)
         self.source = source
         self.options = options
         self.stats = WriterStats()
@@ -288,6 +290,7 @@ class VideoWriter:
     def _open(self, first: FrameBatch | PlanarBatch) -> None:
         ch = self.choice
         w, h = self.frame_size()
+        check_frame_size(ch, w, h)
         if (w, h) != (self.spec.crop_to or (self.spec.width, self.spec.height)):
             self.stats.padded = (w, h)
             log.info("encode: odd size padded to %dx%d for 4:2:0 (edge pixels repeated)", w, h)

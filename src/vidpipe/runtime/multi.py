@@ -258,7 +258,7 @@ class MultiRunner:
         check_target(job.output, opts.writer)  # before decoding: an unwritable output fails this video at once
         info = probe(job.input, max_pixels=max_pixels_limit(opts.max_pixels))
         reader_opts = replace(opts.reader, batch_size=reader_batch)
-        spec = source_spec(info, reader_opts.keep_alpha)
+        spec = source_spec(info, reader_opts.keep_alpha, reader_opts.deinterlace)
         specs: list[StreamSpec] = []
         used: list[Stage] = []
         for i in range(len(self.templates)):
