@@ -97,8 +97,12 @@ class Bwdif:
         mode = "send_field" if self.deinterlace.mode == "field" else "send_frame"
         self.args = f"mode={mode}:parity={self.deinterlace.parity(self.video, frame.interlaced_frame)}:deint=all"
         graph = av.filter.Graph()
-        src = graph.add_buffer(
-            width=frame.width, height=frame.height, format=frame.format.name, time_base=self.time_base
+        tb = self.time_base
+        # the frames' matrix and range told up front: a buffer told none logs a warning when they come
+        src = graph.add(
+            "buffer",
+            f"video_size={frame.width}x{frame.height}:pix_fmt={frame.format.name}:time_base={tb.numerator}/"
+            f"{tb.denominator}:colorspace={frame.colorspace}:range={frame.color_range}",
         )
         bwdif, sink = graph.add("bwdif", self.args), graph.add("buffersink")
         src.link_to(bwdif)
