@@ -131,3 +131,28 @@ def test_cli_crop_auto(cli, tmp_path) -> None:
     assert (v.width, v.height) == (160, 92)  # rows 19..109 widened to 18..110
     m = json.loads(Path(f"{out}.json").read_text())
     assert any(s.get("box") == [160, 92, 16, 18] for s in m["stages"]), m["stages"]
+
+
+@pytest.mark.gpu
+def test_preset_on_cuda_matches_the_seed_and_the_cpu_run(cli, tmp_path, dvd) -> None:
+    """On CUDA the colour conversions run on the device (planar batches in, YUV planes out): the same frames,
+    times and tags; the luma as close to the seed's chain as on the CPU."""
+    out = tmp_path / "mezz-cuda.mov"
+    r = cli("run", str(dvd), "-o", str(out), "--preset", "mezzanine-dvd", "--device", "cuda", "--progress", "none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    v = probe(out).video
+    assert (v.width, v.height, v.frames, v.colour.matrix, v.colour.primaries) == (1024, 432, FRAMES, "bt709", "bt709")
+    diff = np.abs(np.stack(_output_luma(out)) - np.stack(_seed_luma(dvd, "tff")))
+    assert diff.mean() < 0.5 and np.percentile(diff, 99) < 2, (diff.mean(), np.percentile(diff, 99))
+
+
+@pytest.mark.gpu
+def test_one_frame_per_field_on_cuda_keeps_exact_times(cli, tmp_path) -> None:
+    src = interlaced_clip(tmp_path / "il.mkv", frames=5)
+    out = tmp_path / "fields-cuda.mkv"
+    args = ["--deinterlace", "auto", "--deinterlace-mode", "field", "--encoder", "ffv1", "--device", "cuda"]
+    r = cli("run", str(src), "-o", str(out), *args, "--progress", "none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    with av.open(str(out)) as c:
+        times = [F(f.pts) * f.time_base for f in c.decode(video=0)]
+    assert [t - times[0] for t in times] == [F(n, 50) for n in range(10)]
