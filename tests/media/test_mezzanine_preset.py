@@ -156,3 +156,17 @@ def test_one_frame_per_field_on_cuda_keeps_exact_times(cli, tmp_path) -> None:
     with av.open(str(out)) as c:
         times = [F(f.pts) * f.time_base for f in c.decode(video=0)]
     assert [t - times[0] for t in times] == [F(n, 50) for n in range(10)]
+
+
+def test_cli_crop_auto_finds_each_inputs_own_borders(cli, tmp_path) -> None:
+    """Two inputs of one size with different bars: frame-independent stages serve several videos from one copy,
+    but an auto crop's box is its file's, so each output has its own."""
+    a = letterboxed_clip(tmp_path / "a.mkv", size=(160, 120), box=(160, 80, 0, 20), frames=20)
+    b = letterboxed_clip(tmp_path / "b.mkv", size=(160, 120), box=(120, 120, 20, 0), frames=20)
+    out = tmp_path / "out"
+    r = cli("run", str(a), str(b), "-o", f"{out}/", "--crop", "auto", "--encoder", "ffv1", "--progress", "none")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert [(probe(out / n).video.width, probe(out / n).video.height) for n in ("a.mkv", "b.mkv")] == [
+        (160, 80),
+        (120, 120),
+    ]

@@ -137,8 +137,9 @@ class MultiResult:
 
 
 def _picture(spec: StreamSpec) -> StreamSpec:
-    """`spec` without its timing and length: what a frame-independent stage's setup depends on."""
-    return spec.but(time_base=Fraction(1), rate=None, nominal_rate=None, frames=None)
+    """`spec` without its timing, length and file: what a frame-independent stage's setup depends on (a stage
+    that reads the file, `--crop auto`, is stateful: never shared)."""
+    return spec.but(time_base=Fraction(1), rate=None, nominal_rate=None, frames=None, source=None)
 
 
 @dataclass(slots=True)

@@ -38,6 +38,8 @@ class Crop(Stage):
     name = "crop"
     context = 0
     unit = "frame"
+    #: the box never changes after setup: a batch re-run after an out-of-memory error needs nothing restored
+    can_snapshot = True
 
     def __init__(self, box: tuple[int, int, int, int] | None) -> None:
         """`box` = (w, h, x, y) in the frames received; None: the clip's black borders (needs the source file)."""
@@ -68,6 +70,12 @@ class Crop(Stage):
             raise UsageError("--crop auto looks at the input file's frames, and these frames come from none")
         found = detect(probe(spec.source)).scaled(*picture, AUTO_GRID)
         return found.width, found.height, found.x, found.y
+
+    @property
+    def stateful(self) -> bool:
+        """An auto box is its file's: such a crop is one copy per video, never one copy serving the frames of
+        several (runtime/multi.py shares only stages without state)."""
+        return self.asked is None
 
     def process(self, batch: FrameBatch) -> FrameBatch:
         assert self.box is not None
