@@ -138,6 +138,9 @@ class StreamSpec:
     #: (`media.stereo`: mono, sbs, tb, …); None: it does not say. Set from the probe by the runtime
     #: (`runtime.pipeline.source_spec`); `--layout auto` reads it (stages.matte)
     stereo: str | None = None
+    #: the input file the stream was decoded from, for stages that look at the source as a whole before the run
+    #: (`--crop auto` samples its borders); None: frames handed in without a file. Set by the runtime
+    source: str | None = None
 
     def but(self, **changes: Any) -> StreamSpec:
         return replace(self, **changes)

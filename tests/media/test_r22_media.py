@@ -259,7 +259,7 @@ def test_interlaced_sources_are_detected_warned_and_recorded(cli, tmp_path, code
 def test_deinterlace_removes_combing_and_keeps_timing(cli, tmp_path: Path) -> None:
     src = _clip(tmp_path / "il.mkv", "libx264", interlaced=True, options={"x264-params": "tff=1:qp=0"})
     out = tmp_path / "out.mkv"
-    r = cli("run", str(src), "-o", str(out), "--deinterlace", "--encoder", "ffv1", "--progress", "none")
+    r = cli("run", str(src), "-o", str(out), "--deinterlace", "auto", "--encoder", "ffv1", "--progress", "none")
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads(Path(f"{out}.json").read_text())
     assert "bwdif" in m["decoder"] and m["frames_out"] == m["frames_in"] == 6

@@ -70,15 +70,36 @@ def test_resize_and_pad_are_built_from_their_entries():
 
 def test_order_generalises_to_any_list_of_registered_stages():
     # cuts runs first by default: it must see the source frames
-    assert run_order("upscale,interpolate") == ["cuts", "pad", "matte", "vsr", "upscale", "interpolate", "resize"]
-    assert run_order("interpolate,upscale") == ["cuts", "pad", "matte", "vsr", "interpolate", "upscale", "resize"]
-    assert run_order("resize,pad") == ["cuts", "resize", "matte", "vsr", "upscale", "interpolate", "pad"]
+    assert run_order("upscale,interpolate") == [
+        "cuts",
+        "pad",
+        "matte",
+        "vsr",
+        "upscale",
+        "interpolate",
+        "resize",
+        "crop",
+    ]
+    assert run_order("interpolate,upscale") == [
+        "cuts",
+        "pad",
+        "matte",
+        "vsr",
+        "interpolate",
+        "upscale",
+        "resize",
+        "crop",
+    ]
+    assert run_order("resize,pad") == ["cuts", "resize", "matte", "vsr", "upscale", "interpolate", "pad", "crop"]
     # matting sees the source's frames, before any upscale (cheaper; RVM's downsample rule is for them)
-    assert run_order("upscale,matte") == ["cuts", "pad", "upscale", "vsr", "matte", "interpolate", "resize"]
+    assert run_order("upscale,matte") == ["cuts", "pad", "upscale", "vsr", "matte", "interpolate", "resize", "crop"]
     # video SR too: it is trained on the source's own low-resolution frames
-    assert run_order("upscale,vsr") == ["cuts", "pad", "matte", "upscale", "vsr", "interpolate", "resize"]
+    assert run_order("upscale,vsr") == ["cuts", "pad", "matte", "upscale", "vsr", "interpolate", "resize", "crop"]
     chain = PipelineRecipe(pad=16, resize="64x-1", order="resize,pad").stages()
     assert [s.name for s in chain] == ["resize", "pad"]
+    # crop after resize by default: its W:H:X:Y are in the resized frames, as FFmpeg's scale,crop reads
+    assert [s.name for s in PipelineRecipe(crop="8:8:0:0", resize="64x-1").stages()] == ["resize", "crop"]
+    assert run_order("crop,resize")[-2:] == ["crop", "resize"]
 
 
 @pytest.mark.parametrize("order", ["a,b", "upscale,upscale", "upscale,warp"])

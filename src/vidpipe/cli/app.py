@@ -20,13 +20,14 @@ from rich.logging import RichHandler
 
 from .. import __version__
 from ..errors import DeviceError, UsageError, VidpipeError
-from ..runtime.recipe import PipelineRecipe, trimmed
+from ..runtime.recipe import RUN_PRESETS, PipelineRecipe, trimmed, with_preset
 from ..stages.registry import STAGES
 from .compare_cmd import compare_cmd
 from .container_cmd import container as container_cmd
 from .cuts_cmd import bench_cmd as bench_cuts_cmd
 from .cuts_cmd import detect_cmd as detect_cuts_cmd
 from .eval_cmd import app as eval_app
+from .job_cmd import _given as option_given
 from .job_cmd import make_job_app, take_run_options
 from .models_cmd import app as models_app
 from .monitor_cmd import app as monitor_app
@@ -40,7 +41,8 @@ if TYPE_CHECKING:
     from ..stages.base import Stage
 
 #: media.encoders.PRESETS, written out: importing it would load PyAV for `--help` (a test checks they agree)
-ENCODER_HELP = "auto | h264 | hevc | hevc-grain | av1 | vp9 | prores | ffv1 | png"
+ENCODER_HELP = "auto | h264 | hevc | hevc-grain | av1 | vp9 | prores | prores-hq | dnxhr-hqx | ffv1 | ffv1-10 | png"
+PRESET_HELP = " | ".join(RUN_PRESETS)
 #: `run --order`: any list of registered stages, each taking the place it has by default
 ORDER_HELP = f"stages in run order, any of {','.join(STAGES)} (e.g. interpolate,upscale)"
 
@@ -90,6 +92,7 @@ def _choice(value: str, valid: tuple[str, ...], what: str) -> str:
 
 @app.command("run")
 def run_cmd(
+    ctx: typer.Context,
     input: Annotated[list[str], typer.Argument(help="input video(s): files, directories, glob patterns, @list.txt")],
     output: Annotated[
         str,
@@ -101,9 +104,22 @@ def run_cmd(
         ),
     ],
     order: Annotated[str, typer.Option(help=ORDER_HELP)] = "upscale,interpolate",
+    preset: Annotated[
+        str | None, typer.Option(help=f"a named set of these options ({PRESET_HELP}); options given override it")
+    ] = None,
     deinterlace: Annotated[
-        bool, typer.Option("--deinterlace", help="deinterlace interlaced sources (bwdif), else they are warned of")
-    ] = False,
+        str,
+        typer.Option(
+            help="bwdif: auto (sources found interlaced) | tff | bff (every frame, that field order) | off (warned of)"
+        ),
+    ] = "off",
+    deinterlace_mode: Annotated[
+        str, typer.Option(help="frame (one per frame, the source's rate) | field (one per field: twice the rate)")
+    ] = "frame",
+    colour_matrix: Annotated[
+        str,
+        typer.Option(help="output YUV matrix and tags: keep | bt709 | smpte170m | bt470bg (e.g. SD BT.601 → bt709)"),
+    ] = "keep",
     encoder: Annotated[str, typer.Option(help=ENCODER_HELP)] = "auto",
     crf: Annotated[int | None, typer.Option(help="quality for crf encoders (lower is better)")] = None,
     speed: Annotated[str | None, typer.Option(help="encoder speed preset (x264/x265 names, SVT-AV1 0-13)")] = None,
@@ -178,7 +194,11 @@ def run_cmd(
     # stage options come as **stage_values (one per registered option: refresh_stage_options), the run settings
     # as parameters of their own
     given = locals()
-    recipe = PipelineRecipe(**stage_values, **{n: given[n] for n in PipelineRecipe.field_names() if n in given})
+    values = stage_values | {n: given[n] for n in PipelineRecipe.field_names() if n in given}
+    if preset is not None:
+        values = with_preset(preset, values, {n for n in values if option_given(ctx, n)})
+        encoder = values["encoder"]
+    recipe = PipelineRecipe(**values)
     stages = recipe.stages()
     opts = recipe.run_options(
         progress="none" if quiet else _choice(progress, ("bar", "json", "none"), "progress mode"),  # type: ignore[arg-type]

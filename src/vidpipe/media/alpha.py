@@ -17,7 +17,7 @@ import av
 import numpy as np
 
 #: encoder presets that can store alpha (media/encoders.py)
-ALPHA_PRESETS = ("vp9", "prores", "ffv1", "png")
+ALPHA_PRESETS = ("vp9", "prores", "ffv1", "ffv1-10", "png")
 #: what to tell a user whose output cannot keep its alpha
 ALPHA_OUTPUTS = (
     ".webm or .mkv with vp9 (yuva420p), .mov or .mkv with prores (4444, yuva444p10le), .mkv or .avi with ffv1 "

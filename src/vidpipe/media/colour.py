@@ -6,6 +6,14 @@ FFmpeg's own names (what `ffprobe` prints). 2 = unspecified in all three.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from ..errors import UsageError
+
+if TYPE_CHECKING:  # frames imports torch; this table module stays light
+    from ..frames import Colour
+
 PRIMARIES = {
     1: "bt709",
     4: "bt470m",
@@ -64,3 +72,27 @@ def code_of(table: dict[int, str], name: str) -> int | None:
         if n == name:
             return code
     return None
+
+
+#: `--colour-matrix` targets: the output's YUV matrix, and the primaries and transfer it is tagged with (those of
+#: the same standard). `keep`: the source's, as the reader read it
+TARGETS = ("keep", "bt709", "smpte170m", "bt470bg")
+_TARGET_TAGS = {
+    "bt709": ("bt709", "bt709"),  # the S4 seed's -color_primaries bt709 -color_trc bt709 -colorspace bt709
+    "smpte170m": ("smpte170m", "smpte170m"),  # BT.601 525-line
+    "bt470bg": ("bt470bg", "smpte170m"),  # BT.601 625-line: BT.601's own transfer, which is BT.709's curve
+}
+
+
+def target_colour(colour: Colour, target: str) -> Colour:
+    """The output's colour for a `--colour-matrix` target: the writer converts the RGB frames to YUV with the
+    target matrix (the reader made them with the source's), so the matrix is converted, not just re-tagged; the
+    primaries and transfer are tagged, not converted, as the seed's zscale matrixin=bt470bg:matrix=bt709 does:
+    BT.601's transfer is BT.709's curve, and the 625-line primaries differ from BT.709's in green x only (0.29
+    against 0.30). Range and depth stay the source's."""
+    if target == "keep":
+        return colour
+    if target not in _TARGET_TAGS:
+        raise UsageError(f"invalid --colour-matrix {target!r}; valid: {', '.join(TARGETS)}")
+    primaries, transfer = _TARGET_TAGS[target]
+    return replace(colour, matrix=target, primaries=primaries, transfer=transfer)

@@ -8,11 +8,19 @@
 | av1     | libsvtav1 / av1_nvenc    | yuv420p    | yuv420p10le   | dropped (warned)      | crf 30          |
 | vp9     | libvpx-vp9               | yuv420p    | yuv420p (*)   | yuva420p (.webm/.mkv) | crf 30          |
 | prores  | prores_ks                | yuv422p10le (HQ, profile 3)  | yuva444p10le (4444) |     |
+| prores-hq | prores_ks              | yuv422p10le (HQ, profile 3, always) | dropped (warned) |   |
+| dnxhr-hqx | dnxhd (DNxHR HQX)      | yuv422p10le (always)       | dropped (warned)      | ≥ 256×120 only  |
 | ffv1    | ffv1 (lossless)          | yuv420p    | yuv420p10le   | bgra / gbrap16le      | lossless        |
+| ffv1-10 | ffv1 (lossless)          | the source's layout at ≥ 10 bits (yuv420p10le …) | gbrap16le | lossless |
 | png     | png (image sequence)     | rgb24      | rgb48be       | rgba / rgba64be       | lossless        |
 
 (*) the bundled libvpx has no high-bit-depth support, so VP9 output is 8-bit.
 (**) 10-bit from 8-bit sources too, as the seed encodes; `--bit-depth 8` for 8-bit.
+
+The mezzanine presets (issue 18 item 3, `--preset mezzanine-dvd`): `prores-hq` is ProRes 422 HQ 10-bit whatever
+the frames (the seed's `prores_ks -profile:v 3 -pix_fmt yuv422p10le`; `prores` switches to 4444 for alpha),
+`dnxhr-hqx` DNxHR HQX 10-bit 4:2:2 (.mov or .mxf; FFmpeg's DNxHR needs frames of at least 256×120), `ffv1-10`
+FFV1 at 10 bits or more in the source's layout (a deeper source keeps its depth).
 
 `hevc-grain` is the S4 seed's final encode of film material (docs: issue 18): x265 10-bit, `-preset slow`,
 `-tune grain`, `aq-mode=3:aq-strength=0.8:rc-grain=1`, crf 16 (`--crf`/`--speed` override crf and preset);
@@ -50,10 +58,16 @@ from .alpha import ALPHA_OUTPUTS, alpha_refusal
 
 log = logging.getLogger(__name__)
 
-PRESETS = ("auto", "h264", "hevc", "hevc-grain", "av1", "vp9", "prores", "ffv1", "png")
-Preset = Literal["auto", "h264", "hevc", "hevc-grain", "av1", "vp9", "prores", "ffv1", "png"]
+PRESETS = (
+    "auto", "h264", "hevc", "hevc-grain", "av1", "vp9", "prores", "prores-hq", "dnxhr-hqx", "ffv1", "ffv1-10", "png"
+)  # fmt: skip
+Preset = Literal[
+    "auto", "h264", "hevc", "hevc-grain", "av1", "vp9", "prores", "prores-hq", "dnxhr-hqx", "ffv1", "ffv1-10", "png"
+]  # fmt: skip
 #: presets written at 10 bits whatever the source's depth (unless `bit_depth` says otherwise)
-DEEP_PRESETS = ("hevc-grain",)
+DEEP_PRESETS = ("hevc-grain", "prores-hq", "dnxhr-hqx", "ffv1-10")
+#: FFmpeg's DNxHR encoder refuses smaller frames
+DNXHR_MIN_SIZE = (256, 120)
 #: the S4 seed's x265 parameters for grainy film (beside `-tune grain`, which FFmpeg's libx265 takes as `tune`)
 GRAIN_X265_PARAMS = "aq-mode=3:aq-strength=0.8:rc-grain=1"
 ALPHA_MODES = ("auto", "keep", "drop")
@@ -112,7 +126,10 @@ _CPU_CODEC = {
     "av1": "libsvtav1",
     "vp9": "libvpx-vp9",
     "prores": "prores_ks",
+    "prores-hq": "prores_ks",
+    "dnxhr-hqx": "dnxhd",
     "ffv1": "ffv1",
+    "ffv1-10": "ffv1",
     "png": "png",
 }
 _NVENC_CODEC = {"h264": "h264_nvenc", "hevc": "hevc_nvenc", "av1": "av1_nvenc"}
@@ -159,6 +176,8 @@ def encoder_opens(codec: str, width: int = 256, height: int = 256, pix_fmt: str 
             cc.time_base = Fraction(1, 25)
             if codec == "libx265":
                 cc.options = {"x265-params": "log-level=none"}  # its banner would go straight to stderr
+            elif codec == "dnxhd":
+                cc.options = {"profile": "dnxhr_hqx"}  # without a DNxHR profile it wants one of DNxHD's bit rates
             cc.open()
             return True
         except (av.error.FFmpegError, av.codec.codec.UnknownCodecError, ValueError, OSError) as e:
@@ -268,7 +287,7 @@ def resolve(
         log.warning("encoder: this FFmpeg's libvpx has no 10-bit support; VP9 output is 8-bit")
         depth = 8
     pix_fmt = _pix_fmt(preset, depth, keep_alpha)
-    lossless = preset == "ffv1" or (opts.lossless and preset in ("h264", "hevc", "vp9") and not hardware)
+    lossless = preset in ("ffv1", "ffv1-10") or (opts.lossless and preset in ("h264", "hevc", "vp9") and not hardware)
     if opts.pix_fmt is not None:
         valid = _formats(codec)
         if opts.pix_fmt not in valid:
@@ -277,7 +296,8 @@ def resolve(
     elif lossless and source_pix_fmt:
         if preset == "h264" and layout(source_pix_fmt).family == "rgb":
             codec = "libx264rgb"  # x264's RGB build: RGB stays RGB, no lossy matrix on the way
-        kept = _same_layout(codec, source_pix_fmt, opts.bit_depth, keep_alpha)
+        least = opts.bit_depth or (max(10, layout(source_pix_fmt).depth) if preset == "ffv1-10" else None)
+        kept = _same_layout(codec, source_pix_fmt, least, keep_alpha)
         if kept is None:
             log.warning("encoder: %s has no format like the source's %s; writing %s", codec, source_pix_fmt, pix_fmt)
             codec = _CPU_CODEC[preset]
@@ -302,13 +322,24 @@ def resolve(
     )
 
 
+def check_frame_size(choice: EncoderChoice, width: int, height: int) -> None:
+    """Refuse, naming the limit, a frame size the chosen encoder cannot open with (DNxHR's least size)."""
+    if choice.preset == "dnxhr-hqx" and (width < DNXHR_MIN_SIZE[0] or height < DNXHR_MIN_SIZE[1]):
+        w, h = DNXHR_MIN_SIZE
+        raise UsageError(
+            f"DNxHR takes frames of at least {w}x{h}, these are {width}x{height}; use prores-hq or ffv1-10"
+        )
+
+
 def _pix_fmt(preset: str, depth: int, alpha: bool) -> str:
     deep = depth > 8
     if preset == "prores":
         return "yuva444p10le" if alpha else "yuv422p10le"
+    if preset in ("prores-hq", "dnxhr-hqx"):
+        return "yuv422p10le"
     if preset == "png":
         return ("rgba64be" if alpha else "rgb48be") if deep else ("rgba" if alpha else "rgb24")
-    if preset == "ffv1" and alpha:
+    if preset in ("ffv1", "ffv1-10") and alpha:
         # RGBA frames with no source layout to keep: stored as RGB, so they come back bit for bit
         return "gbrap16le" if deep else "bgra"
     if preset == "vp9" and alpha:
@@ -338,7 +369,11 @@ def _options(preset: str, opts: EncoderOptions, hardware: bool, alpha: bool) -> 
     elif preset == "prores":
         # prores_ks profile 3 = 422 HQ; 4 = 4444, the one that carries alpha
         o.update({"profile": "4" if alpha else "3", "vendor": "apl0"})
-    elif preset == "ffv1":
+    elif preset == "prores-hq":
+        o.update({"profile": "3", "vendor": "apl0"})  # 422 HQ, the seed's -profile:v 3
+    elif preset == "dnxhr-hqx":
+        o["profile"] = "dnxhr_hqx"
+    elif preset in ("ffv1", "ffv1-10"):
         o.update({"level": "3", "slicecrc": "1"})
     if opts.lossless:
         if preset == "h264" and not hardware:
@@ -349,7 +384,7 @@ def _options(preset: str, opts: EncoderOptions, hardware: bool, alpha: bool) -> 
         elif preset == "vp9":
             o.pop("crf", None)  # libvpx refuses a CQ level together with lossless
             o["lossless"] = "1"
-        elif preset not in ("ffv1", "png"):
+        elif preset not in ("ffv1", "ffv1-10", "png"):
             raise UsageError(f"--lossless is not available for {preset}; lossless encoders: h264, hevc, vp9, ffv1, png")
     o.update(dict(opts.extra))
     return o

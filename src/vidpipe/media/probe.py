@@ -85,8 +85,11 @@ _SUPPORTED_PREFIXES = (
 #: FFmpeg's AVFieldOrder (0: unknown)
 _FIELD_ORDERS = {1: "progressive", 2: "tff", 3: "bff", 4: "tb", 5: "bt"}
 #: codecs with interlaced coding tools: when one flags no field order, idet looks at the first frames. Others
-#: (ffv1, vp9, av1, png …) are taken as progressive: idet reads fine synthetic detail (testsrc2) as combing.
-_INTERLACED_CODECS = {"mpeg2video", "mpeg1video", "h264", "hevc", "mpeg4", "vc1", "wmv3", "dvvideo", "prores", "mjpeg"}
+#: (ffv1, vp9, av1, png …) are taken as progressive: idet reads fine synthetic detail (testsrc2) as combing. HEVC
+#: is among the others: it has no interlaced coding tools, and its fields (coded as pictures of their own) are
+#: announced by SEI, which FFmpeg's decoder turns into the frames' interlaced flag; idet called every small
+#: progressive HEVC clip of testsrc2 interlaced (tff, 24 of 24 frames at 160x120).
+_INTERLACED_CODECS = {"mpeg2video", "mpeg1video", "h264", "mpeg4", "vc1", "wmv3", "dvvideo", "prores", "mjpeg"}
 #: frames idet looks at, and the share of them it must call interlaced (tff or bff) for the source to be
 IDET_FRAMES = 24
 IDET_SHARE = Fraction(2, 3)

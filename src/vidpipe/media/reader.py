@@ -29,6 +29,7 @@ from ..errors import CorruptInputError, InputError, TruncatedInputError, UsageEr
 from ..frames import Colour, FrameBatch
 from .alpha import read_alpha
 from .buffers import HostBuffers
+from .deinterlace import Bwdif, Deinterlace
 from .info import MediaInfo
 from .probe import _LIBVPX_ALPHA, open_input
 from .threads import Producer
@@ -62,9 +63,10 @@ class ReaderOptions:
     #: stop after the first frame at or after this time (seconds); that frame is still given, as look-ahead
     #: context for stages such as interpolation (a segment's last pair)
     end: Fraction | None = None
-    #: deinterlace an interlaced source (FFmpeg's bwdif, one frame per frame, same pts); without it an interlaced
-    #: source is warned of and its woven frames go on as they are
-    deinterlace: bool = False
+    #: deinterlace (FFmpeg's bwdif: media/deinterlace.py): `auto` an interlaced source, `tff`/`bff` every frame
+    #: with that field order; one frame per frame (the source's pts) or per field. `off`: an interlaced source is
+    #: warned of and its woven frames go on as they are
+    deinterlace: Deinterlace = field(default_factory=Deinterlace)
 
 
 @dataclass(slots=True)
@@ -76,11 +78,6 @@ class ReaderStats:
     decoder: str = ""
     warnings: list[str] = field(default_factory=list)
 
-
-#: the deinterlacer: bwdif (w3fdif's and yadif's successor in FFmpeg) giving one frame per frame, so pts and
-#: rate are the source's; field parity from each frame's flags, every frame deinterlaced (idet-found
-#: interlacing is not flagged)
-DEINTERLACE_FILTER = ("bwdif", "mode=send_frame:parity=auto:deint=all")
 
 #: semi-planar layouts hardware decoders emit instead of the stream's planar format
 _HW_LAYOUTS = ("nv12", "p010le", "p016le")
@@ -176,15 +173,18 @@ class VideoReader:
         self.dtype = torch.uint16 if v.colour.bit_depth > 8 else torch.uint8
         # counter-clockwise quarter turns that make the picture upright
         self._turns = (v.rotation // 90) % 4
-        self.deinterlace = options.deinterlace and v.interlaced
-        if v.interlaced and not options.deinterlace:
+        self.deinterlace = options.deinterlace.runs_on(v)
+        #: frames out per decoded frame (2: one per field) and the time base they are stamped in
+        self._per_frame = options.deinterlace.frames_per_frame(v)
+        self.time_base = v.time_base / self._per_frame
+        if v.interlaced and not self.deinterlace:
             msg = (
                 f"interlaced source ({v.field_order}) processed as progressive frames: each holds two fields a "
                 "field apart and the stages see the combing; use --deinterlace"
             )
             log.warning("decode: %s: %s", Path(info.path).name, msg)
             self.stats.warnings.append(msg)
-        elif options.deinterlace and not v.interlaced:
+        elif options.deinterlace.order == "auto" and not v.interlaced:
             log.info("decode: %s is progressive (%s); --deinterlace has nothing to do", Path(info.path).name,
                      v.field_order)  # fmt: skip
         self.planar: PlanarFormat | None = None
@@ -238,7 +238,7 @@ class VideoReader:
         if self.planar is not None:
             self._decode_planar(emit)
             return
-        tb = self.info.video.time_base
+        tb = self.time_base
         n_batch = self.options.batch_size
         buf: np.ndarray | None = None
         pts: list[int] = []
@@ -282,42 +282,17 @@ class VideoReader:
         self._check_complete()
 
     def _frames(self) -> Iterator[tuple[int, av.VideoFrame]]:
-        """Decoded frames in order with their pts, deinterlaced when asked for (`_decoded` tells the rest)."""
+        """Decoded frames in order with their pts (in `self.time_base`), deinterlaced when asked for (`_decoded`
+        tells the rest)."""
         if not self.deinterlace:
             yield from self._decoded()
             return
-        name, args = DEINTERLACE_FILTER
-        graph: av.filter.Graph | None = None
-        tb = self.info.video.time_base
+        bwdif = Bwdif(self.options.deinterlace, self.info.video, self.info.video.time_base)
         for p, frame in self._decoded():
-            if graph is None:
-                graph = av.filter.Graph()
-                src = graph.add_buffer(width=frame.width, height=frame.height, format=frame.format.name, time_base=tb)
-                deint, sink = graph.add(name, args), graph.add("buffersink")
-                src.link_to(deint)
-                deint.link_to(sink)
-                graph.configure()
-                self.stats.decoder += f" + deinterlaced ({name} {args})"
-            frame.pts, frame.time_base = p, tb  # ours (counted for AVI, restamped …), kept through the filter
-            graph.push(frame)
-            yield from self._pull(graph, tb)
-        if graph is not None:
-            graph.push(None)  # bwdif holds one frame back (it looks at the next): end of stream gives it
-            yield from self._pull(graph, tb)
-
-    @staticmethod
-    def _pull(graph: av.filter.Graph, tb: Fraction) -> Iterator[tuple[int, av.VideoFrame]]:
-        while True:
-            try:
-                out = graph.pull()
-            except (BlockingIOError, av.error.EOFError):
-                return
-            # bwdif counts in half the input's time base (it can emit one frame per field): back to the stream's
-            pts = out.pts * Fraction(out.time_base) / tb
-            if pts.denominator != 1:
-                raise InputError(f"deinterlacer moved a frame off the stream's time base ({pts} ticks)")
-            out.pts, out.time_base = int(pts), tb
-            yield int(pts), out
+            yield from bwdif.push(p, frame)
+            if bwdif.args and "bwdif" not in self.stats.decoder:
+                self.stats.decoder += f" + deinterlaced (bwdif {bwdif.args})"
+        yield from bwdif.finish()
 
     def _decoded(self) -> Iterator[tuple[int, av.VideoFrame]]:
         """Decoded frames in order with their pts; damaged ones and non-increasing times go to `_corrupt`."""
@@ -325,6 +300,7 @@ class VideoReader:
         tb = v.time_base
         step = 1 / (v.rate * tb)  # pts ticks per frame, for sources that stamp no pts
         last_pts: int | None = None
+        given = 0  # frames given so far (a deinterlacer after this holds some back: not `stats.frames`)
         with open_input(Path(self.info.path)) as c:
             vs = c.streams.video[0]
             decode = self._open_decoder(vs)
@@ -361,7 +337,7 @@ class VideoReader:
                         if stamp is not None:
                             p = stamp
                         if p is None:  # no usable timestamps: count frames at the nominal rate
-                            p = round(self.stats.frames * step + v.start_time / tb)
+                            p = round(given * step + v.start_time / tb)
                         if last_pts is not None and p <= last_pts:
                             self._corrupt(f"non-increasing pts {p} after {last_pts}")
                             continue
@@ -371,6 +347,7 @@ class VideoReader:
                             # NVDEC hands out nv12/p010; repacking to the source's planar layout first (lossless)
                             # gives the same RGB conversion, bit for bit, as the CPU path
                             frame = frame.reformat(format=v.pix_fmt)
+                        given += 1
                         yield int(p), frame
                         if self.options.end is not None and p * tb >= self.options.end:
                             return  # the look-ahead frame is out (the decoder is drained below)
@@ -385,7 +362,6 @@ class VideoReader:
         fmt = self.planar
         assert fmt is not None
         opts = self.options
-        v = self.info.video
         # queued batches + one being filled + one being uploaded, so the decoder never waits on the pool itself
         # batches dropped unreleased by close() never come back: waiting on the pool must see the close too
         check = self._producer.raise_if_cancelled
@@ -405,7 +381,7 @@ class VideoReader:
                     data=b[: len(pts)],
                     fmt=fmt,
                     pts=list(pts),
-                    time_base=v.time_base,
+                    time_base=self.time_base,
                     colour=self.colour,
                     index=list(index),
                     release=lambda event, b=b: pool.put(b, event),  # type: ignore[misc]
@@ -531,8 +507,9 @@ class VideoReader:
         if self.options.start is not None or self.options.end is not None:
             return  # a time range reads part of the file on purpose
         v = self.info.video
-        if v.frames_exact and v.frames and self.stats.frames + self.stats.corrupt_skipped < v.frames:
-            missing = v.frames - self.stats.frames - self.stats.corrupt_skipped
+        decoded = self.stats.frames // self._per_frame  # source frames (one per field deinterlaced: two out each)
+        if v.frames_exact and v.frames and decoded + self.stats.corrupt_skipped < v.frames:
+            missing = v.frames - decoded - self.stats.corrupt_skipped
             what = (
                 f"{missing} of {v.frames} frames lost after damage (the decoder never returned them)"
                 if self.stats.corrupt_skipped
@@ -555,7 +532,7 @@ class VideoReader:
             (self.stats.packets, "packets read"),
             (self._timeline.spanned(step), "the time line"),
         ):
-            dropped = (expected or 0) - self.stats.frames - self.stats.corrupt_skipped
+            dropped = (expected or 0) - decoded - self.stats.corrupt_skipped
             if dropped > 0 and self.options.on_corrupt == "fail":
                 raise CorruptInputError(
                     f"{self.info.path}: damaged frames: {dropped} lost (counted from {where}) where the demuxer "

@@ -43,9 +43,9 @@ from ..errors import DiskFullError, OutputError, UsageError
 from ..frames import Colour, FrameBatch, StreamSpec
 from .alpha import write_alpha
 from .chunked import CHUNKABLE, ChunkedEncoder
-from .colour import MATRIX, PRIMARIES, TRANSFER, code_of
+from .colour import MATRIX, PRIMARIES, TRANSFER, code_of, target_colour
 from .conform import AudioStretch, Conform, RateCheck, describe, encoder_for, retime_spu, source_rate
-from .encoders import EncoderChoice, EncoderOptions, resolve
+from .encoders import EncoderChoice, EncoderOptions, check_frame_size, resolve
 from .info import MediaInfo
 from .reader import rgb_format, sws_matrix
 from .yuv import PlanarBatch, PlanarFormat, frame_from_planes
@@ -66,6 +66,8 @@ TRIM_SEEK_MARGIN_S = Fraction(1)
 #: trimmed output: copying ends once a packet starts this far past the part (the streams' interleaving slack)
 TRIM_LATE_S = Fraction(5)
 
+#: the colour tags a codec context and a frame both carry
+_COLOUR_ATTRS = ("color_primaries", "color_trc", "colorspace", "color_range")
 _AUDIO_FALLBACK = {"mp4": "aac", "mov": "aac", "webm": "libopus", "avi": "libmp3lame", "matroska": "aac"}
 #: Opus bit rate per channel when audio is re-encoded to it (96 kb/s stereo, FFmpeg's own default for stereo, which
 #: it would otherwise pick with a warning in every WebM run's log)
@@ -84,6 +86,8 @@ class WriterOptions:
     trim: Trim | None = None
     #: re-time the output to another frame rate, every frame kept (`vidpipe run --conform`, media/conform.py)
     conform: Conform | None = None
+    #: the output's YUV matrix and colour tags (`--colour-matrix`, media/colour.py `target_colour`): keep the source's
+    colour: str = "keep"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -221,7 +225,7 @@ class VideoWriter:
     ) -> None:
         self.target = Path(target)
         self.spec = spec
-        self.colour = colour
+        self.colour = target_colour(colour, options.colour)
         self.source = source
         self.options = options
         self.stats = WriterStats()
@@ -246,6 +250,7 @@ class VideoWriter:
         self._chunked: ChunkedEncoder | None = None
         self._closed = False
         self._alpha_warned = False
+        self._frame_tags: dict[str, int] = {}
         #: trimmed output: the first frame's pts (every stream moves back by its time) and the video's end (s)
         self._shift = 0
         self._video_end = Fraction(0)
@@ -288,6 +293,7 @@ class VideoWriter:
     def _open(self, first: FrameBatch | PlanarBatch) -> None:
         ch = self.choice
         w, h = self.frame_size()
+        check_frame_size(ch, w, h)
         if (w, h) != (self.spec.crop_to or (self.spec.width, self.spec.height)):
             self.stats.padded = (w, h)
             log.info("encode: odd size padded to %dx%d for 4:2:0 (edge pixels repeated)", w, h)
@@ -316,6 +322,9 @@ class VideoWriter:
             workers = self._workers(w * h * 3 // 2 * (2 if ch.bit_depth > 8 else 1) * rate_frames)
             threads = self.options.encoder.threads or (max(1, (os.cpu_count() or 1) // workers) if workers else 0)
             self._configure(vs.codec_context, time_base, threads)
+            # on every frame too: some encoders write the frame's tags into the bitstream, not the stream's
+            # (prores_ks's frame header: without these a ProRes output decodes as unspecified primaries/transfer)
+            self._frame_tags = {a: getattr(vs.codec_context, a) for a in _COLOUR_ATTRS}
             if workers:
                 chunk = rate_frames
 
@@ -449,8 +458,10 @@ class VideoWriter:
             yield frame
 
     def _stamp(self, frame: av.VideoFrame, pts: int, time_base: Fraction) -> None:
-        """The frame's output time: its own (moved back for a trimmed output), or under a conform the next
-        slot of the target rate's grid (its source time checked against the constant-rate timeline)."""
+        """The frame's colour tags and output time: its own (moved back for a trimmed output), or under a conform
+        the next slot of the target rate's grid (its source time checked against the constant-rate timeline)."""
+        for attr, value in self._frame_tags.items():
+            setattr(frame, attr, value)
         if self._conform is None or self._rate_check is None:
             frame.pts, frame.time_base = pts - self._shift, time_base
             return

@@ -137,8 +137,9 @@ class MultiResult:
 
 
 def _picture(spec: StreamSpec) -> StreamSpec:
-    """`spec` without its timing and length: what a frame-independent stage's setup depends on."""
-    return spec.but(time_base=Fraction(1), rate=None, nominal_rate=None, frames=None)
+    """`spec` without its timing, length and file: what a frame-independent stage's setup depends on (a stage
+    that reads the file, `--crop auto`, is stateful: never shared)."""
+    return spec.but(time_base=Fraction(1), rate=None, nominal_rate=None, frames=None, source=None)
 
 
 @dataclass(slots=True)
@@ -258,7 +259,7 @@ class MultiRunner:
         check_target(job.output, opts.writer)  # before decoding: an unwritable output fails this video at once
         info = probe(job.input, max_pixels=max_pixels_limit(opts.max_pixels))
         reader_opts = replace(opts.reader, batch_size=reader_batch)
-        spec = source_spec(info, reader_opts.keep_alpha)
+        spec = source_spec(info, reader_opts.keep_alpha, reader_opts.deinterlace)
         specs: list[StreamSpec] = []
         used: list[Stage] = []
         for i in range(len(self.templates)):

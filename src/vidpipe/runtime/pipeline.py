@@ -28,6 +28,7 @@ from .. import __version__
 from ..errors import DeviceError, DeviceOutOfMemoryError, Interrupted, StageError, UsageError, VidpipeError
 from ..frames import FrameBatch
 from ..media.buffers import HostBuffers
+from ..media.deinterlace import Deinterlace, output_spec
 from ..media.info import MediaInfo
 from ..media.probe import max_pixels_limit, probe
 from ..media.reader import ReaderOptions, VideoReader
@@ -117,10 +118,11 @@ class RunResult:
         return self.frames_out / self.wall_s if self.wall_s > 0 else 0.0
 
 
-def source_spec(info: MediaInfo, keep_alpha: bool = True) -> StreamSpec:
+def source_spec(info: MediaInfo, keep_alpha: bool = True, deinterlace: Deinterlace | None = None) -> StreamSpec:
+    """The reader's stream: the source's, one frame per field when `deinterlace` says so (media/deinterlace.py)."""
     v = info.video
     w, h = v.display_size
-    return StreamSpec(
+    spec = StreamSpec(
         width=w,
         height=h,
         time_base=v.time_base,
@@ -131,7 +133,9 @@ def source_spec(info: MediaInfo, keep_alpha: bool = True) -> StreamSpec:
         frames=v.frames,
         sar=1 / v.sar if v.rotation % 180 else v.sar,  # a quarter turn swaps the pixel's sides too
         stereo=declared_packing(v.stereo, info.path, v.rotation),  # type: ignore[arg-type]
+        source=info.path,
     )
+    return output_spec(spec, v, deinterlace) if deinterlace is not None else spec
 
 
 def check_frame_memory(src: Path, source: StreamSpec, output: StreamSpec, options: RunOptions) -> None:
@@ -386,7 +390,7 @@ def run(
     check_target(dst, options.writer)  # an output that cannot be written fails now, before any decoding
     info = probe(src, max_pixels=max_pixels_limit(options.max_pixels))
     device = resolve_device(options.device)
-    spec = source_spec(info, options.reader.keep_alpha)
+    spec = source_spec(info, options.reader.keep_alpha, options.reader.deinterlace)
     specs: list[StreamSpec] = []  # each stage's input, for the scheduler
     for stage in stages:
         specs.append(spec)

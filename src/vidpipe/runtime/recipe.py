@@ -32,6 +32,38 @@ ON_CORRUPT: Final = ("fail", "skip")
 ChainMode = Literal["upscaled", "interpolated", "matted", "both", "result"]
 
 
+#: named sets of `vidpipe run` options (`--preset NAME`); an option the user gives overrides the preset's.
+#: mezzanine-dvd is the S4 seed's mezzanine step (issue 18 item 3), option for option:
+#:   bwdif=mode=send_frame:parity=tff:deint=all        → deinterlace tff, one frame per frame
+#:   zscale=w=1024:h=576:filter=bicubic                → resize 1024x576 with zimg's bicubic (Catmull–Rom)
+#:   zscale matrixin=bt470bg:matrix=bt709 + -color_*   → colour_matrix bt709 (matrix converted, tags BT.709)
+#:   setsar=1                                          → square_pixels (a 16:9 720x576 DVD is 1024x576 shown)
+#:   crop=1024:432:0:72                                → crop (after resize, its default place)
+#:   -c:v prores_ks -profile:v 3 -pix_fmt yuv422p10le  → encoder prores-hq
+#: One difference: the seed drops audio and subtitles (-an -sn) and maps them from the DVD in its final encode;
+#: vidpipe carries them in the mezzanine instead (its later runs, `--conform` above all, take the streams of their
+#: input), so they are kept; `--no-copy-streams` drops them as the seed does.
+RUN_PRESETS: Final[dict[str, dict[str, Any]]] = {
+    "mezzanine-dvd": {
+        "deinterlace": "tff",
+        "deinterlace_mode": "frame",
+        "resize": "1024x576",
+        "resize_method": "catrom",
+        "colour_matrix": "bt709",
+        "square_pixels": True,
+        "crop": "1024:432:0:72",
+        "encoder": "prores-hq",
+    },
+}
+
+
+def with_preset(name: str, values: Mapping[str, Any], given: set[str]) -> dict[str, Any]:
+    """`values` (every option of a run) with preset `name`'s options in place of those the user did not give."""
+    if name not in RUN_PRESETS:
+        raise UsageError(f"unknown preset {name!r}; valid: {', '.join(RUN_PRESETS)}")
+    return dict(values) | {k: v for k, v in RUN_PRESETS[name].items() if k not in given}
+
+
 def parse_time(value: str, what: str) -> Fraction:
     """Seconds (`90`, `2.5`) or [HH:]MM:SS[.frac] (`1:30`, `00:01:30.5`), as FFmpeg's -ss and -t take them; exact."""
     parts = value.strip().split(":")
@@ -99,7 +131,11 @@ class PipelineRecipe:
     hwaccel: str = "none"
     on_corrupt: str = "fail"
     copy_streams: bool = True
-    deinterlace: bool = False
+    #: off | auto | tff | bff (media/deinterlace.py); a bool of old is taken as auto / off
+    deinterlace: str = "off"
+    deinterlace_mode: str = "frame"
+    #: keep | bt709 | smpte170m | bt470bg: the output's YUV matrix and tags (media/colour.py, `target_colour`)
+    colour_matrix: str = "keep"
     #: every registered stage option → its value (not a `vidpipe run` option itself; hash=False: a dict)
     stage_values: dict[str, Any] = field(default_factory=dict, hash=False)
 
@@ -154,6 +190,8 @@ class PipelineRecipe:
         return build_chain(self.to_dict())
 
     def run_options(self, progress: ProgressMode = "bar") -> RunOptions:
+        from ..media.colour import TARGETS
+        from ..media.deinterlace import Deinterlace
         from ..media.encoders import PRESETS, EncoderOptions
         from ..media.probe import max_pixels_limit
         from ..media.reader import ReaderOptions
@@ -168,7 +206,7 @@ class PipelineRecipe:
                 batch_size=self.batch_size,
                 hwaccel=choice(self.hwaccel, HWACCELS, "hwaccel"),  # type: ignore[arg-type]
                 on_corrupt=choice(self.on_corrupt, ON_CORRUPT, "--on-corrupt value"),  # type: ignore[arg-type]
-                deinterlace=self.deinterlace,
+                deinterlace=Deinterlace(order=_field_order(self.deinterlace), mode=self.deinterlace_mode),  # type: ignore[arg-type]
             ),
             writer=WriterOptions(
                 encoder=EncoderOptions(
@@ -180,6 +218,7 @@ class PipelineRecipe:
                     pix_fmt=self.pix_fmt,
                 ),
                 copy_streams=self.copy_streams,
+                colour=choice(self.colour_matrix, TARGETS, "--colour-matrix"),
             ),
             progress=progress,
             max_pixels=max_pixels_limit(self.max_pixels),
@@ -198,6 +237,15 @@ class PipelineRecipe:
 
     def to_dict(self) -> dict[str, Any]:
         return self.stage_values | {name: getattr(self, name) for name in _settings()}
+
+
+def _field_order(value: str | bool | None) -> str:
+    """`deinterlace` as an order; True/False (the flag of old, a job spec's `1`/`0`) mean auto/off."""
+    if isinstance(value, bool) or value is None:
+        return "auto" if value else "off"
+    return {"1": "auto", "true": "auto", "yes": "auto", "0": "off", "false": "off", "no": "off"}.get(
+        value.lower(), value
+    )
 
 
 def _settings() -> dict[str, Field[Any]]:

@@ -316,7 +316,8 @@ def _interpolate_cost(model: str, dtype: str) -> Stage:
 
 # --- resize ------------------------------------------------------------------------------------------------------
 
-RESIZE_METHODS: Final = ("bicubic", "bilinear", "area")
+#: stages.resize.METHODS, written out (a test checks they agree): torch's, then stages/resample.py's kernels
+RESIZE_METHODS: Final = ("bicubic", "bilinear", "area", "catrom", "mitchell", "lanczos", "spline16", "spline36")
 
 
 def _resize(values: Values) -> Stage:
@@ -332,7 +333,22 @@ def _resize(values: Values) -> Stage:
 def _resize_sample() -> list[Stage]:
     from .resize import Resize
 
-    return [Resize(160, -1, "area")]
+    return [Resize(160, -1, "area"), Resize(96, 64, "lanczos")]
+
+
+# --- crop --------------------------------------------------------------------------------------------------------
+
+
+def _crop(values: Values) -> Stage:
+    from .crop import Crop, parse_crop
+
+    return Crop(parse_crop(values["crop"]))
+
+
+def _crop_sample() -> list[Stage]:
+    from .crop import Crop
+
+    return [Crop((32, 24, 8, 6)), Crop(None)]
 
 
 #: every stage `vidpipe run` builds, in the default run order (`--order` permutes the ones it names)
@@ -500,11 +516,35 @@ STAGES: Final[dict[str, StageEntry]] = {
             options=(
                 OptionSpec("resize", str, None, "resize to WxH (one side may be -1)"),
                 OptionSpec(
-                    "resize_method", str, "bicubic", "bicubic | bilinear | area", RESIZE_METHODS, "resize method"
+                    "resize_method",
+                    str,
+                    "bicubic",
+                    "bicubic | bilinear | area (torch's) | catrom (zscale's bicubic) | mitchell | lanczos | spline16 "
+                    "| spline36",
+                    RESIZE_METHODS,
+                    "resize method",
                 ),
                 OptionSpec("square_pixels", bool, False, "resample to square pixels (default: keep the pixel aspect)"),
             ),
             sample=_resize_sample,
+        ),
+        StageEntry(
+            name="crop",
+            module="vidpipe.stages.crop",
+            task="geometry",
+            unit="frame",
+            wanted=lambda v: v.get("crop") is not None,
+            build=_crop,
+            options=(
+                OptionSpec(
+                    "crop",
+                    str,
+                    None,
+                    "crop to W:H:X:Y of the frames after resize (FFmpeg's crop=w:h:x:y), or auto (the clip's black "
+                    "borders, sampled over it)",
+                ),
+            ),
+            sample=_crop_sample,
         ),
     )
 }

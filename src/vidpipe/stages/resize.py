@@ -1,4 +1,5 @@
-"""`resize`: scale every frame with torch interpolation (bicubic, bilinear or area) on the stage's device.
+"""`resize`: scale every frame on the stage's device: torch interpolation (bicubic, bilinear, area) or a chosen
+kernel (catrom, mitchell, lanczos, spline16, spline36: stages/resample.py).
 
 Pixel aspect: an explicit WxH of another shape keeps the display aspect by setting the output's sample aspect
 ratio (SAR); a side given as -1 follows the stored pixels and the SAR stays. With `square_pixels` the output
@@ -19,11 +20,13 @@ import torch.nn.functional as F
 from ..errors import UsageError
 from ..frames import FrameBatch, from_float, to_float
 from .base import Stage, StreamSpec
+from .resample import KERNELS, resample
 
 log = logging.getLogger(__name__)
 
-Method = Literal["bicubic", "bilinear", "area"]
-METHODS: tuple[Method, ...] = ("bicubic", "bilinear", "area")
+Method = Literal["bicubic", "bilinear", "area", "catrom", "mitchell", "lanczos", "spline16", "spline36"]
+#: torch's own (bicubic: a = −0.75, antialiased when downscaling) and the kernels of stages/resample.py
+METHODS: tuple[Method, ...] = ("bicubic", "bilinear", "area", *KERNELS)  # type: ignore[assignment]
 
 _SIZE = re.compile(r"^(-1|\d+)x(-1|\d+)$")
 
@@ -94,6 +97,9 @@ class Resize(Stage):
         if (batch.width, batch.height) == (w, h):
             return batch
         x = to_float(batch).to(self.device, non_blocking=True)
+        if self.method in KERNELS:
+            y = resample(x, (w, h), self.method)
+            return batch.with_data(from_float(y, batch.data.dtype).contiguous(memory_format=torch.channels_last))
         kwargs: dict[str, Any] = {"mode": self.method}
         if self.method != "area":
             kwargs["align_corners"] = False
