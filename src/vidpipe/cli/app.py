@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 
 from .. import __version__
 from ..errors import DeviceError, UsageError, VidpipeError
@@ -33,6 +31,8 @@ from .stage_options import give_stage_options, own_parameters
 # torch, PyAV's decoders and the stages are imported inside the commands that run something: `vidpipe --help`
 # and `--version` answer in a fraction of a second (tests/test_r22_cli.py checks torch stays out)
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..runtime.multi import Job
     from ..runtime.pipeline import RunOptions
     from ..stages.base import Stage
@@ -52,13 +52,33 @@ app = typer.Typer(
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (results go to docs/benchmarks.md).")
 app.add_typer(bench_app, name="bench")
 
-err = Console(stderr=True)
 log = logging.getLogger("vidpipe")
 
 
+class _Stderr:
+    """rich's console on stderr, made on first use: importing rich costs `vidpipe probe` ~0.1 s it never uses."""
+
+    _console: Console | None = None
+
+    def get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
+        return self._console
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        self.get().print(*args, **kwargs)
+
+
+err = _Stderr()
+
+
 def _setup_logging(quiet: bool, verbose: bool) -> None:
+    from rich.logging import RichHandler
+
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
+    handler = RichHandler(console=err.get(), show_time=False, show_path=False, markup=False)
     root = logging.getLogger("vidpipe")
     root.handlers[:] = [handler]
     root.setLevel(level)
