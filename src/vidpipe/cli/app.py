@@ -169,6 +169,12 @@ def run_cmd(
         bool, typer.Option("--force", help="re-make outputs already finished with the same models")
     ] = False,
     suffix: Annotated[str | None, typer.Option(help="output extension for many inputs (default: each input's)")] = None,
+    encode_workers: Annotated[
+        int | None, typer.Option(min=0, help="parallel chunk encoders, x264/x265 (default: auto; 0: one encoder)")
+    ] = None,
+    timings: Annotated[
+        bool, typer.Option("--timings", help="print where the time went: start-up phases, the bound (stderr)")
+    ] = False,
     **stage_values: Any,
 ) -> None:
     """Decode INPUT, run the chosen stages, encode to OUTPUT with every other stream copied.
@@ -181,6 +187,10 @@ def run_cmd(
 
     --conform RATE shows every frame at RATE (none dropped or duplicated; the stages run before it, at the
     source's rate): the audio is time-stretched and re-encoded, subtitles and chapters re-timed."""
+    from ..runtime.timings import Timings
+
+    clock = Timings()  # first: it times the imports below (torch) from the process start
+    clock.mark("cli")
     from ..media.reader import ReaderOptions
     from ..runtime.multi import plan_outputs
     from ..runtime.pipeline import run
@@ -200,6 +210,7 @@ def run_cmd(
     )
     opts = replace(opts, schedule=ScheduleOptions(batch_size=batch_override, skip_finished=not force))
     opts = trimmed(opts, start=start, duration=duration, frames=frames)
+    clock.mark("imports")
     if conform is not None:
         from ..media.conform import make_conform
 
@@ -221,14 +232,18 @@ def run_cmd(
         if length is not None and opts.window.start >= length:
             raise UsageError(f"--start {start} is past the end of {jobs[0].input} ({float(length):.3f} s long)")
     if not single:
+        if timings:
+            log.warning("--timings reports a run of one input; each manifest holds its video's timings")
         _run_many(jobs, stages, opts, talk)
         return
-    result = run(jobs[0].input, jobs[0].output, stages, opts)  # a skip is logged by run (--force re-makes it)
+    result = run(jobs[0].input, jobs[0].output, stages, opts, timings=clock)  # a skip is logged by run
     if talk and not result.skipped:
         err.print(
             f"wrote {result.output} ({result.frames_out} frames, {result.fps:.1f} fps, "
             f"{result.wall_s:.1f} s); manifest {result.output}.json"
         )
+    if timings and not result.skipped:
+        sys.stderr.write("\n".join(clock.table()) + "\n")
 
 
 #: `vidpipe run`'s own parameters, read before refresh_stage_options gives it its full signature

@@ -100,6 +100,8 @@ class PipelineRecipe:
     on_corrupt: str = "fail"
     copy_streams: bool = True
     deinterlace: bool = False
+    #: parallel chunk encoders (x264/x265); None: auto (media.writer.WriterOptions)
+    encode_workers: int | None = None
     #: every registered stage option → its value (not a `vidpipe run` option itself; hash=False: a dict)
     stage_values: dict[str, Any] = field(default_factory=dict, hash=False)
 
@@ -180,6 +182,7 @@ class PipelineRecipe:
                     pix_fmt=self.pix_fmt,
                 ),
                 copy_streams=self.copy_streams,
+                encode_workers=self.encode_workers,
             ),
             progress=progress,
             max_pixels=max_pixels_limit(self.max_pixels),
