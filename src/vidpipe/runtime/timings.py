@@ -166,7 +166,7 @@ class Timings:
         origin = "process start" if self.origin is not None else "start of the run (process start unknown)"
         lines = [f"timings, seconds since the {origin}:", f"  {'phase':<44} {'took':>8} {'at':>8}"]
         lines += [f"  {label:<44} {took:8.3f} {at:8.3f}" for _, label, took, at in self.phases()]
-        lines.append(f"  steady state: {self.steady_fps:.1f} output frames/s")
+        lines.append(f"  steady state: {_fps(self.steady_fps)} output frames/s")
         if self.bound is not None:
             lines += [f"  {line}" for line in self.bound.summary().splitlines()]
         return lines
@@ -204,7 +204,7 @@ class Bound:
         if not rates:
             return "bound: nothing measured"
         parts = ", ".join(
-            f"{p} {f:.1f} fps ({self.busy_s[p] / self.wall_s:.0%} busy)" if self.wall_s > 0 else f"{p} {f:.1f} fps"
+            f"{p} {_fps(f)} fps ({self.busy_s[p] / self.wall_s:.0%} busy)" if self.wall_s > 0 else f"{p} {_fps(f)} fps"
             for p, f in sorted(rates.items(), key=lambda kv: kv[1])
         )
         line = f"bound by {self.part}: {parts} (each part's own rate: output frames over its busy seconds)"
@@ -219,7 +219,13 @@ class Bound:
         return (
             "the encoder is the cap"
             + ahead
-            + ": more parallel chunk encoders (--encode-workers N, x264/x265), a faster preset "
-            "(--encoder h264 --speed faster|superfast), NVENC where the GPU has it (--encoder auto picks it), "
-            "or for an intermediate a multi-threaded lossless/mezzanine codec (--encoder ffv1 or prores)"
+            + ": more parallel chunk encoders (--encode-workers N, x264/x265), a faster preset than h264's "
+            "veryfast (--speed superfast|ultrafast: larger files at the same crf), NVENC where the GPU has it "
+            "(--encoder auto picks it), or for an intermediate a multi-threaded lossless/mezzanine codec "
+            "(--encoder ffv1 or prores)"
         )
+
+
+def _fps(rate: float) -> str:
+    """A rate with the digits that matter: 0.031 (x4plus on two busy cores) as well as 250.3."""
+    return f"{rate:.1f}" if rate >= 10 else f"{rate:.3g}"
