@@ -488,8 +488,8 @@ def run(
             progress.finish(ok)
     wall = time.monotonic() - t0
     # colour apart only where the transfer converts on the CPU (swscale's counts in decode/encode; CUDA's in model)
-    done = {"decode_s": reader.busy_s, "encode_s": sink.busy_s if sink else 0.0, "written": written}
-    bound = clock.finish(**done, merged=pin or not on_device)
+    encode_s = sink.busy_s if sink is not None else 0.0
+    bound = clock.finish(decode_s=reader.busy_s, encode_s=encode_s, written=written, merged=pin or not on_device)
     log.info("%s", bound.summary())
     manifest = build_manifest(info, dst, stages, reader, wstats, device, wall, ffmpeg_log.messages)
     manifest["colour_conversion"] = transfer.describe()
