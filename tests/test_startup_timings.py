@@ -121,7 +121,6 @@ def test_run_records_its_phases_and_a_slow_stage_as_the_bound(make: Callable[...
     assert res.manifest["timings"]["steady_fps"] > 0
 
 
-@pytest.mark.slow
 def test_cli_timings_table_names_the_encoder_as_the_cap(cli: CLI, make: Callable[..., Path], tmp_path: Path) -> None:
     """No stage, a lossless source and x264's slowest preset: the encoder is the cap, and the table says so."""
     clip = make("timings_enc.mkv", size=(640, 360), frames=30, codec="ffv1")
