@@ -64,3 +64,11 @@ def test_probe_json_loads_no_torch(make: Callable[..., Path]) -> None:
     r, loaded = _loaded("probe", "--json", str(clip))
     assert json.loads(r.stdout)["video"]["width"] == 64
     assert not set(loaded) & set(HEAVY), loaded
+
+
+def test_a_run_loads_torch_but_not_the_store_client_opencv_or_yaml(make: Callable[..., Path], tmp_path: Path) -> None:
+    """`vidpipe run` needs torch; the S3 client (jobs), OpenCV (the cut detectors) and YAML (job specs) stay out."""
+    clip = make("startup_probe.mkv", size=(64, 48), frames=4)
+    _, loaded = _loaded("run", str(clip), "-o", str(tmp_path / "o.mkv"), "--device", "cpu", "--progress", "none")
+    assert "torch" in loaded
+    assert not set(loaded) & {"boto3", "botocore", "cv2", "yaml"}, loaded
