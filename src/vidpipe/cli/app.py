@@ -233,7 +233,7 @@ def run_cmd(
             raise UsageError(f"--start {start} is past the end of {jobs[0].input} ({float(length):.3f} s long)")
     if not single:
         if timings:
-            log.warning("--timings reports a run of one input; each manifest holds its video's timings")
+            log.warning("--timings reports a run of one input; ignored for several")
         _run_many(jobs, stages, opts, talk)
         return
     result = run(jobs[0].input, jobs[0].output, stages, opts, timings=clock)  # a skip is logged by run
