@@ -5,7 +5,8 @@ it, so the interpreter and the imports before any vidpipe code count too) to the
 the stages' imports → probe → device → model load (the CUDA context made beside it: runtime.device) →
 scheduling and opening → first decoded batch → first output batch (the chain's) → first output encoded →
 steady state (the first `STEADY_SKIP` of the output written) → end.
-`vidpipe run --timings` prints them as a table on stderr; the manifest holds them as `timings` in every run.
+`vidpipe run --timings` prints them as a table on stderr; the manifest of every
+`pipeline.run` (one input, job segments too) holds them as `timings`.
 
 The bound: the pipeline's three threads (decode; colour conversion and the stages; encode) overlap, so the run
 goes at the pace of the slowest. Each part's own rate is the output frames over the seconds it was busy (not
