@@ -9,15 +9,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import StageError
 
-#: dtypes a batch may hold; integer batches use the full range of their bit depth.
-_INT_DTYPES = (torch.uint8, torch.uint16)
-_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# torch is imported where a tensor is handled, not here: `vidpipe probe` reads `Colour` and must not pay for
+# torch (issue 24; tests/test_startup.py checks it stays out)
+if TYPE_CHECKING:
+    import torch
+
+#: dtypes a batch may hold (torch's names); integer batches use the full range of their bit depth.
+_INT_DTYPES = ("uint8", "uint16")
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32")
+
+
+def _dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -53,7 +60,7 @@ class FrameBatch:
         n, c = d.shape[0], d.shape[1]
         if c not in (3, 4):
             raise StageError(f"FrameBatch.data must have 3 (RGB) or 4 (RGBA) channels, got {c}")
-        if d.dtype not in _INT_DTYPES + _FLOAT_DTYPES:
+        if _dtype_name(d.dtype) not in _INT_DTYPES + _FLOAT_DTYPES:
             raise StageError(f"FrameBatch.data dtype {d.dtype} not supported; valid: uint8, uint16, float*")
         if len(self.pts) != n:
             raise StageError(f"FrameBatch has {n} frames but {len(self.pts)} pts")
@@ -102,6 +109,8 @@ class FrameBatch:
         for b in batches[1:]:
             if b.time_base != first.time_base:
                 raise StageError(f"time bases differ: {first.time_base} vs {b.time_base}")
+        import torch
+
         return replace(
             first,
             data=torch.cat([b.data for b in batches]),
@@ -149,23 +158,28 @@ class StreamSpec:
 def max_value(dtype: torch.dtype) -> float:
     """The value that means full intensity. uint16 always spans 0..65535 whatever the source depth (10-bit
     white is 65535): FFmpeg's rgb48 conversion scales that way, and the writer scales back."""
-    if dtype == torch.uint8:
+    name = _dtype_name(dtype)
+    if name == "uint8":
         return 255.0
-    if dtype == torch.uint16:
+    if name == "uint16":
         return 65535.0
     return 1.0
 
 
-def to_float(batch: FrameBatch, dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Pixels as float in 0..1 (what models eat)."""
+def to_float(batch: FrameBatch, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Pixels as float in 0..1 (what models eat), float32 unless `dtype` says otherwise."""
+    import torch
+
     scale = max_value(batch.data.dtype)
-    x = batch.data.to(dtype)
+    x = batch.data.to(dtype or torch.float32)
     return x if scale == 1.0 else x / scale
 
 
 def from_float(x: torch.Tensor, like: torch.dtype) -> torch.Tensor:
     """Back from float 0..1 to the integer dtype of the source (round to nearest, clamp)."""
-    if like in _FLOAT_DTYPES:
+    import torch
+
+    if _dtype_name(like) in _FLOAT_DTYPES:
         return x.to(like)
     scale = max_value(like)
     y = (x.float().clamp_(0.0, 1.0) * scale).round_()

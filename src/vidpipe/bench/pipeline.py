@@ -9,6 +9,8 @@ Model and end-to-end rates are steady-state: batches before `skip` of the output
 torch.compile, cuDNN planning), and the warm-up time is reported apart. The ratio end-to-end / min(isolated)
 says how well the pipeline overlaps: 1.0 means the slowest part runs as fast alone as inside the pipeline.
 GPU utilisation is sampled through NVML when torch can reach it (`torch.cuda.utilization`).
+The end-to-end run also states its own bound (runtime/timings.py): the part whose busy seconds give the lowest
+rate inside the pipeline, with that rate, and when it is the encoder the remedy.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import os
 import statistics
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -34,11 +36,12 @@ from ..media.writer import VideoWriter, WriterOptions
 from ..media.yuv import PlanarBatch
 from ..runtime.device import describe
 from ..runtime.pipeline import RunOptions, Transfer, flush_chain, run, run_chain, source_spec
+from ..runtime.timings import STEADY_SKIP, steady
 from ..schedule.budget import memory_budget
 from ..stages.base import Stage, StreamSpec
 
 #: share of the output treated as warm-up in steady-state rates
-DEFAULT_SKIP = 0.2
+DEFAULT_SKIP = STEADY_SKIP
 
 
 @dataclass(slots=True)
@@ -54,6 +57,8 @@ class PipelineReport:
     warmup_s: float
     gpu_util: float | None
     colour_conversion: dict[str, str]
+    #: the end-to-end run's bound (runtime/timings.py): part, its own output frames/s, the remedy ("" if none)
+    bound: tuple[str, float, str] = ("", 0.0, "")
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -67,28 +72,20 @@ class PipelineReport:
 
     def markdown(self) -> str:
         util = f"{self.gpu_util:.0f}%" if self.gpu_util is not None else "n/a"
+        part, fps, _ = self.bound
         return (
-            "| decode | model | encode | end-to-end | e2e / min(isolated) | bottleneck | GPU util | warm-up s |\n"
-            "|---:|---:|---:|---:|---:|---|---:|---:|\n"
+            "| decode | model | encode | end-to-end | e2e / min(isolated) | bottleneck | bound in run (own fps) "
+            "| GPU util | warm-up s |\n"
+            "|---:|---:|---:|---:|---:|---|---|---:|---:|\n"
             f"| {self.decode_fps:.1f} | {self.model_fps:.1f} | {self.encode_fps:.1f} | {self.e2e_fps:.1f} | "
-            f"{self.ratio:.2f} | {self.bottleneck} | {util} | {self.warmup_s:.1f} |"
+            f"{self.ratio:.2f} | {self.bottleneck} | {f'{part} {fps:.1f}' if part else 'n/a'} | {util} | "
+            f"{self.warmup_s:.1f} |"
         )
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def steady(marks: Sequence[tuple[float, int]], skip: float) -> tuple[float, float]:
-    """(frames/s after the first `skip` share of frames, time until then) from (time, frames so far) marks
-    whose first entry is the start (t0, 0)."""
-    total = marks[-1][1]
-    t0 = marks[0][0]
-    for t, n in marks:
-        if n >= skip * total and n < total:
-            return (total - n) / (marks[-1][0] - t), t - t0
-    return total / (marks[-1][0] - t0), 0.0
 
 
 class _Sampler:
@@ -233,6 +230,10 @@ def measure(
         f"host RSS peak {first:.0f} MB in the first half of the end-to-end run, {second:.0f} MB in the second"
         + vram_note,
     ]
+    timed = res.manifest["timings"].get("bound", {})
+    part = timed.get("bound_by") or ""
+    if timed.get("remedy"):
+        notes.append(timed["remedy"])
     if layout:
         faster = "parallel chunks" if encode_fps > single_fps else "encoder threading"
         notes.append(
@@ -253,6 +254,7 @@ def measure(
         warmup_s=warmup,
         gpu_util=sampler.mean_util,
         colour_conversion=res.manifest.get("colour_conversion", {}),
+        bound=(part, timed.get("fps", {}).get(part, 0.0), timed.get("remedy", "")),
         notes=notes,
     )
 

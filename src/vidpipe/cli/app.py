@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
-from rich.console import Console
-from rich.logging import RichHandler
 
 from .. import __version__
 from ..errors import DeviceError, UsageError, VidpipeError
@@ -36,6 +34,8 @@ from .stage_options import give_stage_options, own_parameters
 # torch, PyAV's decoders and the stages are imported inside the commands that run something: `vidpipe --help`
 # and `--version` answer in a fraction of a second (tests/test_r22_cli.py checks torch stays out)
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..runtime.multi import Job
     from ..runtime.pipeline import RunOptions
     from ..stages.base import Stage
@@ -56,13 +56,33 @@ app = typer.Typer(
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks (results go to docs/benchmarks.md).")
 app.add_typer(bench_app, name="bench")
 
-err = Console(stderr=True)
 log = logging.getLogger("vidpipe")
 
 
+class _Stderr:
+    """rich's console on stderr, made on first use: importing rich costs `vidpipe probe` ~0.1 s it never uses."""
+
+    _console: Console | None = None
+
+    def get(self) -> Console:
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(stderr=True)
+        return self._console
+
+    def print(self, *args: Any, **kwargs: Any) -> None:
+        self.get().print(*args, **kwargs)
+
+
+err = _Stderr()
+
+
 def _setup_logging(quiet: bool, verbose: bool) -> None:
+    from rich.logging import RichHandler
+
     level = logging.WARNING if quiet else logging.DEBUG if verbose else logging.INFO
-    handler = RichHandler(console=err, show_time=False, show_path=False, markup=False)
+    handler = RichHandler(console=err.get(), show_time=False, show_path=False, markup=False)
     root = logging.getLogger("vidpipe")
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -170,6 +190,12 @@ def run_cmd(
     report: Annotated[
         bool, typer.Option("--report", help="also write OUTPUT.report.html: input vs output and the run's manifest")
     ] = False,
+    encode_workers: Annotated[
+        int | None, typer.Option(min=0, help="parallel chunk encoders, x264/x265 (default: auto; 0: one encoder)")
+    ] = None,
+    timings: Annotated[
+        bool, typer.Option("--timings", help="print where the time went: start-up phases, the bound (stderr)")
+    ] = False,
     **stage_values: Any,
 ) -> None:
     """Decode INPUT, run the chosen stages, encode to OUTPUT with every other stream copied.
@@ -182,6 +208,10 @@ def run_cmd(
 
     --conform RATE shows every frame at RATE (none dropped or duplicated; the stages run before it, at the
     source's rate): the audio is time-stretched and re-encoded, subtitles and chapters re-timed."""
+    from ..runtime.timings import Timings
+
+    clock = Timings()  # first: it times the imports below (torch) from the process start
+    clock.mark("cli")
     from ..media.reader import ReaderOptions
     from ..runtime.multi import plan_outputs
     from ..runtime.pipeline import run
@@ -205,6 +235,7 @@ def run_cmd(
     )
     opts = replace(opts, schedule=ScheduleOptions(batch_size=batch_override, skip_finished=not force))
     opts = trimmed(opts, start=start, duration=duration, frames=frames)
+    clock.mark("imports")
     if conform is not None:
         from ..media.conform import make_conform
 
@@ -226,21 +257,25 @@ def run_cmd(
         if length is not None and opts.window.start >= length:
             raise UsageError(f"--start {start} is past the end of {jobs[0].input} ({float(length):.3f} s long)")
     if not single:
+        if timings:
+            log.warning("--timings reports a run of one input; ignored for several")
         _run_many(jobs, stages, opts, talk, report)
         return
     if report:
         from ..report.run import run_with_report
 
-        result, page = run_with_report(jobs[0].input, jobs[0].output, stages, opts)
+        result, page = run_with_report(jobs[0].input, jobs[0].output, stages, opts, timings=clock)
         if talk:
             err.print(f"report {page}")
     else:
-        result = run(jobs[0].input, jobs[0].output, stages, opts)  # a skip is logged by run (--force re-makes it)
+        result = run(jobs[0].input, jobs[0].output, stages, opts, timings=clock)  # a skip is logged by run
     if talk and not result.skipped:
         err.print(
             f"wrote {result.output} ({result.frames_out} frames, {result.fps:.1f} fps, "
             f"{result.wall_s:.1f} s); manifest {result.output}.json"
         )
+    if timings and not result.skipped:
+        sys.stderr.write("\n".join(clock.table()) + "\n")
 
 
 #: `vidpipe run`'s own parameters, read before refresh_stage_options gives it its full signature

@@ -15,15 +15,19 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import click
 import typer
 
 from ..errors import UsageError, VidpipeError
 from ..jobs.secrets import Redactor, redacted_logs
-from ..jobs.spec import JobSpec, build_spec, env_spec_doc, merge_docs, read_spec_doc
 from ..runtime.recipe import PipelineRecipe, choice
+
+# jobs.spec (YAML, the store client, the monitor) is imported by the commands that read a spec: every other
+# command, `vidpipe probe` among them, starts without it (tests/test_startup.py)
+if TYPE_CHECKING:
+    from ..jobs.spec import JobSpec
 
 log = logging.getLogger("vidpipe.jobs")
 
@@ -116,6 +120,8 @@ def overrides_from_options(ctx: click.Context, values: dict[str, Any]) -> dict[s
 
 def resolve_spec(ctx: click.Context, values: dict[str, Any]) -> JobSpec:
     """Spec file + options, options alone (--input), or container mode (environment) + options."""
+    from ..jobs.spec import build_spec, env_spec_doc, merge_docs, read_spec_doc
+
     overrides = overrides_from_options(ctx, values)
     if values.get("spec") is not None:
         path: Path = values["spec"]
@@ -183,6 +189,8 @@ def make_job_app(setup_logging: Callable[[bool, bool], None]) -> typer.Typer:
         spec: Annotated[Path, typer.Argument(help="job spec (YAML)")],
     ) -> None:
         """Validate a job spec and print what it resolves to (no credentials are read or printed)."""
+        from ..jobs.spec import build_spec, read_spec_doc
+
         try:
             js = build_spec(read_spec_doc(spec), base_dir=spec.resolve().parent)
         except VidpipeError as e:

@@ -17,22 +17,17 @@ import shlex
 from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from vidpipe.errors import UsageError, VidpipeError
-from vidpipe.jobs.monitor import (
-    MonitorConfig,
-    ObjectCheck,
-    bucket_check,
-    detect_provider,
-    run_monitor,
-    stop_command_for,
-)
-from vidpipe.jobs.result import result_path_from_env, sentinel_path_from_env
 from vidpipe.jobs.secrets import Redactor, install_log_redaction
-from vidpipe.jobs.storage import S3Settings, S3Storage
+
+# the monitor and the store client are imported when the command runs: every other command starts without them
+if TYPE_CHECKING:
+    from vidpipe.jobs.monitor import ObjectCheck
+    from vidpipe.jobs.storage import S3Storage
 
 app = typer.Typer(
     add_completion=False,
@@ -43,6 +38,9 @@ app = typer.Typer(
 
 def env_bucket_check(redactor: Redactor, env: Mapping[str, str] | None = None) -> ObjectCheck:
     """A bucket check with the store's credentials from ``B2_*`` (UsageError when they are missing)."""
+    from vidpipe.jobs.monitor import bucket_check
+    from vidpipe.jobs.storage import S3Settings, S3Storage
+
     env = os.environ if env is None else env
     missing = [name for name in ("B2_KEY", "B2_SECRET") if not env.get(name)]
     if missing:
@@ -111,6 +109,9 @@ def monitor(
     ] = True,
 ) -> None:
     """Wait for the job's result JSON and sentinel, then stop this instance (once)."""
+    from vidpipe.jobs.monitor import MonitorConfig, detect_provider, run_monitor, stop_command_for
+    from vidpipe.jobs.result import result_path_from_env, sentinel_path_from_env
+
     try:
         argv: list[str] | None = None
         if stop_command is not None:

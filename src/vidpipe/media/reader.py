@@ -548,6 +548,11 @@ class VideoReader:
     def __iter__(self) -> Iterator[FrameBatch | PlanarBatch]:
         return iter(self._producer)
 
+    @property
+    def busy_s(self) -> float:
+        """Seconds the decode thread worked (demux, decode, conversion), not waiting for room in its queue."""
+        return self._producer.busy_s
+
     def close(self) -> None:
         self._producer.close()
 

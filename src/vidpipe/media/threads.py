@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import queue
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
@@ -25,6 +26,22 @@ class Cancelled(Exception):
     """Raised inside a worker whose consumer went away; never escapes the worker."""
 
 
+class _Busy:
+    """A worker thread's seconds of work: its running time less the time it waited on its queue (what tells the
+    pipeline which thread bounds a run, runtime/timings.py). Written by the worker, read by anyone."""
+
+    def __init__(self) -> None:
+        self.started: float | None = None
+        self.ended: float | None = None
+        self.waited = 0.0
+
+    @property
+    def seconds(self) -> float:
+        if self.started is None:
+            return 0.0
+        return max(0.0, (self.ended or time.perf_counter()) - self.started - self.waited)
+
+
 class Producer(Generic[T]):
     """Runs `work(emit)` on a thread; iterating the Producer yields what `work` emits, in order.
 
@@ -42,25 +59,38 @@ class Producer(Generic[T]):
         self._check = check
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._started = False
+        self._busy = _Busy()
+
+    @property
+    def busy_s(self) -> float:
+        """Seconds the worker has worked, not counting its waits for room in the queue."""
+        return self._busy.seconds
 
     def _emit(self, item: T) -> None:
-        while True:
-            if self._stop.is_set():
-                raise Cancelled
-            try:
-                self._q.put(item, timeout=_POLL_S)
-                return
-            except queue.Full:
-                continue
+        t = time.perf_counter()
+        try:
+            while True:
+                if self._stop.is_set():
+                    raise Cancelled
+                try:
+                    self._q.put(item, timeout=_POLL_S)
+                    return
+                except queue.Full:
+                    continue
+        finally:
+            self._busy.waited += time.perf_counter() - t
 
     def _run(self) -> None:
         tail: object = _END
+        self._busy.started = time.perf_counter()
         try:
             self._work(self._emit)
         except Cancelled:
             return
         except BaseException as e:  # handed to the consumer, which re-raises it
             tail = e
+        finally:
+            self._busy.ended = time.perf_counter()
         while not self._stop.is_set():
             try:
                 self._q.put(tail, timeout=_POLL_S)
@@ -124,28 +154,40 @@ class Consumer(Generic[T, R]):
         self._error: BaseException | None = None
         self._result: R | None = None
         self._stop = threading.Event()
+        self._busy = _Busy()
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
+    @property
+    def busy_s(self) -> float:
+        """Seconds the worker has worked, not counting its waits for the next item."""
+        return self._busy.seconds
+
     def _items(self) -> Iterator[T]:
         while True:
+            t = time.perf_counter()
             try:
                 item = self._q.get(timeout=_POLL_S)
             except queue.Empty:
                 if self._stop.is_set():
                     raise Cancelled from None
                 continue
+            finally:
+                self._busy.waited += time.perf_counter() - t
             if item is _END:
                 return
             yield item  # type: ignore[misc]
 
     def _run(self) -> None:
+        self._busy.started = time.perf_counter()
         try:
             self._result = self._work(self._items())
         except Cancelled:
             pass
         except BaseException as e:
             self._error = e
+        finally:
+            self._busy.ended = time.perf_counter()
 
     def _raise_if_failed(self) -> None:
         if self._error is not None:

@@ -27,6 +27,7 @@ import torch
 from ..paths import write_bytes
 from ..runtime.multi import Job, MultiResult
 from ..runtime.pipeline import RunOptions, RunResult
+from ..runtime.timings import Timings
 from ..stages.base import Stage
 from ..stages.temporal import RecurrentStage, WindowedStage
 from .compare import CompareOptions, Cut, compare, sections
@@ -370,14 +371,17 @@ def write_run_report(
     return path
 
 
-def run_with_report(source: Path, output: Path, stages: Sequence[Stage], options: RunOptions) -> tuple[RunResult, Path]:
-    """`pipeline.run` under a `RunRecorder`, then its report beside the output (`vidpipe run --report`)."""
+def run_with_report(
+    source: Path, output: Path, stages: Sequence[Stage], options: RunOptions, timings: Timings | None = None
+) -> tuple[RunResult, Path]:
+    """`pipeline.run` under a `RunRecorder`, then its report beside the output (`vidpipe run --report`); `timings`
+    as `pipeline.run` takes them (`--timings`)."""
     from ..runtime.device import resolve_device
     from ..runtime.pipeline import run
 
     device = resolve_device(options.device)
     with RunRecorder(stages, device) as rec:
-        result = run(source, output, stages, options)
+        result = run(source, output, stages, options, timings=timings)
     return result, write_run_report(source, result, None if result.skipped else rec, device=str(device))
 
 

@@ -7,6 +7,8 @@ import ctypes
 import logging
 import os
 import re
+import threading
+from collections.abc import Callable
 
 import torch
 
@@ -67,6 +69,37 @@ def _blocking_sync() -> None:
                 cuda.cuDevicePrimaryCtxSetFlags(dev, _CU_CTX_SCHED_BLOCKING_SYNC)
     except OSError as e:
         log.debug("device: blocking sync not set (%s)", e)
+
+
+class ContextOnThread:
+    """Makes `device`'s CUDA context on a thread of its own while the body runs (the stages reading and building
+    their weights: `with ContextOnThread(device): stage.setup(...)`), so the two overlap (issue 24: a context
+    takes a few hundred ms). The first CUDA call of the body waits for the context as it would have made it; an
+    error of the thread is raised at the end of the body (unless the body raised). Nothing on a CPU device."""
+
+    def __init__(self, device: torch.device, ready: Callable[[], None] = lambda: None) -> None:
+        self._error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+        if device.type == "cuda":
+            self._thread = threading.Thread(target=self._make, args=(device, ready), name="cuda-context", daemon=True)
+
+    def _make(self, device: torch.device, ready: Callable[[], None]) -> None:
+        try:
+            torch.cuda.synchronize(device)  # creates the primary context, the GIL released while it does
+            ready()
+        except BaseException as e:  # raised in the caller at the end of the body
+            self._error = e
+
+    def __enter__(self) -> ContextOnThread:
+        if self._thread is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None and exc_type is None:
+            raise self._error
 
 
 def describe(device: torch.device) -> str:

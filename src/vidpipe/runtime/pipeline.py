@@ -42,8 +42,9 @@ from ..schedule.chain import ScheduleOptions, schedule_block, schedule_chain
 from ..schedule.idempotency import finished, signature_fields
 from ..schedule.temporal import chain_reach
 from ..stages.base import Stage, StreamSpec
-from .device import describe, is_device_fault, resolve_device
+from .device import ContextOnThread, describe, is_device_fault, resolve_device
 from .progress import Progress, ProgressMode
+from .timings import Timings
 
 log = logging.getLogger(__name__)
 
@@ -380,21 +381,28 @@ def run(
     output_path: str | Path,
     stages: Sequence[Stage] = (),
     options: RunOptions = RunOptions(),
+    timings: Timings | None = None,
 ) -> RunResult:
-    """Process one video: decode, run `stages` in order on the chosen device, encode and mux."""
+    """Process one video: decode, run `stages` in order on the chosen device, encode and mux. `timings` (made
+    here when not given) gets the run's start-up marks, busy seconds and bound (runtime/timings.py)."""
     t0 = time.monotonic()
+    clock = timings or Timings()
     src = Path(input_path)
     dst = Path(output_path)
     if dst.resolve() == src.resolve():
         raise UsageError(f"output {dst} is the input; choose another output path")
     check_target(dst, options.writer)  # an output that cannot be written fails now, before any decoding
     info = probe(src, max_pixels=max_pixels_limit(options.max_pixels))
+    clock.mark("probe")
     device = resolve_device(options.device)
+    clock.mark("device")
     spec = source_spec(info, options.reader.keep_alpha, options.reader.deinterlace)
     specs: list[StreamSpec] = []  # each stage's input, for the scheduler
-    for stage in stages:
-        specs.append(spec)
-        spec = stage.setup(device, spec)
+    with ContextOnThread(device, ready=lambda: clock.mark("context")):  # made while the stages read their weights
+        for stage in stages:
+            specs.append(spec)
+            spec = stage.setup(device, spec)
+    clock.mark("setup")
     check_frame_memory(src, specs[0] if specs else spec, spec, options)
     stop = StopRequest()
     on_device = options.colour_on_device == "on" or (options.colour_on_device == "auto" and device.type == "cuda")
@@ -424,6 +432,10 @@ def run(
     progress = Progress(options.progress, expected_frames(spec, options), dst.name)
     cap = _FrameCap(options.writer.trim.max_frames if options.writer.trim is not None else None)
     progress.stage = " → ".join(s.name for s in stages) or "copy"
+    clock.mark("open")
+    # each part's busy seconds, for the bound (colour conversion and stages here; decode and encode on their threads)
+    upload, download = clock.timed("colour", transfer.upload), clock.timed("colour", transfer.download)
+    chained = clock.timed("model", run_chain)
 
     written: list[tuple[float, int]] = []  # (time, frames written so far) per batch, for steady-state rates
 
@@ -431,6 +443,7 @@ def run(
         total = 0
         for b in batches:
             writer.write(b)
+            clock.mark("first_encoded")
             progress.advance(len(b))
             total += len(b)
             written.append((time.monotonic(), total))
@@ -448,21 +461,24 @@ def run(
             with torch.inference_mode():
                 for batch in reader:
                     stop.check()
-                    out = run_chain(chain, transfer.upload(batch))
+                    clock.mark("first_decoded")
+                    out = chained(chain, upload(batch))
                     if options.window is not None:
                         out = options.window.select(out)
                     out = cap.take(out)
                     if out is not None and len(out):
-                        sink.put(transfer.download(out))
+                        clock.mark("first_output")
+                        sink.put(download(out))
                     if cap.full:  # --frames N written: nothing later is wanted, not even the stages' held frames
                         break
-                for out in flush_chain(chain) if not cap.full else ():
+                for out in clock.timed_iter("model", flush_chain(chain)) if not cap.full else ():
                     stop.check()
                     if options.window is not None and (out := options.window.select(out)) is None:
                         continue
                     if (out := cap.take(out)) is None:
                         continue
-                    sink.put(transfer.download(out))
+                    clock.mark("first_output")
+                    sink.put(download(out))
             wstats = sink.finish()
             ok = True
         finally:
@@ -475,10 +491,15 @@ def run(
                 writer.abort()
             progress.finish(ok)
     wall = time.monotonic() - t0
+    # colour apart only where the transfer converts on the CPU (swscale's counts in decode/encode; CUDA's in model)
+    encode_s = sink.busy_s if sink is not None else 0.0
+    bound = clock.finish(decode_s=reader.busy_s, encode_s=encode_s, written=written, merged=pin or not on_device)
+    log.info("%s", bound.summary())
     manifest = build_manifest(info, dst, stages, reader, wstats, device, wall, ffmpeg_log.messages)
     manifest["colour_conversion"] = transfer.describe()
     manifest.update(signed)
     manifest["schedule"] = schedule_block(chain, device, options.schedule, options.reader.batch_size)
+    manifest["timings"] = clock.to_json()
     if options.manifest:
         write_json(manifest_path(dst), manifest)
     for msg in ffmpeg_log.messages[:10]:

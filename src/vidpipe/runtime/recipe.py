@@ -136,6 +136,8 @@ class PipelineRecipe:
     deinterlace_mode: str = "frame"
     #: keep | bt709 | smpte170m | bt470bg: the output's YUV matrix and tags (media/colour.py, `target_colour`)
     colour_matrix: str = "keep"
+    #: parallel chunk encoders (x264/x265); None: auto (media.writer.WriterOptions)
+    encode_workers: int | None = None
     #: every registered stage option → its value (not a `vidpipe run` option itself; hash=False: a dict)
     stage_values: dict[str, Any] = field(default_factory=dict, hash=False)
 
@@ -219,6 +221,7 @@ class PipelineRecipe:
                 ),
                 copy_streams=self.copy_streams,
                 colour=choice(self.colour_matrix, TARGETS, "--colour-matrix"),
+                encode_workers=self.encode_workers,
             ),
             progress=progress,
             max_pixels=max_pixels_limit(self.max_pixels),
