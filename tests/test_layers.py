@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
     {"schedule"},
     {"runtime"},
     {"jobs"},
+    {"workers"},  # worker processes per GPU: drive the jobs' segments
     {"eval", "testing"},  # testing: reference helpers for tests and benchmarks
     {"bench"},
     {"cli", "__main__"},
