@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from ..runtime.multi import Job
     from ..runtime.pipeline import RunOptions
     from ..stages.base import Stage
+    from ..workers.devices import WorkerSlot
 
 #: media.encoders.PRESETS, written out: importing it would load PyAV for `--help` (a test checks they agree)
 ENCODER_HELP = "auto | h264 | hevc | hevc-grain | av1 | vp9 | prores | ffv1 | png"
@@ -149,6 +150,13 @@ def run_cmd(
         bool, typer.Option("--force", help="re-make outputs already finished with the same models")
     ] = False,
     suffix: Annotated[str | None, typer.Option(help="output extension for many inputs (default: each input's)")] = None,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            help="all | N | 0,2: one worker process per GPU listed (default: all visible; one GPU or none: "
+            "in-process); a single input is split at keyframes across them"
+        ),
+    ] = None,
     **stage_values: Any,
 ) -> None:
     """Decode INPUT, run the chosen stages, encode to OUTPUT with every other stream copied.
@@ -200,6 +208,10 @@ def run_cmd(
         length = probe(jobs[0].input).duration
         if length is not None and opts.window.start >= length:
             raise UsageError(f"--start {start} is past the end of {jobs[0].input} ({float(length):.3f} s long)")
+    slots = _worker_slots(gpus, device)
+    if len(slots) > 1 or (slots and gpus is not None):
+        _run_workers(jobs, recipe, opts, slots, talk)
+        return
     if not single:
         _run_many(jobs, stages, opts, talk)
         return
@@ -213,6 +225,37 @@ def run_cmd(
 
 #: `vidpipe run`'s own parameters, read before refresh_stage_options gives it its full signature
 _RUN_OWN = own_parameters(run_cmd)
+
+
+def _worker_slots(gpus: str | None, device: str) -> list[WorkerSlot]:
+    """`--gpus`' worker processes; none where the run stays in one process (a CPU device, no GPU)."""
+    from ..workers.devices import worker_slots
+
+    if device not in ("auto", "cuda"):
+        if gpus is not None:
+            raise UsageError(f"--gpus picks the devices itself; it takes --device auto or cuda, not {device}")
+        return []
+    return worker_slots(gpus)
+
+
+def _run_workers(
+    jobs: list[Job], recipe: PipelineRecipe, opts: RunOptions, slots: list[WorkerSlot], talk: bool
+) -> None:
+    from ..workers.pool import RecipeStages, run_pool
+
+    res = run_pool(jobs, RecipeStages(recipe.to_dict()), opts, slots)
+    for v in res.failed:
+        err.print(f"failed {v.job.input}: {v.reason}")
+    if talk:
+        done = [v for v in res.videos if v.status == "done"]
+        err.print(
+            f"{len(done)} made ({sum(v.segments > 1 for v in done)} split into segments), "
+            f"{sum(v.status == 'skipped' for v in res.videos)} skipped, {len(res.failed)} failed on "
+            f"{len(slots)} workers ({', '.join(s.label for s in slots)}); "
+            f"{res.frames_out} frames in {res.wall_s:.1f} s ({res.fps:.1f} fps)"
+        )
+    if res.failed:
+        raise typer.Exit(res.failed[0].exit_code or 1)
 
 
 def _run_many(jobs: list[Job], stages: list[Stage], opts: RunOptions, talk: bool) -> None:

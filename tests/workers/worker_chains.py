@@ -1,0 +1,45 @@
+"""Stage chains the worker tests hand to `run_pool` (picklable: workers are spawned and build their own), and a
+pass-through stage that SIGKILLs its own worker process when a given frame reaches it: the test hook for a worker
+dying mid-item. vidpipe itself has no such hook."""
+
+from __future__ import annotations
+
+import os
+import signal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from vidpipe.frames import FrameBatch
+from vidpipe.stages.base import Stage
+from vidpipe.workers import RecipeStages
+
+
+class KillAt(Stage):
+    """Passes frames on unchanged; the process running it is SIGKILLed when the frame shown at `at` seconds
+    reaches it, once per `marker` file (the first death creates it), or every time without one."""
+
+    name = "kill-at"
+
+    def __init__(self, at: Fraction, marker: Path | None) -> None:
+        self.at, self.marker = at, marker
+
+    def signature(self) -> dict[str, Any]:
+        return {"stage": self.name}
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        if any(t == self.at for t in batch.times()) and (self.marker is None or not self.marker.exists()):
+            if self.marker is not None:
+                self.marker.touch()
+            os.kill(os.getpid(), signal.SIGKILL)
+        return batch
+
+
+class KillingChain:
+    """`vidpipe run`'s chain for `values`, then `KillAt`."""
+
+    def __init__(self, values: dict[str, Any], at: Fraction, marker: Path | None) -> None:
+        self.chain, self.at, self.marker = RecipeStages(values), at, marker
+
+    def __call__(self) -> list[Stage]:
+        return [*self.chain(), KillAt(self.at, self.marker)]
