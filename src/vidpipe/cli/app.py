@@ -28,6 +28,7 @@ from .eval_cmd import app as eval_app
 from .job_cmd import make_job_app, take_run_options
 from .models_cmd import app as models_app
 from .monitor_cmd import app as monitor_app
+from .scaling_cmd import scaling_cmd
 from .stage_options import give_stage_options, own_parameters
 
 # torch, PyAV's decoders and the stages are imported inside the commands that run something: `vidpipe --help`
@@ -634,6 +635,7 @@ job_app = make_job_app(_setup_logging)
 app.add_typer(job_app, name="job")
 app.command("cuts")(detect_cuts_cmd)
 bench_app.command("cuts")(bench_cuts_cmd)
+bench_app.command("scaling")(scaling_cmd)
 app.add_typer(eval_app, name="eval")
 
 
