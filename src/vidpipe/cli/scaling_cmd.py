@@ -16,6 +16,7 @@ def scaling_cmd(
     upscale: Annotated[str | None, typer.Option(help="SR model")] = None,
     interpolate: Annotated[str | None, typer.Option(help="RIFE model")] = None,
     multi: Annotated[int | None, typer.Option(min=2, help="frame-rate multiplier for --interpolate")] = None,
+    resize: Annotated[str | None, typer.Option(help="resize to WxH (no model: decode/encode scaling alone)")] = None,
     case: Annotated[list[str] | None, typer.Option(help="long | short (repeatable; default both)")] = None,
     long_size: Annotated[str, typer.Option(help="the long clip's WxH")] = "1920x1080",
     long_seconds: Annotated[float, typer.Option(help="the long clip's length (25 fps)")] = 180.0,
@@ -43,7 +44,7 @@ def scaling_cmd(
         raise UsageError(f"invalid --case {bad[0]!r}; valid: {', '.join(CASES)}")
     if encoder not in ("h264", "ffv1"):
         raise UsageError(f"invalid --encoder {encoder!r}; valid: h264, ffv1 (lossless, so outputs can be compared)")
-    values = {"upscale": upscale, "interpolate": interpolate, "multi": multi}
+    values = {"upscale": upscale, "interpolate": interpolate, "multi": multi, "resize": resize}
     rows = run_scaling(
         slots,
         {k: v for k, v in values.items() if v is not None},
