@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import torch
-from worker_chains import KillingChain
+from worker_chains import KillingChain, failing_wide_chain, unbuildable_in_workers
 
-from vidpipe.errors import WorkerFailedError
+from vidpipe.errors import ModelError, VidpipeError, WorkerFailedError
 from vidpipe.media.encoders import EncoderOptions
 from vidpipe.media.writer import WriterOptions
 from vidpipe.runtime.inputs import Job
@@ -139,3 +139,21 @@ def test_cli_gpus_runs_workers_through_the_test_switch(long_clip: Path, make, tm
     ref = tmp_path / "ref.mkv"
     run(long_clip, ref, RecipeStages({"resize": "16x12"})(), _opts())
     _same_frames(out, ref)
+
+
+def test_a_video_that_fails_by_itself_fails_alone(make, tmp_path: Path) -> None:
+    narrow = make("w-narrow.mp4", size=(32, 24), frames=6)
+    wide = make("w-wide.mp4", size=(64, 48), frames=6)
+    jobs = [Job(c, tmp_path / f"{c.stem}.mkv") for c in (narrow, wide)]
+    res = run_pool(jobs, failing_wide_chain, _opts(), SLOTS)
+    assert [v.status for v in res.videos] == ["done", "failed"]
+    assert "64 px wide" in res.videos[1].reason and res.videos[1].exit_code == 8  # StageError's code
+    assert res.requeued == {}  # an error is not a death: nothing re-queued
+    assert not jobs[1].output.exists()
+
+
+def test_a_chain_no_worker_can_build_stops_the_run_with_its_error(make, tmp_path: Path) -> None:
+    clip = make("w-m1.mp4", size=(32, 24), frames=12)
+    with pytest.raises(VidpipeError, match="could not start: no such model: test-missing") as e:
+        run_pool([Job(clip, tmp_path / "o.mkv")], unbuildable_in_workers, _opts(), SLOTS)
+    assert e.value.exit_code == ModelError.exit_code

@@ -4,12 +4,14 @@ dying mid-item. vidpipe itself has no such hook."""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
+from vidpipe.errors import ModelError, StageError
 from vidpipe.frames import FrameBatch
 from vidpipe.stages.base import Stage
 from vidpipe.workers import RecipeStages
@@ -43,3 +45,28 @@ class KillingChain:
 
     def __call__(self) -> list[Stage]:
         return [*self.chain(), KillAt(self.at, self.marker)]
+
+
+class FailWide(Stage):
+    """Raises StageError on frames wider than `width` (one video of a run fails by itself)."""
+
+    name = "fail-wide"
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+
+    def process(self, batch: FrameBatch) -> FrameBatch:
+        if batch.data.shape[-1] > self.width:
+            raise StageError(f"fail-wide: a frame {batch.data.shape[-1]} px wide")
+        return batch
+
+
+def failing_wide_chain() -> list[Stage]:
+    return [FailWide(40)]
+
+
+def unbuildable_in_workers() -> list[Stage]:
+    """Builds in the parent (which plans) and fails in every worker process."""
+    if multiprocessing.parent_process() is not None:
+        raise ModelError("no such model: test-missing")
+    return []

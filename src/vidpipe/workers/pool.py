@@ -38,7 +38,7 @@ from ..jobs.segments import join_segments
 from ..media.probe import probe
 from ..paths import write_json
 from ..runtime.inputs import Job
-from ..runtime.pipeline import RunOptions, manifest_path
+from ..runtime.pipeline import RunOptions, StopRequest, manifest_path
 from ..runtime.progress import Progress, Totals
 from ..schedule.costs import CostRow
 from . import worker as worker_mod
@@ -195,16 +195,20 @@ class WorkerPool:
         items = {it.key: it for vi, p in enumerate(plans) if vi in left for it in p.items}
         pending = deque(lpt_order(list(items.values())))
         ok = False
+        stop = StopRequest()  # SIGINT/SIGTERM: Interrupted within a second; the workers are terminated below
         try:
-            for s in self.slots:
-                self._spawn(s)
-            while pending or any(w.item is not None for w in self._alive()):
-                self._dispatch(pending)
-                for w, msg in self._events():
-                    if msg is None:
-                        self._died(w, pending, "it died" if w.proc.exitcode is None else f"exit {w.proc.exitcode}")
-                    else:
-                        self._handle(w, msg, plans, videos, left, pending)
+            with stop.installed():
+                for s in self.slots:
+                    self._spawn(s)
+                while pending or any(w.item is not None for w in self._alive()):
+                    stop.check()
+                    self._dispatch(pending)
+                    for w, msg in self._events():
+                        if msg is None:
+                            how = "it died" if w.proc.exitcode is None else f"exit {w.proc.exitcode}"
+                            self._died(w, pending, how)
+                        else:
+                            self._handle(w, msg, plans, videos, left, pending)
             ok = True
         finally:
             self._stop_all(graceful=ok)
@@ -281,6 +285,10 @@ class WorkerPool:
             w.ready = True
             rec.ready_s.append(time.monotonic() - w.started)
             return
+        if kind == "broken":  # its chain could not be built: every worker would fail the same way
+            err = VidpipeError(f"worker {w.slot.label} could not start: {msg[1]}")
+            err.exit_code = int(msg[2])
+            raise err
         item = w.item
         if item is None or msg[1] != item.key:
             return  # a late message about an item the pool already dealt with

@@ -4,11 +4,11 @@ stay loaded between items) and runs the items it is sent, each with its own read
 (`runtime.pipeline.run`), until it is sent None.
 
 Messages go back over the worker's own pipe (never a queue shared between workers: a worker killed mid-write
-would leave a shared queue's lock held): `("ready", seconds to start)`, `("progress", key, frames, total)` from the
-run's JSON progress lines, `("done", key, ItemReport)`, `("failed", key, message, exit code)` for an item that
-failed by itself (a bad input, a stage error: the video fails, nothing is re-queued) and `("fault", key,
-message)` for a CUDA fault, after which the worker exits (its context may be poisoned) and the item is re-queued
-like a killed worker's.
+would leave a shared queue's lock held): `("ready", seconds to start)`, or `("broken", message, exit code)` when
+its chain cannot be built; `("progress", key, frames, total)` from the run's JSON progress lines; `("done", key,
+ItemReport)`; `("failed", key, message, exit code)` for an item that failed by itself (a bad input, a stage
+error: the video fails, nothing is re-queued); and `("fault", key, message)` for a CUDA fault, after which the
+worker exits (its context may be poisoned) and the item is re-queued like a killed worker's.
 
 The module imports no torch at the top: `spawn` imports it in the child before `main` sets the device up.
 """
@@ -105,7 +105,13 @@ def main(slot: WorkerSlot, conn: Connection, make_stages: StageFactory, options:
     if slot.device == "cpu":  # workers sharing the cores: no oversubscribed compute threads
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // slot.share))
 
-    stages = make_stages()
+    from ..errors import VidpipeError
+
+    try:
+        stages = make_stages()
+    except VidpipeError as e:  # the parent stops the run with this error
+        sender.send("broken", str(e), e.exit_code)
+        return
     opts = replace(
         options,
         device=slot.device,
