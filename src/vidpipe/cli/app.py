@@ -158,6 +158,10 @@ def run_cmd(
             "in-process); a single input is split at keyframes across them"
         ),
     ] = None,
+    executor: Annotated[
+        str, typer.Option(help="local (worker processes on this host) | ray (actors on a Ray cluster, one per GPU)")
+    ] = "local",
+    address: Annotated[str | None, typer.Option(help="--executor ray: the cluster (auto | ray://host:port)")] = None,
     **stage_values: Any,
 ) -> None:
     """Decode INPUT, run the chosen stages, encode to OUTPUT with every other stream copied.
@@ -209,6 +213,11 @@ def run_cmd(
         length = probe(jobs[0].input).duration
         if length is not None and opts.window.start >= length:
             raise UsageError(f"--start {start} is past the end of {jobs[0].input} ({float(length):.3f} s long)")
+    if _choice(executor, ("local", "ray"), "executor") == "ray":
+        _run_workers(jobs, recipe, opts, [], talk, ray=(address, gpus))
+        return
+    if address is not None:
+        raise UsageError("--address goes with --executor ray")
     slots = _worker_slots(gpus, device)
     if len(slots) > 1 or (slots and gpus is not None):
         _run_workers(jobs, recipe, opts, slots, talk)
@@ -240,11 +249,27 @@ def _worker_slots(gpus: str | None, device: str) -> list[WorkerSlot]:
 
 
 def _run_workers(
-    jobs: list[Job], recipe: PipelineRecipe, opts: RunOptions, slots: list[WorkerSlot], talk: bool
+    jobs: list[Job],
+    recipe: PipelineRecipe,
+    opts: RunOptions,
+    slots: list[WorkerSlot],
+    talk: bool,
+    *,
+    ray: tuple[str | None, str | None] | None = None,
 ) -> None:
+    """Worker processes on this host (`slots`), or Ray actors (`ray`: the address and `--gpus`, whose count or
+    list length says how many actors; default the cluster's GPUs)."""
     from ..workers.pool import RecipeStages, run_pool
 
-    res = run_pool(jobs, RecipeStages(recipe.to_dict()), opts, slots)
+    make = RecipeStages(recipe.to_dict())
+    if ray is not None:
+        from ..workers.ray_executor import run_ray
+
+        address, gpus = ray
+        count = None if gpus in (None, "all") else len(gpus.split(",")) if "," in gpus else int(gpus)
+        res = run_ray(jobs, make, opts, address=address, workers=count)
+    else:
+        res = run_pool(jobs, make, opts, slots)
     for v in res.failed:
         err.print(f"failed {v.job.input}: {v.reason}")
     if talk:
@@ -252,7 +277,7 @@ def _run_workers(
         err.print(
             f"{len(done)} made ({sum(v.segments > 1 for v in done)} split into segments), "
             f"{sum(v.status == 'skipped' for v in res.videos)} skipped, {len(res.failed)} failed on "
-            f"{len(slots)} workers ({', '.join(s.label for s in slots)}); "
+            f"{len(res.workers)} workers ({', '.join(w.label for w in res.workers)}); "
             f"{res.frames_out} frames in {res.wall_s:.1f} s ({res.fps:.1f} fps)"
         )
     if res.failed:

@@ -365,46 +365,9 @@ class WorkerPool:
             self._spawn(w.slot)
 
     def _finish(self, plan: VideoPlan) -> PoolVideo:
-        """The last item of a video is done: join a split one, and say what came out."""
-        frames = sum(self.reports[it.key].frames_out for it in plan.items)
-        if plan.parts is None:
-            report = self.reports[plan.items[0].key]
-            return PoolVideo(plan.job, "skipped" if report.skipped else "done", frames)
-        assert plan.info is not None
-        started = time.monotonic()
-        files = [it.output for it in plan.items]
-        join_segments(files, plan.info, plan.job.output, copy_streams=self.options.writer.copy_streams)
-        seconds = time.monotonic() - started
+        video, seconds = finish_video(plan, self.reports, self.options, [r.label for r in self.records.values()])
         self.join_s += seconds
-        if self.options.manifest:
-            self._manifest(plan, frames, seconds)
-        shutil.rmtree(plan.parts, ignore_errors=True)
-        log.info("wrote %s (%d segments joined in %.2f s)", plan.job.output, len(files), seconds)
-        return PoolVideo(plan.job, "done", frames, segments=len(files))
-
-    def _manifest(self, plan: VideoPlan, frames: int, join_s: float) -> None:
-        from ..runtime.pipeline import versions
-
-        assert plan.info is not None
-        try:
-            out: dict[str, Any] = probe(plan.job.output).summary()
-        except VidpipeError as e:
-            out = {"path": str(plan.job.output), "probe_error": str(e)}
-        doc = {
-            "vidpipe": __version__,
-            "input": plan.info.summary(),
-            "output": out,
-            "frames_out": frames,
-            "segments": [
-                it.segment.to_json()
-                | {"worker": self.records[self.reports[it.key].worker].label, "seconds": self.reports[it.key].seconds}
-                for it in plan.items
-                if it.segment is not None
-            ],
-            "join_s": round(join_s, 3),
-            "versions": versions(),
-        }
-        write_json(manifest_path(plan.job.output), doc)
+        return video
 
 
 def run_pool(
@@ -438,3 +401,50 @@ def run_pool(
     finally:
         progress.finish(ok)
     return result
+
+
+def finish_video(
+    plan: VideoPlan, reports: dict[str, ItemReport], options: RunOptions, labels: Sequence[str]
+) -> tuple[PoolVideo, float]:
+    """The last item of a video is done: join a split one (its manifest names the worker, `labels[report.worker]`,
+    of each segment) and say what came out; the join's seconds."""
+    frames = sum(reports[it.key].frames_out for it in plan.items)
+    if plan.parts is None:
+        report = reports[plan.items[0].key]
+        return PoolVideo(plan.job, "skipped" if report.skipped else "done", frames), 0.0
+    assert plan.info is not None
+    started = time.monotonic()
+    files = [it.output for it in plan.items]
+    join_segments(files, plan.info, plan.job.output, copy_streams=options.writer.copy_streams)
+    seconds = time.monotonic() - started
+    if options.manifest:
+        _manifest(plan, reports, labels, frames, seconds)
+    shutil.rmtree(plan.parts, ignore_errors=True)
+    log.info("wrote %s (%d segments joined in %.2f s)", plan.job.output, len(files), seconds)
+    return PoolVideo(plan.job, "done", frames, segments=len(files)), seconds
+
+
+def _manifest(
+    plan: VideoPlan, reports: dict[str, ItemReport], labels: Sequence[str], frames: int, join_s: float
+) -> None:
+    from ..runtime.pipeline import versions
+
+    assert plan.info is not None
+    try:
+        out: dict[str, Any] = probe(plan.job.output).summary()
+    except VidpipeError as e:
+        out = {"path": str(plan.job.output), "probe_error": str(e)}
+    doc = {
+        "vidpipe": __version__,
+        "input": plan.info.summary(),
+        "output": out,
+        "frames_out": frames,
+        "segments": [
+            it.segment.to_json() | {"worker": labels[reports[it.key].worker], "seconds": reports[it.key].seconds}
+            for it in plan.items
+            if it.segment is not None
+        ],
+        "join_s": round(join_s, 3),
+        "versions": versions(),
+    }
+    write_json(manifest_path(plan.job.output), doc)

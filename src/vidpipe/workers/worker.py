@@ -98,9 +98,7 @@ def main(slot: WorkerSlot, conn: Connection, make_stages: StageFactory, options:
     sender = _Sender(conn)
     lines = _ProgressLines(sender)
     sys.stdout = lines  # type: ignore[assignment]
-    import torch
-
-    from ..runtime.pipeline import run  # torch and CUDA only now, with the device chosen
+    import torch  # torch and CUDA only now, with the device chosen
 
     if slot.device == "cpu":  # workers sharing the cores: no oversubscribed compute threads
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // slot.share))
@@ -127,20 +125,27 @@ def main(slot: WorkerSlot, conn: Connection, make_stages: StageFactory, options:
         if item is None:
             return
         lines.key = item.key
-        t0 = time.monotonic()
         try:
-            if item.segment is not None:
-                from ..jobs.driver import segment_options
-
-                item.output.parent.mkdir(parents=True, exist_ok=True)
-                res = run(item.input, item.output, stages, segment_options(opts, item.segment))
-            else:
-                res = run(item.input, item.output, stages, opts)
+            report = run_item(stages, opts, item, slot.index)
         except Exception as e:  # reported to the parent, which decides: a fault is re-queued, the rest fails
             _report_failure(sender, slot, item, e)
             continue
-        report = ItemReport(item.key, slot.index, res.frames_in, res.frames_out, time.monotonic() - t0, res.skipped)
         sender.send("done", item.key, report)
+
+
+def run_item(stages: list[Stage], options: RunOptions, item: WorkItem, worker: int) -> ItemReport:
+    """Run one item with a set of stages kept between items: a whole video into its output, or a segment over its
+    time window (`jobs.driver.segment_options`) into its part file. The local workers and Ray's actors call it."""
+    from ..jobs.driver import segment_options
+    from ..runtime.pipeline import run
+
+    t0 = time.monotonic()
+    if item.segment is not None:
+        item.output.parent.mkdir(parents=True, exist_ok=True)
+        res = run(item.input, item.output, stages, segment_options(options, item.segment))
+    else:
+        res = run(item.input, item.output, stages, options)
+    return ItemReport(item.key, worker, res.frames_in, res.frames_out, time.monotonic() - t0, res.skipped)
 
 
 def _report_failure(sender: _Sender, slot: WorkerSlot, item: WorkItem, e: Exception) -> None:
