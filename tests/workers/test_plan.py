@@ -109,3 +109,15 @@ def test_lpt_puts_the_longest_first_and_splits_only_when_workers_outnumber_video
 def test_a_missing_input_is_planned_as_failed(tmp_path: Path) -> None:
     (plan,) = plan_videos([Job(tmp_path / "nope.mp4", tmp_path / "o.mkv")], [], RunOptions(device="cpu"), 2, rows=[])
     assert plan.error is not None and not plan.items
+
+
+def test_cli_refuses_gpus_and_executor_options_that_do_not_fit(make, tmp_path: Path, cli) -> None:
+    clip = make("w-a.mp4", size=(64, 48), frames=20)
+    out = str(tmp_path / "o.mkv")
+    r = cli("run", str(clip), "-o", out, "--gpus", "2", "--device", "cpu")
+    assert r.returncode == 2 and "--gpus picks the devices itself" in r.stderr
+    r = cli("run", str(clip), "-o", out, "--address", "auto")
+    assert r.returncode == 2 and "--address goes with --executor ray" in r.stderr
+    r = cli("run", str(clip), "-o", out, "--executor", "slurm")
+    assert r.returncode == 2 and "valid: local, ray" in r.stderr
+    assert not Path(out).exists()

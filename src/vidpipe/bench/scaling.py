@@ -170,8 +170,10 @@ def run_scaling(
     short_sizes: Sequence[tuple[int, int]] = SHORT_SIZES,
     encoder: str = "h264",
     work_dir: Path = Path(".cache/bench"),
+    executor: Literal["local", "ray"] = "local",
 ) -> list[ScalingRow]:
-    """One-worker and N-worker rows for each case (see the module docstring); N = len(slots)."""
+    """One-worker and N-worker rows for each case (see the module docstring); N = len(slots). `executor="ray"`:
+    N Ray actors instead of local worker processes (a local cluster unless one is initialised)."""
     what = ", ".join(f"{k} {v}" for k, v in values.items() if v not in (None, False)) or "copy"
     make = RecipeStages(values)
     opts = RunOptions(
@@ -182,6 +184,7 @@ def run_scaling(
     src_dir, out_dir = work_dir / "scaling", work_dir / "scaling-out"
     one = [WorkerSlot(0, slots[0].device, slots[0].gpu, 1)]
     rows: list[ScalingRow] = []
+    what += " (Ray)" if executor == "ray" else ""
     for case in cases:
         if case == "long":
             inputs = [long_clip(src_dir, long_size, long_seconds)]
@@ -194,7 +197,12 @@ def run_scaling(
             where = out_dir / f"{case}-{len(run_slots)}"
             shutil.rmtree(where, ignore_errors=True)
             jobs = [Job(p, where / f"{p.stem}.mkv") for p in inputs]
-            results.append((run_pool(jobs, make, opts, run_slots), where))
+            if executor == "ray":
+                from ..workers.ray_executor import run_ray
+
+                results.append((run_ray(jobs, make, opts, workers=len(run_slots)), where))
+            else:
+                results.append((run_pool(jobs, make, opts, run_slots), where))
         (base, base_dir), (many, many_dir) = results
         identical = all(same_frames(base_dir / f"{p.stem}.mkv", many_dir / f"{p.stem}.mkv") for p in inputs)
         row = replace(

@@ -26,6 +26,7 @@ def scaling_cmd(
         list[str] | None, typer.Option(help="short clip sizes, cycled (repeatable; default 360p to 1080p)")
     ] = None,
     encoder: Annotated[str, typer.Option(help="h264 (lossless) | ffv1: outputs compared frame by frame")] = "h264",
+    executor: Annotated[str, typer.Option(help="local (worker processes) | ray (local Ray cluster actors)")] = "local",
     work_dir: Annotated[Path, typer.Option()] = Path(".cache/bench"),
     output: Annotated[Path | None, typer.Option(help="append the table to this markdown file")] = None,
 ) -> None:
@@ -44,6 +45,8 @@ def scaling_cmd(
         raise UsageError(f"invalid --case {bad[0]!r}; valid: {', '.join(CASES)}")
     if encoder not in ("h264", "ffv1"):
         raise UsageError(f"invalid --encoder {encoder!r}; valid: h264, ffv1 (lossless, so outputs can be compared)")
+    if executor not in ("local", "ray"):
+        raise UsageError(f"invalid --executor {executor!r}; valid: local, ray")
     values = {"upscale": upscale, "interpolate": interpolate, "multi": multi, "resize": resize}
     rows = run_scaling(
         slots,
@@ -56,6 +59,7 @@ def scaling_cmd(
         short_sizes=[parse_size(s) for s in short_size] if short_size else SHORT_SIZES,
         encoder=encoder,
         work_dir=work_dir,
+        executor=executor,  # type: ignore[arg-type]
     )
     lines = [
         f"workers: {', '.join(s.label for s in slots)}; command: vidpipe {' '.join(sys.argv[1:])}",
