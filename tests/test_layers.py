@@ -20,6 +20,7 @@ LAYERS: list[set[str]] = [
     {"schedule"},
     {"runtime"},
     {"jobs"},
+    {"workers"},  # worker processes per GPU: drive the jobs' segments
     {"eval", "testing", "report"},  # testing: reference helpers for tests and benchmarks; report: compare, run pages
     {"bench"},
     {"cli", "serve", "__main__"},  # serve: queue workers (the RunPod handler), a front end like the CLI

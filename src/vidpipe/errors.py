@@ -20,6 +20,7 @@
     ├── StorageError                     exit 7   upload / download (RetryableStorageError may be retried)
     │   └── RetryableStorageError
     ├── StageError                       exit 8   a stage failed while processing frames
+    ├── WorkerFailedError                exit 9   a worker process died on the same item twice (--gpus)
     └── Interrupted                      exit 130 SIGINT/SIGTERM; partial output removed
 
 `retryable` tells job runners whether repeating the same call can succeed. Messages say what was wrong and,
@@ -109,6 +110,13 @@ class RetryableStorageError(StorageError):
 
 class StageError(VidpipeError):
     exit_code = 8
+
+
+class WorkerFailedError(VidpipeError):
+    """A worker process (`vidpipe run --gpus`) died twice on the same video or segment (killed, a CUDA fault): the
+    run stops and names the item; what other workers finished is kept."""
+
+    exit_code = 9
 
 
 class Interrupted(VidpipeError):

@@ -29,6 +29,7 @@ from .job_cmd import _given as option_given
 from .job_cmd import make_job_app, take_run_options
 from .models_cmd import app as models_app
 from .monitor_cmd import app as monitor_app
+from .scaling_cmd import scaling_cmd
 from .stage_options import give_stage_options, own_parameters
 
 # torch, PyAV's decoders and the stages are imported inside the commands that run something: `vidpipe --help`
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from ..runtime.multi import Job
     from ..runtime.pipeline import RunOptions
     from ..stages.base import Stage
+    from ..workers.devices import WorkerSlot
 
 #: media.encoders.PRESETS, written out: importing it would load PyAV for `--help` (a test checks they agree)
 ENCODER_HELP = "auto | h264 | hevc | hevc-grain | av1 | vp9 | prores | prores-hq | dnxhr-hqx | ffv1 | ffv1-10 | png"
@@ -196,6 +198,17 @@ def run_cmd(
     timings: Annotated[
         bool, typer.Option("--timings", help="print where the time went: start-up phases, the bound (stderr)")
     ] = False,
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            help="all | N | 0,2: one worker process per GPU listed (default: all visible; one GPU or none: "
+            "in-process); a single input is split at keyframes across them"
+        ),
+    ] = None,
+    executor: Annotated[
+        str, typer.Option(help="local (worker processes on this host) | ray (actors on a Ray cluster, one per GPU)")
+    ] = "local",
+    address: Annotated[str | None, typer.Option(help="--executor ray: the cluster (auto | ray://host:port)")] = None,
     **stage_values: Any,
 ) -> None:
     """Decode INPUT, run the chosen stages, encode to OUTPUT with every other stream copied.
@@ -256,6 +269,18 @@ def run_cmd(
         length = probe(jobs[0].input).duration
         if length is not None and opts.window.start >= length:
             raise UsageError(f"--start {start} is past the end of {jobs[0].input} ({float(length):.3f} s long)")
+    on_ray = _choice(executor, ("local", "ray"), "executor") == "ray"
+    if (report or timings) and (on_ray or gpus is not None):
+        log.warning("--report and --timings cover runs in this process; worker processes and Ray make neither")
+    if on_ray:
+        _run_workers(jobs, recipe, opts, [], talk, ray=(address, gpus))
+        return
+    if address is not None:
+        raise UsageError("--address goes with --executor ray")
+    slots = _worker_slots(gpus, device)
+    if len(slots) > 1 or (slots and gpus is not None):
+        _run_workers(jobs, recipe, opts, slots, talk)
+        return
     if not single:
         if timings:
             log.warning("--timings reports a run of one input; ignored for several")
@@ -280,6 +305,53 @@ def run_cmd(
 
 #: `vidpipe run`'s own parameters, read before refresh_stage_options gives it its full signature
 _RUN_OWN = own_parameters(run_cmd)
+
+
+def _worker_slots(gpus: str | None, device: str) -> list[WorkerSlot]:
+    """`--gpus`' worker processes; none where the run stays in one process (a CPU device, no GPU)."""
+    from ..workers.devices import worker_slots
+
+    if device not in ("auto", "cuda"):
+        if gpus is not None:
+            raise UsageError(f"--gpus picks the devices itself; it takes --device auto or cuda, not {device}")
+        return []
+    return worker_slots(gpus)
+
+
+def _run_workers(
+    jobs: list[Job],
+    recipe: PipelineRecipe,
+    opts: RunOptions,
+    slots: list[WorkerSlot],
+    talk: bool,
+    *,
+    ray: tuple[str | None, str | None] | None = None,
+) -> None:
+    """Worker processes on this host (`slots`), or Ray actors (`ray`: the address and `--gpus`, whose count or
+    list length says how many actors; default the cluster's GPUs)."""
+    from ..workers.pool import RecipeStages, run_pool
+
+    make = RecipeStages(recipe.to_dict())
+    if ray is not None:
+        from ..workers.ray_executor import run_ray
+
+        address, gpus = ray
+        count = None if gpus in (None, "all") else len(gpus.split(",")) if "," in gpus else int(gpus)
+        res = run_ray(jobs, make, opts, address=address, workers=count)
+    else:
+        res = run_pool(jobs, make, opts, slots)
+    for v in res.failed:
+        err.print(f"failed {v.job.input}: {v.reason}")
+    if talk:
+        done = [v for v in res.videos if v.status == "done"]
+        err.print(
+            f"{len(done)} made ({sum(v.segments > 1 for v in done)} split into segments), "
+            f"{sum(v.status == 'skipped' for v in res.videos)} skipped, {len(res.failed)} failed on "
+            f"{len(res.workers)} workers ({', '.join(w.label for w in res.workers)}); "
+            f"{res.frames_out} frames in {res.wall_s:.1f} s ({res.fps:.1f} fps)"
+        )
+    if res.failed:
+        raise typer.Exit(res.failed[0].exit_code or 1)
 
 
 def _run_many(jobs: list[Job], stages: list[Stage], opts: RunOptions, talk: bool, report: bool = False) -> None:
@@ -675,6 +747,7 @@ app.add_typer(job_app, name="job")
 app.command("cuts")(detect_cuts_cmd)
 app.command("container")(container_cmd)
 bench_app.command("cuts")(bench_cuts_cmd)
+bench_app.command("scaling")(scaling_cmd)
 app.add_typer(eval_app, name="eval")
 app.command("compare")(compare_cmd)
 

@@ -76,6 +76,48 @@ def fed(seg: Segment, index: FrameIndex, reach: Reach) -> Segment:
     )
 
 
+def plan_input(
+    local: Path, stages: Sequence[Stage], seconds: Fraction | None, *, on_corrupt: str, name: str
+) -> list[Segment]:
+    """Segments of about `seconds` between keyframes (preferring an encoder's scene-cut keyframes), on the set-up
+    `stages`' output grid, each fed the frames the chain reaches around it; one segment when the file cannot be
+    split (`whole_file_reason`, two grids, a reach next to a grid). The jobs' driver and the GPU workers
+    (`vidpipe.workers`) plan with it."""
+    index = scan_frames(local)
+    if seconds is None or index.count < 2:
+        return plan_segments(index, None)
+    why = whole_file_reason(index, stages, on_corrupt)
+    if why:
+        log.info("%s: processed whole (one segment): %s", name, why)
+        return plan_segments(index, None)
+    # the set-up stages' boundary rules (interpolation's output grid); two stages' grids are not combined
+    rules = [r for s in stages if (r := s.segment_grid(index.times[0])) is not None]
+    if len(rules) > 1:
+        log.info("%s: %d stages place segment boundaries; processed whole (one segment)", name, len(rules))
+        return plan_segments(index, None)
+    reach = chain_reach(stages, index.times[0])
+    if reach is None:
+        log.info("%s: a stage's reach next to another's output grid; processed whole (one segment)", name)
+        return plan_segments(index, None)
+    plan = plan_segments(index, seconds, rules[0] if rules else None)
+    log.info(
+        "%s: %d segment(s) of about %gs, each fed %d frame(s) before and %d after",
+        *(name, len(plan), float(seconds), reach.before, reach.after),
+    )
+    return [fed(seg, index, reach) if len(plan) > 1 else seg for seg in plan]
+
+
+def segment_options(options: RunOptions, seg: Segment) -> RunOptions:
+    """`options` for the run of one segment: its time window and feed, no manifest, and the video alone (the
+    source's other streams are muxed once, by the join)."""
+    return replace(
+        options,
+        window=TimeWindow(seg.start, seg.end, seg.feed),
+        manifest=False,
+        writer=replace(options.writer, copy_streams=False),
+    )
+
+
 @dataclass(kw_only=True)
 class Prepared:
     """One input, set up: its stages on the device, what comes out, and its checkpoint."""
@@ -126,42 +168,13 @@ class SegmentDriver:
 
     def plan(self, p: Prepared) -> list[Segment]:
         """Segments of about `segment_seconds` between keyframes, on the stages' grid; one when it cannot split."""
-        seconds = self.segment_seconds
-        index = scan_frames(p.local)
-        if seconds is None or index.count < 2:
-            return plan_segments(index, None)
-        why = whole_file_reason(index, p.stages, p.options.reader.on_corrupt)
-        if why:
-            log.info("%s: processed whole (one segment): %s", p.name, why)
-            return plan_segments(index, None)
-        # the set-up stages' boundary rules (interpolation's output grid); two stages' grids are not combined
-        rules = [r for s in p.stages if (r := s.segment_grid(index.times[0])) is not None]
-        if len(rules) > 1:
-            log.info("%s: %d stages place segment boundaries; processed whole (one segment)", p.name, len(rules))
-            return plan_segments(index, None)
-        reach = chain_reach(p.stages, index.times[0])
-        if reach is None:
-            log.info("%s: a stage's reach next to another's output grid; processed whole (one segment)", p.name)
-            return plan_segments(index, None)
-        plan = plan_segments(index, seconds, rules[0] if rules else None)
-        log.info(
-            "%s: %d segment(s) of about %gs, each fed %d frame(s) before and %d after",
-            *(p.name, len(plan), float(seconds), reach.before, reach.after),
-        )
-        return [fed(seg, index, reach) if len(plan) > 1 else seg for seg in plan]
+        return plan_input(p.local, p.stages, self.segment_seconds, on_corrupt=p.options.reader.on_corrupt, name=p.name)
 
     def segment(self, p: Prepared, seg: Segment, n: int) -> None:
         """Run segment `seg` (of `n`) over its time window into its own file, then checkpoint it."""
         out = p.state.segment_path(seg, p.suffix)
-        opts = replace(
-            p.options,
-            window=TimeWindow(seg.start, seg.end, seg.feed),
-            manifest=False,
-            # the source's other streams are muxed once, by the join
-            writer=replace(p.options.writer, copy_streams=False),
-        )
         started = time.monotonic()
-        res = run(p.local, out, p.stages, opts)
+        res = run(p.local, out, p.stages, segment_options(p.options, seg))
         fsync_file(out)
         seconds = time.monotonic() - started
         p.state.done[seg.index] = SegmentRecord(

@@ -7,8 +7,8 @@ parse stdout line by line: `{"event": "progress" | "done" | "failed", "label", "
 "stage"}`, plus `"videos"` for runs over several inputs, where `total` is the expected output frames of all of
 them (see `Totals`), and `"per_video"`: one object per video open now or ended since the last line
 (`{"video", "output", "state": "running" | "done" | "failed" | "skipped", "frames", "total", "fps", "eta_s",
-"elapsed_s"}`); a video's end writes a line at once, so each video's final state appears in exactly one line.
-`total` and `eta_s` are null only while nothing tells the length."""
+"elapsed_s"}`, with `"worker"` under `vidpipe run --gpus`); a video's end writes a line at once, so each video's
+final state appears in exactly one line. `total` and `eta_s` are null only while nothing tells the length."""
 
 from __future__ import annotations
 
@@ -59,13 +59,15 @@ class VideoLine:
     state: VideoState = "running"
     elapsed: float | None = None
     task: Any = None
+    #: the worker process running it (`vidpipe run --gpus`: "gpu0", "gpu1", …); None in one process
+    worker: str | None = None
 
     def rates(self, now: float) -> tuple[float, float | None]:
         return rates(self.done, self.total, self.elapsed if self.elapsed is not None else now - self.t0)
 
     def json(self, now: float) -> dict[str, Any]:
         fps, eta = self.rates(now)
-        return {
+        return ({"worker": self.worker} if self.worker is not None else {}) | {
             "video": self.video,
             "output": self.label,
             "state": self.state,
@@ -177,10 +179,10 @@ class Progress:
         return rates(self.done, self.total, time.monotonic() - self._t0)
 
     # -- videos of a run over several inputs --
-    def video_started(self, video: str, label: str, total: int | None) -> None:
-        """`video` opened, expecting `total` output frames (None: unknown)."""
+    def video_started(self, video: str, label: str, total: int | None, *, worker: str | None = None) -> None:
+        """`video` opened, expecting `total` output frames (None: unknown); `worker`: the process running it."""
         with self._lock:
-            v = self.per_video[video] = VideoLine(video, label, total, time.monotonic())
+            v = self.per_video[video] = VideoLine(video, label, total, time.monotonic(), worker=worker)
             if self._bar is not None:
                 v.task = self._bar.add_task(f"  {label}", total=total, fps=0.0, eta="?", stage="")
 

@@ -112,10 +112,20 @@ def host_memory(meminfo: Path = Path("/proc/meminfo")) -> tuple[int, int]:
     return total // _MB, (total - available) // _MB
 
 
-def memory_budget(device: torch.device) -> MemoryBudget:
-    """The seed's budget for `device`: VRAM for CUDA, RAM for the CPU."""
+def memory_budget(device: torch.device, share: int = 1) -> MemoryBudget:
+    """The seed's budget for `device`: VRAM for CUDA, RAM for the CPU. `share` processes using the device at once
+    (`vidpipe run --gpus 0,0`: worker processes on one GPU) each get 1/share of the free memory, the seed's headroom
+    taken from that share, so together they never plan past the device's budget."""
     total, used = device_memory(device) if device.type == "cuda" else host_memory()
-    return budget(total, used)
+    if share < 1:
+        raise UsageError(f"memory share must be ≥ 1 process, got {share}")
+    if share == 1:
+        return budget(total, used)
+    free = free_mb(total, used) // share
+    head = headroom_mb(free)
+    return MemoryBudget(
+        total_mb=total, used_mb=total - free, free_mb=free, headroom_mb=head, effective_mb=max(0, free - head)
+    )
 
 
 def frame_bytes(spec: StreamSpec) -> int:

@@ -44,7 +44,7 @@ from ..stages.cutboard import CutBoard
 from ..stages.interrupt import StopCheck, never
 from ..stages.temporal import RecurrentStage, WindowedStage
 from .autoconfig import Tiling, configure, smaller_tile, tile_steps
-from .budget import MemoryBudget
+from .budget import MemoryBudget, memory_budget
 from .costs import CostBook, device_name
 from .oom import OomPolicy, OomRunner, TileSteps, is_oom
 from .temporal import RecurrentRunner, WindowRunner
@@ -69,6 +69,9 @@ class ScheduleOptions:
     memory: MemoryBudget | None = None
     #: skip an input whose output is already finished with the same signatures (see schedule.idempotency)
     skip_finished: bool = False
+    #: processes sharing the device (worker processes of `--gpus` on one GPU): each plans with its share of the
+    #: budget (`budget.memory_budget(device, share)`)
+    memory_share: int = 1
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -131,7 +134,9 @@ def plan_stage(
         book=book if book is not None else (options.book or CostBook.default()),
         probe=(lambda: copy.copy(stage)) if probing else None,  # a copy shares the loaded weights, not the state
         tiling=tiling,
-        memory=options.memory,
+        memory=options.memory
+        if options.memory is not None or options.memory_share == 1
+        else memory_budget(device, options.memory_share),
         prepare=whole_frames if tiling else None,
         unmeasured=unmeasured,
     )

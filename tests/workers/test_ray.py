@@ -1,0 +1,92 @@
+"""`--executor ray` on a local Ray cluster (one session-scoped `ray.init(num_cpus=2)` with 2 fake GPUs: the actors
+run on the CPU): many videos and one video split into segments, frame for frame the single-process run (which the
+local pool's tests show it equals too), and an actor SIGKILLed mid-segment re-queued. Skipped without Ray (the
+`ray` extra)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from fractions import Fraction as F
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from worker_chains import KillingChain
+
+from vidpipe.media.encoders import EncoderOptions
+from vidpipe.media.writer import WriterOptions
+from vidpipe.runtime.inputs import Job
+from vidpipe.runtime.pipeline import RunOptions, run
+from vidpipe.testing import decode_all
+from vidpipe.workers import RecipeStages
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+
+GOP = {"g": "25", "keyint_min": "25", "sc_threshold": "0"}
+UPSCALE = {"upscale": "realesr-animevideov3-x2"}
+SRC = Path(__file__).resolve().parents[2] / "src"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster() -> Iterator[Any]:
+    ray = pytest.importorskip("ray")
+    # actors import vidpipe and the tests' chains from these sources, as this process does
+    path = os.pathsep.join([str(SRC), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
+    ray.init(
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def _workers_threads() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # what each of two actors uses
+    yield
+    torch.set_num_threads(before)
+
+
+def _opts() -> RunOptions:
+    return RunOptions(device="cpu", progress="none", writer=WriterOptions(encoder=EncoderOptions(encoder="ffv1")))
+
+
+def _same_as_single(got: Path, src: Path, tmp_path: Path) -> None:
+    ref = tmp_path / f"ref-{got.name}"
+    run(src, ref, RecipeStages(UPSCALE)(), _opts())
+    (gt, gf), (wt, wf) = decode_all(got), decode_all(ref)
+    assert gt == wt and torch.equal(gf, wf), f"{got.name}: Ray's output differs from the single-process run"
+
+
+def test_ray_many_videos_and_a_split_one(ray_cluster: Any, make, tmp_path: Path) -> None:
+    from vidpipe.workers.ray_executor import run_ray
+
+    clips = [make("r-1.mp4", size=(32, 24), frames=8), make("r-2.mp4", size=(48, 32), frames=10, source="mandelbrot")]
+    jobs = [Job(c, tmp_path / f"{c.stem}.mkv") for c in clips]
+    res = run_ray(jobs, RecipeStages(UPSCALE), _opts())
+    assert [v.status for v in res.videos] == ["done", "done"] and len(res.workers) == 2
+    for c, j in zip(clips, jobs, strict=True):
+        _same_as_single(j.output, c, tmp_path)
+
+    long = make("r-long.mp4", size=(32, 24), frames=75, options=GOP)
+    out = tmp_path / "split.mkv"
+    res = run_ray([Job(long, out)], RecipeStages(UPSCALE), _opts())
+    assert res.videos[0].segments == 3
+    _same_as_single(out, long, tmp_path)
+
+
+def test_ray_actor_killed_mid_segment_is_requeued(ray_cluster: Any, make, tmp_path: Path) -> None:
+    from vidpipe.workers.ray_executor import run_ray
+
+    long = make("r-long.mp4", size=(32, 24), frames=75, options=GOP)
+    out = tmp_path / "killed.mkv"
+    marker = tmp_path / "killed-once"
+    res = run_ray([Job(long, out)], KillingChain(UPSCALE, F(38, 25), marker), _opts())
+    assert marker.exists() and res.requeued == {"killed.mkv#2/3": 1}
+    _same_as_single(out, long, tmp_path)
