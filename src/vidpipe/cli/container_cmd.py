@@ -34,13 +34,17 @@ import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import TYPE_CHECKING, Annotated, Any, Final
 
 import typer
 
 from ..errors import Interrupted, UsageError, VidpipeError
 from ..jobs.secrets import Redactor, redacted_logs
-from ..jobs.spec import JobSpec, build_spec, env_spec_doc, job_from_env, read_spec_doc
+
+# jobs.spec (YAML, the store client) is imported when a container starts: `vidpipe --help` and every other command
+# start without it (tests/test_startup.py)
+if TYPE_CHECKING:
+    from ..jobs.spec import JobSpec
 
 log = logging.getLogger("vidpipe.container")
 
@@ -74,6 +78,8 @@ def _container_section(doc: dict[str, Any], env: Mapping[str, str]) -> tuple[dic
 
 def load_container_job(env: Mapping[str, str] | None = None, *, default_config: Path = DEFAULT_CONFIG) -> ContainerJob:
     """The job of this container start (see the module docstring for the order of the sources)."""
+    from ..jobs.spec import build_spec, env_spec_doc, job_from_env, read_spec_doc
+
     env = os.environ if env is None else env
     config = env.get("VIDPIPE_CONFIG", "").strip()
     if env.get("VIDPIPE_JOB", "").strip():
