@@ -120,7 +120,7 @@ def test_detection_finds_a_mark_over_moving_footage(alpha: float) -> None:
     assert len(det.marks) == 1, det.notes
     m = det.marks[0]
     assert (m.first, m.last) == (100, 131)
-    assert iou(m.alpha > 0.05, truth > 0) >= 0.6
+    assert iou(m.alpha > 0.05, truth > 0) >= 0.9  # measured 0.993 for both α
 
 
 def test_detection_splits_a_jumping_mark_into_spans_and_finds_none_on_clean_footage() -> None:
@@ -284,7 +284,7 @@ def test_watermark_detect_writes_marks_or_a_mask_png_and_a_preview(tmp_path: Pat
     assert r.returncode == 0, r.stderr
     with av.open(str(tmp_path / "mask.png")) as c:
         mask = next(c.decode(video=0)).to_ndarray(format="gray") > 12
-    assert iou(mask, logo(1.0) > 0) >= 0.6
+    assert iou(mask, logo(1.0) > 0) >= 0.8
     r = cli("watermark", "detect", str(clip), "-o", str(tmp_path / "marks.txt"))
     assert r.returncode == 2 and "must end in .json" in r.stderr
 
