@@ -120,7 +120,7 @@ def test_detection_finds_a_mark_over_moving_footage(alpha: float) -> None:
     assert len(det.marks) == 1, det.notes
     m = det.marks[0]
     assert (m.first, m.last) == (100, 131)
-    assert iou(m.alpha > 0.05, truth > 0) >= 0.9  # measured 0.993 for both α
+    assert iou(m.alpha > 0.05, truth > 0) >= 0.9  # measured 0.986 for both α
 
 
 def test_detection_splits_a_jumping_mark_into_spans_and_finds_none_on_clean_footage() -> None:

@@ -227,7 +227,7 @@ def _marks_of(
     if not runs:
         return []
     support = dilate(_full_size(c.support, f, height, width)[None, None], max(1, f // 2))[0, 0]
-    y0, y1, x0, x1 = _crop_box(support, 4 * f + 8)
+    y0, y1, x0, x1 = _crop_box(support, max(4 * f + 8, FEATHER + max(RING, SHIFT_RADIUS) + 1))  # as removal crops
     weights = torch.tensor([1.0 if p >= FULL else 0.0 for p in presence], device=frames.device)
     alpha = np.zeros((height, width), np.float32)
     colour: np.ndarray | None = None
