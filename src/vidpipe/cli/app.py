@@ -31,6 +31,7 @@ from .models_cmd import app as models_app
 from .monitor_cmd import app as monitor_app
 from .scaling_cmd import scaling_cmd
 from .stage_options import give_stage_options, own_parameters
+from .watermark_cmd import app as watermark_app
 
 # torch, PyAV's decoders and the stages are imported inside the commands that run something: `vidpipe --help`
 # and `--version` answer in a fraction of a second (tests/test_r22_cli.py checks torch stays out)
@@ -750,6 +751,7 @@ bench_app.command("cuts")(bench_cuts_cmd)
 bench_app.command("scaling")(scaling_cmd)
 app.add_typer(eval_app, name="eval")
 app.command("compare")(compare_cmd)
+app.add_typer(watermark_app, name="watermark")
 
 
 def refresh_stage_options() -> None:
