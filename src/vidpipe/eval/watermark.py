@@ -571,6 +571,7 @@ class WatermarkEval:
         paths = []
         for c in self.clips:
             path = out_dir / c.clip / "scores.csv"
+            path.parent.mkdir(parents=True, exist_ok=True)
             with path.open("w", newline="") as f:
                 w = csv.writer(f)
                 w.writerow(["row", "kind", "index", "value"])

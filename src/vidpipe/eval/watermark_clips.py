@@ -129,7 +129,7 @@ RECIPES: Final = (
     ClipRecipe(
         name="transnet-text-semi-static",
         source=TRANSNETV2_CLIP,
-        start=0,
+        start=4,  # past the black first frames
         size=(160, 90),
         overlay=Overlay(shape="text", opacity=0.6, height=0.16, positions=((0.5, 0.92),)),
         audio=True,
