@@ -60,6 +60,9 @@ def test_step_seconds_reads_every_timing():
         "name_s": "not a number",
     }
     assert bd.step_seconds(report) == {"detect_s": 1.5, "steps.fill.seconds": 0.25, "steps.propagate_s": 2.0}
+    # the shape the dewatermark stage reports: a dict of steps under "seconds"
+    nested = {"seconds": {"detect": 1.0, "fill": 0.5}, "pixels": {"filled": 30}}
+    assert bd.step_seconds(nested) == {"seconds.detect": 1.0, "seconds.fill": 0.5}
 
 
 def test_bench_result_lines():

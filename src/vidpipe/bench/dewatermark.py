@@ -10,7 +10,7 @@ Three runs of that file, each timed on the wall clock:
 - end to end: `vidpipe run --dewatermark SPEC` (`auto` by default) into H.264, decode → dewatermark → encode:
   frames/s over the whole run (set-up, model and detection included) and steady-state (after the first
   `STEADY_SKIP` of the output, as `bench pipeline` measures), and the stage's own step timings from its report
-  (the manifest's `stage_reports.dewatermark`: every entry ending in `_s` or named `seconds`).
+  (the manifest's `stage_reports.dewatermark`: the entries under `seconds` or ending in `_s`).
 """
 
 from __future__ import annotations
@@ -94,17 +94,16 @@ def logo_clip(
     return path
 
 
-def step_seconds(report: dict[str, Any], prefix: str = "") -> dict[str, float]:
-    """Every timing in a stage report: numeric entries whose key ends in `_s` or is `seconds`, nested keys
-    joined with dots."""
+def step_seconds(report: dict[str, Any], prefix: str = "", timed: bool = False) -> dict[str, float]:
+    """Every timing in a stage report: numeric entries whose key ends in `_s` or is `seconds`, or that sit in a
+    dict so named (`{"seconds": {"detect": 1.2}}`), nested keys joined with dots."""
     out: dict[str, float] = {}
     for key, value in report.items():
         name = f"{prefix}{key}"
+        is_time = timed or key.endswith("_s") or key == "seconds"
         if isinstance(value, dict):
-            out |= step_seconds(value, f"{name}.")
-        elif (
-            isinstance(value, int | float) and not isinstance(value, bool) and (key.endswith("_s") or key == "seconds")
-        ):
+            out |= step_seconds(value, f"{name}.", is_time)
+        elif isinstance(value, int | float) and not isinstance(value, bool) and is_time:
             out[name] = float(value)
     return out
 
