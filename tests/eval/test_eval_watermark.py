@@ -9,6 +9,7 @@ from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -133,6 +134,12 @@ def test_built_files_hold_the_truth(clips):
         for m in truth:
             assert m.colour is not None and np.array_equal(m.alpha, c.alpha[m.first])
         assert all(m.last != OPEN_END for m in truth)
+        # the masks a user would give: a PNG per position, 255 wherever the mark touches a pixel
+        for png, first, last in c.mask_pngs:
+            assert np.array_equal(cv2.imread(str(png), cv2.IMREAD_GRAYSCALE) == 255, c.alpha[first] > 0)
+            assert np.array_equal(cv2.imread(str(png), cv2.IMREAD_GRAYSCALE) > 0, c.alpha[last] > 0)
+        assert c.mask_spec == ";".join(f"mask:{p}@{a}-{b}" for p, a, b in c.mask_pngs)
+        assert c.mask_spec.endswith(f"@0-{FRAMES - 1}")  # static: one mask for every frame
     assert [s.kind for s in w.read_video(clips[AUDIO_CLIP].marked).streams] == ["audio"]
     assert [(s.kind, s.codec) for s in w.read_video(clips[SUBTITLE_CLIP].marked).streams] == [
         ("audio", "aac"),

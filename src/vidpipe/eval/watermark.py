@@ -417,14 +417,14 @@ def _vidpipe(args: list[str], what: str) -> None:
 @dataclass(frozen=True, slots=True)
 class CliRemover:
     """vidpipe's remover as a user runs it: `vidpipe run IN -o OUT --dewatermark SPEC --encoder ffv1`; `spec`
-    "auto", or "mask" for the clip's true masks (`mask:mask.json`)."""
+    "auto", or "mask" for the clip's true masks (`TestClip.mask_spec`: a PNG per position with its frames)."""
 
     name: str
     spec: str
     device: str = "cpu"
 
     def __call__(self, clip: TestClip, out: Path) -> None:
-        spec = f"mask:{clip.mask_path}" if self.spec == "mask" else self.spec
+        spec = clip.mask_spec if self.spec == "mask" else self.spec
         args = ["run", str(clip.marked), "-o", str(out), "--dewatermark", spec, "--encoder", "ffv1"]
         _vidpipe([*args, "--device", self.device, "--progress", "none"], f"vidpipe run --dewatermark {self.spec}")
 

@@ -15,8 +15,10 @@ Written per clip, in `out_dir/NAME/`:
 - `clean.mkv`: the same frames without the mark (the ground truth), FFV1 `bgr0`;
 - `truth.json` (+ .npz, `marks.save_marks`): the true marks, α and colour, one `Mark` per span over which the mark
   does not change (one per frame along a fade);
-- `mask.json` (+ .npz): the true masks as a user would give them (α = 1 wherever the mark touches a pixel,
-  no colour), one per position: what `--dewatermark mask:PATH` and the OpenCV baselines are given.
+- `mask.N.png`, one per position, and `mask.json` (+ .npz) with their spans: the true masks as a user would give
+  them (255 / α = 1 wherever the mark touches a pixel, no α or colour): what the OpenCV baselines and the
+  `mask` row (`--dewatermark "mask:mask.0.png@F0-F1;…"`, `TestClip.mask_spec`) are given; from a PNG vidpipe
+  estimates α and colour itself, as it must for a user's mask.
 """
 
 from __future__ import annotations
@@ -158,6 +160,8 @@ class TestClip:
     clean_path: Path
     truth_path: Path
     mask_path: Path
+    #: the true masks as PNGs with their frame spans (first, last; inclusive)
+    mask_pngs: tuple[tuple[Path, int, int], ...]
     clean: np.ndarray
     marked_frames: np.ndarray
     alpha: np.ndarray
@@ -174,6 +178,11 @@ class TestClip:
     @property
     def frames(self) -> int:
         return int(self.clean.shape[0])
+
+    @property
+    def mask_spec(self) -> str:
+        """The `--dewatermark` value giving the true masks: `mask:PNG@F0-F1` per position, joined by `;`."""
+        return ";".join(f"mask:{p}@{a}-{b}" for p, a, b in self.mask_pngs)
 
     def support(self, t: int) -> np.ndarray:
         """H×W bool: the pixels the mark touches in frame `t` (α > 0): the true mask."""
@@ -420,12 +429,19 @@ def build_clip(recipe: ClipRecipe, out_dir: Path, *, frames: int = DEFAULT_FRAME
     clean_path = write_ffv1(folder / "clean.mkv", clean, rate)
     save_marks(truth, folder / "truth.json")
     save_marks(masks, folder / "mask.json")
+    pngs = []
+    for n, m in enumerate(masks):
+        png = folder / f"mask.{n}.png"
+        if not cv2.imwrite(str(png), (m.alpha > 0).astype(np.uint8) * 255):
+            raise InputError(f"cannot write {png}")
+        pngs.append((png, m.first, m.last))
     return TestClip(
         recipe=recipe,
         marked=marked_path,
         clean_path=clean_path,
         truth_path=folder / "truth.json",
         mask_path=folder / "mask.json",
+        mask_pngs=tuple(pngs),
         clean=clean,
         marked_frames=marked,
         alpha=alpha,
