@@ -72,3 +72,11 @@ def test_bench_result_lines():
     )  # fmt: skip
     assert r.row() == "| 320x180 | 30 | cpu | auto | 300.0 | 120.0 | 4.5 | 5.0 | 6.7 |"
     assert r.step_lines()[-1] == "| detect_s | 3.000 | 100.00 |"
+
+
+@pytest.mark.gpu
+def test_bench_runs_end_to_end_on_cuda(tmp_path):
+    r = bd.bench_dewatermark((640, 360), frames=48, device="cuda", work_dir=tmp_path)
+    assert r.frames == 48 and r.e2e_fps > 0 and r.decode_fps > 0 and r.copy_fps > 0
+    assert r.device.startswith("cuda")  # runtime.device.describe: "cuda:0 (NAME, … GiB)"
+    assert "seconds.detect" in r.steps  # the stage's own timings reached the table

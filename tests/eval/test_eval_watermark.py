@@ -360,3 +360,23 @@ def test_cli_runs_the_baselines_and_writes_its_files(clips, tmp_path):
     assert set(j["pooled"]) == {"ns", "input", "telea"}  # the baseline is always run
     assert (out / SUBTITLE_CLIP / "scores.csv").is_file()
     assert len(w.read_video(out / SUBTITLE_CLIP / "out-ns.mkv").frames) == 4
+
+
+# ---------------------------------------------------------------- vidpipe's remover on the GPU (the lead runs these)
+@pytest.mark.gpu
+def test_vidpipe_rows_on_cuda_keep_frames_streams_and_the_picture_outside(tmp_path):
+    """Two full-size clips (one jumping, one with audio) through `--dewatermark auto` and the true masks on CUDA:
+    every row runs, leaves the picture outside the marks, the frames, timestamps and streams as they were, and
+    improves on the marked input inside the boxes. The issue's quality gates are `vidpipe eval watermark`'s."""
+    result = w.evaluate(
+        [AUDIO_CLIP, "vtest-text-semi-jump"],
+        out_dir=tmp_path,
+        removers=w.default_removers(["auto", "mask", "telea", "input"], "cuda"),
+        detector=w.CliDetector("cuda"),
+    )
+    for name in w.VIDPIPE_ROWS:
+        s = result.pooled[name]
+        assert s.error is None, s.error
+        assert s.changed_outside == 0 and s.frames_ok and s.streams_ok
+        assert s.mean_psnr > result.pooled["input"].mean_psnr
+    assert all(c.iou_error is None for c in result.clips)
