@@ -29,6 +29,7 @@ from .job_cmd import make_job_app, take_run_options
 from .models_cmd import app as models_app
 from .monitor_cmd import app as monitor_app
 from .stage_options import give_stage_options, own_parameters
+from .watermark_cmd import app as watermark_app
 
 # torch, PyAV's decoders and the stages are imported inside the commands that run something: `vidpipe --help`
 # and `--version` answer in a fraction of a second (tests/test_r22_cli.py checks torch stays out)
@@ -620,6 +621,7 @@ app.add_typer(job_app, name="job")
 app.command("cuts")(detect_cuts_cmd)
 bench_app.command("cuts")(bench_cuts_cmd)
 app.add_typer(eval_app, name="eval")
+app.add_typer(watermark_app, name="watermark")
 
 
 def refresh_stage_options() -> None:

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from .base import Stage
 
 Values = Mapping[str, Any]
-Task = Literal["geometry", "upscale", "interpolate", "matte", "analysis", "vsr"]
+Task = Literal["geometry", "upscale", "interpolate", "matte", "analysis", "vsr", "restore"]
 
 
 def choice(value: str, valid: tuple[str, ...], what: str) -> str:
@@ -134,6 +134,22 @@ def _cuts_sample() -> list[Stage]:
     from .cuts.stage import Cuts
 
     return [Cuts("fast")]
+
+
+# --- dewatermark ---------------------------------------------------------------------------------------------
+
+
+def _dewatermark(values: Values) -> Stage:
+    from .dewatermark import Dewatermark
+
+    return Dewatermark(values["dewatermark"], window=values.get("dewatermark_window"))
+
+
+def _dewatermark_sample() -> list[Stage]:
+    from .dewatermark import Dewatermark
+
+    # a box (no detection statistics needed) and a window small enough that the engine's seams are crossed
+    return [Dewatermark("box:4,4,24,12", window=4, overlap=2)]
 
 
 # --- pad ---------------------------------------------------------------------------------------------------------
@@ -360,6 +376,32 @@ STAGES: Final[dict[str, StageEntry]] = {
             analysis_only=True,
             context=40 + 42,  # the presets' look-ahead (SETTLE_LAG) + look-behind (WINDOW); TransNetV2 75 + 100
             sample=_cuts_sample,
+        ),
+        StageEntry(
+            name="dewatermark",
+            module="vidpipe.stages.dewatermark",
+            # on the source's frames, before anything resamples them: the marks' boxes and masks are in its pixels
+            task="restore",
+            unit="window",
+            wanted=lambda v: v.get("dewatermark") is not None,
+            build=_dewatermark,
+            options=(
+                OptionSpec(
+                    "dewatermark",
+                    str,
+                    None,
+                    "remove watermarks/logos: auto | box:X,Y,W,H[@F0-F1] | mask:PATH(.png|.json)[@F0-F1], several "
+                    "joined by ';'",
+                ),
+                OptionSpec(
+                    "dewatermark_window",
+                    int,
+                    None,
+                    "--dewatermark: kept frames per window (default: the seed's VRAM table on CUDA, 16 on CPU)",
+                    min=1,
+                ),
+            ),
+            sample=_dewatermark_sample,
         ),
         StageEntry(
             name="pad",

@@ -1,0 +1,280 @@
+"""`dewatermark`: watermark and logo removal on the temporal engine (issue 17; `vidpipe run IN -o OUT
+--dewatermark auto|box:X,Y,W,H[@F0-F1]|mask:PATH[@F0-F1]`, several joined by `;`).
+
+A `WindowedStage`: each window of T kept frames with `overlap` frames of context on each side is both the
+detection's statistics (`auto`: `watermark.detect`, Dekel's median of gradients per sub-window) and the frames a
+hole is propagated from (`watermark.remove`). The engine keeps each window's centre frames (`seam` "pick").
+
+- `box:X,Y,W,H` a rectangle, `mask:PATH` a PNG of the frame's size (non-zero = mark) or a marks .json written by
+  `vidpipe watermark detect` (its α and colour used as they are); `@F0-F1` limits it to frames F0..F1 (stream
+  frame numbers, inclusive; `@F0-` to the end). A box or PNG has no α: inside it α and W are estimated from the
+  window's frames where its background moves, and what cannot be estimated is treated as opaque.
+- Bad input is a UsageError naming it: an unknown kind, a box outside the frame, a mask file of another size, a
+  mark covering more than `MAX_COVER` of the frame (nothing left to fill from). `auto` that finds no mark is no
+  error: the frames pass through bit for bit, and the log and `report()` say so.
+- Window size: `window` kept frames, by default from the seed's VRAM table (S2: its "inpaint batch" per VRAM
+  class) on CUDA, `CPU_WINDOW` on the CPU; an out-of-memory error shrinks it (the engine's policy).
+- Diagnostics: `report()` (manifest `stage_reports.dewatermark`) gives the marks found and, per step (detect,
+  estimate, propagate, fill), its seconds and outcome (pixels inverted, propagated, filled); a failing step raises
+  a StageError naming the step.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import numpy as np
+import torch
+
+from ..errors import StageError, UsageError
+from ..frames import FrameBatch, from_float, to_float
+from .base import StreamSpec
+from .temporal import WindowedStage
+from .watermark.detect import detect_marks, merge_marks
+from .watermark.marks import OPEN_END, Mark, load_marks
+from .watermark.remove import Outcome, StepError, remove_mark
+
+log = logging.getLogger(__name__)
+
+#: kept frames per window on the CPU
+CPU_WINDOW: Final = 16
+#: context frames on each side: the detection's median sees T + 2·8 frames, propagation reaches 8 frames past
+#: a window's edge
+DEFAULT_OVERLAP: Final = 8
+#: the seed's (S2) VRAM table: (least VRAM in GB, inpaint batch) — its batch is our window's kept frames
+SEED_VRAM_TABLE: Final = ((24, 16), (16, 12), (10, 10), (8, 8), (0, 6))
+#: a mark covering more of the frame than this leaves too little picture to fill from
+MAX_COVER: Final = 0.9
+KINDS: Final = ("auto", "box", "mask")
+
+_SPAN = re.compile(r"^(\d+)-(\d*)$")
+
+
+@dataclass(frozen=True)
+class Request:
+    """One item of `--dewatermark`: its kind, argument and frame span (last = OPEN_END: to the end)."""
+
+    kind: str
+    arg: str = ""
+    first: int = 0
+    last: int = OPEN_END
+
+
+def parse_requests(text: str) -> list[Request]:
+    """`auto`, `box:X,Y,W,H[@F0-F1]`, `mask:PATH[@F0-F1]`, several joined by `;`."""
+    out = []
+    for item in (p.strip() for p in text.split(";")):
+        if not item:
+            continue
+        kind, _, arg = item.partition(":")
+        if kind not in KINDS:
+            raise UsageError(f"invalid --dewatermark item {item!r}; valid: auto, box:X,Y,W,H[@F0-F1], mask:PATH[@F0-F1]")
+        first, last = 0, OPEN_END
+        head, at, tail = arg.rpartition("@")
+        if at and (m := _SPAN.match(tail)):
+            arg, first, last = head, int(m[1]), int(m[2]) if m[2] else OPEN_END
+            if last != OPEN_END and last < first:
+                raise UsageError(f"--dewatermark {item!r}: frame span {first}-{last} ends before it starts")
+        if kind == "auto" and arg:
+            raise UsageError(f"--dewatermark auto takes no argument, got {item!r}")
+        if kind != "auto" and not arg:
+            raise UsageError(f"--dewatermark {kind}: needs an argument, e.g. box:10,10,120,40 or mask:logo.png")
+        out.append(Request(kind, arg, first, last))
+    if not out:
+        raise UsageError("--dewatermark needs at least one of auto, box:X,Y,W,H, mask:PATH")
+    return out
+
+
+def request_marks(req: Request, width: int, height: int) -> list[Mark]:
+    """The marks a box or mask request gives on frames of width×height (UsageError for a bad one)."""
+    if req.kind == "box":
+        try:
+            x, y, w, h = (int(v) for v in req.arg.split(","))
+        except ValueError:
+            raise UsageError(f"invalid box {req.arg!r}; expected X,Y,W,H in pixels, e.g. box:10,10,120,40") from None
+        if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width or y + h > height:
+            raise UsageError(f"box {x},{y},{w},{h} is not inside the {width}x{height} frame (X,Y ≥ 0, W,H ≥ 1)")
+        alpha = np.zeros((height, width), np.float32)
+        alpha[y : y + h, x : x + w] = 1.0
+        marks = [Mark(req.first, req.last, alpha, None, "box")]
+    elif req.arg.endswith(".json"):
+        marks = [_clip(m, req) for m in load_marks(Path(req.arg))]
+        marks = [m for m in marks if m is not None]
+    else:
+        marks = [Mark(req.first, req.last, _read_mask(Path(req.arg)), None, "mask")]
+    for m in marks:
+        if m.size != (width, height):
+            raise UsageError(f"mask {req.arg} is {m.size[0]}x{m.size[1]}, the frames are {width}x{height}")
+        cover = float((m.alpha > 0).mean())
+        if cover > MAX_COVER:
+            raise UsageError(
+                f"--dewatermark {req.kind}:{req.arg} covers {cover:.0%} of the frame (more than {MAX_COVER:.0%}): "
+                "nothing is left to fill it from"
+            )
+    return marks
+
+
+def _clip(m: Mark, req: Request) -> Mark | None:
+    """A loaded mark limited to the request's span (None if they do not meet)."""
+    first = max(m.first, req.first)
+    ends = [e for e in (m.last, req.last) if e != OPEN_END]
+    last = min(ends) if ends else OPEN_END
+    if last != OPEN_END and last < first:
+        return None
+    return Mark(first, last, m.alpha, m.colour, m.source, m.info)
+
+
+def _read_mask(path: Path) -> np.ndarray:
+    import av  # here: only a mask: request needs it
+
+    try:
+        with av.open(str(path)) as c:
+            frame = next(c.decode(video=0))
+            grey = frame.to_ndarray(format="gray")
+    except (OSError, StopIteration, av.FFmpegError) as e:
+        raise UsageError(f"cannot read mask {path}: {e} (expected a PNG of the frame's size, or a marks .json)") from e
+    return (grey > 0).astype(np.float32)
+
+
+def seed_window(vram_gb: float) -> int:
+    """The seed's inpaint batch for a GPU with `vram_gb` of memory (S2's table)."""
+    return next(batch for least, batch in SEED_VRAM_TABLE if vram_gb >= least)
+
+
+class Dewatermark(WindowedStage):
+    name = "dewatermark"
+    unit = "window"
+    seam = "pick"
+
+    def __init__(self, spec: str, *, window: int | None = None, overlap: int = DEFAULT_OVERLAP) -> None:
+        self.requests = parse_requests(spec)
+        self.spec_text = spec
+        if window is not None and window < 1:
+            raise UsageError(f"dewatermark window must be ≥ 1 frame, got {window}")
+        self.window_request = window
+        self.window = window or CPU_WINDOW
+        self.overlap = overlap
+        self.auto = any(r.kind == "auto" for r in self.requests)
+        self.device = torch.device("cpu")
+        self.user_marks: list[Mark] = []
+        self._on_device: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.found: list[Mark] = []
+        self.notes: list[str] = []
+        self.outcome = Outcome()
+        self.detect_seconds = 0.0
+        self.windows = 0
+        self._warned = False
+
+    def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
+        self.device = device
+        self.user_marks = [m for r in self.requests if r.kind != "auto" for m in request_marks(r, spec.width, spec.height)]
+        self._on_device.clear()
+        if self.window_request is None:
+            if device.type == "cuda":
+                vram = torch.cuda.get_device_properties(device).total_memory / 2**30
+                self.window = seed_window(vram)
+            else:
+                self.window = CPU_WINDOW
+        log.info(
+            "dewatermark: %s on %s, windows of %d frames + %d of context each side",
+            self.spec_text,
+            device,
+            self.window,
+            self.overlap,
+        )
+        return spec
+
+    def _tensors(self, m: Mark) -> tuple[torch.Tensor, torch.Tensor | None]:
+        key = id(m)
+        if key not in self._on_device:
+            self._on_device[key] = _as_tensors(m, self.device)
+        return self._on_device[key]
+
+    def process_window(self, frames: FrameBatch) -> FrameBatch:
+        self.windows += 1
+        x = to_float(frames).to(self.device)
+        marks = [m for m in self.user_marks if any(m.covers(i) for i in frames.index)]
+        if self.auto:
+            marks += self._detect(x, frames.index)
+        if not marks:
+            return frames
+        data = frames.data.clone()
+        for m in marks:
+            sel = [i for i, ix in enumerate(frames.index) if m.covers(ix)]
+            alpha, colour = self._tensors(m) if m.source != "auto" else _as_tensors(m, self.device)
+            try:
+                new, box, outcome = remove_mark(x[sel], alpha, colour)
+            except StepError as e:
+                raise StageError(f"dewatermark: step {e.step} failed on frames {frames.index[sel[0]]}..: {e}") from e
+            self.outcome.add(outcome)
+            if new.numel() == 0:
+                continue
+            y0, y1, x0, x1 = (int(v) for v in box)
+            idx = torch.tensor(sel, device=x.device)
+            x[idx, :, y0:y1, x0:x1] = new
+            data[idx, :, y0:y1, x0:x1] = from_float(new, data.dtype).to(data.device)
+        return frames.with_data(data)
+
+    def _detect(self, x: torch.Tensor, index: list[int]) -> list[Mark]:
+        t0 = time.perf_counter()
+        try:
+            det = detect_marks(x, list(index))
+        except Exception as e:
+            raise StageError(f"dewatermark: step detect failed on frames {index[0]}..{index[-1]}: {e}") from e
+        if x.device.type == "cuda":
+            torch.cuda.synchronize(x.device)
+        self.detect_seconds += time.perf_counter() - t0
+        for note in det.notes:
+            if note not in self.notes:
+                self.notes.append(note)
+                log.warning("dewatermark: %s", note)
+        self.found = merge_marks([*self.found, *det.marks])
+        return det.marks
+
+    def report(self) -> dict[str, Any]:
+        """The manifest's `stage_reports.dewatermark`: marks found and each step's seconds and outcome."""
+        if self.auto and not self.found and not self._warned:
+            self._warned = True
+            log.warning("dewatermark: auto found no mark in %d windows: the output equals the input", self.windows)
+        marks = [*self.user_marks, *self.found]
+        return {
+            "requests": self.spec_text,
+            "windows": self.windows,
+            "marks": [
+                {"first": m.first, "last": m.last, "box": m.box(0.0), "source": m.source, "info": m.info}
+                for m in marks
+            ],
+            "auto_found": len(self.found) if self.auto else None,
+            "message": "auto found no mark: the output equals the input" if self.auto and not marks else None,
+            "notes": list(self.notes),
+            "pixels": {
+                "inverted": self.outcome.inverted,
+                "propagated": self.outcome.propagated,
+                "filled": self.outcome.filled,
+            },
+            "seconds": {"detect": round(self.detect_seconds, 3)}
+            | {k: round(v, 3) for k, v in self.outcome.seconds.items()},
+        }
+
+    def signature(self) -> dict[str, Any]:
+        return {
+            "stage": self.name,
+            "requests": self.spec_text,
+            "window": self.window,
+            "overlap": self.overlap,
+            "seam": self.seam,
+        }
+
+    def cost_signature(self) -> dict[str, Any]:
+        """Cost rows: the work per window (auto detects; boxes and masks only remove)."""
+        return {"stage": self.name, "auto": self.auto, "overlap": self.overlap}
+
+
+def _as_tensors(m: Mark, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    colour = None if m.colour is None else torch.from_numpy(m.colour).permute(2, 0, 1).to(device)
+    return torch.from_numpy(m.alpha).to(device), colour

@@ -1,0 +1,172 @@
+"""Filling what a mark hides, best information first (issue 17, Build 3); all on torch, any device.
+
+- `pushpull`: the fast classical spatial fill — a masked image pyramid averaged down (holes carry no weight) and
+  pulled back up bilinearly, so a hole takes the smooth continuation of its surroundings at every scale.
+- `local_shifts` + `propagate`: fill from other frames where the background under the mark was visible. The
+  motion model is a translation of the mark's surroundings (a ring around the hole), found by masked
+  sum-of-squared-differences over every shift at once (three correlations) at a coarse scale, then refined to the
+  pixel; a frame pair is used only where that shift explains the ring well (`RING_MATCH`), so a shot with motion
+  the model cannot follow falls through to the spatial fill instead of pasting the wrong picture.
+- `feather`: a weight that ramps from 0 at a hole's edge to 1 `width` pixels inside it, so the fill meets the
+  picture without a seam (the hole is the mark dilated by that width: the ramp lies on the mark-free band).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+#: a frame pair's shift is trusted when the ring's RMS difference after the shift is below this (0..1 levels:
+#: about 5 of 255, what compression noise and small non-rigid motion leave on a true match)
+RING_MATCH = 0.02
+#: the coarse shift search works on crops of at most this many pixels on the long side
+COARSE_SIDE = 64
+
+
+def pushpull(x: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
+    """`x` (N×C×H×W float) with the pixels where `hole` (N×1×H×W bool) is set replaced by a smooth fill from the
+    rest; other pixels unchanged. A frame that is all hole stays as it is (nothing to fill from)."""
+    w = (~hole).to(x.dtype)
+    levels: list[tuple[torch.Tensor, torch.Tensor]] = []
+    cur, cw = x * w, w
+    while True:
+        levels.append((cur, cw))
+        if min(cur.shape[-2:]) <= 1:
+            break
+        cur = F.avg_pool2d(cur, 2, ceil_mode=True)
+        cw = F.avg_pool2d(cw, 2, ceil_mode=True)
+    # pull: from the coarsest level up, the normalised average where weight exists, the coarser fill elsewhere
+    up: torch.Tensor | None = None
+    for cur, cw in reversed(levels):
+        norm = cur / cw.clamp_min(1e-6)
+        conf = cw.clamp(0, 1) if up is not None else (cw > 0).to(x.dtype)
+        if up is not None:
+            up = F.interpolate(up, size=cur.shape[-2:], mode="bilinear", align_corners=False)
+            norm = conf * norm + (1 - conf) * up
+        up = norm
+    assert up is not None
+    return torch.where(hole, up, x)
+
+
+def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """A bool N×1×H×W mask grown by `radius` pixels (a square)."""
+    if radius <= 0:
+        return mask
+    return F.max_pool2d(mask.float(), 2 * radius + 1, stride=1, padding=radius) > 0
+
+
+def feather(hole: torch.Tensor, width: int) -> torch.Tensor:
+    """Weights in [0, 1] for a bool N×1×H×W hole: 0 outside, rising to 1 `width` pixels inside its edge."""
+    if width <= 0:
+        return hole.float()
+    inside = hole.float()
+    # erosions by 1..width px: the weight counts how many of them still hold the pixel
+    acc = torch.zeros_like(inside)
+    cur = inside
+    for _ in range(width):
+        cur = -F.max_pool2d(-cur, 3, stride=1, padding=1)
+        acc += cur
+    return (inside + acc) / (width + 1)
+
+
+def _ssd_all_shifts(
+    ref: torch.Tensor, ref_w: torch.Tensor, other: torch.Tensor, other_w: torch.Tensor, radius: int
+) -> torch.Tensor:
+    """Mean squared difference between `ref` and `other` shifted by every (dy, dx) in [−radius, radius]², each
+    pixel weighted by `ref_w`·(shifted `other_w`). ref/other: C×h×w, weights 1×h×w. Returns (2r+1)×(2r+1), inf
+    where fewer than 8 pixels take part. Every shift at once: windows of the padded `other` (a strided view)."""
+    h, w = ref.shape[-2:]
+    pad = (radius, radius, radius, radius)
+    o = F.pad(other, pad).unfold(1, h, 1).unfold(2, w, 1)  # C×S×S×h×w
+    ow = F.pad(other_w, pad).unfold(1, h, 1).unfold(2, w, 1)[0]  # S×S×h×w
+    wt = ow * ref_w[0]
+    n = wt.sum((-2, -1))
+    ssd = (((o - ref[:, None, None]) ** 2).sum(0) * wt).sum((-2, -1))
+    return torch.where(n >= 8, ssd / n.clamp_min(1) / ref.shape[0], torch.full_like(ssd, float("inf")))
+
+
+def local_shift(
+    ref: torch.Tensor, other: torch.Tensor, ring: torch.Tensor, hole_other: torch.Tensor, radius: int
+) -> tuple[int, int, float]:
+    """(dy, dx, rms): the content at (y, x) of `ref` is at (y + dy, x + dx) of `other`, judged on `ring` (1×h×w
+    bool, the surroundings of the hole in `ref`), ignoring `other`'s own hole. ref/other: C×h×w float crops."""
+    h, w = ref.shape[-2:]
+    f = max(1, -(-max(h, w) // COARSE_SIDE))
+    rw, ow = ring.float(), (~hole_other).float()
+    if f > 1:
+        pool = lambda t: F.avg_pool2d(t[None], f, ceil_mode=True)[0]  # noqa: E731
+        cw_r, cw_o = pool(rw), pool(ow)
+        c_r = pool(ref * rw) / cw_r.clamp_min(1e-6)
+        c_o = pool(other * ow) / cw_o.clamp_min(1e-6)
+        ssd = _ssd_all_shifts(c_r, (cw_r > 0.99).float(), c_o, (cw_o > 0.99).float(), max(1, radius // f))
+        r0 = ssd.shape[0] // 2
+        k = int(torch.argmin(ssd))
+        cy, cx = (k // ssd.shape[1] - r0) * f, (k % ssd.shape[1] - r0) * f
+    else:
+        cy = cx = 0
+    # refine at full resolution around the coarse answer: shift `other` by it, search ±f
+    rolled = torch.roll(other, (-cy, -cx), dims=(-2, -1))
+    rolled_w = torch.roll(ow, (-cy, -cx), dims=(-2, -1))
+    valid = _inside(h, w, cy, cx, ref.device)
+    ssd = _ssd_all_shifts(ref, rw, rolled, rolled_w * valid, f)
+    k = int(torch.argmin(ssd))
+    r0 = ssd.shape[0] // 2
+    dy, dx = k // ssd.shape[1] - r0 + cy, k % ssd.shape[1] - r0 + cx
+    return dy, dx, float(ssd.flatten()[k].sqrt())
+
+
+def _inside(h: int, w: int, dy: int, dx: int, device: torch.device) -> torch.Tensor:
+    """1×h×w: 1 where (y + dy, x + dx) lies inside an h×w frame (what `torch.roll` by (−dy, −dx) wraps is 0)."""
+    ys = torch.arange(h, device=device).view(h, 1) + dy
+    xs = torch.arange(w, device=device).view(1, w) + dx
+    return ((ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)).float()[None]
+
+
+def _ring_rms(ref: torch.Tensor, ring: torch.Tensor, other: torch.Tensor, hole_other: torch.Tensor, dy: int, dx: int) -> float:
+    """RMS difference over `ring` between `ref` and `other` shifted by (dy, dx), ignoring `other`'s hole and
+    what falls outside it (inf when too little is left to judge)."""
+    src = torch.roll(other, (-dy, -dx), dims=(-2, -1))
+    w = ring & torch.roll(~hole_other, (-dy, -dx), dims=(-2, -1))
+    w &= _inside(*ref.shape[-2:], dy, dx, ref.device) > 0
+    n = int(w.sum())
+    if n < 8:
+        return float("inf")
+    return float((((ref - src) ** 2) * w).sum() / (n * ref.shape[0])) ** 0.5
+
+
+def propagate(
+    frames: torch.Tensor, holes: torch.Tensor, *, ring: int, radius: int, reach: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fill each frame's hole from the other frames (nearest in time first) where a translation of the hole's
+    surroundings explains the picture and puts a visible pixel under the hole.
+
+    The translation between consecutive frames is searched (`local_shift`, up to `radius` px), and a farther
+    pair's is their sum, checked on the ring before use. frames: T×C×h×w float crops; holes: T×1×h×w bool.
+    `ring`: the surroundings' width in px; `reach`: how many frames away a source may be. Returns (frames with
+    what was found written into the holes, T×1×h×w bool: the hole pixels that are still unfilled)."""
+    out = frames.clone()
+    left = holes.clone()
+    t_count = frames.shape[0]
+    rings = dilate(holes, ring) & ~holes
+    # where frame t's content is in frame 0's coordinates, up to a constant: the sum of consecutive shifts
+    pos = [(0, 0)]
+    for t in range(1, t_count):
+        dy, dx, rms = local_shift(frames[t - 1], frames[t], rings[t - 1], holes[t], radius)
+        pos.append((pos[-1][0] + dy, pos[-1][1] + dx) if rms <= RING_MATCH else pos[-1])
+    h, w = frames.shape[-2:]
+    for t in range(t_count):
+        order = sorted((s for s in range(t_count) if s != t and abs(s - t) <= reach), key=lambda s: abs(s - t))
+        for s in order:
+            if not bool(left[t].any()):
+                break
+            dy, dx = pos[s][0] - pos[t][0], pos[s][1] - pos[t][1]
+            if (dy == 0 and dx == 0) or abs(dy) >= h or abs(dx) >= w:
+                continue  # the hole covers the same picture, or nothing of it is in the crop
+            if _ring_rms(frames[t], rings[t], frames[s], holes[s], dy, dx) > RING_MATCH:
+                continue  # the surroundings moved otherwise
+            src = torch.roll(frames[s], (-dy, -dx), dims=(-2, -1))
+            seen = torch.roll(~holes[s], (-dy, -dx), dims=(-2, -1)) & (_inside(h, w, dy, dx, frames.device) > 0)
+            take = left[t] & seen
+            out[t] = torch.where(take, src, out[t])
+            left[t] &= ~take
+    return out, left

@@ -1,0 +1,155 @@
+"""Removing one mark from the frames of a window, best information first (issue 17, Build 3).
+
+On a crop around the mark (its box grown by the feather, the ring and the shift search, so the whole frame is
+never touched):
+1. **invert** the blend where the mark is semi-transparent and its colour is known or estimated
+   (`estimate.estimate_blend`): B = (I − α·W) / (1 − α), exact where α < `INVERT_MAX`;
+2. **propagate** into the opaque rest (α ≥ `INVERT_MAX`, or pixels whose α could not be estimated), dilated by
+   `FEATHER`: from other frames of the window where the background under it was visible (`fill.propagate`);
+3. **fill** what no frame showed: where the surroundings are static over the window, one fill of the window's
+   median picture serves every frame (nothing flickers); elsewhere each frame's own `fill.pushpull`;
+4. **feather**: the fill meets the picture over `FEATHER` px (the band the hole was dilated by, free of the mark).
+Pixels outside the crop, and inside it outside the mark and its dilated hole, are the input's, bit for bit.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .estimate import estimate_blend
+from .fill import RING_MATCH, dilate, feather, propagate, pushpull
+
+#: α at or above this is treated as opaque: inverting it would amplify noise by 1 / (1 − α) ≥ 10
+INVERT_MAX = 0.9
+#: px the opaque hole is dilated by, and the width of the feather ramp inside it
+FEATHER = 2
+#: px of surroundings whose motion decides whether another frame may fill the hole
+RING = 6
+#: largest shift (px) searched between two frames
+SHIFT_RADIUS = 24
+#: frames on each side a hole may be filled from
+REACH = 12
+#: at least this many frames with the mark before its α and W are estimated
+MIN_FRAMES = 4
+
+
+@dataclass
+class Outcome:
+    """What removal did (summed over marks and windows): pixel counts are frame-pixels."""
+
+    inverted: int = 0
+    propagated: int = 0
+    filled: int = 0
+    seconds: dict[str, float] = field(default_factory=lambda: {"estimate": 0.0, "propagate": 0.0, "fill": 0.0})
+
+    def add(self, other: Outcome) -> None:
+        self.inverted += other.inverted
+        self.propagated += other.propagated
+        self.filled += other.filled
+        for k, v in other.seconds.items():
+            self.seconds[k] = self.seconds.get(k, 0.0) + v
+
+
+class StepError(RuntimeError):
+    """A removal step failed; `step` names it (the stage turns it into a StageError naming the step)."""
+
+    def __init__(self, step: str, cause: BaseException) -> None:
+        super().__init__(f"{step}: {cause}")
+        self.step = step
+
+
+def _timed(out: Outcome, step: str, sync: torch.device):  # noqa: ANN202
+    class _T:
+        def __enter__(self) -> None:
+            self.t0 = time.perf_counter()
+
+        def __exit__(self, kind: object, err: BaseException | None, tb: object) -> None:
+            if sync.type == "cuda":
+                torch.cuda.synchronize(sync)
+            out.seconds[step] = out.seconds.get(step, 0.0) + time.perf_counter() - self.t0
+            if err is not None and not isinstance(err, StepError):
+                raise StepError(step, err) from err
+
+    return _T()
+
+
+def crop_box(alpha: torch.Tensor, margin: int) -> tuple[int, int, int, int] | None:
+    """(y0, y1, x0, x1): the box of alpha > 0 grown by `margin`, within the frame; None when alpha is empty."""
+    ys, xs = torch.nonzero(alpha > 0, as_tuple=True)
+    if len(ys) == 0:
+        return None
+    h, w = alpha.shape
+    return (
+        max(0, int(ys.min()) - margin),
+        min(h, int(ys.max()) + 1 + margin),
+        max(0, int(xs.min()) - margin),
+        min(w, int(xs.max()) + 1 + margin),
+    )
+
+
+def remove_mark(
+    frames: torch.Tensor, alpha: torch.Tensor, colour: torch.Tensor | None, *, estimate: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, Outcome]:
+    """Remove one mark from `frames` (T×C×H×W float 0..1, every frame holding the mark; C may be 4: alpha is
+    left alone). `alpha` H×W, `colour` 3×H×W or None (estimated from the frames when `estimate`, else the mark is
+    treated as opaque). Returns (the crop's new pixels T×C×h×w, the crop box as a 4-tensor y0,y1,x0,x1 — pixels
+    that may differ lie inside it — and the outcome)."""
+    out = Outcome()
+    dev = frames.device
+    box = crop_box(alpha, FEATHER + max(RING, SHIFT_RADIUS) + 1)
+    if box is None:
+        return frames[:, :, :0, :0], torch.zeros(4, dtype=torch.long), out
+    y0, y1, x0, x1 = box
+    crop = frames[:, :3, y0:y1, x0:x1].float()
+    a = alpha[y0:y1, x0:x1].to(dev, torch.float32)
+    t = crop.shape[0]
+    support = a > 0
+    with _timed(out, "estimate", dev):
+        if colour is not None:
+            w = colour[:, y0:y1, x0:x1].to(dev, torch.float32)
+            known = support
+        elif estimate and t >= MIN_FRAMES:
+            blend = estimate_blend(crop, support)
+            a = torch.where(blend.confident, blend.alpha, a)
+            w, known = blend.colour, blend.confident
+        else:
+            w, known = torch.zeros_like(crop[0]), torch.zeros_like(support)
+        invert = known & (a > 0) & (a < INVERT_MAX)
+        clean = torch.where(invert, (crop - a * w) / (1 - a).clamp_min(1e-3), crop).clamp(0, 1)
+        opaque = support & ~invert & ~(known & (a <= 0))
+        hole = dilate(opaque[None, None], FEATHER)[0].expand(t, 1, *opaque.shape)
+        out.inverted = int(invert.sum()) * t
+    inverted = clean
+    n_hole = int(hole[0].sum())
+    if n_hole:
+        with _timed(out, "propagate", dev):
+            clean, left = propagate(clean, hole, ring=RING, radius=SHIFT_RADIUS, reach=REACH)
+            out.propagated = n_hole * t - int(left.sum())
+        with _timed(out, "fill", dev):
+            clean = _spatial_fill(clean, hole, left)
+            out.filled = int(left.sum())
+            ramp = feather(hole, FEATHER)
+            filled = inverted * (1 - ramp) + clean * ramp
+            clean = torch.where(hole, filled, clean)
+    result = frames[:, :, y0:y1, x0:x1].float().clone()
+    touched = (support[None, None] | hole).expand_as(clean)
+    result[:, :3] = torch.where(touched, clean, result[:, :3])
+    return result, torch.tensor(box), out
+
+
+def _spatial_fill(clean: torch.Tensor, hole: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """Fill `left` (T×1×h×w, inside `hole`): from the window's median picture where a frame's surroundings are
+    the median's (a static background: one fill for all, no flicker), else from the frame alone."""
+    if not bool(left.any()):
+        return clean
+    ring = dilate(hole[:1], RING) & ~hole[:1]
+    median = clean.median(dim=0, keepdim=True).values
+    still = pushpull(median, hole[:1])
+    err = ((clean - median) ** 2 * ring).sum((1, 2, 3)) / (ring.sum() * clean.shape[1]).clamp_min(1)
+    static = (err.sqrt() <= RING_MATCH).view(-1, 1, 1, 1)
+    own = pushpull(clean, hole)
+    fill = torch.where(static, still.expand_as(clean), own)
+    return torch.where(left, fill, clean)
