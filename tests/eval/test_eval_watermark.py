@@ -380,3 +380,20 @@ def test_vidpipe_rows_on_cuda_keep_frames_streams_and_the_picture_outside(tmp_pa
         assert s.changed_outside == 0 and s.frames_ok and s.streams_ok
         assert s.mean_psnr > result.pooled["input"].mean_psnr
     assert all(c.iou_error is None for c in result.clips)
+
+
+@pytest.mark.slow
+def test_vidpipe_mask_row_on_the_cpu(clips, tmp_path):
+    """The real stage through `vidpipe run --dewatermark mask:…` on a tiny clip with audio: it runs, keeps the
+    picture outside the mark, the frames, timestamps and audio, and does better than leaving the mark."""
+    result = w.evaluate(
+        [AUDIO_CLIP],
+        out_dir=tmp_path,
+        removers=w.default_removers(["mask", "telea", "input"], "cpu"),
+        frames=FRAMES,
+        scale=SCALE,
+    )
+    s = result.pooled["mask"]
+    assert s.error is None, s.error
+    assert s.changed_outside == 0 and s.frames_ok and s.streams_ok
+    assert s.mean_psnr > result.pooled["input"].mean_psnr

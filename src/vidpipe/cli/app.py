@@ -413,7 +413,7 @@ def bench_dewatermark_cmd(
     size: Annotated[str, typer.Option(help="generated input WxH")] = "1920x1080",
     frames: Annotated[int, typer.Option(min=2, help="generated input length")] = 300,
     spec: Annotated[str, typer.Option(help="--dewatermark value: auto | box:X,Y,W,H | mask:PATH")] = "auto",
-    source: Annotated[str, typer.Option(help="lavfi source under the logo")] = "testsrc2",
+    source: Annotated[str, typer.Option(help="lavfi source under the logo (panned)")] = "testsrc2",
     opacity: Annotated[float, typer.Option(help="the logo's opacity (0, 1]")] = 0.6,
     corner: Annotated[str, typer.Option(help="top-right | top-left | bottom-right | bottom-left")] = "top-right",
     hwaccel: Annotated[str, typer.Option(help="decoding: none | auto | cuda (NVDEC)")] = "none",
