@@ -2,8 +2,8 @@
 H100 for 1080p H.264 with a corner logo).
 
 Input: a generated clip (an FFmpeg lavfi source, `testsrc2` by default, panned by `scroll` so everything but the
-logo moves; no files needed on a machine without network) with a logo drawn by `eval.watermark_clips.draw_logo` composited in
-a corner at a known opacity (I = α·W + (1 − α)·B), encoded as H.264 (x264 crf 18, yuv420p).
+logo moves; no files needed on a machine without network) with a logo drawn by `eval.watermark_clips.draw_logo`
+composited in a corner at a known opacity (I = α·W + (1 − α)·B), encoded as H.264 (x264 crf 18, yuv420p).
 Three runs of that file, each timed on the wall clock:
 - decode: the reader alone (as `vidpipe run` configures it, `--hwaccel` honoured), frames/s;
 - copy: `vidpipe run` with no stage, decode → H.264 encode: the I/O ceiling;
