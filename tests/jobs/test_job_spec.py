@@ -57,7 +57,8 @@ def test_example_job_validates():
         ({"inputs": ["a"], "output": {"dir": "o", "buckit": "b"}}, r"output: unknown key 'buckit'; valid keys: dir,"),
         (
             _base(pipeline={"upscal": "x"}),
-            r"pipeline: unknown key 'upscal'; valid keys: cuts, pad, matte, downsample, matte_output, background, "
+            r"pipeline: unknown key 'upscal'; valid keys: cuts, dewatermark, dewatermark_window, pad, matte, "
+            r"downsample, matte_output, background, "
             r"layout, dtype, vsr, vsr_window, vsr_overlap, upscale, outscale",
         ),
         (_base(pipeline={"encoder": "h266"}), r"invalid encoder 'h266'; valid: auto, h264, hevc"),

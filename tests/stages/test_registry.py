@@ -40,7 +40,8 @@ def test_recipe_takes_stage_options_as_keywords_and_refuses_unknown_ones():
     assert (again.upscale, again.interpolate, again.fps, again.encoder) == ("m", "r", "60", "h264")
     assert again != recipe and dataclasses.replace(again, interpolate=None, encoder="ffv1") == recipe
     listed = (
-        r"valid: cuts, pad, matte, downsample, matte_output, background, layout, dtype, vsr, vsr_window, vsr_overlap, "
+        r"valid: cuts, dewatermark, dewatermark_window, pad, matte, downsample, matte_output, background, layout, "
+        r"dtype, vsr, vsr_window, vsr_overlap, "
         r"upscale, "
     )
     with pytest.raises(TypeError, match=r"unknown option\(s\) upscal; " + listed):
@@ -70,13 +71,49 @@ def test_resize_and_pad_are_built_from_their_entries():
 
 def test_order_generalises_to_any_list_of_registered_stages():
     # cuts runs first by default: it must see the source frames
-    assert run_order("upscale,interpolate") == ["cuts", "pad", "matte", "vsr", "upscale", "interpolate", "resize"]
-    assert run_order("interpolate,upscale") == ["cuts", "pad", "matte", "vsr", "interpolate", "upscale", "resize"]
-    assert run_order("resize,pad") == ["cuts", "resize", "matte", "vsr", "upscale", "interpolate", "pad"]
+    assert run_order("upscale,interpolate") == [
+        "cuts",
+        "dewatermark",
+        "pad",
+        "matte",
+        "vsr",
+        "upscale",
+        "interpolate",
+        "resize",
+    ]
+    assert run_order("interpolate,upscale") == [
+        "cuts",
+        "dewatermark",
+        "pad",
+        "matte",
+        "vsr",
+        "interpolate",
+        "upscale",
+        "resize",
+    ]
+    assert run_order("resize,pad") == ["cuts", "dewatermark", "resize", "matte", "vsr", "upscale", "interpolate", "pad"]
     # matting sees the source's frames, before any upscale (cheaper; RVM's downsample rule is for them)
-    assert run_order("upscale,matte") == ["cuts", "pad", "upscale", "vsr", "matte", "interpolate", "resize"]
+    assert run_order("upscale,matte") == [
+        "cuts",
+        "dewatermark",
+        "pad",
+        "upscale",
+        "vsr",
+        "matte",
+        "interpolate",
+        "resize",
+    ]
     # video SR too: it is trained on the source's own low-resolution frames
-    assert run_order("upscale,vsr") == ["cuts", "pad", "matte", "upscale", "vsr", "interpolate", "resize"]
+    assert run_order("upscale,vsr") == [
+        "cuts",
+        "dewatermark",
+        "pad",
+        "matte",
+        "upscale",
+        "vsr",
+        "interpolate",
+        "resize",
+    ]
     chain = PipelineRecipe(pad=16, resize="64x-1", order="resize,pad").stages()
     assert [s.name for s in chain] == ["resize", "pad"]
 
@@ -121,7 +158,7 @@ def test_doctor_lists_every_registered_stage_and_sizes_stages_through_the_regist
     assert doctor._stage("interpolate", "rife-hdv3").name == "interpolate"
     with pytest.raises(UsageError, match=r"stage 'resize' takes no model; valid: matte, vsr, upscale, interpolate"):
         doctor._stage("resize", "x")
-    stages = "cuts, pad, matte, vsr, upscale, interpolate, resize"
+    stages = "cuts, dewatermark, pad, matte, vsr, upscale, interpolate, resize"
     with pytest.raises(UsageError, match=rf"unknown stage 'warp'; valid: {stages}"):
         doctor._stage("warp", "x")
 

@@ -73,7 +73,9 @@ def parse_requests(text: str) -> list[Request]:
             continue
         kind, _, arg = item.partition(":")
         if kind not in KINDS:
-            raise UsageError(f"invalid --dewatermark item {item!r}; valid: auto, box:X,Y,W,H[@F0-F1], mask:PATH[@F0-F1]")
+            raise UsageError(
+                f"invalid --dewatermark item {item!r}; valid: auto, box:X,Y,W,H[@F0-F1], mask:PATH[@F0-F1]"
+            )
         first, last = 0, OPEN_END
         head, at, tail = arg.rpartition("@")
         if at and (m := _SPAN.match(tail)):
@@ -172,7 +174,9 @@ class Dewatermark(WindowedStage):
 
     def setup(self, device: torch.device, spec: StreamSpec) -> StreamSpec:
         self.device = device
-        self.user_marks = [m for r in self.requests if r.kind != "auto" for m in request_marks(r, spec.width, spec.height)]
+        self.user_marks = [
+            m for r in self.requests if r.kind != "auto" for m in request_marks(r, spec.width, spec.height)
+        ]
         self._on_device.clear()
         if self.window_request is None:
             if device.type == "cuda":
@@ -190,10 +194,15 @@ class Dewatermark(WindowedStage):
         return spec
 
     def _tensors(self, m: Mark) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """A mark's α and colour on the device: a user's kept there across windows, a window's own not."""
         key = id(m)
-        if key not in self._on_device:
-            self._on_device[key] = _as_tensors(m, self.device)
-        return self._on_device[key]
+        if key in self._on_device:
+            return self._on_device[key]
+        colour = None if m.colour is None else torch.from_numpy(m.colour).permute(2, 0, 1).to(self.device)
+        pair = (torch.from_numpy(m.alpha).to(self.device), colour)
+        if any(m is u for u in self.user_marks):
+            self._on_device[key] = pair
+        return pair
 
     def process_window(self, frames: FrameBatch) -> FrameBatch:
         self.windows += 1
@@ -206,7 +215,11 @@ class Dewatermark(WindowedStage):
         data = frames.data.clone()
         for m in marks:
             sel = [i for i, ix in enumerate(frames.index) if m.covers(ix)]
-            alpha, colour = self._tensors(m) if m.source != "auto" else _as_tensors(m, self.device)
+            alpha, colour = self._tensors(m)
+            if m.source == "auto":
+                # detection's α and W come from a smooth background prediction, biased where the picture has
+                # detail: its support is kept and both are estimated again from the propagated background
+                alpha, colour = (alpha > 0).float(), None
             try:
                 new, box, outcome = remove_mark(x[sel], alpha, colour)
             except StepError as e:
@@ -246,8 +259,7 @@ class Dewatermark(WindowedStage):
             "requests": self.spec_text,
             "windows": self.windows,
             "marks": [
-                {"first": m.first, "last": m.last, "box": m.box(0.0), "source": m.source, "info": m.info}
-                for m in marks
+                {"first": m.first, "last": m.last, "box": m.box(0.0), "source": m.source, "info": m.info} for m in marks
             ],
             "auto_found": len(self.found) if self.auto else None,
             "message": "auto found no mark: the output equals the input" if self.auto and not marks else None,
@@ -273,8 +285,3 @@ class Dewatermark(WindowedStage):
     def cost_signature(self) -> dict[str, Any]:
         """Cost rows: the work per window (auto detects; boxes and masks only remove)."""
         return {"stage": self.name, "auto": self.auto, "overlap": self.overlap}
-
-
-def _as_tensors(m: Mark, device: torch.device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    colour = None if m.colour is None else torch.from_numpy(m.colour).permute(2, 0, 1).to(device)
-    return torch.from_numpy(m.alpha).to(device), colour

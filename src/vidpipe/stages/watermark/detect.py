@@ -25,18 +25,15 @@ Everything runs on the frames' device (a GPU window in one go), without loops ov
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 from .estimate import estimate_blend
 from .fill import dilate
 from .marks import Mark
-
-log = logging.getLogger(__name__)
 
 #: α and W are estimated from the frames whose presence is at least this (the mark at full strength)
 FULL = 0.8
@@ -196,7 +193,7 @@ def detect_marks(frames: torch.Tensor, indices: list[int], opts: DetectOptions |
     """The marks in a window of consecutive frames (T×3×H×W float 0..1, any device; `indices`: their stream frame
     numbers). No mark: an empty list (and the notes say why, where a candidate was dropped)."""
     opts = opts or DetectOptions()
-    t, _, height, width = frames.shape
+    height, width = frames.shape[-2:]
     f = analysis_factor(height, width, opts.analysis_side)
     small = F.avg_pool2d(frames[:, :3].float(), f, ceil_mode=True) if f > 1 else frames[:, :3].float()
     grads = gradients(small)
@@ -256,7 +253,8 @@ def _marks_of(
 
 
 def merge_marks(marks: list[Mark], same: float = 0.5) -> list[Mark]:
-    """Marks of consecutive windows that are one mark (their spans touch or overlap, their supports agree) joined into one span; α and W averaged, weighted by frames."""
+    """Marks of consecutive windows that are one mark (their spans touch or overlap, their supports agree)
+    joined into one span; α and W averaged, weighted by frames."""
     out: list[Mark] = []
     for m in sorted(marks, key=lambda m: m.first):
         for i, prev in enumerate(out):

@@ -23,6 +23,8 @@ from .fill import dilate, pushpull
 MIN_SPREAD = 0.015
 #: α below this is no mark at all (a fit's noise on clean pixels)
 ALPHA_FLOOR = 0.04
+#: a pixel's fit needs at least this many frames with its background known
+MIN_SAMPLES = 4
 #: the fill around the support is taken this many px out, past the mark's anti-aliased rim
 GUARD = 2
 
@@ -36,23 +38,40 @@ class Blend:
     confident: torch.Tensor
 
 
-def estimate_blend(frames: torch.Tensor, support: torch.Tensor, weights: torch.Tensor | None = None) -> Blend:
+def estimate_blend(
+    frames: torch.Tensor,
+    support: torch.Tensor,
+    weights: torch.Tensor | None = None,
+    *,
+    background: torch.Tensor | None = None,
+    seen: torch.Tensor | None = None,
+) -> Blend:
     """α and W inside `support` (h×w bool) from `frames` (T×3×h×w float 0..1, a crop around the mark in which
-    it is present); `weights` (T,) count frames (0: leave out). Outside the support α is 0."""
+    it is present); `weights` (T,) count frames (0: leave out). Outside the support α is 0.
+
+    The background is predicted by a smooth fill from around the mark unless `background` (T×3×h×w) gives it,
+    valid where `seen` (T×1×h×w bool): the exact picture another frame showed there (`fill.propagate`). A smooth
+    prediction misses the background's detail, which biases α upwards (the regressor's error attenuates the
+    slope); propagated pixels are the background itself, so their fit is unbiased."""
     t = frames.shape[0]
-    hole = dilate(support[None, None], GUARD).expand(t, 1, *support.shape)
-    pred = pushpull(frames, hole)
+    if background is None:
+        hole = dilate(support[None, None], GUARD).expand(t, 1, *support.shape)
+        background = pushpull(frames, hole)
+        seen = torch.ones(t, 1, *support.shape, dtype=torch.bool, device=frames.device)
+    assert seen is not None, "background needs seen"
     w = torch.ones(t, device=frames.device) if weights is None else weights.to(frames.device, frames.dtype)
-    w = w.view(t, 1, 1, 1) / w.sum().clamp_min(1e-6)
+    w = w.view(t, 1, 1, 1) * seen.to(frames.dtype)
+    count = w.sum(0)
+    w = w / count.clamp_min(1e-6)
     mi = (frames * w).sum(0)
-    mb = (pred * w).sum(0)
-    di, db = frames - mi, pred - mb
+    mb = (background * w).sum(0)
+    di, db = frames - mi, background - mb
     cov = (di * db * w).sum((0, 1))
     var = (db * db * w).sum((0, 1))
     slope = (cov / var.clamp_min(1e-9)).clamp(0, 1)
     alpha = 1 - slope
     colour = ((mi - slope * mb) / alpha.clamp_min(1e-3)).clamp(0, 1)
-    confident = (var / 3).sqrt() >= MIN_SPREAD
+    confident = ((var / 3).sqrt() >= MIN_SPREAD) & (count[0] >= MIN_SAMPLES)
     alpha = torch.where(confident, alpha, torch.ones_like(alpha))
     alpha = torch.where(support & (alpha >= ALPHA_FLOOR), alpha, torch.zeros_like(alpha))
     return Blend(alpha=alpha, colour=colour, confident=confident & support)

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 #: a frame pair's shift is trusted when the ring's RMS difference after the shift is below this (0..1 levels:
 #: about 5 of 255, what compression noise and small non-rigid motion leave on a true match)
@@ -122,7 +122,9 @@ def _inside(h: int, w: int, dy: int, dx: int, device: torch.device) -> torch.Ten
     return ((ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)).float()[None]
 
 
-def _ring_rms(ref: torch.Tensor, ring: torch.Tensor, other: torch.Tensor, hole_other: torch.Tensor, dy: int, dx: int) -> float:
+def _ring_rms(
+    ref: torch.Tensor, ring: torch.Tensor, other: torch.Tensor, hole_other: torch.Tensor, dy: int, dx: int
+) -> float:
     """RMS difference over `ring` between `ref` and `other` shifted by (dy, dx), ignoring `other`'s hole and
     what falls outside it (inf when too little is left to judge)."""
     src = torch.roll(other, (-dy, -dx), dims=(-2, -1))

@@ -15,6 +15,8 @@ Pixels outside the crop, and inside it outside the mark and its dilated hole, ar
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -61,19 +63,20 @@ class StepError(RuntimeError):
         self.step = step
 
 
-def _timed(out: Outcome, step: str, sync: torch.device):  # noqa: ANN202
-    class _T:
-        def __enter__(self) -> None:
-            self.t0 = time.perf_counter()
-
-        def __exit__(self, kind: object, err: BaseException | None, tb: object) -> None:
-            if sync.type == "cuda":
-                torch.cuda.synchronize(sync)
-            out.seconds[step] = out.seconds.get(step, 0.0) + time.perf_counter() - self.t0
-            if err is not None and not isinstance(err, StepError):
-                raise StepError(step, err) from err
-
-    return _T()
+@contextmanager
+def _timed(out: Outcome, step: str, device: torch.device) -> Iterator[None]:
+    """Adds the step's seconds to `out` (after the device has finished it); an error becomes a StepError."""
+    t0 = time.perf_counter()
+    try:
+        yield
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    except StepError:
+        raise
+    except Exception as e:
+        raise StepError(step, e) from e
+    finally:
+        out.seconds[step] = out.seconds.get(step, 0.0) + time.perf_counter() - t0
 
 
 def crop_box(alpha: torch.Tensor, margin: int) -> tuple[int, int, int, int] | None:
@@ -107,12 +110,17 @@ def remove_mark(
     a = alpha[y0:y1, x0:x1].to(dev, torch.float32)
     t = crop.shape[0]
     support = a > 0
+    # the background under the whole mark, from the frames where it was visible: the exact samples the blend's
+    # fit needs, and the first choice for the opaque part
+    around = dilate(support[None, None], FEATHER)[0].expand(t, 1, *support.shape)
+    with _timed(out, "propagate", dev):
+        shown, unseen = propagate(crop, around, ring=RING, radius=SHIFT_RADIUS, reach=REACH)
     with _timed(out, "estimate", dev):
         if colour is not None:
             w = colour[:, y0:y1, x0:x1].to(dev, torch.float32)
             known = support
         elif estimate and t >= MIN_FRAMES:
-            blend = estimate_blend(crop, support)
+            blend = estimate_blend(crop, support, background=shown, seen=around & ~unseen)
             a = torch.where(blend.confident, blend.alpha, a)
             w, known = blend.colour, blend.confident
         else:
@@ -123,12 +131,11 @@ def remove_mark(
         hole = dilate(opaque[None, None], FEATHER)[0].expand(t, 1, *opaque.shape)
         out.inverted = int(invert.sum()) * t
     inverted = clean
-    n_hole = int(hole[0].sum())
-    if n_hole:
-        with _timed(out, "propagate", dev):
-            clean, left = propagate(clean, hole, ring=RING, radius=SHIFT_RADIUS, reach=REACH)
-            out.propagated = n_hole * t - int(left.sum())
+    if bool(hole.any()):
         with _timed(out, "fill", dev):
+            left = hole & unseen
+            clean = torch.where(hole & ~unseen, shown, clean)
+            out.propagated = int((hole & ~unseen).sum())
             clean = _spatial_fill(clean, hole, left)
             out.filled = int(left.sum())
             ramp = feather(hole, FEATHER)
