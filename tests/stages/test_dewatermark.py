@@ -120,7 +120,7 @@ def test_detection_finds_a_mark_over_moving_footage(alpha: float) -> None:
     assert len(det.marks) == 1, det.notes
     m = det.marks[0]
     assert (m.first, m.last) == (100, 131)
-    assert iou(m.alpha > 0.05, truth > 0) >= 0.6
+    assert iou(m.alpha > 0.05, truth > 0) >= 0.9  # measured 0.993 for both α
 
 
 def test_detection_splits_a_jumping_mark_into_spans_and_finds_none_on_clean_footage() -> None:
@@ -158,7 +158,7 @@ def test_removal_restores_the_background_and_leaves_the_rest_alone(alpha: float)
     out[:, :, y0:y1, x0:x1] = new
     region = (slice(None), slice(None), slice(86, 112), slice(98, 146))
     gain = _psnr(out[region], clean[region]) - _psnr(x[region], clean[region])
-    assert gain > 10  # measured ≈ 20 dB
+    assert gain > 10  # with 24 frames of this clip (not 16) it measured 29.7 dB opaque, 34.1 dB at α 0.5
     assert outcome.propagated > 0
     grown = torch.zeros(H, W, dtype=torch.bool)
     grown[86 - FEATHER : 112 + FEATHER, 98 - FEATHER : 146 + FEATHER] = True
@@ -284,7 +284,7 @@ def test_watermark_detect_writes_marks_or_a_mask_png_and_a_preview(tmp_path: Pat
     assert r.returncode == 0, r.stderr
     with av.open(str(tmp_path / "mask.png")) as c:
         mask = next(c.decode(video=0)).to_ndarray(format="gray") > 12
-    assert iou(mask, logo(1.0) > 0) >= 0.6
+    assert iou(mask, logo(1.0) > 0) >= 0.8
     r = cli("watermark", "detect", str(clip), "-o", str(tmp_path / "marks.txt"))
     assert r.returncode == 2 and "must end in .json" in r.stderr
 

@@ -216,10 +216,6 @@ class Dewatermark(WindowedStage):
         for m in marks:
             sel = [i for i, ix in enumerate(frames.index) if m.covers(ix)]
             alpha, colour = self._tensors(m)
-            if m.source == "auto":
-                # detection's α and W come from a smooth background prediction, biased where the picture has
-                # detail: its support is kept and both are estimated again from the propagated background
-                alpha, colour = (alpha > 0).float(), None
             try:
                 new, box, outcome = remove_mark(x[sel], alpha, colour)
             except StepError as e:

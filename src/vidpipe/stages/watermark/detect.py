@@ -18,7 +18,8 @@ video the pictures are frames, so:
    (1: the mark as in the template, 0: absent, in between: faded). Runs of frames where it is present are the
    mark's spans, so a mark that jumps (Sora-style) or appears and disappears is one `Mark` per position and span.
 5. α and W come from the frames where the mark is fully present (`estimate.estimate_blend`) at full resolution on
-   a crop around the support.
+   a crop around the support, fitted on the background other frames showed under it (`fill.propagate`); where none
+   did (a still background) α stays 1 on the support.
 
 Everything runs on the frames' device (a GPU window in one go), without loops over pixels.
 """
@@ -32,8 +33,9 @@ import torch
 import torch.nn.functional as F
 
 from .estimate import estimate_blend
-from .fill import dilate
+from .fill import dilate, propagate
 from .marks import Mark
+from .remove import FEATHER, REACH, RING, SHIFT_RADIUS
 
 #: α and W are estimated from the frames whose presence is at least this (the mark at full strength)
 FULL = 0.8
@@ -231,7 +233,11 @@ def _marks_of(
     colour: np.ndarray | None = None
     if opts.estimate and int(weights.sum()) >= 4:
         crop = frames[:, :3, y0:y1, x0:x1].float()
-        blend = estimate_blend(crop, support[y0:y1, x0:x1], weights)
+        sup = support[y0:y1, x0:x1]
+        around = dilate(sup[None, None], FEATHER).expand(len(crop), 1, *sup.shape)
+        # the background other frames showed under the mark: an unbiased fit (see estimate.estimate_blend)
+        shown, unseen = propagate(crop, around, ring=RING, radius=SHIFT_RADIUS, reach=REACH)
+        blend = estimate_blend(crop, sup, weights, background=shown, seen=around & ~unseen)
         alpha[y0:y1, x0:x1] = blend.alpha.cpu().numpy()
         colour = np.zeros((height, width, 3), np.float32)
         colour[y0:y1, x0:x1] = blend.colour.permute(1, 2, 0).cpu().numpy()
