@@ -48,7 +48,7 @@ for run in range(int(sys.argv[2])):
 
 def test_a_reader_closed_mid_stream_with_the_log_captured_does_not_deadlock(tmp_path: Path) -> None:
     clip = make_clip(tmp_path / "c.mp4", ClipSpec(size=(640, 360), rate=F(25), frames=120))
-    runs = 10
+    runs = 30
     try:
         r = subprocess.run(
             [sys.executable, "-c", CHILD, str(clip), str(runs)],

@@ -563,6 +563,34 @@ def bench_matte_cmd(
             typer.echo(res.row())
 
 
+@bench_app.command("dewatermark")
+def bench_dewatermark_cmd(
+    size: Annotated[str, typer.Option(help="generated input WxH")] = "1920x1080",
+    frames: Annotated[int, typer.Option(min=2, help="generated input length")] = 300,
+    spec: Annotated[str, typer.Option(help="--dewatermark value: auto | box:X,Y,W,H | mask:PATH")] = "auto",
+    source: Annotated[str, typer.Option(help="lavfi source under the logo (panned)")] = "testsrc2",
+    opacity: Annotated[float, typer.Option(help="the logo's opacity (0, 1]")] = 0.6,
+    corner: Annotated[str, typer.Option(help="top-right | top-left | bottom-right | bottom-left")] = "top-right",
+    hwaccel: Annotated[str, typer.Option(help="decoding: none | auto | cuda (NVDEC)")] = "none",
+    batch_size: Annotated[int, typer.Option(min=1, help="frames per decoded batch")] = 8,
+    speed: Annotated[str, typer.Option(help="x264 preset of the output")] = "veryfast",
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    work_dir: Annotated[Path, typer.Option()] = Path(".cache/bench"),
+) -> None:
+    """Decode, copy (decode → H.264) and end-to-end (decode → dewatermark → H.264) frames/s on a generated clip
+    with a corner logo, and the stage's step timings."""
+    from ..bench.dewatermark import HEADER, bench_dewatermark
+    from ..stages.resize import parse_size
+
+    _setup_logging(quiet=True, verbose=False)
+    r = bench_dewatermark(
+        parse_size(size), frames=frames, device=device, spec=spec, work_dir=work_dir, source=source,
+        opacity=opacity, corner=corner, hwaccel=hwaccel, batch_size=batch_size, speed=speed,
+    )  # fmt: skip
+    typer.echo(f"device: {r.device}\n{HEADER}\n{r.row()}\n")
+    typer.echo("\n".join(r.step_lines()))
+
+
 @bench_app.command("interpolate")
 def bench_interpolate_cmd(
     model: Annotated[list[str], typer.Option(help="rife-hdv3 | v4.6 | v4.22 | v4.25 (4.x: random weights)")],
