@@ -120,3 +120,18 @@ def test_cli_prints_both_runs_and_the_ratio(tmp_path: Path):
     assert any(ln.startswith("ours / seed baseline: **") for ln in lines)
     assert any(ln.strip().startswith("bf16: min") for ln in lines)
     assert not list((tmp_path / "vsr-baseline-png").glob("*.png"))  # cleaned up after the run
+
+
+@pytest.mark.gpu
+def test_both_runs_on_cuda_with_basicvsrpp(tmp_path: Path):
+    """The benchmark's own model (BasicVSR++, random weights) on the GPU at a small size: ours in fp16, the
+    baseline in fp32, every frame out of both, and the ratio printed."""
+    from vidpipe.bench.vsr import run_vsr_bench
+
+    lines = list(run_vsr_bench(device=torch.device("cuda"), size=(128, 54), seconds=1.0, window=8, overlap=2,
+                               baseline_seq_len=10, quality_model=None, work_dir=tmp_path))  # fmt: skip
+    ours_row = next(ln for ln in lines if ln.startswith("| ours"))
+    seed_row = next(ln for ln in lines if ln.startswith("| seed baseline"))
+    assert "| 128x54 | 25 | fp16 | 8 + 2·2 |" in ours_row
+    assert "| 128x54 | 25 | fp32 | chunk 10 |" in seed_row
+    assert any(ln.startswith("ours / seed baseline: **") for ln in lines)

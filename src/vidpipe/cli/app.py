@@ -443,7 +443,9 @@ def bench_vsr_cmd(
     dtype: Annotated[str, typer.Option(help="ours: auto | fp16 | bf16 | fp32 (auto: fp16 on CUDA)")] = "auto",
     encoder: Annotated[str, typer.Option(help="ours: output encoder preset")] = "h264",
     baseline: Annotated[bool, typer.Option(help="run the seed's baseline too")] = True,
-    baseline_seq_len: Annotated[int, typer.Option(min=1, help="the baseline's chunk (--max-seq-len)")] = 250,
+    baseline_seq_len: Annotated[
+        int, typer.Option(min=1, help="the baseline's chunk, its --max-seq-len (bench/vsr.py: why 100, not 250)")
+    ] = 100,
     quality_model: Annotated[str, typer.Option(help="fp16/bf16 vs fp32 check ('' skips it)")] = "basicvsr-reds4",
     quality_size: Annotated[str | None, typer.Option(help="WxH of that check (default --size)")] = None,
     quality_frames: Annotated[int, typer.Option(min=2)] = 8,
