@@ -77,6 +77,9 @@ def test_seams_with_truth_scores_every_run_against_the_ground_truth(tmp_path):
     res.write_csv(tmp_path / "s.csv")
     head, *rows = (tmp_path / "s.csv").read_text().splitlines()
     assert head.split(",")[-3:] == ["truth_overlap_0", "truth_overlap_4", "truth_whole"] and len(rows) == 4
+    res.write_svg(tmp_path / "s.svg")
+    svg = (tmp_path / "s.svg").read_text()
+    assert svg.count('stroke-dasharray="1 2"') == 3 and "ground truth" in svg  # each overlap's and the whole call's
 
 
 class _Cumulative:

@@ -25,7 +25,7 @@ import csv
 import logging
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -340,9 +340,11 @@ class SeamResult:
                 )
 
     def write_svg(self, path: Path) -> None:
-        """The per-frame curves, one per overlap, seams marked (a plain SVG: no plotting library needed)."""
+        """The per-frame curves, one per overlap, seams marked (a plain SVG: no plotting library needed); with
+        ground truth, each run's PSNR against it too (dotted, the whole call's in black)."""
         width, height, left, bottom, top = 720, 360, 50, 30, 20
-        lo = min(30.0, min(min(v) for v in self.psnr.values()))
+        truth = [*self.truth.values(), *([self.whole_truth] if self.whole_truth else [])]
+        lo = min(30.0, min(min(v) for v in [*self.psnr.values(), *truth]))
         hi = PSNR_CAP_DB
 
         def xy(i: int, p: float) -> tuple[float, float]:
@@ -373,11 +375,22 @@ class SeamResult:
             c = colours[k % len(colours)]
             parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{pts}"/>')
             parts.append(f'<text x="{width - 120}" y="{top + 14 * (k + 1)}" fill="{c}">overlap {o}</text>')
+            if o in self.truth:
+                parts.append(_dotted(self.truth[o], xy, c))
+        if self.whole_truth:
+            parts.append(_dotted(self.whole_truth, xy, "#000"))
         parts.append(
             f'<text x="{left}" y="{height - 8}">frame 0 … {self.frames - 1} (grey: seams; dashed: '
-            f"{SEAM_GATE_DB:g} dB)</text></svg>"
+            f"{SEAM_GATE_DB:g} dB"
+            + ("; dotted: against the ground truth, black: whole call" if truth else "")
+            + ")</text></svg>"
         )
         path.write_text("\n".join(parts) + "\n")
+
+
+def _dotted(values: Sequence[float], xy: Callable[[int, float], tuple[float, float]], colour: str) -> str:
+    pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, p) for i, p in enumerate(values)))
+    return f'<polyline fill="none" stroke="{colour}" stroke-width="1" stroke-dasharray="1 2" points="{pts}"/>'
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
