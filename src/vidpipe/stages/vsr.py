@@ -12,7 +12,7 @@ engine's windows.
   `overlap` frames of context on each side (fewer at the stream's ends) and keeps the centre ones (`seam`
   "pick"). BasicVSR propagates features across the whole sequence it is given, both ways, so no finite overlap
   makes a chunked run equal to one call over the whole video. How far a frame reaches is the network's: with
-  the REDS4 weights on frames 32–96 px wide (`vidpipe eval vsr-influence`, docs/benchmarks.md, "BasicVSR (issue
+  the REDS4 weights on frames 32–128 px wide (`vidpipe eval vsr-influence`, docs/benchmarks.md, "BasicVSR (issue
   18)") a perturbation does not fade with distance but grows (~0.55 dB per frame beyond ~8 frames), so there the
   whole-sequence output is no reference a window could approach within `SEAM_GATE_DB`, and it is farther from
   the ground truth than short windows are. A window covering the whole clip is the whole-sequence call exactly.
