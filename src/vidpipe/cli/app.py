@@ -617,6 +617,44 @@ def bench_interpolate_cmd(
                 typer.echo(r.row())
 
 
+@bench_app.command("vsr")
+def bench_vsr_cmd(
+    size: Annotated[str, typer.Option(help="input WxH (the seed's mezzanine: 1024x432)")] = "1024x432",
+    seconds: Annotated[float, typer.Option(help="length of the generated 25 fps input")] = 10.0,
+    model: Annotated[str | None, typer.Option(help="vsr model (default: BasicVSR++ with random weights)")] = None,
+    window: Annotated[int, typer.Option(min=1, help="ours: kept frames per window, T")] = 64,
+    overlap: Annotated[int | None, typer.Option(min=0, help="ours: context each side (default: the stage's)")] = None,
+    dtype: Annotated[str, typer.Option(help="ours: auto | fp16 | bf16 | fp32 (auto: fp16 on CUDA)")] = "auto",
+    encoder: Annotated[str, typer.Option(help="ours: output encoder preset")] = "h264",
+    baseline: Annotated[bool, typer.Option(help="run the seed's baseline too")] = True,
+    baseline_seq_len: Annotated[
+        int, typer.Option(min=1, help="the baseline's chunk, its --max-seq-len (bench/vsr.py: why 100, not 250)")
+    ] = 100,
+    quality_model: Annotated[str, typer.Option(help="fp16/bf16 vs fp32 check ('' skips it)")] = "basicvsr-reds4",
+    quality_size: Annotated[str | None, typer.Option(help="WxH of that check (default --size)")] = None,
+    quality_frames: Annotated[int, typer.Option(min=2)] = 8,
+    device: Annotated[str, typer.Option()] = "cuda",
+    work_dir: Annotated[Path, typer.Option()] = Path(".cache/bench"),
+) -> None:
+    """BasicVSR++ ×4 end to end: ours (vsr stage, fp16, windows) against the seed's fp32 PNG baseline, RSS."""
+    from ..bench.vsr import run_vsr_bench
+    from ..runtime.device import describe, resolve_device
+    from ..stages.resize import parse_size
+    from ..stages.vsr import DEFAULT_OVERLAP
+
+    _setup_logging(quiet=True, verbose=False)
+    dev = resolve_device(device)
+    typer.echo(f"device: {describe(dev)}")
+    lines = run_vsr_bench(
+        device=dev, size=parse_size(size), seconds=seconds, model=model, window=window,
+        overlap=DEFAULT_OVERLAP if overlap is None else overlap, dtype=dtype, encoder=encoder, baseline=baseline,
+        baseline_seq_len=baseline_seq_len, quality_model=quality_model or None, quality_frames=quality_frames,
+        quality_size=parse_size(quality_size) if quality_size else None, work_dir=work_dir,
+    )  # fmt: skip
+    for line in lines:
+        typer.echo(line)
+
+
 @bench_app.command("pipeline")
 def bench_pipeline_cmd(
     size: Annotated[str, typer.Option(help="generated input WxH")] = "1280x720",

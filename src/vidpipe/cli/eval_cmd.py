@@ -249,29 +249,44 @@ def vsr_cmd(
         raise typer.Exit(1)
 
 
-@app.command("vsr-seams")
-def vsr_seams_cmd(
-    clip: Annotated[str, typer.Argument(help="a real clip (opencv-doc name or path)")] = "vtest.avi",
-    model: Annotated[str, typer.Option(help="vsr model: registry name, cache name or weights path")] = "basicvsr-reds4",
-    frames: Annotated[int, typer.Option(min=2, help="frames from the first")] = 24,
-    size: Annotated[str, typer.Option(help="low-resolution input WxH (the clip area-resized)")] = "48x36",
-    window: Annotated[int, typer.Option(min=1, help="kept frames per window T (fixed)")] = 8,
-    overlap: Annotated[
-        list[int] | None, typer.Option(help="overlaps to measure, repeatable [default: 0 2 4 8 16]")
-    ] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
-    dtype: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 (fp32: the seams alone, no rounding)")] = "fp32",
-    out_dir: Annotated[Path | None, typer.Option(help="write seams.csv, seams.svg and seam-diff.png here")] = None,
-) -> None:
-    """Windowed vs whole-sequence output at every frame for each overlap (fixed T); exit 1 when no overlap keeps
-    every frame ≥ 45 dB."""
-    from ..eval.vsr import SEAM_OVERLAPS, seams
-    from ..runtime.device import resolve_device
+#: the options `vsr-seams` and `vsr-influence` share
+VsrClip = Annotated[str, typer.Argument(help="a real clip (opencv-doc name or path)")]
+VsrModel = Annotated[str, typer.Option(help="vsr model: registry name, cache name or weights path")]
+LowResSize = Annotated[str, typer.Option(help="low-resolution input WxH (the clip area-resized)")]
+DeviceOpt = Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")]
+
+
+def _low_res_size(size: str) -> tuple[int, int]:
     from ..stages.resize import parse_size
 
     w, h = parse_size(size)
     if w <= 0 or h <= 0:
         raise UsageError(f"--size needs both sides, got {size!r}")
+    return w, h
+
+
+@app.command("vsr-seams")
+def vsr_seams_cmd(
+    clip: VsrClip = "vtest.avi",
+    model: VsrModel = "basicvsr-reds4",
+    frames: Annotated[int, typer.Option(min=2, help="frames from the first")] = 24,
+    size: LowResSize = "48x36",
+    window: Annotated[int, typer.Option(min=1, help="kept frames per window T (fixed)")] = 8,
+    overlap: Annotated[
+        list[int] | None, typer.Option(help="overlaps to measure, repeatable [default: 0 2 4 8 16]")
+    ] = None,
+    device: DeviceOpt = "auto",
+    dtype: Annotated[str, typer.Option(help="fp32 | fp16 | bf16 (fp32: the seams alone, no rounding)")] = "fp32",
+    out_dir: Annotated[Path | None, typer.Option(help="write seams.csv, seams.svg and seam-diff.png here")] = None,
+    truth: Annotated[
+        bool, typer.Option("--truth", help="input bicubic-degraded from ×4 the size; score against that too")
+    ] = False,
+) -> None:
+    """Windowed vs whole-sequence output at every frame for each overlap (fixed T); exit 1 when no overlap keeps
+    every frame ≥ 45 dB."""
+    from ..eval.vsr import SEAM_OVERLAPS, seams
+    from ..runtime.device import resolve_device
+
     if out_dir is not None:
         out_dir.mkdir(parents=True, exist_ok=True)
     result = seams(
@@ -279,11 +294,12 @@ def vsr_seams_cmd(
         model,
         resolve_device(device),
         frames=frames,
-        lr_size=(w, h),
+        lr_size=_low_res_size(size),
         window=window,
         overlaps=tuple(overlap or SEAM_OVERLAPS),
         dtype=dtype,
         diff_png=out_dir / "seam-diff.png" if out_dir else None,
+        truth=truth,
     )
     typer.echo(result.table())
     if out_dir is not None:
@@ -338,3 +354,25 @@ def watermark_cmd(
         failed = "; ".join(f"{g.name}: {g.text}" for g in result.gates if not g.passed)
         typer.echo(f"eval watermark: gate failed: {failed}", err=True)
         raise typer.Exit(1)
+
+
+@app.command("vsr-influence")
+def vsr_influence_cmd(
+    clip: VsrClip = "vtest.avi",
+    model: VsrModel = "basicvsr-reds4",
+    size: LowResSize = "48x36",
+    frames: Annotated[int, typer.Option(min=3, help="frames from the first, one call")] = 48,
+    device: DeviceOpt = "auto",
+    dtype: Annotated[str, typer.Option(help="fp32 | fp16 | bf16")] = "fp32",
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="write the curve here")] = None,
+) -> None:
+    """How far a frame reaches: perturb the first / last frame, PSNR of every other frame's output against the
+    unperturbed whole-sequence call, by distance."""
+    from ..eval.vsr import influence
+    from ..runtime.device import resolve_device
+
+    result = influence(clip, model, resolve_device(device), frames=frames, lr_size=_low_res_size(size), dtype=dtype)
+    typer.echo(result.table())
+    if csv_out is not None:
+        result.write_csv(csv_out)
+        typer.echo(f"→ {csv_out}", err=True)

@@ -25,7 +25,7 @@ import csv
 import logging
 import time
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -282,6 +282,10 @@ class SeamResult:
     #: overlap → per-frame PSNR of the windowed output against the whole-sequence one
     psnr: dict[int, list[float]]
     wall_s: float
+    #: with ground truth (`truth=True`): per-frame PSNR against it of the whole-sequence call and of each
+    #: overlap's windowed run (outputs quantised to 8 bits, as `evaluate` scores them)
+    whole_truth: list[float] | None = None
+    truth: dict[int, list[float]] = field(default_factory=dict)
 
     def seam_frames(self) -> list[int]:
         """Frames on either side of a window boundary (kept frames k·T − 1 and k·T)."""
@@ -296,12 +300,22 @@ class SeamResult:
         lines = [
             f"{self.clip}: {self.frames} frames at {self.lr_size[0]}×{self.lr_size[1]} (→ ×{SCALE}), windows of "
             f"T = {self.window}; PSNR dB of windowed vs whole-sequence output (cap {PSNR_CAP_DB:g})",
-            f"{'overlap':>8}{'min':>9}{'min seam':>10}{'min other':>11}{'mean':>9}",
+            f"{'overlap':>8}{'min':>9}{'min seam':>10}{'min other':>11}{'mean':>9}"
+            + (f"{'truth mean':>12}{'truth min':>11}" if self.truth else ""),
         ]
         for o, v in sorted(self.psnr.items()):
             at_seam = [p for i, p in enumerate(v) if i in seams] or [float("nan")]
             other = [p for i, p in enumerate(v) if i not in seams] or [float("nan")]
-            lines.append(f"{o:>8}{min(v):>9.2f}{min(at_seam):>10.2f}{min(other):>11.2f}{float(np.mean(v)):>9.2f}")
+            t = self.truth.get(o)
+            lines.append(
+                f"{o:>8}{min(v):>9.2f}{min(at_seam):>10.2f}{min(other):>11.2f}{float(np.mean(v)):>9.2f}"
+                + (f"{float(np.mean(t)):>12.2f}{min(t):>11.2f}" if t else "")
+            )
+        if self.whole_truth:
+            w = self.whole_truth
+            lines.append(
+                f"{'whole':>8}{'':>39}{float(np.mean(w)):>12.2f}{min(w):>11.2f}  (the whole-sequence call itself)"
+            )
         best = self.least_passing()
         lines.append(
             f"least overlap with every frame ≥ {SEAM_GATE_DB:g} dB: " + (str(best) if best is not None else "none")
@@ -312,15 +326,25 @@ class SeamResult:
         with path.open("w", newline="") as f:
             w = csv.writer(f)
             overlaps = sorted(self.psnr)
-            w.writerow(["frame", "seam", *(f"overlap_{o}" for o in overlaps)])
+            truth = [o for o in overlaps if o in self.truth]
+            w.writerow(
+                ["frame", "seam", *(f"overlap_{o}" for o in overlaps), *(f"truth_overlap_{o}" for o in truth)]
+                + (["truth_whole"] if self.whole_truth else [])
+            )
             seams = set(self.seam_frames())
             for i in range(self.frames):
-                w.writerow([i, int(i in seams), *(f"{self.psnr[o][i]:.3f}" for o in overlaps)])
+                w.writerow(
+                    [i, int(i in seams), *(f"{self.psnr[o][i]:.3f}" for o in overlaps)]
+                    + [f"{self.truth[o][i]:.3f}" for o in truth]
+                    + ([f"{self.whole_truth[i]:.3f}"] if self.whole_truth else [])
+                )
 
     def write_svg(self, path: Path) -> None:
-        """The per-frame curves, one per overlap, seams marked (a plain SVG: no plotting library needed)."""
+        """The per-frame curves, one per overlap, seams marked (a plain SVG: no plotting library needed); with
+        ground truth, each run's PSNR against it too (dotted, the whole call's in black)."""
         width, height, left, bottom, top = 720, 360, 50, 30, 20
-        lo = min(30.0, min(min(v) for v in self.psnr.values()))
+        truth = [*self.truth.values(), *([self.whole_truth] if self.whole_truth else [])]
+        lo = min(30.0, min(min(v) for v in [*self.psnr.values(), *truth]))
         hi = PSNR_CAP_DB
 
         def xy(i: int, p: float) -> tuple[float, float]:
@@ -351,11 +375,22 @@ class SeamResult:
             c = colours[k % len(colours)]
             parts.append(f'<polyline fill="none" stroke="{c}" stroke-width="1.5" points="{pts}"/>')
             parts.append(f'<text x="{width - 120}" y="{top + 14 * (k + 1)}" fill="{c}">overlap {o}</text>')
+            if o in self.truth:
+                parts.append(_dotted(self.truth[o], xy, c))
+        if self.whole_truth:
+            parts.append(_dotted(self.whole_truth, xy, "#000"))
         parts.append(
             f'<text x="{left}" y="{height - 8}">frame 0 … {self.frames - 1} (grey: seams; dashed: '
-            f"{SEAM_GATE_DB:g} dB)</text></svg>"
+            f"{SEAM_GATE_DB:g} dB"
+            + ("; dotted: against the ground truth, black: whole call" if truth else "")
+            + ")</text></svg>"
         )
         path.write_text("\n".join(parts) + "\n")
+
+
+def _dotted(values: Sequence[float], xy: Callable[[int, float], tuple[float, float]], colour: str) -> str:
+    pts = " ".join(f"{x:.1f},{y:.1f}" for x, y in (xy(i, p) for i, p in enumerate(values)))
+    return f'<polyline fill="none" stroke="{colour}" stroke-width="1" stroke-dasharray="1 2" points="{pts}"/>'
 
 
 def write_png(path: Path, rgb: np.ndarray) -> None:
@@ -392,17 +427,22 @@ def seams(
     dtype: str = "fp32",
     diff_png: Path | None = None,
     diff_gain: float = 16.0,
+    truth: bool = False,
 ) -> SeamResult:
-    """Windowed vs whole-sequence output of `model` on `frames` frames of `clip` area-resized to `lr_size`."""
+    """Windowed vs whole-sequence output of `model` on `frames` frames of `clip` area-resized to `lr_size`.
+    With `truth`, the input is the clip area-resized to ×`SCALE` that size (the ground truth) and degraded
+    (`degrade`), and every output is scored against the ground truth too."""
     t0 = time.perf_counter()
     path = clip_path(str(clip))
     dev = torch.device(device)
-    lr = read_frames(path, frames, lr_size)
+    hr = read_frames(path, frames, (lr_size[0] * SCALE, lr_size[1] * SCALE)) if truth else None
+    lr = read_frames(path, frames, lr_size) if hr is None else degrade(hr)
     base = make_stage(model, dev, lr_size, window=window, overlap=0, dtype=dtype)
     x = lr.to(dev, base.dtype)
     whole = base.upscale(x).float().clamp(0, 1).cpu()
     log.info("vsr-seams: whole-sequence run done in %.0f s", time.perf_counter() - t0)
     psnr: dict[int, list[float]] = {}
+    scored: dict[int, list[float]] = {}
     worst: tuple[float, int, torch.Tensor] | None = None
     for o in overlaps:
         stage = copy.copy(base)  # shares the loaded weights
@@ -410,14 +450,94 @@ def seams(
         out = windowed(stage, x).clamp(0, 1).cpu()
         values = psnr_per_frame(out, whole).tolist()
         psnr[o] = values
+        if hr is not None:
+            scored[o] = psnr_per_frame(quantise(out), hr).tolist()
         log.info("vsr-seams: overlap %d: min %.2f dB", o, min(values))
         if o == 0:
             i = int(np.argmin(values))
             worst = (values[i], i, out[i])
     result = SeamResult(
-        clip=path.name, lr_size=lr_size, frames=len(lr), window=window, psnr=psnr, wall_s=time.perf_counter() - t0
+        clip=path.name,
+        lr_size=lr_size,
+        frames=len(lr),
+        window=window,
+        psnr=psnr,
+        wall_s=time.perf_counter() - t0,
+        whole_truth=None if hr is None else psnr_per_frame(quantise(whole), hr).tolist(),
+        truth=scored,
     )
     if diff_png is not None and worst is not None:
         _, i, frame = worst
         write_png(diff_png, difference_image(whole[i], frame, diff_gain))
     return result
+
+
+# ---------------------------------------------------------------- influence with distance
+
+
+#: the perturbation `influence` adds to one frame: uniform noise of ± this many 8-bit levels
+INFLUENCE_LEVELS: Final = 2
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Influence:
+    """How much frame k's output moves when one frame d frames away is perturbed (one whole-sequence call each)."""
+
+    frames: int
+    clip: str
+    #: the network's input (W, H): the clip area-resized
+    lr_size: tuple[int, int]
+    #: d = 1 … frames − 1 → PSNR of frame (last − d)'s output with the last frame perturbed, against unperturbed
+    backward: list[float]
+    #: d = 1 … frames − 1 → the same for frame d with the first frame perturbed
+    forward: list[float]
+
+    def table(self, step: int = 4) -> str:
+        lines = [
+            f"{self.clip}: {self.frames} frames at {self.lr_size[0]}×{self.lr_size[1]}; one end frame perturbed by "
+            f"±{INFLUENCE_LEVELS}/255 uniform noise: PSNR dB of the output d frames away against the unperturbed run",
+            f"{'d':>4}{'last perturbed':>16}{'first perturbed':>17}",
+        ]
+        for d in [1, *range(step, self.frames, step)]:
+            lines.append(f"{d:>4}{self.backward[d - 1]:>16.2f}{self.forward[d - 1]:>17.2f}")
+        return "\n".join(lines)
+
+    def write_csv(self, path: Path) -> None:
+        with path.open("w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["distance", "last_perturbed", "first_perturbed"])
+            for d in range(1, self.frames):
+                w.writerow([d, f"{self.backward[d - 1]:.3f}", f"{self.forward[d - 1]:.3f}"])
+
+
+def influence(
+    clip: str | Path,
+    model: str | Path = "basicvsr-reds4",
+    device: torch.device | str = "cpu",
+    *,
+    frames: int = 48,
+    lr_size: tuple[int, int] = (48, 36),
+    dtype: str = "fp32",
+    seed: int = 0,
+) -> Influence:
+    """The influence curve (`Influence`) of `model` on `frames` frames of `clip` area-resized to `lr_size`: a
+    windowed run can equal the whole-sequence one within a gate only if this decays with d below the gate."""
+    path = clip_path(str(clip))
+    dev = torch.device(device)
+    lr = read_frames(path, frames, lr_size)
+    stage = make_stage(model, dev, lr_size, window=frames, overlap=0, dtype=dtype)
+    g = torch.Generator().manual_seed(seed)
+
+    def run(x: torch.Tensor) -> torch.Tensor:
+        return stage.upscale(x.to(dev, stage.dtype)).float().clamp(0, 1).cpu()
+
+    def perturbed(i: int) -> torch.Tensor:
+        x = lr.clone()
+        noise = (torch.rand(x[i].shape, generator=g) * 2 - 1) * INFLUENCE_LEVELS / 255
+        x[i] = (x[i] + noise).clamp(0, 1)
+        return run(x)
+
+    base = run(lr)
+    last = psnr_per_frame(perturbed(len(lr) - 1), base).tolist()
+    first = psnr_per_frame(perturbed(0), base).tolist()
+    return Influence(clip=path.name, lr_size=lr_size, frames=len(lr), backward=last[-2::-1], forward=first[1:])

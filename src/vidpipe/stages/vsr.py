@@ -11,11 +11,11 @@ engine's windows.
 - The engine (`schedule.temporal.WindowRunner`) cuts the stream into windows of `window` kept frames with up to
   `overlap` frames of context on each side (fewer at the stream's ends) and keeps the centre ones (`seam`
   "pick"). BasicVSR propagates features across the whole sequence it is given, both ways, so no finite overlap
-  makes a chunked run equal to one call over the whole video; the overlap bounds the difference. The default
-  overlap comes from `vidpipe eval vsr-seams` (docs/benchmarks.md, "BasicVSR (issue 18)"): the least overlap
-  with every frame of a real clip, seams included, ≥ `SEAM_GATE_DB` against the whole-sequence run. The
-  difference decays slowly with distance: frames 8–16 frames from a window's edge still differ at 30–35 dB.
-  A window covering the whole clip is the whole-sequence call exactly.
+  makes a chunked run equal to one call over the whole video. How far a frame reaches is the network's: with
+  the REDS4 weights on frames 32–128 px wide (`vidpipe eval vsr-influence`, docs/benchmarks.md, "BasicVSR (issue
+  18)") a perturbation does not fade with distance but grows (~0.55 dB per frame beyond ~8 frames), so there the
+  whole-sequence output is no reference a window could approach within `SEAM_GATE_DB`, and it is farther from
+  the ground truth than short windows are. A window covering the whole clip is the whole-sequence call exactly.
 - An out-of-memory error shrinks the window (the engine's policy: halved, then 1 kept frame), with full context.
 - On the CPU, the run's stop check is called before every layer (`stages.interrupt`): a window takes minutes.
 """
@@ -44,11 +44,12 @@ TASK: Final = "vsr"
 #: so the overlap measured at T = 8 (`vidpipe eval vsr-seams`) holds for larger T. The GPU memory of a window
 #: (T + 2·O frames of features, both branches) is not measured yet: an OOM shrinks the window (engine policy)
 DEFAULT_WINDOW: Final = 16
-#: context frames on each side by default: the least overlap of `vidpipe eval vsr-seams` (0/2/4/8/16 at T = 8,
-#: vtest, 24 frames at 48×36) with every frame ≥ `SEAM_GATE_DB` against the whole-sequence run. Only 16 passed
-#: (at 8 the worst frame was 33.8 dB; docs/benchmarks.md, "BasicVSR (issue 18)"), and on that 24-frame clip 16
-#: frames of context make every window the whole clip. On 48 frames no overlap ≤ 16 reached 45 dB (worst frame
-#: 24.9 dB at 16): the criterion is not met and this default is not settled (see docs/benchmarks.md)
+#: context frames on each side by default: provisional. It was picked on 24 frames at 48×36, where 16 frames of
+#: context make every window the whole clip (100 dB, trivially). No overlap up to 16 keeps every
+#: frame ≥ `SEAM_GATE_DB` against the whole-sequence run at the sizes the CPU can run, because there the
+#: network's reach grows with distance (module doc); against the ground truth more context did not help there.
+#: To be settled by `vidpipe eval vsr-seams --truth` and `vsr-influence` at ≥ 192×144 on the GPU box
+#: (docs/benchmarks.md, "BasicVSR (issue 18)")
 DEFAULT_OVERLAP: Final = 16
 #: issue 18's acceptance line for chunked vs whole-sequence output, every frame, seams included
 SEAM_GATE_DB: Final = 45.0
