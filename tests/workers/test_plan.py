@@ -15,7 +15,7 @@ from vidpipe.runtime.inputs import Job
 from vidpipe.runtime.pipeline import RunOptions, TimeWindow
 from vidpipe.schedule.costs import CostRow, InputBucket, Provenance
 from vidpipe.workers import RecipeStages
-from vidpipe.workers.devices import TEST_CPU_WORKERS, parse_gpus, worker_slots
+from vidpipe.workers.devices import parse_gpus, worker_slots
 from vidpipe.workers.plan import expected_cost, lpt_order, parts_dir, plan_videos
 
 GOP = {"g": "25", "keyint_min": "25", "sc_threshold": "0"}
@@ -46,11 +46,13 @@ def test_worker_slots_from_visible_devices_share_a_listed_gpu() -> None:
         worker_slots("2", env={"CUDA_VISIBLE_DEVICES": ""})
 
 
-def test_test_switch_maps_gpus_onto_cpu_workers() -> None:
-    env = {TEST_CPU_WORKERS: "3", "CUDA_VISIBLE_DEVICES": ""}
-    assert [(s.device, s.gpu, s.share) for s in worker_slots(None, env)] == [("cpu", None, 3)] * 3
-    assert len(worker_slots("2", env)) == 2
-    assert [s.label for s in worker_slots("0,1", env)] == ["cpu0", "cpu1"]
+def test_cpu_n_starts_n_cpu_workers_each_with_its_share() -> None:
+    for env in ({"CUDA_VISIBLE_DEVICES": ""}, {"CUDA_VISIBLE_DEVICES": "0,1"}):  # with or without GPUs
+        assert [(s.device, s.gpu, s.share) for s in worker_slots("cpu:3", env)] == [("cpu", None, 3)] * 3
+        assert [s.label for s in worker_slots(" cpu:2", env)] == ["cpu0", "cpu1"]
+    for bad in ("cpu:0", "cpu:", "cpu:two", "cpu:-1"):
+        with pytest.raises(UsageError, match="cpu:N takes a count"):
+            worker_slots(bad, {"CUDA_VISIBLE_DEVICES": ""})
 
 
 def _row(component: str, short: int, ms: float) -> CostRow:
@@ -116,6 +118,8 @@ def test_cli_refuses_gpus_and_executor_options_that_do_not_fit(make, tmp_path: P
     out = str(tmp_path / "o.mkv")
     r = cli("run", str(clip), "-o", out, "--gpus", "2", "--device", "cpu")
     assert r.returncode == 2 and "--gpus picks the devices itself" in r.stderr
+    r = cli("run", str(clip), "-o", out, "--gpus", "cpu:2", "--device", "cuda")
+    assert r.returncode == 2 and "--gpus cpu:2 takes --device auto or cpu" in r.stderr
     r = cli("run", str(clip), "-o", out, "--address", "auto")
     assert r.returncode == 2 and "--address goes with --executor ray" in r.stderr
     r = cli("run", str(clip), "-o", out, "--executor", "slurm")

@@ -27,7 +27,6 @@ from vidpipe.runtime.inputs import Job
 from vidpipe.runtime.pipeline import RunOptions, run
 from vidpipe.testing import decode_all
 from vidpipe.workers import RecipeStages, WorkerSlot, run_pool
-from vidpipe.workers.devices import TEST_CPU_WORKERS
 from vidpipe.workers.plan import parts_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
@@ -130,10 +129,9 @@ def test_an_item_that_kills_its_worker_twice_fails_the_run_naming_it(long_clip: 
     assert not out.exists() and not parts_dir(out).exists()
 
 
-def test_cli_gpus_runs_workers_through_the_test_switch(long_clip: Path, make, tmp_path: Path, cli) -> None:
-    env = {TEST_CPU_WORKERS: "2"}
+def test_cli_gpus_cpu_n_runs_cpu_worker_processes(long_clip: Path, make, tmp_path: Path, cli) -> None:
     out = tmp_path / "cli.mkv"
-    r = cli("run", str(long_clip), "-o", str(out), "--encoder", "ffv1", "--resize", "16x12", "--gpus", "2", env=env)
+    r = cli("run", str(long_clip), "-o", str(out), "--encoder", "ffv1", "--resize", "16x12", "--gpus", "cpu:2")
     assert r.returncode == 0, r.stderr
     assert "split into segments" in r.stderr and "2 workers (cpu0, cpu1)" in r.stderr
     ref = tmp_path / "ref.mkv"

@@ -9,7 +9,6 @@ import pytest
 
 from vidpipe.bench.scaling import HEADER, run_scaling, same_frames
 from vidpipe.workers import WorkerSlot
-from vidpipe.workers.devices import TEST_CPU_WORKERS
 
 GOP = {"g": "25", "keyint_min": "25", "sc_threshold": "0"}
 
@@ -54,8 +53,8 @@ def test_scaling_rows_on_two_cpu_workers(tmp_path: Path) -> None:
 def test_bench_scaling_cli_prints_the_table(cli, tmp_path: Path) -> None:
     r = cli(
         "bench", "scaling", "--resize", "16x12", "--case", "short", "--short-count", "2", "--short-frames", "4",
-        "--short-size", "32x24", "--encoder", "ffv1", "--work-dir", str(tmp_path),
-        env={TEST_CPU_WORKERS: "2"}, timeout=600,
+        "--short-size", "32x24", "--encoder", "ffv1", "--work-dir", str(tmp_path), "--gpus", "cpu:2",
+        timeout=600,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     table = [line for line in r.stdout.splitlines() if line.startswith("| short")]

@@ -203,7 +203,7 @@ def run_cmd(
         str | None,
         typer.Option(
             help="all | N | 0,2: one worker process per GPU listed (default: all visible; one GPU or none: "
-            "in-process); a single input is split at keyframes across them"
+            "in-process); cpu:N: N CPU worker processes; a single input is split at keyframes across them"
         ),
     ] = None,
     executor: Annotated[
@@ -310,11 +310,13 @@ _RUN_OWN = own_parameters(run_cmd)
 
 def _worker_slots(gpus: str | None, device: str) -> list[WorkerSlot]:
     """`--gpus`' worker processes; none where the run stays in one process (a CPU device, no GPU)."""
-    from ..workers.devices import worker_slots
+    from ..workers.devices import CPU_PREFIX, worker_slots
 
-    if device not in ("auto", "cuda"):
+    cpu_workers = gpus is not None and gpus.strip().startswith(CPU_PREFIX)
+    if device not in (("auto", "cpu") if cpu_workers else ("auto", "cuda")):
         if gpus is not None:
-            raise UsageError(f"--gpus picks the devices itself; it takes --device auto or cuda, not {device}")
+            want = "auto or cpu" if cpu_workers else "auto or cuda"
+            raise UsageError(f"--gpus picks the devices itself; --gpus {gpus} takes --device {want}, not {device}")
         return []
     return worker_slots(gpus)
 
@@ -337,6 +339,8 @@ def _run_workers(
         from ..workers.ray_executor import run_ray
 
         address, gpus = ray
+        if gpus is not None and gpus.strip().startswith("cpu:"):
+            raise UsageError("--gpus cpu:N starts local CPU worker processes; Ray's actors take GPUs (--gpus N)")
         count = None if gpus in (None, "all") else len(gpus.split(",")) if "," in gpus else int(gpus)
         res = run_ray(jobs, make, opts, address=address, workers=count)
     else:

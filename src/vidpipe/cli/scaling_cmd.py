@@ -12,7 +12,9 @@ from ..errors import UsageError
 
 
 def scaling_cmd(
-    gpus: Annotated[str | None, typer.Option(help="all | N | 0,2 (a GPU listed twice: two workers on it)")] = None,
+    gpus: Annotated[
+        str | None, typer.Option(help="all | N | 0,2 (a GPU listed twice: two workers on it) | cpu:N (CPU workers)")
+    ] = None,
     upscale: Annotated[str | None, typer.Option(help="SR model")] = None,
     interpolate: Annotated[str | None, typer.Option(help="RIFE model")] = None,
     multi: Annotated[int | None, typer.Option(min=2, help="frame-rate multiplier for --interpolate")] = None,
@@ -38,7 +40,7 @@ def scaling_cmd(
 
     slots = worker_slots(gpus)
     if not slots:
-        raise UsageError("bench scaling needs CUDA devices (none is visible)")
+        raise UsageError("bench scaling needs CUDA devices (none is visible) or --gpus cpu:N")
     cases = case or list(CASES)
     bad = [c for c in cases if c not in CASES]
     if bad:

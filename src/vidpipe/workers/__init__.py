@@ -2,7 +2,7 @@
 stage chain, reader and writer; many videos handed out longest first, one long video split into segments at
 keyframes and joined losslessly, a dead worker's item re-queued.
 
-`devices` (which workers: `--gpus`, the CPU test switch), `plan` (items, expected costs, splitting through the
+`devices` (which workers: `--gpus`, CPU workers with `cpu:N`), `plan` (items, expected costs, splitting through the
 jobs' segment planner), `worker` (the child process), `pool` (the parent: dispatch, deaths, joins, progress).
 The package sits above `jobs` (it drives the jobs' segment machinery) and below `bench` and `cli`."""
 

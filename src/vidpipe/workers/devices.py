@@ -1,8 +1,8 @@
 """Which worker processes `vidpipe run --gpus all|N|0,2` starts: one per GPU listed (a GPU listed twice gets two
 workers, each planning with half its memory budget), found without initialising CUDA in the parent.
 
-`VIDPIPE_TEST_CPU_WORKERS=N` is a test switch, not a user feature: on a host without CUDA it maps `--gpus` onto N
-CPU worker processes (`--gpus all`: N; `--gpus K`: K; a list: one each), so the multi-process paths run in CI.
+`--gpus cpu:N` starts N CPU worker processes instead (a host without a GPU, or many cores: each worker plans with its
+share and gets its share of the cores); CI runs the multi-process paths that way.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Final
 
 from ..errors import UsageError
 
-#: the test switch (see the module docstring)
-TEST_CPU_WORKERS: Final = "VIDPIPE_TEST_CPU_WORKERS"
+#: `--gpus cpu:N`: N CPU worker processes
+CPU_PREFIX: Final = "cpu:"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +75,14 @@ def parse_gpus(value: str, visible: list[str]) -> list[str]:
 
 
 def worker_slots(gpus: str | None, env: Mapping[str, str] | None = None) -> list[WorkerSlot]:
-    """The worker processes for `--gpus` (None: all visible); [] on a CPU-only host (the run stays in-process)."""
+    """The worker processes for `--gpus` (None: all visible; `cpu:N`: N CPU workers); [] on a CPU-only host without
+    `cpu:N` (the run stays in-process)."""
     env = os.environ if env is None else env
-    test = env.get(TEST_CPU_WORKERS)
-    if test:
-        n = int(test)
-        count = n if gpus in (None, "all") else len(gpus.split(",")) if "," in gpus else int(gpus)
-        if count < 1:
-            raise UsageError(f"--gpus {gpus}: at least one worker")
+    if gpus is not None and gpus.strip().startswith(CPU_PREFIX):
+        text = gpus.strip()[len(CPU_PREFIX) :]
+        if not text.isdigit() or int(text) < 1:
+            raise UsageError(f"invalid --gpus {gpus!r}; cpu:N takes a count of CPU workers, at least 1 (cpu:2)")
+        count = int(text)
         return [WorkerSlot(i, "cpu", None, count) for i in range(count)]
     visible = visible_gpus(env)
     if not visible:
