@@ -165,6 +165,26 @@ def test_removal_restores_the_background_and_leaves_the_rest_alone(alpha: float)
     assert torch.equal(out[:, :, ~grown], x[:, :, ~grown])
 
 
+
+def test_a_true_mask_changes_only_its_own_pixels_and_beats_a_dilated_fill() -> None:
+    # a still shot (nothing to propagate or fit): the spatial fill alone, over the mark's pixels and no others
+    still = real_frames("vtest.avi", 8, size=(W, H)).float() / 255
+    truth = logo(1.0)
+    x = marked(still, truth)
+    mask = (truth > 0).astype(np.float32)
+    new, crop, _ = remove_mark(x, torch.from_numpy(mask), None)
+    y0, y1, x0, x1 = (int(v) for v in crop)
+    out = x.clone()
+    out[:, :, y0:y1, x0:x1] = new
+    outside = torch.from_numpy(truth == 0)
+    assert torch.equal(out[:, :, outside], x[:, :, outside])
+    region = (slice(None), slice(None), slice(88, 110), slice(100, 144))
+    # the same fill over the mask grown by FEATHER px replaces true picture around the mark: lower PSNR
+    grown = dilate(torch.from_numpy(truth > 0)[None, None], FEATHER).expand(len(x), 1, H, W)
+    wider = pushpull(x, grown)
+    assert _psnr(out[region], still[region]) > _psnr(wider[region], still[region]) + 1
+    assert _psnr(out[region], still[region]) > _psnr(x[region], still[region]) + 5
+
 # --- the stage: requests, bad input -----------------------------------------------------------------------------
 
 
