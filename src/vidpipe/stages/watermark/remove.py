@@ -94,12 +94,19 @@ def crop_box(alpha: torch.Tensor, margin: int) -> tuple[int, int, int, int] | No
 
 
 def remove_mark(
-    frames: torch.Tensor, alpha: torch.Tensor, colour: torch.Tensor | None, *, estimate: bool = True
+    frames: torch.Tensor,
+    alpha: torch.Tensor,
+    colour: torch.Tensor | None,
+    *,
+    estimate: bool = True,
+    free: torch.Tensor | None = None,
+    free_dirty: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Outcome]:
     """Remove one mark from `frames` (T×C×H×W float 0..1, every frame holding the mark; C may be 4: alpha is
     left alone). `alpha` H×W, `colour` 3×H×W or None (estimated from the frames when `estimate`, else the mark is
-    treated as opaque). Returns (the crop's new pixels T×C×h×w, the crop box as a 4-tensor y0,y1,x0,x1 — pixels
-    that may differ lie inside it — and the outcome)."""
+    treated as opaque). `free` (F×C×H×W): frames of the window without this mark (before it came, after it went or
+    jumped), with `free_dirty` (F×H×W bool) the pixels other marks cover in them. Returns (the crop's new pixels
+    T×C×h×w, the crop box as a 4-tensor y0,y1,x0,x1 — pixels that may differ lie inside it — and the outcome)."""
     out = Outcome()
     dev = frames.device
     box = crop_box(alpha, FEATHER + max(RING, SHIFT_RADIUS) + 1)
@@ -132,17 +139,47 @@ def remove_mark(
         # picture itself, which no fill beats (dilating by 2 px cost 2.8 dB in the box on the eval's clips)
         hole = opaque[None].expand(t, 1, *opaque.shape)
         out.inverted = int(invert.sum()) * t
+    got = torch.zeros_like(hole)
+    if free is not None and len(free):
+        with _timed(out, "propagate", dev):
+            dirty = free_dirty[:, None, y0:y1, x0:x1] if free_dirty is not None else None
+            bare, got = _from_free(crop, support, free[:, :3, y0:y1, x0:x1].float(), dirty)
+            # the background itself, seen when the mark was away: better than any inversion or fill
+            clean = torch.where(got, bare, clean)
+            out.propagated += int(got.sum())
     if bool(hole.any()):
         with _timed(out, "fill", dev):
-            left = hole & unseen
-            clean = torch.where(hole & ~unseen, shown, clean)
-            out.propagated = int((hole & ~unseen).sum())
+            left = hole & unseen & ~got
+            take = hole & ~unseen & ~got
+            clean = torch.where(take, shown, clean)
+            out.propagated += int(take.sum())
             clean = _spatial_fill(clean, hole, left)
             out.filled = int(left.sum())
     result = frames[:, :, y0:y1, x0:x1].float().clone()
     touched = (support[None, None] | hole).expand_as(clean)
     result[:, :3] = torch.where(touched, clean, result[:, :3])
     return result, torch.tensor(box), out
+
+
+def _from_free(
+    crop: torch.Tensor, support: torch.Tensor, free: torch.Tensor, dirty: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per frame of `crop` (T×3×h×w), the mark-free frame of `free` (F×3×h×w) whose surroundings of the mark
+    (a `RING` px ring) match it best, unshifted: a still camera, or the same moment of a scene, shows there the
+    background the mark hides. Returns (that frame's pixels T×3×h×w, T×1×h×w bool: where they are taken — the
+    support, where the best match is within `RING_MATCH` and no other mark covered the free frame)."""
+    ring = (dilate(support[None, None], RING)[0] & ~support).float()  # 1×h×w
+    clear = torch.ones_like(free[:, :1]) if dirty is None else (~dirty).float()
+    w = ring * clear  # F×1×h×w
+    n = w.sum((1, 2, 3)) * crop.shape[1]
+    # one frame at a time: F×h×w at once, not T×F×h×w (a 1080p logo's crop over a GPU window)
+    rms = torch.stack([(((f[None] - free) ** 2) * w).sum((1, 2, 3)) for f in crop]) / n.clamp_min(1)
+    rms = torch.where(n >= 8 * crop.shape[1], rms.sqrt(), torch.full_like(rms, float("inf")))
+    best = rms.argmin(1)
+    ok = rms.gather(1, best[:, None])[:, 0] <= RING_MATCH
+    bare = free[best]
+    got = support[None, None] & ok.view(-1, 1, 1, 1) & (clear[best] > 0)
+    return bare, got
 
 
 def _spatial_fill(clean: torch.Tensor, hole: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
