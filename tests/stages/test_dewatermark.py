@@ -251,6 +251,24 @@ def test_stage_removes_auto_marks_within_their_span_and_reports_each_step() -> N
     assert rep["pixels"]["propagated"] > 0 and set(rep["seconds"]) >= {"detect", "estimate", "propagate", "fill"}
 
 
+def test_stage_takes_a_jumping_marks_background_from_the_frames_where_it_sat_elsewhere(tmp_path: Path) -> None:
+    still = real_frames("vtest.avi", 16, size=(W, H)).float() / 255  # a fixed camera
+    here, there = logo(1.0), logo(1.0, x=8, y=8)
+    x = torch.cat([marked(still[:8], here), marked(still[8:], there)])
+    from vidpipe.cli.watermark_cmd import write_png
+
+    pngs = [tmp_path / "m0.png", tmp_path / "m1.png"]
+    for png, a in zip(pngs, (here, there), strict=True):
+        write_png(png, (a > 0).astype(np.uint8) * 255)
+    st, batch = _stage(f"mask:{pngs[0]}@0-7;mask:{pngs[1]}@8-15", x)
+    out = st.process_window(batch).data.float() / 255
+    for sl, a in ((slice(0, 8), here), (slice(8, 16), there)):
+        ys, xs = np.nonzero(a)
+        box = (sl, slice(None), slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+        assert _psnr(out[box], still[box]) > 35, (sl, _psnr(out[box], still[box]))  # a spatial fill alone: 25.7 dB
+    assert st.report()["pixels"]["propagated"] > 0
+
+
 def test_stage_with_auto_and_no_mark_passes_frames_through_and_says_so() -> None:
     st, batch = _stage("auto", pan(16))
     assert torch.equal(st.process_window(batch).data, batch.data)
