@@ -165,6 +165,47 @@ def test_removal_restores_the_background_and_leaves_the_rest_alone(alpha: float)
     assert torch.equal(out[:, :, ~grown], x[:, :, ~grown])
 
 
+def test_a_true_mask_changes_only_its_own_pixels_and_beats_a_dilated_fill() -> None:
+    # a still shot (nothing to propagate or fit): the spatial fill alone, over the mark's pixels and no others
+    still = real_frames("vtest.avi", 8, size=(W, H)).float() / 255
+    truth = logo(1.0)
+    x = marked(still, truth)
+    mask = (truth > 0).astype(np.float32)
+    new, crop, _ = remove_mark(x, torch.from_numpy(mask), None)
+    y0, y1, x0, x1 = (int(v) for v in crop)
+    out = x.clone()
+    out[:, :, y0:y1, x0:x1] = new
+    outside = torch.from_numpy(truth == 0)
+    assert torch.equal(out[:, :, outside], x[:, :, outside])
+    region = (slice(None), slice(None), slice(88, 110), slice(100, 144))
+    # the same fill over the mask grown by FEATHER px replaces true picture around the mark: lower PSNR
+    grown = dilate(torch.from_numpy(truth > 0)[None, None], FEATHER).expand(len(x), 1, H, W)
+    wider = pushpull(x, grown)
+    assert _psnr(out[region], still[region]) > _psnr(wider[region], still[region]) + 1
+    assert _psnr(out[region], still[region]) > _psnr(x[region], still[region]) + 5
+
+
+def test_frames_without_the_mark_give_back_the_background_it_hides() -> None:
+    # a fixed camera and a mark that jumps: where it sat in frames 0..7, frames 8..15 show the picture itself
+    still = real_frames("vtest.avi", 16, size=(W, H)).float() / 255
+    here, there = logo(1.0), logo(1.0, x=8, y=8)
+    x = torch.cat([marked(still[:8], here), marked(still[8:], there)])
+    mask = torch.from_numpy((here > 0).astype(np.float32))
+    dirty = torch.from_numpy(there > 0).expand(8, H, W)
+    region = (slice(None), slice(None), slice(88, 110), slice(100, 144))
+    scores = []
+    for free in (None, x[8:]):
+        new, crop, outcome = remove_mark(x[:8], mask, None, free=free, free_dirty=None if free is None else dirty)
+        y0, y1, x0, x1 = (int(v) for v in crop)
+        out = x[:8].clone()
+        out[:, :, y0:y1, x0:x1] = new
+        assert torch.equal(out[:, :, torch.from_numpy(here == 0)], x[:8, :, torch.from_numpy(here == 0)])
+        scores.append(_psnr(out[region], still[:8][region]))
+    assert outcome.propagated > 0
+    # people walk through vtest, so the copy is not exact everywhere; the spatial fill alone is far below
+    assert scores[1] > 35 and scores[1] > scores[0] + 10, scores
+
+
 # --- the stage: requests, bad input -----------------------------------------------------------------------------
 
 
@@ -208,6 +249,24 @@ def test_stage_removes_auto_marks_within_their_span_and_reports_each_step() -> N
     rep = st.report()
     assert rep["auto_found"] == 1 and rep["marks"][0]["first"] == 4
     assert rep["pixels"]["propagated"] > 0 and set(rep["seconds"]) >= {"detect", "estimate", "propagate", "fill"}
+
+
+def test_stage_takes_a_jumping_marks_background_from_the_frames_where_it_sat_elsewhere(tmp_path: Path) -> None:
+    still = real_frames("vtest.avi", 16, size=(W, H)).float() / 255  # a fixed camera
+    here, there = logo(1.0), logo(1.0, x=8, y=8)
+    x = torch.cat([marked(still[:8], here), marked(still[8:], there)])
+    from vidpipe.cli.watermark_cmd import write_png
+
+    pngs = [tmp_path / "m0.png", tmp_path / "m1.png"]
+    for png, a in zip(pngs, (here, there), strict=True):
+        write_png(png, (a > 0).astype(np.uint8) * 255)
+    st, batch = _stage(f"mask:{pngs[0]}@0-7;mask:{pngs[1]}@8-15", x)
+    out = st.process_window(batch).data.float() / 255
+    for sl, a in ((slice(0, 8), here), (slice(8, 16), there)):
+        ys, xs = np.nonzero(a)
+        box = (sl, slice(None), slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+        assert _psnr(out[box], still[box]) > 35, (sl, _psnr(out[box], still[box]))  # a spatial fill alone: 25.7 dB
+    assert st.report()["pixels"]["propagated"] > 0
 
 
 def test_stage_with_auto_and_no_mark_passes_frames_through_and_says_so() -> None:

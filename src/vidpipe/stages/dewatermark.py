@@ -216,8 +216,9 @@ class Dewatermark(WindowedStage):
         for m in marks:
             sel = [i for i, ix in enumerate(frames.index) if m.covers(ix)]
             alpha, colour = self._tensors(m)
+            free, dirty = self._free_frames(x, frames.index, m, marks)
             try:
-                new, box, outcome = remove_mark(x[sel], alpha, colour)
+                new, box, outcome = remove_mark(x[sel], alpha, colour, free=free, free_dirty=dirty)
             except StepError as e:
                 raise StageError(f"dewatermark: step {e.step} failed on frames {frames.index[sel[0]]}..: {e}") from e
             self.outcome.add(outcome)
@@ -228,6 +229,23 @@ class Dewatermark(WindowedStage):
             x[idx, :, y0:y1, x0:x1] = new
             data[idx, :, y0:y1, x0:x1] = from_float(new, data.dtype).to(data.device)
         return frames.with_data(data)
+
+    def _free_frames(
+        self, x: torch.Tensor, index: list[int], m: Mark, marks: list[Mark]
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """The window's frames without mark `m` (the background it hides may show there) and, per such frame,
+        the pixels the other marks on it cover (not to be taken as background)."""
+        free = [i for i, ix in enumerate(index) if not m.covers(ix)]
+        if not free:
+            return None, None
+        dirty = torch.zeros(len(free), *x.shape[-2:], dtype=torch.bool, device=x.device)
+        for o in marks:
+            if o is m:
+                continue
+            on = [k for k, i in enumerate(free) if o.covers(index[i])]
+            if on:
+                dirty[on] |= self._tensors(o)[0] > 0
+        return x[free], dirty
 
     def _detect(self, x: torch.Tensor, index: list[int]) -> list[Mark]:
         t0 = time.perf_counter()
