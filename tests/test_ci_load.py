@@ -20,8 +20,9 @@ MIN_FACTOR_BESIDE_HOG = 2.0
 
 
 #: how long a hog spins at most: the measurement needs ~1 s. Bounded because an xdist worker was seen running
-#: SCHED_FIFO (rtprio 99, set by something not yet found): hogs inherit that and never yield, so they starved this
-#: process until killed by hand (19 minutes once)
+#: SCHED_FIFO (rtprio 99: SVT-AV1 sets it, as root, on the thread that opens it; media.encoders now drops it, see
+#: tests/media/test_realtime_scheduling.py): hogs inherited that and never yielded, starving this process until
+#: killed by hand (19 minutes once)
 HOG_SECONDS = 10
 #: a busy process, held until its stdin closes; it says so on stdout as it starts to spin
 HOG = (

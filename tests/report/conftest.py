@@ -14,7 +14,7 @@ import pytest
 import torch
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")  # closed with its module: nothing of it lives on through the rest of the suite
 def browser() -> Iterator[chromium.Browser]:
     exe, why = chromium.ensure()
     if exe is None:

@@ -159,6 +159,32 @@ def cuda_device_present() -> bool:
     return not no_device
 
 
+#: encoders that, run as root (the containers users rent), switch the threads they start from to real-time
+#: scheduling (SVT-AV1 sets SCHED_FIFO 99): every process forked after that inherits it, and a busy one then starves
+#: the machine (seen in CI: an xdist worker made SCHED_FIFO by an AV1 probe, its spinning children holding both cores)
+REALTIME_ENCODERS = frozenset({"libsvtav1"})
+
+
+def drop_realtime_scheduling() -> int:
+    """Put every thread of this process that runs SCHED_FIFO/SCHED_RR back on the normal scheduler; how many were.
+    Called once such an encoder has opened and started: vidpipe never asks for real-time scheduling itself."""
+    if not hasattr(os, "sched_getscheduler"):
+        return 0
+    moved = 0
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        try:
+            if os.sched_getscheduler(tid) in (os.SCHED_FIFO, os.SCHED_RR):
+                os.sched_setscheduler(tid, os.SCHED_OTHER, os.sched_param(0))
+                moved += 1
+        except OSError:  # a thread that ended meanwhile
+            continue
+    return moved
+
+
 @functools.cache
 def encoder_opens(codec: str, width: int = 256, height: int = 256, pix_fmt: str = "yuv420p") -> bool:
     """True when the encoder can really be opened here (NVENC needs a GPU with NVENC, not just the build)."""
@@ -178,7 +204,11 @@ def encoder_opens(codec: str, width: int = 256, height: int = 256, pix_fmt: str 
                 cc.options = {"x265-params": "log-level=none"}  # its banner would go straight to stderr
             elif codec == "dnxhd":
                 cc.options = {"profile": "dnxhr_hqx"}  # without a DNxHR profile it wants one of DNxHD's bit rates
-            cc.open()
+            try:
+                cc.open()
+            finally:
+                if codec in REALTIME_ENCODERS:
+                    drop_realtime_scheduling()
             return True
         except (av.error.FFmpegError, av.codec.codec.UnknownCodecError, ValueError, OSError) as e:
             said = "; ".join(msg.strip() for _, _, msg in probe_log)

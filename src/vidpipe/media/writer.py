@@ -45,7 +45,14 @@ from .alpha import write_alpha
 from .chunked import CHUNKABLE, ChunkedEncoder
 from .colour import MATRIX, PRIMARIES, TRANSFER, code_of, target_colour
 from .conform import AudioStretch, Conform, RateCheck, describe, encoder_for, retime_spu, source_rate
-from .encoders import EncoderChoice, EncoderOptions, check_frame_size, resolve
+from .encoders import (
+    REALTIME_ENCODERS,
+    EncoderChoice,
+    EncoderOptions,
+    check_frame_size,
+    drop_realtime_scheduling,
+    resolve,
+)
 from .info import MediaInfo
 from .reader import rgb_format, sws_matrix
 from .yuv import PlanarBatch, PlanarFormat, frame_from_planes
@@ -488,6 +495,8 @@ class VideoWriter:
                     if self._copy is not None:
                         self._copy.until(frame.pts * frame.time_base + INTERLEAVE_AHEAD_S)
                     self._out.mux(self._vs.encode(frame))
+                    if self.stats.frames == 0 and self._vs.codec_context.name in REALTIME_ENCODERS:
+                        drop_realtime_scheduling()  # the encoder opened on the first frame (see REALTIME_ENCODERS)
                 self.stats.frames += 1
         except av.error.FFmpegError as e:
             raise _ffmpeg_error(e, f"encoding {self.target.name} failed") from e
