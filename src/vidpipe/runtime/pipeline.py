@@ -482,7 +482,7 @@ def run(
             wstats = sink.finish()
             ok = True
         finally:
-            if not ok or cap.full:  # the decoder is torn down mid-stream (see FFmpegLog.detach)
+            if not ok:
                 ffmpeg_log.detach()
             reader.close()
             if not ok:
