@@ -62,6 +62,15 @@ def test_scene_cut_choices_are_the_stage_s_own():
     assert registry.option("scene_cut").choices == SCENE_CUT_MODES
 
 
+def test_rife_kernels_choices_are_the_stage_s_own_and_reach_it():
+    from vidpipe.stages.interpolate import KERNELS
+
+    assert registry.option("rife_kernels").choices == KERNELS
+    assert PipelineRecipe(interpolate="m", multi=2, rife_kernels="torch").stages()[0].kernels == "torch"  # type: ignore[attr-defined]
+    with pytest.raises(UsageError, match="rife-kernels"):
+        PipelineRecipe(interpolate="m", multi=2, rife_kernels="fused").stages()
+
+
 def test_resize_and_pad_are_built_from_their_entries():
     chain = PipelineRecipe(pad=16, resize="64x-1", resize_method="area").stages()
     assert [s.name for s in chain] == ["pad", "resize"]

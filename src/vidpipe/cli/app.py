@@ -605,7 +605,7 @@ def bench_interpolate_cmd(
     device: Annotated[str, typer.Option()] = "cuda",
 ) -> None:
     """Model-only interpolated frames/s of IFNet variants on a GPU."""
-    from ..bench.interpolate import MODES, model_only
+    from ..bench.interpolate import HEADER, MODES, model_only
     from ..runtime.device import describe, resolve_device
     from ..stages.resize import parse_size
 
@@ -613,8 +613,7 @@ def bench_interpolate_cmd(
     dev = resolve_device(device)
     w, h = parse_size(size)
     typer.echo(f"device: {describe(dev)}")
-    typer.echo("| model | weights | input | dtype | mode | batch | frames/s | warm-up s |")
-    typer.echo("|---|---|---|---|---|---:|---:|---:|")
+    typer.echo(HEADER)
     for m in model:
         for b in batch or [1]:
             for r in model_only(m, (w, h), device=dev, dtype=dtype, modes=mode or MODES, batch=b):

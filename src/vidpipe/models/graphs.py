@@ -97,3 +97,55 @@ class Graphed:
     def shapes(self) -> list[tuple[int, ...]]:
         """The input shapes with a captured graph, least recently used first."""
         return [k[0] for k in self._graphs]
+
+
+class GraphedCall:
+    """`fn(*tensors) → tensor` (CUDA work only) replayed from a CUDA graph per tuple of input shapes, whole
+    batches at a time: for networks that gain from batching (RIFE's pairs), unlike `Graphed`'s frame-by-frame
+    replay. The output is copied out of the graph's buffer, so callers may keep it across calls."""
+
+    def __init__(self, fn: Callable[..., torch.Tensor], *, max_shapes: int = 2) -> None:
+        self.fn = fn
+        self.max_shapes = max_shapes
+        self._graphs: OrderedDict[tuple[Key, ...], tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...], torch.Tensor]]
+        self._graphs = OrderedDict()
+
+    def __call__(self, *xs: torch.Tensor) -> torch.Tensor:
+        if not all(x.is_cuda for x in xs) or torch.cuda.is_current_stream_capturing():
+            return self.fn(*xs)
+        key = tuple((tuple(x.shape), tuple(x.stride()), x.dtype, x.device) for x in xs)
+        cap = self._graphs.get(key)
+        if cap is None:
+            cap = self._capture(xs)
+            self._graphs[key] = cap
+            while len(self._graphs) > self.max_shapes:
+                self._graphs.popitem(last=False)
+        else:
+            self._graphs.move_to_end(key)
+        graph, inputs, out = cap
+        for buf, x in zip(inputs, xs, strict=True):
+            buf.copy_(x)
+        graph.replay()
+        return out.clone(memory_format=torch.preserve_format)
+
+    def _capture(
+        self, xs: tuple[torch.Tensor, ...]
+    ) -> tuple[torch.cuda.CUDAGraph, tuple[torch.Tensor, ...], torch.Tensor]:
+        inputs = tuple(torch.empty_strided(x.shape, x.stride(), dtype=x.dtype, device=x.device) for x in xs)
+        for buf, x in zip(inputs, xs, strict=True):
+            buf.copy_(x)  # real frames for the warm-up: Triton autotunes on them
+        device = xs[0].device
+        side = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        with torch.cuda.stream(side):
+            self.fn(*inputs)
+        torch.cuda.current_stream(device).wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = self.fn(*inputs)
+        log.debug("captured a CUDA graph for inputs %s", [tuple(x.shape) for x in xs])
+        return graph, inputs, out
+
+    def release(self) -> None:
+        """Drop every captured graph and its memory."""
+        self._graphs.clear()

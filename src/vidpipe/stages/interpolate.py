@@ -50,7 +50,7 @@ import torch.nn.functional as F
 from ..errors import ModelError, StageError, UsageError
 from ..frames import Colour, FrameBatch, from_float, max_value
 from ..metrics import ssim_per_frame
-from ..models.archs.ifnet import VALID_SCALES, IFNetBase
+from ..models.archs.ifnet import VALID_SCALES, IFNetBase, IFNetHDv3
 from ..models.loading import LoadedModel, load_model_info
 from .base import GridRule, Reach, Stage, StreamSpec, check_dtype, resolve_dtype
 from .cutboard import CutBoard, CutKind
@@ -64,6 +64,8 @@ SCENE_CUT_MODES: tuple[SceneCut, ...] = ("fill", "blend")
 #: HDv3 bisection depth: τ rounded to 1/8 of the source interval, ≤ 2.6 ms off at 24 fps (a sixth of a 60 fps
 #: output period) for at most 3 network calls per pair; the timeline module's 24→60 example uses the same
 DEFAULT_DEPTH = 3
+#: auto: HDv3 on CUDA in fp16/bf16 runs `models.ifnet_fast` (fused kernels, CUDA graphs); torch: the module as is
+KERNELS = ("auto", "torch")
 #: side of the grey thumbnails the cut check compares; Practical-RIFE's inference_video.py resizes to 32×32
 CUT_THUMB = 32
 #: a pair is a cut when 1 − SSIM of its thumbnails exceeds this. Practical-RIFE treats SSIM < 0.2 as a scene
@@ -157,6 +159,7 @@ class Interpolate(Stage):
         scale: float = 1.0,
         dtype: str = "auto",
         fill_tail: bool | None = None,
+        kernels: str = "auto",
     ) -> None:
         """`fill_tail`: as `timeline.Planner` (default: True for fps, False for multi, where n frames ×N give
         (n−1)·N+1; True holds the last frame N−1 more times so the output lasts exactly as long as the input, which
@@ -176,6 +179,9 @@ class Interpolate(Stage):
         if scale not in VALID_SCALES:
             raise UsageError(f"invalid scale {scale}; valid: {', '.join(map(str, VALID_SCALES))} (0.5 for ≥ 4K)")
         check_dtype(dtype)
+        if kernels not in KERNELS:
+            raise UsageError(f"invalid RIFE kernels {kernels!r}; valid: {', '.join(KERNELS)}")
+        self.kernels = kernels
         self.model_ref = model
         self.fps = Fraction(fps) if fps is not None else None
         self.multi = multi
@@ -190,6 +196,8 @@ class Interpolate(Stage):
         self.dtype = torch.float32
         self.loaded: LoadedModel | None = None
         self._loaded_on: tuple[torch.device, torch.dtype] | None = None
+        #: HDv3's fast path on CUDA (`models.ifnet_fast`), made at set-up where `kernels` and the device allow
+        self._fast: Any = None
         #: the run's stop request (`set_stop_check`); `never` for a stage used on its own
         self.stop_check: StopCheck = never
         #: the run's detected cuts (`use_cuts`); None: the thumbnail check judges cuts
@@ -237,6 +245,7 @@ class Interpolate(Stage):
                     f"{self.model_ref} is a {loaded.arch} model, not a frame interpolation (RIFE IFNet) model"
                 )
             self.loaded, self._loaded_on = loaded, (self.device, self.dtype)
+            self._fast = self._fast_path()
         src_rate = spec.rate or spec.nominal_rate
         if not src_rate:
             raise UsageError("interpolate needs the source frame rate; the stream declares none")
@@ -461,10 +470,25 @@ class Interpolate(Stage):
         self._mids = {(i, t): v.clone() for (i, t), v in known.items() if i >= self._n - _HOLD and t not in (0, 1)}
         return {(i, t): known[(i, t)] for i in pairs for t in taus[i]}
 
+    def _fast_path(self) -> Any:
+        """`models.ifnet_fast`'s runner for HDv3 on CUDA in fp16/bf16 (fused kernels, one CUDA graph per batch
+        shape), or None: `kernels="torch"`, another layout, the CPU, fp32."""
+        if self.kernels == "torch" or self.device.type != "cuda" or self.dtype == torch.float32:
+            return None
+        if not isinstance(self.model, IFNetHDv3):
+            return None
+        from ..models.ifnet_fast import FastHDv3Runner, available_parts
+
+        parts = available_parts(self.device)
+        log.info("interpolate: HDv3 fast path (%s)", ", ".join(parts) or "none")
+        return FastHDv3Runner(self.model, parts=parts)
+
     def _call(self, left: torch.Tensor, right: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:
         self._model_calls += 1
         self._model_frames += int(left.shape[0])
         self.stop_check()
+        if self._fast is not None and not isinstance(timestep, torch.Tensor) and timestep == 0.5:
+            return self._fast.interpolate(left, right, self.scale)  # type: ignore[no-any-return]
         if self.device.type != "cpu":
             return self.model.interpolate(left.contiguous(), right.contiguous(), timestep, self.scale)
         # On the CPU layer by layer, in chunks of pairs (stages.interrupt.cpu_chunks): each layer runs to

@@ -287,6 +287,7 @@ def random_basicvsr(seed: int = 0, *, num_feat: int = 8, num_block: int = 1) -> 
 # --- interpolate -------------------------------------------------------------------------------------------------
 
 SCENE_CUT_MODES: Final = ("fill", "blend")  # the stage's own (stages.interpolate), checked in the tests
+RIFE_KERNELS: Final = ("auto", "torch")  # stages.interpolate.KERNELS, checked in the tests
 
 
 def _interpolate_wanted(values: Values) -> bool:
@@ -298,6 +299,7 @@ def _interpolate_wanted(values: Values) -> bool:
 
 
 def _interpolate(values: Values) -> Stage:
+    from .interpolate import KERNELS as kernels
     from .interpolate import SCENE_CUT_MODES as modes
     from .interpolate import Interpolate
 
@@ -313,6 +315,7 @@ def _interpolate(values: Values) -> Stage:
         fill_tail=True if multi is not None else None,
         scene_cut=choice(values.get("scene_cut", "fill"), modes, "--scene-cut mode"),  # type: ignore[arg-type]
         dtype=values.get("dtype", "auto"),
+        kernels=choice(values.get("rife_kernels", "auto"), kernels, "--rife-kernels"),
     )
 
 
@@ -537,6 +540,14 @@ STAGES: Final[dict[str, StageEntry]] = {
                     "fill | blend: what replaces synthesis across a cut",
                     SCENE_CUT_MODES,
                     "--scene-cut mode",
+                ),
+                OptionSpec(
+                    "rife_kernels",
+                    str,
+                    "auto",
+                    "auto (HDv3 on CUDA fp16/bf16: fused kernels + CUDA graphs) | torch",
+                    RIFE_KERNELS,
+                    "--rife-kernels",
                 ),
             ),
             shared=("dtype",),
