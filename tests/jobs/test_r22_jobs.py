@@ -281,19 +281,26 @@ def test_sigterm_swallowed_by_a_logging_handler_still_stops_the_job(
     assert _outputs(tmp_path / "result.json")[str(clip)]["key"] == key and set(_objects(s3_server, bucket)) == {key}
 
 
-def test_sigterm_swallowed_after_the_last_input_leaves_no_sentinel(make, s3_server, bucket, tmp_path, monkeypatch):
+@pytest.mark.parametrize("point", ["upload", "uploaded"])
+def test_sigterm_swallowed_in_process_fails_the_job_without_sentinel(
+    make, s3_server, bucket, tmp_path, monkeypatch, point
+):
     clip = tmp_path / "clip.mp4"
     shutil.copyfile(_clip(make, 25), clip)
     env = _env(s3_server, bucket)
     spec = load_spec(_spec(tmp_path, [str(clip)]), env=env)
     logger = logging.getLogger("vidpipe.test.swallowing")
-    handler = SignallingHandler("every input done")
+    handler = SignallingHandler("stop here")
     logger.addHandler(handler)
     monkeypatch.setattr(logger, "propagate", False)
-    # every input is uploaded and recorded ok; the job logs on its way to the bucket check and the sentinel
-    monkeypatch.setattr(
-        JobRunner, "reached", lambda _self, point: logger.error("every input done") if point == "uploaded" else None
-    )
+
+    def reached(_self: JobRunner, at: str) -> None:
+        if at == point:
+            logger.error("stop here")  # SIGTERM inside the handler's emit, the exception swallowed there
+            if point == "upload":  # the input then fails otherwise, as a store retried to its end would
+                raise StorageError("the store gave up")
+
+    monkeypatch.setattr(JobRunner, "reached", reached)
     try:
         with pytest.raises(Interrupted) as info:
             run_job(spec, env=env)
@@ -304,7 +311,11 @@ def test_sigterm_swallowed_after_the_last_input_leaves_no_sentinel(make, s3_serv
     doc = json.loads((tmp_path / "result.json").read_text())
     assert doc["status"] == "failed" and doc["sentinel"] is None
     (entry,) = doc["inputs"]
-    assert entry["error"]["class"] == "Interrupted" and entry["outputs"][0]["verified"] is True
+    assert entry["error"]["class"] == "Interrupted"
+    if point == "uploaded":  # every input was done: the stop fails them, their verified uploads stay for the re-run
+        assert entry["outputs"][0]["verified"] is True and len(_objects(s3_server, bucket)) == 1
+    else:
+        assert _objects(s3_server, bucket) == {}
 
 
 # -- 4. the monitor checks the bucket before stopping ------------------------------------------------------

@@ -92,9 +92,12 @@ class _Stop:
     def __init__(self) -> None:
         self.signum: int | None = None
 
+    def error(self) -> Interrupted | None:
+        return None if self.signum is None else _interrupted(self.signum)
+
     def check(self) -> None:
-        if self.signum is not None:
-            raise _interrupted(self.signum)
+        if (e := self.error()) is not None:
+            raise e
 
 
 @contextmanager
@@ -273,12 +276,13 @@ class JobRunner:
                 try:
                     final = self._input(name, result)
                     self._stop.check()  # before the input is recorded ok
-                except Interrupted as e:
-                    self._clean_input_temp()
-                    result.fail_input(name, e)
-                    raise
                 except Exception as e:
                     self._clean_input_temp()
+                    # what failed after a stop (a store retried until it gave up, …) failed because of it
+                    stopped = e if isinstance(e, Interrupted) else self._stop.error()
+                    if stopped is not None:
+                        result.fail_input(name, stopped)
+                        raise stopped from (None if stopped is e else e)
                     err = self._classify(e, name)
                     result.fail_input(name, err)
                     outcome.ok = False
