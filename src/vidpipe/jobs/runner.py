@@ -20,9 +20,9 @@ Crash safety, step by step (the state of an input is in ``<work_dir>/state/<stem
 - SIGINT/SIGTERM: inside a segment the pipeline stops at its next batch and removes the partial segment;
   anywhere else the job stops at once. The result JSON is written (status failed) and the process exits
   128+signal, with no sentinel. The signal is recorded before `Interrupted` is raised, and every step that
-  commits (each `reached` point, an input recorded ok, the sentinel) checks the record first: an
+  commits (each `reached` point, an input's start and its end, the sentinel) checks the record first: an
   `except Exception` on the way (logging's `Handler.emit`, which hands the exception to `handleError`) can
-  swallow the exception, never the stop.
+  swallow the exception, never the stop; an input that fails after it fails as Interrupted.
 
 Disk (:mod:`vidpipe.jobs.disk`): before the segments of an input start, the space they and the joined output
 will need is estimated from the output size, frame count and encoder; a disk with less than half of that free is
