@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import signal
@@ -19,13 +20,14 @@ from typing import Any
 
 import pytest
 from pause_entry import PausePoints, install
+from signal_entry import SignallingHandler
 from typer.testing import CliRunner
 
 from jobspec import write_job_spec
 from vidpipe.cli.monitor_cmd import app as monitor_app
 from vidpipe.errors import Interrupted, StorageError, UsageError
 from vidpipe.jobs.result import JobResult
-from vidpipe.jobs.runner import _stop_at_once, run_job
+from vidpipe.jobs.runner import JobRunner, _stop_at_once, run_job
 from vidpipe.jobs.spec import load_spec
 from vidpipe.jobs.storage import MIN_PART_SIZE
 from vidpipe.paths import name_tag
@@ -229,6 +231,91 @@ def test_sigterm_during_a_job_upload_exits_143_without_sentinel(make, s3_server,
     doc = json.loads((tmp_path / "result.json").read_text())
     assert doc["status"] == "failed" and doc["inputs"][0]["error"]["class"] == "Interrupted"
     assert _objects(s3_server, bucket) == {}
+
+
+SIGNAL_ENTRY = Path(__file__).with_name("signal_entry.py")
+#: what stdlib logging prints when an exception raised in a handler's emit reaches handleError
+LOGGING_ERROR = "--- Logging error ---"
+#: quiet-machine seconds for a 25-frame job in a child process, start-up included (a hang fails, nothing more)
+JOB_WAIT_S = 120.0
+
+
+def _job_in_child(entry: list[str], spec: Path, env: dict[str, str], log: Path, timeout: float) -> int:
+    """`python ENTRY… job run SPEC`, its output in `log`; the exit code."""
+    with open(log, "wb") as f:
+        cmd = [sys.executable, *entry, "job", "run", str(spec)]
+        return subprocess.run(cmd, stdout=f, stderr=f, env=env, timeout=timeout).returncode
+
+
+@pytest.mark.parametrize(
+    ("record", "uploaded"),
+    [
+        ("segment 1/1 done", False),  # the next step is the job's `segment-done:1` point
+        ("segment(s) joined", False),  # the next step is the upload
+        ("uploaded s3://", True),  # the upload is done and verified; the input is not yet recorded ok
+    ],
+)
+def test_sigterm_swallowed_by_a_logging_handler_still_stops_the_job(
+    make, s3_server, bucket, tmp_path, scaled_time, record, uploaded
+):
+    clip = tmp_path / "clip.mp4"
+    shutil.copyfile(_clip(make, 25), clip)
+    spec = _spec(tmp_path, [str(clip)])
+    log = tmp_path / "log.txt"
+    env = _env(s3_server, bucket, COLUMNS="400")  # rich wraps log lines at the terminal width: greps stay exact
+    rc = _job_in_child([str(SIGNAL_ENTRY), record], spec, env, log, scaled_time(JOB_WAIT_S))
+    text = log.read_text()
+    assert LOGGING_ERROR in text and "Interrupted" in text, text[-3000:]  # logging swallowed the exception
+    assert rc == 128 + signal.SIGTERM, text[-3000:]
+    assert not (tmp_path / "SENTINEL").exists()
+    doc = json.loads((tmp_path / "result.json").read_text())
+    assert doc["status"] == "failed" and doc["inputs"][0]["error"]["class"] == "Interrupted"
+    objects = _objects(s3_server, bucket)
+    if not uploaded:
+        assert objects == {}
+        return
+    # what was uploaded is the whole output, verified: the job run again resumes and does not upload it again
+    (key,) = objects
+    assert _job_in_child(["-m", "vidpipe"], spec, env, log, scaled_time(JOB_WAIT_S)) == 0, log.read_text()[-3000:]
+    assert (tmp_path / "SENTINEL").exists() and "already uploaded and verified" in log.read_text()
+    assert _outputs(tmp_path / "result.json")[str(clip)]["key"] == key and set(_objects(s3_server, bucket)) == {key}
+
+
+@pytest.mark.parametrize("point", ["upload", "uploaded"])
+def test_sigterm_swallowed_in_process_fails_the_job_without_sentinel(
+    make, s3_server, bucket, tmp_path, monkeypatch, point
+):
+    clip = tmp_path / "clip.mp4"
+    shutil.copyfile(_clip(make, 25), clip)
+    env = _env(s3_server, bucket)
+    spec = load_spec(_spec(tmp_path, [str(clip)]), env=env)
+    logger = logging.getLogger("vidpipe.test.swallowing")
+    handler = SignallingHandler("stop here")
+    logger.addHandler(handler)
+    monkeypatch.setattr(logger, "propagate", False)
+
+    def reached(_self: JobRunner, at: str) -> None:
+        if at == point:
+            logger.error("stop here")  # SIGTERM inside the handler's emit, the exception swallowed there
+            if point == "upload":  # the input then fails otherwise, as a store retried to its end would
+                raise StorageError("the store gave up")
+
+    monkeypatch.setattr(JobRunner, "reached", reached)
+    try:
+        with pytest.raises(Interrupted) as info:
+            run_job(spec, env=env)
+    finally:
+        logger.removeHandler(handler)
+    assert handler.fired and info.value.exit_code == 128 + signal.SIGTERM
+    assert not (tmp_path / "SENTINEL").exists()
+    doc = json.loads((tmp_path / "result.json").read_text())
+    assert doc["status"] == "failed" and doc["sentinel"] is None
+    (entry,) = doc["inputs"]
+    assert entry["error"]["class"] == "Interrupted"
+    if point == "uploaded":  # every input was done: the stop fails them, their verified uploads stay for the re-run
+        assert entry["outputs"][0]["verified"] is True and len(_objects(s3_server, bucket)) == 1
+    else:
+        assert _objects(s3_server, bucket) == {}
 
 
 # -- 4. the monitor checks the bucket before stopping ------------------------------------------------------

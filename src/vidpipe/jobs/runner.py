@@ -19,7 +19,10 @@ Crash safety, step by step (the state of an input is in ``<work_dir>/state/<stem
   there and verified, does not upload again;
 - SIGINT/SIGTERM: inside a segment the pipeline stops at its next batch and removes the partial segment;
   anywhere else the job stops at once. The result JSON is written (status failed) and the process exits
-  128+signal, with no sentinel.
+  128+signal, with no sentinel. The signal is recorded before `Interrupted` is raised, and every step that
+  commits (each `reached` point, an input's start and its end, the sentinel) checks the record first: an
+  `except Exception` on the way (logging's `Handler.emit`, which hands the exception to `handleError`) can
+  swallow the exception, never the stop; an input that fails after it fails as Interrupted.
 
 Disk (:mod:`vidpipe.jobs.disk`): before the segments of an input start, the space they and the joined output
 will need is estimated from the output size, frame count and encoder; a disk with less than half of that free is
@@ -82,20 +85,39 @@ def _interrupted(signum: int) -> Interrupted:
     return e
 
 
+class _Stop:
+    """The first SIGINT/SIGTERM a job got, recorded before `Interrupted` is raised: the exception can be swallowed
+    (a signal landing inside a logging handler's `emit`), the record cannot."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def error(self) -> Interrupted | None:
+        return None if self.signum is None else _interrupted(self.signum)
+
+    def check(self) -> None:
+        if (e := self.error()) is not None:
+            raise e
+
+
 @contextmanager
-def _stop_at_once() -> Iterator[None]:
-    """SIGINT/SIGTERM raise Interrupted where the job is (hashing, joining, an upload). `pipeline.run` installs
-    its own handlers while a segment runs, which stop at the next batch instead."""
+def _stop_at_once() -> Iterator[_Stop]:
+    """SIGINT/SIGTERM raise Interrupted where the job is (hashing, joining, an upload), after recording the
+    signal in the `_Stop` yielded. `pipeline.run` installs its own handlers while a segment runs, which stop at
+    the next batch instead."""
+    stop = _Stop()
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield stop
         return
 
     def handler(signum: int, _frame: object) -> None:
+        if stop.signum is None:
+            stop.signum = signum
         raise _interrupted(signum)
 
     old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield stop
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -158,8 +180,9 @@ class JobRunner:
             secrets = storage.settings.secret_values()
         self.redactor = Redactor.from_env(self.env).with_secrets(secrets)
         self.driver = SegmentDriver(
-            segment_seconds=spec.segment_seconds, mode=spec.mode, redactor=self.redactor, reached=self.reached
+            segment_seconds=spec.segment_seconds, mode=spec.mode, redactor=self.redactor, reached=self._reached
         )
+        self._stop = _Stop()  # replaced by the one `run` installs
         # the client is made by the pre-flight, where a malformed endpoint or region is reported like any store error
         self._upload_settings = settings
         self.stop_command = self._stop_command() if spec.auto_stop.enabled else None
@@ -197,11 +220,16 @@ class JobRunner:
         it at a known step, tests/jobs/pause_entry.py)."""
         return None
 
+    def _reached(self, point: str) -> None:
+        self._stop.check()  # a stop whose Interrupted was swallowed ends the job here, at its next step
+        self.reached(point)
+
     # -- job --
     def run(self) -> JobOutcome:
         filters = self._install_redaction()
         try:
-            with _stop_at_once():
+            with _stop_at_once() as stop:
+                self._stop = stop
                 return self._run()
         finally:
             for handler, flt in filters:
@@ -247,12 +275,14 @@ class JobRunner:
                 started = time.monotonic()
                 try:
                     final = self._input(name, result)
-                except Interrupted as e:
-                    self._clean_input_temp()
-                    result.fail_input(name, e)
-                    raise
+                    self._stop.check()  # before the input is recorded ok
                 except Exception as e:
                     self._clean_input_temp()
+                    # what failed after a stop (a store retried until it gave up, …) failed because of it
+                    stopped = e if isinstance(e, Interrupted) else self._stop.error()
+                    if stopped is not None:
+                        result.fail_input(name, stopped)
+                        raise stopped from (None if stopped is e else e)
                     err = self._classify(e, name)
                     result.fail_input(name, err)
                     outcome.ok = False
@@ -264,21 +294,35 @@ class JobRunner:
                 result.add_timing(name, "total", time.monotonic() - started)
                 result.succeed_input(name)
                 outcome.outputs.append(final)
-            self.reached("uploaded")
+            self._reached("uploaded")
             if up.enabled:
                 self._check_bucket(result, outcome)
+        except Interrupted as e:
+            self._finish_interrupted(result, e)
+            raise
         except VidpipeError as e:
-            if isinstance(e, Interrupted):
-                result.finish()
-                raise
             outcome.ok, outcome.exit_code = False, outcome.exit_code or e.exit_code
             outcome.errors.append(str(e))
             log.error("%s", e)
             log.debug("job: traceback", exc_info=e)  # with -v (a pre-flight failure, …); redacted like every record
-        outcome.sentinel = result.finish()
+        try:
+            self._stop.check()
+            outcome.sentinel = result.finish()
+        except Interrupted as e:  # swallowed since, or raised in `finish` itself (the sentinel perhaps written)
+            self._finish_interrupted(result, e)
+            raise
         if self.stop_command is not None:
             self._auto_stop(outcome)
         return outcome
+
+    @staticmethod
+    def _finish_interrupted(result: JobResult, e: Interrupted) -> None:
+        """The result of a stopped job: failed, no sentinel. The input in progress carries the interruption; a stop
+        after the last input (the bucket check, the sentinel) fails the inputs the sentinel would vouch for."""
+        if all(entry.status == "ok" for entry in result.inputs.values()):
+            for name in result.inputs:
+                result.fail_input(name, e)
+        result.finish()  # removes a sentinel an interrupted `finish` wrote
 
     def _output_stems(self, names: Sequence[str]) -> dict[str, _Stems]:
         """Per input, the stem of its output file (and checkpoint directory) and of its object key: its own name,
@@ -351,6 +395,7 @@ class JobRunner:
     # -- one input --
     def _input(self, name: str, result: JobResult) -> Path:
         self._current = []
+        self._stop.check()  # before the work of another input (probe, model set-up, hashing)
         p = self._prepare(name)
         state = p.state
         joined = state.joined
@@ -485,7 +530,7 @@ class JobRunner:
             except StorageError as e:
                 log.warning("%s: earlier upload does not verify (%s); uploading again", p.name, e)
         if receipt is None:
-            self.reached("upload")
+            self._reached("upload")
             # parts of an upload a killed run left behind are invisible but billed
             storage.abort_incomplete_uploads(prefix=key)
             receipt = storage.upload_file(p.final, key, digest=digest)
