@@ -53,7 +53,7 @@ from ..runtime.pipeline import source_spec, versions
 from ..runtime.progress import ProgressMode
 from . import atomic
 from .disk import check_free_space, disk_full, estimate_output_bytes
-from .driver import Prepared, SegmentDriver, whole_file_reason
+from .driver import Prepared, SegmentDriver, SegmentExecutor, whole_file_reason
 from .keys import local_name_for_key, make_object_key, parse_s3_url, sanitize_component
 from .monitor import MonitorConfig, bucket_check, detect_provider, run_monitor, stop_command_for
 from .result import JobResult, OutputRecord, uploaded_outputs
@@ -135,7 +135,9 @@ class _Stems(NamedTuple):
 class JobRunner:
     """Runs one JobSpec. `storage` may be injected (tests); otherwise built from the spec and ``B2_*``.
     `stages` makes each input's stage chain (default: the spec's recipe builds a fresh one); a long-lived worker
-    passes copies of a chain it keeps loaded (`vidpipe.serve`), so a job loads no weights of its own."""
+    passes copies of a chain it keeps loaded (`vidpipe.serve`), so a job loads no weights of its own.
+    `executor` runs the segments of every input on several workers (:mod:`vidpipe.jobs.fanout`; the spec's
+    `executor`/`gpus`, built by `vidpipe.workers.job_executor`); None: one after another in this process."""
 
     def __init__(
         self,
@@ -145,8 +147,10 @@ class JobRunner:
         progress: ProgressMode = "none",
         storage: S3Storage | None = None,
         stages: Callable[[], list[Stage]] | None = None,
+        executor: SegmentExecutor | None = None,
     ) -> None:
         self.spec = spec
+        self.executor = executor
         self._make_stages = stages or spec.pipeline.stages
         self.env = dict(os.environ if env is None else env)
         self.progress = progress
@@ -242,7 +246,11 @@ class JobRunner:
                 for name in names:
                     result.fail_input(name, e)
                 raise
-            for name in names:
+            if self.executor is not None:
+                from .fanout import run_inputs
+
+                run_inputs(self, self.executor, names, result, outcome)
+            for name in names if self.executor is None else ():
                 result.start_input(name)
                 started = time.monotonic()
                 try:
@@ -253,17 +261,9 @@ class JobRunner:
                     raise
                 except Exception as e:
                     self._clean_input_temp()
-                    err = self._classify(e, name)
-                    result.fail_input(name, err)
-                    outcome.ok = False
-                    outcome.exit_code = outcome.exit_code or err.exit_code
-                    outcome.errors.append(f"{name}: {err}")
-                    log.error("%s: %s", name, err)
-                    log.debug("%s: traceback", name, exc_info=e)  # with -v; redacted like every record
+                    self._input_failed(name, e, result, outcome)
                     continue
-                result.add_timing(name, "total", time.monotonic() - started)
-                result.succeed_input(name)
-                outcome.outputs.append(final)
+                self._input_done(name, final, started, result, outcome)
             self.reached("uploaded")
             if up.enabled:
                 self._check_bucket(result, outcome)
@@ -279,6 +279,21 @@ class JobRunner:
         if self.stop_command is not None:
             self._auto_stop(outcome)
         return outcome
+
+    def _input_failed(self, name: str, e: Exception, result: JobResult, outcome: JobOutcome) -> None:
+        err = self._classify(e, name)
+        result.fail_input(name, err)
+        outcome.ok = False
+        outcome.exit_code = outcome.exit_code or err.exit_code
+        outcome.errors.append(f"{name}: {err}")
+        log.error("%s: %s", name, err)
+        log.debug("%s: traceback", name, exc_info=e)  # with -v; redacted like every record
+
+    @staticmethod
+    def _input_done(name: str, final: Path, started: float, result: JobResult, outcome: JobOutcome) -> None:
+        result.add_timing(name, "total", time.monotonic() - started)
+        result.succeed_input(name)
+        outcome.outputs.append(final)
 
     def _output_stems(self, names: Sequence[str]) -> dict[str, _Stems]:
         """Per input, the stem of its output file (and checkpoint directory) and of its object key: its own name,
@@ -352,20 +367,28 @@ class JobRunner:
     def _input(self, name: str, result: JobResult) -> Path:
         self._current = []
         p = self._prepare(name)
-        state = p.state
-        joined = state.joined
-        if not (joined and self.driver.intact(p.final, joined)):
+        joined = not self._to_join(p)
+        if not joined:
             result.add_timing(name, "segments", self.driver.run_segments(p))
+        return self._deliver(p, result, joined=joined)
+
+    def _to_join(self, p: Prepared) -> bool:
+        """Whether the input's output is still to be made (no joined output recorded, or not intact)."""
+        joined = p.state.joined
+        return not (joined and self.driver.intact(p.final, joined))
+
+    def _deliver(self, p: Prepared, result: JobResult, *, joined: bool) -> Path:
+        """Its segments all done: join them (unless `joined`), then upload and verify, or record the file."""
+        state, name = p.state, p.name
+        if not joined:
             self.driver.join(p)
         if self.spec.upload.enabled:
             self._upload(p, result)
         else:
-            joined = state.joined or {}
+            made = state.joined or {}
             result.record_output(
                 name,
-                OutputRecord(
-                    path=str(p.final), mode=self.spec.mode, size=joined.get("size"), sha256=joined.get("sha256")
-                ),
+                OutputRecord(path=str(p.final), mode=self.spec.mode, size=made.get("size"), sha256=made.get("sha256")),
             )
         return p.final
 
@@ -375,7 +398,8 @@ class JobRunner:
         info = probe(local)
         suffix = spec.suffix_for(name)
         options = spec.pipeline.run_options(progress=self.progress)
-        device = resolve_device(options.device)
+        # with an executor, this process only plans (reach, grid, encoder: on the CPU); its workers compute
+        device = resolve_device("cpu" if self.executor else options.device)
         stages = self._make_stages()
         out_spec = source_spec(info, options.reader.keep_alpha)
         for stage in stages:
@@ -399,7 +423,7 @@ class JobRunner:
             "copy_streams": options.writer.copy_streams,
             "batch_size": options.reader.batch_size,
             "on_corrupt": options.reader.on_corrupt,
-            "device": device.type,
+            "device": self.executor.device_type if self.executor else device.type,
             "segment_seconds": str(spec.segment_seconds),
             "versions": versions(),
         }
@@ -532,11 +556,12 @@ def run_job(
     progress: ProgressMode = "none",
     storage: S3Storage | None = None,
     stages: Callable[[], list[Stage]] | None = None,
+    executor: SegmentExecutor | None = None,
 ) -> JobOutcome:
     """Run `spec`; see the module docstring. Raises UsageError for a job that cannot start (bad settings,
     missing credentials) and Interrupted on SIGINT/SIGTERM; other failures are in the outcome and the result
     JSON."""
-    return JobRunner(spec, env=env, progress=progress, storage=storage, stages=stages).run()
+    return JobRunner(spec, env=env, progress=progress, storage=storage, stages=stages, executor=executor).run()
 
 
 __all__ = [
