@@ -103,17 +103,18 @@ def _manifest(output: Path) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-def test_job_over_two_cpu_workers_equals_the_single_run(make, tmp_path: Path) -> None:
+def test_job_over_two_cpu_workers_equals_the_single_run(make, tmp_path: Path, cli) -> None:
     long = make("jw-long.mp4", size=(32, 24), frames=75, options=GOP)
     short = make("jw-short.mp4", size=(48, 32), frames=10, source="mandelbrot")
-    path = write_job_spec(tmp_path, [str(long), str(short)], UPSCALE, seconds=1, gpus="cpu:2")
-    spec = load_spec(path, env={})
-    outcome = run_job(spec, env={}, executor=executor_for(spec))
-    assert outcome.ok, outcome.errors
+    path = write_job_spec(tmp_path, [str(long), str(short)], UPSCALE, seconds=1)
+    r = cli("job", "run", str(path), "--gpus", "cpu:2", "--progress", "json")  # the option adds `gpus` to the spec
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert '"worker": "cpu1"' in r.stdout, "no progress line from the second worker process"
     doc = _result(tmp_path)
     assert doc["status"] == "succeeded" and [i["status"] for i in doc["inputs"]] == ["ok", "ok"]
+    spec = load_spec(path, env={})
     out_long, out_short = (spec.output_dir / f"{c.stem}_upscaled.mkv" for c in (long, short))
-    assert outcome.outputs == [out_long, out_short]
+    assert [i["outputs"][0]["path"] for i in doc["inputs"]] == [str(out_long), str(out_short)]
     _same_frames(out_long, _reference(spec, long, tmp_path / "ref-long.mkv"))
     _same_frames(out_short, _reference(spec, short, tmp_path / "ref-short.mkv"))
     segs = _manifest(out_long)["segments"]
