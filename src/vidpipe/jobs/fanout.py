@@ -87,6 +87,13 @@ def run_inputs(
         for name in unfinished:
             result.fail_input(name, e)
         raise
+    except Exception as e:  # the executor as a whole (a segment that kept killing its workers, Ray unreachable)
+        err = runner._classify(e, "the workers")
+        for name in unfinished:
+            result.fail_input(name, err)
+        if err is e:
+            raise
+        raise err from e
 
 
 def _clean(runner: JobRunner, p: Prepared) -> None:

@@ -250,7 +250,7 @@ class JobRunner:
                 from .fanout import run_inputs
 
                 run_inputs(self, self.executor, names, result, outcome)
-            for name in names if self.executor is None else ():
+            for name in names if self.executor is None else ():  # one after another, in this process
                 result.start_input(name)
                 started = time.monotonic()
                 try:

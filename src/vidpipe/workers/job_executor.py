@@ -107,6 +107,9 @@ class RayExecutor(_Executor):
     """Segments on Ray actors, one per GPU (`num_gpus=1`: the actors compute on `cuda`)."""
 
     def __init__(self, address: str | None, actors: int | None, make_stages: StageFactory) -> None:
+        from .ray_executor import import_ray
+
+        import_ray()  # a UsageError now, before any input is downloaded, where Ray is not installed
         super().__init__(make_stages)
         self.address, self.actors = address, actors
 
