@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import torch
 
+from framecheck import YUV420_LEVELS, assert_frames_close
 from jobspec import write_job_spec
 from vidpipe.errors import Interrupted, UsageError
 from vidpipe.jobs.runner import JobRunner, run_job
@@ -51,11 +52,13 @@ def test_spec_fields_and_their_environment(tmp_path: Path) -> None:
     env = {"VIDPIPE_EXECUTOR": "ray", "VIDPIPE_ADDRESS": "ray://head:10001", "VIDPIPE_GPUS": "4"}
     spec = build_spec(_doc(tmp_path, gpus=2), base_dir=tmp_path, env=env)
     assert (spec.executor, spec.address, spec.gpus) == ("ray", "ray://head:10001", "2")
+    local = build_spec(_doc(tmp_path, executor="local"), base_dir=tmp_path, env=env)
+    assert (local.executor, local.address) == ("local", None)  # the environment's address serves Ray only
+    if not torch.cuda.is_available():  # no GPU and no `gpus`: the job stays in this process, as `vidpipe run` does
+        assert executor_for(build_spec(_doc(tmp_path), base_dir=tmp_path, env={})) is None
+    pytest.importorskip("ray")
     ray_ex = executor_for(spec)
     assert isinstance(ray_ex, RayExecutor) and (ray_ex.address, ray_ex.actors) == ("ray://head:10001", 2)
-    assert build_spec(_doc(tmp_path, executor="local"), base_dir=tmp_path, env=env).executor == "local"
-    # no GPU here and no `gpus`: the job stays in this process, as `vidpipe run` does
-    assert executor_for(build_spec(_doc(tmp_path), base_dir=tmp_path, env={})) is None
 
 
 @pytest.mark.parametrize(
@@ -205,3 +208,21 @@ def test_ray_job_reads_s3_and_uploads_verified(ray_cluster, make, s3_server, buc
     assert got.read_bytes() == outcome.outputs[0].read_bytes()
     assert len(_manifest(outcome.outputs[0])["segments"]) == 3
     _same_frames(got, _reference(spec, clip, tmp_path / "ref.mkv"))
+
+
+@pytest.mark.gpu
+@pytest.mark.slow
+def test_job_on_two_workers_of_one_gpu_matches_one_process(make, tmp_path: Path) -> None:
+    """On a GPU (the lead runs it): `gpus: 0,0`, a split job on two workers sharing the GPU, against the
+    one-process run on the same GPU within float rounding (each worker plans its own batches)."""
+    clip = make("jw-gpu.mp4", size=(640, 360), frames=100, options=GOP)
+    gpu = {**UPSCALE, "device": "auto"}
+    spec = load_spec(write_job_spec(tmp_path, [str(clip)], gpu, seconds=1, gpus="0,0"), env={})
+    ex = executor_for(spec)
+    assert isinstance(ex, PoolExecutor) and ex.device_type == "cuda" and [s.share for s in ex.slots] == [2, 2]
+    outcome = run_job(spec, env={}, executor=ex)
+    assert outcome.ok, outcome.errors
+    assert len(_manifest(outcome.outputs[0])["segments"]) == 4
+    (gt, got), (wt, want) = decode_all(outcome.outputs[0]), decode_all(_reference(spec, clip, tmp_path / "ref.mkv"))
+    assert gt == wt
+    assert_frames_close(got, want, levels=YUV420_LEVELS, what="a job split over two workers on one GPU")
