@@ -11,6 +11,7 @@ names), one `VideoPlan` per input and never joined here: the job's driver checkp
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -21,7 +22,8 @@ from ..runtime.inputs import Job
 from ..runtime.pipeline import RunOptions
 from .devices import WorkerSlot, pool_slots, ray_actors
 from .plan import VideoPlan, WorkItem, expected_cost
-from .pool import PoolResult, RecipeStages, run_plans
+from .pool import ItemDone, PoolResult, RecipeStages, run_plans
+from .ray_executor import connect, import_ray, run_ray_plans
 from .worker import ItemReport, StageFactory
 
 if TYPE_CHECKING:
@@ -55,15 +57,15 @@ def _plans(tasks: Sequence[SegmentTask]) -> tuple[list[VideoPlan], list[int]]:
 
 def _failures(result: PoolResult) -> dict[int, VidpipeError]:
     out: dict[int, VidpipeError] = {}
-    for group, video in enumerate(result.videos):
+    for vi, video in enumerate(result.videos):
         if video.status == "failed":
             err = VidpipeError(video.reason)
             err.exit_code = video.exit_code or VidpipeError.exit_code
-            out[group] = err
+            out[vi] = err
     return out
 
 
-class _Executor:
+class _Executor(ABC):
     """Shared by both executors: tasks → plans, reports → the job's `on_done`."""
 
     device_type = "cuda"
@@ -83,10 +85,8 @@ class _Executor:
         result = self._run(plans, options, item_done)
         return {groups[vi]: e for vi, e in _failures(result).items()}
 
-    def _run(
-        self, plans: list[VideoPlan], options: RunOptions, on_item: Callable[[WorkItem, ItemReport], None]
-    ) -> PoolResult:
-        raise NotImplementedError
+    @abstractmethod
+    def _run(self, plans: list[VideoPlan], options: RunOptions, on_item: ItemDone) -> PoolResult: ...
 
 
 class PoolExecutor(_Executor):
@@ -97,9 +97,7 @@ class PoolExecutor(_Executor):
         self.slots = list(slots)
         self.device_type = self.slots[0].device.split(":")[0]
 
-    def _run(
-        self, plans: list[VideoPlan], options: RunOptions, on_item: Callable[[WorkItem, ItemReport], None]
-    ) -> PoolResult:
+    def _run(self, plans: list[VideoPlan], options: RunOptions, on_item: ItemDone) -> PoolResult:
         return run_plans(plans, self.make_stages, options, self.slots, label="job", on_item=on_item)
 
 
@@ -107,17 +105,11 @@ class RayExecutor(_Executor):
     """Segments on Ray actors, one per GPU (`num_gpus=1`: the actors compute on `cuda`)."""
 
     def __init__(self, address: str | None, actors: int | None, make_stages: StageFactory) -> None:
-        from .ray_executor import import_ray
-
         import_ray()  # a UsageError now, before any input is downloaded, where Ray is not installed
         super().__init__(make_stages)
         self.address, self.actors = address, actors
 
-    def _run(
-        self, plans: list[VideoPlan], options: RunOptions, on_item: Callable[[WorkItem, ItemReport], None]
-    ) -> PoolResult:
-        from .ray_executor import connect, run_ray_plans
-
+    def _run(self, plans: list[VideoPlan], options: RunOptions, on_item: ItemDone) -> PoolResult:
         n = connect(self.address, self.actors)
         return run_ray_plans(plans, self.make_stages, options, n, label="job", on_item=on_item)
 
