@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -52,6 +53,35 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):  #
     if quiet:  # 0 or None: no limit, left alone
         item.add_marker(pytest.mark.timeout(scaled(float(quiet)), **kwargs), append=False)
     yield
+
+
+@pytest.fixture
+def worker_threads() -> Iterator[None]:
+    """This process computes with the threads each of two CPU workers (or Ray actors) gets, cores / 2: a reference
+    run then does the workers' arithmetic, for frame-for-frame comparisons."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[Any]:
+    """One local Ray cluster per test process (`ray.init` costs ~10 s): 2 CPUs and 2 fake GPUs, so `num_gpus=1`
+    actors start and run on the CPU. Skipped without Ray (the `ray` extra)."""
+    ray = pytest.importorskip("ray")
+    here = Path(__file__).parent
+    # actors import vidpipe and the tests' stage chains from these sources, as this process does
+    path = os.pathsep.join([str(here.parent / "src"), str(here / "workers"), os.environ.get("PYTHONPATH", "")])
+    ray.init(
+        num_cpus=2,
+        num_gpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        runtime_env={"env_vars": {"PYTHONPATH": path}},
+    )
+    yield ray
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -27,8 +27,9 @@ from jobspec import write_job_spec
 from vidpipe.cli.monitor_cmd import app as monitor_app
 from vidpipe.errors import Interrupted, StorageError, UsageError
 from vidpipe.jobs.result import JobResult
-from vidpipe.jobs.runner import JobRunner, _stop_at_once, run_job
+from vidpipe.jobs.runner import JobRunner, run_job
 from vidpipe.jobs.spec import load_spec
+from vidpipe.jobs.stopping import stop_at_once
 from vidpipe.jobs.storage import MIN_PART_SIZE
 from vidpipe.paths import name_tag
 from vidpipe.testing import decode_all
@@ -199,7 +200,7 @@ def test_sigterm_during_a_multipart_upload_is_not_retried_and_aborts_it(
     storage = s3_server.storage(bucket, endpoint_url=proxy.endpoint, multipart_threshold=0, part_size=MIN_PART_SIZE)
     sent = count_requests(storage.client)
     killer = _kill_when_held(proxy, os.getpid())
-    with pytest.raises(Interrupted) as info, _stop_at_once():
+    with pytest.raises(Interrupted) as info, stop_at_once():
         storage.upload_file(big_file, "sigterm/clip.mp4")
     killer.join(HOLD_WAIT_S)
     assert info.value.exit_code == 128 + signal.SIGTERM

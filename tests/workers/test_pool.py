@@ -10,8 +10,6 @@ runs with the compute threads each of the two workers gets (cores / 2), the same
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Iterator
 from fractions import Fraction as F
 from pathlib import Path
 from typing import Any
@@ -29,21 +27,13 @@ from vidpipe.testing import decode_all
 from vidpipe.workers import RecipeStages, WorkerSlot, run_pool
 from vidpipe.workers.plan import parts_dir
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600), pytest.mark.usefixtures("worker_threads")]
 
 #: a keyframe each second at 25 fps: a 3 s clip splits into 3 segments
 GOP = {"g": "25", "keyint_min": "25", "sc_threshold": "0"}
 UPSCALE = {"upscale": "realesr-animevideov3-x2"}
 INTERPOLATE = {"interpolate": "rife-hdv3", "multi": 2}
 SLOTS = [WorkerSlot(i, "cpu", None, 2) for i in range(2)]
-
-
-@pytest.fixture(autouse=True)
-def _workers_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # what each of two CPU workers uses
-    yield
-    torch.set_num_threads(before)
 
 
 def _opts(progress: str = "none") -> RunOptions:

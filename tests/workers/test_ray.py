@@ -1,12 +1,10 @@
-"""`--executor ray` on a local Ray cluster (one session-scoped `ray.init(num_cpus=2)` with 2 fake GPUs: the actors
+"""`--executor ray` on a local Ray cluster (the session-scoped `ray_cluster`, tests/conftest.py: 2 fake GPUs, the actors
 run on the CPU): many videos and one video split into segments, frame for frame the single-process run (which the
 local pool's tests show it equals too), and an actor SIGKILLed mid-segment re-queued. Skipped without Ray (the
 `ray` extra)."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator
 from fractions import Fraction as F
 from pathlib import Path
 from typing import Any
@@ -22,35 +20,10 @@ from vidpipe.runtime.pipeline import RunOptions, run
 from vidpipe.testing import decode_all
 from vidpipe.workers import RecipeStages
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.usefixtures("worker_threads")]
 
 GOP = {"g": "25", "keyint_min": "25", "sc_threshold": "0"}
 UPSCALE = {"upscale": "realesr-animevideov3-x2"}
-SRC = Path(__file__).resolve().parents[2] / "src"
-
-
-@pytest.fixture(scope="module")
-def ray_cluster() -> Iterator[Any]:
-    ray = pytest.importorskip("ray")
-    # actors import vidpipe and the tests' chains from these sources, as this process does
-    path = os.pathsep.join([str(SRC), str(Path(__file__).parent), os.environ.get("PYTHONPATH", "")])
-    ray.init(
-        num_cpus=2,
-        num_gpus=2,
-        include_dashboard=False,
-        log_to_driver=False,
-        runtime_env={"env_vars": {"PYTHONPATH": path}},
-    )
-    yield ray
-    ray.shutdown()
-
-
-@pytest.fixture(autouse=True)
-def _workers_threads() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // 2))  # what each of two actors uses
-    yield
-    torch.set_num_threads(before)
 
 
 def _opts() -> RunOptions:

@@ -310,15 +310,9 @@ _RUN_OWN = own_parameters(run_cmd)
 
 def _worker_slots(gpus: str | None, device: str) -> list[WorkerSlot]:
     """`--gpus`' worker processes; none where the run stays in one process (a CPU device, no GPU)."""
-    from ..workers.devices import CPU_PREFIX, worker_slots
+    from ..workers.devices import pool_slots
 
-    cpu_workers = gpus is not None and gpus.strip().startswith(CPU_PREFIX)
-    if device not in (("auto", "cpu") if cpu_workers else ("auto", "cuda")):
-        if gpus is not None:
-            want = "auto or cpu" if cpu_workers else "auto or cuda"
-            raise UsageError(f"--gpus picks the devices itself; --gpus {gpus} takes --device {want}, not {device}")
-        return []
-    return worker_slots(gpus)
+    return pool_slots(gpus, device)
 
 
 def _run_workers(
@@ -336,13 +330,11 @@ def _run_workers(
 
     make = RecipeStages(recipe.to_dict())
     if ray is not None:
+        from ..workers.devices import ray_actors
         from ..workers.ray_executor import run_ray
 
         address, gpus = ray
-        if gpus is not None and gpus.strip().startswith("cpu:"):
-            raise UsageError("--gpus cpu:N starts local CPU worker processes; Ray's actors take GPUs (--gpus N)")
-        count = None if gpus in (None, "all") else len(gpus.split(",")) if "," in gpus else int(gpus)
-        res = run_ray(jobs, make, opts, address=address, workers=count)
+        res = run_ray(jobs, make, opts, address=address, workers=ray_actors(gpus))
     else:
         res = run_pool(jobs, make, opts, slots)
     for v in res.failed:

@@ -238,8 +238,9 @@ def container(
             if diagnostics:
                 _print_block(startup_report(job, env, redactor))
             from ..jobs.runner import run_job  # boto3 and the runtime: only once the job is valid
+            from ..workers.job_executor import executor_for  # the spec's gpus/executor, as `job run`
 
-            outcome = run_job(job.spec, env=env, progress=progress)  # type: ignore[arg-type]
+            outcome = run_job(job.spec, env=env, progress=progress, executor=executor_for(job.spec))  # type: ignore[arg-type]
         except Interrupted as e:
             if job is not None and stopped_marker(job.spec) is not None:
                 # the monitor's own stop ended this container (the platform sends SIGTERM): the job is done

@@ -61,6 +61,12 @@ def _job_options(
     auto_stop: Annotated[
         bool, typer.Option("--auto-stop", help="stop this instance after the job once every upload is verified")
     ] = False,
+    gpus: Annotated[
+        str | None,
+        typer.Option(help="all | N | 0,2: one worker process per GPU; cpu:N: N CPU workers (as vidpipe run --gpus)"),
+    ] = None,
+    executor: Annotated[str | None, typer.Option(help="local (worker processes) | ray (actors, one per GPU)")] = None,
+    address: Annotated[str | None, typer.Option(help="executor ray: the cluster (auto | ray://host:port)")] = None,
     progress: Annotated[str, typer.Option(help="none | json | bar (per segment)")] = "none",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="warnings only")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v")] = False,
@@ -107,6 +113,9 @@ def overrides_from_options(ctx: click.Context, values: dict[str, Any]) -> dict[s
         doc["mode"] = values["mode"]
     if given("segment_seconds"):
         doc["segments"] = {"seconds": values["segment_seconds"]}
+    for name in ("gpus", "executor", "address"):
+        if given(name):
+            doc[name] = values[name]
     for name, key in (("work_dir", "work_dir"), ("result", "result_json"), ("sentinel", "sentinel")):
         if given(name):
             doc[key] = _absolute(values[name])
@@ -162,8 +171,13 @@ def make_job_app(setup_logging: Callable[[bool, bool], None]) -> typer.Typer:
                 spec = resolve_spec(ctx, values)
                 # imported here: the runner pulls in boto3, which no other command needs at start-up
                 from ..jobs.runner import run_job
+                from ..workers.job_executor import executor_for
 
-                outcome = run_job(spec, progress="none" if values["quiet"] else progress)  # type: ignore[arg-type]
+                outcome = run_job(
+                    spec,
+                    progress="none" if values["quiet"] else progress,  # type: ignore[arg-type]
+                    executor=executor_for(spec),
+                )
             except VidpipeError as e:
                 log.debug("job failed", exc_info=e)  # the traceback, redacted, with -v
                 sys.stderr.write(f"error: {redactor.redact(str(e))}\n")
@@ -232,6 +246,9 @@ def describe_spec(spec: JobSpec) -> dict[str, Any]:
         "result_json": str(spec.result_json),
         "sentinel": str(spec.sentinel),
         "auto_stop": spec.auto_stop.enabled,
+        "executor": spec.executor,
+        "address": spec.address,
+        "gpus": spec.gpus or "all visible",
     }
 
 

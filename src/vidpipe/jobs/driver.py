@@ -15,10 +15,10 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from .. import __version__
 from ..errors import VidpipeError
@@ -132,6 +132,38 @@ class Prepared:
     state: InputState
     suffix: str
     final: Path
+    #: segments found done and intact when this run began (not run again; the manifest marks them `reused`)
+    reused: frozenset[int] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentTask:
+    """One segment of one input, for an executor that runs segments elsewhere (worker processes, Ray): the
+    input `group` (a failing task fails its input's other tasks), what to read and where the segment file goes."""
+
+    key: str  # unique in the job: `<output stem>#<n>/<of>`
+    group: int
+    input: Path
+    output: Path
+    segment: Segment
+    info: MediaInfo
+    stage_names: tuple[str, ...]
+
+
+class SegmentExecutor(Protocol):
+    """Runs a job's segments on several workers (`vidpipe.workers`: local processes, Ray actors); the job's
+    driver process plans, checkpoints (`on_done`, called in the caller's thread as each segment's file is
+    complete), joins and uploads. Built above `jobs` and handed to the runner (`JobRunner(executor=…)`)."""
+
+    #: the device type the workers compute on (part of the checkpoint key, as a one-process run's device is)
+    device_type: str
+
+    def run(
+        self, tasks: Sequence[SegmentTask], options: RunOptions, on_done: Callable[[SegmentTask, int, float], None]
+    ) -> dict[int, VidpipeError]:
+        """Run every task (each over `segment_options(options, task.segment)`); the groups that failed, with why.
+        Raises Interrupted on SIGINT/SIGTERM and WorkerFailedError when a task kept killing its workers."""
+        ...
 
 
 class SegmentDriver:
@@ -144,13 +176,23 @@ class SegmentDriver:
         self.segment_seconds, self.mode, self.redactor, self.reached = segment_seconds, mode, redactor, reached
 
     def run_segments(self, p: Prepared) -> float:
-        """Run the segments not done yet; seconds they took."""
+        """Run the segments not done yet, one after another in this process; seconds they took."""
+        todo = self.pending(p)
+        n = len(p.state.plan)
+        for seg in todo:
+            self.segment(p, seg, n)
+        return sum(p.state.done[seg.index].seconds for seg in todo)
+
+    def pending(self, p: Prepared) -> list[Segment]:
+        """Plan the input (once: the plan is checkpointed) and return the segments not done yet, after checking the
+        disk has room for them; the ones done and intact are kept (`p.reused`), never run again."""
         state = p.state
         if not state.plan:
             state.plan = self.plan(p)
             state.save()
         suffix = p.suffix
         todo = [seg for seg in state.plan if not state.verified_done(seg, suffix)]
+        p.reused = frozenset(seg.index for seg in state.plan if seg not in todo)
         if todo:
             total = p.info.video.frames or sum(s.frames for s in state.plan) or 1
             left = sum(s.frames for s in todo) / total
@@ -159,12 +201,9 @@ class SegmentDriver:
                 {state.directory: int(est * left), p.final.parent: est}, f"{p.name} (~{est / 1e6:.0f} MB output)"
             )
         n = len(state.plan)
-        for seg in state.plan:
-            if seg not in todo:
-                log.info("%s: segment %d/%d already done", p.name, seg.index + 1, n)
-                continue
-            self.segment(p, seg, n)
-        return sum(state.done[seg.index].seconds for seg in todo)
+        for i in sorted(p.reused):
+            log.info("%s: segment %d/%d already done", p.name, i + 1, n)
+        return todo
 
     def plan(self, p: Prepared) -> list[Segment]:
         """Segments of about `segment_seconds` between keyframes, on the stages' grid; one when it cannot split."""
@@ -175,14 +214,36 @@ class SegmentDriver:
         out = p.state.segment_path(seg, p.suffix)
         started = time.monotonic()
         res = run(p.local, out, p.stages, segment_options(p.options, seg))
+        self.record(p, seg, res.frames_out, time.monotonic() - started)
+
+    def record(self, p: Prepared, seg: Segment, frames: int, seconds: float) -> None:
+        """Checkpoint segment `seg`, its file complete (here or on a worker): flushed to disk, hashed, recorded."""
+        out = p.state.segment_path(seg, p.suffix)
         fsync_file(out)
-        seconds = time.monotonic() - started
         p.state.done[seg.index] = SegmentRecord(
-            file=out.name, size=out.stat().st_size, sha256=file_sha256(out), frames=res.frames_out, seconds=seconds
+            file=out.name, size=out.stat().st_size, sha256=file_sha256(out), frames=frames, seconds=seconds
         )
         p.state.save()
-        log.info("%s: segment %d/%d done: %d frames in %.1fs", p.name, seg.index + 1, n, res.frames_out, seconds)
+        n = len(p.state.plan)
+        log.info("%s: segment %d/%d done: %d frames in %.1fs", p.name, seg.index + 1, n, frames, seconds)
         self.reached(f"segment-done:{seg.index + 1}")
+
+    def tasks(self, p: Prepared, todo: Sequence[Segment], group: int) -> list[SegmentTask]:
+        """`todo` as tasks for an executor, each writing the file its checkpoint will name."""
+        n, stem = len(p.state.plan), p.final.stem
+        names = tuple(s.name for s in p.stages)
+        return [
+            SegmentTask(
+                key=f"{stem}#{seg.index + 1}/{n}",
+                group=group,
+                input=p.local,
+                output=p.state.segment_path(seg, p.suffix),
+                segment=seg,
+                info=p.info,
+                stage_names=names,
+            )
+            for seg in todo
+        ]
 
     def join(self, p: Prepared) -> None:
         """Join the segments into the output (with the source's other streams), record it, delete the segments."""
@@ -218,7 +279,7 @@ class SegmentDriver:
             "mode": self.mode,
             "stages": [s.signature() for s in p.stages],
             "checkpoint": {"key": p.state.key, "input_sha256": p.state.input_sha256},
-            "segments": [s.to_json() for s in p.state.plan],
+            "segments": [s.to_json() | {"reused": s.index in p.reused} for s in p.state.plan],
             "join_s": round(join_s, 3),
             "versions": versions(),
         }

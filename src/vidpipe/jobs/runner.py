@@ -37,11 +37,8 @@ import json
 import logging
 import os
 import shutil
-import signal
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NamedTuple
@@ -56,13 +53,14 @@ from ..runtime.pipeline import source_spec, versions
 from ..runtime.progress import ProgressMode
 from . import atomic
 from .disk import check_free_space, disk_full, estimate_output_bytes
-from .driver import Prepared, SegmentDriver, whole_file_reason
+from .driver import Prepared, SegmentDriver, SegmentExecutor, whole_file_reason
 from .keys import local_name_for_key, make_object_key, parse_s3_url, sanitize_component
 from .monitor import MonitorConfig, bucket_check, detect_provider, run_monitor, stop_command_for
 from .result import JobResult, OutputRecord, uploaded_outputs
 from .secrets import RedactingFilter, Redactor, install_log_redaction
 from .segments import InputState, checkpoint_key, file_sha256
 from .spec import JobSpec
+from .stopping import Stop, stop_at_once
 from .storage import S3Settings, S3Storage, UploadReceipt, file_digest
 
 if TYPE_CHECKING:
@@ -74,53 +72,6 @@ log = logging.getLogger(__name__)
 VIDEO_SUFFIXES: Final = paths.VIDEO_SUFFIXES
 #: seconds between the monitor's looks at the result JSON when --auto-stop runs it after the job
 STOP_POLL_S: Final = 1.0
-
-
-# -- signals -----------------------------------------------------------------------------------------------
-
-
-def _interrupted(signum: int) -> Interrupted:
-    e = Interrupted(f"interrupted by {signal.Signals(signum).name}; state saved, run the job again to resume")
-    e.exit_code = 128 + signum
-    return e
-
-
-class _Stop:
-    """The first SIGINT/SIGTERM a job got, recorded before `Interrupted` is raised: the exception can be swallowed
-    (a signal landing inside a logging handler's `emit`), the record cannot."""
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-
-    def error(self) -> Interrupted | None:
-        return None if self.signum is None else _interrupted(self.signum)
-
-    def check(self) -> None:
-        if (e := self.error()) is not None:
-            raise e
-
-
-@contextmanager
-def _stop_at_once() -> Iterator[_Stop]:
-    """SIGINT/SIGTERM raise Interrupted where the job is (hashing, joining, an upload), after recording the
-    signal in the `_Stop` yielded. `pipeline.run` installs its own handlers while a segment runs, which stop at
-    the next batch instead."""
-    stop = _Stop()
-    if threading.current_thread() is not threading.main_thread():
-        yield stop
-        return
-
-    def handler(signum: int, _frame: object) -> None:
-        if stop.signum is None:
-            stop.signum = signum
-        raise _interrupted(signum)
-
-    old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield stop
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 # -- inputs ---------------------------------------------------------------------------------------
@@ -157,7 +108,9 @@ class _Stems(NamedTuple):
 class JobRunner:
     """Runs one JobSpec. `storage` may be injected (tests); otherwise built from the spec and ``B2_*``.
     `stages` makes each input's stage chain (default: the spec's recipe builds a fresh one); a long-lived worker
-    passes copies of a chain it keeps loaded (`vidpipe.serve`), so a job loads no weights of its own."""
+    passes copies of a chain it keeps loaded (`vidpipe.serve`), so a job loads no weights of its own.
+    `executor` runs the segments of every input on several workers (:mod:`vidpipe.jobs.fanout`; the spec's
+    `executor`/`gpus`, built by `vidpipe.workers.job_executor`); None: one after another in this process."""
 
     def __init__(
         self,
@@ -167,8 +120,10 @@ class JobRunner:
         progress: ProgressMode = "none",
         storage: S3Storage | None = None,
         stages: Callable[[], list[Stage]] | None = None,
+        executor: SegmentExecutor | None = None,
     ) -> None:
         self.spec = spec
+        self.executor = executor
         self._make_stages = stages or spec.pipeline.stages
         self.env = dict(os.environ if env is None else env)
         self.progress = progress
@@ -182,7 +137,7 @@ class JobRunner:
         self.driver = SegmentDriver(
             segment_seconds=spec.segment_seconds, mode=spec.mode, redactor=self.redactor, reached=self._reached
         )
-        self._stop = _Stop()  # replaced by the one `run` installs
+        self._stop = Stop()  # replaced by the one `run` installs
         # the client is made by the pre-flight, where a malformed endpoint or region is reported like any store error
         self._upload_settings = settings
         self.stop_command = self._stop_command() if spec.auto_stop.enabled else None
@@ -228,7 +183,7 @@ class JobRunner:
     def run(self) -> JobOutcome:
         filters = self._install_redaction()
         try:
-            with _stop_at_once() as stop:
+            with stop_at_once() as stop:
                 self._stop = stop
                 return self._run()
         finally:
@@ -270,7 +225,11 @@ class JobRunner:
                 for name in names:
                     result.fail_input(name, e)
                 raise
-            for name in names:
+            if self.executor is not None:
+                from .fanout import run_inputs
+
+                run_inputs(self, self.executor, names, result, outcome)
+            for name in names if self.executor is None else ():  # one after another, in this process
                 result.start_input(name)
                 started = time.monotonic()
                 try:
@@ -278,22 +237,9 @@ class JobRunner:
                     self._stop.check()  # before the input is recorded ok
                 except Exception as e:
                     self._clean_input_temp()
-                    # what failed after a stop (a store retried until it gave up, …) failed because of it
-                    stopped = e if isinstance(e, Interrupted) else self._stop.error()
-                    if stopped is not None:
-                        result.fail_input(name, stopped)
-                        raise stopped from (None if stopped is e else e)
-                    err = self._classify(e, name)
-                    result.fail_input(name, err)
-                    outcome.ok = False
-                    outcome.exit_code = outcome.exit_code or err.exit_code
-                    outcome.errors.append(f"{name}: {err}")
-                    log.error("%s: %s", name, err)
-                    log.debug("%s: traceback", name, exc_info=e)  # with -v; redacted like every record
+                    self._input_failed(name, e, result, outcome)
                     continue
-                result.add_timing(name, "total", time.monotonic() - started)
-                result.succeed_input(name)
-                outcome.outputs.append(final)
+                self._input_done(name, final, started, result, outcome)
             self._reached("uploaded")
             if up.enabled:
                 self._check_bucket(result, outcome)
@@ -323,6 +269,26 @@ class JobRunner:
             for name in result.inputs:
                 result.fail_input(name, e)
         result.finish()  # removes a sentinel an interrupted `finish` wrote
+
+    def _input_failed(self, name: str, e: Exception, result: JobResult, outcome: JobOutcome) -> None:
+        # what failed after a stop (a store retried until it gave up, …) failed because of it
+        stopped = e if isinstance(e, Interrupted) else self._stop.error()
+        if stopped is not None:
+            result.fail_input(name, stopped)
+            raise stopped from (None if stopped is e else e)
+        err = self._classify(e, name)
+        result.fail_input(name, err)
+        outcome.ok = False
+        outcome.exit_code = outcome.exit_code or err.exit_code
+        outcome.errors.append(f"{name}: {err}")
+        log.error("%s: %s", name, err)
+        log.debug("%s: traceback", name, exc_info=e)  # with -v; redacted like every record
+
+    @staticmethod
+    def _input_done(name: str, final: Path, started: float, result: JobResult, outcome: JobOutcome) -> None:
+        result.add_timing(name, "total", time.monotonic() - started)
+        result.succeed_input(name)
+        outcome.outputs.append(final)
 
     def _output_stems(self, names: Sequence[str]) -> dict[str, _Stems]:
         """Per input, the stem of its output file (and checkpoint directory) and of its object key: its own name,
@@ -397,20 +363,28 @@ class JobRunner:
         self._current = []
         self._stop.check()  # before the work of another input (probe, model set-up, hashing)
         p = self._prepare(name)
-        state = p.state
-        joined = state.joined
-        if not (joined and self.driver.intact(p.final, joined)):
+        joined = not self._to_join(p)
+        if not joined:
             result.add_timing(name, "segments", self.driver.run_segments(p))
+        return self._deliver(p, result, joined=joined)
+
+    def _to_join(self, p: Prepared) -> bool:
+        """Whether the input's output is still to be made (no joined output recorded, or not intact)."""
+        joined = p.state.joined
+        return not (joined and self.driver.intact(p.final, joined))
+
+    def _deliver(self, p: Prepared, result: JobResult, *, joined: bool) -> Path:
+        """Its segments all done: join them (unless `joined`), then upload and verify, or record the file."""
+        state, name = p.state, p.name
+        if not joined:
             self.driver.join(p)
         if self.spec.upload.enabled:
             self._upload(p, result)
         else:
-            joined = state.joined or {}
+            made = state.joined or {}
             result.record_output(
                 name,
-                OutputRecord(
-                    path=str(p.final), mode=self.spec.mode, size=joined.get("size"), sha256=joined.get("sha256")
-                ),
+                OutputRecord(path=str(p.final), mode=self.spec.mode, size=made.get("size"), sha256=made.get("sha256")),
             )
         return p.final
 
@@ -420,7 +394,8 @@ class JobRunner:
         info = probe(local)
         suffix = spec.suffix_for(name)
         options = spec.pipeline.run_options(progress=self.progress)
-        device = resolve_device(options.device)
+        # with an executor, this process only plans (reach, grid, encoder: on the CPU); its workers compute
+        device = resolve_device("cpu" if self.executor else options.device)
         stages = self._make_stages()
         out_spec = source_spec(info, options.reader.keep_alpha)
         for stage in stages:
@@ -444,7 +419,7 @@ class JobRunner:
             "copy_streams": options.writer.copy_streams,
             "batch_size": options.reader.batch_size,
             "on_corrupt": options.reader.on_corrupt,
-            "device": device.type,
+            "device": self.executor.device_type if self.executor else device.type,
             "segment_seconds": str(spec.segment_seconds),
             "versions": versions(),
         }
@@ -577,11 +552,12 @@ def run_job(
     progress: ProgressMode = "none",
     storage: S3Storage | None = None,
     stages: Callable[[], list[Stage]] | None = None,
+    executor: SegmentExecutor | None = None,
 ) -> JobOutcome:
     """Run `spec`; see the module docstring. Raises UsageError for a job that cannot start (bad settings,
     missing credentials) and Interrupted on SIGINT/SIGTERM; other failures are in the outcome and the result
     JSON."""
-    return JobRunner(spec, env=env, progress=progress, storage=storage, stages=stages).run()
+    return JobRunner(spec, env=env, progress=progress, storage=storage, stages=stages, executor=executor).run()
 
 
 __all__ = [

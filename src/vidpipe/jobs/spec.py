@@ -10,6 +10,8 @@ A YAML spec (see examples/job.yaml and docs/jobs.md)::
     pipeline: {upscale: realesr-animevideov3-x2, interpolate: rife-hdv3, fps: 60}   # the options of `vidpipe run`
     output: {dir: out, container: mp4, upload: true, bucket: my-bucket, prefix: results}
     segments: {seconds: 120}      # 0: no segments (no resume inside an input)
+    gpus: all                     # all | N | 0,2 | cpu:N: one worker process per GPU (as `vidpipe run --gpus`)
+    executor: local               # local | ray (actors on a Ray cluster, one per GPU); address: auto | ray://…
     work_dir: out/.vidpipe-work
     result_json: out/result.json
     sentinel: out/DONE
@@ -24,7 +26,8 @@ Container mode (no spec file, no ``--input``): ``VIDPIPE_JOB`` names a YAML spec
 ``VIDPIPE_MODE``, ``VIDPIPE_WORK_DIR``, ``VIDPIPE_SEGMENT_SECONDS``, ``VIDPIPE_KEY_PREFIX``, ``VIDPIPE_AUTO_STOP``
 (1/0) and one ``VIDPIPE_<OPTION>`` per option of `vidpipe run` (``VIDPIPE_UPSCALE``, ``VIDPIPE_FPS``,
 ``VIDPIPE_ENCODER``, …). Uploads follow ``AUTO_UPLOAD_B2``/``B2_*``, the result JSON ``UPLOAD_RESULT_JSON`` and
-the sentinel ``VIDPIPE_SENTINEL`` as in the seed's containers.
+the sentinel ``VIDPIPE_SENTINEL`` as in the seed's containers. The workers, in every mode, where the spec names
+none: ``VIDPIPE_EXECUTOR`` (local | ray), ``VIDPIPE_ADDRESS`` (a Ray cluster), ``VIDPIPE_GPUS`` (all | N | 0,2 | cpu:N).
 """
 
 from __future__ import annotations
@@ -116,6 +119,11 @@ class JobSpec:
     result_json: Path = DEFAULT_RESULT_PATH
     sentinel: Path = DEFAULT_SENTINEL
     auto_stop: AutoStopSpec = field(default_factory=AutoStopSpec)
+    #: local (worker processes on this host, `gpus`) | ray (actors on the cluster at `address`)
+    executor: str = "local"
+    address: str | None = None
+    #: all | N | 0,2 | cpu:N, as `vidpipe run --gpus`; None: every visible GPU (one or none: in this process)
+    gpus: str | None = None
 
     def suffix_for(self, input_name: str) -> str:
         if self.container:
@@ -220,7 +228,12 @@ _TOP: Final = {
     "result_json": "str",
     "sentinel": "str",
     "auto_stop": "mapping",
+    "executor": "str",
+    "address": "str",
+    "gpus": "str",
 }
+#: `executor:` values, as `vidpipe run --executor` takes them
+EXECUTORS: Final = ("local", "ray")
 _OUTPUT: Final = {
     "dir": "str",
     "container": "str",
@@ -283,6 +296,7 @@ def build_spec(
 
     work_dir = _path(top.get("work_dir"), base_dir) if top.has("work_dir") else output_dir / ".vidpipe-work"
     result_json, sentinel = _result_paths(top, base_dir, output_dir, env, workspace)
+    executor, address, gpus = _workers(top, env)
     return JobSpec(
         inputs=inputs,
         output_dir=output_dir,
@@ -295,7 +309,28 @@ def build_spec(
         result_json=result_json,
         sentinel=sentinel,
         auto_stop=_auto_stop(top),
+        executor=executor,
+        address=address,
+        gpus=gpus,
     )
+
+
+def _workers(top: _Section, env: Mapping[str, str]) -> tuple[str, str | None, str | None]:
+    """`executor`, `address` and `gpus` (each: the spec, else ``VIDPIPE_EXECUTOR`` / ``VIDPIPE_ADDRESS`` /
+    ``VIDPIPE_GPUS``, else local, none, every visible GPU); the values are checked where the workers start
+    (`vidpipe.workers.devices`), against the GPUs of the host that runs the job."""
+    executor = top.get("executor") or env.get("VIDPIPE_EXECUTOR") or "local"
+    where = "executor" if top.has("executor") else "VIDPIPE_EXECUTOR"
+    if executor not in EXECUTORS:
+        raise _fail(where, f"invalid executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if top.has("address") and executor != "ray":
+        raise _fail("address", f"{top.get('address')!r} is a Ray cluster's address; it goes with executor: ray")
+    # the environment's address serves a Ray job only (a spec that says `executor: local` ignores it)
+    address = (top.get("address") or env.get("VIDPIPE_ADDRESS") or None) if executor == "ray" else None
+    gpus = top.get("gpus") or env.get("VIDPIPE_GPUS") or None
+    if gpus is not None and executor == "ray" and gpus.strip().startswith("cpu:"):
+        raise _fail("gpus", f"{gpus}: cpu:N starts local CPU worker processes; Ray's actors take GPUs (gpus: N)")
+    return executor, address, gpus
 
 
 def _upload_spec(out: _Section, inputs: tuple[str, ...], env: Mapping[str, str]) -> UploadSpec:

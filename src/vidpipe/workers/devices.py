@@ -92,3 +92,31 @@ def worker_slots(gpus: str | None, env: Mapping[str, str] | None = None) -> list
     chosen = parse_gpus(gpus or "all", visible)
     shares = Counter(chosen)
     return [WorkerSlot(i, "cuda:0", g, shares[g]) for i, g in enumerate(chosen)]
+
+
+def pool_slots(gpus: str | None, device: str) -> list[WorkerSlot]:
+    """The worker processes `--gpus` asks for under `--device` (the run's or job's): none where the work stays in
+    one process (a CPU device without `cpu:N`, a host without a GPU). `vidpipe run` and `job run` decide here."""
+    cpu_workers = gpus is not None and gpus.strip().startswith(CPU_PREFIX)
+    if device not in (("auto", "cpu") if cpu_workers else ("auto", "cuda")):
+        if gpus is not None:
+            want = "auto or cpu" if cpu_workers else "auto or cuda"
+            raise UsageError(f"--gpus picks the devices itself; --gpus {gpus} takes --device {want}, not {device}")
+        return []
+    return worker_slots(gpus)
+
+
+def ray_actors(gpus: str | None) -> int | None:
+    """How many Ray actors `--gpus` asks for: a count, or the length of a list (None: the cluster's GPUs)."""
+    if gpus is None or gpus.strip() == "all":
+        return None
+    text = gpus.strip()
+    if text.startswith(CPU_PREFIX):
+        raise UsageError("--gpus cpu:N starts local CPU worker processes; Ray's actors take GPUs (--gpus N)")
+    try:
+        count = len([v for v in text.split(",") if v.strip()]) if "," in text else int(text)
+    except ValueError:
+        raise UsageError(f"invalid --gpus {gpus!r}; valid: all, a count (2) or a list of indices (0,2)") from None
+    if count < 1:
+        raise UsageError(f"invalid --gpus {gpus!r}: at least one actor")
+    return count

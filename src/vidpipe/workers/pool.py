@@ -25,7 +25,7 @@ import multiprocessing as mp
 import shutil
 import time
 from collections import Counter, deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from multiprocessing.connection import Connection, wait
@@ -54,6 +54,9 @@ MAX_ATTEMPTS: Final = 2
 MAX_RESTARTS: Final = 2
 #: seconds a worker gets to exit after being told to stop (or terminated) before it is killed
 STOP_GRACE_S: Final = 10.0
+
+#: called in the parent as each item is done, before its video is finished (`job run` checkpoints its segments)
+ItemDone = Callable[[WorkItem, ItemReport], None]
 
 
 class RecipeStages:
@@ -132,11 +135,12 @@ class WorkerPool:
         slots: Sequence[WorkerSlot],
         progress: Progress,
         totals: Totals,
+        on_item: ItemDone | None = None,
     ) -> None:
         if not slots:
             raise VidpipeError("a worker pool needs at least one worker")
         self.make_stages, self.options, self.slots = make_stages, options, list(slots)
-        self.progress, self._totals = progress, totals
+        self.progress, self._totals, self.on_item = progress, totals, on_item
         self.ctx = mp.get_context("spawn")
         self.workers: list[_Worker] = []
         self.records = {s.index: WorkerRecord(s.label) for s in self.slots}
@@ -302,6 +306,8 @@ class WorkerPool:
             rec.items.append(item.key)
             self._progress(w, item, report.frames_out, report.frames_out)
             self.progress.video_ended(item.key, "skipped" if report.skipped else "done")
+            if self.on_item is not None:
+                self.on_item(item, report)
             vi = item.video
             if vi in videos:
                 return  # its video failed already
@@ -387,12 +393,26 @@ def run_pool(
         jobs, planning, options, len(slots), split=split, segment_seconds=segment_seconds, rows=cost_rows
     )
     del planning
+    return run_plans(plans, make_stages, options, slots, label=f"{len(jobs)} video(s)")
+
+
+def run_plans(
+    plans: list[VideoPlan],
+    make_stages: StageFactory,
+    options: RunOptions,
+    slots: Sequence[WorkerSlot],
+    *,
+    label: str,
+    on_item: ItemDone | None = None,
+) -> PoolResult:
+    """Run planned items (`run_pool`'s, or a job's segments: `workers.job_executor`) with one progress display."""
     items = [it for p in plans for it in p.items]
     totals = Totals({it.key: it.frames for it in items})
-    label = f"{len(jobs)} video(s), {len(items)} item(s) on {len(slots)} workers"
-    progress = Progress(options.progress, totals.total(), label, videos=len(items))
+    progress = Progress(
+        options.progress, totals.total(), f"{label}, {len(items)} item(s) on {len(slots)} workers", videos=len(items)
+    )
     progress.stage = ", ".join(s.label for s in slots)
-    pool = WorkerPool(make_stages, options, slots, progress, totals)
+    pool = WorkerPool(make_stages, options, slots, progress, totals, on_item)
     ok = False
     progress.start()
     try:

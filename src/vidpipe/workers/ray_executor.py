@@ -26,7 +26,7 @@ from ..runtime.inputs import Job
 from ..runtime.pipeline import RunOptions
 from ..runtime.progress import Progress, Totals
 from .plan import VideoPlan, WorkItem, lpt_order, plan_videos
-from .pool import MAX_ATTEMPTS, PoolResult, PoolVideo, WorkerRecord, finish_video
+from .pool import MAX_ATTEMPTS, ItemDone, PoolResult, PoolVideo, WorkerRecord, finish_video
 from .worker import ItemReport, StageFactory, run_item
 
 log = logging.getLogger(__name__)
@@ -72,20 +72,42 @@ def run_ray(
     """Run `make_stages()`'s chain over every job on Ray actors (module docstring). `workers`: actors to start
     (default: the cluster's GPUs); `address`: a cluster to join (None: the one already initialised, else a
     local one)."""
+    n = connect(address, workers)
+    plans = plan_videos(jobs, make_stages(), options, n, split=split, segment_seconds=segment_seconds)
+    return run_ray_plans(plans, make_stages, options, n, label=f"{len(jobs)} video(s)")
+
+
+def connect(address: str | None, workers: int | None) -> int:
+    """Join the cluster at `address` (None: the one already initialised, else a local one); how many actors to
+    start (`workers`, default the cluster's GPUs)."""
     ray = import_ray()
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     n = workers or int(ray.cluster_resources().get("GPU", 0))
     if n < 1:
         raise UsageError("--executor ray: the cluster has no GPU (give --gpus N to start N actors anyway)")
-    plans = plan_videos(jobs, make_stages(), options, n, split=split, segment_seconds=segment_seconds)
+    return n
+
+
+def run_ray_plans(
+    plans: list[VideoPlan],
+    make_stages: StageFactory,
+    options: RunOptions,
+    n: int,
+    *,
+    label: str,
+    on_item: ItemDone | None = None,
+) -> PoolResult:
+    """Run planned items (`run_ray`'s, or a job's segments: `workers.job_executor`) on `n` actors of the cluster
+    `connect` joined; `on_item` is called here, in the driver, as each item is done."""
+    ray = import_ray()
     items = [it for p in plans for it in p.items]
     totals = Totals({it.key: it.frames for it in items})
-    progress = Progress(options.progress, totals.total(), f"{len(jobs)} video(s) on {n} Ray actors", videos=len(items))
+    progress = Progress(options.progress, totals.total(), f"{label} on {n} Ray actors", videos=len(items))
     progress.start()
     ok = False
     try:
-        result = _Driver(ray, make_stages, options, n, progress).run(plans)
+        result = _Driver(ray, make_stages, options, n, progress, on_item).run(plans)
         ok = not result.failed
     finally:
         progress.finish(ok)
@@ -93,8 +115,17 @@ def run_ray(
 
 
 class _Driver:
-    def __init__(self, ray: Any, make_stages: StageFactory, options: RunOptions, n: int, progress: Progress) -> None:
+    def __init__(
+        self,
+        ray: Any,
+        make_stages: StageFactory,
+        options: RunOptions,
+        n: int,
+        progress: Progress,
+        on_item: ItemDone | None = None,
+    ) -> None:
         self.ray, self.make_stages, self.options, self.n, self.progress = ray, make_stages, options, n, progress
+        self.on_item = on_item
         self.actor_class = ray.remote(num_gpus=1)(RayWorker)
         self.records = [WorkerRecord(f"ray{i}") for i in range(n)]
         self.attempts: Counter[str] = Counter()
@@ -149,6 +180,8 @@ class _Driver:
                 self.records[i].items.append(item.key)
                 self.progress.advance(report.frames_out, video=item.key)
                 self.progress.video_ended(item.key, "skipped" if report.skipped else "done")
+                if self.on_item is not None:
+                    self.on_item(item, report)
                 if item.video in videos:
                     continue
                 left[item.video].discard(item.key)
