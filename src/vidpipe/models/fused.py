@@ -13,6 +13,7 @@ through a nearest ×2 upsampling without materialising it.
 
 from __future__ import annotations
 
+import inspect
 import os
 from dataclasses import dataclass
 
@@ -57,7 +58,15 @@ if triton is not None:
             for bm, w, s in ((128, 4, 3), (128, 8, 3), (64, 4, 3), (128, 4, 2), (256, 8, 2))
         ]
 
-    @triton.autotune(configs=_configs(), key=["HW_BUCKET", "C_IN", "N_PAD", "UP", "SHUFFLE", "BLOCK_K"])
+    def _autotune_cache() -> dict[str, bool]:
+        # the chosen config kept on disk (Triton ≥ 3.2): a process's start-up then skips timing every config
+        # of every layer shape again (RIFE's fast path has 9 shapes: seconds of start-up)
+        ok = "cache_results" in inspect.signature(triton.autotune).parameters and not _interpreting()
+        return {"cache_results": True} if ok else {}
+
+    @triton.autotune(
+        configs=_configs(), key=["HW_BUCKET", "C_IN", "N_PAD", "UP", "SHUFFLE", "BLOCK_K"], **_autotune_cache()
+    )
     @triton.jit
     def _conv3x3_kernel(
         x_ptr, w_ptr, b_ptr, s_ptr, r1_ptr, r2_ptr, y_ptr,
