@@ -64,8 +64,10 @@ SCENE_CUT_MODES: tuple[SceneCut, ...] = ("fill", "blend")
 #: HDv3 bisection depth: τ rounded to 1/8 of the source interval, ≤ 2.6 ms off at 24 fps (a sixth of a 60 fps
 #: output period) for at most 3 network calls per pair; the timeline module's 24→60 example uses the same
 DEFAULT_DEPTH = 3
-#: auto: HDv3 on CUDA in fp16/bf16 runs `models.ifnet_fast` (fused kernels, CUDA graphs); torch: the module as is
-KERNELS = ("auto", "torch")
+#: torch: the module as is (the default); fast: HDv3 on CUDA in fp16/bf16 runs `models.ifnet_fast` (fused kernels,
+#: CUDA graphs). Opt-in: on the H100 it measured no faster than eager at 1080p (81–85 against 77–87 frames/s) and
+#: its first run on a fresh machine autotunes for ~70 s (docs/benchmarks.md, issue 24).
+KERNELS = ("torch", "fast")
 #: side of the grey thumbnails the cut check compares; Practical-RIFE's inference_video.py resizes to 32×32
 CUT_THUMB = 32
 #: a pair is a cut when 1 − SSIM of its thumbnails exceeds this. Practical-RIFE treats SSIM < 0.2 as a scene
@@ -159,7 +161,7 @@ class Interpolate(Stage):
         scale: float = 1.0,
         dtype: str = "auto",
         fill_tail: bool | None = None,
-        kernels: str = "auto",
+        kernels: str = "torch",
     ) -> None:
         """`fill_tail`: as `timeline.Planner` (default: True for fps, False for multi, where n frames ×N give
         (n−1)·N+1; True holds the last frame N−1 more times so the output lasts exactly as long as the input, which
@@ -473,7 +475,7 @@ class Interpolate(Stage):
     def _fast_path(self) -> Any:
         """`models.ifnet_fast`'s runner for HDv3 on CUDA in fp16/bf16 (fused kernels, one CUDA graph per batch
         shape), or None: `kernels="torch"`, another layout, the CPU, fp32."""
-        if self.kernels == "torch" or self.device.type != "cuda" or self.dtype == torch.float32:
+        if self.kernels != "fast" or self.device.type != "cuda" or self.dtype == torch.float32:
             return None
         if not isinstance(self.model, IFNetHDv3):
             return None
