@@ -132,10 +132,21 @@ def test_detection_splits_a_jumping_mark_into_spans_and_finds_none_on_clean_foot
     assert detect_marks(clean, list(range(32))).marks == []
 
 
-def test_a_static_shot_is_no_mark_and_says_why() -> None:
-    still = real_frames("vtest.avi", 24, size=(W, H)).float() / 255  # a fixed camera: people walk, the rest holds
-    det = detect_marks(marked(still, logo(1.0)), list(range(24)))
-    assert det.marks == [] and "static picture" in det.notes[0]
+def test_a_picture_that_never_changes_gives_no_mark_and_says_why() -> None:
+    still = real_frames("vtest.avi", 1, size=(W, H)).float() / 255
+    det = detect_marks(marked(still.expand(24, -1, -1, -1), logo(1.0)), list(range(24)))
+    assert det.marks == [] and "nothing changes" in det.notes[0]
+
+
+def test_a_mark_that_comes_and_goes_over_a_fixed_camera_is_found_in_its_frames() -> None:
+    """A fixed camera (vtest: people walk, the rest holds still): no temporal statistic of a still picture tells
+    a mark that stays from the scene, but one that comes and goes changes a compact region at once."""
+    still = real_frames("vtest.avi", 32, size=(W, H)).float() / 255
+    truth = logo(0.5, x=8, y=8)
+    x = torch.cat([still[:10], marked(still[10:26], truth), still[26:]])
+    marks = merge_marks(detect_marks(x, list(range(32))).marks)
+    found = [m for m in marks if iou(m.alpha >= 0.5 * m.alpha.max(), truth >= 0.25) >= 0.7]
+    assert [(m.first, m.last) for m in found] == [(10, 25)], [(m.first, m.last, m.box(0.5)) for m in marks]
 
 
 # --- removal --------------------------------------------------------------------------------------------------
