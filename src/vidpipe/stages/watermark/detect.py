@@ -411,9 +411,12 @@ def _steps(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions) -> list[_C
             if int(e.sum()) < opts.min_edges:
                 continue
             score = float(d[part].mean()) * int(part.sum())
-            # α's shape: the step over its strong part (where the mark is at full strength against the picture)
-            strength = (d / d[part].quantile(0.9).clamp_min(1e-6)).clamp(0, 1) * part
-            cand = _Candidate(part.clone(), e, med * dilate(part[None, None], 1)[0, 0], 1, strength)
+            # α's shape: the step over its strong part (where the mark is at full strength against the picture),
+            # out to its faint rim (under `step`, but the mark's: left out, it spoils the ring that matches the
+            # frames without the mark)
+            rim = dilate(part[None, None], opts.close)[0, 0] & (d > opts.step / 4)
+            strength = (d / d[part].quantile(0.9).clamp_min(1e-6)).clamp(0, 1) * (part | rim)
+            cand = _Candidate(part | rim, e, med * dilate(part[None, None], 1)[0, 0], 1, strength)
             for i, (sc, c) in enumerate(best):
                 if _iou(c.support, part) >= opts.same:
                     if score > sc:
@@ -503,8 +506,8 @@ def _marks_of(
         shown, unseen = propagate(crop, around, ring=RING, radius=SHIFT_RADIUS, reach=REACH)
         blend = estimate_blend(crop, sup, weights, background=shown, seen=around & ~unseen)
         inverted = float((blend.confident & (blend.alpha < 0.9)).float().sum())
-        if c.strength is not None and not bool(blend.confident.any()):
-            alpha = _soft(c.strength, support, f)  # no blend: the shape, its colour left to the remover
+        if c.strength is not None and float(blend.confident.float().sum()) < 0.5 * float(sup.float().sum()):
+            alpha = _soft(c.strength, support, f)  # hardly a blend: the shape, its colour left to the remover
         else:
             alpha[y0:y1, x0:x1] = blend.alpha.cpu().numpy()
             colour = np.zeros((height, width, 3), np.float32)
