@@ -140,7 +140,9 @@ def test_a_picture_that_never_changes_gives_no_mark_and_says_why() -> None:
 
 def test_a_mark_that_comes_and_goes_over_a_fixed_camera_is_found_in_its_frames() -> None:
     """A fixed camera (vtest: people walk, the rest holds still): no temporal statistic of a still picture tells
-    a mark that stays from the scene, but one that comes and goes changes a compact region at once."""
+    a mark that stays from the scene, but one that comes and goes changes a compact region at once. (At this size
+    one part of vtest's scene whose surroundings move is also taken for a mark, frames 0..31: a known miss of
+    `auto`, docs/architecture.md; the eval's clips at half size have none.)"""
     still = real_frames("vtest.avi", 32, size=(W, H)).float() / 255
     truth = logo(0.5, x=8, y=8)
     x = torch.cat([still[:10], marked(still[10:26], truth), still[26:]])
