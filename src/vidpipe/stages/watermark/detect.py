@@ -256,9 +256,12 @@ def _ring(part: torch.Tensor, width: int) -> torch.Tensor:
 
 def _lets_through(part: torch.Tensor, change: torch.Tensor, opts: DetectOptions) -> float:
     """The share of its ring's change over time that `part` as a whole lets through (inf where the ring hardly
-    moves: nothing to compare)."""
-    around = float(change[_ring(part, opts.close + 2)].mean())
-    return float(change[part].mean()) / around if around >= opts.motion else float("inf")
+    moves: nothing to compare; where only a few passers-by move it, its median stays under half of `motion`)."""
+    ring = change[_ring(part, opts.close + 2)]
+    around = float(ring.mean())
+    if around < opts.motion or float(ring.median()) < opts.motion / 2:
+        return float("inf")
+    return float(change[part].mean()) / around
 
 
 def _keep(
