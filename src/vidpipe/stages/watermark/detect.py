@@ -7,19 +7,32 @@ video the pictures are frames, so:
 
 1. Frames go to an analysis resolution (area average, long side ≤ `analysis_side`) and their x/y gradients are
    taken per channel.
-2. Over each sub-window of `span` frames, a pixel is a mark edge where the median gradient is strong (`edge`) and
-   nearly as strong as the mean gradient magnitude there (`agree`: moving content has strong gradients whose
+2. Over each sub-window of `span` frames, a pixel is a held edge where the median gradient is strong (`edge`)
+   and nearly as strong as the mean gradient magnitude there (`agree`: moving content has strong gradients whose
    median is small). Edges are closed, their holes filled (a logo's flat inside has no gradient), isolated pixels
-   dropped: the sub-window's support.
-3. Sub-windows whose supports agree (IoU ≥ `same`) are one candidate mark with one gradient template. A candidate
-   covering more than `max_cover` of the frame is not a mark but a picture that did not move (a static shot):
-   dropped with a note, as a mark hiding under a static scene cannot be told from the scene.
+   dropped: Dekel's support, cut into connected parts.
+3. Real footage holds still in places (a fixed camera, letterbox bars, a dialogue shot), and there Dekel's support
+   is the scene too. A part is a mark only where its place and shape are a mark's (at most `max_cover` of the
+   frame, not from one edge of the frame to the other, compact) and the picture says so:
+   - over motion: a mark lets through none of the picture's change under it (opaque) or 1 − α of it. A part of
+     Dekel's support whose surroundings move and which lets through at most `quiet` of their change is a mark
+     (at most `through`: where two sub-windows agree); so is a part of the support of the attenuated held edges
+     alone (each at most `quiet` of its neighbourhood's change), which reaches a mark next to the scene's still
+     parts — unless it is a fragment of a held structure `host` times its size (a lamp post people walk behind);
+   - over a still picture: a part whose pixels never change over the window (a mark carries none of the
+     camera's noise) while its surroundings flicker; or a step: a compact region that changes at once between
+     two frames and holds its new value while the picture around it holds still (`_steps`: a mark that came,
+     went or jumped); the side of the step whose region a smooth fill from around it misses is the mark's.
+   A mark that sits still over a still picture and never leaves gives no such sign; nor does anything in
+   frames that never change (noted). Parts of sub-windows whose supports agree (IoU ≥ `same`) are one candidate
+   with one gradient template.
 4. Each frame's presence of a candidate: its gradients projected on the template over the template's edges
    (1: the mark as in the template, 0: absent, in between: faded). Runs of frames where it is present are the
    mark's spans, so a mark that jumps (Sora-style) or appears and disappears is one `Mark` per position and span.
 5. α and W come from the frames where the mark is fully present (`estimate.estimate_blend`) at full resolution on
    a crop around the support, fitted on the background other frames showed under it (`fill.propagate`); where none
-   did (a still background) α stays 1 on the support.
+   did (a still background) α is how strongly each pixel stepped (steps) or held against its surroundings' change,
+   with no colour (the remover then takes the background from the frames without the mark, or fills it), else 1.
 
 Everything runs on the frames' device (a GPU window in one go), without loops over pixels.
 """
@@ -33,7 +46,7 @@ import torch
 import torch.nn.functional as F
 
 from .estimate import estimate_blend
-from .fill import dilate, propagate
+from .fill import dilate, propagate, pushpull
 from .marks import Mark
 from .remove import FEATHER, REACH, RING, SHIFT_RADIUS
 
@@ -58,11 +71,46 @@ class DetectOptions:
     gap: int = 24
     #: supports with IoU at least this are the same mark
     same: float = 0.5
-    #: a candidate covering more than this fraction of the frame is a static picture, not a mark
-    max_cover: float = 0.25
+    #: a part of the support covering more than this fraction of the frame is the scene, not a mark
+    max_cover: float = 0.1
+    #: a held edge is attenuated where its own change over time is at most this share of its neighbourhood's
+    quiet: float = 0.5
+    #: a part of Dekel's support is a mark where it lets through at most `quiet` of its ring's change, or at most
+    #: this much in more than one sub-window (a 0.4-α ring logo over a pan, its inside included: ≈ 0.7)
+    through: float = 0.75
+    #: the neighbourhood's radius (analysis px)
+    reach: int = 16
+    #: a pixel's surroundings change as this quantile of its neighbourhood does (a mark may fill most of it)
+    around: float = 0.5
+    #: least change over time (0..1 levels, per frame) of a neighbourhood for an attenuated edge: a picture that
+    #: does not change at all says nothing
+    noise: float = 0.2 / 255
+    #: a part's ring moves where its mean change over time (0..1 levels, per frame) is at least this (2 of 255)
+    motion: float = 2 / 255
+    #: least edge pixels in a part (analysis px)
+    min_edges: int = 12
+    #: frames each side of a step (a mark that came, went or jumped) whose medians are compared
+    hold: int = 6
+    #: least change (0..1 levels, any channel) of a step: a 0.25-α white mark over mid grey changes by ≈ 0.12
+    step: float = 0.06
+    #: most mean change per frame (0..1 levels, any channel) of a pixel that holds still (≈ 5 of 255: noise)
+    held: float = 0.02
+    #: least share of a step's change that happens between two consecutive frames
+    abrupt: float = 0.7
+    #: least share of a part's pixels that never change over the window (a mark over a still picture)
+    constant: float = 0.4
+    #: an attenuated part is a mark's only where Dekel's support around it is at most this many times its size
+    #: (on the eval's clips: marks 5–37, a lamp post and a face's features 69–455)
+    host: float = 50.0
+    #: least pixels of a part (analysis px)
+    min_area: int = 40
+    #: least share of its bounding box a part fills (a mark is compact; a scene's fragments straggle)
+    min_fill: float = 0.45
     #: a frame holds a mark when its presence (projection on the template) exceeds this: a fade's frames past
     #: half its strength are removed with the full mark's α (what a frame holds is not estimated per frame)
     present: float = 0.5
+    #: least frames a mark holds in a window (a scene's part that holds still a moment is not a mark)
+    min_frames: int = 8
     #: estimate α and W (False: α = the support, opaque, e.g. for a preview)
     estimate: bool = True
 
@@ -127,36 +175,259 @@ class _Candidate:
     edges: torch.Tensor
     template: torch.Tensor
     windows: int
+    #: 0..1 over the support: how strongly each pixel changed when the mark came or went (its α's shape where
+    #: the picture under it held still and no blend could be fitted); None for marks found over motion
+    strength: torch.Tensor | None = None
+    #: found only by weak evidence (a part letting through more than `quiet` of its ring's change): kept only
+    #: where more than one sub-window found it
+    weak: bool = False
 
 
-def _candidates(grads: torch.Tensor, opts: DetectOptions) -> list[_Candidate]:
+def _components(mask: torch.Tensor) -> list[torch.Tensor]:
+    """The 8-connected components of a bool h×w mask (each h×w bool), by label propagation: every pixel takes the
+    largest label among its neighbours until nothing changes (a few dozen passes for compact shapes)."""
+    h, w = mask.shape
+    labels = torch.arange(1, h * w + 1, device=mask.device, dtype=torch.float32).view(1, 1, h, w)
+    labels = labels * mask
+    for _ in range(4 * (h + w)):
+        grown = F.max_pool2d(labels, 3, stride=1, padding=1) * mask
+        if torch.equal(grown, labels):
+            break
+        labels = grown
+    ids = torch.unique(labels[labels > 0])
+    return [labels[0, 0] == i for i in ids]
+
+
+@dataclass
+class _SubWindow:
+    median: torch.Tensor  # 2C×h×w median gradient
+    stable: torch.Tensor  # h×w bool: a strong gradient that holds over the sub-window
+    change: torch.Tensor  # h×w: mean |I_t − I_t−1| over the sub-window's frames and channels
+
+
+def _sub_window(x: torch.Tensor, g: torch.Tensor, opts: DetectOptions) -> _SubWindow:
+    med = g.median(dim=0).values
+    mag = med.norm(dim=0)
+    mean_mag = g.norm(dim=1).mean(0)
+    stable = (mag > opts.edge) & (mag >= opts.agree * mean_mag)
+    change = (x[1:] - x[:-1]).abs().mean((0, 1)) if len(x) > 1 else torch.zeros_like(mag)
+    return _SubWindow(med, stable, change)
+
+
+def _local_quantile(x: torch.Tensor, radius: int, q: float) -> torch.Tensor:
+    """h×w: the `q` quantile of `x` over a (2·radius + 1)² square around each pixel, taken on a 2× reduced map."""
+    small = F.avg_pool2d(x[None, None], 2, ceil_mode=True)
+    k = 2 * max(1, radius // 2) + 1
+    cols = F.unfold(F.pad(small, (k // 2,) * 4, mode="replicate"), k)
+    med = cols.quantile(q, dim=1).view(small.shape)
+    return F.interpolate(med, size=x.shape, mode="bilinear", align_corners=False)[0, 0]
+
+
+def _evidence(s: _SubWindow, opts: DetectOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """(h×w bool: a sub-window's possible mark edges, h×w: the change over time around each pixel). Held edges
+    where the picture changes less over time than around them: under a mark of opacity α the picture's change
+    is (1 − α) of its surroundings' (none under an opaque one); a scene's held edges change as their
+    surroundings do."""
+    ref = _local_quantile(s.change, opts.reach, opts.around)
+    return s.stable & (ref >= opts.noise) & (s.change <= opts.quiet * ref), ref
+
+
+def _misfit(part: torch.Tensor, opts: DetectOptions, outline: torch.Tensor | None = None) -> str | None:
+    """Why a connected part's size or place is not a mark's ("": too small or straggling); its compactness is
+    judged on `outline` (the part closed, e.g. a word's letters joined) when given."""
+    cover = float(part.float().mean())
+    if cover > opts.max_cover:
+        return f"a held region covering {cover:.0%} of the frame (a mark covers at most {opts.max_cover:.0%})"
+    rows, cols = part.any(1), part.any(0)
+    if (bool(rows[:2].any()) and bool(rows[-2:].any())) or (bool(cols[:2].any()) and bool(cols[-2:].any())):
+        return "a held region from one edge of the frame to the other (a letterbox or pillarbox bar)"
+    if outline is not None:
+        rows, cols = outline.any(1), outline.any(0)
+    shape = part if outline is None else outline
+    area = int(part.sum())
+    if area < opts.min_area or int(shape.sum()) / (int(rows.sum()) * int(cols.sum())) < opts.min_fill:
+        return ""
+    return None
+
+
+def _ring(part: torch.Tensor, width: int) -> torch.Tensor:
+    return dilate(part[None, None], width)[0, 0] & ~part
+
+
+def _lets_through(part: torch.Tensor, change: torch.Tensor, opts: DetectOptions) -> float:
+    """The share of its ring's change over time that `part` as a whole lets through (inf where the ring hardly
+    moves: nothing to compare; where only a few passers-by move it, its median stays under half of `motion`)."""
+    ring = change[_ring(part, opts.close + 2)]
+    around = float(ring.mean())
+    if around < opts.motion or float(ring.median()) < opts.motion / 2:
+        return float("inf")
+    return float(change[part].mean()) / around
+
+
+def _keep(
+    part: torch.Tensor,
+    edges: torch.Tensor,
+    change: torch.Tensor,
+    constant: torch.Tensor,
+    opts: DetectOptions,
+    moving: bool = False,
+) -> str | None:
+    """Why a connected part of the support is not a mark (None: it is taken for one). Over a moving picture its
+    attenuated held edges are a mark's; over a still one only a part with none of the camera's noise (every
+    pixel the same over the window while its surroundings flicker) is."""
+    why = _misfit(part, opts)
+    if why is not None:
+        return why
+    if int((edges & part).sum()) < opts.min_edges:
+        return ""
+    ring = _ring(part, opts.close + 1)
+    if (
+        not moving
+        and float(change[_ring(part, opts.close + 2)].median()) < opts.motion
+        and not (
+            float(constant[part].float().mean()) >= opts.constant
+            and float(constant[ring].float().mean()) <= opts.constant / 2
+        )
+    ):
+        return (
+            "held edges over a picture that hardly moves: a mark there cannot be told from the scene; "
+            "give box:X,Y,W,H or mask:PATH instead"
+        )
+    return None
+
+
+def _shape(part: torch.Tensor, quiet: torch.Tensor) -> torch.Tensor:
+    """The pixels of `part` that are quiet, closed by 1 px (a noisy pixel does not punch a hole)."""
+    kept = part & quiet
+    closed = ~dilate(~dilate(kept[None, None], 1), 1)[0, 0]
+    return part & closed
+
+
+def _candidates(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions, notes: list[str]) -> list[_Candidate]:
     t = grads.shape[0]
     bounds = list(range(0, t, opts.span))
     if len(bounds) > 1 and t - bounds[-1] < opts.span // 2:
         bounds.pop()  # a short tail joins the window before it
+    ends = [*bounds[1:], t]
+    subs = [_sub_window(x[a:b], grads[a:b], opts) for a, b in zip(bounds, ends, strict=True)]
+    if all(float(s.change.max()) == 0 for s in subs):
+        notes.append(
+            "nothing changes over these frames: a mark cannot be told from the picture under it; "
+            "give box:X,Y,W,H or mask:PATH instead"
+        )
+        return []
     found: list[_Candidate] = []
-    for n, a in enumerate(bounds):
-        b = bounds[n + 1] if n + 1 < len(bounds) else t
-        g = grads[a:b]
-        med = g.median(dim=0).values
-        mag = med.norm(dim=0)
-        mean_mag = g.norm(dim=1).mean(0)
-        edges = (mag > opts.edge) & (mag >= opts.agree * mean_mag)
+    constant = (x[1:] - x[:-1]).abs().amax((0, 1)) == 0
+    for s in subs:
+        edges, ref = _evidence(s, opts)
+        # how much less than its surroundings each pixel changes (1 under an opaque mark, α under one of opacity
+        # α): α's shape where no blend can be fitted
+        held = (1 - s.change / ref.clamp_min(1e-6)).clamp(0, 1)
+        # parts of the held edges' support (Dekel's: the mark itself where the picture moves all around it,
+        # as in a pan), then parts of the support of the attenuated edges alone (a mark next to a scene's still
+        # parts, whose held edges join Dekel's support to the mark's)
+        plain = _support(s.stable, opts.close, opts.gap)
+        parts = [
+            (p, True, lets > opts.quiet)
+            for p in (_components(plain) if bool(plain.any()) else [])
+            if (lets := _lets_through(p, s.change, opts)) <= opts.through
+        ]
         support = _support(edges, opts.close, opts.gap)
-        if not bool(support.any()):
-            continue
-        for c in found:
-            if _iou(c.support, support) >= opts.same:
-                c.support |= support
-                c.edges |= edges
-                c.template += med
-                c.windows += 1
-                break
-        else:
-            found.append(_Candidate(support, edges, med.clone(), 1))
+        hosts = _components(plain) if bool(plain.any()) else []
+        for p in _components(support) if bool(support.any()) else []:
+            # a fragment of a much larger held structure (a lamp post people walk behind) is the scene's
+            host = max((int((h & p).sum()), int(h.sum())) for h in hosts)[1] if hosts else 0
+            if host <= opts.host * int(p.sum()):
+                parts.append((p, False, False))
+        taken: list[torch.Tensor] = []
+        for part, whole, weak in parts:
+            why = _keep(part, edges | (s.stable & part), s.change, constant, opts, moving=whole)
+            if why is not None or any(int((t & part).sum()) >= opts.same * int(part.sum()) for t in taken):
+                if why and why not in notes:
+                    notes.append(why)
+                continue
+            taken.append(part)
+            if not whole:
+                # the mark's own pixels: those of the part whose change is attenuated as its edges' is (the gap
+                # filling also took the picture between a logo's ring and its inside, or between letters)
+                part = _shape(part, s.change <= opts.quiet * ref)
+            e = (edges | s.stable) & part
+            strength = None if whole else held * part
+            for c in found:
+                if _iou(c.support, part) >= opts.same:
+                    c.support |= part
+                    c.edges |= e
+                    c.template += s.median * part
+                    c.windows += 1
+                    if c.strength is not None and strength is not None:
+                        c.strength = c.strength + strength
+                    c.weak &= weak
+                    break
+            else:
+                found.append(_Candidate(part.clone(), e, s.median * part, 1, strength, weak))
+    found = [c for c in found if not c.weak or c.windows > 1]
+    for c in _steps(x, grads, opts):
+        if not any(_iou(o.support, c.support) >= opts.same for o in found):
+            found.append(c)
     for c in found:
         c.template /= c.windows
+        if c.strength is not None:
+            c.strength /= c.windows
     return found
+
+
+def _steps(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions) -> list[_Candidate]:
+    """Marks that came, went or jumped over a still picture: at a frame where a compact region of a still
+    picture changes at once and holds its new value (the medians of `hold` frames before and after differ there)
+    while the picture around it holds throughout. The side of the step that holds the mark is the one whose
+    region does not continue its surroundings (a smooth fill from around it misses it more)."""
+    k = opts.hold
+    t = len(x)
+    if t < 2 * k:
+        return []
+    change = (x[1:] - x[:-1]).abs().amax(1)  # (T−1)×h×w
+    best: list[tuple[float, _Candidate]] = []
+    for tau in range(k, t - k + 1):
+        mb, ma = x[tau - k : tau].median(0).values, x[tau : tau + k].median(0).values
+        d = (ma - mb).abs().amax(0)
+        # still: the pixel holds on each side (its mean change within a side is at most noise)
+        still = (change[tau - k : tau - 1].mean(0) < opts.held) & (change[tau : tau + k - 1].mean(0) < opts.held)
+        # abrupt: the change happens between two frames (a slow drift adds up to as much over `hold` frames)
+        stepped = (d > opts.step) & still & (change[tau - 1] >= opts.abrupt * d)
+        if not bool(stepped.any()):
+            continue
+        grown = dilate(stepped[None, None], opts.close)[0, 0]
+        for blob in _components(grown):
+            part = blob & stepped
+            if _misfit(part, opts, blob) is not None:
+                continue
+            ring = _ring(blob, opts.close + 1)
+            if float(still[ring | part].float().mean()) < 0.9 or float(d[ring].median()) > opts.step / 4:
+                continue  # the surroundings moved or changed too: the scene, not a mark
+            hole = part[None, None].expand(2, 1, *part.shape)
+            sides = torch.stack([mb, ma])
+            miss = ((sides - pushpull(sides, hole)).abs().amax(1)[:, part]).mean(1)
+            mark_side = 1 if float(miss[1]) > float(miss[0]) else 0
+            g = grads[tau : tau + k] if mark_side else grads[tau - k : tau]
+            med = g.median(0).values
+            e = dilate(part[None, None], 1)[0, 0] & (med.norm(dim=0) > opts.edge)
+            if int(e.sum()) < opts.min_edges:
+                continue
+            score = float(d[part].mean()) * int(part.sum())
+            # α's shape: the step over its strong part (where the mark is at full strength against the picture),
+            # out to its faint rim (under `step`, but the mark's: left out, it spoils the ring that matches the
+            # frames without the mark)
+            rim = dilate(part[None, None], opts.close)[0, 0] & (d > opts.step / 4)
+            strength = (d / d[part].quantile(0.9).clamp_min(1e-6)).clamp(0, 1) * (part | rim)
+            cand = _Candidate(part | rim, e, med * dilate(part[None, None], 1)[0, 0], 1, strength)
+            for i, (sc, c) in enumerate(best):
+                if _iou(c.support, part) >= opts.same:
+                    if score > sc:
+                        best[i] = (score, cand)
+                    break
+            else:
+                best.append((score, cand))
+    return [c for _, c in best]
 
 
 def _runs(presence: list[float], threshold: float) -> list[tuple[int, int]]:
@@ -200,15 +471,7 @@ def detect_marks(frames: torch.Tensor, indices: list[int], opts: DetectOptions |
     small = F.avg_pool2d(frames[:, :3].float(), f, ceil_mode=True) if f > 1 else frames[:, :3].float()
     grads = gradients(small)
     det = Detection([])
-    for c in _candidates(grads, opts):
-        cover = float(c.support.float().mean())
-        if cover > opts.max_cover:
-            det.notes.append(
-                f"a still region covering {cover:.0%} of the frame (frames {indices[0]}..{indices[-1]}) is taken "
-                f"for a static picture, not a mark (more than {opts.max_cover:.0%}): auto detection needs a "
-                "picture that moves under the mark; give box:X,Y,W,H or mask:PATH instead"
-            )
-            continue
+    for c in _candidates(small, grads, opts, det.notes):
         e = c.edges & c.support
         tmpl = c.template * e
         norm = float((tmpl * tmpl).sum())
@@ -219,11 +482,18 @@ def detect_marks(frames: torch.Tensor, indices: list[int], opts: DetectOptions |
     return det
 
 
+def _soft(strength: torch.Tensor, support: torch.Tensor, f: int) -> np.ndarray:
+    """A candidate's step strength at full size as α (H×W, 0 off the support)."""
+    height, width = support.shape
+    full = _full_size(strength, f, height, width) * support
+    return full.float().cpu().numpy().astype(np.float32)
+
+
 def _marks_of(
     frames: torch.Tensor, indices: list[int], c: _Candidate, presence: list[float], f: int, opts: DetectOptions
 ) -> list[Mark]:
     height, width = frames.shape[-2:]
-    runs = _runs(presence, opts.present)
+    runs = [(a, b) for a, b in _runs(presence, opts.present) if b - a >= opts.min_frames]
     if not runs:
         return []
     support = dilate(_full_size(c.support, f, height, width)[None, None], max(1, f // 2))[0, 0]
@@ -238,10 +508,16 @@ def _marks_of(
         # the background other frames showed under the mark: an unbiased fit (see estimate.estimate_blend)
         shown, unseen = propagate(crop, around, ring=RING, radius=SHIFT_RADIUS, reach=REACH)
         blend = estimate_blend(crop, sup, weights, background=shown, seen=around & ~unseen)
-        alpha[y0:y1, x0:x1] = blend.alpha.cpu().numpy()
-        colour = np.zeros((height, width, 3), np.float32)
-        colour[y0:y1, x0:x1] = blend.colour.permute(1, 2, 0).cpu().numpy()
         inverted = float((blend.confident & (blend.alpha < 0.9)).float().sum())
+        if c.strength is not None and float(blend.confident.float().sum()) < 0.5 * float(sup.float().sum()):
+            alpha = _soft(c.strength, support, f)  # hardly a blend: the shape, its colour left to the remover
+        else:
+            alpha[y0:y1, x0:x1] = blend.alpha.cpu().numpy()
+            colour = np.zeros((height, width, 3), np.float32)
+            colour[y0:y1, x0:x1] = blend.colour.permute(1, 2, 0).cpu().numpy()
+    elif c.strength is not None:
+        alpha = _soft(c.strength, support, f)
+        inverted = 0.0
     else:
         alpha[support.cpu().numpy()] = 1.0
         inverted = 0.0

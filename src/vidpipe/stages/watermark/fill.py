@@ -2,6 +2,8 @@
 
 - `pushpull`: the fast classical spatial fill — a masked image pyramid averaged down (holes carry no weight) and
   pulled back up bilinearly, so a hole takes the smooth continuation of its surroundings at every scale.
+- `harmonic`: that fill relaxed to the membrane through the hole's border (each hole pixel the mean of its four
+  neighbours, known pixels fixed): no pyramid blocks, the border met with no step.
 - `local_shifts` + `propagate`: fill from other frames where the background under the mark was visible. The
   motion model is a translation of the mark's surroundings (a ring around the hole), found by masked
   sum-of-squared-differences over every shift at once (three correlations) at a coarse scale, then refined to the
@@ -25,6 +27,10 @@ COARSE_SIDE = 64
 #: is blended with the next coarser level's: with 1 (a whole cell needed) a thin hole's fill took far-off picture
 #: (true masks on the eval's 7 clips, half size, 24 frames: 19.7 dB in the box with 1, 21.0 with 4)
 PULL_GAIN = 4.0
+#: Jacobi sweeps that relax a push-pull fill to the harmonic one: on the eval's true masks (7 clips, half size, 48
+#: frames) the 4 clips that are filled, not copied, gained 0.4–2.6 dB in the box over push-pull alone (vtest's
+#: static opaque logo 14.67 → 16.94, transnet's jumping logo 22.48 → 25.08); 100 and 1000 sweeps agree within 0.01
+HARMONIC_SWEEPS = 100
 
 
 def pushpull(x: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
@@ -50,6 +56,22 @@ def pushpull(x: torch.Tensor, hole: torch.Tensor) -> torch.Tensor:
         up = norm
     assert up is not None
     return torch.where(hole, up, x)
+
+
+def harmonic(x: torch.Tensor, hole: torch.Tensor, sweeps: int = HARMONIC_SWEEPS) -> torch.Tensor:
+    """`x` (N×C×H×W float) with the pixels where `hole` (N×1×H×W bool) is set replaced by the harmonic fill of the
+    rest: `pushpull`'s fill, then `sweeps` Jacobi sweeps of Laplace's equation inside the hole (the frame's edge
+    mirrors its last pixel); other pixels unchanged."""
+    y = pushpull(x, hole)
+    if not bool(hole.any()):
+        return y
+    cross = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]], dtype=x.dtype, device=x.device)
+    kernel = cross.view(1, 1, 3, 3).expand(x.shape[1], 1, 3, 3)
+    inside = hole.expand_as(x)
+    for _ in range(sweeps):
+        mean = F.conv2d(F.pad(y, (1, 1, 1, 1), mode="replicate"), kernel, groups=x.shape[1])
+        y = torch.where(inside, mean, y)
+    return y
 
 
 def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ On a crop around the mark (its box grown by the ring and the shift search, so th
 2. **propagate** into the opaque rest (α ≥ `INVERT_MAX`, or pixels whose α could not be estimated): from other
    frames of the window where the background under it was visible (`fill.propagate`);
 3. **fill** what no frame showed: where the surroundings are static over the window, one fill of the window's
-   median picture serves every frame (nothing flickers); elsewhere each frame's own `fill.pushpull`.
+   median picture serves every frame (nothing flickers); elsewhere each frame's own; the fill is `fill.harmonic`.
 The hole is the mark's own pixels (α > 0), not dilated or feathered: α > 0 already holds every pixel the mark
 touches, and each pixel outside it is the picture itself, which no fill matches (a 2 px dilation with a feather
 ramp cost 2.8 dB in the box on the eval's clips, true masks). Pixels with α = 0 are the input's, bit for bit.
@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .estimate import estimate_blend
-from .fill import RING_MATCH, dilate, local_shift, propagate, pushpull, within
+from .fill import RING_MATCH, dilate, harmonic, local_shift, propagate, within
 
 #: α at or above this is treated as opaque: inverting it would amplify noise by 1 / (1 − α) ≥ 10
 INVERT_MAX = 0.9
@@ -209,9 +209,9 @@ def _spatial_fill(clean: torch.Tensor, hole: torch.Tensor, left: torch.Tensor) -
         return clean
     ring = dilate(hole[:1], RING) & ~hole[:1]
     median = clean.median(dim=0, keepdim=True).values
-    still = pushpull(median, hole[:1])
+    still = harmonic(median, hole[:1])
     err = ((clean - median) ** 2 * ring).sum((1, 2, 3)) / (ring.sum() * clean.shape[1]).clamp_min(1)
     static = (err.sqrt() <= RING_MATCH).view(-1, 1, 1, 1)
-    own = pushpull(clean, hole)
+    own = harmonic(clean, hole)
     fill = torch.where(static, still.expand_as(clean), own)
     return torch.where(left, fill, clean)
