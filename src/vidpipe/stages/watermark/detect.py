@@ -33,6 +33,8 @@ video the pictures are frames, so:
    a crop around the support, fitted on the background other frames showed under it (`fill.propagate`); where none
    did (a still background) α is how strongly each pixel stepped (steps) or held against its surroundings' change,
    with no colour (the remover then takes the background from the frames without the mark, or fills it), else 1.
+   A mark found by its attenuated change takes its shape from its whole span too (`shape.span_alpha`): a
+   sub-window's edge support misses a thin ring's side and fills a logo's inside.
 
 Everything runs on the frames' device (a GPU window in one go), without loops over pixels.
 """
@@ -49,6 +51,7 @@ from .estimate import estimate_blend
 from .fill import dilate, propagate, pushpull
 from .marks import Mark
 from .remove import FEATHER, REACH, RING, SHIFT_RADIUS
+from .shape import ShapeOptions, span_alpha
 
 #: α and W are estimated from the frames whose presence is at least this (the mark at full strength)
 FULL = 0.8
@@ -111,6 +114,8 @@ class DetectOptions:
     present: float = 0.5
     #: least frames a mark holds in a window (a scene's part that holds still a moment is not a mark)
     min_frames: int = 8
+    #: a mark found by its attenuated change takes its shape from its whole span as well (`shape.span_alpha`)
+    span_shape: ShapeOptions = field(default_factory=ShapeOptions)
     #: estimate α and W (False: α = the support, opaque, e.g. for a preview)
     estimate: bool = True
 
@@ -181,6 +186,10 @@ class _Candidate:
     #: found only by weak evidence (a part letting through more than `quiet` of its ring's change): kept only
     #: where more than one sub-window found it
     weak: bool = False
+    #: found by its attenuated change (its shape is refined over its span: `shape.span_alpha`)
+    attenuated: bool = False
+    #: found over motion (Dekel's support) or in a sub-window of at least `span` frames
+    confirmed: bool = True
 
 
 def _components(mask: torch.Tensor) -> list[torch.Tensor]:
@@ -318,7 +327,10 @@ def _candidates(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions, notes
         return []
     found: list[_Candidate] = []
     constant = (x[1:] - x[:-1]).abs().amax((0, 1)) == 0
-    for s in subs:
+    # the attenuated change over fewer than `span` frames (a tail) only confirms a mark found otherwise: alone, a
+    # part of the scene that holds still a moment passes for one (8 frames of Megamind did)
+    full = [b - a >= opts.span for a, b in zip(bounds, ends, strict=True)]
+    for s, whole_window in zip(subs, full, strict=True):
         edges, ref = _evidence(s, opts)
         # how much less than its surroundings each pixel changes (1 under an opaque mark, α under one of opacity
         # α): α's shape where no blend can be fitted
@@ -362,10 +374,14 @@ def _candidates(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions, notes
                     if c.strength is not None and strength is not None:
                         c.strength = c.strength + strength
                     c.weak &= weak
+                    c.attenuated |= not whole
+                    c.confirmed |= whole_window or whole
                     break
             else:
-                found.append(_Candidate(part.clone(), e, s.median * part, 1, strength, weak))
-    found = [c for c in found if not c.weak or c.windows > 1]
+                found.append(
+                    _Candidate(part.clone(), e, s.median * part, 1, strength, weak, not whole, whole_window or whole)
+                )
+    found = [c for c in found if (not c.weak or c.windows > 1) and (c.confirmed or not any(full))]
     for c in _steps(x, grads, opts):
         if not any(_iou(o.support, c.support) >= opts.same for o in found):
             found.append(c)
@@ -478,7 +494,7 @@ def detect_marks(frames: torch.Tensor, indices: list[int], opts: DetectOptions |
         if norm <= 0:
             continue
         presence = ((grads * tmpl).sum((1, 2, 3)) / norm).tolist()
-        det.marks.extend(_marks_of(frames, indices, c, presence, f, opts))
+        det.marks.extend(_marks_of(frames, small, indices, c, presence, f, opts))
     return det
 
 
@@ -490,7 +506,13 @@ def _soft(strength: torch.Tensor, support: torch.Tensor, f: int) -> np.ndarray:
 
 
 def _marks_of(
-    frames: torch.Tensor, indices: list[int], c: _Candidate, presence: list[float], f: int, opts: DetectOptions
+    frames: torch.Tensor,
+    small: torch.Tensor,
+    indices: list[int],
+    c: _Candidate,
+    presence: list[float],
+    f: int,
+    opts: DetectOptions,
 ) -> list[Mark]:
     height, width = frames.shape[-2:]
     runs = [(a, b) for a, b in _runs(presence, opts.present) if b - a >= opts.min_frames]
@@ -501,6 +523,7 @@ def _marks_of(
     weights = torch.tensor([1.0 if p >= FULL else 0.0 for p in presence], device=frames.device)
     alpha = np.zeros((height, width), np.float32)
     colour: np.ndarray | None = None
+    soft = False
     if opts.estimate and int(weights.sum()) >= 4:
         crop = frames[:, :3, y0:y1, x0:x1].float()
         sup = support[y0:y1, x0:x1]
@@ -511,12 +534,14 @@ def _marks_of(
         inverted = float((blend.confident & (blend.alpha < 0.9)).float().sum())
         if c.strength is not None and float(blend.confident.float().sum()) < 0.5 * float(sup.float().sum()):
             alpha = _soft(c.strength, support, f)  # hardly a blend: the shape, its colour left to the remover
+            soft = True
         else:
             alpha[y0:y1, x0:x1] = blend.alpha.cpu().numpy()
             colour = np.zeros((height, width, 3), np.float32)
             colour[y0:y1, x0:x1] = blend.colour.permute(1, 2, 0).cpu().numpy()
     elif c.strength is not None:
         alpha = _soft(c.strength, support, f)
+        soft = True
         inverted = 0.0
     else:
         alpha[support.cpu().numpy()] = 1.0
@@ -525,12 +550,17 @@ def _marks_of(
         return []
     marks = []
     for a, b in runs:
+        shape = None
+        if soft and c.attenuated:
+            shape = span_alpha(
+                small[a:b], c.support, alpha, f, opts.span_shape, reach=opts.reach, around=opts.around, noise=opts.noise
+            )
         info: dict[str, float | int | str] = {
             "presence": round(float(np.mean(presence[a:b])), 3),
             "windows": c.windows,
             "estimated_pixels": int(inverted),
         }
-        marks.append(Mark(indices[a], indices[b - 1], alpha, colour, "auto", info))
+        marks.append(Mark(indices[a], indices[b - 1], alpha if shape is None else shape, colour, "auto", info))
     return marks
 
 
