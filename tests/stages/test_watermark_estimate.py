@@ -75,10 +75,21 @@ def test_a_still_shots_semi_transparent_mark_is_inverted_not_filled() -> None:
     assert float((new[1:] - new[:-1]).abs().max()) == 0.0
 
 
-def test_an_opaque_mark_is_left_to_the_fill() -> None:
+def test_an_opaque_marks_inside_is_left_to_the_fill_and_its_faint_rim_inverted() -> None:
     truth, colour = logo(1.0)
-    est = estimate_flat(blend(still(6), truth, colour), truth > 0)
-    assert not bool(est.confident.any())
+    clean = still(6)
+    x = blend(clean, truth, colour)
+    support = truth > 0
+    est = estimate_flat(x, support)
+    assert not bool(est.confident[truth >= 0.99].any())  # nothing of the picture shows there: filled
+    rim = est.confident
+    assert int(rim.sum()) > 20 and float((est.alpha - truth)[rim].abs().mean()) < 0.1
+    assert float((est.colour - colour)[:, rim].abs().max()) < 0.02  # the solid inside's own colour
+    new, box, _ = remove_mark(x, support.float(), None)
+    y0, y1, x0, x1 = box.tolist()
+    fill = harmonic(x, support[None, None].expand(6, 1, H, W))[:, :, y0:y1, x0:x1]
+    got, filled = (psnr(v, clean[:, :, y0:y1, x0:x1], rim[y0:y1, x0:x1]) for v in (new[:, :3], fill))
+    assert got > filled + 2, (got, filled)
 
 
 def test_a_fading_mark_gets_each_frames_share_of_its_opacity() -> None:

@@ -46,6 +46,10 @@ FADE_SPREAD = 0.75
 #: `estimate_flat`: a mark's core whose colour varies by no more than this (median absolute deviation, 0..1:
 #: one level of 255) is opaque
 OPAQUE_MAD = 1 / 255
+#: `estimate_flat`: an opaque mark's rim pixels projected below this α are inverted, not filled
+OPAQUE_RIM = 0.5
+#: `estimate_flat`: an opaque mark's part needs this many interior px to read its colour from
+OPAQUE_CORE_PX = 16
 #: `estimate_flat`: the rim is re-fitted against the inverted core only below this α0 (above it the core's
 #: inversion amplifies noise by 1 / (1 − α0) ≥ 10 and the remover fills it instead)
 RIM_REFIT_MAX = 0.9
@@ -179,9 +183,10 @@ def estimate_flat(frames: torch.Tensor, support: torch.Tensor) -> Blend:
     scale = torch.ones(t, dtype=frames.dtype, device=frames.device)
     proj, den = _project(frames, bg, colour, scale)
     high = support & (proj >= HIGH_SHARE * proj[support].quantile(0.95))
-    if not bool(high.any()) or _flat_core(frames, core0, lab):
-        none = torch.zeros_like(support)  # an opaque mark (its core one colour, no picture through it): filled
-        return Blend(alpha=support.to(frames.dtype), colour=colour, confident=none, scale=scale)
+    if not bool(high.any()):
+        return Blend(alpha=support.to(frames.dtype), colour=colour, confident=torch.zeros_like(support), scale=scale)
+    if _flat_core(frames, core0, lab):
+        return _opaque_rim(frames, support, core0, lab, bg, scale)
     # each frame's share of α: the median over the high pixels of its own projection, over the largest one's
     lever = colour - bg
     each = ((frames - bg) * lever).sum(1)[:, high] / (lever * lever).sum(1)[:, high].clamp_min(1e-9)
@@ -251,6 +256,33 @@ def _refine(
     s = scale.view(t, 1, 1, 1)
     back = torch.where(support, (frames - s * alpha * colour) / (1 - s * alpha).clamp_min(1e-3), frames).clamp(0, 1)
     return alpha, scale, den, back
+
+
+def _opaque_rim(
+    frames: torch.Tensor,
+    support: torch.Tensor,
+    core: torch.Tensor,
+    lab: torch.Tensor,
+    bg: torch.Tensor,
+    scale: torch.Tensor,
+) -> Blend:
+    """An opaque mark: W is its core's colour exactly; only the faint part of its anti-aliased rim (projected
+    α below `OPAQUE_RIM`) is `confident`, to be inverted, the rest filled."""
+    # 2 px in and next to it: a stroke 1–2 px wide is anti-aliased all through, its 1 px erosion not one colour
+    solid = core & dilate((support & ~dilate(~support[None, None], 2)[0, 0])[None, None], 1)[0, 0]
+    colour = torch.zeros_like(frames[0])
+    known = torch.zeros_like(support)
+    for j in lab[support].unique().tolist():
+        part = lab == j
+        if int((part & solid).sum()) >= OPAQUE_CORE_PX:  # a part whose solid inside shows its colour
+            colour[:, part] = frames[:, :, part & solid].transpose(0, 1).reshape(3, -1).median(1).values[:, None]
+            known |= part
+    proj, den = _project(frames, bg, colour, scale)
+    alpha = torch.where(support, proj.clamp(0, 1), torch.zeros_like(proj))
+    confident = known & ~core & (alpha < OPAQUE_RIM) & (den / (3 * frames.shape[0]) >= MIN_LEVER**2)
+    return Blend(
+        alpha=torch.where(confident, alpha, support.to(alpha)), colour=colour, confident=confident, scale=scale
+    )
 
 
 def _shares(each: torch.Tensor) -> torch.Tensor:
