@@ -156,6 +156,11 @@ def remove_mark(
         with _timed(out, "propagate", dev):
             dirty = free_dirty[:, None, y0:y1, x0:x1] if free_dirty is not None else None
             bare, got = _from_free(crop, support, free[:, :3, y0:y1, x0:x1].float(), dirty)
+            # the copy's offset from this frame around the mark, carried smoothly inside (seamless cloning): another
+            # moment's picture meets this one's surroundings. Eval, true masks, half size: megamind's jumping
+            # opaque text 33.66 → 34.43 dB, flicker 1.674 → 1.592; the other clips within ±0.03 dB
+            hole_all = support[None, None].expand(t, 1, *support.shape)
+            bare = (bare + harmonic(crop - bare, hole_all)).clamp(0, 1)
             # the background itself, seen when the mark was away: better than any inversion or fill
             clean = torch.where(got, bare, clean)
             out.propagated += int(got.sum())
