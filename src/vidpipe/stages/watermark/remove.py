@@ -2,7 +2,8 @@
 
 On a crop around the mark (its box grown by the ring and the shift search, so the whole frame is never touched):
 1. **invert** the blend where the mark is semi-transparent and its colour is known or estimated
-   (`estimate.estimate_blend`): B = (I − α·W) / (1 − α), exact where α < `INVERT_MAX`;
+   (`estimate.estimate_blend` where other frames showed the background, else `estimate.estimate_flat`: one
+   opacity and flat colours, a fade's per-frame share): B = (I − α_t·W) / (1 − α_t), exact where α_t < `INVERT_MAX`;
 2. **propagate** into the opaque rest (α ≥ `INVERT_MAX`, or pixels whose α could not be estimated): from other
    frames of the window where the background under it was visible (`fill.propagate`);
 3. **fill** what no frame showed: where the surroundings are static over the window, one fill of the window's
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .estimate import estimate_blend
+from .estimate import estimate_blend, estimate_flat
 from .fill import RING_MATCH, dilate, harmonic, local_shift, propagate, within
 
 #: α at or above this is treated as opaque: inverting it would amplify noise by 1 / (1 − α) ≥ 10
@@ -135,22 +136,31 @@ def remove_mark(
             known = support
         elif estimate and t >= MIN_FRAMES:
             blend = estimate_blend(crop, support, background=shown, seen=around & ~unseen)
-            a = torch.where(blend.confident, blend.alpha, a)
-            w, known = blend.colour, blend.confident
+            # where no frame showed the background (a still shot), one opacity and flat colours over all frames
+            flat = estimate_flat(crop, support)
+            per_frame = flat.alpha * flat.scale.view(t, 1, 1)  # a fading mark's α scales over time
+            a = torch.where(blend.confident, blend.alpha, torch.where(flat.confident, per_frame, a))
+            w = torch.where(blend.confident, blend.colour, flat.colour)
+            known = blend.confident | flat.confident
         else:
             w, known = torch.zeros_like(crop[0]), torch.zeros_like(support)
+        a = a.expand(t, *support.shape)[:, None]  # T×1×h×w: per frame
         invert = known & (a > 0) & (a < INVERT_MAX)
         clean = torch.where(invert, (crop - a * w) / (1 - a).clamp_min(1e-3), crop).clamp(0, 1)
-        opaque = support & ~invert & ~(known & (a <= 0))
         # the hole is the mark's own pixels: every pixel it touches has α > 0, and a pixel outside it is the
         # picture itself, which no fill beats (dilating by 2 px cost 2.8 dB in the box on the eval's clips)
-        hole = opaque[None].expand(t, 1, *opaque.shape)
-        out.inverted = int(invert.sum()) * t
+        hole = support & ~invert & ~(known & (a <= 0))
+        out.inverted = int(invert.sum())
     got = torch.zeros_like(hole)
     if free is not None and len(free):
         with _timed(out, "propagate", dev):
             dirty = free_dirty[:, None, y0:y1, x0:x1] if free_dirty is not None else None
             bare, got = _from_free(crop, support, free[:, :3, y0:y1, x0:x1].float(), dirty)
+            # the copy's offset from this frame around the mark, carried smoothly inside (seamless cloning): another
+            # moment's picture meets this one's surroundings. Eval, true masks, half size: megamind's jumping
+            # opaque text 33.66 → 34.43 dB, flicker 1.674 → 1.592; the other clips within ±0.03 dB
+            hole_all = support[None, None].expand(t, 1, *support.shape)
+            bare = (bare + harmonic(crop - bare, hole_all)).clamp(0, 1)
             # the background itself, seen when the mark was away: better than any inversion or fill
             clean = torch.where(got, bare, clean)
             out.propagated += int(got.sum())
