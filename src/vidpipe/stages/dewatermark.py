@@ -36,6 +36,7 @@ from ..frames import FrameBatch, from_float, to_float
 from .base import StreamSpec
 from .temporal import WindowedStage
 from .watermark.detect import detect_marks, merge_marks
+from .watermark.estimate import FlatMemory
 from .watermark.marks import OPEN_END, Mark, load_marks
 from .watermark.remove import Outcome, StepError, remove_mark
 
@@ -165,6 +166,8 @@ class Dewatermark(WindowedStage):
         self.device = torch.device("cpu")
         self.user_marks: list[Mark] = []
         self._on_device: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        #: a user mark's α/W fit carried from window to window (bounded: a few maps per mark, no frames)
+        self._memory: dict[int, FlatMemory] = {}
         self.found: list[Mark] = []
         self.notes: list[str] = []
         self.outcome = Outcome()
@@ -178,6 +181,7 @@ class Dewatermark(WindowedStage):
             m for r in self.requests if r.kind != "auto" for m in request_marks(r, spec.width, spec.height)
         ]
         self._on_device.clear()
+        self._memory = {id(m): FlatMemory() for m in self.user_marks}
         if self.window_request is None:
             if device.type == "cuda":
                 vram = torch.cuda.get_device_properties(device).total_memory / 2**30
@@ -218,7 +222,8 @@ class Dewatermark(WindowedStage):
             alpha, colour = self._tensors(m)
             free, dirty = self._free_frames(x, frames.index, m, marks)
             try:
-                new, box, outcome = remove_mark(x[sel], alpha, colour, free=free, free_dirty=dirty)
+                memory = self._memory.get(id(m))
+                new, box, outcome = remove_mark(x[sel], alpha, colour, free=free, free_dirty=dirty, memory=memory)
             except StepError as e:
                 raise StageError(f"dewatermark: step {e.step} failed on frames {frames.index[sel[0]]}..: {e}") from e
             self.outcome.add(outcome)

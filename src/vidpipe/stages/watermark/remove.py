@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .estimate import estimate_blend, estimate_flat
+from .estimate import FlatMemory, estimate_blend, estimate_flat
 from .fill import RING_MATCH, dilate, harmonic, local_shift, propagate, within
 
 #: α at or above this is treated as opaque: inverting it would amplify noise by 1 / (1 − α) ≥ 10
@@ -109,12 +109,15 @@ def remove_mark(
     estimate: bool = True,
     free: torch.Tensor | None = None,
     free_dirty: torch.Tensor | None = None,
+    memory: FlatMemory | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Outcome]:
     """Remove one mark from `frames` (T×C×H×W float 0..1, every frame holding the mark; C may be 4: alpha is
     left alone). `alpha` H×W, `colour` 3×H×W or None (estimated from the frames when `estimate`, else the mark is
     treated as opaque). `free` (F×C×H×W): frames of the window without this mark (before it came, after it went or
-    jumped), with `free_dirty` (F×H×W bool) the pixels other marks cover in them. Returns (the crop's new pixels
-    T×C×h×w, the crop box as a 4-tensor y0,y1,x0,x1 — pixels that may differ lie inside it — and the outcome)."""
+    jumped), with `free_dirty` (F×H×W bool) the pixels other marks cover in them. `memory`: the mark's flat fit
+    from earlier windows, refined with these frames and used in their place (no step at a window's edge).
+    Returns (the crop's new pixels T×C×h×w, the crop box as a 4-tensor y0,y1,x0,x1 — pixels that may differ lie
+    inside it — and the outcome)."""
     out = Outcome()
     dev = frames.device
     box = crop_box(alpha, FEATHER + max(RING, SHIFT_RADIUS) + 1)
@@ -138,6 +141,8 @@ def remove_mark(
             blend = estimate_blend(crop, support, background=shown, seen=around & ~unseen)
             # where no frame showed the background (a still shot), one opacity and flat colours over all frames
             flat = estimate_flat(crop, support)
+            if memory is not None:
+                flat = memory.merge(flat)
             per_frame = flat.alpha * flat.scale.view(t, 1, 1)  # a fading mark's α scales over time
             a = torch.where(blend.confident, blend.alpha, torch.where(flat.confident, per_frame, a))
             w = torch.where(blend.confident, blend.colour, flat.colour)
