@@ -63,3 +63,21 @@ def test_the_second_window_inverts_with_the_first_windows_fit_so_the_seam_does_n
     fresh = alone.process_window(two).data[8]  # frame 16 from its own window's fit only
     with_memory, without = _seam_step(out15, carried, still, a), _seam_step(out15, fresh, still, a)
     assert with_memory < without, (with_memory, without)  # measured 0.62 vs 1.14 levels
+
+
+def test_a_still_shots_fill_is_reused_by_later_windows_while_its_surroundings_match() -> None:
+    from vidpipe.stages.watermark.remove import MarkMemory, _spatial_fill
+
+    gen = torch.Generator().manual_seed(0)
+    picture = real_frames("vtest.avi", 1, size=(48, 40)).float()[0] / 255  # one still picture, noise per frame
+    hole = torch.zeros(1, 1, 40, 48, dtype=torch.bool)
+    hole[..., 14:26, 16:32] = True
+    windows = [(picture + 0.004 * torch.randn(8, 3, 40, 48, generator=gen)).clamp(0, 1) for _ in range(2)]
+    holes = hole.expand(8, 1, 40, 48)
+    mem = MarkMemory()
+    first, second = (_spatial_fill(w, holes, holes, mem) for w in windows)
+    assert torch.equal(first[0][holes[0].expand(3, -1, -1)], second[0][holes[0].expand(3, -1, -1)])
+    fresh = _spatial_fill(windows[1], holes, holes)  # the window's own median: another fill
+    assert not torch.equal(fresh[0], second[0])
+    moved = (windows[1] * 0.5).clamp(0, 1)  # surroundings no longer match: a fill of its own
+    assert torch.equal(_spatial_fill(moved, holes, holes, mem), _spatial_fill(moved, holes, holes))

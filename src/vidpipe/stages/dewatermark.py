@@ -36,9 +36,8 @@ from ..frames import FrameBatch, from_float, to_float
 from .base import StreamSpec
 from .temporal import WindowedStage
 from .watermark.detect import detect_marks, merge_marks
-from .watermark.estimate import FlatMemory
 from .watermark.marks import OPEN_END, Mark, load_marks
-from .watermark.remove import Outcome, StepError, remove_mark
+from .watermark.remove import MarkMemory, Outcome, StepError, remove_mark
 
 log = logging.getLogger(__name__)
 
@@ -166,8 +165,8 @@ class Dewatermark(WindowedStage):
         self.device = torch.device("cpu")
         self.user_marks: list[Mark] = []
         self._on_device: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
-        #: a user mark's α/W fit carried from window to window (bounded: a few maps per mark, no frames)
-        self._memory: dict[int, FlatMemory] = {}
+        #: a user mark's α/W fit and still fill carried from window to window (a few maps per mark, no frames)
+        self._memory: dict[int, MarkMemory] = {}
         self.found: list[Mark] = []
         self.notes: list[str] = []
         self.outcome = Outcome()
@@ -181,7 +180,7 @@ class Dewatermark(WindowedStage):
             m for r in self.requests if r.kind != "auto" for m in request_marks(r, spec.width, spec.height)
         ]
         self._on_device.clear()
-        self._memory = {id(m): FlatMemory() for m in self.user_marks}
+        self._memory = {id(m): MarkMemory() for m in self.user_marks}
         if self.window_request is None:
             if device.type == "cuda":
                 vram = torch.cuda.get_device_properties(device).total_memory / 2**30
