@@ -331,9 +331,12 @@ class FlatMemory:
     confident: torch.Tensor | None = None
     weight: float = 0.0
 
-    def merge(self, flat: Blend) -> Blend:
+    def merge(self, flat: Blend, ramp: torch.Tensor | None = None) -> Blend:
         """`flat` (a window's fit on the same crop) with this window's own per-frame shares but the mean's α, W
-        and confidence (a fade's shares are relative to its strongest frames: comparable across windows)."""
+        and confidence (a fade's shares are relative to its strongest frames: comparable across windows). `ramp`
+        (T,: 0 at the last frame the previous window wrote, 1 at this one's last) moves α and W from the previous
+        mean to the new one frame by frame (T×h×w, T×3×h×w), so no window edge steps."""
+        before = (self.alpha, self.colour) if self.alpha is not None and self.alpha.shape == flat.alpha.shape else None
         scale = flat.scale if flat.scale is not None else torch.ones(1, device=flat.alpha.device)
         if self.alpha is None or self.alpha.shape != flat.alpha.shape:
             self.alpha, self.colour, self.confident, self.weight = flat.alpha, flat.colour, flat.confident.float(), 0.0
@@ -345,4 +348,9 @@ class FlatMemory:
             self.confident = mean(self.confident, flat.confident.float())
             self.weight = k + w
         assert self.colour is not None and self.confident is not None
-        return Blend(alpha=self.alpha, colour=self.colour, confident=self.confident >= 0.5, scale=flat.scale)
+        alpha, colour = self.alpha, self.colour
+        if ramp is not None and before is not None and before[1] is not None:
+            lam = ramp.to(alpha).view(-1, 1, 1)
+            alpha = before[0] + lam * (alpha - before[0])
+            colour = before[1] + lam[:, None] * (colour - before[1])
+        return Blend(alpha=alpha, colour=colour, confident=self.confident >= 0.5, scale=flat.scale)

@@ -122,12 +122,14 @@ def remove_mark(
     free: torch.Tensor | None = None,
     free_dirty: torch.Tensor | None = None,
     memory: MarkMemory | None = None,
+    ramp: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Outcome]:
     """Remove one mark from `frames` (T×C×H×W float 0..1, every frame holding the mark; C may be 4: alpha is
     left alone). `alpha` H×W, `colour` 3×H×W or None (estimated from the frames when `estimate`, else the mark is
     treated as opaque). `free` (F×C×H×W): frames of the window without this mark (before it came, after it went or
     jumped), with `free_dirty` (F×H×W bool) the pixels other marks cover in them. `memory`: the mark's flat fit and
-    still fill from earlier windows, refined with these frames and used in their place (no step at a window's edge).
+    still fill from earlier windows, refined with these frames and used in their place (no step at a window's edge);
+    `ramp` (T,) each frame's way from the earlier windows' fit to this one's (`FlatMemory.merge`).
     Returns (the crop's new pixels T×C×h×w, the crop box as a 4-tensor y0,y1,x0,x1 — pixels that may differ lie
     inside it — and the outcome)."""
     out = Outcome()
@@ -154,7 +156,7 @@ def remove_mark(
             # where no frame showed the background (a still shot), one opacity and flat colours over all frames
             flat = estimate_flat(crop, support)
             if memory is not None:
-                flat = memory.flat.merge(flat)
+                flat = memory.flat.merge(flat, ramp)
             per_frame = flat.alpha * flat.scale.view(t, 1, 1)  # a fading mark's α scales over time
             a = torch.where(blend.confident, blend.alpha, torch.where(flat.confident, per_frame, a))
             w = torch.where(blend.confident, blend.colour, flat.colour)
