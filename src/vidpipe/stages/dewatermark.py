@@ -37,7 +37,7 @@ from .base import StreamSpec
 from .temporal import WindowedStage
 from .watermark.detect import detect_marks, merge_marks
 from .watermark.marks import OPEN_END, Mark, load_marks
-from .watermark.remove import Outcome, StepError, remove_mark
+from .watermark.remove import MarkMemory, Outcome, StepError, remove_mark
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +165,10 @@ class Dewatermark(WindowedStage):
         self.device = torch.device("cpu")
         self.user_marks: list[Mark] = []
         self._on_device: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        #: a user mark's α/W fit and still fill carried from window to window (a few maps per mark, no frames)
+        self._memory: dict[int, MarkMemory] = {}
+        #: per such mark, the first frame the last window did not write (its last kept one + 1)
+        self._seam: dict[int, int] = {}
         self.found: list[Mark] = []
         self.notes: list[str] = []
         self.outcome = Outcome()
@@ -178,6 +182,8 @@ class Dewatermark(WindowedStage):
             m for r in self.requests if r.kind != "auto" for m in request_marks(r, spec.width, spec.height)
         ]
         self._on_device.clear()
+        self._memory = {id(m): MarkMemory() for m in self.user_marks}
+        self._seam.clear()
         if self.window_request is None:
             if device.type == "cuda":
                 vram = torch.cuda.get_device_properties(device).total_memory / 2**30
@@ -218,7 +224,11 @@ class Dewatermark(WindowedStage):
             alpha, colour = self._tensors(m)
             free, dirty = self._free_frames(x, frames.index, m, marks)
             try:
-                new, box, outcome = remove_mark(x[sel], alpha, colour, free=free, free_dirty=dirty)
+                memory = self._memory.get(id(m))
+                ramp = self._ramp(m, [frames.index[i] for i in sel]) if memory is not None else None
+                new, box, outcome = remove_mark(
+                    x[sel], alpha, colour, free=free, free_dirty=dirty, memory=memory, ramp=ramp
+                )
             except StepError as e:
                 raise StageError(f"dewatermark: step {e.step} failed on frames {frames.index[sel[0]]}..: {e}") from e
             self.outcome.add(outcome)
@@ -229,6 +239,18 @@ class Dewatermark(WindowedStage):
             x[idx, :, y0:y1, x0:x1] = new
             data[idx, :, y0:y1, x0:x1] = from_float(new, data.dtype).to(data.device)
         return frames.with_data(data)
+
+    def _ramp(self, m: Mark, index: list[int]) -> torch.Tensor | None:
+        """Per frame (stream `index`), its way (0..1) from the earlier windows' fit of `m` to this window's: 0 up to
+        the last frame written, 1 from this window's last kept frame (its end less the overlap) on: the fit moves
+        over the kept frames instead of stepping at their first. None for a mark's first window."""
+        end = max(index[0], index[-1] - self.overlap)
+        seam = self._seam.get(id(m))
+        self._seam[id(m)] = end + 1
+        if seam is None:
+            return None
+        span = max(1, end - seam + 1)
+        return torch.tensor([min(1.0, max(0.0, (i - seam + 1) / span)) for i in index], device=self.device)
 
     def _free_frames(
         self, x: torch.Tensor, index: list[int], m: Mark, marks: list[Mark]

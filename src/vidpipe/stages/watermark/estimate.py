@@ -313,3 +313,44 @@ def _project(
     lever = (colour - background) * scale.view(-1, 1, 1, 1)
     den = (lever * lever).sum((0, 1))
     return ((frames - background) * lever).sum((0, 1)) / den.clamp_min(1e-9), den
+
+
+#: `FlatMemory`: a mark's estimate stops changing once this many frames' worth (Σ each frame's share) fed it
+SETTLED = 32.0
+
+
+@dataclass
+class FlatMemory:
+    """One mark's `estimate_flat` carried across the stage's windows: each window's α, W and confidence join a
+    running mean weighted by its frames' shares, and every window inverts with that mean. Each window fitting its
+    own made the output step at window edges (the eval's fading logo: 3.2 and 2.2 levels of flicker there, 0.3
+    elsewhere). Once `SETTLED` frames fed it, it stays fixed. Holds three h×w maps, never frames."""
+
+    alpha: torch.Tensor | None = None
+    colour: torch.Tensor | None = None
+    confident: torch.Tensor | None = None
+    weight: float = 0.0
+
+    def merge(self, flat: Blend, ramp: torch.Tensor | None = None) -> Blend:
+        """`flat` (a window's fit on the same crop) with this window's own per-frame shares but the mean's α, W
+        and confidence (a fade's shares are relative to its strongest frames: comparable across windows). `ramp`
+        (T,: 0 at the last frame the previous window wrote, 1 at this one's last) moves α and W from the previous
+        mean to the new one frame by frame (T×h×w, T×3×h×w), so no window edge steps."""
+        before = (self.alpha, self.colour) if self.alpha is not None and self.alpha.shape == flat.alpha.shape else None
+        scale = flat.scale if flat.scale is not None else torch.ones(1, device=flat.alpha.device)
+        if self.alpha is None or self.alpha.shape != flat.alpha.shape:
+            self.alpha, self.colour, self.confident, self.weight = flat.alpha, flat.colour, flat.confident.float(), 0.0
+        if self.weight < SETTLED:
+            w, k = float(scale.sum()), self.weight
+            mean = lambda old, new: (old * k + new * w) / max(k + w, 1e-9)  # noqa: E731
+            self.alpha = mean(self.alpha, flat.alpha)
+            self.colour = mean(self.colour, flat.colour)
+            self.confident = mean(self.confident, flat.confident.float())
+            self.weight = k + w
+        assert self.colour is not None and self.confident is not None
+        alpha, colour = self.alpha, self.colour
+        if ramp is not None and before is not None and before[1] is not None:
+            lam = ramp.to(alpha).view(-1, 1, 1)
+            alpha = before[0] + lam * (alpha - before[0])
+            colour = before[1] + lam[:, None] * (colour - before[1])
+        return Blend(alpha=alpha, colour=colour, confident=self.confident >= 0.5, scale=flat.scale)

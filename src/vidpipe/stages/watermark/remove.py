@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .estimate import estimate_blend, estimate_flat
+from .estimate import FlatMemory, estimate_blend, estimate_flat
 from .fill import RING_MATCH, dilate, harmonic, local_shift, propagate, within
 
 #: α at or above this is treated as opaque: inverting it would amplify noise by 1 / (1 − α) ≥ 10
@@ -61,6 +61,18 @@ class Outcome:
         self.filled += other.filled
         for k, v in other.seconds.items():
             self.seconds[k] = self.seconds.get(k, 0.0) + v
+
+
+@dataclass
+class MarkMemory:
+    """What removal carries for one mark from window to window (a few crop-sized maps, no frames): its flat fit,
+    and the still fill with the median picture it was made from (reused while a window's median surroundings match:
+    a fill per window stepped at window edges on a still shot)."""
+
+    flat: FlatMemory = field(default_factory=FlatMemory)
+    still: torch.Tensor | None = None
+    median: torch.Tensor | None = None
+    hole: torch.Tensor | None = None
 
 
 class StepError(RuntimeError):
@@ -109,12 +121,17 @@ def remove_mark(
     estimate: bool = True,
     free: torch.Tensor | None = None,
     free_dirty: torch.Tensor | None = None,
+    memory: MarkMemory | None = None,
+    ramp: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, Outcome]:
     """Remove one mark from `frames` (T×C×H×W float 0..1, every frame holding the mark; C may be 4: alpha is
     left alone). `alpha` H×W, `colour` 3×H×W or None (estimated from the frames when `estimate`, else the mark is
     treated as opaque). `free` (F×C×H×W): frames of the window without this mark (before it came, after it went or
-    jumped), with `free_dirty` (F×H×W bool) the pixels other marks cover in them. Returns (the crop's new pixels
-    T×C×h×w, the crop box as a 4-tensor y0,y1,x0,x1 — pixels that may differ lie inside it — and the outcome)."""
+    jumped), with `free_dirty` (F×H×W bool) the pixels other marks cover in them. `memory`: the mark's flat fit and
+    still fill from earlier windows, refined with these frames and used in their place (no step at a window's edge);
+    `ramp` (T,) each frame's way from the earlier windows' fit to this one's (`FlatMemory.merge`).
+    Returns (the crop's new pixels T×C×h×w, the crop box as a 4-tensor y0,y1,x0,x1 — pixels that may differ lie
+    inside it — and the outcome)."""
     out = Outcome()
     dev = frames.device
     box = crop_box(alpha, FEATHER + max(RING, SHIFT_RADIUS) + 1)
@@ -138,6 +155,8 @@ def remove_mark(
             blend = estimate_blend(crop, support, background=shown, seen=around & ~unseen)
             # where no frame showed the background (a still shot), one opacity and flat colours over all frames
             flat = estimate_flat(crop, support)
+            if memory is not None:
+                flat = memory.flat.merge(flat, ramp)
             per_frame = flat.alpha * flat.scale.view(t, 1, 1)  # a fading mark's α scales over time
             a = torch.where(blend.confident, blend.alpha, torch.where(flat.confident, per_frame, a))
             w = torch.where(blend.confident, blend.colour, flat.colour)
@@ -170,7 +189,7 @@ def remove_mark(
             take = hole & ~unseen & ~got
             clean = torch.where(take, shown, clean)
             out.propagated += int(take.sum())
-            clean = _spatial_fill(clean, hole, left)
+            clean = _spatial_fill(clean, hole, left, memory)
             out.filled = int(left.sum())
     result = frames[:, :, y0:y1, x0:x1].float().clone()
     touched = (support[None, None] | hole).expand_as(clean)
@@ -212,16 +231,38 @@ def _from_free(
     return bare, got
 
 
-def _spatial_fill(clean: torch.Tensor, hole: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+def _spatial_fill(
+    clean: torch.Tensor, hole: torch.Tensor, left: torch.Tensor, memory: MarkMemory | None = None
+) -> torch.Tensor:
     """Fill `left` (T×1×h×w, inside `hole`): from the window's median picture where a frame's surroundings are
-    the median's (a static background: one fill for all, no flicker), else from the frame alone."""
+    the median's (a static background: one fill for all, no flicker), else from the frame alone. With `memory`,
+    an earlier window's still fill serves while this window's median matches its median around the hole."""
     if not bool(left.any()):
         return clean
     ring = dilate(hole[:1], RING) & ~hole[:1]
     median = clean.median(dim=0, keepdim=True).values
-    still = harmonic(median, hole[:1])
-    err = ((clean - median) ** 2 * ring).sum((1, 2, 3)) / (ring.sum() * clean.shape[1]).clamp_min(1)
-    static = (err.sqrt() <= RING_MATCH).view(-1, 1, 1, 1)
+    m = memory
+    if m and m.still is not None and m.median is not None and _same_still(m.median, m.hole, median, hole[:1], ring):
+        median, still = m.median, m.still
+    else:
+        still = harmonic(median, hole[:1])
+        if m is not None:
+            m.still, m.median, m.hole = still, median, hole[:1].clone()
+    static = (_ring_rms(clean, median, ring) <= RING_MATCH).view(-1, 1, 1, 1)
     own = harmonic(clean, hole)
     fill = torch.where(static, still.expand_as(clean), own)
     return torch.where(left, fill, clean)
+
+
+def _ring_rms(x: torch.Tensor, ref: torch.Tensor, ring: torch.Tensor) -> torch.Tensor:
+    """Per frame of `x` (T×C×h×w), the RMS difference from `ref` (1×C×h×w) over `ring` (1×h×w bool)."""
+    err = ((x - ref) ** 2 * ring).sum((1, 2, 3)) / (ring.sum() * x.shape[1]).clamp_min(1)
+    return err.sqrt()
+
+
+def _same_still(
+    old: torch.Tensor, old_hole: torch.Tensor | None, median: torch.Tensor, hole: torch.Tensor, ring: torch.Tensor
+) -> bool:
+    """Whether an earlier window's median picture (and hole) stands for this one's: the same hole, and the same
+    surroundings within `RING_MATCH`."""
+    return old_hole is not None and torch.equal(old_hole, hole) and float(_ring_rms(median, old, ring)[0]) <= RING_MATCH
