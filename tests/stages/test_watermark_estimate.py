@@ -55,12 +55,17 @@ def test_extreme_colour_is_where_the_ray_from_the_background_leaves_the_cube() -
     assert torch.allclose(extreme_colour(i, b), w, atol=1e-5)  # blue at 1: that W is on the cube's face
 
 
-def test_a_still_shots_semi_transparent_mark_is_inverted_not_filled() -> None:
-    truth, colour = logo(0.45)
-    clean = still(8)
+def _still_mark(alpha: float, frames: int) -> tuple[torch.Tensor, ...]:
+    """(true α, colour, clean frames, marked frames, support) of the test logo over a still shot, and its fit."""
+    truth, colour = logo(alpha)
+    clean = still(frames)
     x = blend(clean, truth, colour)
     support = truth > 0
-    est = estimate_flat(x, support)
+    return truth, colour, clean, x, support, estimate_flat(x, support)
+
+
+def test_a_still_shots_semi_transparent_mark_is_inverted_not_filled() -> None:
+    truth, _, clean, x, support, est = _still_mark(0.45, 8)
     core = truth >= 0.449
     assert abs(float(est.alpha[core].median()) - 0.45) < 0.05, float(est.alpha[core].median())
     assert float(est.confident[support].float().mean()) > 0.9
@@ -76,11 +81,7 @@ def test_a_still_shots_semi_transparent_mark_is_inverted_not_filled() -> None:
 
 
 def test_an_opaque_marks_inside_is_left_to_the_fill_and_its_faint_rim_inverted() -> None:
-    truth, colour = logo(1.0)
-    clean = still(6)
-    x = blend(clean, truth, colour)
-    support = truth > 0
-    est = estimate_flat(x, support)
+    truth, colour, clean, x, support, est = _still_mark(1.0, 6)
     assert not bool(est.confident[truth >= 0.99].any())  # nothing of the picture shows there: filled
     rim = est.confident
     assert int(rim.sum()) > 20 and float((est.alpha - truth)[rim].abs().mean()) < 0.1
