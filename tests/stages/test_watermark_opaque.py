@@ -1,5 +1,6 @@
-"""Opaque marks over a moving picture (issue 17): a copy from a mark-free frame found only by a shift is blended
-with the frame's own fill (`remove.FREE_SHIFTED`), an unshifted one is taken whole."""
+"""Opaque marks over a moving picture (issue 17): a copy from a mark-free frame found only by a shift is taken at
+the shift's fraction of a pixel and blended with the frame's own fill (`remove.FREE_SHIFTED`); an unshifted one
+is taken whole."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from test_dewatermark import H, W, logo, marked
 from test_matte import real_frames
 
 from vidpipe.stages.watermark import remove
+from vidpipe.stages.watermark.fill import local_shift, shift_bilinear, subpixel
 from vidpipe.stages.watermark.remove import FREE_SHIFTED, _from_free, remove_mark
 
 
@@ -50,3 +52,24 @@ def test_a_shifted_copy_is_blended_with_the_fill_by_its_weight(monkeypatch: pyte
     assert torch.allclose(blended, want, atol=1e-5)
     # and the blend changes the copy: neither source alone
     assert not torch.allclose(blended, copied, atol=1e-3) and not torch.allclose(blended, filled, atol=1e-3)
+
+
+def test_shift_bilinear_is_roll_for_whole_pixels_and_between_them_for_fractions() -> None:
+    x, _, _, _ = _jump(1)
+    img = x[0, :3]
+    inner = (slice(None), slice(8, -8), slice(8, -8))
+    assert torch.allclose(shift_bilinear(img, 3.0, -2.0)[inner], torch.roll(img, (-3, 2), dims=(-2, -1))[inner])
+    half = shift_bilinear(img, 0.0, 0.5)[inner]
+    assert torch.allclose(half, 0.5 * (img + torch.roll(img, -1, dims=-1))[inner], atol=1e-6)
+
+
+@pytest.mark.parametrize("frac", [(0.0, 0.3), (-0.25, 0.0), (0.4, -0.4)])
+def test_subpixel_finds_the_fraction_of_a_pan(frac: tuple[float, float]) -> None:
+    x, mask, _, _ = _jump(1)
+    ref = x[0, :3]
+    other = shift_bilinear(ref, -2 - frac[0], 1 - frac[1])  # ref's content at (y, x) lies at (y + 2 + fy, ...)
+    hole = (mask > 0)[None]
+    ring = torch.ones_like(hole)
+    dy, dx, _ = local_shift(ref, other, ring, torch.zeros_like(hole), 6)
+    fy, fx = subpixel(ref, other, ring, torch.zeros_like(hole), dy, dx)
+    assert abs(dy + fy - (2 + frac[0])) < 0.15 and abs(dx + fx - (-1 + frac[1])) < 0.15, (dy, fy, dx, fx)
