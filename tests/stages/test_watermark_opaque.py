@@ -73,3 +73,19 @@ def test_subpixel_finds_the_fraction_of_a_pan(frac: tuple[float, float]) -> None
     dy, dx, _ = local_shift(ref, other, ring, torch.zeros_like(hole), 6)
     fy, fx = subpixel(ref, other, ring, torch.zeros_like(hole), dy, dx)
     assert abs(dy + fy - (2 + frac[0])) < 0.15 and abs(dx + fx - (-1 + frac[1])) < 0.15, (dy, fy, dx, fx)
+
+
+def test_a_loose_shifted_match_is_taken_only_where_the_mark_is_opaque_and_weighs_less() -> None:
+    x, mask, free, _ = _jump(4)
+    support = mask > 0
+    # noise on the mark-free frames: the shift still explains the ring, within FREE_LOOSE but not FREE_MATCH
+    noisy = (free[:, :3] + 0.06 * torch.randn(free[:, :3].shape, generator=torch.Generator().manual_seed(0))).clamp(
+        0, 1
+    )
+    _, got, weight = _from_free(x[:, :3], support, noisy, None)
+    assert not bool(got.any()) and bool((weight == 0).all())  # strict without `opaque`
+    opaque = torch.zeros(4, 1, *support.shape, dtype=torch.bool)
+    opaque[:, :, :99] = True  # the upper half of the mark (rows 88..109) opaque, the rest inverted
+    _, got, weight = _from_free(x[:, :3], support, noisy, None, opaque)
+    assert bool((weight > 0).all()) and bool((weight < FREE_SHIFTED).all()), weight
+    assert bool(got.any()) and not bool((got & ~opaque).any()) and bool((support[None, None] & ~opaque).any())
