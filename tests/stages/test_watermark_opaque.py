@@ -10,7 +10,7 @@ import torch
 from test_dewatermark import H, W, logo, marked
 from test_matte import real_frames
 
-from vidpipe.stages.watermark import remove
+from vidpipe.stages.watermark import fill, remove
 from vidpipe.stages.watermark.fill import local_shift, shift_bilinear, subpixel
 from vidpipe.stages.watermark.remove import FREE_SHIFTED, _from_free, remove_mark
 
@@ -89,3 +89,22 @@ def test_a_loose_shifted_match_is_taken_only_where_the_mark_is_opaque_and_weighs
     _, got, weight = _from_free(x[:, :3], support, noisy, None, opaque)
     assert bool((weight > 0).all()) and bool((weight < FREE_SHIFTED).all()), weight
     assert bool(got.any()) and not bool((got & ~opaque).any()) and bool((support[None, None] & ~opaque).any())
+
+
+def test_an_opaque_marks_unshifted_copy_follows_a_fraction_of_a_pixel() -> None:
+    big = real_frames("vtest.avi", 1, size=(2 * W, 2 * H))[0].float() / 255
+    clean = torch.stack([big[:, 40 + 3 * i : 40 + 3 * i + H, 40 + 2 * i : 40 + 2 * i + W] for i in range(2)])
+    here = logo(1.0)
+    x, support = marked(clean, here), torch.from_numpy(here > 0)
+    # the mark-free frames: the same picture moved by 0.4 px, which the unshifted match accepts
+    free = torch.stack([shift_bilinear(f, 0.0, -0.4) for f in clean])
+    opaque = support[None, None].expand(2, 1, *support.shape)
+    rough, _, w_rough = _from_free(x[:, :3], support, free, None)
+    fine, got, w_fine = _from_free(x[:, :3], support, free, None, opaque)
+    assert bool((w_rough == 1).all()) and bool((w_fine == 1).all()) and bool(got[:, :, support].all())
+    # the copy is the free frame moved back by the fraction the ring shows (the picture moved 0.4 px)
+    ring = fill.dilate(support[None, None], remove.RING)[0] & ~support
+    fy, fx = subpixel(x[0, :3], free[0], ring, torch.zeros_like(ring), 0, 0)
+    assert abs(fy) < 0.15 and abs(fx - 0.4) < 0.15, (fy, fx)
+    assert torch.allclose(fine[0], shift_bilinear(free[0], fy, fx))
+    assert torch.equal(rough, free)  # without `opaque`: the frame as it is
