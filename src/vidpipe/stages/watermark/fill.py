@@ -148,7 +148,7 @@ def within(h: int, w: int, dy: int, dx: int, device: torch.device) -> torch.Tens
     return ((ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)).float()[None]
 
 
-def _ring_rms(
+def shifted_rms(
     ref: torch.Tensor, ring: torch.Tensor, other: torch.Tensor, hole_other: torch.Tensor, dy: int, dx: int
 ) -> float:
     """RMS difference over `ring` between `ref` and `other` shifted by (dy, dx), ignoring `other`'s hole and
@@ -160,6 +160,39 @@ def _ring_rms(
     if n < 8:
         return float("inf")
     return float((((ref - src) ** 2) * w).sum() / (n * ref.shape[0])) ** 0.5
+
+
+def subpixel(
+    ref: torch.Tensor, other: torch.Tensor, ring: torch.Tensor, hole_other: torch.Tensor, dy: int, dx: int
+) -> tuple[float, float]:
+    """The fraction (each in [−0.5, 0.5]) to add to the integer shift (dy, dx) from `local_shift`: on each axis, the
+    vertex of the parabola through the ring's squared error at −1, 0 and +1 px (0 where that is not a minimum)."""
+    e0 = shifted_rms(ref, ring, other, hole_other, dy, dx) ** 2
+
+    def vertex(minus: tuple[int, int], plus: tuple[int, int]) -> float:
+        em = shifted_rms(ref, ring, other, hole_other, *minus) ** 2
+        ep = shifted_rms(ref, ring, other, hole_other, *plus) ** 2
+        den = em - 2 * e0 + ep
+        if not (den > 1e-12) or max(em, ep) == float("inf"):
+            return 0.0
+        return max(-0.5, min(0.5, 0.5 * (em - ep) / den))
+
+    return vertex((dy - 1, dx), (dy + 1, dx)), vertex((dy, dx - 1), (dy, dx + 1))
+
+
+def shift_bilinear(x: torch.Tensor, dy: float, dx: float) -> torch.Tensor:
+    """`x` (C×h×w) sampled at (y + dy, x + dx), bilinear, the frame's edge clamped: `torch.roll` by (−dy, −dx)
+    for a fractional shift."""
+    h, w = x.shape[-2:]
+    ys = (torch.arange(h, device=x.device, dtype=x.dtype) + dy).clamp(0, h - 1)
+    xs = (torch.arange(w, device=x.device, dtype=x.dtype) + dx).clamp(0, w - 1)
+    y0, x0 = ys.floor().long(), xs.floor().long()
+    y1, x1 = (y0 + 1).clamp(max=h - 1), (x0 + 1).clamp(max=w - 1)
+    wy, wx = (ys - y0)[:, None], (xs - x0)[None, :]
+    top, bot = x[:, y0], x[:, y1]
+    top = top[:, :, x0] * (1 - wx) + top[:, :, x1] * wx
+    bot = bot[:, :, x0] * (1 - wx) + bot[:, :, x1] * wx
+    return top * (1 - wy) + bot * wy
 
 
 def propagate(
@@ -190,7 +223,7 @@ def propagate(
             dy, dx = pos[s][0] - pos[t][0], pos[s][1] - pos[t][1]
             if (dy == 0 and dx == 0) or abs(dy) >= h or abs(dx) >= w:
                 continue  # the hole covers the same picture, or nothing of it is in the crop
-            if _ring_rms(frames[t], rings[t], frames[s], holes[s], dy, dx) > RING_MATCH:
+            if shifted_rms(frames[t], rings[t], frames[s], holes[s], dy, dx) > RING_MATCH:
                 continue  # the surroundings moved otherwise
             src = torch.roll(frames[s], (-dy, -dx), dims=(-2, -1))
             seen = torch.roll(~holes[s], (-dy, -dx), dims=(-2, -1)) & (within(h, w, dy, dx, frames.device) > 0)

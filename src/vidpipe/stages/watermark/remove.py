@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 import torch
 
 from .estimate import FlatMemory, estimate_blend, estimate_flat
-from .fill import RING_MATCH, dilate, harmonic, local_shift, propagate, within
+from .fill import RING_MATCH, dilate, harmonic, local_shift, propagate, shift_bilinear, subpixel, within
 
 #: α at or above this is treated as opaque: inverting it would amplify noise by 1 / (1 − α) ≥ 10
 INVERT_MAX = 0.9
@@ -42,6 +42,17 @@ REACH = 12
 FREE_MATCH = 0.04
 #: mark-free frames tried shifted for a frame none matched unshifted: 28.27 → 28.48 dB on those clips (3)
 FREE_TRIES = 3
+#: a copy found shifted weighs this much against the frame's own fill: its integer shift, found per frame, makes
+#: its texture jitter from frame to frame. Eval, true masks, half size, 48 frames: megamind's jumping opaque text
+#: 34.43 / 34.11 / 34.44 / 34.51 dB, flicker 1.593 / 1.266 / 1.380 / 1.446 at 1 / 0.5 / 0.7 / 0.8; no other clip
+#: copies shifted
+FREE_SHIFTED = 0.7
+#: a shifted copy matching worse than `FREE_MATCH` but within this is still taken where the mark is opaque (nothing
+#: else saw there), its weight falling to 0 here: a frame between two copied ones is no step to a fill and back.
+#: Megamind's jumping opaque text 34.53 / 34.68 / 34.79 / 34.83 dB, flicker 1.224 / 1.183 / 1.149 / 1.145 at
+#: 0.04 (off) / 0.06 / 0.08 / 0.11; transnet's jumping logo 25.08 / 25.17 / 25.21 / 25.28, 3.623 / 3.645 / 3.640 /
+#: 3.672; no other clip has such copies
+FREE_LOOSE = 0.08
 #: at least this many frames with the mark before its α and W are estimated
 MIN_FRAMES = 4
 
@@ -171,16 +182,20 @@ def remove_mark(
         hole = support & ~invert & ~(known & (a <= 0))
         out.inverted = int(invert.sum())
     got = torch.zeros_like(hole)
+    part = torch.zeros_like(hole)  # copied with a weight below 1: filled as well, then the two blended
+    weight = torch.ones(t, device=dev)
     if free is not None and len(free):
         with _timed(out, "propagate", dev):
             dirty = free_dirty[:, None, y0:y1, x0:x1] if free_dirty is not None else None
-            bare, got = _from_free(crop, support, free[:, :3, y0:y1, x0:x1].float(), dirty)
+            bare, got, weight = _from_free(crop, support, free[:, :3, y0:y1, x0:x1].float(), dirty, hole)
             # the copy's offset from this frame around the mark, carried smoothly inside (seamless cloning): another
             # moment's picture meets this one's surroundings. Eval, true masks, half size: megamind's jumping
             # opaque text 33.66 → 34.43 dB, flicker 1.674 → 1.592; the other clips within ±0.03 dB
             hole_all = support[None, None].expand(t, 1, *support.shape)
             bare = (bare + harmonic(crop - bare, hole_all)).clamp(0, 1)
             # the background itself, seen when the mark was away: better than any inversion or fill
+            part = got & (weight < 1).view(-1, 1, 1, 1)
+            got &= ~part
             clean = torch.where(got, bare, clean)
             out.propagated += int(got.sum())
     if bool(hole.any()):
@@ -191,6 +206,9 @@ def remove_mark(
             out.propagated += int(take.sum())
             clean = _spatial_fill(clean, hole, left, memory)
             out.filled = int(left.sum())
+    if bool(part.any()):
+        k = weight.view(-1, 1, 1, 1)
+        clean = torch.where(part, k * bare + (1 - k) * clean, clean)
     result = frames[:, :, y0:y1, x0:x1].float().clone()
     touched = (support[None, None] | hole).expand_as(clean)
     result[:, :3] = torch.where(touched, clean, result[:, :3])
@@ -198,13 +216,20 @@ def remove_mark(
 
 
 def _from_free(
-    crop: torch.Tensor, support: torch.Tensor, free: torch.Tensor, dirty: torch.Tensor | None
-) -> tuple[torch.Tensor, torch.Tensor]:
+    crop: torch.Tensor,
+    support: torch.Tensor,
+    free: torch.Tensor,
+    dirty: torch.Tensor | None,
+    opaque: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per frame of `crop` (T×3×h×w), the mark-free frame of `free` (F×3×h×w) whose surroundings of the mark
     (a `RING` px ring) match it best, unshifted: a still camera, or the same moment of a scene, shows there the
     background the mark hides. Where none matches, the `FREE_TRIES` best are tried again shifted (`local_shift`,
     up to `SHIFT_RADIUS` px: the camera moved). Returns (that frame's pixels T×3×h×w, T×1×h×w bool: where they
-    are taken — the support, where the match is within `FREE_MATCH` and no other mark covered the free frame)."""
+    are taken — the support, where the match is within `FREE_MATCH` and no other mark covered the free frame, and
+    (T,) each frame's copy's weight: 1 unshifted, `FREE_SHIFTED` shifted). A shifted match within `FREE_LOOSE` is
+    taken where `opaque` (T×1×h×w bool: the pixels nothing else recovers; none when not given), weighing less the
+    worse it matches; every copy for a frame with opaque pixels is taken at its shift's fraction of a pixel."""
     ring = (dilate(support[None, None], RING)[0] & ~support).float()  # 1×h×w
     clear = torch.ones_like(free[:, :1]) if dirty is None else (~dirty).float()
     w = ring * clear  # F×1×h×w
@@ -216,19 +241,33 @@ def _from_free(
     ok = rms.gather(1, best[:, None])[:, 0] <= FREE_MATCH
     bare = free[best]
     got = support[None, None] & ok.view(-1, 1, 1, 1) & (clear[best] > 0)
+    weight = ok.float()
     h, w_ = support.shape
     for t in range(len(crop)):
         if bool(ok[t]):
+            if opaque is not None and bool(opaque[t].any()):
+                # an opaque mark's copy, unshifted, still moved by a fraction of a pixel: megamind's jumping opaque
+                # text 34.79 → 35.96 dB, flicker 1.149 → 1.070; for every pixel of a semi-transparent one (no
+                # opaque part) it cost vtest's jumping text 0.46 dB and megamind's fading logo 0.57, so not there
+                b = int(best[t])
+                fy, fx = subpixel(crop[t], free[b], ring > 0, clear[b] == 0, 0, 0)
+                bare[t] = shift_bilinear(free[b], fy, fx)
             continue
         for s in rms[t].argsort()[:FREE_TRIES].tolist():
             dy, dx, r = local_shift(crop[t], free[s], ring > 0, clear[s] == 0, SHIFT_RADIUS)
-            if r > FREE_MATCH:
+            if r > (FREE_LOOSE if opaque is not None else FREE_MATCH):
                 continue
-            bare[t] = torch.roll(free[s], (-dy, -dx), dims=(-2, -1))
+            # to the fraction of a pixel: an integer shift found per frame jitters the copy by up to 1 px between
+            # frames (megamind's jumping opaque text: 34.44 → 34.53 dB, flicker 1.380 → 1.224)
+            fy, fx = subpixel(crop[t], free[s], ring > 0, clear[s] == 0, dy, dx)
+            bare[t] = shift_bilinear(free[s], dy + fy, dx + fx)
             seen = torch.roll(clear[s] > 0, (-dy, -dx), dims=(-2, -1)) & (within(h, w_, dy, dx, crop.device) > 0)
             got[t] = support[None] & seen
+            weight[t] = FREE_SHIFTED * min(1.0, (FREE_LOOSE - r) / (FREE_LOOSE - FREE_MATCH))
+            if r > FREE_MATCH and opaque is not None:
+                got[t] &= opaque[t]
             break
-    return bare, got
+    return bare, got, weight
 
 
 def _spatial_fill(
