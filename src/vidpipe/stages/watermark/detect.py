@@ -48,7 +48,7 @@ import torch
 import torch.nn.functional as F
 
 from .estimate import estimate_blend
-from .fill import dilate, propagate, pushpull
+from .fill import dilate, erode, propagate, pushpull
 from .marks import Mark
 from .remove import FEATHER, REACH, RING, SHIFT_RADIUS
 from .shape import ShapeOptions, span_alpha
@@ -164,8 +164,7 @@ def _support(edges: torch.Tensor, close: int, gap: int) -> torch.Tensor:
     # isolated edge pixels (noise, a corner of the scene that held still) are dropped before closing
     neighbours = F.avg_pool2d(edges[None, None].float(), 3, stride=1, padding=1)[0, 0] * 9
     edges = edges & (neighbours >= 3)
-    closed = dilate(edges[None, None], close)
-    closed = ~dilate(~closed, close)[0, 0]
+    closed = erode(dilate(edges[None, None], close), close)[0, 0]
     return fill_gaps(closed, gap)
 
 
@@ -308,7 +307,7 @@ def _keep(
 def _shape(part: torch.Tensor, quiet: torch.Tensor) -> torch.Tensor:
     """The pixels of `part` that are quiet, closed by 1 px (a noisy pixel does not punch a hole)."""
     kept = part & quiet
-    closed = ~dilate(~dilate(kept[None, None], 1), 1)[0, 0]
+    closed = erode(dilate(kept[None, None], 1), 1)[0, 0]
     return part & closed
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from .fill import dilate, harmonic, pushpull
+from .fill import dilate, erode, harmonic, pushpull
 
 #: the background prediction must vary by at least this (RMS over frames and channels, 0..1 levels: ~4 of 255)
 #: for a pixel's slope to be trusted
@@ -130,19 +130,6 @@ def spread_labels(lab: torch.Tensor, region: torch.Tensor) -> torch.Tensor:
         lab = new
 
 
-def converging_colour(image: torch.Tensor, background: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """The point W nearest (weighted least squares) to the lines from each background colour through its blended
-    colour (N×3 each, `weight` N): I = α·W + (1 − α)·B puts W on every such line whatever α is, so lines
-    from pixels over different backgrounds meet at the mark's colour."""
-    d = image - background
-    d = d / d.norm(dim=1, keepdim=True).clamp_min(1e-6)
-    eye = torch.eye(3, dtype=image.dtype, device=image.device)
-    proj = (eye[None] - d[:, :, None] * d[:, None, :]) * weight[:, None, None]  # N×3×3: off-line components
-    a = proj.sum(0) + 1e-6 * eye
-    b = (proj @ background[:, :, None]).sum(0)
-    return torch.linalg.solve(a, b)[:, 0]
-
-
 def extreme_colour(image: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """The colour W (3,) where the ray from `background` through `image` (3, each 0..1) leaves the RGB cube: of
     the W on that line (I = α·W + (1 − α)·B holds for each with its own α) the most saturated, the smallest α."""
@@ -172,7 +159,7 @@ def estimate_flat(frames: torch.Tensor, support: torch.Tensor) -> Blend:
     t, _, h, w = frames.shape
     hole = support[None, None].expand(t, 1, h, w)
     bg = harmonic(frames, hole)
-    core0 = support & ~dilate(~support[None, None], 1)[0, 0]
+    core0 = erode(support[None, None], 1)[0, 0]
     lab = spread_labels(labels(core0 if bool(core0.any()) else support), support)
     lab = torch.where(support & (lab == 0), labels(support) + int(lab.max()), lab)  # parts with no core
     colour = torch.zeros_like(frames[0])
@@ -202,7 +189,7 @@ def estimate_flat(frames: torch.Tensor, support: torch.Tensor) -> Blend:
     # pixels' projections by ±10 % of α0: all of it is core (megamind's still logo, α 0.45: 31.1 → 39.6 dB on its
     # pixels; vtest's text, partly covered inside, keeps the first reading: 34.9 dB, 28.4 taken as solid)
     alpha, scale1, den, back = _refine(frames, support, colour, alpha0, scale, proj, interior=False)
-    deep = support & ~dilate(~support[None, None], 2)[0, 0]
+    deep = erode(support[None, None], 2)[0, 0]
     thick = core0 & dilate(deep[None, None], 1)[0, 0]
     if bool(thick.any()):
         around = F.conv2d(F.pad(back, (1, 1, 1, 1), mode="replicate"), _CROSS.to(back).expand(3, 1, 3, 3), groups=3)
@@ -227,8 +214,8 @@ def _refine(
     solid inside, whose texture moves the projection by ±10 % of α0; without, only what projects near α0
     (strokes a few px wide, whose centres are partly covered)."""
     t, _, h, w = frames.shape
-    core1 = support & ~dilate(~support[None, None], 1)[0, 0]
-    deep = support & ~dilate(~support[None, None], 2)[0, 0] if interior else torch.zeros_like(support)
+    core1 = erode(support[None, None], 1)[0, 0]
+    deep = erode(support[None, None], 2)[0, 0] if interior else torch.zeros_like(support)
     thick = core1 & dilate(deep[None, None], 1)[0, 0]
     alpha = torch.where(support, proj.clamp(0, alpha0), torch.zeros_like(proj))
     alpha = torch.where(support & (thick | (proj >= CORE * alpha0)), torch.full_like(alpha, alpha0), alpha)
@@ -269,7 +256,7 @@ def _opaque_rim(
     """An opaque mark: W is its core's colour exactly; only the faint part of its anti-aliased rim (projected
     α below `OPAQUE_RIM`) is `confident`, to be inverted, the rest filled."""
     # 2 px in and next to it: a stroke 1–2 px wide is anti-aliased all through, its 1 px erosion not one colour
-    solid = core & dilate((support & ~dilate(~support[None, None], 2)[0, 0])[None, None], 1)[0, 0]
+    solid = core & dilate(erode(support[None, None], 2), 1)[0, 0]
     colour = torch.zeros_like(frames[0])
     known = torch.zeros_like(support)
     for j in lab[support].unique().tolist():

@@ -81,6 +81,11 @@ def dilate(mask: torch.Tensor, radius: int) -> torch.Tensor:
     return F.max_pool2d(mask.float(), 2 * radius + 1, stride=1, padding=radius) > 0
 
 
+def erode(mask: torch.Tensor, radius: int) -> torch.Tensor:
+    """A bool N×1×H×W mask shrunk by `radius` pixels (a square); past the frame's edge counts as inside."""
+    return ~dilate(~mask, radius)
+
+
 def feather(hole: torch.Tensor, width: int) -> torch.Tensor:
     """Weights in [0, 1] for a bool N×1×H×W hole: 0 outside, rising to 1 `width` pixels inside its edge."""
     if width <= 0:

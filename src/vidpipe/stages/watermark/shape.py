@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .fill import dilate
+from .fill import dilate, erode
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -69,7 +69,7 @@ def held_shape(
     alpha = (held / peak).clamp(0, 1)
     kept = alpha >= least
     # a noisy pixel does not punch a hole; parts that do not touch the support are the scene's
-    kept = ~dilate(~dilate(kept[None, None], 1), 1)[0, 0] & region
+    kept = erode(dilate(kept[None, None], 1), 1)[0, 0] & region
     seeds = kept & support
     for _ in range(2 * grow + 2):
         seeds = dilate(seeds[None, None], 1)[0, 0] & kept
