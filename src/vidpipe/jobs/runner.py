@@ -229,17 +229,8 @@ class JobRunner:
                 from .fanout import run_inputs
 
                 run_inputs(self, self.executor, names, result, outcome)
-            for name in names if self.executor is None else ():  # one after another, in this process
-                result.start_input(name)
-                started = time.monotonic()
-                try:
-                    final = self._input(name, result)
-                    self._stop.check()  # before the input is recorded ok
-                except Exception as e:
-                    self._clean_input_temp()
-                    self._input_failed(name, e, result, outcome)
-                    continue
-                self._input_done(name, final, started, result, outcome)
+            else:
+                self._run_inputs(names, result, outcome)
             self._reached("uploaded")
             if up.enabled:
                 self._check_bucket(result, outcome)
@@ -260,6 +251,20 @@ class JobRunner:
         if self.stop_command is not None:
             self._auto_stop(outcome)
         return outcome
+
+    def _run_inputs(self, names: Sequence[str], result: JobResult, outcome: JobOutcome) -> None:
+        """The inputs one after another, in this process (`jobs.fanout.run_inputs` hands them to workers)."""
+        for name in names:
+            result.start_input(name)
+            started = time.monotonic()
+            try:
+                final = self._input(name, result)
+                self._stop.check()  # before the input is recorded ok
+            except Exception as e:
+                self._clean_input_temp()
+                self._input_failed(name, e, result, outcome)
+                continue
+            self._input_done(name, final, started, result, outcome)
 
     @staticmethod
     def _finish_interrupted(result: JobResult, e: Interrupted) -> None:
