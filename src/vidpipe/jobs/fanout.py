@@ -71,6 +71,7 @@ def run_inputs(
                     ran = [r.seconds for i, r in p.state.done.items() if i not in p.reused]
                     result.add_timing(p.name, "segments", sum(ran))
                 final = runner._deliver(p, result, joined=not to_join)
+                runner._stop.check()  # before the input is recorded ok, as in one process
             except Interrupted:
                 raise
             except Exception as e:
