@@ -121,6 +121,7 @@ class _RssSampler:
     def __init__(self, interval: float = 0.25) -> None:
         self.samples: list[tuple[float, int]] = []
         self._stop = threading.Event()
+        self._t0 = time.monotonic()
         self._t = threading.Thread(target=self._run, args=(interval,), daemon=True)
 
     @staticmethod
@@ -132,9 +133,15 @@ class _RssSampler:
         return 0
 
     def _run(self, interval: float) -> None:
-        t0 = time.monotonic()
+        # a sample at the start and one at the end (below) besides every `interval`: a run shorter than one
+        # interval had none, and its peak read 0 (tests/bench/test_bench_vsr.py's tiny baseline, now and then)
+        self._t0 = time.monotonic()
+        self._sample()
         while not self._stop.wait(interval):
-            self.samples.append((time.monotonic() - t0, self.rss_mb()))
+            self._sample()
+
+    def _sample(self) -> None:
+        self.samples.append((time.monotonic() - self._t0, self.rss_mb()))
 
     def __enter__(self) -> _RssSampler:
         self._t.start()
@@ -143,6 +150,7 @@ class _RssSampler:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._t.join()
+        self._sample()
 
 
 def run_io_bench(*, seconds: float, rss_seconds: float, work_dir: Path, markdown: Path | None) -> str:
