@@ -132,3 +132,13 @@ def test_every_part_of_a_mark_takes_the_one_opacity_the_most_demanding_part_need
     err = (new[:, :3] - clean[:, :, y0:y1, x0:x1]).abs()
     # the large part's α (0.57) on the small part left it 0.21 off
     assert float(err[..., bar[y0:y1, x0:x1]].max()) < 0.01 and float(err[..., wide[y0:y1, x0:x1]].max()) < 0.02
+
+
+def test_frames_without_a_fading_mark_pin_its_shares() -> None:
+    # the same ramp as above: alone, the shares come out offset (0.55, 0.69, 0.84 measured); two frames of the
+    # shot without the mark show what the background alone projects to, and that offset goes
+    truth, colour = logo(0.6)
+    x = blend(still(6), truth, colour, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+    est = estimate_flat(x, truth > 0, free=still(2))
+    assert est.scale is not None
+    assert torch.allclose(est.scale, torch.tensor([0.25, 0.5, 0.75, 1.0, 1.0, 1.0]), atol=0.02), est.scale
