@@ -33,6 +33,11 @@ MIN_SAMPLES = 4
 GUARD = 2
 #: `estimate_flat`: α0 is the median of the projected α at or above this share of their 95th percentile
 HIGH_SHARE = 0.8
+#: `estimate_flat`: a part of the mark needs this many high px for its own opacity reading
+PART_PX = 8
+#: `estimate_flat`: a part reading an opacity above this share of the mark's median one sets the mark's α0 (the
+#: parts of one mark disagree by 1–5 % on the eval's other clips: their noise, left alone)
+ONE_GAP = 1.05
 #: `estimate_flat`: a pixel whose projected α is at least this share of α0 is the core (α0 exactly)
 CORE = 0.9
 #: `estimate_flat`: an interior pixel (1 px in) stays core unless its projected α is below this share of α0
@@ -139,7 +144,7 @@ def extreme_colour(image: torch.Tensor, background: torch.Tensor) -> torch.Tenso
     return (background + step * d).clamp(0, 1)
 
 
-def estimate_flat(frames: torch.Tensor, support: torch.Tensor) -> Blend:
+def estimate_flat(frames: torch.Tensor, support: torch.Tensor, free: torch.Tensor | None = None) -> Blend:
     """α and W inside `support` (h×w bool) of a mark of one opacity α0 (its anti-aliased rim less) and a few flat
     colours, from `frames` (T×3×h×w, the mark the same in each), with no need for the background to move.
 
@@ -149,7 +154,10 @@ def estimate_flat(frames: torch.Tensor, support: torch.Tensor) -> Blend:
        saturated point, the smallest α0 (a static background cannot tell them apart, and an α0 too small only
        lowers the core's contrast, one too large amplifies it). Megamind's logo, α 0.45: 0.42.
     3. α per pixel: I − B̂ projected on W − B̂ over all frames; α0 the median of the high ones (the core's);
-       each frame's share of α0 (a fade) when their projections spread past `FADE_SPREAD`.
+       each frame's share of α0 (a fade) when their projections spread past `FADE_SPREAD`; a part whose own W
+       needs a larger α0 sets it for all (`_one_opacity`). `free` (F×3×h×w: frames of the shot without the
+       mark) read what the background alone projects to, taken off each frame's reading: the eval's fading logo's
+       shares came out 0.22 for 0.11 on its first frame without it (flicker 0.807 → 0.761).
     4. `REFINE` times (`_refine`): the core (a pixel whose α, projected against the mean of its four neighbours'
        inverted background, is at least `CORE` × α0) takes α0 exactly and is inverted, so its detail comes back;
        the rest (the anti-aliased rim, 1–2 px) is filled between the outside and the inverted core and
@@ -178,9 +186,15 @@ def estimate_flat(frames: torch.Tensor, support: torch.Tensor) -> Blend:
     lever = colour - bg
     each = ((frames - bg) * lever).sum(1)[:, high] / (lever * lever).sum(1)[:, high].clamp_min(1e-9)
     if bool((each.median(1).values < FADE_SPREAD * each.median(1).values.max()).any()):
-        scale = _shares(each.median(1).values)
+        zero = None
+        if free is not None and len(free):
+            fb = harmonic(free, support[None, None].expand(len(free), 1, h, w))
+            lev = colour - fb
+            zero = (((free - fb) * lev).sum(1)[:, high] / (lev * lev).sum(1)[:, high].clamp_min(1e-9)).median(1).values
+        scale = _shares(each.median(1).values, zero)
         proj, den = _project(frames, bg, colour, scale)
     alpha0 = float(proj[high].median().clamp(ALPHA_FLOOR, 1.0))
+    colour, alpha0, proj = _one_opacity(frames, bg, colour, scale, lab, core0, high, proj, alpha0)
     if alpha0 >= RIM_REFIT_MAX:
         none = torch.zeros_like(support)
         return Blend(alpha=support.to(frames.dtype), colour=colour, confident=none, scale=scale)
@@ -188,16 +202,50 @@ def estimate_flat(frames: torch.Tensor, support: torch.Tensor) -> Blend:
     # next to it) then projects to α0 nearly everywhere, it is a solid inside whose texture would move single
     # pixels' projections by ±10 % of α0: all of it is core (megamind's still logo, α 0.45: 31.1 → 39.6 dB on its
     # pixels; vtest's text, partly covered inside, keeps the first reading: 34.9 dB, 28.4 taken as solid)
-    alpha, scale1, den, back = _refine(frames, support, colour, alpha0, scale, proj, interior=False)
+    alpha, scale1, den, back = _refine(frames, support, colour, alpha0, scale, proj, interior=False, free=free)
     deep = erode(support[None, None], 2)[0, 0]
     thick = core0 & dilate(deep[None, None], 1)[0, 0]
     if bool(thick.any()):
         around = F.conv2d(F.pad(back, (1, 1, 1, 1), mode="replicate"), _CROSS.to(back).expand(3, 1, 3, 3), groups=3)
         loo = _project(frames, around, colour, scale1)[0][thick] / alpha0
         if float(loo.quantile(0.25)) >= CORE:
-            alpha, scale1, den, _ = _refine(frames, support, colour, alpha0, scale, proj, interior=True)
+            alpha, scale1, den, _ = _refine(frames, support, colour, alpha0, scale, proj, interior=True, free=free)
     confident = support & (den / (3 * t) >= MIN_LEVER**2)
     return Blend(alpha=alpha, colour=colour, confident=confident, scale=scale1)
+
+
+def _one_opacity(
+    frames: torch.Tensor,
+    bg: torch.Tensor,
+    colour: torch.Tensor,
+    scale: torch.Tensor,
+    lab: torch.Tensor,
+    core0: torch.Tensor,
+    high: torch.Tensor,
+    proj: torch.Tensor,
+    alpha0: float,
+) -> tuple[torch.Tensor, float, torch.Tensor]:
+    """(W, α0, α per pixel) with one opacity for every part: each part's W was put where its own line leaves the
+    cube (its smallest α); a part needing more than `ONE_GAP` × α0 sets α0, and every part's W moves along its
+    line to that α0. A median over all parts let the largest part's α0 invert a part whose W lies farther out:
+    the eval's fading logo (α 0.7, an orange part at 0.58, a blue one at 0.67) read 0.61 and its blue part came
+    out 31 levels too dark in red."""
+    each = {}
+    for j in lab[high].unique().tolist():
+        part = high & (lab == j)
+        if int(part.sum()) >= PART_PX:
+            each[j] = float(proj[part].median())
+    if not each or max(each.values()) <= ONE_GAP * alpha0:
+        return colour, alpha0, proj
+    top = min(1.0, max(each.values()))
+    colour = colour.clone()
+    for j in lab[lab > 0].unique().tolist():
+        part = lab == j
+        inner = part & core0 if bool((part & core0).any()) else part
+        b = bg[:, :, inner].mean((0, 2))
+        # on the line from the part's mean B̂ through its mean I: α·(W − B̂) stays the same
+        colour[:, part] = (b + (colour[:, part].mean(1) - b) * each.get(j, alpha0) / top).clamp(0, 1)[:, None]
+    return colour, top, _project(frames, bg, colour, scale)[0]
 
 
 def _refine(
@@ -208,6 +256,7 @@ def _refine(
     scale: torch.Tensor,
     proj: torch.Tensor,
     interior: bool,
+    free: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """`estimate_flat`'s step 4: (α, each frame's share, the projection's lever, the inverted background). With
     `interior`, the support 2 px in (and 1 px in where next to it) is core whatever it projects to: a logo's
@@ -233,7 +282,13 @@ def _refine(
             # each frame's share again, against the neighbours' background (1 px away, not the whole mark's)
             lever = colour - around
             each = ((frames - around) * lever).sum(1)[:, core] / (lever * lever).sum(1)[:, core].clamp_min(1e-9)
-            scale = _shares(each.median(1).values)
+            zero = None
+            if free is not None and len(free):
+                fa = F.conv2d(F.pad(free, (1, 1, 1, 1), mode="replicate"), cross, groups=3)
+                lev = colour - fa
+                zero = ((free - fa) * lev).sum(1)[:, core] / (lev * lev).sum(1)[:, core].clamp_min(1e-9)
+                zero = zero.median(1).values
+            scale = _shares(each.median(1).values, zero)
             s = scale.view(t, 1, 1, 1)
         rim = support & ~core
         inner = ((frames - s * alpha0 * colour) / (1 - s * alpha0)).clamp(0, 1)
@@ -272,9 +327,11 @@ def _opaque_rim(
     )
 
 
-def _shares(each: torch.Tensor) -> torch.Tensor:
+def _shares(each: torch.Tensor, zero: torch.Tensor | None = None) -> torch.Tensor:
     """Each frame's share of α from its projected α (T,): over the median of the frames within `FADE_SPREAD` of
     the largest (the frames where the mark is at full strength count as 1, not the noisiest one)."""
+    if zero is not None:  # what a frame without the mark reads: the background's detail, not the mark
+        each = each - zero.median()
     top = each[each >= FADE_SPREAD * each.max()].median().clamp_min(1e-6)
     return (each / top).clamp(0, 1)
 

@@ -165,7 +165,8 @@ def remove_mark(
         elif estimate and t >= MIN_FRAMES:
             blend = estimate_blend(crop, support, background=shown, seen=around & ~unseen)
             # where no frame showed the background (a still shot), one opacity and flat colours over all frames
-            flat = estimate_flat(crop, support)
+            # the frames without the mark pin a fade's shares (what the background alone reads)
+            flat = estimate_flat(crop, support, None if free is None else free[:, :3, y0:y1, x0:x1].float())
             if memory is not None:
                 flat = memory.flat.merge(flat, ramp)
             per_frame = flat.alpha * flat.scale.view(t, 1, 1)  # a fading mark's α scales over time
