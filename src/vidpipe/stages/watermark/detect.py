@@ -47,6 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .drift import DriftOptions, still_marks
 from .estimate import estimate_blend
 from .fill import dilate, erode, propagate, pushpull
 from .marks import Mark
@@ -116,6 +117,8 @@ class DetectOptions:
     min_frames: int = 8
     #: a mark found by its attenuated change takes its shape from its whole span as well (`shape.span_alpha`)
     span_shape: ShapeOptions = field(default_factory=ShapeOptions)
+    #: a still mark over a picture that drifts slowly (`drift.still_marks`)
+    drift: DriftOptions = field(default_factory=DriftOptions)
     #: estimate α and W (False: α = the support, opaque, e.g. for a preview)
     estimate: bool = True
 
@@ -384,6 +387,8 @@ def _candidates(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions, notes
     for c in _steps(x, grads, opts):
         if not any(_iou(o.support, c.support) >= opts.same for o in found):
             found.append(c)
+    for part, e, strength in still_marks(x, grads, opts, [c.support for c in found]):
+        found.append(_Candidate(part, e, grads.median(0).values * part, 1, strength))
     for c in found:
         c.template /= c.windows
         if c.strength is not None:
