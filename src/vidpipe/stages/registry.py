@@ -287,7 +287,7 @@ def random_basicvsr(seed: int = 0, *, num_feat: int = 8, num_block: int = 1) -> 
 # --- interpolate -------------------------------------------------------------------------------------------------
 
 SCENE_CUT_MODES: Final = ("fill", "blend")  # the stage's own (stages.interpolate), checked in the tests
-RIFE_KERNELS: Final = ("torch", "fast")  # stages.interpolate.KERNELS, checked in the tests
+RIFE_KERNELS: Final = ("auto", "tc", "fast", "torch")  # stages.interpolate.KERNELS, checked in the tests
 
 
 def _interpolate_wanted(values: Values) -> bool:
@@ -315,7 +315,7 @@ def _interpolate(values: Values) -> Stage:
         fill_tail=True if multi is not None else None,
         scene_cut=choice(values.get("scene_cut", "fill"), modes, "--scene-cut mode"),  # type: ignore[arg-type]
         dtype=values.get("dtype", "auto"),
-        kernels=choice(values.get("rife_kernels", "torch"), kernels, "--rife-kernels"),
+        kernels=choice(values.get("rife_kernels", "auto"), kernels, "--rife-kernels"),
     )
 
 
@@ -544,8 +544,9 @@ STAGES: Final[dict[str, StageEntry]] = {
                 OptionSpec(
                     "rife_kernels",
                     str,
-                    "torch",
-                    "torch | fast (HDv3 on CUDA fp16/bf16: fused kernels + CUDA graphs; opt-in, no faster on the H100)",
+                    "auto",
+                    "auto | tc | fast | torch: how HDv3 runs on CUDA in fp16/bf16 (tc: cuDNN on padded widths + "
+                    "Triton epilogues + CUDA graphs, auto's choice; fast: fused Triton convolutions; torch: eager)",
                     RIFE_KERNELS,
                     "--rife-kernels",
                 ),
