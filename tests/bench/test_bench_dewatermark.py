@@ -3,6 +3,8 @@ and (with the dewatermark stage) a small real run on the CPU."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import av
 import numpy as np
 import pytest
@@ -80,3 +82,22 @@ def test_bench_runs_end_to_end_on_cuda(tmp_path):
     assert r.frames == 48 and r.e2e_fps > 0 and r.decode_fps > 0 and r.copy_fps > 0
     assert r.device.startswith("cuda")  # runtime.device.describe: "cuda:0 (NAME, … GiB)"
     assert "seconds.detect" in r.steps  # the stage's own timings reached the table
+
+
+def test_bound_lines_name_the_encoder_settings_and_each_runs_bound():
+    r = bd.DewatermarkBench(
+        input="320x180", frames=30, device="cpu", spec="auto", decode_fps=300.0, copy_fps=120.0, e2e_fps=4.5,
+        steady_fps=5.0, wall_s=6.7, steps={}, report={}, speed="superfast", encode_workers=4,
+        copy_bound={"bound_by": "encode", "fps": {"decode": 300.0, "encode": 120.25}},
+    )  # fmt: skip
+    assert r.bound_lines() == [
+        "encode: x264 --speed superfast, --encode-workers 4",
+        "copy: bound by encode (encode 120.2, decode 300.0 fps)",
+        "end to end: bound not reported",
+    ]
+    assert replace(r, encode_workers=None).bound_lines()[0].endswith("--encode-workers auto")
+
+
+def test_bench_refuses_negative_encode_workers(tmp_path):
+    with pytest.raises(UsageError, match="encode workers"):
+        bd.bench_dewatermark((64, 36), frames=2, work_dir=tmp_path, encode_workers=-1)

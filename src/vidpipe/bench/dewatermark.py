@@ -11,12 +11,15 @@ Three runs of that file, each timed on the wall clock:
   frames/s over the whole run (set-up, model and detection included) and steady-state (after the first
   `STEADY_SKIP` of the output, as `bench pipeline` measures), and the stage's own step timings from its report
   (the manifest's `stage_reports.dewatermark`: the entries under `seconds` or ending in `_s`).
+The copy and end-to-end runs encode as `vidpipe run --speed P --encode-workers N` would (`speed`,
+`encode_workers`: parallel chunk encoders, the writer's auto by default), and each reports which part bounded it
+(the manifest's `timings.bound`: decode, colour, model, encode, each part's own rate).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Final
@@ -125,12 +128,31 @@ class DewatermarkBench:
     wall_s: float
     steps: dict[str, float]
     report: dict[str, Any]
+    #: the encoder settings both runs used: the x264 preset and the parallel chunk encoders (None: auto)
+    speed: str = "veryfast"
+    encode_workers: int | None = None
+    #: each run's `timings.bound` from its manifest ({} when the pipeline did not report one)
+    copy_bound: dict[str, Any] = field(default_factory=dict)
+    e2e_bound: dict[str, Any] = field(default_factory=dict)
 
     def row(self) -> str:
         return (
             f"| {self.input} | {self.frames} | {self.device} | {self.spec} | {self.decode_fps:.1f} | "
             f"{self.copy_fps:.1f} | {self.e2e_fps:.1f} | {self.steady_fps:.1f} | {self.wall_s:.1f} |"
         )
+
+    def bound_lines(self) -> list[str]:
+        """The encoder settings, then which part bounded the copy and the end-to-end run, with each part's rate."""
+        workers = "auto" if self.encode_workers is None else str(self.encode_workers)
+        lines = [f"encode: x264 --speed {self.speed}, --encode-workers {workers}"]
+        for name, bound in (("copy", self.copy_bound), ("end to end", self.e2e_bound)):
+            if not bound.get("bound_by"):
+                lines.append(f"{name}: bound not reported")
+                continue
+            rates = sorted(bound.get("fps", {}).items(), key=lambda kv: kv[1])
+            each = ", ".join(f"{p} {f:.1f}" for p, f in rates)
+            lines.append(f"{name}: bound by {bound['bound_by']} ({each} fps)")
+        return lines
 
     def step_lines(self) -> list[str]:
         """The stage's step timings: seconds and ms per frame."""
@@ -164,8 +186,10 @@ def bench_dewatermark(
     hwaccel: str = "none",
     batch_size: int = 8,
     speed: str = "veryfast",
+    encode_workers: int | None = None,
 ) -> DewatermarkBench:
-    """Generate (once) the logo clip, then time decode, copy and decode → dewatermark `spec` → H.264."""
+    """Generate (once) the logo clip, then time decode, copy and decode → dewatermark `spec` → H.264 (both encoded
+    with the x264 preset `speed` by `encode_workers` parallel chunk encoders: None the writer's auto, 0 one)."""
     if frames < 2:
         raise UsageError(f"frames must be ≥ 2, got {frames}")
     w, h = size
@@ -177,7 +201,16 @@ def bench_dewatermark(
         opacity=opacity,
         corner=corner,
     )
-    common = {"device": device, "encoder": "h264", "speed": speed, "hwaccel": hwaccel, "batch_size": batch_size}
+    if encode_workers is not None and encode_workers < 0:
+        raise UsageError(f"encode workers must be ≥ 0, got {encode_workers}")
+    common = {
+        "device": device,
+        "encoder": "h264",
+        "speed": speed,
+        "hwaccel": hwaccel,
+        "batch_size": batch_size,
+        "encode_workers": encode_workers,
+    }
     try:
         recipe = PipelineRecipe(dewatermark=spec, **common)
     except TypeError:
@@ -202,4 +235,13 @@ def bench_dewatermark(
         wall_s=res.wall_s,
         steps=step_seconds(report),
         report=report,
+        speed=speed,
+        encode_workers=encode_workers,
+        copy_bound=_bound(copied.manifest),
+        e2e_bound=_bound(res.manifest),
     )
+
+
+def _bound(manifest: dict[str, Any]) -> dict[str, Any]:
+    bound = manifest.get("timings", {}).get("bound", {})
+    return bound if isinstance(bound, dict) else {}

@@ -569,12 +569,16 @@ def bench_dewatermark_cmd(
     corner: Annotated[str, typer.Option(help="top-right | top-left | bottom-right | bottom-left")] = "top-right",
     hwaccel: Annotated[str, typer.Option(help="decoding: none | auto | cuda (NVDEC)")] = "none",
     batch_size: Annotated[int, typer.Option(min=1, help="frames per decoded batch")] = 8,
-    speed: Annotated[str, typer.Option(help="x264 preset of the output")] = "veryfast",
+    speed: Annotated[str, typer.Option(help="x264 preset of the output (copy and end to end)")] = "veryfast",
+    encode_workers: Annotated[
+        int | None,
+        typer.Option(min=0, help="parallel chunk encoders of the output, as vidpipe run's (default: auto; 0: one)"),
+    ] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
     work_dir: Annotated[Path, typer.Option()] = Path(".cache/bench"),
 ) -> None:
     """Decode, copy (decode → H.264) and end-to-end (decode → dewatermark → H.264) frames/s on a generated clip
-    with a corner logo, and the stage's step timings."""
+    with a corner logo, which part bounds each run, and the stage's step timings."""
     from ..bench.dewatermark import HEADER, bench_dewatermark
     from ..stages.resize import parse_size
 
@@ -582,8 +586,10 @@ def bench_dewatermark_cmd(
     r = bench_dewatermark(
         parse_size(size), frames=frames, device=device, spec=spec, work_dir=work_dir, source=source,
         opacity=opacity, corner=corner, hwaccel=hwaccel, batch_size=batch_size, speed=speed,
+        encode_workers=encode_workers,
     )  # fmt: skip
     typer.echo(f"device: {r.device}\n{HEADER}\n{r.row()}\n")
+    typer.echo("\n".join(r.bound_lines()) + "\n")
     typer.echo("\n".join(r.step_lines()))
 
 

@@ -51,6 +51,7 @@ from .drift import DriftOptions, still_marks
 from .estimate import estimate_blend
 from .fill import dilate, erode, propagate, pushpull
 from .marks import Mark
+from .regions import components, mask_box, running_median
 from .remove import FEATHER, REACH, RING, SHIFT_RADIUS
 from .shape import ShapeOptions, span_alpha
 
@@ -137,9 +138,11 @@ def analysis_factor(height: int, width: int, side: int) -> int:
 
 def gradients(frames: torch.Tensor) -> torch.Tensor:
     """T×C×h×w → T×2C×h×w forward differences in x then y (0 on the last column / row)."""
-    gx = F.pad(frames[..., :, 1:] - frames[..., :, :-1], (0, 1, 0, 0))
-    gy = F.pad(frames[..., 1:, :] - frames[..., :-1, :], (0, 0, 0, 1))
-    return torch.cat([gx, gy], dim=1)
+    t, c, h, w = frames.shape
+    out = frames.new_zeros(t, 2 * c, h, w)
+    torch.sub(frames[..., :, 1:], frames[..., :, :-1], out=out[:, :c, :, :-1])
+    torch.sub(frames[..., 1:, :], frames[..., :-1, :], out=out[:, c:, :-1, :])
+    return out
 
 
 def fill_gaps(mask: torch.Tensor, gap: int) -> torch.Tensor:
@@ -194,21 +197,6 @@ class _Candidate:
     confirmed: bool = True
 
 
-def _components(mask: torch.Tensor) -> list[torch.Tensor]:
-    """The 8-connected components of a bool h×w mask (each h×w bool), by label propagation: every pixel takes the
-    largest label among its neighbours until nothing changes (a few dozen passes for compact shapes)."""
-    h, w = mask.shape
-    labels = torch.arange(1, h * w + 1, device=mask.device, dtype=torch.float32).view(1, 1, h, w)
-    labels = labels * mask
-    for _ in range(4 * (h + w)):
-        grown = F.max_pool2d(labels, 3, stride=1, padding=1) * mask
-        if torch.equal(grown, labels):
-            break
-        labels = grown
-    ids = torch.unique(labels[labels > 0])
-    return [labels[0, 0] == i for i in ids]
-
-
 @dataclass
 class _SubWindow:
     median: torch.Tensor  # 2C×h×w median gradient
@@ -230,7 +218,8 @@ def _local_quantile(x: torch.Tensor, radius: int, q: float) -> torch.Tensor:
     small = F.avg_pool2d(x[None, None], 2, ceil_mode=True)
     k = 2 * max(1, radius // 2) + 1
     cols = F.unfold(F.pad(small, (k // 2,) * 4, mode="replicate"), k)
-    med = cols.quantile(q, dim=1).view(small.shape)
+    # k² is odd: the median is the 0.5 quantile exactly, found without sorting every column
+    med = (cols.median(dim=1).values if q == 0.5 else cols.quantile(q, dim=1)).view(small.shape)
     return F.interpolate(med, size=x.shape, mode="bilinear", align_corners=False)[0, 0]
 
 
@@ -262,7 +251,12 @@ def _misfit(part: torch.Tensor, opts: DetectOptions, outline: torch.Tensor | Non
 
 
 def _ring(part: torch.Tensor, width: int) -> torch.Tensor:
-    return dilate(part[None, None], width)[0, 0] & ~part
+    """The pixels within `width` px of `part` (a square) and not in it: dilated on a crop around the part."""
+    y0, y1, x0, x1 = mask_box(part, width)
+    sub = part[y0:y1, x0:x1]
+    out = torch.zeros_like(part)
+    out[y0:y1, x0:x1] = dilate(sub[None, None], width)[0, 0] & ~sub
+    return out
 
 
 def _lets_through(part: torch.Tensor, change: torch.Tensor, opts: DetectOptions) -> float:
@@ -341,16 +335,16 @@ def _candidates(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions, notes
         # as in a pan), then parts of the support of the attenuated edges alone (a mark next to a scene's still
         # parts, whose held edges join Dekel's support to the mark's)
         plain = _support(s.stable, opts.close, opts.gap)
+        hosts = components(plain)
         parts = [
-            (p, True, lets > opts.quiet)
-            for p in (_components(plain) if bool(plain.any()) else [])
-            if (lets := _lets_through(p, s.change, opts)) <= opts.through
+            (p, True, lets > opts.quiet) for p in hosts if (lets := _lets_through(p, s.change, opts)) <= opts.through
         ]
         support = _support(edges, opts.close, opts.gap)
-        hosts = _components(plain) if bool(plain.any()) else []
-        for p in _components(support) if bool(support.any()) else []:
+        stacked = torch.stack(hosts) if hosts else None
+        sizes = stacked.sum((1, 2)).tolist() if stacked is not None else []
+        for p in components(support):
             # a fragment of a much larger held structure (a lamp post people walk behind) is the scene's
-            host = max((int((h & p).sum()), int(h.sum())) for h in hosts)[1] if hosts else 0
+            host = max(zip((stacked & p).sum((1, 2)).tolist(), sizes, strict=True))[1] if stacked is not None else 0
             if host <= opts.host * int(p.sum()):
                 parts.append((p, False, False))
         taken: list[torch.Tensor] = []
@@ -403,21 +397,29 @@ def _steps(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions) -> list[_C
     region does not continue its surroundings (a smooth fill from around it misses it more)."""
     k = opts.hold
     t = len(x)
-    if t < 2 * k:
+    if t < 2 * k or k < 2:
         return []
     change = (x[1:] - x[:-1]).abs().amax(1)  # (T−1)×h×w
+    # still: the pixel holds on each side of τ (its mean change within a side is at most noise), for every τ = k …
+    # T − k at once: calm[i] over change[i : i + k − 1]
+    calm = change.unfold(0, k - 1, 1).mean(-1) < opts.held
+    still_all = calm[: t - 2 * k + 1] & calm[k:]
+    # a step (d > `step`, `abrupt` of it between two frames) needs a still pixel that changed at τ by more than
+    # `abrupt`·`step`: the medians are taken only at the τ where one did
+    maybe = still_all & (change[k - 1 : t - k] > opts.abrupt * opts.step)
     best: list[tuple[float, _Candidate]] = []
-    for tau in range(k, t - k + 1):
-        mb, ma = x[tau - k : tau].median(0).values, x[tau : tau + k].median(0).values
+    steps = torch.nonzero(maybe.flatten(1).any(1)).flatten().tolist()
+    meds = running_median(x, k) if steps else x  # meds[i]: the median of x[i : i + k]
+    for i in steps:
+        tau, still = k + i, still_all[i]
+        mb, ma = meds[tau - k], meds[tau]
         d = (ma - mb).abs().amax(0)
-        # still: the pixel holds on each side (its mean change within a side is at most noise)
-        still = (change[tau - k : tau - 1].mean(0) < opts.held) & (change[tau : tau + k - 1].mean(0) < opts.held)
         # abrupt: the change happens between two frames (a slow drift adds up to as much over `hold` frames)
         stepped = (d > opts.step) & still & (change[tau - 1] >= opts.abrupt * d)
         if not bool(stepped.any()):
             continue
         grown = dilate(stepped[None, None], opts.close)[0, 0]
-        for blob in _components(grown):
+        for blob in components(grown):
             part = blob & stepped
             if _misfit(part, opts, blob) is not None:
                 continue
@@ -474,14 +476,6 @@ def _full_size(mask: torch.Tensor, f: int, height: int, width: int) -> torch.Ten
     return mask.repeat_interleave(f, 0).repeat_interleave(f, 1)[:height, :width]
 
 
-def _crop_box(mask: torch.Tensor, margin: int) -> tuple[int, int, int, int]:
-    ys, xs = torch.nonzero(mask, as_tuple=True)
-    h, w = mask.shape
-    y0, y1 = max(0, int(ys.min()) - margin), min(h, int(ys.max()) + 1 + margin)
-    x0, x1 = max(0, int(xs.min()) - margin), min(w, int(xs.max()) + 1 + margin)
-    return y0, y1, x0, x1
-
-
 def detect_marks(frames: torch.Tensor, indices: list[int], opts: DetectOptions | None = None) -> Detection:
     """The marks in a window of consecutive frames (T×3×H×W float 0..1, any device; `indices`: their stream frame
     numbers). No mark: an empty list (and the notes say why, where a candidate was dropped)."""
@@ -523,7 +517,7 @@ def _marks_of(
     if not runs:
         return []
     support = dilate(_full_size(c.support, f, height, width)[None, None], max(1, f // 2))[0, 0]
-    y0, y1, x0, x1 = _crop_box(support, max(4 * f + 8, FEATHER + max(RING, SHIFT_RADIUS) + 1))  # as removal crops
+    y0, y1, x0, x1 = mask_box(support, max(4 * f + 8, FEATHER + max(RING, SHIFT_RADIUS) + 1))  # as removal crops
     weights = torch.tensor([1.0 if p >= FULL else 0.0 for p in presence], device=frames.device)
     alpha = np.zeros((height, width), np.float32)
     colour: np.ndarray | None = None

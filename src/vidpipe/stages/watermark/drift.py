@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from .fill import _ssd_all_shifts, dilate, erode, harmonic
+from .regions import components
 
 if TYPE_CHECKING:
     from .detect import DetectOptions
@@ -101,7 +102,7 @@ def still_marks(
 ) -> list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
     """(pixels, held edges, α's shape) of each still mark over a drifting picture in `x` (T×C×h×w, gradients
     `grads`) away from the candidates `taken` already; none where the window is shorter than `spans` sub-windows."""
-    from .detect import _components, _misfit, _support  # detect calls this module
+    from .detect import _misfit, _support  # detect calls this module
 
     if len(x) < max(opts.drift.spans * opts.span, 2 * opts.drift.ends):
         return []
@@ -109,7 +110,7 @@ def still_marks(
     support = _support(held, opts.close, opts.gap)
     out = []
     median = x.median(0).values
-    for p in _components(support) if bool(support.any()) else []:
+    for p in components(support):
         if _misfit(p, opts) is not None or int((held & p).sum()) < opts.min_edges:
             continue
         if any(bool((t & p).any()) for t in taken):
