@@ -52,6 +52,7 @@ from .estimate import estimate_blend
 from .fade import FadeOptions, fade_shape
 from .fade import runs as _runs
 from .fill import dilate, erode, propagate, pushpull
+from .join import join_near
 from .marks import Mark
 from .remove import FEATHER, REACH, RING, SHIFT_RADIUS
 from .shape import ShapeOptions, span_alpha
@@ -123,6 +124,8 @@ class DetectOptions:
     drift: DriftOptions = field(default_factory=DriftOptions)
     #: a mark's shape from the frames of its shot without it (`fade.fade_shape`)
     fade: FadeOptions = field(default_factory=FadeOptions)
+    #: candidates whose supports come within this many analysis px are one mark (`join.join_near`)
+    join: int = 3
     #: estimate α and W (False: α = the support, opaque, e.g. for a preview)
     estimate: bool = True
 
@@ -475,7 +478,7 @@ def detect_marks(frames: torch.Tensor, indices: list[int], opts: DetectOptions |
     small = F.avg_pool2d(frames[:, :3].float(), f, ceil_mode=True) if f > 1 else frames[:, :3].float()
     grads = gradients(small)
     det = Detection([])
-    for c in _candidates(small, grads, opts, det.notes):
+    for c in join_near(_candidates(small, grads, opts, det.notes), opts.join):
         e = c.edges & c.support
         tmpl = c.template * e
         norm = float((tmpl * tmpl).sum())
