@@ -77,6 +77,9 @@ def _detect(frames: np.ndarray) -> list:
         ("vtest-logo-opaque-static", 0.75),
         # measured 0.563 (alone: 0.328): α 0.6 text 7 px tall over test.mp4's moving shots
         ("transnet-text-semi-static", 0.5),
+        # measured 0.627 (before `fade.fade_shape`: 0.284): an α 0.7 logo fading in and out over a cut to a
+        # still talking head
+        ("megamind-logo-semi-fade", 0.55),
     ],
 )
 def test_the_span_shape_lifts_detection_iou_and_finds_nothing_in_the_clean_frames(

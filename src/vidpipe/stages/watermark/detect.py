@@ -49,7 +49,10 @@ import torch.nn.functional as F
 
 from .drift import DriftOptions, still_marks
 from .estimate import estimate_blend
+from .fade import FadeOptions, fade_shape
+from .fade import runs as _runs
 from .fill import dilate, erode, propagate, pushpull
+from .join import join_near
 from .marks import Mark
 from .regions import components, mask_box, running_median
 from .remove import FEATHER, REACH, RING, SHIFT_RADIUS
@@ -120,6 +123,10 @@ class DetectOptions:
     span_shape: ShapeOptions = field(default_factory=ShapeOptions)
     #: a still mark over a picture that drifts slowly (`drift.still_marks`)
     drift: DriftOptions = field(default_factory=DriftOptions)
+    #: a mark's shape from the frames of its shot without it (`fade.fade_shape`)
+    fade: FadeOptions = field(default_factory=FadeOptions)
+    #: candidates whose supports come within this many analysis px are one mark (`join.join_near`)
+    join: int = 3
     #: estimate α and W (False: α = the support, opaque, e.g. for a preview)
     estimate: bool = True
 
@@ -452,26 +459,6 @@ def _steps(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions) -> list[_C
     return [c for _, c in best]
 
 
-def _runs(presence: list[float], threshold: float) -> list[tuple[int, int]]:
-    """(start, stop) runs of frames where `presence` exceeds `threshold`; a single frame below it between two
-    that hold the mark (a moment where the picture under it matched the mark's own edges) does not split a run."""
-    held = [p > threshold for p in presence]
-    for i in range(1, len(held) - 1):
-        held[i] = held[i] or (held[i - 1] and held[i + 1])
-    out: list[tuple[int, int]] = []
-    i = 0
-    while i < len(held):
-        if not held[i]:
-            i += 1
-            continue
-        j = i
-        while j < len(held) and held[j]:
-            j += 1
-        out.append((i, j))
-        i = j
-    return out
-
-
 def _full_size(mask: torch.Tensor, f: int, height: int, width: int) -> torch.Tensor:
     return mask.repeat_interleave(f, 0).repeat_interleave(f, 1)[:height, :width]
 
@@ -485,7 +472,7 @@ def detect_marks(frames: torch.Tensor, indices: list[int], opts: DetectOptions |
     small = F.avg_pool2d(frames[:, :3].float(), f, ceil_mode=True) if f > 1 else frames[:, :3].float()
     grads = gradients(small)
     det = Detection([])
-    for c in _candidates(small, grads, opts, det.notes):
+    for c in join_near(_candidates(small, grads, opts, det.notes), opts.join):
         e = c.edges & c.support
         tmpl = c.template * e
         norm = float((tmpl * tmpl).sum())
@@ -553,6 +540,12 @@ def _marks_of(
             shape = span_alpha(
                 small[a:b], c.support, alpha, f, opts.span_shape, reach=opts.reach, around=opts.around, noise=opts.noise
             )
+        if (
+            soft
+            and c.attenuated
+            and (faded := fade_shape(small, c.support, presence, (a, b), FULL, opts.fade)) is not None
+        ):
+            shape = _full_size(faded, f, height, width).float().cpu().numpy()
         info: dict[str, float | int | str] = {
             "presence": round(float(np.mean(presence[a:b])), 3),
             "windows": c.windows,
