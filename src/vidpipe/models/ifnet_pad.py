@@ -41,7 +41,7 @@ class PaddedIn(nn.Module):
         return self.conv(F.pad(x, (0, 0, 0, 0, 0, self.extra)))
 
 
-def _widen(src: nn.Module, dst: nn.Module) -> None:
+def widen_into(src: nn.Module, dst: nn.Module) -> None:
     """Copy `src`'s weights into the top-left corner of `dst`'s (zeros elsewhere); PReLU slopes likewise."""
     if isinstance(src, nn.PReLU):
         assert isinstance(dst, nn.PReLU)
@@ -69,13 +69,13 @@ def padded_hdv3(net: IFNetHDv3, multiple: int = MULTIPLE, *, pad_input: bool = T
         if isinstance(src, nn.Conv2d | nn.ConvTranspose2d | nn.PReLU):
             if type(src) is not type(dst):
                 raise ModelError(f"padded_hdv3: {name} is {type(src).__name__} here, {type(dst).__name__} there")
-            _widen(src, dst)
+            widen_into(src, dst)
     if pad_input:
         for i in range(wide.n_blocks):
             first: nn.Conv2d = getattr(wide, f"block{i}").conv0[0][0]
             cin = first.in_channels
             conv = nn.Conv2d(round_up(cin, multiple), first.out_channels, 3, first.stride, 1).to(p.device, p.dtype)
-            _widen(first, conv)
+            widen_into(first, conv)
             getattr(wide, f"block{i}").conv0[0][0] = PaddedIn(conv, conv.in_channels - cin)
     return wide.eval().requires_grad_(False)
 

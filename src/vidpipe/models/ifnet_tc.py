@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ..errors import ModelError
 from .archs.ifnet import IFNetHDv3
 from .fused import _interpreting
-from .ifnet_pad import PaddedIn, padded_hdv3
+from .ifnet_pad import PaddedIn, padded_hdv3, widen_into
 
 try:  # Triton ships with CUDA builds of torch; CPU builds and CI run without it
     import triton
@@ -131,10 +131,7 @@ def tc_levels(net: IFNetHDv3) -> list[TcLevel]:
             blocks.append((Layer.of(cb[0][0], cb[0][1]), Layer.of(cb[1][0], cb[1][1])))
         h0, act, h1 = _merged_heads(b)
         last = nn.ConvTranspose2d(h1.in_channels, HEAD_OUT, 4, 2, 1).to(h1.weight.device, h1.weight.dtype)
-        last.weight.data.zero_()
-        last.bias.data.zero_()
-        last.weight.data[:, : h1.out_channels] = h1.weight.detach()
-        last.bias.data[: h1.out_channels] = h1.bias.detach()
+        widen_into(h1, last)
         levels.append(
             TcLevel(first.conv.in_channels, conv0, tuple(blocks), _head_layer(h0, act), _head_layer(last, None))
         )
