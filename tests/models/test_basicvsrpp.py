@@ -275,6 +275,21 @@ def test_every_frame_sees_the_whole_clip(small: basicvsrpp.BasicVSRPlusPlus) -> 
     assert (first[:, -1] - base[:, -1]).abs().max() > 1e-6
 
 
+def test_some_outputs_only_are_those_of_the_whole_call(small: basicvsrpp.BasicVSRPlusPlus) -> None:
+    """`outputs=(a, b)` reconstructs frames a..b−1 alone (a window's kept frames), from the whole clip's
+    propagation: bit for bit those frames of the full output."""
+    clip = _clip(1, 6, 16, 12, seed=4)
+    with torch.inference_mode():
+        full = small(clip)
+        for a, b in [(0, 6), (1, 5), (2, 3), (0, 1), (5, 6)]:
+            part = small(clip, outputs=(a, b))
+            assert part.shape == (1, b - a, 3, 64, 48)
+            assert torch.equal(part, full[:, a:b])
+        for bad in [(3, 3), (-1, 2), (2, 7)]:
+            with pytest.raises(ModelError, match="outputs"):
+                small(clip, outputs=bad)
+
+
 def test_a_single_frame_and_what_it_cannot_take(small: basicvsrpp.BasicVSRPlusPlus) -> None:
     """One frame has no neighbour to align: every branch runs on it alone, with no flow."""
     with torch.inference_mode():

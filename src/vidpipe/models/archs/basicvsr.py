@@ -209,13 +209,18 @@ class BasicVSR(nn.Module):
         y = self.conv_last(F.leaky_relu(self.conv_hr(y), LRELU_SLOPE))
         return y + F.interpolate(lr, scale_factor=SCALE, mode="bilinear", align_corners=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, outputs: tuple[int, int] | None = None) -> torch.Tensor:
+        """`outputs` (a, b): frames a..b−1 only, each from the whole sequence (the forward branch still runs
+        through b−1): the same values as those frames of the full output."""
         single = x.ndim == 4
         if single:
             x = x[None]
         if x.ndim != 5 or x.shape[2] != 3:
             raise ModelError(f"BasicVSR takes B×T×3×H×W or T×3×H×W frames, got {tuple(x.shape)}")
         b, t, _, h, w = x.shape
+        first, stop = (0, t) if outputs is None else outputs
+        if not 0 <= first < stop <= t:
+            raise ModelError(f"BasicVSR: outputs {first}..{stop} asked for from {t} frames")
         to_next, to_prev = self.flows(x) if t > 1 else (None, None)
         feat = x.new_zeros(b, self.num_feat, h, w)
         backward: list[torch.Tensor] = [feat] * t
@@ -227,12 +232,13 @@ class BasicVSR(nn.Module):
             backward[i] = feat
         feat = x.new_zeros(b, self.num_feat, h, w)
         outs = []
-        for i in range(t):
+        for i in range(stop):
             if i > 0:
                 assert to_prev is not None
                 feat = flow_warp(feat, to_prev[:, i - 1])
             feat = self.forward_trunk(torch.cat([x[:, i], feat], dim=1))
-            outs.append(self.reconstruct(backward[i], feat, x[:, i]))
+            if i >= first:
+                outs.append(self.reconstruct(backward[i], feat, x[:, i]))
             backward[i] = feat  # the backward features of frame i are not needed again: let them go
         y = torch.stack(outs, dim=1)
         return y[0] if single else y

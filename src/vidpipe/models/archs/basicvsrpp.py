@@ -294,13 +294,17 @@ class BasicVSRPlusPlus(nn.Module):
         to_previous = self.spynet(later, earlier).view(n, t - 1, 2, h, w)
         return to_next, to_previous
 
-    def _propagate(self, feats: dict[str, list[torch.Tensor]], branch: str, flows: torch.Tensor) -> None:
+    def _propagate(
+        self, feats: dict[str, list[torch.Tensor]], branch: str, flows: torch.Tensor, stop: int | None = None
+    ) -> None:
         """Run `branch` over the frames and store its output per frame, in frame order, as `feats[branch]`.
         `flows` point from each frame to the one the walk visited just before it: to_next (flow j: frame j →
-        j+1) for a backward walk, to_previous (flow j: frame j+1 → j) for a forward one."""
+        j+1) for a backward walk, to_previous (flow j: frame j+1 → j) for a forward one. A forward walk ends
+        before frame `stop` when given (the last branch: no later one reads its outputs past the last frame
+        reconstructed)."""
         t = len(feats["spatial"])
         backward = branch.startswith("backward")
-        order = range(t - 1, -1, -1) if backward else range(t)
+        order = range(t - 1, -1, -1) if backward else range(t if stop is None else stop)
         earlier = [k for k in feats if k not in ("spatial", branch)]
         align, update = self.deform_align[branch], self.backbone[branch]
         outputs: list[torch.Tensor] = []
@@ -330,10 +334,16 @@ class BasicVSRPlusPlus(nn.Module):
             outputs.append(prop)
         feats[branch] = outputs[::-1] if backward else outputs
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, outputs: tuple[int, int] | None = None) -> torch.Tensor:
+        """`outputs` (a, b): reconstruct frames a..b−1 only (N×(b−a)×3×sH×sW), each from the whole sequence's
+        propagation: the same values as those frames of the full output, without the ×4 reconstruction of the
+        others (a window's context frames)."""
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise ModelError(f"BasicVSR++ takes N×T×3×H×W frames, got {tuple(frames.shape)}")
         n, t, c, h, w = frames.shape
+        a, b = (0, t) if outputs is None else outputs
+        if not 0 <= a < b <= t:
+            raise ModelError(f"BasicVSR++: outputs {a}..{b} asked for from {t} frames")
         if h % self.size_multiple or w % self.size_multiple:
             raise ModelError(f"this BasicVSR++ takes H and W in multiples of {self.size_multiple}, got {h}×{w}")
         flat = frames.reshape(n * t, c, h, w)
@@ -346,8 +356,9 @@ class BasicVSRPlusPlus(nn.Module):
         feats: dict[str, list[torch.Tensor]] = {"spatial": list(spatial)}
         to_next, to_previous = self._flows(lr)
         for branch in BRANCHES:
-            self._propagate(feats, branch, to_next if branch.startswith("backward") else to_previous)
-        return torch.stack([self._reconstruct(frames[:, i], feats, i) for i in range(t)], dim=1)
+            flows = to_next if branch.startswith("backward") else to_previous
+            self._propagate(feats, branch, flows, b if branch == BRANCHES[-1] else None)
+        return torch.stack([self._reconstruct(frames[:, i], feats, i) for i in range(a, b)], dim=1)
 
     def _reconstruct(self, frame: torch.Tensor, feats: dict[str, list[torch.Tensor]], i: int) -> torch.Tensor:
         hr = self.reconstruction(torch.cat([feats["spatial"][i], *(feats[b][i] for b in BRANCHES)], dim=1))
