@@ -37,7 +37,7 @@ from torch import nn
 
 from ...errors import ModelError
 from ..descriptor import Architecture, register_architecture
-from .basicvsr import flow_warp
+from .basicvsr import flow_warp, layout
 from .deform import Backend, deform_conv2d
 
 ARCH = "basicvsrpp"
@@ -114,7 +114,7 @@ class SPyNet(nn.Module):
     def _flow(self, ref: torch.Tensor, supp: torch.Tensor) -> torch.Tensor:
         refs, supps = self._pyramid(ref), self._pyramid(supp)
         n, _, h, w = refs[0].shape
-        flow = ref.new_zeros(n, 2, h, w)
+        flow = ref.new_zeros(n, 2, h, w).contiguous(memory_format=layout(ref))
         for level, (r, s) in enumerate(zip(refs, supps, strict=True)):
             if level:  # ×2 in size, and so in pixels
                 flow = 2.0 * F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True)
@@ -212,13 +212,15 @@ class SecondOrderDeformableAlignment(nn.Module):
         flow_2: torch.Tensor,
         backend: Backend = "auto",
     ) -> torch.Tensor:
-        out = self.conv_offset(torch.cat((condition, flow_1, flow_2), dim=1))
+        fmt = layout(condition)  # the features' layout throughout (flows come in theirs: small, converted here)
+        flows = torch.cat((flow_1, flow_2), dim=1).contiguous(memory_format=fmt)
+        out = self.conv_offset(torch.cat((condition, flows), dim=1))
         o1, o2, mask = out.chunk(3, dim=1)
         residue = self.max_residue * torch.tanh(torch.cat((o1, o2), dim=1))
         half = residue.shape[1] // 2  # one (dy, dx) pair per tap and group: half the groups per flow
         offset = residue + torch.cat(
             (flow_1.flip(1).repeat(1, half // 2, 1, 1), flow_2.flip(1).repeat(1, half // 2, 1, 1)), dim=1
-        )
+        ).contiguous(memory_format=layout(residue))
         return deform_conv2d(
             x,
             offset,
@@ -289,7 +291,9 @@ class BasicVSRPlusPlus(nn.Module):
         if t == 1:  # a single frame: nothing to align, the branches run without flows
             none = lr.new_zeros(n, 0, 2, h, w)
             return none, none
-        earlier, later = lr[:, :-1].reshape(-1, c, h, w), lr[:, 1:].reshape(-1, c, h, w)
+        fmt = layout(lr[:, 0])  # the frames' layout (a 5-D slice of channels-last frames keeps their strides)
+        earlier = lr[:, :-1].reshape(-1, c, h, w).contiguous(memory_format=fmt)
+        later = lr[:, 1:].reshape(-1, c, h, w).contiguous(memory_format=fmt)
         to_next = self.spynet(earlier, later).view(n, t - 1, 2, h, w)
         to_previous = self.spynet(later, earlier).view(n, t - 1, 2, h, w)
         return to_next, to_previous
@@ -308,7 +312,7 @@ class BasicVSRPlusPlus(nn.Module):
         earlier = [k for k in feats if k not in ("spatial", branch)]
         align, update = self.deform_align[branch], self.backbone[branch]
         outputs: list[torch.Tensor] = []
-        prop = feats["spatial"][0].new_zeros(feats["spatial"][0].shape)
+        prop = torch.zeros_like(feats["spatial"][0])  # in the features' layout (channels-last nets: all of it)
         for step, frame in enumerate(order):
             current = feats["spatial"][frame]
             if step:
