@@ -290,6 +290,25 @@ def test_some_outputs_only_are_those_of_the_whole_call(small: basicvsrpp.BasicVS
                 small(clip, outputs=bad)
 
 
+def test_batched_parts_run_in_chunks_of_one_shape(small: basicvsrpp.BasicVSRPlusPlus, monkeypatch) -> None:
+    """Feature extraction and SPyNet see chunks of CHUNK images whatever the clip's length (the last one padded):
+    cuDNN tunes once per run. The outputs are those of one call over all frames."""
+    seen: list[int] = []
+    hooks = [m.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0])) for m in (small.feat_extract,
+             small.spynet)]  # fmt: skip
+    clip = _clip(1, 11, 16, 12, seed=5)
+    try:
+        with torch.inference_mode():
+            chunked = small(clip)
+            assert seen and set(seen) == {basicvsrpp.CHUNK}
+            monkeypatch.setattr(basicvsrpp, "CHUNK", 64)
+            whole = small(clip)
+    finally:
+        for h in hooks:
+            h.remove()
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-6)
+
+
 def test_a_single_frame_and_what_it_cannot_take(small: basicvsrpp.BasicVSRPlusPlus) -> None:
     """One frame has no neighbour to align: every branch runs on it alone, with no flow."""
     with torch.inference_mode():

@@ -54,6 +54,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SPYNET_LEVELS = 6
 #: the smallest low-res frame side mmagic accepts (its assert; trained on 64×64 crops and larger)
 MIN_FLOW_SIZE = 64
+#: images per call of the batched parts (feature extraction, SPyNet): see `_chunked`
+CHUNK = 8
 #: clamp on the learned offset residue around the flow, in pixels (Eq. 6 of the paper; 10 in every config)
 MAX_RESIDUE_MAGNITUDE = 10.0
 LEAKY_SLOPE = 0.1
@@ -294,8 +296,8 @@ class BasicVSRPlusPlus(nn.Module):
         fmt = layout(lr[:, 0])  # the frames' layout (a 5-D slice of channels-last frames keeps their strides)
         earlier = lr[:, :-1].reshape(-1, c, h, w).contiguous(memory_format=fmt)
         later = lr[:, 1:].reshape(-1, c, h, w).contiguous(memory_format=fmt)
-        to_next = self.spynet(earlier, later).view(n, t - 1, 2, h, w)
-        to_previous = self.spynet(later, earlier).view(n, t - 1, 2, h, w)
+        to_next = _chunked(self.spynet, earlier, later).view(n, t - 1, 2, h, w)
+        to_previous = _chunked(self.spynet, later, earlier).view(n, t - 1, 2, h, w)
         return to_next, to_previous
 
     def _propagate(
@@ -355,7 +357,7 @@ class BasicVSRPlusPlus(nn.Module):
             lr = frames
         else:
             lr = F.interpolate(flat, scale_factor=0.25, mode="bicubic").view(n, t, c, h // 4, w // 4)
-        spatial = self.feat_extract(flat)
+        spatial = _chunked(self.feat_extract, flat)
         spatial = spatial.view(n, t, *spatial.shape[1:]).unbind(1)
         feats: dict[str, list[torch.Tensor]] = {"spatial": list(spatial)}
         to_next, to_previous = self._flows(lr)
@@ -372,6 +374,24 @@ class BasicVSRPlusPlus(nn.Module):
         if self.low_res_input:
             return hr + F.interpolate(frame, scale_factor=4, mode="bilinear", align_corners=False)
         return hr + frame
+
+
+def _chunked(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    """`module(*inputs)` over the batch dimension in chunks of `CHUNK` images, the last one padded with copies
+    of its last image (their outputs dropped): the same outputs per image, in shapes that do not change with
+    the window's length, so cuDNN's autotuning (`benchmark`) runs once per run, not again for each window of a
+    new length (the first and last windows of a video, OOM retries); and the temporaries of one chunk at a
+    time (SPyNet's 64-channel 7×7 layers over 95 pairs of 1024×448 frames: 5.6 GB a layer in fp16)."""
+    n = inputs[0].shape[0]
+    outs = []
+    for a in range(0, n, CHUNK):
+        part = [x[a : a + CHUNK] for x in inputs]
+        short = CHUNK - part[0].shape[0]
+        if short and n > CHUNK:
+            fmt = layout(part[0])
+            part = [torch.cat([x, x[-1:].expand(short, *x.shape[1:])]).contiguous(memory_format=fmt) for x in part]
+        outs.append(module(*part)[: CHUNK - short])
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 # --- the registered architecture ------------------------------------------------------------------------
