@@ -347,3 +347,34 @@ def test_half_precision_network_on_cuda(dtype: torch.dtype) -> None:
         got = net.to(dtype)(clip.to(dtype))
     assert got.dtype == dtype and torch.isfinite(got).all()
     assert (got.float() - want).abs().max().item() < 0.05
+
+
+@pytest.mark.gpu
+def test_a_channels_last_network_on_cuda_keeps_its_layout() -> None:
+    """Channels-last weights and frames on CUDA: every 64-channel convolution of the propagation and the
+    reconstruction gets a channels-last input (no conversion per conv, no mixed-layout adds: the H100 profile's
+    copies), and the frames are those of the NCHW network."""
+    cuda = torch.device("cuda")
+    net = describe(random_checkpoint(official_layout())).module.to(cuda).eval()
+    clip = _clip(1, 5, 64, 96).to(cuda)
+    with torch.inference_mode():
+        want = net(clip)
+        net.to(memory_format=torch.channels_last)
+        frames = clip[0].contiguous(memory_format=torch.channels_last)[None]
+        wrong: list[str] = []
+        hooks = [
+            m.register_forward_pre_hook(
+                lambda m, a, name=name: (
+                    wrong.append(name) if not a[0].is_contiguous(memory_format=torch.channels_last) else None
+                )
+            )
+            for name, m in net.named_modules()
+            if isinstance(m, torch.nn.Conv2d) and not name.startswith("spynet") and m.in_channels >= 64
+        ]
+        try:
+            got = net(frames)
+        finally:
+            for h in hooks:
+                h.remove()
+    assert not wrong, f"NCHW inputs to {sorted(set(wrong))[:5]}"
+    assert (got - want).abs().max().item() < 1e-3

@@ -64,8 +64,10 @@ def layout(t: torch.Tensor) -> torch.memory_format:
     """`t`'s memory format: channels-last where its strides are (and not also contiguous: one channel or one
     pixel), else contiguous. Results are handed on in their inputs' format: on CUDA a channels-last network fed
     NCHW tensors converts every convolution's input and adds mixed layouts with strided kernels (the H100
-    profile of BasicVSR++: copies and non-vectorised adds took 60 % of a window's kernel time)."""
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+    profile of BasicVSR++: copies and non-vectorised adds took 60 % of a window's kernel time). CUDA tensors only:
+    on the CPU (oneDNN) the conversions cost more than they save (BasicVSR++ at 64×32 ~10 % slower), so there
+    every result stays contiguous, as before."""
+    if t.is_cuda and t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
 

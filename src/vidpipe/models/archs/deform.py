@@ -161,7 +161,8 @@ def deform_conv2d(
 
 
 def _layout_of(t: torch.Tensor) -> torch.memory_format:
-    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+    """Channels-last for a channels-last CUDA input (its network keeps that layout), else contiguous."""
+    if t.is_cuda and t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
         return torch.channels_last
     return torch.contiguous_format
 
