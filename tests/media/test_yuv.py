@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 
 import av
 import pytest
@@ -14,6 +15,7 @@ from calibration import scaled
 from vidpipe.frames import Colour
 from vidpipe.media.buffers import HostBuffers
 from vidpipe.media.encoders import EncoderOptions
+from vidpipe.media.reader import ReaderOptions
 from vidpipe.media.writer import WriterOptions
 from vidpipe.media.yuv import (
     PlanarBatch,
@@ -215,6 +217,26 @@ def test_pipeline_colour_on_device_matches_swscale_path(make, tmp_path, size, st
     assert t1 == t2 and a.shape == b.shape and dev.frames_out == base.frames_out == 12
     # not identical by design: swscale replicates chroma, we interpolate it at the H.264 default siting
     assert psnr(a, b) > 30
+
+
+def test_large_batches_go_down_in_pieces_that_bound_the_pool(make, tmp_path, monkeypatch):
+    """A batch of more frames than the download pool's share per buffer (a windowed stage's window) goes to the
+    encoder in pieces of at most that many frames: the same output, the pool's buffers that small."""
+    from vidpipe.runtime import transfer
+
+    src = make("yuv-pieces.mkv", frames=12, size=(64, 48), source="mandelbrot", codec="ffv1", pix_fmt="yuv420p")
+    opts = RunOptions(progress="none", writer=LOSSLESS, colour_on_device="on")
+    whole = run(src, tmp_path / "whole.mkv", [], replace(opts, reader=ReaderOptions(batch_size=12)))
+    sizes: list[int] = []
+    down = transfer.Transfer.download
+    monkeypatch.setattr(transfer.Transfer, "download", lambda self, out: sizes.append(len(out)) or down(self, out))
+    frame = 64 * 48 * 3 // 2
+    monkeypatch.setattr(transfer, "DOWNLOAD_POOL_BYTES", 5 * frame * (opts.encode_queue + 3))  # 5 frames a piece
+    cut = run(src, tmp_path / "cut.mkv", [], replace(opts, reader=ReaderOptions(batch_size=12)))
+    assert sizes == [5, 5, 2] and cut.frames_out == whole.frames_out == 12
+    t1, a = decode_all(tmp_path / "whole.mkv")
+    t2, b = decode_all(tmp_path / "cut.mkv")
+    assert t1 == t2 and torch.equal(a, b)
 
 
 def test_pipeline_keeps_rgb_path_for_alpha_and_rotation(make, tmp_path):

@@ -85,6 +85,19 @@ def test_round_trip_random_weights_same_outputs(tmp_path):
         assert torch.equal(loaded.module(x[0]), out[0])  # T×3×H×W works too
 
 
+def test_some_outputs_only_are_those_of_the_whole_call():
+    """`outputs=(a, b)` (a window's kept frames): bit for bit those frames of the full output."""
+    torch.manual_seed(2)
+    net = BasicVSR(num_feat=8, num_block=1, hr_feat=4, spynet=(8, 8, 8, 8, 4, 2)).eval()
+    x = torch.rand(1, 5, 3, 12, 16)
+    with torch.no_grad():
+        full = net(x)
+        for a, b in [(0, 5), (1, 4), (4, 5), (0, 1)]:
+            assert torch.equal(net(x, outputs=(a, b)), full[:, a:b])
+        with pytest.raises(ModelError, match="outputs"):
+            net(x, outputs=(2, 2))
+
+
 def test_a_vsr_model_is_refused_by_another_stage_task(tmp_path):
     small = BasicVSR(num_feat=8, num_block=1, hr_feat=8, spynet=(8, 8, 8, 8, 8, 2))
     path = save_safetensors(small.state_dict(), tmp_path / "v.safetensors")

@@ -275,6 +275,40 @@ def test_every_frame_sees_the_whole_clip(small: basicvsrpp.BasicVSRPlusPlus) -> 
     assert (first[:, -1] - base[:, -1]).abs().max() > 1e-6
 
 
+def test_some_outputs_only_are_those_of_the_whole_call(small: basicvsrpp.BasicVSRPlusPlus) -> None:
+    """`outputs=(a, b)` reconstructs frames a..b−1 alone (a window's kept frames), from the whole clip's
+    propagation: bit for bit those frames of the full output."""
+    clip = _clip(1, 6, 16, 12, seed=4)
+    with torch.inference_mode():
+        full = small(clip)
+        for a, b in [(0, 6), (1, 5), (2, 3), (0, 1), (5, 6)]:
+            part = small(clip, outputs=(a, b))
+            assert part.shape == (1, b - a, 3, 64, 48)
+            assert torch.equal(part, full[:, a:b])
+        for bad in [(3, 3), (-1, 2), (2, 7)]:
+            with pytest.raises(ModelError, match="outputs"):
+                small(clip, outputs=bad)
+
+
+def test_batched_parts_run_in_chunks_of_one_shape(small: basicvsrpp.BasicVSRPlusPlus, monkeypatch) -> None:
+    """Feature extraction and SPyNet see chunks of CHUNK images whatever the clip's length (the last one padded):
+    cuDNN tunes once per run. The outputs are those of one call over all frames."""
+    seen: list[int] = []
+    hooks = [m.register_forward_pre_hook(lambda m, a: seen.append(a[0].shape[0])) for m in (small.feat_extract,
+             small.spynet)]  # fmt: skip
+    clip = _clip(1, 11, 16, 12, seed=5)
+    try:
+        with torch.inference_mode():
+            chunked = small(clip)
+            assert seen and set(seen) == {basicvsrpp.CHUNK}
+            monkeypatch.setattr(basicvsrpp, "CHUNK", 64)
+            whole = small(clip)
+    finally:
+        for h in hooks:
+            h.remove()
+    torch.testing.assert_close(chunked, whole, atol=1e-6, rtol=1e-6)
+
+
 def test_a_single_frame_and_what_it_cannot_take(small: basicvsrpp.BasicVSRPlusPlus) -> None:
     """One frame has no neighbour to align: every branch runs on it alone, with no flow."""
     with torch.inference_mode():
@@ -313,3 +347,34 @@ def test_half_precision_network_on_cuda(dtype: torch.dtype) -> None:
         got = net.to(dtype)(clip.to(dtype))
     assert got.dtype == dtype and torch.isfinite(got).all()
     assert (got.float() - want).abs().max().item() < 0.05
+
+
+@pytest.mark.gpu
+def test_a_channels_last_network_on_cuda_keeps_its_layout() -> None:
+    """Channels-last weights and frames on CUDA: every 64-channel convolution of the propagation and the
+    reconstruction gets a channels-last input (no conversion per conv, no mixed-layout adds: the H100 profile's
+    copies), and the frames are those of the NCHW network."""
+    cuda = torch.device("cuda")
+    net = describe(random_checkpoint(official_layout())).module.to(cuda).eval()
+    clip = _clip(1, 5, 64, 96).to(cuda)
+    with torch.inference_mode():
+        want = net(clip)
+        net.to(memory_format=torch.channels_last)
+        frames = clip[0].contiguous(memory_format=torch.channels_last)[None]
+        wrong: list[str] = []
+        hooks = [
+            m.register_forward_pre_hook(
+                lambda m, a, name=name: (
+                    wrong.append(name) if not a[0].is_contiguous(memory_format=torch.channels_last) else None
+                )
+            )
+            for name, m in net.named_modules()
+            if isinstance(m, torch.nn.Conv2d) and not name.startswith("spynet") and m.in_channels >= 64
+        ]
+        try:
+            got = net(frames)
+        finally:
+            for h in hooks:
+                h.remove()
+    assert not wrong, f"NCHW inputs to {sorted(set(wrong))[:5]}"
+    assert (got - want).abs().max().item() < 1e-3

@@ -196,6 +196,35 @@ def test_crossfade_blends_the_previous_window_into_the_next() -> None:
     assert got[18:20] == [round(300 * 2 / 3 + 400 / 3, 3), round(300 / 3 + 400 * 2 / 3, 3)]
 
 
+class Parts(MovingAverage):
+    """Records the output ranges the engine asks of each window (`process_part`)."""
+
+    def __init__(self, k: int, *, window: int, overlap: int, seam: str = "pick", fade: int = 0) -> None:
+        super().__init__(k, window=window, overlap=overlap)
+        self.seam, self.fade = seam, fade  # type: ignore[assignment]
+        self.asked: list[tuple[int, int, int]] = []
+
+    def process_part(self, frames: FrameBatch, start: int, stop: int) -> FrameBatch:
+        self.asked.append((len(frames), start, stop))
+        return super().process_part(frames, start, stop)
+
+
+def test_only_the_kept_outputs_of_a_window_are_asked_for() -> None:
+    """Context frames' outputs are never used: a window is asked for its kept frames only (pick), or those and
+    the crossfade's tail (none after the last window); the frames written are those of whole windows."""
+    v = video(20)
+    st = Parts(1, window=6, overlap=3)
+    out = drive(WindowRunner(st, runner_oom(6)), [v])
+    assert st.asked == [(9, 0, 6), (12, 3, 9), (11, 3, 9), (5, 3, 5)]
+    ref = MovingAverage(1, window=6, overlap=3)
+    whole = [ref.process_window(v.slice(max(0, a - 3), min(20, a + 9))) for a in range(0, 20, 6)]
+    kept = [w.slice(min(a, 3), min(a, 3) + min(6, 20 - a)) for a, w in zip(range(0, 20, 6), whole, strict=True)]
+    assert torch.equal(out.data, FrameBatch.concat(kept).data)
+    fading = Parts(1, window=6, overlap=3, seam="crossfade", fade=2)
+    drive(WindowRunner(fading, runner_oom(6)), [v])
+    assert fading.asked == [(9, 0, 8), (12, 3, 11), (11, 3, 11), (5, 3, 5)]
+
+
 def test_declarations_are_checked() -> None:
     with pytest.raises(UsageError, match="fade"):
         WindowRunner(Marks(window=4, overlap=1, fade=2), runner_oom(4))

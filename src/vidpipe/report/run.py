@@ -41,7 +41,7 @@ SAMPLE_HZ = 2.0
 TIMED_HOOKS = ("process", "flush")
 TEMPORAL_HOOKS: tuple[tuple[type, tuple[str, ...]], ...] = (
     (RecurrentStage, ("step", "step_many")),
-    (WindowedStage, ("process_window",)),
+    (WindowedStage, ("process_window", "process_part")),
 )
 #: output fps is averaged over windows this long (a batch of a slow model can take seconds on a CPU)
 FPS_WINDOW_S = 1.0

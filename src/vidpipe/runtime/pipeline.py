@@ -13,7 +13,7 @@ import platform
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
@@ -27,7 +27,6 @@ import torch
 from .. import __version__
 from ..errors import DeviceError, DeviceOutOfMemoryError, Interrupted, StageError, UsageError, VidpipeError
 from ..frames import FrameBatch
-from ..media.buffers import HostBuffers
 from ..media.deinterlace import Deinterlace, output_spec
 from ..media.info import MediaInfo
 from ..media.probe import max_pixels_limit, probe
@@ -35,7 +34,7 @@ from ..media.reader import ReaderOptions, VideoReader
 from ..media.stereo import declared_packing
 from ..media.threads import Consumer
 from ..media.writer import VideoWriter, WriterOptions, WriterStats, check_target
-from ..media.yuv import PlanarBatch, fit, planes_to_rgb, rgb_to_planes
+from ..media.yuv import PlanarBatch
 from ..paths import write_json
 from ..schedule.budget import check_host_memory, host_frame_bytes
 from ..schedule.chain import ScheduleOptions, schedule_block, schedule_chain
@@ -45,6 +44,7 @@ from ..stages.base import Stage, StreamSpec
 from .device import ContextOnThread, describe, is_device_fault, resolve_device
 from .progress import Progress, ProgressMode
 from .timings import Timings
+from .transfer import Transfer
 
 log = logging.getLogger(__name__)
 
@@ -177,108 +177,6 @@ def flush_chain(stages: Sequence[Stage]) -> Iterator[FrameBatch]:
         out = run_chain(stages, stage.flush(), start=i + 1)
         if out is not None and len(out):
             yield out
-
-
-class Transfer:
-    """Frames between host and device. With a planar reader/writer the 4:2:0 planes cross PCIe and the colour
-    conversion runs on the device; downloads go into reused (pinned on CUDA) buffers asynchronously, and the
-    writer thread waits on each batch's event, so the device never waits on Python per frame."""
-
-    def __init__(
-        self,
-        device: torch.device,
-        reader: VideoReader,
-        writer: VideoWriter | None,
-        queue: int,
-        check: Callable[[], None],
-    ) -> None:
-        self.device, self.reader = device, reader
-        self.out_fmt = writer.planar_format() if writer is not None else None
-        self.colour = writer.colour if writer is not None else reader.colour
-        self.crop = (0, 0)
-        if writer is not None:
-            self.crop = writer.spec.crop_to or (writer.spec.width, writer.spec.height)
-        self._pool = None
-        if self.out_fmt is not None:
-            # batches queued for the encoder + one being encoded + one being filled
-            fmt = self.out_fmt
-            self._pool = HostBuffers(fmt.elements, fmt.dtype, queue + 3, pin=device.type == "cuda", check=check)
-
-    def watch(self, sink: Consumer[Any, Any]) -> None:
-        """Waiting for a download buffer also watches the encoder that returns them: if it died holding some,
-        its error surfaces here instead of a wait that never ends."""
-        if self._pool is not None:
-            outer = self._pool.check
-
-            def check() -> None:
-                outer()
-                sink.check()
-
-            self._pool.check = check
-
-    def _event(self) -> torch.cuda.Event | None:
-        if self.device.type != "cuda":
-            return None
-        event = torch.cuda.Event(blocking=True)  # waiters sleep instead of spinning a core the encoder could use
-        event.record(torch.cuda.current_stream(self.device))
-        return event
-
-    def upload(self, batch: FrameBatch | PlanarBatch) -> FrameBatch:
-        if not isinstance(batch, PlanarBatch):
-            return batch.with_data(batch.data.to(self.device, non_blocking=True))
-        planes = batch.data.to(self.device, non_blocking=True)  # the same memory when the device is the CPU
-        fmt = batch.fmt
-        rgb = torch.empty(len(batch), 3, fmt.height, fmt.width, dtype=self.reader.dtype, device=self.device)
-        rgb = rgb.contiguous(memory_format=torch.channels_last)
-        with _conversion_oom("YUV → RGB", self.device):
-            # frame by frame: float temporaries of one frame, not of the batch, beside the model's memory
-            for i in range(len(batch)):
-                rgb[i : i + 1] = planes_to_rgb(planes[i : i + 1], fmt, batch.colour, self.reader.dtype)
-        batch.done(self._event())  # the host buffer is reused once the work queued so far has read it
-        return FrameBatch(data=rgb, pts=batch.pts, time_base=batch.time_base, colour=batch.colour, index=batch.index)
-
-    def download(self, out: FrameBatch) -> FrameBatch | PlanarBatch:
-        fmt, pool = self.out_fmt, self._pool
-        if fmt is None or pool is None:
-            return out.with_data(out.data.cpu())
-        planes = torch.empty(len(out), fmt.elements, dtype=fmt.dtype, device=self.device)
-        with _conversion_oom("RGB → YUV", self.device):
-            for i in range(len(out)):
-                frame = fit(out.data[i : i + 1, :3], self.crop, (fmt.width, fmt.height))
-                planes[i : i + 1] = rgb_to_planes(frame, fmt, self.colour)
-        host = pool.get(len(out))
-        dst = host[: len(out)]
-        dst.copy_(planes, non_blocking=True)
-        return PlanarBatch(
-            data=dst,
-            fmt=fmt,
-            pts=out.pts,
-            time_base=out.time_base,
-            colour=out.colour,
-            index=out.index,
-            release=lambda event, host=host: pool.put(host, event),  # type: ignore[misc]
-            ready=self._event(),
-        )
-
-    def describe(self) -> dict[str, str]:
-        where = f"on {self.device}"
-        return {
-            "decode": f"{self.reader.planar.pix_fmt} planes → RGB {where}" if self.reader.planar else "swscale",
-            "encode": f"RGB → {self.out_fmt.pix_fmt} planes {where}" if self.out_fmt else "swscale",
-        }
-
-
-@contextmanager
-def _conversion_oom(what: str, device: torch.device) -> Iterator[None]:
-    """Colour conversion runs outside the stages' OOM policy (it needs one frame of temporaries): running out of
-    memory there is the classified error, never a raw traceback."""
-    try:
-        yield
-    except torch.OutOfMemoryError as e:
-        raise DeviceOutOfMemoryError(
-            f"out of GPU memory on {device} converting colour ({what}, one frame at a time); free memory on the "
-            "device or run with colour_on_device off"
-        ) from e
 
 
 class StopRequest:
@@ -434,7 +332,11 @@ def run(
     progress.stage = " → ".join(s.name for s in stages) or "copy"
     clock.mark("open")
     # each part's busy seconds, for the bound (colour conversion and stages here; decode and encode on their threads)
-    upload, download = clock.timed("colour", transfer.upload), clock.timed("colour", transfer.download)
+    upload = clock.timed("colour", transfer.upload)
+
+    def download(out: FrameBatch) -> Iterator[FrameBatch | PlanarBatch]:
+        return clock.timed_iter("colour", transfer.pieces(out))
+
     chained = clock.timed("model", run_chain)
 
     written: list[tuple[float, int]] = []  # (time, frames written so far) per batch, for steady-state rates
@@ -468,7 +370,8 @@ def run(
                     out = cap.take(out)
                     if out is not None and len(out):
                         clock.mark("first_output")
-                        sink.put(download(out))
+                        for piece in download(out):
+                            sink.put(piece)
                     if cap.full:  # --frames N written: nothing later is wanted, not even the stages' held frames
                         break
                 for out in clock.timed_iter("model", flush_chain(chain)) if not cap.full else ():
@@ -478,7 +381,8 @@ def run(
                     if (out := cap.take(out)) is None:
                         continue
                     clock.mark("first_output")
-                    sink.put(download(out))
+                    for piece in download(out):
+                        sink.put(piece)
             wstats = sink.finish()
             ok = True
         finally:

@@ -217,16 +217,18 @@ class WindowRunner:
             first = max(self._base, lo - o)
             last = min(self._fed, hi + o)
             frames = FrameBatch.concat([self._frames[p - self._base] for p in range(first, last)])
-            out = self.stage.process_window(frames)
-            if len(out) != len(frames):
-                raise StageError(f"{self.stage.name}: a window of {len(frames)} frames gave {len(out)}")
-            kept = out.slice(lo - first, hi - first)
+            fade = self.stage.seam == "crossfade" and not (self._end is not None and hi >= self._end)
+            # only the outputs kept (and a crossfade's tail) are asked for: context frames' outputs are never used
+            stop = min(last, hi + self.stage.fade) if fade else hi
+            out = self.stage.process_part(frames, lo - first, stop - first)
+            if len(out) != stop - lo:
+                raise StageError(f"{self.stage.name}: {stop - lo} outputs of a window of {len(frames)} frames asked"
+                                 f" for, {len(out)} given")  # fmt: skip
+            kept = out.slice(0, hi - lo)
             if self.stage.seam == "crossfade":
                 kept = self._crossfade(lo, kept)
-                if self._end is not None and hi >= self._end:
-                    return kept
-                tail = out.slice(hi - first, min(last, hi + self.stage.fade) - first)
-                if len(tail):
+                tail = out.slice(hi - lo, stop - lo)
+                if fade and len(tail):
                     self._tails[hi] = tail
             return kept
 

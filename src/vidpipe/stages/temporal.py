@@ -119,3 +119,10 @@ class WindowedStage(_EngineDriven):
     @abstractmethod
     def process_window(self, frames: FrameBatch) -> FrameBatch:
         """Output frames for a window of consecutive frames: as many, in order, same pts and indices."""
+
+    def process_part(self, frames: FrameBatch, start: int, stop: int) -> FrameBatch:
+        """The outputs of frames[start:stop] only, each computed with the whole window as its context: what the
+        engine keeps of a window (its kept frames, and a crossfade's tail). By default `process_window`'s outputs,
+        sliced; a stage whose per-frame output work is heavy (BasicVSR++'s ×4 reconstruction) computes only these
+        frames' outputs instead, the same values."""
+        return self.process_window(frames).slice(start, stop)

@@ -22,6 +22,8 @@ engine's windows.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 from pathlib import Path
 from typing import Any, Final
@@ -36,6 +38,17 @@ from .interrupt import StopCheck, layer_checks, never
 from .temporal import WindowedStage
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _forward_params(cls: type) -> frozenset[str]:
+    return frozenset(inspect.signature(cls.forward).parameters)
+
+
+def _takes_outputs(net: torch.nn.Module) -> bool:
+    """The architecture's forward takes `outputs=(a, b)` (BasicVSR, BasicVSR++): only those frames' outputs."""
+    return "outputs" in _forward_params(type(net))
+
 
 #: the model task this stage loads (`models.spec.Task`): any architecture registered for it
 TASK: Final = "vsr"
@@ -114,22 +127,36 @@ class Vsr(WindowedStage):
         """The run's stop request: called before each window and, on the CPU, before every layer."""
         self.stop_check = check
 
-    def upscale(self, frames: torch.Tensor) -> torch.Tensor:
-        """T×3×H×W float 0..1 frames (on the stage's device, its dtype) → T×3×sH×sW, one network call."""
+    def upscale(self, frames: torch.Tensor, outputs: tuple[int, int] | None = None) -> torch.Tensor:
+        """T×3×H×W float 0..1 frames (on the stage's device, its dtype) → T×3×sH×sW, one network call; with
+        `outputs` (a, b) only frames a..b−1's outputs ((b−a)×3×sH×sW, the same values), where the architecture
+        can skip the others' reconstruction (`forward(x, outputs=…)`), else sliced."""
         assert self.loaded is not None, "upscale() after setup()"
         self.stop_check()
         net = self.loaded.module
         eager_checks = self.stop_check if self.device.type == "cpu" else never
         with torch.no_grad(), layer_checks(net, eager_checks):
-            return net(frames[None])[0]
+            if outputs is None:
+                return net(frames[None])[0]
+            if _takes_outputs(net):
+                return net(frames[None], outputs=outputs)[0]
+            return net(frames[None])[0, outputs[0] : outputs[1]]
 
     def process_window(self, frames: FrameBatch) -> FrameBatch:
+        return self.process_part(frames, 0, len(frames))
+
+    def process_part(self, frames: FrameBatch, start: int, stop: int) -> FrameBatch:
         x = to_float(frames, self.dtype).to(self.device, non_blocking=True)
-        y = self.upscale(x[:, :3])
+        y = self.upscale(x[:, :3], None if (start, stop) == (0, len(frames)) else (start, stop))
         if frames.alpha:  # the model knows RGB only: alpha follows the picture with a smooth resize
-            a = torch.nn.functional.interpolate(x[:, 3:].float(), size=y.shape[-2:], mode="bicubic")
+            a = torch.nn.functional.interpolate(x[start:stop, 3:].float(), size=y.shape[-2:], mode="bicubic")
             y = torch.cat([y, a.to(y.dtype)], dim=1)
-        return frames.with_data(from_float(y.float(), frames.data.dtype).contiguous(memory_format=torch.channels_last))
+        del x
+        # frame by frame into the output: no float32 copy of the whole ×s window beside the network's output
+        out = torch.empty(y.shape, dtype=frames.data.dtype, device=y.device, memory_format=torch.channels_last)
+        for i in range(len(y)):
+            out[i] = from_float(y[i], frames.data.dtype)
+        return frames.slice(start, stop).with_data(out)
 
     def signature(self) -> dict[str, Any]:
         assert self.loaded is not None, "signature() after setup()"

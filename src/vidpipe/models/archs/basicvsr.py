@@ -60,6 +60,18 @@ SPYNET_WIDTHS = (8, 32, 64, 32, 16, 2)
 Padding = Literal["zeros", "border"]
 
 
+def layout(t: torch.Tensor) -> torch.memory_format:
+    """`t`'s memory format: channels-last where its strides are (and not also contiguous: one channel or one
+    pixel), else contiguous. Results are handed on in their inputs' format: on CUDA a channels-last network fed
+    NCHW tensors converts every convolution's input and adds mixed layouts with strided kernels (the H100
+    profile of BasicVSR++: copies and non-vectorised adds took 60 % of a window's kernel time). CUDA tensors only:
+    on the CPU (oneDNN) the conversions cost more than they save (BasicVSR++ at 64×32 ~10 % slower), so there
+    every result stays contiguous, as before."""
+    if t.is_cuda and t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding: Padding = "zeros") -> torch.Tensor:
     """`x` (N×C×H×W) sampled at each pixel (u, v) from (u + flow_x, v + flow_y), `flow` N×2×H×W in pixels:
     bilinear, pixel centres at the corners of the normalised grid (align_corners), `padding` outside the frame.
@@ -73,7 +85,7 @@ def flow_warp(x: torch.Tensor, flow: torch.Tensor, padding: Padding = "zeros") -
     v = torch.arange(h, device=x.device, dtype=dtype).view(1, h, 1) + flow[:, 1].to(dtype)
     grid = torch.stack((u * (2.0 / max(w - 1, 1)) - 1.0, v * (2.0 / max(h - 1, 1)) - 1.0), dim=-1)
     out = F.grid_sample(x.to(dtype), grid, "bilinear", padding, align_corners=True)
-    return out.to(x.dtype)
+    return out.to(dtype=x.dtype, memory_format=layout(x))  # back in x's dtype and layout, one copy
 
 
 class SpyLevel(nn.Module):
@@ -209,13 +221,18 @@ class BasicVSR(nn.Module):
         y = self.conv_last(F.leaky_relu(self.conv_hr(y), LRELU_SLOPE))
         return y + F.interpolate(lr, scale_factor=SCALE, mode="bilinear", align_corners=False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, outputs: tuple[int, int] | None = None) -> torch.Tensor:
+        """`outputs` (a, b): frames a..b−1 only, each from the whole sequence (the forward branch still runs
+        through b−1): the same values as those frames of the full output."""
         single = x.ndim == 4
         if single:
             x = x[None]
         if x.ndim != 5 or x.shape[2] != 3:
             raise ModelError(f"BasicVSR takes B×T×3×H×W or T×3×H×W frames, got {tuple(x.shape)}")
         b, t, _, h, w = x.shape
+        first, stop = (0, t) if outputs is None else outputs
+        if not 0 <= first < stop <= t:
+            raise ModelError(f"BasicVSR: outputs {first}..{stop} asked for from {t} frames")
         to_next, to_prev = self.flows(x) if t > 1 else (None, None)
         feat = x.new_zeros(b, self.num_feat, h, w)
         backward: list[torch.Tensor] = [feat] * t
@@ -227,12 +244,13 @@ class BasicVSR(nn.Module):
             backward[i] = feat
         feat = x.new_zeros(b, self.num_feat, h, w)
         outs = []
-        for i in range(t):
+        for i in range(stop):
             if i > 0:
                 assert to_prev is not None
                 feat = flow_warp(feat, to_prev[:, i - 1])
             feat = self.forward_trunk(torch.cat([x[:, i], feat], dim=1))
-            outs.append(self.reconstruct(backward[i], feat, x[:, i]))
+            if i >= first:
+                outs.append(self.reconstruct(backward[i], feat, x[:, i]))
             backward[i] = feat  # the backward features of frame i are not needed again: let them go
         y = torch.stack(outs, dim=1)
         return y[0] if single else y

@@ -37,7 +37,7 @@ from torch import nn
 
 from ...errors import ModelError
 from ..descriptor import Architecture, register_architecture
-from .basicvsr import flow_warp
+from .basicvsr import flow_warp, layout
 from .deform import Backend, deform_conv2d
 
 ARCH = "basicvsrpp"
@@ -54,6 +54,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 SPYNET_LEVELS = 6
 #: the smallest low-res frame side mmagic accepts (its assert; trained on 64×64 crops and larger)
 MIN_FLOW_SIZE = 64
+#: images per call of the batched parts (feature extraction, SPyNet): see `_chunked`
+CHUNK = 8
 #: clamp on the learned offset residue around the flow, in pixels (Eq. 6 of the paper; 10 in every config)
 MAX_RESIDUE_MAGNITUDE = 10.0
 LEAKY_SLOPE = 0.1
@@ -114,7 +116,7 @@ class SPyNet(nn.Module):
     def _flow(self, ref: torch.Tensor, supp: torch.Tensor) -> torch.Tensor:
         refs, supps = self._pyramid(ref), self._pyramid(supp)
         n, _, h, w = refs[0].shape
-        flow = ref.new_zeros(n, 2, h, w)
+        flow = ref.new_zeros(n, 2, h, w).contiguous(memory_format=layout(ref))
         for level, (r, s) in enumerate(zip(refs, supps, strict=True)):
             if level:  # ×2 in size, and so in pixels
                 flow = 2.0 * F.interpolate(flow, scale_factor=2, mode="bilinear", align_corners=True)
@@ -212,13 +214,15 @@ class SecondOrderDeformableAlignment(nn.Module):
         flow_2: torch.Tensor,
         backend: Backend = "auto",
     ) -> torch.Tensor:
-        out = self.conv_offset(torch.cat((condition, flow_1, flow_2), dim=1))
+        fmt = layout(condition)  # the features' layout throughout (flows come in theirs: small, converted here)
+        flows = torch.cat((flow_1, flow_2), dim=1).contiguous(memory_format=fmt)
+        out = self.conv_offset(torch.cat((condition, flows), dim=1))
         o1, o2, mask = out.chunk(3, dim=1)
         residue = self.max_residue * torch.tanh(torch.cat((o1, o2), dim=1))
         half = residue.shape[1] // 2  # one (dy, dx) pair per tap and group: half the groups per flow
         offset = residue + torch.cat(
             (flow_1.flip(1).repeat(1, half // 2, 1, 1), flow_2.flip(1).repeat(1, half // 2, 1, 1)), dim=1
-        )
+        ).contiguous(memory_format=layout(residue))
         return deform_conv2d(
             x,
             offset,
@@ -289,22 +293,28 @@ class BasicVSRPlusPlus(nn.Module):
         if t == 1:  # a single frame: nothing to align, the branches run without flows
             none = lr.new_zeros(n, 0, 2, h, w)
             return none, none
-        earlier, later = lr[:, :-1].reshape(-1, c, h, w), lr[:, 1:].reshape(-1, c, h, w)
-        to_next = self.spynet(earlier, later).view(n, t - 1, 2, h, w)
-        to_previous = self.spynet(later, earlier).view(n, t - 1, 2, h, w)
+        fmt = layout(lr[:, 0])  # the frames' layout (a 5-D slice of channels-last frames keeps their strides)
+        earlier = lr[:, :-1].reshape(-1, c, h, w).contiguous(memory_format=fmt)
+        later = lr[:, 1:].reshape(-1, c, h, w).contiguous(memory_format=fmt)
+        to_next = _chunked(self.spynet, earlier, later).view(n, t - 1, 2, h, w)
+        to_previous = _chunked(self.spynet, later, earlier).view(n, t - 1, 2, h, w)
         return to_next, to_previous
 
-    def _propagate(self, feats: dict[str, list[torch.Tensor]], branch: str, flows: torch.Tensor) -> None:
+    def _propagate(
+        self, feats: dict[str, list[torch.Tensor]], branch: str, flows: torch.Tensor, stop: int | None = None
+    ) -> None:
         """Run `branch` over the frames and store its output per frame, in frame order, as `feats[branch]`.
         `flows` point from each frame to the one the walk visited just before it: to_next (flow j: frame j →
-        j+1) for a backward walk, to_previous (flow j: frame j+1 → j) for a forward one."""
+        j+1) for a backward walk, to_previous (flow j: frame j+1 → j) for a forward one. A forward walk ends
+        before frame `stop` when given (the last branch: no later one reads its outputs past the last frame
+        reconstructed)."""
         t = len(feats["spatial"])
         backward = branch.startswith("backward")
-        order = range(t - 1, -1, -1) if backward else range(t)
+        order = range(t - 1, -1, -1) if backward else range(t if stop is None else stop)
         earlier = [k for k in feats if k not in ("spatial", branch)]
         align, update = self.deform_align[branch], self.backbone[branch]
         outputs: list[torch.Tensor] = []
-        prop = feats["spatial"][0].new_zeros(feats["spatial"][0].shape)
+        prop = torch.zeros_like(feats["spatial"][0])  # in the features' layout (channels-last nets: all of it)
         for step, frame in enumerate(order):
             current = feats["spatial"][frame]
             if step:
@@ -330,10 +340,16 @@ class BasicVSRPlusPlus(nn.Module):
             outputs.append(prop)
         feats[branch] = outputs[::-1] if backward else outputs
 
-    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+    def forward(self, frames: torch.Tensor, outputs: tuple[int, int] | None = None) -> torch.Tensor:
+        """`outputs` (a, b): reconstruct frames a..b−1 only (N×(b−a)×3×sH×sW), each from the whole sequence's
+        propagation: the same values as those frames of the full output, without the ×4 reconstruction of the
+        others (a window's context frames)."""
         if frames.dim() != 5 or frames.shape[2] != 3:
             raise ModelError(f"BasicVSR++ takes N×T×3×H×W frames, got {tuple(frames.shape)}")
         n, t, c, h, w = frames.shape
+        a, b = (0, t) if outputs is None else outputs
+        if not 0 <= a < b <= t:
+            raise ModelError(f"BasicVSR++: outputs {a}..{b} asked for from {t} frames")
         if h % self.size_multiple or w % self.size_multiple:
             raise ModelError(f"this BasicVSR++ takes H and W in multiples of {self.size_multiple}, got {h}×{w}")
         flat = frames.reshape(n * t, c, h, w)
@@ -341,13 +357,14 @@ class BasicVSRPlusPlus(nn.Module):
             lr = frames
         else:
             lr = F.interpolate(flat, scale_factor=0.25, mode="bicubic").view(n, t, c, h // 4, w // 4)
-        spatial = self.feat_extract(flat)
+        spatial = _chunked(self.feat_extract, flat)
         spatial = spatial.view(n, t, *spatial.shape[1:]).unbind(1)
         feats: dict[str, list[torch.Tensor]] = {"spatial": list(spatial)}
         to_next, to_previous = self._flows(lr)
         for branch in BRANCHES:
-            self._propagate(feats, branch, to_next if branch.startswith("backward") else to_previous)
-        return torch.stack([self._reconstruct(frames[:, i], feats, i) for i in range(t)], dim=1)
+            flows = to_next if branch.startswith("backward") else to_previous
+            self._propagate(feats, branch, flows, b if branch == BRANCHES[-1] else None)
+        return torch.stack([self._reconstruct(frames[:, i], feats, i) for i in range(a, b)], dim=1)
 
     def _reconstruct(self, frame: torch.Tensor, feats: dict[str, list[torch.Tensor]], i: int) -> torch.Tensor:
         hr = self.reconstruction(torch.cat([feats["spatial"][i], *(feats[b][i] for b in BRANCHES)], dim=1))
@@ -357,6 +374,24 @@ class BasicVSRPlusPlus(nn.Module):
         if self.low_res_input:
             return hr + F.interpolate(frame, scale_factor=4, mode="bilinear", align_corners=False)
         return hr + frame
+
+
+def _chunked(module: nn.Module, *inputs: torch.Tensor) -> torch.Tensor:
+    """`module(*inputs)` over the batch dimension in chunks of `CHUNK` images, the last one padded with copies
+    of its last image (their outputs dropped): the same outputs per image, in shapes that do not change with
+    the window's length, so cuDNN's autotuning (`benchmark`) runs once per run, not again for each window of a
+    new length (the first and last windows of a video, OOM retries); and the temporaries of one chunk at a
+    time (SPyNet's 64-channel 7×7 layers over 95 pairs of 1024×448 frames: 5.6 GB a layer in fp16)."""
+    n = inputs[0].shape[0]
+    outs = []
+    for a in range(0, n, CHUNK):
+        part = [x[a : a + CHUNK] for x in inputs]
+        short = CHUNK - part[0].shape[0]
+        if short and n > CHUNK:
+            fmt = layout(part[0])
+            part = [torch.cat([x, x[-1:].expand(short, *x.shape[1:])]).contiguous(memory_format=fmt) for x in part]
+        outs.append(module(*part)[: CHUNK - short])
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
 
 
 # --- the registered architecture ------------------------------------------------------------------------

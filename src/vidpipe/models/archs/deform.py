@@ -145,17 +145,26 @@ def deform_conv2d(
         if op is not None:
             # its CUDA kernel has no bf16 (and under autocast it runs in fp32): other dtypes go through fp32
             dtype = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float32
+            # straight to the contiguous fp32 the kernel reads (one copy each, not a cast and then a transpose)
             out = op(
-                *(None if t is None else t.to(dtype) for t in (x, offset, weight, bias)),
+                *(None if t is None else t.to(dtype=dtype, memory_format=torch.contiguous_format)
+                  for t in (x, offset, weight, bias)),
                 stride=layout.stride,
                 padding=layout.padding,
                 dilation=layout.dilation,
-                mask=None if mask is None else mask.to(dtype),
-            )
-            return out.to(x.dtype)
+                mask=None if mask is None else mask.to(dtype=dtype, memory_format=torch.contiguous_format),
+            )  # fmt: skip
+            return out.to(dtype=x.dtype, memory_format=_layout_of(x))  # the input's layout (channels-last nets)
         if backend == "torchvision":
             raise ModelError("deform_conv2d backend 'torchvision' asked for, but torchvision does not import")
-    return _deform_conv2d(x, offset, weight, bias, mask, layout)
+    return _deform_conv2d(x, offset, weight, bias, mask, layout).contiguous(memory_format=_layout_of(x))
+
+
+def _layout_of(t: torch.Tensor) -> torch.memory_format:
+    """Channels-last for a channels-last CUDA input (its network keeps that layout), else contiguous."""
+    if t.is_cuda and t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 def _deform_conv2d(
