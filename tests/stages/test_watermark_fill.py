@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from vidpipe.stages.watermark import fill
@@ -51,7 +52,10 @@ def _panned(t: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(frames), torch.stack(holes)
 
 
-def test_propagate_equals_one_pair_at_a_time() -> None:
+@pytest.mark.parametrize("batched", [False, True])
+def test_propagate_equals_one_pair_at_a_time(monkeypatch, batched: bool) -> None:
+    # batched: as on a GPU, every distance's sources in one round and every pair in one chunk
+    monkeypatch.setattr(fill, "_batched", lambda device: batched)
     for seed in range(3):
         frames, holes = _panned(12, 40, seed)
         got = propagate(frames, holes, ring=4, radius=6, reach=5)
@@ -61,10 +65,11 @@ def test_propagate_equals_one_pair_at_a_time() -> None:
 
 
 def test_propagate_in_chunks_of_pairs(monkeypatch) -> None:
+    monkeypatch.setattr(fill, "_batched", lambda device: True)
     frames, holes = _panned(10, 32, 7)
-    monkeypatch.setattr(fill, "CPU_PAIR_BYTES", 1 << 30)  # all pairs at once, as on a GPU
+    monkeypatch.setattr(fill, "PAIR_BYTES", 1 << 30)  # all pairs at once
     whole = propagate(frames, holes, ring=4, radius=6, reach=4)
-    monkeypatch.setattr(fill, "CPU_PAIR_BYTES", 3 * 32 * 32 * 4 * 5)  # 5 pairs at a time
+    monkeypatch.setattr(fill, "PAIR_BYTES", 3 * 32 * 32 * 4 * 5)  # 5 pairs at a time
     chunked = propagate(frames, holes, ring=4, radius=6, reach=4)
     assert torch.equal(whole[0], chunked[0]) and torch.equal(whole[1], chunked[1])
 
@@ -81,3 +86,29 @@ def test_local_shifts_equal_local_shift_per_pair(monkeypatch) -> None:
     assert len({(dy, dx) for dy, dx, _ in want}) > 1
     monkeypatch.setattr(fill, "CPU_PAIR_BYTES", 1)  # one pair at a time
     assert fill.local_shifts(frames[:-1], frames[1:], rings[:-1], holes[1:], 12) == want
+
+
+def _harmonic_whole_frame(x, hole, sweeps):
+    """`harmonic` as it was: the sweeps over the whole frame."""
+    y = fill.pushpull(x, hole)
+    cross = torch.tensor([[0.0, 0.25, 0.0], [0.25, 0.0, 0.25], [0.0, 0.25, 0.0]])
+    kernel = cross.view(1, 1, 3, 3).expand(x.shape[1], 1, 3, 3)
+    for _ in range(sweeps):
+        mean = torch.nn.functional.conv2d(torch.nn.functional.pad(y, (1, 1, 1, 1), mode="replicate"), kernel, groups=3)
+        y = torch.where(hole.expand_as(x), mean, y)
+    return y
+
+
+@pytest.mark.parametrize("place", ["inside", "corner", "edges"])
+def test_harmonic_on_the_holes_box_equals_the_whole_frame(place: str) -> None:
+    g = torch.Generator().manual_seed(5)
+    x = torch.rand(3, 3, 37, 51, generator=g)
+    hole = torch.zeros(3, 1, 37, 51, dtype=torch.bool)
+    spots = {"inside": (9, 20, 14, 30), "corner": (0, 12, 40, 51), "edges": (0, 37, 20, 26)}[place]
+    y0, y1, x0, x1 = spots
+    hole[0, :, y0:y1, x0:x1] = True
+    hole[2, :, y0 + 1 : y1, x0 : x1 - 2] = True  # frame 1 has none
+    got = fill.harmonic(x, hole, sweeps=30)
+    assert torch.equal(got, _harmonic_whole_frame(x, hole, 30))
+    assert torch.equal(got[~hole.expand_as(x)], x[~hole.expand_as(x)])
+    assert torch.equal(fill.harmonic(x, torch.zeros_like(hole)), x)
