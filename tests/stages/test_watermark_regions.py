@@ -90,7 +90,7 @@ def test_hosts_match_one_overlap_per_pair(seed: int) -> None:
     h, w = (int(v) for v in torch.randint(8, 60, (2,), generator=g))
     mask = torch.rand(h, w, generator=g) < 0.3
     host_mask = (torch.rand(h, w, generator=g) < 0.35) if seed else torch.zeros(h, w, dtype=torch.bool)
-    parts, sizes, host_of, host_parts = hosts(mask, host_mask)
+    parts, sizes, host_of, host_parts = hosts(mask, label(host_mask))
     assert [p.tolist() for p in parts] == [p.tolist() for p in components(mask)]
     assert [p.tolist() for p in host_parts] == [p.tolist() for p in components(host_mask)]
     assert sizes == [int(p.sum()) for p in parts]

@@ -51,9 +51,10 @@ from .drift import DriftOptions, still_marks
 from .estimate import estimate_blend
 from .fill import dilate, erode, propagate, pushpull
 from .marks import Mark
-from .regions import components, hosts, mask_box, running_median
+from .regions import components, hosts, label, mask_box, running_median
 from .remove import FEATHER, REACH, RING, SHIFT_RADIUS
 from .shape import ShapeOptions, span_alpha
+from .through import lets_through_all
 
 #: α and W are estimated from the frames whose presence is at least this (the mark at full strength)
 FULL = 0.8
@@ -339,12 +340,10 @@ def _candidates(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions, notes
         # as in a pan), then parts of the support of the attenuated edges alone (a mark next to a scene's still
         # parts, whose held edges join Dekel's support to the mark's)
         plain = _support(s.stable, opts.close, opts.gap)
-        found_parts, sizes, host_of, plain_parts = hosts(_support(edges, opts.close, opts.gap), plain)
-        parts = [
-            (p, True, lets > opts.quiet)
-            for p in plain_parts
-            if (lets := _lets_through(p, s.change, opts)) <= opts.through
-        ]
+        plain_labels = label(plain)
+        found_parts, sizes, host_of, plain_parts = hosts(_support(edges, opts.close, opts.gap), plain_labels)
+        lets = lets_through_all(*plain_labels, plain_parts, s.change, opts, _lets_through)
+        parts = [(p, True, v > opts.quiet) for p, v in zip(plain_parts, lets, strict=True) if v <= opts.through]
         # a fragment of a much larger held structure (a lamp post people walk behind) is the scene's
         for p, size, host in zip(found_parts, sizes, host_of, strict=True):
             if host <= opts.host * size:

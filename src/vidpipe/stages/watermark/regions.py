@@ -45,13 +45,13 @@ def components(mask: torch.Tensor) -> list[torch.Tensor]:
 
 
 def hosts(
-    mask: torch.Tensor, host_mask: torch.Tensor
+    mask: torch.Tensor, host: tuple[torch.Tensor, torch.Tensor]
 ) -> tuple[list[torch.Tensor], list[int], list[int], list[torch.Tensor]]:
-    """(the components of `mask` as `components` gives them, each one's size, the size of the component of
-    `host_mask` it overlaps most, the larger of those that tie (0 where `host_mask` is empty), and the components
-    of `host_mask`), counted for every component at once with one round trip to the host: one overlap per pair of
-    components was many per part."""
-    host_labels, host_ids = label(host_mask)
+    """(the components of `mask` as `components` gives them, each one's size, the size of the component of the
+    host mask (`host`: its `label`) it overlaps most, the larger of those that tie (0 where the host mask is
+    empty), and the components of the host mask), counted for every component at once with one round trip to the
+    host: one overlap per pair of components was many per part."""
+    host_labels, host_ids = host
     host_parts = list(host_labels[None] == host_ids[:, None, None]) if len(host_ids) else []
     labels, ids = label(mask)
     if not len(ids):
