@@ -40,7 +40,8 @@ def test_ring_stats_equal_each_parts_own(seed: int) -> None:
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_lets_through_all_equals_the_loop(seed: int) -> None:
+def test_lets_through_all_equals_the_loop(monkeypatch, seed: int) -> None:
+    monkeypatch.setattr(through, "CPU_FEW", through.FEW)  # the batched pass, as on a GPU
     mask, change = _scene(seed)
     opts = DetectOptions()
     parts = components(mask)

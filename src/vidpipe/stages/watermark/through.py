@@ -23,8 +23,11 @@ if TYPE_CHECKING:
 
 #: relative margin on the float64 means against the exact float32 ones (their rounding differs by ~1e-7)
 MARGIN = 1e-3
-#: fewer parts than this are measured by the exact function alone (the batched pass would cost more)
+#: fewer parts than this are measured by the exact function alone (the batched pass would cost more): on a GPU a
+#: part's three round trips cost, on a CPU the batched pass's window of labels per pixel does (about 100 ms at
+#: 1080p's analysis size, the loop about 0.7 ms a part)
 FEW = 16
+CPU_FEW = 150
 
 
 def ring_stats(
@@ -72,7 +75,7 @@ def lets_through_all(
 ) -> list[float]:
     """`exact(part, change, opts)` (`detect._lets_through`) for each of `parts` (the components of `labels`, in
     order) where it might be at most `opts.through`; inf where the batched statistics rule that out by far."""
-    if len(parts) < FEW:
+    if len(parts) < (FEW if labels.device.type == "cuda" else CPU_FEW):
         return [exact(p, change, opts) for p in parts]
     around, median, own, n = (t.tolist() for t in ring_stats(labels, ids, change, opts.close + 2))
     out = []
