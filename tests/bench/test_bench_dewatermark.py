@@ -157,6 +157,11 @@ def test_found_lines_give_the_true_box_and_each_marks_iou():
         "auto mark, frames 8–29: box [10, 0, 10, 10], IoU 0.333",
     ]
     assert replace(r, report={}).found_lines()[1] == "auto: no mark removed: the end-to-end run timed detection alone"
+    given = {"marks": [{"first": 0, "last": -1, "box": [5, 0, 10, 10], "source": "box"}]}
+    assert (
+        replace(r, spec="box:5,0,10,10", report=given).found_lines()[1]
+        == "box mark, frames 0–end: box [5, 0, 10, 10], IoU 1.000"
+    )
     assert replace(r, logo=None).found_lines() == []
 
 

@@ -253,9 +253,9 @@ class DewatermarkBench:
         for m in marks:
             box = m.get("box")
             iou = box_iou(tuple(box), self.logo) if box else 0.0
-            lines.append(
-                f"{m.get('source', '?')} mark, frames {m.get('first')}–{m.get('last')}: box {box}, IoU {iou:.3f}"
-            )
+            last = m.get("last")
+            last = "end" if isinstance(last, int) and last < 0 else last  # a box or mask given for every frame
+            lines.append(f"{m.get('source', '?')} mark, frames {m.get('first')}–{last}: box {box}, IoU {iou:.3f}")
         return lines
 
     def row(self) -> str:
