@@ -20,7 +20,7 @@ def _frames(path) -> list[np.ndarray]:
 
 def test_logo_clip_puts_the_logo_in_its_corner(tmp_path):
     size, frames = (192, 108), 6
-    path = bd.logo_clip(tmp_path / "a.mp4", size, frames, opacity=1.0, corner="top-right")
+    path = bd.logo_clip(tmp_path / "a.mp4", size, frames, source="testsrc2", opacity=1.0, corner="top-right")
     with av.open(str(path)) as c:
         v = c.streams.video[0]
         assert (v.codec_context.name, v.width, v.height) == ("h264", 192, 108)
@@ -44,6 +44,54 @@ def test_logo_clip_puts_the_logo_in_its_corner(tmp_path):
     # a second call reuses the file
     mtime = path.stat().st_mtime_ns
     assert bd.logo_clip(path, size, frames) == path and path.stat().st_mtime_ns == mtime
+    assert bd.logo_box(size, "top-right") == (x1 - logo, y0, logo, logo)
+
+
+def _pillarboxed(path, frames: int) -> None:
+    """A 64×36 clip: a moving gradient in columns 8…55, black bars either side."""
+    with av.open(str(path), "w") as out:
+        vs = out.add_stream("libx264", rate=10, options={"crf": "10"})
+        vs.width, vs.height, vs.pix_fmt = 64, 36, "yuv420p"
+        for n in range(frames):
+            img = np.zeros((36, 64, 3), np.uint8)
+            img[:, 8:56] = ((np.arange(48)[None, :, None] * 4 + n * 9) % 200 + 40).astype(np.uint8)
+            f = av.VideoFrame.from_ndarray(img, format="rgb24")
+            f.pts = n
+            out.mux(vs.encode(f))
+        out.mux(vs.encode())
+
+
+def test_footage_crops_the_bars_scales_and_loops(tmp_path):
+    clip = tmp_path / "boxed.mp4"
+    _pillarboxed(clip, 5)
+    assert bd._content_box(clip) == (9, 0, 46, 36)  # the bars and their soft edge cut off
+    frames, rate = bd.footage(clip, (80, 48), 12, start=1)
+    got = list(frames)
+    assert rate == 10 and len(got) == 12  # 4 frames from frame 1, looped thrice
+    assert all(g.shape == (48, 80, 3) for g in got)
+    assert min(int(g[:, :3].min()) for g in got) >= 20  # no black bar left at the sides
+    assert np.array_equal(got[0], got[4]) and not np.array_equal(got[0], got[1])
+
+
+def test_logo_clip_over_footage_marks_the_logo_box(tmp_path):
+    clip = tmp_path / "boxed.mp4"
+    _pillarboxed(clip, 6)
+    path = bd.logo_clip(tmp_path / "b.mp4", (128, 72), 8, source=str(clip), opacity=1.0)
+    marked = _frames(path)
+    assert len(marked) == 8
+    clean, _ = bd.footage(clip, (128, 72), 8)
+    x, y, w, h = bd.logo_box((128, 72))
+    diff = np.abs(marked[0].astype(int) - next(clean)).max(axis=2) > 60
+    assert diff[y : y + h, x : x + w].mean() > 0.3
+    diff[max(0, y - 4) : y + h + 4, max(0, x - 4) : x + w + 4] = False
+    assert diff.mean() < 0.01
+
+
+def test_sources_and_box_iou():
+    assert bd.is_lavfi("testsrc2") and bd.is_lavfi("life=ratio=0.2") and not bd.is_lavfi(bd.DEFAULT_SOURCE)
+    assert not bd.is_lavfi("vtest.avi")
+    assert bd.box_iou((0, 0, 10, 10), (5, 0, 10, 10)) == pytest.approx(50 / 150)
+    assert bd.box_iou((0, 0, 4, 4), (10, 10, 2, 2)) == 0.0
 
 
 def test_logo_clip_refuses_bad_values(tmp_path):
@@ -96,6 +144,25 @@ def test_bound_lines_name_the_encoder_settings_and_each_runs_bound():
         "end to end: bound not reported",
     ]
     assert replace(r, encode_workers=None).bound_lines()[0].endswith("--encode-workers auto")
+
+
+def test_found_lines_give_the_true_box_and_each_marks_iou():
+    r = bd.DewatermarkBench(
+        input="320x180", frames=30, device="cpu", spec="auto", decode_fps=300.0, copy_fps=120.0, e2e_fps=4.5,
+        steady_fps=5.0, wall_s=6.7, steps={}, report={"marks": [{"first": 8, "last": 29, "box": [10, 0, 10, 10],
+        "source": "auto"}]}, logo=(5, 0, 10, 10),
+    )  # fmt: skip
+    assert r.found_lines() == [
+        "logo: box:5,0,10,10 (its true box: pass it as --spec to time removal alone)",
+        "auto mark, frames 8–29: box [10, 0, 10, 10], IoU 0.333",
+    ]
+    assert replace(r, report={}).found_lines()[1] == "auto: no mark removed: the end-to-end run timed detection alone"
+    given = {"marks": [{"first": 0, "last": -1, "box": [5, 0, 10, 10], "source": "box"}]}
+    assert (
+        replace(r, spec="box:5,0,10,10", report=given).found_lines()[1]
+        == "box mark, frames 0–end: box [5, 0, 10, 10], IoU 1.000"
+    )
+    assert replace(r, logo=None).found_lines() == []
 
 
 def test_bench_refuses_negative_encode_workers(tmp_path):

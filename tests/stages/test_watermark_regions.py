@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from vidpipe.stages.watermark.detect import _ring
 from vidpipe.stages.watermark.fill import dilate
-from vidpipe.stages.watermark.regions import components, label, mask_box, running_median
+from vidpipe.stages.watermark.regions import components, hosts, label, mask_box, running_median
 
 
 def _propagated(mask: torch.Tensor) -> torch.Tensor:
@@ -82,3 +82,24 @@ def test_running_median_equals_torch_median(k: int) -> None:
     assert torch.equal(running_median(x, k), expected)
     with pytest.raises(ValueError):
         running_median(x[: k - 1], k)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_hosts_match_one_overlap_per_pair(seed: int) -> None:
+    g = torch.Generator().manual_seed(seed)
+    h, w = (int(v) for v in torch.randint(8, 60, (2,), generator=g))
+    mask = torch.rand(h, w, generator=g) < 0.3
+    host_mask = (torch.rand(h, w, generator=g) < 0.35) if seed else torch.zeros(h, w, dtype=torch.bool)
+    parts, sizes, host_of, host_parts = hosts(mask, label(host_mask))
+    assert [p.tolist() for p in parts] == [p.tolist() for p in components(mask)]
+    assert [p.tolist() for p in host_parts] == [p.tolist() for p in components(host_mask)]
+    assert sizes == [int(p.sum()) for p in parts]
+    # what detection computed per part: the host overlapping it most, the larger of those that tie
+    stacked = torch.stack(host_parts) if host_parts else None
+    host_sizes = stacked.sum((1, 2)).tolist() if stacked is not None else []
+    want = [
+        max(zip((stacked & p).sum((1, 2)).tolist(), host_sizes, strict=True))[1] if stacked is not None else 0
+        for p in parts
+    ]
+    assert host_of == want
+    assert len(parts) > 3 and (not seed or len(set(want)) > 1)

@@ -1,10 +1,14 @@
 """`vidpipe bench dewatermark`: frames/s of watermark removal end to end (issue 17's speed gate: ≥ 60 fps on an
 H100 for 1080p H.264 with a corner logo).
 
-Input: a generated clip (an FFmpeg lavfi source, `testsrc2` by default, panned by `scroll` so everything but the
-logo moves; no files needed on a machine without network) with a logo drawn by `eval.watermark_clips.draw_logo`
-composited in a corner at a known opacity (I = α·W + (1 − α)·B), encoded as H.264 (x264 crf 18, yuv420p).
-Three runs of that file, each timed on the wall clock:
+Input: real footage (by default the TransNetV2 wheel's tests/test.mp4, the eval's clip: shots and cuts, its
+pillarbox cropped off, scaled to the bench's size by FFmpeg's `scale`; or opencv-doc's vtest.avi / Megamind.avi,
+or a path; looped when shorter than the run) or a generated clip (an FFmpeg lavfi source such as `testsrc2`, panned
+by `scroll` so everything but the logo moves; no files needed on a machine without network), with a logo drawn by
+`eval.watermark_clips.draw_logo` composited in a corner at a known opacity (I = α·W + (1 − α)·B), encoded as H.264
+(x264 crf 18, yuv420p). The logo's true box is printed (`box:X,Y,W,H`, to time removal with a given box) and, for
+`auto`, the IoU of the boxes of the marks found against it: over a flat generated picture `auto` may find no mark
+and the end-to-end run then times detection alone. Three runs of that file, each timed on the wall clock:
 - decode: the reader alone (as `vidpipe run` configures it, `--hwaccel` honoured), frames/s;
 - copy: `vidpipe run` with no stage, decode → H.264 encode: the I/O ceiling;
 - end to end: `vidpipe run --dewatermark SPEC` (`auto` by default) into H.264, decode → dewatermark → encode:
@@ -18,7 +22,9 @@ The copy and end-to-end runs encode as `vidpipe run --speed P --encode-workers N
 
 from __future__ import annotations
 
+import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -28,7 +34,7 @@ import av
 import numpy as np
 
 from ..errors import UsageError
-from ..eval.watermark_clips import composite, draw_logo
+from ..eval.watermark_clips import TRANSNETV2_CLIP, composite, draw_logo, source_path
 from ..media.probe import probe
 from ..media.reader import ReaderOptions, VideoReader
 from ..runtime.pipeline import run
@@ -45,10 +51,116 @@ DEFAULT_OPACITY: Final = 0.6
 #: put: a still picture would read as one big overlay to the detection
 PAN: Final = (0.004, 0.002)
 CORNERS: Final = ("top-right", "top-left", "bottom-right", "bottom-left")
+#: the default input: real footage with shots and cuts (the eval's clip)
+DEFAULT_SOURCE: Final = TRANSNETV2_CLIP
+#: FFmpeg's lavfi video sources taken as generated input (anything else is a clip: a name or a path)
+LAVFI: Final = ("testsrc", "testsrc2", "zoneplate", "cellauto", "life", "mandelbrot", "smptebars", "rgbtestsrc")
+#: the first frame taken of a clip (test.mp4 opens on black frames)
+CLIP_START: Final = {TRANSNETV2_CLIP: 4}
+#: a column or row of a clip is border (a pillarbox or letterbox bar) where no sampled frame exceeds this (8 bit)
+BORDER_LEVEL: Final = 16
 HEADER: Final = (
     "| input | frames | device | spec | decode fps | copy fps | end-to-end fps | steady fps | wall s |\n"
     "|---|---:|---|---|---:|---:|---:|---:|---:|"
 )
+
+
+def is_lavfi(source: str) -> bool:
+    """Whether `source` names a generated lavfi source (`testsrc2`, `life=…`) rather than a clip."""
+    return source.partition("=")[0] in LAVFI
+
+
+def logo_box(size: tuple[int, int], corner: str = "top-right") -> tuple[int, int, int, int]:
+    """(x, y, w, h): where `logo_clip` puts the logo in a frame of `size` (its true box: `box:X,Y,W,H`)."""
+    if corner not in CORNERS:
+        raise UsageError(f"invalid corner {corner!r}; valid: {', '.join(CORNERS)}")
+    w, h = size
+    lh, lw = draw_logo(round(LOGO_HEIGHT * h))[0].shape
+    mx, my = round(LOGO_MARGIN * w), round(LOGO_MARGIN * h)
+    x = w - lw - mx if corner.endswith("right") else mx
+    y = my if corner.startswith("top") else h - lh - my
+    return x, y, lw, lh
+
+
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """IoU of two (x, y, w, h) boxes."""
+    iw = max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0]))
+    ih = max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+    union = a[2] * a[3] + b[2] * b[3] - iw * ih
+    return iw * ih / union if union else 0.0
+
+
+def _content_box(path: Path, sample: int = 60) -> tuple[int, int, int, int]:
+    """(x, y, w, h) of a clip's picture without its black bars: columns and rows where some of the first `sample`
+    frames exceed `BORDER_LEVEL`, less 1 px where a bar was cut (its soft edge)."""
+    peak = None
+    with av.open(str(path)) as c:
+        for n, frame in enumerate(c.decode(video=0)):
+            grey = frame.to_ndarray(format="gray")
+            peak = grey if peak is None else np.maximum(peak, grey)
+            if n + 1 >= sample:
+                break
+    if peak is None:
+        raise UsageError(f"{path}: no video frames")
+    h, w = peak.shape
+    cols, rows = np.nonzero(peak.max(0) > BORDER_LEVEL)[0], np.nonzero(peak.max(1) > BORDER_LEVEL)[0]
+    if len(cols) == 0 or len(rows) == 0:
+        return 0, 0, w, h
+    x0, x1, y0, y1 = int(cols[0]), int(cols[-1]) + 1, int(rows[0]), int(rows[-1]) + 1
+    x0, x1 = (x0 + 1 if x0 > 0 else x0), (x1 - 1 if x1 < w else x1)
+    y0, y1 = (y0 + 1 if y0 > 0 else y0), (y1 - 1 if y1 < h else y1)
+    return x0, y0, x1 - x0, y1 - y0
+
+
+def footage(path: Path, size: tuple[int, int], frames: int, start: int = 0) -> tuple[Iterator[np.ndarray], Fraction]:
+    """(RGB frames H×W×3 uint8 of the clip at `path` from frame `start`, its bars cropped off and scaled to `size`
+    by FFmpeg's bicubic `scale`, looping back to `start` until `frames` are given; the clip's rate)."""
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        rate = Fraction(v.average_rate or v.base_rate or 25)
+    cx, cy, cw, ch = _content_box(path)
+    w, h = size
+
+    def gen() -> Iterator[np.ndarray]:
+        given = 0
+        while given < frames:
+            before = given
+            with av.open(str(path)) as c:
+                v = c.streams.video[0]
+                graph = av.filter.Graph()
+                nodes = [
+                    graph.add_buffer(template=v),
+                    graph.add("crop", f"{cw}:{ch}:{cx}:{cy}"),
+                    graph.add("scale", f"{w}:{h}:flags=bicubic"),
+                    graph.add("format", "rgb24"),
+                    graph.add("buffersink"),
+                ]
+                graph.link_nodes(*nodes).configure()
+                for n, frame in enumerate(c.decode(v)):
+                    if n < start:
+                        continue
+                    graph.push(frame)
+                    yield graph.pull().to_ndarray(format="rgb24")
+                    given += 1
+                    if given >= frames:
+                        return
+            if given == before:
+                raise UsageError(f"{path}: no frames from frame {start}")
+
+    return gen(), rate
+
+
+def _lavfi(source: str, size: tuple[int, int], frames: int, rate: Fraction) -> Iterator[np.ndarray]:
+    w, h = size
+    graph = f"{source}=size={w}x{h}:rate={rate.numerator}/{rate.denominator},scroll=h={PAN[0]}:v={PAN[1]}"
+    src = av.open(graph, format="lavfi")
+    try:
+        for n, frame in enumerate(src.decode(video=0)):
+            if n >= frames:
+                break
+            yield frame.to_ndarray(format="rgb24")
+    finally:
+        src.close()
 
 
 def logo_clip(
@@ -57,46 +169,38 @@ def logo_clip(
     frames: int,
     *,
     rate: Fraction = Fraction(30),
-    source: str = "testsrc2",
+    source: str = DEFAULT_SOURCE,
     opacity: float = DEFAULT_OPACITY,
     corner: str = "top-right",
 ) -> Path:
-    """Write (once: an existing `path` is reused) `frames` frames of lavfi `source` at `size` with a logo in
-    `corner`, as H.264; returns `path`."""
-    if corner not in CORNERS:
-        raise UsageError(f"invalid corner {corner!r}; valid: {', '.join(CORNERS)}")
+    """Write (once: an existing `path` is reused) `frames` frames of `source` at `size` with a logo in `corner`,
+    as H.264; returns `path`. `source`: a lavfi source (`is_lavfi`: generated at `rate`, panned) or a clip
+    (`eval.watermark_clips.source_path`: the TransNetV2 clip, an opencv-doc clip or a path; at its own rate,
+    `footage`)."""
     if not 0 < opacity <= 1:
         raise UsageError(f"opacity must be in (0, 1], got {opacity}")
+    x, y, lw, lh = logo_box(size, corner)
     if path.is_file():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
+    cover, colour = draw_logo(lh)
+    alpha = (cover * opacity).astype(np.float32)
+    if is_lavfi(source):
+        pictures = _lavfi(source, size, frames, rate)
+    else:
+        pictures, rate = footage(source_path(source), size, frames, CLIP_START.get(source, 0))
     w, h = size
-    cover, colour = draw_logo(round(LOGO_HEIGHT * h))
-    lh, lw = cover.shape
-    mx, my = round(LOGO_MARGIN * w), round(LOGO_MARGIN * h)
-    x = w - lw - mx if corner.endswith("right") else mx
-    y = my if corner.startswith("top") else h - lh - my
-    alpha = np.zeros((h, w), np.float32)
-    paint = np.zeros((h, w, 3), np.float32)
-    alpha[y : y + lh, x : x + lw] = cover * opacity
-    paint[y : y + lh, x : x + lw] = colour
     tmp = path.with_name(path.stem + ".part" + path.suffix)
-    graph = f"{source}=size={w}x{h}:rate={rate.numerator}/{rate.denominator},scroll=h={PAN[0]}:v={PAN[1]}"
-    src = av.open(graph, format="lavfi")
-    try:
-        with av.open(str(tmp), "w") as out:
-            vs = out.add_stream("libx264", rate=rate, options={"crf": "18", "preset": "veryfast"})
-            vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
-            for n, frame in enumerate(src.decode(video=0)):
-                if n >= frames:
-                    break
-                marked = composite(frame.to_ndarray(format="rgb24"), alpha, paint)
-                f = av.VideoFrame.from_ndarray(marked, format="rgb24")
-                f.pts, f.time_base = n, 1 / rate
-                out.mux(vs.encode(f))
-            out.mux(vs.encode())
-    finally:
-        src.close()
+    with av.open(str(tmp), "w") as out:
+        vs = out.add_stream("libx264", rate=rate, options={"crf": "18", "preset": "veryfast"})
+        vs.width, vs.height, vs.pix_fmt = w, h, "yuv420p"
+        for n, picture in enumerate(pictures):
+            marked = np.ascontiguousarray(picture)
+            marked[y : y + lh, x : x + lw] = composite(picture[y : y + lh, x : x + lw], alpha, colour)
+            f = av.VideoFrame.from_ndarray(marked, format="rgb24")
+            f.pts, f.time_base = n, 1 / rate
+            out.mux(vs.encode(f))
+        out.mux(vs.encode())
     tmp.rename(path)
     return path
 
@@ -134,6 +238,25 @@ class DewatermarkBench:
     #: each run's `timings.bound` from its manifest ({} when the pipeline did not report one)
     copy_bound: dict[str, Any] = field(default_factory=dict)
     e2e_bound: dict[str, Any] = field(default_factory=dict)
+    #: the logo's true box (x, y, w, h) in the input
+    logo: tuple[int, int, int, int] | None = None
+
+    def found_lines(self) -> list[str]:
+        """The logo's true box (as `--spec box:…` takes it) and each mark the run removed: its frames, its box and
+        that box's IoU against the logo's."""
+        if self.logo is None:
+            return []
+        lines = [f"logo: box:{','.join(map(str, self.logo))} (its true box: pass it as --spec to time removal alone)"]
+        marks = self.report.get("marks", [])
+        if not marks:
+            lines.append(f"{self.spec}: no mark removed: the end-to-end run timed detection alone")
+        for m in marks:
+            box = m.get("box")
+            iou = box_iou(tuple(box), self.logo) if box else 0.0
+            last = m.get("last")
+            last = "end" if isinstance(last, int) and last < 0 else last  # a box or mask given for every frame
+            lines.append(f"{m.get('source', '?')} mark, frames {m.get('first')}–{last}: box {box}, IoU {iou:.3f}")
+        return lines
 
     def row(self) -> str:
         return (
@@ -180,7 +303,7 @@ def bench_dewatermark(
     device: str = "auto",
     spec: str = "auto",
     work_dir: Path = Path(".cache/bench"),
-    source: str = "testsrc2",
+    source: str = DEFAULT_SOURCE,
     opacity: float = DEFAULT_OPACITY,
     corner: str = "top-right",
     hwaccel: str = "none",
@@ -193,8 +316,9 @@ def bench_dewatermark(
     if frames < 2:
         raise UsageError(f"frames must be ≥ 2, got {frames}")
     w, h = size
+    name = re.sub(r"[^A-Za-z0-9.]+", "_", source if is_lavfi(source) else Path(source).name).strip("_")
     src = logo_clip(
-        work_dir / f"dewatermark-{source}-{w}x{h}-{frames}-{corner}-a{opacity:g}.mp4",
+        work_dir / f"dewatermark-{name}-{w}x{h}-{frames}-{corner}-a{opacity:g}.mp4",
         size,
         frames,
         source=source,
@@ -224,7 +348,7 @@ def bench_dewatermark(
     steady_fps, _warm = steady([(start, 0), *res.written], STEADY_SKIP) if res.written else (0.0, 0.0)
     report = res.manifest.get("stage_reports", {}).get("dewatermark", {})
     return DewatermarkBench(
-        input=f"{w}x{h} h264 {source}, logo {corner} α{opacity:g}",
+        input=f"{w}x{h} h264 {name}, logo {corner} α{opacity:g}",
         frames=res.frames_out,
         device=str(res.manifest.get("device", device)),
         spec=spec,
@@ -239,6 +363,7 @@ def bench_dewatermark(
         encode_workers=encode_workers,
         copy_bound=_bound(copied.manifest),
         e2e_bound=_bound(res.manifest),
+        logo=logo_box(size, corner),
     )
 
 

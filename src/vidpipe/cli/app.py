@@ -561,10 +561,16 @@ def bench_matte_cmd(
 
 @bench_app.command("dewatermark")
 def bench_dewatermark_cmd(
-    size: Annotated[str, typer.Option(help="generated input WxH")] = "1920x1080",
-    frames: Annotated[int, typer.Option(min=2, help="generated input length")] = 300,
+    size: Annotated[str, typer.Option(help="input WxH")] = "1920x1080",
+    frames: Annotated[int, typer.Option(min=2, help="input length")] = 300,
     spec: Annotated[str, typer.Option(help="--dewatermark value: auto | box:X,Y,W,H | mask:PATH")] = "auto",
-    source: Annotated[str, typer.Option(help="lavfi source under the logo (panned)")] = "testsrc2",
+    source: Annotated[
+        str,
+        typer.Option(
+            help="footage under the logo: transnetv2:test.mp4 (real, the default) | vtest.avi | Megamind.avi | PATH"
+            " | a lavfi source (testsrc2, zoneplate, cellauto, life: generated, panned)"
+        ),
+    ] = "transnetv2:test.mp4",
     opacity: Annotated[float, typer.Option(help="the logo's opacity (0, 1]")] = 0.6,
     corner: Annotated[str, typer.Option(help="top-right | top-left | bottom-right | bottom-left")] = "top-right",
     hwaccel: Annotated[str, typer.Option(help="decoding: none | auto | cuda (NVDEC)")] = "none",
@@ -590,6 +596,7 @@ def bench_dewatermark_cmd(
     )  # fmt: skip
     typer.echo(f"device: {r.device}\n{HEADER}\n{r.row()}\n")
     typer.echo("\n".join(r.bound_lines()) + "\n")
+    typer.echo("\n".join(r.found_lines()) + "\n")
     typer.echo("\n".join(r.step_lines()))
 
 

@@ -54,9 +54,10 @@ from .fade import runs as _runs
 from .fill import dilate, erode, propagate, pushpull
 from .join import join_near
 from .marks import Mark
-from .regions import components, mask_box, running_median
+from .regions import components, hosts, label, mask_box, running_median
 from .remove import FEATHER, REACH, RING, SHIFT_RADIUS
 from .shape import ShapeOptions, span_alpha
+from .through import lets_through_all
 
 #: α and W are estimated from the frames whose presence is at least this (the mark at full strength)
 FULL = 0.8
@@ -212,7 +213,7 @@ class _SubWindow:
 
 
 def _sub_window(x: torch.Tensor, g: torch.Tensor, opts: DetectOptions) -> _SubWindow:
-    med = g.median(dim=0).values
+    med = running_median(g, len(g))[0]  # g.median(0), by elementwise min and max (a CPU's median is slow)
     mag = med.norm(dim=0)
     mean_mag = g.norm(dim=1).mean(0)
     stable = (mag > opts.edge) & (mag >= opts.agree * mean_mag)
@@ -242,17 +243,21 @@ def _evidence(s: _SubWindow, opts: DetectOptions) -> tuple[torch.Tensor, torch.T
 def _misfit(part: torch.Tensor, opts: DetectOptions, outline: torch.Tensor | None = None) -> str | None:
     """Why a connected part's size or place is not a mark's ("": too small or straggling); its compactness is
     judged on `outline` (the part closed, e.g. a word's letters joined) when given."""
-    cover = float(part.float().mean())
-    if cover > opts.max_cover:
-        return f"a held region covering {cover:.0%} of the frame (a mark covers at most {opts.max_cover:.0%})"
     rows, cols = part.any(1), part.any(0)
-    if (bool(rows[:2].any()) and bool(rows[-2:].any())) or (bool(cols[:2].any()) and bool(cols[-2:].any())):
-        return "a held region from one edge of the frame to the other (a letterbox or pillarbox bar)"
+    ends = [rows[:2].any(), rows[-2:].any(), cols[:2].any(), cols[-2:].any()]
+    shape = part if outline is None else outline
     if outline is not None:
         rows, cols = outline.any(1), outline.any(0)
-    shape = part if outline is None else outline
-    area = int(part.sum())
-    if area < opts.min_area or int(shape.sum()) / (int(rows.sum()) * int(cols.sum())) < opts.min_fill:
+    sums = [part.sum(), shape.sum(), rows.sum(), cols.sum()]
+    # one round trip to the host: the cover (float32, exact in float64), the edges touched and the counts
+    cover, top, bottom, left, right, area, filled, height, width = torch.stack(
+        [part.float().mean().double(), *(v.double() for v in ends + sums)]
+    ).tolist()
+    if cover > opts.max_cover:
+        return f"a held region covering {cover:.0%} of the frame (a mark covers at most {opts.max_cover:.0%})"
+    if (top and bottom) or (left and right):
+        return "a held region from one edge of the frame to the other (a letterbox or pillarbox bar)"
+    if area < opts.min_area or int(filled) / (int(height) * int(width)) < opts.min_fill:
         return ""
     return None
 
@@ -342,17 +347,13 @@ def _candidates(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions, notes
         # as in a pan), then parts of the support of the attenuated edges alone (a mark next to a scene's still
         # parts, whose held edges join Dekel's support to the mark's)
         plain = _support(s.stable, opts.close, opts.gap)
-        hosts = components(plain)
-        parts = [
-            (p, True, lets > opts.quiet) for p in hosts if (lets := _lets_through(p, s.change, opts)) <= opts.through
-        ]
-        support = _support(edges, opts.close, opts.gap)
-        stacked = torch.stack(hosts) if hosts else None
-        sizes = stacked.sum((1, 2)).tolist() if stacked is not None else []
-        for p in components(support):
-            # a fragment of a much larger held structure (a lamp post people walk behind) is the scene's
-            host = max(zip((stacked & p).sum((1, 2)).tolist(), sizes, strict=True))[1] if stacked is not None else 0
-            if host <= opts.host * int(p.sum()):
+        plain_labels = label(plain)
+        found_parts, sizes, host_of, plain_parts = hosts(_support(edges, opts.close, opts.gap), plain_labels)
+        lets = lets_through_all(*plain_labels, plain_parts, s.change, opts, _lets_through)
+        parts = [(p, True, v > opts.quiet) for p, v in zip(plain_parts, lets, strict=True) if v <= opts.through]
+        # a fragment of a much larger held structure (a lamp post people walk behind) is the scene's
+        for p, size, host in zip(found_parts, sizes, host_of, strict=True):
+            if host <= opts.host * size:
                 parts.append((p, False, False))
         taken: list[torch.Tensor] = []
         for part, whole, weak in parts:

@@ -44,6 +44,36 @@ def components(mask: torch.Tensor) -> list[torch.Tensor]:
     return list(labels[None] == ids[:, None, None]) if len(ids) else []
 
 
+def hosts(
+    mask: torch.Tensor, host: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[list[torch.Tensor], list[int], list[int], list[torch.Tensor]]:
+    """(the components of `mask` as `components` gives them, each one's size, the size of the component of the
+    host mask (`host`: its `label`) it overlaps most, the larger of those that tie (0 where the host mask is
+    empty), and the components of the host mask), counted for every component at once with one round trip to the
+    host: one overlap per pair of components was many per part."""
+    host_labels, host_ids = host
+    host_parts = list(host_labels[None] == host_ids[:, None, None]) if len(host_ids) else []
+    labels, ids = label(mask)
+    if not len(ids):
+        return [], [], [], host_parts
+    parts = list(labels[None] == ids[:, None, None])
+    n, m = len(ids), len(host_ids)
+    flat, host_flat = labels.flatten(), host_labels.flatten()
+    # each pixel's component index (n, m: none), counted by scatter-adds (no size read back to the host)
+    part = torch.where(flat > 0, torch.searchsorted(ids, flat), n)
+    own = torch.zeros(n + 1, dtype=torch.long, device=mask.device).index_add_(0, part, torch.ones_like(part))[:n]
+    if not m:
+        return parts, own.tolist(), [0] * n, host_parts
+    host = torch.where(host_flat > 0, torch.searchsorted(host_ids, host_flat), m)
+    ones = torch.ones_like(host)
+    sizes = torch.zeros(m + 1, dtype=torch.long, device=mask.device).index_add_(0, host, ones)[:m]
+    joint = torch.zeros((n + 1) * (m + 1), dtype=torch.long, device=mask.device)
+    joint = joint.index_add_(0, part * (m + 1) + host, ones).view(n + 1, m + 1)[:n, :m]
+    # the most overlap, then the largest size: as max() over (overlap, size) pairs
+    best = sizes[(joint * (sizes.max() + 1) + sizes[None]).argmax(1)]
+    return parts, own.tolist(), best.tolist(), host_parts
+
+
 def mask_box(mask: torch.Tensor, margin: int) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1): the box of a non-empty h×w bool mask grown by `margin`, within it (one host round trip)."""
     h, w = mask.shape
