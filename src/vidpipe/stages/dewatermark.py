@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Final
 import numpy as np
 import torch
 
-from ..errors import StageError, UsageError
+from ..errors import StageError, UsageError, VidpipeError
 from ..frames import FrameBatch, from_float, to_float
 from .base import StreamSpec
 from .temporal import WindowedStage
@@ -151,6 +152,17 @@ def _read_mask(path: Path) -> np.ndarray:
     return (grey > 0).astype(np.float32)
 
 
+def _logged(batches: Iterator[FrameBatch], path: str, every_s: float = 30.0) -> Iterator[FrameBatch]:
+    """`batches`, with a log line of the frames read so far every `every_s` seconds (a long input's pass)."""
+    last, frames = time.monotonic(), 0
+    for b in batches:
+        frames += len(b)
+        if time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            log.info("dewatermark: auto: %d frames of %s read for detection", frames, path)
+        yield b
+
+
 def seed_window(vram_gb: float) -> int:
     """The seed's inpaint batch for a GPU with `vram_gb` of memory (S2's table)."""
     return next(batch for least, batch in SEED_VRAM_TABLE if vram_gb >= least)
@@ -221,7 +233,10 @@ class Dewatermark(WindowedStage):
         log.info("dewatermark: auto: detecting marks over %s before removing them", source.path)
         try:
             with torch.inference_mode():
-                det = detect_clip(source.batches(DETECT_BATCH, after=self.overlap), self.device, DETECT_WINDOW)
+                batches = _logged(source.batches(DETECT_BATCH, after=self.overlap), source.path)
+                det = detect_clip(batches, self.device, DETECT_WINDOW)
+        except VidpipeError:
+            raise  # the input's own (decoding): as the main pass would say it
         except Exception as e:
             raise StageError(f"dewatermark: step detect failed on {source.path}: {e}") from e
         for note in det.notes:
@@ -365,13 +380,15 @@ class Dewatermark(WindowedStage):
         return {"over": "input", **self.source_pass}
 
     def signature(self) -> dict[str, Any]:
+        # auto's way of detecting: outputs made when it detected per window only are made again
+        auto = {"auto_detection": "whole input where read from a file"} if self.auto else {}
         return {
             "stage": self.name,
             "requests": self.spec_text,
             "window": self.window,
             "overlap": self.overlap,
             "seam": self.seam,
-        }
+        } | auto
 
     def cost_signature(self) -> dict[str, Any]:
         """Cost rows: the work per window (auto detects; boxes and masks only remove)."""
