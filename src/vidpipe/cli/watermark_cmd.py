@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 
 app = typer.Typer(help="watermark and logo detection (removal: vidpipe run --dewatermark)", no_args_is_help=True)
 
-#: frames per detection window (the stage's windows are T + 2·overlap; a file is read once, window by window)
+#: frames per detection window (the stage's windows are T + 2·overlap; a file is read once, window by window):
+#: `stages.watermark.whole.DETECT_WINDOW`, written out so that `vidpipe --help` imports no torch (a test checks)
 DETECT_WINDOW = 48
 
 
@@ -34,43 +35,18 @@ def detect_cmd(
     """Find overlays that stay put while the picture moves (Dekel et al.'s median of gradients, per window)."""
     import numpy as np
 
-    from ..frames import to_float
     from ..media.probe import probe
     from ..media.reader import ReaderOptions, VideoReader
-    from ..stages.watermark.detect import detect_marks, merge_marks
     from ..stages.watermark.marks import save_marks
+    from ..stages.watermark.whole import DETECT_BATCH, detect_clip
 
     if output.suffix.lower() not in (".json", ".png"):
         raise UsageError(f"--output {output} must end in .json (marks) or .png (mask)")
     dev = _device(device)
     info = probe(input)
-    found, notes = [], []
-    preview: np.ndarray | None = None
-    first_frame: np.ndarray | None = None
-    pending = []
-
-    def run(batch_frames: list) -> None:
-        nonlocal preview
-        from ..frames import FrameBatch
-
-        fb = FrameBatch.concat(batch_frames)
-        det = detect_marks(to_float(fb).to(dev), list(fb.index))
-        notes.extend(n for n in det.notes if n not in notes)
-        if det.marks and preview is None:
-            preview = fb.data[0, :3].permute(1, 2, 0).cpu().numpy()
-        found.extend(det.marks)
-
-    with VideoReader(info, ReaderOptions(batch_size=16, keep_alpha=False)) as reader:
-        for batch in reader:
-            if first_frame is None:
-                first_frame = batch.data[0, :3].permute(1, 2, 0).cpu().numpy()  # type: ignore[union-attr]
-            pending.append(batch)
-            if sum(len(b) for b in pending) >= window:
-                run(pending)
-                pending = []
-    if pending:
-        run(pending)
-    marks = merge_marks(found)
+    with VideoReader(info, ReaderOptions(batch_size=DETECT_BATCH, keep_alpha=False)) as reader:
+        found = detect_clip(reader, dev, window)
+    marks, notes = found.marks, found.notes
     width, height = info.video.width, info.video.height
     union = np.zeros((height, width), np.float32)
     for m in marks:
@@ -79,7 +55,7 @@ def detect_cmd(
         save_marks(marks, output)
     else:
         write_png(output, (union * 255).round().astype(np.uint8))
-    shown = preview if preview is not None else first_frame
+    shown = found.preview if found.preview is not None else found.first_frame
     where = output.with_name(f"{output.stem}.preview.png")
     if shown is not None:
         write_png(where, overlay(shown, union))

@@ -43,6 +43,7 @@ from ..schedule.temporal import chain_reach
 from ..stages.base import Stage, StreamSpec
 from .device import ContextOnThread, describe, is_device_fault, resolve_device
 from .progress import Progress, ProgressMode
+from .source_pass import analyse_sources
 from .timings import Timings
 from .transfer import Transfer
 
@@ -127,7 +128,6 @@ def source_spec(info: MediaInfo, keep_alpha: bool = True, deinterlace: Deinterla
         width=w,
         height=h,
         time_base=v.time_base,
-        rate=None,
         alpha=v.alpha and keep_alpha,
         bit_depth=v.colour.bit_depth,
         nominal_rate=v.rate,
@@ -285,8 +285,7 @@ def run(
     here when not given) gets the run's start-up marks, busy seconds and bound (runtime/timings.py)."""
     t0 = time.monotonic()
     clock = timings or Timings()
-    src = Path(input_path)
-    dst = Path(output_path)
+    src, dst = Path(input_path), Path(output_path)
     if dst.resolve() == src.resolve():
         raise UsageError(f"output {dst} is the input; choose another output path")
     check_target(dst, options.writer)  # an output that cannot be written fails now, before any decoding
@@ -320,6 +319,7 @@ def run(
             )
         if why != "no manifest":
             log.info("making %s again: %s", dst, why)
+    analyse_sources(stages, info, reader_opts, options)  # e.g. `--dewatermark auto`'s detection over the input
     # the stages check the stop request within their batches too (between tiles, pairs, layers on the CPU)
     chain = schedule_chain(
         stages, specs, device, options.schedule, reader_batch=options.reader.batch_size, check=stop.check

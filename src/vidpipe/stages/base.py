@@ -21,6 +21,7 @@ from ..frames import FrameBatch, StreamSpec
 from .interrupt import StopCheck
 
 if TYPE_CHECKING:
+    from ..media.source_pass import SourcePass
     from .cutboard import CutBoard
 
 Unit = Literal["frame", "frame_pair", "window"]
@@ -166,6 +167,13 @@ class Stage(ABC):
         """What its cost rows are keyed by: `signature()` less what the scheduler derives from a row (the tile).
         Default: `signature()`."""
         return self.signature()
+
+    # -- a pass over the input before the run (media/source_pass.py, runtime/source_pass.py) --
+    def analyse_source(self, source: SourcePass) -> None:
+        """The input file, to read as a whole before the main pass (`source.batches`: the frames the run reads,
+        numbered alike); offered after `setup`, only to a stage given the source's frames and only when they come
+        from a file. Default: ignored."""
+        return None
 
     # -- detected cuts (stages/cutboard.py) --
     def use_cuts(self, board: CutBoard | None) -> None:

@@ -1,9 +1,14 @@
 """`dewatermark`: watermark and logo removal on the temporal engine (issue 17; `vidpipe run IN -o OUT
 --dewatermark auto|box:X,Y,W,H[@F0-F1]|mask:PATH[@F0-F1]`, several joined by `;`).
 
-A `WindowedStage`: each window of T kept frames with `overlap` frames of context on each side is both the
-detection's statistics (`auto`: `watermark.detect`, Dekel's median of gradients per sub-window) and the frames a
+A `WindowedStage`: each window of T kept frames with `overlap` frames of context on each side is the frames a
 hole is propagated from (`watermark.remove`). The engine keeps each window's centre frames (`seam` "pick").
+
+- `auto` over a file (`vidpipe run`: `analyse_source`): before the main pass, the marks of the whole input (the
+  frames the run reads: `--start/--duration/--frames` alike) by `vidpipe watermark detect`'s detection
+  (`watermark.whole`, windows of 48 frames), then removed exactly as `mask:marks.json` of that detection would be:
+  as the user's own marks, their α/W fit and still fill carried from window to window. Frames handed in without
+  a file (or changed by a stage before this one) are detected within each window (its T + 2·overlap frames).
 
 - `box:X,Y,W,H` a rectangle, `mask:PATH` a PNG of the frame's size (non-zero = mark) or a marks .json written by
   `vidpipe watermark detect` (its α and colour used as they are); `@F0-F1` limits it to frames F0..F1 (stream
@@ -24,20 +29,24 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import numpy as np
 import torch
 
-from ..errors import StageError, UsageError
+from ..errors import StageError, UsageError, VidpipeError
 from ..frames import FrameBatch, from_float, to_float
 from .base import StreamSpec
 from .temporal import WindowedStage
 from .watermark.detect import detect_marks, merge_marks
 from .watermark.marks import OPEN_END, Mark, load_marks
 from .watermark.remove import MarkMemory, Outcome, StepError, remove_mark
+
+if TYPE_CHECKING:
+    from ..media.source_pass import SourcePass
 
 log = logging.getLogger(__name__)
 
@@ -143,6 +152,17 @@ def _read_mask(path: Path) -> np.ndarray:
     return (grey > 0).astype(np.float32)
 
 
+def _logged(batches: Iterator[FrameBatch], path: str, every_s: float = 30.0) -> Iterator[FrameBatch]:
+    """`batches`, with a log line of the frames read so far every `every_s` seconds (a long input's pass)."""
+    last, frames = time.monotonic(), 0
+    for b in batches:
+        frames += len(b)
+        if time.monotonic() - last >= every_s:
+            last = time.monotonic()
+            log.info("dewatermark: auto: %d frames of %s read for detection", frames, path)
+        yield b
+
+
 def seed_window(vram_gb: float) -> int:
     """The seed's inpaint batch for a GPU with `vram_gb` of memory (S2's table)."""
     return next(batch for least, batch in SEED_VRAM_TABLE if vram_gb >= least)
@@ -170,6 +190,8 @@ class Dewatermark(WindowedStage):
         #: per such mark, the first frame the last window did not write (its last kept one + 1)
         self._seam: dict[int, int] = {}
         self.found: list[Mark] = []
+        #: `auto` over a file: the analysis pass's facts (None: detection per window)
+        self.source_pass: dict[str, Any] | None = None
         self.notes: list[str] = []
         self.outcome = Outcome()
         self.detect_seconds = 0.0
@@ -184,6 +206,7 @@ class Dewatermark(WindowedStage):
         self._on_device.clear()
         self._memory = {id(m): MarkMemory() for m in self.user_marks}
         self._seam.clear()
+        self.found, self.notes, self.source_pass = [], [], None
         if self.window_request is None:
             if device.type == "cuda":
                 vram = torch.cuda.get_device_properties(device).total_memory / 2**30
@@ -199,6 +222,43 @@ class Dewatermark(WindowedStage):
         )
         return spec
 
+    def analyse_source(self, source: SourcePass) -> None:
+        """`auto` over a file: the marks of the whole input (`vidpipe watermark detect`'s detection, windows of
+        `DETECT_WINDOW` frames), found before the main pass and then removed as the user's own marks
+        (`mask:marks.json`): their α/W fit and still fill carried from window to window."""
+        if not self.auto:
+            return
+        from .watermark.whole import DETECT_BATCH, DETECT_WINDOW, detect_clip
+
+        log.info("dewatermark: auto: detecting marks over %s before removing them", source.path)
+        try:
+            with torch.inference_mode():
+                batches = _logged(source.batches(DETECT_BATCH, after=self.overlap), source.path)
+                det = detect_clip(batches, self.device, DETECT_WINDOW)
+        except VidpipeError:
+            raise  # the input's own (decoding): as the main pass would say it
+        except Exception as e:
+            raise StageError(f"dewatermark: step detect failed on {source.path}: {e}") from e
+        for note in det.notes:
+            self.notes.append(note)
+            log.warning("dewatermark: %s", note)
+        self.found = det.marks
+        self.detect_seconds += det.seconds
+        self._memory |= {id(m): MarkMemory() for m in det.marks}
+        self.source_pass = {"frames": det.frames, "windows": det.windows, "seconds": round(det.seconds, 3)}
+        log.info(
+            "dewatermark: auto found %d mark(s) in %d frames (%d windows, %.1f s)",
+            len(det.marks),
+            det.frames,
+            det.windows,
+            det.seconds,
+        )
+
+    @property
+    def _kept(self) -> list[Mark]:
+        """The marks kept across windows: the user's and those of the analysis pass."""
+        return [*self.user_marks, *self.found] if self.source_pass is not None else self.user_marks
+
     def _tensors(self, m: Mark) -> tuple[torch.Tensor, torch.Tensor | None]:
         """A mark's α and colour on the device: a user's kept there across windows, a window's own not."""
         key = id(m)
@@ -206,15 +266,15 @@ class Dewatermark(WindowedStage):
             return self._on_device[key]
         colour = None if m.colour is None else torch.from_numpy(m.colour).permute(2, 0, 1).to(self.device)
         pair = (torch.from_numpy(m.alpha).to(self.device), colour)
-        if any(m is u for u in self.user_marks):
+        if any(m is u for u in self._kept):
             self._on_device[key] = pair
         return pair
 
     def process_window(self, frames: FrameBatch) -> FrameBatch:
         self.windows += 1
         x = to_float(frames).to(self.device)
-        marks = [m for m in self.user_marks if any(m.covers(i) for i in frames.index)]
-        if self.auto:
+        marks = [m for m in self._kept if any(m.covers(i) for i in frames.index)]
+        if self.auto and self.source_pass is None:
             marks += self._detect(x, frames.index)
         if not marks:
             return frames
@@ -298,6 +358,9 @@ class Dewatermark(WindowedStage):
                 {"first": m.first, "last": m.last, "box": m.box(0.0), "source": m.source, "info": m.info} for m in marks
             ],
             "auto_found": len(self.found) if self.auto else None,
+            # how auto detected: one pass over the input file before removing (its frames, windows, seconds),
+            # or within each removal window (frames handed in without a file, or changed by a stage before)
+            "auto_detection": self._auto_detection(),
             "message": "auto found no mark: the output equals the input" if self.auto and not marks else None,
             "notes": list(self.notes),
             "pixels": {
@@ -309,14 +372,23 @@ class Dewatermark(WindowedStage):
             | {k: round(v, 3) for k, v in self.outcome.seconds.items()},
         }
 
+    def _auto_detection(self) -> dict[str, Any] | None:
+        if not self.auto:
+            return None
+        if self.source_pass is None:
+            return {"over": "each window"}
+        return {"over": "input", **self.source_pass}
+
     def signature(self) -> dict[str, Any]:
+        # auto's way of detecting: outputs made when it detected per window only are made again
+        auto = {"auto_detection": "whole input where read from a file"} if self.auto else {}
         return {
             "stage": self.name,
             "requests": self.spec_text,
             "window": self.window,
             "overlap": self.overlap,
             "seam": self.seam,
-        }
+        } | auto
 
     def cost_signature(self) -> dict[str, Any]:
         """Cost rows: the work per window (auto detects; boxes and masks only remove)."""

@@ -1,0 +1,82 @@
+"""Detection over a whole input, window by window (issue 17): what `vidpipe watermark detect` runs, and the
+analysis pass `--dewatermark auto` makes over a file before removing (`Dewatermark.analyse_source`).
+
+Frames come in batches (the reader's); they are gathered until at least `window` frames wait, and each such
+group is one `detect_marks` window (several detection mechanisms, drift and fade among them, need ≥ 48 frames);
+what is left at the end is a last, shorter window. The marks of all windows are joined by `merge_marks`. Only
+one window's frames are held at a time.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+import torch
+
+from ...frames import FrameBatch, to_float
+from .detect import detect_marks, merge_marks
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .marks import Mark
+
+#: frames per detection window
+DETECT_WINDOW: Final = 48
+#: frames per batch read for detection (windows are whole batches, so this and `DETECT_WINDOW` fix where
+#: windows start)
+DETECT_BATCH: Final = 16
+
+
+@dataclass(slots=True)
+class ClipDetection:
+    """The marks found over an input (merged across windows), the detector's notes, frames and windows seen,
+    seconds taken; `preview`: the first frame (H×W×3, the reader's dtype) of the first window with a mark, and
+    `first_frame` the input's first frame (None when no frame came)."""
+
+    marks: list[Mark] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    frames: int = 0
+    windows: int = 0
+    seconds: float = 0.0
+    preview: np.ndarray | None = None
+    first_frame: np.ndarray | None = None
+
+
+def detect_clip(batches: Iterable[FrameBatch], device: torch.device, window: int = DETECT_WINDOW) -> ClipDetection:
+    """The marks in `batches` (consecutive frames of one input, in order), detected on `device` in windows of
+    at least `window` frames."""
+    t0 = time.perf_counter()
+    out = ClipDetection()
+    found: list[Mark] = []
+    pending: list[FrameBatch] = []
+
+    def run(group: list[FrameBatch]) -> None:
+        fb = FrameBatch.concat(group)
+        det = detect_marks(to_float(fb).to(device), list(fb.index))
+        out.notes.extend(n for n in det.notes if n not in out.notes)
+        if det.marks and out.preview is None:
+            out.preview = fb.data[0, :3].permute(1, 2, 0).cpu().numpy()
+        found.extend(det.marks)
+        out.windows += 1
+
+    for batch in batches:
+        if not len(batch):
+            continue
+        if out.first_frame is None:
+            out.first_frame = batch.data[0, :3].permute(1, 2, 0).cpu().numpy()
+        out.frames += len(batch)
+        pending.append(batch)
+        if sum(len(b) for b in pending) >= window:
+            run(pending)
+            pending = []
+    if pending:
+        run(pending)
+    out.marks = merge_marks(found)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    out.seconds = time.perf_counter() - t0
+    return out
