@@ -56,7 +56,7 @@ from .join import join_near
 from .marks import Mark
 from .regions import components, hosts, label, mask_box, running_median
 from .remove import FEATHER, REACH, RING, SHIFT_RADIUS
-from .shape import ShapeOptions, span_alpha
+from .shape import ShapeOptions, beyond, span_alpha, step_alpha
 from .through import lets_through_all
 
 #: α and W are estimated from the frames whose presence is at least this (the mark at full strength)
@@ -368,7 +368,7 @@ def _candidates(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions, notes
                 # filling also took the picture between a logo's ring and its inside, or between letters)
                 part = _shape(part, s.change <= opts.quiet * ref)
             e = (edges | s.stable) & part
-            strength = None if whole else held * part
+            strength = None if whole else held * beyond(part)
             for c in found:
                 if _iou(c.support, part) >= opts.same:
                     c.support |= part
@@ -449,6 +449,7 @@ def _steps(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions) -> list[_C
             # frames without the mark)
             rim = dilate(part[None, None], opts.close)[0, 0] & (d > opts.step / 4)
             strength = (d / d[part].quantile(0.9).clamp_min(1e-6)).clamp(0, 1) * (part | rim)
+            strength = step_alpha(*((ma, mb) if mark_side else (mb, ma)), strength, part | rim, opts.step)
             cand = _Candidate(part | rim, e, med * dilate(part[None, None], 1)[0, 0], 1, strength)
             for i, (sc, c) in enumerate(best):
                 if _iou(c.support, part) >= opts.same:
