@@ -49,7 +49,7 @@ import torch.nn.functional as F
 
 from .drift import DriftOptions, still_marks
 from .estimate import estimate_blend
-from .fade import FadeOptions, fade_shape
+from .fade import FadeOptions, fade_shape, fade_span
 from .fade import runs as _runs
 from .fill import dilate, erode, propagate, pushpull
 from .join import join_near
@@ -537,7 +537,7 @@ def _marks_of(
         return []
     marks = []
     for a, b in runs:
-        shape = None
+        shape, start, stop = None, a, b
         if soft and c.attenuated:
             shape = span_alpha(
                 small[a:b], c.support, alpha, f, opts.span_shape, reach=opts.reach, around=opts.around, noise=opts.noise
@@ -548,12 +548,13 @@ def _marks_of(
             and (faded := fade_shape(small, c.support, presence, (a, b), FULL, opts.fade)) is not None
         ):
             shape = _full_size(faded, f, height, width).float().cpu().numpy()
+            start, stop = fade_span(small, faded, (a, b), opts.fade)  # a fade's faint frames
         info: dict[str, float | int | str] = {
             "presence": round(float(np.mean(presence[a:b])), 3),
             "windows": c.windows,
             "estimated_pixels": int(inverted),
         }
-        marks.append(Mark(indices[a], indices[b - 1], alpha if shape is None else shape, colour, "auto", info))
+        marks.append(Mark(indices[start], indices[stop - 1], alpha if shape is None else shape, colour, "auto", info))
     return marks
 
 
