@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidpipe.stages.watermark.fade import FadeOptions, fade_shape, runs, shots
+from vidpipe.stages.watermark.fade import FadeOptions, fade_shape, fade_span, runs, shots
 from vidpipe.stages.watermark.shape import held_shape
 
 H, W, T = 48, 64, 40
@@ -71,3 +71,28 @@ def test_a_cut_splits_the_shots_and_a_still_shots_noise_does_not() -> None:
     assert shots(x, FadeOptions()) == [(0, T)]
     x[25:] = 1 - x[25:]
     assert shots(x, FadeOptions()) == [(0, 25), (25, T)]
+
+
+def _square_fading(steps: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Frames of a still noisy picture carrying a white square whose strength in each frame is `steps`'."""
+    g = torch.Generator().manual_seed(3)
+    picture = torch.rand(3, 24, 24, generator=g) * 0.5
+    shape = torch.zeros(24, 24, dtype=torch.bool)
+    shape[8:16, 8:16] = True
+    frames = []
+    for k in steps:
+        frame = picture + 0.01 * torch.randn(3, 24, 24, generator=g)
+        frames.append(torch.where(shape, frame + 0.7 * k * (1 - frame), frame))
+    return torch.stack(frames), shape
+
+
+def test_fade_span_reaches_back_to_the_first_faint_frame_of_a_fade() -> None:
+    # six mark-free frames, a fade-in over frames 6–11 (1/7 … 6/7), full from 12; a halfway test starts it at 9
+    steps = [0.0] * 6 + [(i + 1) / 7 for i in range(6)] + [1.0] * 12
+    frames, shape = _square_fading(steps)
+    assert fade_span(frames, shape, (9, 24), FadeOptions()) == (6, 24)
+
+
+def test_fade_span_leaves_a_mark_that_comes_at_once_and_noise_alone() -> None:
+    frames, shape = _square_fading([0.0] * 9 + [1.0] * 15)
+    assert fade_span(frames, shape, (9, 24), FadeOptions()) == (9, 24)

@@ -49,14 +49,14 @@ import torch.nn.functional as F
 
 from .drift import DriftOptions, still_marks
 from .estimate import estimate_blend
-from .fade import FadeOptions, fade_shape
+from .fade import FadeOptions, fade_shape, fade_span
 from .fade import runs as _runs
 from .fill import dilate, erode, propagate, pushpull
 from .join import join_near
 from .marks import Mark
 from .regions import components, hosts, label, mask_box, running_median
 from .remove import FEATHER, REACH, RING, SHIFT_RADIUS
-from .shape import ShapeOptions, span_alpha
+from .shape import ShapeOptions, beyond, span_alpha, step_alpha
 from .through import lets_through_all
 
 #: α and W are estimated from the frames whose presence is at least this (the mark at full strength)
@@ -368,7 +368,7 @@ def _candidates(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions, notes
                 # filling also took the picture between a logo's ring and its inside, or between letters)
                 part = _shape(part, s.change <= opts.quiet * ref)
             e = (edges | s.stable) & part
-            strength = None if whole else held * part
+            strength = None if whole else held * beyond(part)
             for c in found:
                 if _iou(c.support, part) >= opts.same:
                     c.support |= part
@@ -449,6 +449,7 @@ def _steps(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions) -> list[_C
             # frames without the mark)
             rim = dilate(part[None, None], opts.close)[0, 0] & (d > opts.step / 4)
             strength = (d / d[part].quantile(0.9).clamp_min(1e-6)).clamp(0, 1) * (part | rim)
+            strength = step_alpha(*((ma, mb) if mark_side else (mb, ma)), strength, part | rim, opts.step)
             cand = _Candidate(part | rim, e, med * dilate(part[None, None], 1)[0, 0], 1, strength)
             for i, (sc, c) in enumerate(best):
                 if _iou(c.support, part) >= opts.same:
@@ -536,7 +537,7 @@ def _marks_of(
         return []
     marks = []
     for a, b in runs:
-        shape = None
+        shape, start, stop = None, a, b
         if soft and c.attenuated:
             shape = span_alpha(
                 small[a:b], c.support, alpha, f, opts.span_shape, reach=opts.reach, around=opts.around, noise=opts.noise
@@ -547,12 +548,13 @@ def _marks_of(
             and (faded := fade_shape(small, c.support, presence, (a, b), FULL, opts.fade)) is not None
         ):
             shape = _full_size(faded, f, height, width).float().cpu().numpy()
+            start, stop = fade_span(small, faded, (a, b), opts.fade)  # a fade's faint frames
         info: dict[str, float | int | str] = {
             "presence": round(float(np.mean(presence[a:b])), 3),
             "windows": c.windows,
             "estimated_pixels": int(inverted),
         }
-        marks.append(Mark(indices[a], indices[b - 1], alpha if shape is None else shape, colour, "auto", info))
+        marks.append(Mark(indices[start], indices[stop - 1], alpha if shape is None else shape, colour, "auto", info))
     return marks
 
 

@@ -98,3 +98,35 @@ def span_alpha(
     # blocks of f×f full-size pixels per analysis pixel, as detection's masks are brought to full size
     full = held.repeat_interleave(f, 0).repeat_interleave(f, 1)[:height, :width].float().cpu().numpy()
     return (opts.share * full + (1 - opts.share) * alpha / peak).astype(np.float32)
+
+
+def step_alpha(
+    marked: torch.Tensor, clear: torch.Tensor, strength: torch.Tensor, region: torch.Tensor, least: float
+) -> torch.Tensor:
+    """h×w α (0..1, 0 off `region`) of a one-colour mark from the medians of frames with it (`marked`, C×h×w) and
+    without it (`clear`): a mark of colour W and opacity α makes each pixel α·W + (1 − α)·B, so α is the step's
+    share of W − B, W the mark side's median colour over the strongest (0.9 quantile) of `strength` (the step's
+    size, 0..1 over `region`). The step's size alone is α·|W − B|: where the picture under the mark is nearer
+    its colour, a pixel of full α came out weaker and the eval's half-maximum cut it. Where W − B is under
+    `least` (the mark's colour over a picture of its colour) or the fit falls below `strength`, `strength`
+    stands, so α only grows inside the step's region."""
+    inside = strength[region]
+    if inside.numel() == 0:
+        return strength
+    top = region & (strength >= inside.quantile(0.9))
+    colour = marked[:, top].median(dim=1).values[:, None, None]
+    ref = colour - clear
+    size = (ref * ref).sum(0)
+    fit = ((marked - clear) * ref).sum(0) / size.clamp_min(1e-6)
+    fit = torch.where(size >= least * least, fit.clamp(0, 1), torch.zeros_like(fit))
+    return torch.maximum(strength, fit) * region
+
+
+def beyond(part: torch.Tensor) -> torch.Tensor:
+    """h×w bool: `part` and the pixel right of and below each of its pixels. Forward differences put an edge on
+    the pixel before each step, so a support found from them stops a pixel short of a mark's right and lower
+    edges (transnet's ring logo lost its right and lower rims to the eval's half-maximum)."""
+    out = part.clone()
+    out[:, 1:] |= part[:, :-1]
+    out[1:, :] |= part[:-1, :]
+    return out
