@@ -131,7 +131,8 @@ class FastHDv3(nn.Module):
         self.levels_ = net.levels
         dtype = next(net.parameters()).dtype
         self.levels: list[_Level] = []
-        for i in range(net.n_blocks):
+        # with tc the levels are `self.tc`'s: the torch/fused rearrangement below would be built for nothing
+        for i in range(0 if self.tc is not None else net.n_blocks):
             b = getattr(net, f"block{i}")
             pairs = []
             for k in range(net.n_res):
@@ -207,14 +208,15 @@ class FastHDv3(nn.Module):
         flow = torch.zeros(n, 4, h, w, device=img0.device, dtype=torch.float32)
         mask = torch.zeros(n, 1, h, w, device=img0.device, dtype=torch.float32)
         warped0, warped1 = img0, img1
-        for i, lv in enumerate(self.levels):
-            level = self.levels_[i] / scale
+        for i, base in enumerate(self.levels_):
+            level = base / scale
             w0, w1 = _resize(warped0, 1.0 / level), _resize(warped1, 1.0 / level)
             m, f = _resize(mask, 1.0 / level).to(dt), (_resize(flow, 1.0 / level) / level).to(dt)
             if self.tc is not None:
                 tc = self.tc[i]
                 out = tc(tc_input(((w0, w1, m, f), (w1, w0, -m, _swap(f))), tc.cin)).float()
             else:
+                lv = self.levels[i]
                 x = torch.cat((torch.cat((w0, w1, m, f), 1), torch.cat((w1, w0, -m, _swap(f)), 1)), 0)
                 x = x.contiguous(memory_format=torch.channels_last)
                 out = self._heads(lv, self._features(lv, x)).float()
