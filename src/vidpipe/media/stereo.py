@@ -53,7 +53,11 @@ _WORDS = re.compile(r"[\s_.\-]+")
 
 def packing_of_frame(frame: av.VideoFrame) -> Packing | None:
     """The packing a decoded frame's `STEREO3D` side data states; None without one (or UNSPEC)."""
-    for sd in frame.side_data:
+    container = frame.side_data
+    for item in container:
+        # PyAV ≤ 18.1.0 iterates the side data themselves; 18.1.1 made the container a mapping whose
+        # iteration yields the types (its values() then fails on 18.1.0), so both are read here
+        sd = item if hasattr(item, "type") else container[item]
         if sd.type.name == "STEREO3D":
             data = bytes(sd)
             if len(data) >= 4:  # `type` is the struct's first member, a C int in the machine's byte order
