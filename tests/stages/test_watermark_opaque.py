@@ -108,3 +108,41 @@ def test_an_opaque_marks_unshifted_copy_follows_a_fraction_of_a_pixel() -> None:
     assert abs(fy) < 0.15 and abs(fx - 0.4) < 0.15, (fy, fx)
     assert torch.allclose(fine[0], shift_bilinear(free[0], fy, fx))
     assert torch.equal(rough, free)  # without `opaque`: the frame as it is
+
+
+def test_ease_averages_a_copys_weight_over_its_neighbours_in_time() -> None:
+    # frames 0–1 copied unshifted (1), 2 shifted (0.7), 3 without a copy (0), 4 unshifted again
+    weight = torch.tensor([1.0, 1.0, 0.7, 0.0, 1.0])
+    has = weight > 0
+    eased = remove.ease(weight, has, (1.0, 2.0, 1.0))
+    want = torch.tensor([(2 * 1 + 1) / 3, (1 + 2 + 0.7) / 4, (1 + 1.4 + 0) / 4, 0.0, (0 + 2) / 3])
+    assert torch.allclose(eased, want)
+    # a frame without a copy stays without one; equal weights stay as they are; a 1-tap kernel changes nothing
+    assert float(eased[3]) == 0.0
+    same = torch.full((6,), FREE_SHIFTED)
+    assert torch.allclose(remove.ease(same, torch.ones(6, dtype=torch.bool)), same)
+    assert torch.equal(remove.ease(weight, has, (1.0,)), weight)
+
+
+def test_a_copys_weight_eases_between_copied_and_filled_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    x, mask, free, dirty = _jump(4)
+    real = remove._from_free
+
+    def one_missing(*args: object, **kw: object) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        bare, got, weight = real(*args, **kw)  # type: ignore[arg-type]
+        got[1], weight[1] = False, 0.0  # frame 1 finds no copy: its neighbours' weights ease towards the fill
+        return bare, got, weight
+
+    monkeypatch.setattr(remove, "_from_free", one_missing)
+    eased, box, _ = remove_mark(x, mask, None, free=free, free_dirty=dirty)
+    y0, y1, x0, x1 = (int(v) for v in box)
+    monkeypatch.setattr(remove, "EASE", (1.0,))
+    stepped, _, _ = remove_mark(x, mask, None, free=free, free_dirty=dirty)
+    filled, _, _ = remove_mark(x, mask, None)
+    # frame 1 is the fill either way; frames 0 and 2 move from the stepped blend towards the fill
+    assert torch.allclose(eased[1], stepped[1], atol=1e-6) and torch.allclose(eased[1], filled[1], atol=1e-5)
+    for t in (0, 2):
+        hole = (mask[y0:y1, x0:x1] > 0).expand_as(eased[t, :3])
+        near = (eased[t, :3] - filled[t, :3]).abs()[hole].mean()
+        far = (stepped[t, :3] - filled[t, :3]).abs()[hole].mean()
+        assert float(near) < float(far), t
