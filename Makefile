@@ -21,7 +21,7 @@ demo: $(STAMP)
 	$(PY) -m vidpipe demo --out out/demo
 
 lint: $(STAMP)
-	$(PY) -m ruff check src tests .ci
+	$(PY) -m ruff check src tests .ci scripts
 
 # what CI runs (.ci/run): lint, fast suite, slow suite, peers rows, the built wheel in a fresh venv
 test: $(STAMP)
