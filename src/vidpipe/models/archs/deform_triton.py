@@ -172,7 +172,9 @@ if triton is not None:
         v = tl.load(ptrs) if EVEN else tl.load(ptrs, mask=mask, other=0.0)
         return v.to(tl.float32)
 
-    @triton.autotune(configs=_configs(), key=["HW_BUCKET", "K_TAP", "BLOCK_N", "KH", "KW"], **_autotune_cache())
+    @triton.autotune(
+        configs=_configs(), key=["HW_BUCKET", "K_TAP", "BLOCK_N", "KH", "KW", "PRECISION"], **_autotune_cache()
+    )
     @triton.jit
     def _dcn_kernel(
         x_ptr, off_ptr, msk_ptr, w_ptr, b_ptr, y_ptr,
