@@ -154,11 +154,13 @@ if triton is not None:
     def _configs() -> list[triton.Config]:
         if _interpreting():  # one config: the interpreter is slow and timing it means nothing
             return [triton.Config({"BLOCK_M": 32}, num_warps=4, num_stages=1)]
-        # guesses, not measured yet (no GPU time when written): the gather dominates, so tiles of 64–128 pixels
-        # with 4–8 warps; stages only pipeline the weight loads
+        # not timed yet (no GPU when written); chosen from sm_90 builds of BasicVSR++'s layer (ptxas, fp16): one
+        # stage gathers with direct 16-byte loads at 102 (64 × 4 warps) or 128 (128 × 8) registers, i.e. several
+        # programs per SM to hide the gathers' latency; two stages make them cp.async copies into shared memory
+        # (pipelined over the taps) at 123–174 registers. 128 × 4 warps × 2 stages and 256-pixel tiles spilled.
         return [
             triton.Config({"BLOCK_M": bm}, num_warps=w, num_stages=s)
-            for bm, w, s in ((128, 4, 2), (128, 8, 2), (64, 4, 2), (64, 4, 3), (256, 8, 2), (128, 8, 3))
+            for bm, w, s in ((64, 4, 1), (128, 8, 1), (128, 4, 1), (64, 8, 2), (64, 4, 2), (128, 8, 2))
         ]
 
     def _autotune_cache() -> dict[str, bool]:
@@ -220,10 +222,11 @@ if triton is not None:
                 ch = g[:, None] * CG + (k0 % CG_PAD + ci)[None, :]  # [GPB, CPB] input channels
                 g_ok = g < DG
                 pm = m_ok[:, None] & g_ok[None, :]  # [BLOCK_M, GPB]
-                # offset channels: per group 2·taps of them, (dy, dx) per tap
+                # offset channels: per group 2·taps of them, (dy, dx) per tap: loaded as pairs (one 4-byte load
+                # each from channels-last fp16 offsets)
                 oc = (g * (2 * KH * KW) + 2 * tap) * soc
-                dy = tl.load(off_ptr + off_pix[:, None] + oc[None, :], mask=pm, other=0.0).to(tl.float32)
-                dx = tl.load(off_ptr + off_pix[:, None] + (oc + soc)[None, :], mask=pm, other=0.0).to(tl.float32)
+                pair = off_ptr + off_pix[:, None, None] + oc[None, :, None] + (tl.arange(0, 2) * soc)[None, None, :]
+                dy, dx = tl.split(tl.load(pair, mask=pm[:, :, None], other=0.0).to(tl.float32))
                 py = base_y[:, None] + dy
                 px = base_x[:, None] + dx
                 y0f = tl.floor(py)
