@@ -145,7 +145,7 @@ def deform_conv2d(
     if backend == "triton" or (backend == "auto" and x.is_cuda):
         from . import deform_triton  # lazily: Triton's import is slow, and CPU runs of "auto" never need it
 
-        why = deform_triton.check(x, weight, layout.groups)
+        why = deform_triton.check(x, offset, mask, weight, layout.groups)
         if why is None:
             return deform_triton.deform_conv2d_triton(
                 x,

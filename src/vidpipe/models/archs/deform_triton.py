@@ -29,8 +29,6 @@ from dataclasses import dataclass
 
 import torch
 
-from ...errors import ModelError
-
 try:  # Triton ships with CUDA builds of torch; CPU builds and CI run without it
     import triton
     import triton.language as tl
@@ -134,8 +132,10 @@ def available(device: torch.device) -> bool:
     return device.type == "cuda" or (device.type == "cpu" and _interpreting())
 
 
-def check(x: torch.Tensor, weight: torch.Tensor, groups: int) -> str | None:
-    """Why the kernel does not take this call, or None when it does."""
+def check(
+    x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None, weight: torch.Tensor, groups: int
+) -> str | None:
+    """Why the kernel does not take this call (shapes `deform._layout` has checked), or None when it does."""
     if triton is None:
         return "Triton is not installed"
     if not available(x.device):
@@ -144,8 +144,12 @@ def check(x: torch.Tensor, weight: torch.Tensor, groups: int) -> str | None:
         return f"the kernel takes fp16, bf16 and fp32 inputs, not {x.dtype}"
     if groups != 1:
         return f"the kernel takes groups = 1, not {groups}"
-    if _span(x) >= 2**31:
-        return f"a {tuple(x.shape)} image is too large for the kernel's 32-bit offsets"
+    out_span = weight.shape[0] * offset.shape[2] * offset.shape[3]  # a dense output image (any layout)
+    for name, span in (("input", _span(x)), ("offset", _span(offset)), ("output", out_span)):
+        if span >= 2**31:
+            return f"the {name} of one image is too large for the kernel's 32-bit offsets"
+    if mask is not None and _span(mask) >= 2**31:
+        return "the mask of one image is too large for the kernel's 32-bit offsets"
     return None
 
 
@@ -155,9 +159,9 @@ if triton is not None:
         if _interpreting():  # one config: the interpreter is slow and timing it means nothing
             return [triton.Config({"BLOCK_M": 32}, num_warps=4, num_stages=1)]
         # not timed yet (no GPU when written); chosen from sm_90 builds of BasicVSR++'s layer (ptxas, fp16): one
-        # stage gathers with direct 16-byte loads at 102 (64 × 4 warps) or 128 (128 × 8) registers, i.e. several
+        # stage gathers with direct 16-byte loads at ~100 registers (64 × 4 warps, 128 × 8), i.e. several
         # programs per SM to hide the gathers' latency; two stages make them cp.async copies into shared memory
-        # (pipelined over the taps) at 123–174 registers. 128 × 4 warps × 2 stages and 256-pixel tiles spilled.
+        # (pipelined over the taps) at ~125–175 registers. 128 × 4 warps × 2 stages and 256-pixel tiles spilled.
         return [
             triton.Config({"BLOCK_M": bm}, num_warps=w, num_stages=s)
             for bm, w, s in ((64, 4, 1), (128, 8, 1), (128, 4, 1), (64, 8, 2), (64, 4, 2), (128, 8, 2))
@@ -298,23 +302,18 @@ def deform_conv2d_triton(
     deform_groups: int,
     memory_format: torch.memory_format,
 ) -> torch.Tensor:
-    """The kernel on shapes `deform.deform_conv2d` has checked (groups = 1: `check` first). The output is in
-    x's dtype and `memory_format`."""
+    """The kernel on a call `deform.deform_conv2d` has checked and `check` passed. The output is in x's dtype
+    and `memory_format`."""
     n, c, h, w = x.shape
     cout, _cin, kh, kw = weight.shape
     ho, wo = out_hw
     if x.stride(1) != 1:  # channels-last: a group's channels are one vector load per corner
         x = x.contiguous(memory_format=torch.channels_last)
-    for name, t in (("offset", offset), ("mask", mask)):
-        if t is not None and _span(t) >= 2**31:
-            raise ModelError(f"deform_conv2d: {name} {tuple(t.shape)} is too large for the kernel's 32-bit offsets")
     geo = _Geometry.of(c, deform_groups)
     n_pad = _pow2_at_least(cout, 16)
     block_n = min(n_pad, MAX_BLOCK_N)
     wpk = packed_weight(weight, geo, n_pad, x.dtype)
     out = torch.empty(n, cout, ho, wo, device=x.device, dtype=x.dtype, memory_format=memory_format)
-    if _span(out) >= 2**31:
-        raise ModelError(f"deform_conv2d: a {tuple(out.shape)} output is too large for the kernel's 32-bit offsets")
     if out.numel() == 0:
         return out
     b = bias.contiguous() if bias is not None else wpk  # an unused pointer still needs a tensor
