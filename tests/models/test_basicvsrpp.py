@@ -4,14 +4,20 @@ round trip through the loader in the checkpoint's own naming, the pieces whose c
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import os
 import re
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from calibration import scaled
 from vidpipe.errors import ModelError
 from vidpipe.models import zoo_basicvsrpp
 from vidpipe.models.archs import basicvsrpp
@@ -232,6 +238,48 @@ def test_alignment_offsets_are_the_flows_of_each_half() -> None:
     assert not torch.allclose(swapped[inner], want[inner], atol=1e-3)
 
 
+#: the alignment module (random weights, 8 channels per deformable group as the real network's 2·64/16, learned
+#: offsets around whole-pixel-and-a-half flows) through the Triton kernel in its interpreter and through ours
+_TRITON_ALIGNMENT = textwrap.dedent(
+    """
+    import torch
+    from vidpipe.models.archs import basicvsrpp
+
+    torch.manual_seed(0)
+    c = 16
+    align = basicvsrpp.SecondOrderDeformableAlignment(c, deform_groups=4)
+    for p in align.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    cl = torch.channels_last
+    for dtype, tol in ((torch.float32, 1e-5), (torch.float16, 5e-3)):
+        net = align.to(dtype=dtype, memory_format=cl)
+        feats = torch.randn(1, 2 * c, 7, 9).to(dtype=dtype, memory_format=cl)
+        cond = torch.randn(1, 3 * c, 7, 9).to(dtype=dtype, memory_format=cl)
+        flow_1, flow_2 = (torch.randn(1, 2, 7, 9) * 1.5).to(dtype), (torch.randn(1, 2, 7, 9) * 3).to(dtype)
+        with torch.no_grad():
+            want = net(feats, cond, flow_1, flow_2, backend="ours")
+            got = net(feats, cond, flow_1, flow_2, backend="triton")
+        assert got.dtype == dtype and got.shape == want.shape == (1, c, 7, 9)
+        err = (got.float() - want.float()).abs().max().item()
+        assert err <= tol * max(1.0, want.float().abs().max().item()), (dtype, err)
+        print(dtype, err)
+    print("alignment ok")
+    """
+)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("triton") is None, reason="Triton is not installed")
+@pytest.mark.timeout(600)
+def test_alignment_through_the_triton_kernel_in_the_interpreter() -> None:
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.run(
+        [sys.executable, "-c", _TRITON_ALIGNMENT], env=env, capture_output=True, text=True, timeout=scaled(600)
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "alignment ok" in proc.stdout
+
+
 # --- forwards --------------------------------------------------------------------------------------------
 
 
@@ -331,6 +379,34 @@ def test_torchvision_and_our_deformable_convolution_agree_in_the_network() -> No
         net.deform_backend = "ours"
         ours = net(clip)
     assert (ours - theirs).abs().max().item() < 1e-3
+
+
+@pytest.mark.gpu
+def test_torchvision_and_the_triton_deformable_convolution_agree_in_the_network(monkeypatch) -> None:
+    """On CUDA with Triton and torchvision: the whole network (fp32, no TF32: the kernel's fp32 then runs three
+    TF32 products per term) with torchvision's kernel and with the Triton one, and channels-last fp16 through both
+    within the fp16 bound of `test_half_precision_network_on_cuda`."""
+    pytest.importorskip("triton")
+    pytest.importorskip("torchvision")
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    cuda = torch.device("cuda")
+    net = describe(random_checkpoint(official_layout())).module.to(cuda).eval()
+    clip = _clip(1, 5, 64, 96).to(cuda)
+    with torch.inference_mode():
+        net.deform_backend = "torchvision"
+        theirs = net(clip)
+        net.deform_backend = "triton"
+        ours = net(clip)
+        assert (ours - theirs).abs().max().item() < 1e-3
+        net.to(dtype=torch.float16, memory_format=torch.channels_last)
+        frames = clip[0].half().contiguous(memory_format=torch.channels_last)[None]
+        half = net(frames)
+        net.deform_backend = "torchvision"
+        half_theirs = net(frames)
+    assert torch.isfinite(half).all()
+    assert (half.float() - theirs).abs().max().item() < 0.05
+    assert (half.float() - half_theirs.float()).abs().max().item() < 0.05
 
 
 @pytest.mark.gpu

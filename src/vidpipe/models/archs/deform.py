@@ -9,8 +9,10 @@ bilinearly, and multiplied by a learned mask in 0..1 (the "modulated" of v2). Th
     mask:   N × (deform_groups · kh · kw) × Ho × Wo
     weight: Cout × (Cin / groups) × kh × kw  (ordinary convolution groups on top of the deformable groups)
 
-`deform_conv2d` runs torchvision's kernel where torchvision imports (the GPU machines have it; it is never
-imported at module load) and ours otherwise, or always ours with `backend="ours"`. Ours gathers the four
+`deform_conv2d` runs, with `backend="auto"`: on CUDA our fused Triton kernel (`deform_triton`: an implicit GEMM
+that never writes the columns) where Triton is present and the call is one it covers (groups = 1, fp16/bf16/fp32);
+else torchvision's kernel where torchvision imports (the GPU machines have it; it is never imported at module
+load); else ours. `backend="triton"`, `"torchvision"` or `"ours"` asks for that one. Ours gathers the four
 bilinear corners of every tap from the flattened input (exact arithmetic, no normalised `grid_sample`
 coordinates), zero outside the image as torchvision's kernel, weights them by bilinear weight × mask, and
 multiplies the resulting im2col columns by the weights. The columns of one output row are Cin·kh·kw·Wo values,
@@ -28,10 +30,10 @@ import torch
 
 from ...errors import ModelError
 
-#: "auto": torchvision's kernel where it imports, ours otherwise; "ours"/"torchvision": that one (an error if
-#: torchvision is asked for and missing)
-Backend = Literal["auto", "ours", "torchvision"]
-BACKENDS: tuple[Backend, ...] = ("auto", "ours", "torchvision")
+#: "auto": the Triton kernel on CUDA where it covers the call, else torchvision's kernel where it imports, else
+#: ours; "ours"/"torchvision"/"triton": that one (an error if it is missing or does not cover the call)
+Backend = Literal["auto", "ours", "torchvision", "triton"]
+BACKENDS: tuple[Backend, ...] = ("auto", "ours", "torchvision", "triton")
 #: bytes of im2col columns held at once; about three times that is live while a band is gathered (the
 #: sum so far, one corner's values, its weighted copy). 64 MiB keeps a 1024×432 BasicVSR++ alignment
 #: (128 channels × 9 taps) to bands of ~14 rows without making the per-band overhead matter
@@ -140,7 +142,27 @@ def deform_conv2d(
         raise ModelError(f"deform_conv2d: mask is {tuple(mask.shape)}; expected {want}")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ModelError(f"deform_conv2d: bias is {tuple(bias.shape)}; expected ({weight.shape[0]},)")
-    if backend != "ours":
+    if backend == "triton" or (backend == "auto" and x.is_cuda):
+        from . import deform_triton  # lazily: Triton's import is slow, and CPU runs of "auto" never need it
+
+        why = deform_triton.check(x, offset, mask, weight, layout.groups)
+        if why is None:
+            return deform_triton.deform_conv2d_triton(
+                x,
+                offset,
+                weight,
+                bias,
+                mask,
+                stride=layout.stride,
+                padding=layout.padding,
+                dilation=layout.dilation,
+                out_hw=layout.out_hw,
+                deform_groups=layout.deform_groups,
+                memory_format=_layout_of(x),
+            )
+        if backend == "triton":
+            raise ModelError(f"deform_conv2d backend 'triton' cannot run this call: {why}")
+    if backend in ("auto", "torchvision"):
         op = _torchvision_op()
         if op is not None:
             # its CUDA kernel has no bf16 (and under autocast it runs in fp32): other dtypes go through fp32
