@@ -168,10 +168,21 @@ def max_value(dtype: torch.dtype) -> float:
 
 def to_float(batch: FrameBatch, dtype: torch.dtype | None = None) -> torch.Tensor:
     """Pixels as float in 0..1 (what models eat), float32 unless `dtype` says otherwise."""
+    return float_pixels(batch.data, dtype)
+
+
+def float_pixels(
+    data: torch.Tensor, dtype: torch.dtype | None = None, device: torch.device | None = None
+) -> torch.Tensor:
+    """`data`'s pixels as float in 0..1 on `device` (None: where they are). The integers cross to the device
+    first and are converted there: a quarter of float32's bytes over the bus, and no pass over the frames on
+    one host core (a 48-frame 1080p window is 1.2 GB of float32)."""
     import torch
 
-    scale = max_value(batch.data.dtype)
-    x = batch.data.to(dtype or torch.float32)
+    if device is not None:
+        data = data.to(device, non_blocking=data.is_pinned())
+    scale = max_value(data.dtype)
+    x = data.to(dtype or torch.float32)
     return x if scale == 1.0 else x / scale
 
 

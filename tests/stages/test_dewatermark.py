@@ -296,6 +296,30 @@ def test_stage_takes_a_jumping_marks_background_from_the_frames_where_it_sat_els
     assert st.report()["pixels"]["propagated"] > 0
 
 
+def test_a_window_works_on_its_marks_region_exactly_as_on_the_whole_frame(tmp_path: Path, monkeypatch) -> None:
+    """Only the box around a window's marks goes to the device as float (`Dewatermark._region`); with two marks
+    far apart, one at the frame's corner (its crop box cut by the frame edges), the output is the whole frame's
+    bit for bit."""
+    import vidpipe.stages.dewatermark as dw
+    from vidpipe.cli.watermark_cmd import write_png
+
+    still = real_frames("vtest.avi", 12, size=(W, H)).float() / 255
+    corner, middle = logo(1.0, x=0, y=0), logo(0.5, x=60, y=50)
+    x = torch.cat([marked(still[:6], corner), marked(marked(still[6:], corner), middle)])
+    pngs = [tmp_path / "corner.png", tmp_path / "middle.png"]
+    for png, a in zip(pngs, (corner, middle), strict=True):
+        write_png(png, (a > 0).astype(np.uint8) * 255)
+    spec = f"mask:{pngs[0]};mask:{pngs[1]}@6-11"
+    st, batch = _stage(spec, x)
+    assert st._region(st._kept, (H, W)) != (0, H, 0, W)  # a part of the frame, not all of it
+    cropped = st.process_window(batch).data
+    monkeypatch.setattr(dw, "REGION_MARGIN", 10**6)
+    st, batch = _stage(spec, x)
+    assert st._region(st._kept, (H, W)) == (0, H, 0, W)
+    whole = st.process_window(batch).data
+    assert torch.equal(cropped, whole) and not torch.equal(cropped, batch.data)
+
+
 def test_stage_with_auto_and_no_mark_passes_frames_through_and_says_so() -> None:
     st, batch = _stage("auto", pan(16))
     assert torch.equal(st.process_window(batch).data, batch.data)

@@ -38,12 +38,12 @@ import numpy as np
 import torch
 
 from ..errors import StageError, UsageError, VidpipeError
-from ..frames import FrameBatch, from_float, to_float
+from ..frames import FrameBatch, float_pixels, from_float
 from .base import StreamSpec
 from .temporal import WindowedStage
 from .watermark.detect import detect_marks, merge_marks
 from .watermark.marks import OPEN_END, Mark, load_marks
-from .watermark.remove import MarkMemory, Outcome, StepError, remove_mark
+from .watermark.remove import FEATHER, RING, SHIFT_RADIUS, MarkMemory, Outcome, StepError, remove_mark
 
 if TYPE_CHECKING:
     from ..media.source_pass import SourcePass
@@ -60,6 +60,9 @@ SEED_VRAM_TABLE: Final = ((24, 16), (16, 12), (10, 10), (8, 8), (0, 6))
 #: a mark covering more of the frame than this leaves too little picture to fill from
 MAX_COVER: Final = 0.9
 KINDS: Final = ("auto", "box", "mask")
+#: a window's region around its marks: `remove_mark`'s crop margin (feather + its ring or shift search + 1) and
+#: one pixel more
+REGION_MARGIN: Final = FEATHER + max(RING, SHIFT_RADIUS) + 2
 
 _SPAN = re.compile(r"^(\d+)-(\d*)$")
 
@@ -185,6 +188,8 @@ class Dewatermark(WindowedStage):
         self.device = torch.device("cpu")
         self.user_marks: list[Mark] = []
         self._on_device: dict[int, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        #: a kept mark's support box (y0, y1, x0, x1; None: empty), for `_region`
+        self._support_box: dict[int, tuple[int, int, int, int] | None] = {}
         #: a user mark's α/W fit and still fill carried from window to window (a few maps per mark, no frames)
         self._memory: dict[int, MarkMemory] = {}
         #: per such mark, the first frame the last window did not write (its last kept one + 1)
@@ -204,6 +209,7 @@ class Dewatermark(WindowedStage):
             m for r in self.requests if r.kind != "auto" for m in request_marks(r, spec.width, spec.height)
         ]
         self._on_device.clear()
+        self._support_box.clear()
         self._memory = {id(m): MarkMemory() for m in self.user_marks}
         self._seam.clear()
         self.found, self.notes, self.source_pass = [], [], None
@@ -272,17 +278,22 @@ class Dewatermark(WindowedStage):
 
     def process_window(self, frames: FrameBatch) -> FrameBatch:
         self.windows += 1
-        x = to_float(frames).to(self.device)
         marks = [m for m in self._kept if any(m.covers(i) for i in frames.index)]
         if self.auto and self.source_pass is None:
-            marks += self._detect(x, frames.index)
+            marks += self._detect(float_pixels(frames.data, device=self.device), frames.index)
         if not marks:
             return frames
+        # only the marks' surroundings as float on the device: `remove_mark` works inside each mark's crop box,
+        # and a whole 1080p window would be ~0.8 GB of float32 (converted on one host core for host frames)
+        ry0, ry1, rx0, rx1 = self._region(marks, frames.data.shape[-2:])
+        x = float_pixels(frames.data[..., ry0:ry1, rx0:rx1], device=self.device)
         data = frames.data.clone()
         for m in marks:
             sel = [i for i, ix in enumerate(frames.index) if m.covers(ix)]
             alpha, colour = self._tensors(m)
-            free, dirty = self._free_frames(x, frames.index, m, marks)
+            alpha = alpha[ry0:ry1, rx0:rx1]
+            colour = None if colour is None else colour[:, ry0:ry1, rx0:rx1]
+            free, dirty = self._free_frames(x, frames.index, m, marks, (ry0, ry1, rx0, rx1))
             try:
                 memory = self._memory.get(id(m))
                 ramp = self._ramp(m, [frames.index[i] for i in sel]) if memory is not None else None
@@ -297,8 +308,28 @@ class Dewatermark(WindowedStage):
             y0, y1, x0, x1 = (int(v) for v in box)
             idx = torch.tensor(sel, device=x.device)
             x[idx, :, y0:y1, x0:x1] = new
-            data[idx, :, y0:y1, x0:x1] = from_float(new, data.dtype).to(data.device)
+            data[idx, :, ry0 + y0 : ry0 + y1, rx0 + x0 : rx0 + x1] = from_float(new, data.dtype).to(data.device)
         return frames.with_data(data)
+
+    def _region(self, marks: list[Mark], size: tuple[int, ...]) -> tuple[int, int, int, int]:
+        """(y0, y1, x0, x1): the box holding every mark's `remove_mark` crop box (its support grown by
+        `REGION_MARGIN` ≥ that crop's margin), within the frame. Inside it each crop box comes out as in the whole
+        frame: cut by the same frame edges, nowhere else."""
+        h, w = int(size[0]), int(size[1])
+        y0, y1, x0, x1 = h, 0, w, 0
+        for m in marks:
+            box = self._support_box.get(id(m))
+            if box is None:
+                ys, xs = np.nonzero(np.asarray(m.alpha) > 0)
+                box = (int(ys.min()), int(ys.max()) + 1, int(xs.min()), int(xs.max()) + 1) if len(ys) else None
+                if any(m is u for u in self._kept):
+                    self._support_box[id(m)] = box
+            if box is not None:
+                y0, y1, x0, x1 = min(y0, box[0]), max(y1, box[1]), min(x0, box[2]), max(x1, box[3])
+        if y1 <= y0:  # no mark has support: nothing will be removed; a 1-pixel region keeps the loop simple
+            return 0, 1, 0, 1
+        g = REGION_MARGIN
+        return max(0, y0 - g), min(h, y1 + g), max(0, x0 - g), min(w, x1 + g)
 
     def _ramp(self, m: Mark, index: list[int]) -> torch.Tensor | None:
         """Per frame (stream `index`), its way (0..1) from the earlier windows' fit of `m` to this window's: 0 up to
@@ -313,20 +344,22 @@ class Dewatermark(WindowedStage):
         return torch.tensor([min(1.0, max(0.0, (i - seam + 1) / span)) for i in index], device=self.device)
 
     def _free_frames(
-        self, x: torch.Tensor, index: list[int], m: Mark, marks: list[Mark]
+        self, x: torch.Tensor, index: list[int], m: Mark, marks: list[Mark], region: tuple[int, int, int, int]
     ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         """The window's frames without mark `m` (the background it hides may show there) and, per such frame,
-        the pixels the other marks on it cover (not to be taken as background)."""
+        the pixels the other marks on it cover (not to be taken as background); `x` is the window's `region`
+        (y0, y1, x0, x1) of the frame."""
         free = [i for i, ix in enumerate(index) if not m.covers(ix)]
         if not free:
             return None, None
+        y0, y1, x0, x1 = region
         dirty = torch.zeros(len(free), *x.shape[-2:], dtype=torch.bool, device=x.device)
         for o in marks:
             if o is m:
                 continue
             on = [k for k, i in enumerate(free) if o.covers(index[i])]
             if on:
-                dirty[on] |= self._tensors(o)[0] > 0
+                dirty[on] |= self._tensors(o)[0][y0:y1, x0:x1] > 0
         return x[free], dirty
 
     def _detect(self, x: torch.Tensor, index: list[int]) -> list[Mark]:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Final
 
 import torch
 
-from ...frames import FrameBatch, to_float
+from ...frames import FrameBatch, float_pixels
 from .detect import detect_marks, merge_marks
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def detect_clip(batches: Iterable[FrameBatch], device: torch.device, window: int
 
     def run(group: list[FrameBatch]) -> None:
         fb = FrameBatch.concat(group)
-        det = detect_marks(to_float(fb).to(device), list(fb.index))
+        det = detect_marks(float_pixels(fb.data, device=device), list(fb.index))
         out.notes.extend(n for n in det.notes if n not in out.notes)
         if det.marks and out.preview is None:
             out.preview = fb.data[0, :3].permute(1, 2, 0).cpu().numpy()
