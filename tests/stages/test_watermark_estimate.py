@@ -142,3 +142,20 @@ def test_frames_without_a_fading_mark_pin_its_shares() -> None:
     est = estimate_flat(x, truth > 0, free=still(2))
     assert est.scale is not None
     assert torch.allclose(est.scale, torch.tensor([0.25, 0.5, 0.75, 1.0, 1.0, 1.0]), atol=0.02), est.scale
+
+
+def test_a_fading_marks_frames_each_take_the_background_reading_of_their_own_shot() -> None:
+    # a cut: frames 0-2 show one picture, frames 3-5 another; a free frame of each shot reads differently (what
+    # its background alone projects to), and each frame is corrected by its own shot's reading, not one for all
+    from vidpipe.stages.watermark.estimate import _alike_zero
+
+    a = real_frames("Megamind.avi", 1, start=60, size=(W, H))[0].float() / 255
+    b = real_frames("vtest.avi", 1, start=10, size=(W, H))[0].float() / 255
+    truth, colour = logo(0.6)
+    frames = blend(torch.stack([a, a, a, b, b, b]), truth, colour, [0.25, 0.5, 0.75, 1.0, 1.0, 1.0])
+    free = torch.stack([b, a])
+    got = _alike_zero(frames, free, truth > 0, torch.tensor([-0.02, 0.05]))
+    assert torch.equal(got, torch.tensor([0.05, 0.05, 0.05, -0.02, -0.02, -0.02])), got
+    # one shot only: every frame takes the median of the free frames' readings, as before
+    same = _alike_zero(frames[:3], torch.stack([a, a, a]), truth > 0, torch.tensor([0.01, 0.03, 0.02]))
+    assert torch.allclose(same, torch.full((3,), 0.02)), same

@@ -42,6 +42,9 @@ ONE_GAP = 1.05
 CORE = 0.9
 #: `estimate_flat`: an interior pixel (1 px in) stays core unless its projected α is below this share of α0
 CORE_INNER = 0.75
+#: `estimate_flat`: a fading mark's frame takes the background reading of the free frames whose picture around
+#: the mark differs from it by at most this times the least such difference (same shot; `_alike_zero`)
+ALIKE = 1.5
 #: `estimate_flat`: rounds of core / rim decision
 REFINE = 2
 #: `estimate_flat`: a frame whose share of the mark's α is below this share of the largest makes the mark a fading
@@ -191,6 +194,7 @@ def estimate_flat(frames: torch.Tensor, support: torch.Tensor, free: torch.Tenso
             fb = harmonic(free, support[None, None].expand(len(free), 1, h, w))
             lev = colour - fb
             zero = (((free - fb) * lev).sum(1)[:, high] / (lev * lev).sum(1)[:, high].clamp_min(1e-9)).median(1).values
+            zero = _alike_zero(frames, free, support, zero)
         scale = _shares(each.median(1).values, zero)
         proj, den = _project(frames, bg, colour, scale)
     alpha0 = float(proj[high].median().clamp(ALPHA_FLOOR, 1.0))
@@ -287,7 +291,7 @@ def _refine(
                 fa = F.conv2d(F.pad(free, (1, 1, 1, 1), mode="replicate"), cross, groups=3)
                 lev = colour - fa
                 zero = ((free - fa) * lev).sum(1)[:, core] / (lev * lev).sum(1)[:, core].clamp_min(1e-9)
-                zero = zero.median(1).values
+                zero = _alike_zero(frames, free, support, zero.median(1).values)
             scale = _shares(each.median(1).values, zero)
             s = scale.view(t, 1, 1, 1)
         rim = support & ~core
@@ -327,11 +331,26 @@ def _opaque_rim(
     )
 
 
+def _alike_zero(frames: torch.Tensor, free: torch.Tensor, support: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+    """Per frame (T,), what the frames without the mark that show the most alike picture read (`zero`: each free
+    frame's reading, F,): the median over the free frames whose picture around the mark is within `ALIKE` of the
+    closest one's. A cut changes what the background alone projects to (the eval's fading logo: +0.05 before its
+    cut, −0.017 after), so one reading for all frames put the shares before the cut 0.06 too high."""
+    around = ~dilate(support[None, None], GUARD)[0, 0]
+    if not bool(around.any()):
+        return zero.median().expand(frames.shape[0])
+    d = (frames[:, None, :, around] - free[None, :, :, around]).abs().mean((2, 3))  # T×F
+    near = d <= ALIKE * d.min(1, keepdim=True).values + 1e-6
+    picked = torch.where(near, zero[None].expand_as(d), torch.full_like(d, float("nan")))
+    return picked.nanmedian(1).values
+
+
 def _shares(each: torch.Tensor, zero: torch.Tensor | None = None) -> torch.Tensor:
     """Each frame's share of α from its projected α (T,): over the median of the frames within `FADE_SPREAD` of
-    the largest (the frames where the mark is at full strength count as 1, not the noisiest one)."""
+    the largest (the frames where the mark is at full strength count as 1, not the noisiest one). `zero` (T,):
+    what each frame's background alone reads (`_alike_zero`), taken off."""
     if zero is not None:  # what a frame without the mark reads: the background's detail, not the mark
-        each = each - zero.median()
+        each = each - zero
     top = each[each >= FADE_SPREAD * each.max()].median().clamp_min(1e-6)
     return (each / top).clamp(0, 1)
 
