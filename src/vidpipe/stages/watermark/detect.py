@@ -118,8 +118,12 @@ class DetectOptions:
     #: a frame holds a mark when its presence (projection on the template) exceeds this: a fade's frames past
     #: half its strength are removed with the full mark's α (what a frame holds is not estimated per frame)
     present: float = 0.5
-    #: least frames a mark holds in a window (a scene's part that holds still a moment is not a mark)
+    #: least frames a mark holds in a window (a scene's part that holds still a moment is not a mark); a part of
+    #: Dekel's support absent for fewer frames between frames where it is at full strength was occluded
     min_frames: int = 8
+    #: a still mark over a drifting picture holds its strength: its presence between its first and last frames at
+    #: full strength stays within 1 ± this (Megamind's still α-0.45 logo: 0.99–1.01; a dress edge: 0.91–1.56)
+    steady: float = 0.3
     #: a mark found by its attenuated change takes its shape from its whole span as well (`shape.span_alpha`)
     span_shape: ShapeOptions = field(default_factory=ShapeOptions)
     #: a still mark over a picture that drifts slowly (`drift.still_marks`)
@@ -138,6 +142,9 @@ class Detection:
 
     marks: list[Mark]
     notes: list[str] = field(default_factory=list)
+    #: supports (H×W bool, full size) of candidates shown to be the scene by what their frames did (occluded,
+    #: unsteady): a mark at the same place in another window of the input is the same feature of the scene
+    scene: list[torch.Tensor] = field(default_factory=list)
 
 
 def analysis_factor(height: int, width: int, side: int) -> int:
@@ -203,6 +210,13 @@ class _Candidate:
     attenuated: bool = False
     #: found over motion (Dekel's support) or in a sub-window of at least `span` frames
     confirmed: bool = True
+    #: found still over a drifting picture (`drift.still_marks`)
+    drift: bool = False
+
+    @property
+    def plain(self) -> bool:
+        """Found as a part of Dekel's support alone: one that lets through little of its moving ring's change."""
+        return self.strength is None and not self.attenuated
 
 
 @dataclass
@@ -390,7 +404,7 @@ def _candidates(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions, notes
         if not any(_iou(o.support, c.support) >= opts.same for o in found):
             found.append(c)
     for part, e, strength in still_marks(x, grads, opts, [c.support for c in found]):
-        found.append(_Candidate(part, e, grads.median(0).values * part, 1, strength))
+        found.append(_Candidate(part, e, grads.median(0).values * part, 1, strength, drift=True))
     for c in found:
         c.template /= c.windows
         if c.strength is not None:
@@ -481,8 +495,51 @@ def detect_marks(frames: torch.Tensor, indices: list[int], opts: DetectOptions |
         if norm <= 0:
             continue
         presence = ((grads * tmpl).sum((1, 2, 3)) / norm).tolist()
+        why = _in_the_scene(c, presence, opts)
+        if why is not None:
+            if why not in det.notes:
+                det.notes.append(why)
+            det.scene.append(_full_size(c.support, f, height, width))
+            continue
         det.marks.extend(_marks_of(frames, small, indices, c, presence, f, opts))
     return det
+
+
+def _dips(presence: list[float], low: float, high: float, full: float) -> list[tuple[int, int, float, float]]:
+    """(start, stop, least, most presence) of each run of frames whose presence is outside [low, high], between
+    the first and the last frame whose presence is at least `full`."""
+    at = [i for i, p in enumerate(presence) if p >= full]
+    out: list[tuple[int, int, float, float]] = []
+    if not at:
+        return out
+    start = None
+    for i in range(at[0], at[-1] + 2):
+        outside = i <= at[-1] and not low <= presence[i] <= high
+        if outside and start is None:
+            start = i
+        elif not outside and start is not None:
+            out.append((start, i, min(presence[start:i]), max(presence[start:i])))
+            start = None
+    return out
+
+
+def _in_the_scene(c: _Candidate, presence: list[float], opts: DetectOptions) -> str | None:
+    """Why a candidate's frames show it to be the scene's, not an overlay's (None: they do not). An overlay is in
+    front of everything: what moves past it never hides it, and it does not change its strength by itself.
+    - a part of Dekel's support alone (`_Candidate.plain`: it lets through little of its moving ring's change)
+      that drops under full strength (`FULL`) for at least 2 and fewer than `min_frames` frames, under `present`
+      in one of them, between frames where it is at full strength was hidden by something passing in front of it
+      (a walker stepping on a stain of the pavement). One frame is not enough (the picture under a mark may
+      match its edges a moment, as `fade.runs` allows), and a mark that leaves and comes back is away longer;
+    - a still mark over a drifting picture (`drift`) keeps its strength while the picture drifts under it: a
+      scene's edge that held still (a dress's edge) grows and fades with the light and the picture beside it."""
+    if c.plain:
+        dips = _dips(presence, FULL, float("inf"), FULL)
+        if any(2 <= b - a < opts.min_frames and least < opts.present for a, b, least, _ in dips):
+            return "a held part of the picture hidden for a few frames by something passing in front of it: the scene's"
+    if c.drift and _dips(presence, 1 - opts.steady, 1 + opts.steady, FULL):
+        return "a still edge over a drifting picture whose strength changes: the scene's"
+    return None
 
 
 def _soft(strength: torch.Tensor, support: torch.Tensor, f: int) -> np.ndarray:

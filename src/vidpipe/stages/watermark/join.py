@@ -38,6 +38,7 @@ def join_near(found: list[_Candidate], near: int) -> list[_Candidate]:
                     weak=o.weak and c.weak,
                     attenuated=o.attenuated or c.attenuated,
                     confirmed=o.confirmed or c.confirmed,
+                    drift=o.drift and c.drift,
                 )
                 break
         else:

@@ -5,6 +5,10 @@ Frames come in batches (the reader's); they are gathered until at least `window`
 group is one `detect_marks` window (several detection mechanisms, drift and fade among them, need ≥ 48 frames);
 what is left at the end is a last, shorter window. The marks of all windows are joined by `merge_marks`. Only
 one window's frames are held at a time.
+
+A window's frames may show a candidate to be the scene's (`Detection.scene`: something passed in front of it);
+a mark found at the same place in another window, where nothing happened to pass, is that feature of the scene
+too (`in_scene`), and is dropped.
 """
 
 from __future__ import annotations
@@ -14,14 +18,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final
 
+import numpy as np
 import torch
 
 from ...frames import FrameBatch, float_pixels
 from .detect import detect_marks, merge_marks
 
-if TYPE_CHECKING:
-    import numpy as np
+#: a mark whose support (α > 0.1) and a support shown to be the scene's have at least this IoU are one feature
+SAME_PLACE: Final = 0.5
 
+if TYPE_CHECKING:
     from .marks import Mark
 
 #: frames per detection window
@@ -52,6 +58,7 @@ def detect_clip(batches: Iterable[FrameBatch], device: torch.device, window: int
     t0 = time.perf_counter()
     out = ClipDetection()
     found: list[Mark] = []
+    scene: list[np.ndarray] = []
     pending: list[FrameBatch] = []
 
     def run(group: list[FrameBatch]) -> None:
@@ -61,6 +68,7 @@ def detect_clip(batches: Iterable[FrameBatch], device: torch.device, window: int
         if det.marks and out.preview is None:
             out.preview = fb.data[0, :3].permute(1, 2, 0).cpu().numpy()
         found.extend(det.marks)
+        scene.extend(s.cpu().numpy() for s in det.scene)
         out.windows += 1
 
     for batch in batches:
@@ -75,8 +83,24 @@ def detect_clip(batches: Iterable[FrameBatch], device: torch.device, window: int
             pending = []
     if pending:
         run(pending)
-    out.marks = merge_marks(found)
+    kept = [m for m in found if not in_scene(m, scene)]
+    if len(kept) < len(found):
+        out.notes.append(
+            f"{len(found) - len(kept)} mark(s) of some windows dropped: at the place of a part of the picture that "
+            "other windows showed hidden by something passing in front of it (the scene's)"
+        )
+    out.marks = merge_marks(kept)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     out.seconds = time.perf_counter() - t0
     return out
+
+
+def in_scene(mark: Mark, scene: list[np.ndarray], same: float = SAME_PLACE) -> bool:
+    """Whether `mark`'s support (α > 0.1) is at the place of one of the `scene` supports (H×W bool): IoU ≥ `same`."""
+    a = mark.alpha > 0.1
+    for s in scene:
+        union = int((a | s).sum())
+        if union and int((a & s).sum()) / union >= same:
+            return True
+    return False

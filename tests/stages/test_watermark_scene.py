@@ -1,0 +1,102 @@
+"""`--dewatermark auto` finds no mark in clean footage (issue 17): an overlay is in front of everything, so a
+candidate that something passing hides for a few frames, or a still edge whose strength wanders over a drifting
+picture, is the scene's (`detect._in_the_scene`); and a mark at the place the scene was shown to be in another
+window is that feature of the scene too (`whole.in_scene`)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_dewatermark import logo, marked, pan
+from test_matte import real_frames
+
+from vidpipe.errors import StorageError
+from vidpipe.stages.watermark.detect import DetectOptions, _Candidate, _in_the_scene, detect_marks
+from vidpipe.stages.watermark.marks import Mark
+from vidpipe.stages.watermark.whole import in_scene
+
+FRAMES = 32  # `pan` gives at most 37
+
+
+def _walker(frames: torch.Tensor, first: int, last: int) -> torch.Tensor:
+    """A dark block 50 × 28 px crossing the logo's box (x 100–144, y 88–110) from left to right over frames
+    first..last: it covers the whole logo in the middle frames."""
+    out = frames.clone()
+    for t in range(first, last + 1):
+        x = round(60 + 80 * (t - first) / max(1, last - first))
+        out[t, :, 84:112, x : x + 50] = 0.1
+    return out
+
+
+def test_a_still_part_that_a_passer_by_hides_is_the_scene_and_an_overlay_it_passes_under_is_a_mark() -> None:
+    """Over a pan, an opaque logo that a dark block passes under (frames 12–16) is found over every frame; the
+    same logo with the block passing in front of it (a still feature of the scene, as a stain on a pavement
+    that a walker steps on) is found nowhere, and the window reports its place as the scene's."""
+    bg, alpha = pan(FRAMES), logo(1.0)
+    front = detect_marks(marked(_walker(bg, 12, 16), alpha), list(range(FRAMES)))
+    assert [(m.first, m.last) for m in front.marks] == [(0, FRAMES - 1)]
+    assert front.scene == []
+    behind = detect_marks(_walker(marked(bg, alpha), 12, 16), list(range(FRAMES)))
+    assert behind.marks == []
+    assert len(behind.scene) == 1 and bool(behind.scene[0][95, 120])
+
+
+def _candidate(*, plain: bool = False, drift: bool = False) -> _Candidate:
+    support = torch.zeros(8, 8, dtype=torch.bool)
+    strength = None if plain else torch.zeros(8, 8)
+    return _Candidate(support, support, torch.zeros(6, 8, 8), 1, strength, drift=drift)
+
+
+@pytest.mark.parametrize(
+    ("presence", "scene"),
+    [
+        ([1.0] * 20 + [0.6, 0.1, 0.2, 0.7] + [1.0] * 24, True),  # hidden 4 frames: a passer-by
+        ([1.0] * 20 + [0.3] + [1.0] * 27, False),  # one frame: the picture matched the edges a moment
+        ([1.0] * 16 + [0.0] * 16 + [1.0] * 16, False),  # away 16 frames: a mark that left and came back
+        ([0.0] * 8 + [0.5, 0.9] + [1.0] * 38, False),  # came in (a fade or a step), never hidden
+        ([1.0] * 40 + [0.7, 0.3, 0.1] + [0.0] * 5, False),  # went
+    ],
+)
+def test_a_part_of_dekels_support_hidden_for_a_few_frames_is_the_scene(presence: list[float], scene: bool) -> None:
+    opts = DetectOptions()
+    assert (_in_the_scene(_candidate(plain=True), presence, opts) is not None) is scene
+    # marks found otherwise (steps, attenuated parts) are not judged by it
+    assert _in_the_scene(_candidate(), presence, opts) is None
+
+
+def test_a_drift_found_still_edge_whose_strength_wanders_is_the_scene() -> None:
+    opts = DetectOptions()
+    steady = [0.0] + [0.99, 1.0, 1.01] * 15 + [1.0, 1.0]  # Megamind's still logo (a black first frame)
+    wandering = [0.0, 0.6, 0.9] + [1.1, 1.3, 1.5, 1.3, 1.1, 0.9] * 7 + [0.9, 0.88, 0.91]  # its dress edge
+    assert _in_the_scene(_candidate(drift=True), steady, opts) is None
+    assert _in_the_scene(_candidate(drift=True), wandering, opts) is not None
+    assert _in_the_scene(_candidate(), wandering, opts) is None
+
+
+def test_a_mark_at_the_place_another_window_showed_to_be_the_scene_is_dropped() -> None:
+    """`whole.in_scene`: vtest's stain was hidden by walkers in windows 10 and 13 and found as a mark in window 16,
+    where nobody stepped on it; the same place (IoU ≥ 0.5) is the scene's, a mark elsewhere is kept."""
+    alpha = np.zeros((60, 80), np.float32)
+    alpha[20:40, 30:50] = 1.0
+    mark = Mark(100, 120, alpha)
+    stain = np.zeros((60, 80), bool)
+    stain[22:40, 30:52] = True
+    elsewhere = np.zeros((60, 80), bool)
+    elsewhere[0:20, 0:20] = True
+    assert in_scene(mark, [elsewhere, stain])
+    assert not in_scene(mark, [elsewhere])
+    assert not in_scene(mark, [])
+
+
+def test_no_mark_on_vtest_where_walkers_step_on_a_stain() -> None:
+    """opencv-doc's vtest.avi (a fixed camera over a pavement, no mark) at half size, frames 480–527: a dark stain
+    at about (325, 161) holds still while walkers' feet move beside it, and so passed for a mark until a walker
+    stepping on it (frames 508–510) was taken as what it is: something in front of the scene (≈ 5 s)."""
+    try:
+        x = real_frames("vtest.avi", 48, start=480, size=(384, 288)).float() / 255
+    except StorageError as e:
+        pytest.skip(f"opencv-doc not available: {e}")
+    det = detect_marks(x, list(range(480, 528)))
+    assert det.marks == []
+    assert len(det.scene) == 1
