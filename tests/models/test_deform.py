@@ -424,3 +424,28 @@ def test_half_precision_triton_at_basicvsrpp_size(dtype: torch.dtype, tolerance:
     got = deform.deform_conv2d(x, offset, weight, bias, mask=mask, padding=1, backend="triton")
     assert got.dtype == dtype and got.is_contiguous(memory_format=torch.channels_last)
     assert (got.float() - theirs).abs().max().item() <= tolerance * max(1.0, theirs.abs().max().item())
+
+
+@pytest.mark.gpu
+def test_auto_falls_back_when_the_triton_kernel_fails_and_triton_says_it(monkeypatch, caplog) -> None:
+    """A kernel that does not build or launch (a driver, a Triton version) must not stop a run on "auto": the
+    fallback takes over for the process, said once; `backend="triton"` still raises."""
+    pytest.importorskip("triton")
+    from vidpipe.models.archs import deform_triton
+
+    def broken(*args: object, **kwargs: object) -> torch.Tensor:
+        raise RuntimeError("PTX: no kernel image for this device")
+
+    monkeypatch.setattr(deform_triton, "deform_conv2d_triton", broken)
+    monkeypatch.setattr(deform, "_triton_failed", None)
+    x, offset, weight, bias, mask = _basicvsrpp_inputs(torch.device("cuda"))
+    with pytest.raises(RuntimeError, match="no kernel image"):
+        deform.deform_conv2d(x, offset, weight, bias, mask=mask, padding=1, backend="triton")
+    with caplog.at_level("WARNING"):
+        got = deform.deform_conv2d(x, offset, weight, bias, mask=mask, padding=1)
+        deform.deform_conv2d(x, offset, weight, bias, mask=mask, padding=1)
+    assert [r.message for r in caplog.records].count(caplog.records[0].message) == 1
+    assert "no kernel image" in (deform._triton_failed or "")
+    fallback = "torchvision" if deform.has_torchvision() else "ours"
+    want = deform.deform_conv2d(x, offset, weight, bias, mask=mask, padding=1, backend=fallback)
+    torch.testing.assert_close(got, want, atol=0, rtol=0)

@@ -22,6 +22,7 @@ so it works through the output in bands of rows that keep them under `COLUMN_BUD
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -29,6 +30,8 @@ from typing import Literal
 import torch
 
 from ...errors import ModelError
+
+log = logging.getLogger(__name__)
 
 #: "auto": the Triton kernel on CUDA where it covers the call, else torchvision's kernel where it imports, else
 #: ours; "ours"/"torchvision"/"triton": that one (an error if it is missing or does not cover the call)
@@ -40,6 +43,8 @@ BACKENDS: tuple[Backend, ...] = ("auto", "ours", "torchvision", "triton")
 COLUMN_BUDGET_BYTES = 64 << 20
 
 Pair = int | tuple[int, int]
+#: why the Triton kernel failed in this process (then "auto" no longer tries it); None: not failed
+_triton_failed: str | None = None
 
 
 def _pair(v: Pair, what: str) -> tuple[int, int]:
@@ -142,25 +147,36 @@ def deform_conv2d(
         raise ModelError(f"deform_conv2d: mask is {tuple(mask.shape)}; expected {want}")
     if bias is not None and tuple(bias.shape) != (weight.shape[0],):
         raise ModelError(f"deform_conv2d: bias is {tuple(bias.shape)}; expected ({weight.shape[0]},)")
-    if backend == "triton" or (backend == "auto" and x.is_cuda):
+    global _triton_failed
+    if backend == "triton" or (backend == "auto" and x.is_cuda and _triton_failed is None):
         from . import deform_triton  # lazily: Triton's import is slow, and CPU runs of "auto" never need it
 
         why = deform_triton.check(x, offset, mask, weight, layout.groups)
         if why is None:
-            return deform_triton.deform_conv2d_triton(
-                x,
-                offset,
-                weight,
-                bias,
-                mask,
-                stride=layout.stride,
-                padding=layout.padding,
-                dilation=layout.dilation,
-                out_hw=layout.out_hw,
-                deform_groups=layout.deform_groups,
-                memory_format=_layout_of(x),
-            )
-        if backend == "triton":
+            try:
+                return deform_triton.deform_conv2d_triton(
+                    x,
+                    offset,
+                    weight,
+                    bias,
+                    mask,
+                    stride=layout.stride,
+                    padding=layout.padding,
+                    dilation=layout.dilation,
+                    out_hw=layout.out_hw,
+                    deform_groups=layout.deform_groups,
+                    memory_format=_layout_of(x),
+                )
+            except torch.cuda.OutOfMemoryError:
+                raise  # the scheduler's to handle (smaller windows), not a reason to leave the kernel
+            except Exception as e:
+                if backend == "triton":
+                    raise
+                # "auto": a kernel that does not build or launch on this device/driver must not stop the run;
+                # torchvision's (or ours) takes over for the rest of the process, said once
+                _triton_failed = f"{type(e).__name__}: {e}"
+                log.warning("deform_conv2d: the Triton kernel failed (%s); using the fallback", _triton_failed)
+        elif backend == "triton":
             raise ModelError(f"deform_conv2d backend 'triton' cannot run this call: {why}")
     if backend in ("auto", "torchvision"):
         op = _torchvision_op()
