@@ -715,6 +715,28 @@ def bench_vsr_cmd(
         typer.echo(line)
 
 
+@bench_app.command("startup")
+def bench_startup_cmd(
+    upscale: Annotated[str | None, typer.Option(help="SR model of the runs ('' for none)")] = "realesr-animevideov3-x2",
+    interpolate: Annotated[str | None, typer.Option(help="RIFE model of the runs")] = None,
+    size: Annotated[str, typer.Option(help="generated input WxH")] = "160x90",
+    frames: Annotated[int, typer.Option(min=2, help="generated input length")] = 8,
+    rounds: Annotated[int, typer.Option(min=1, help="runs of each side, alternating")] = 5,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (the server's and the runs')")] = "auto",
+    work_dir: Annotated[Path, typer.Option()] = Path(".cache/bench"),
+) -> None:
+    """Process start → first output frame of `vidpipe run` in its own process vs handed to a warm `vidpipe serve`."""
+    from ..bench.startup import bench_startup
+    from ..media.synth import ClipSpec, make_clip
+    from ..stages.resize import parse_size
+
+    w, h = parse_size(size)
+    clip = make_clip(work_dir / f"startup-in-{w}x{h}-{frames}.mkv", ClipSpec(size=(w, h), frames=frames))
+    args = [*(["--upscale", upscale] if upscale else []), *(["--interpolate", interpolate] if interpolate else [])]
+    for line in bench_startup(clip, args, device=device, rounds=rounds, work_dir=work_dir):
+        typer.echo(line)
+
+
 @bench_app.command("pipeline")
 def bench_pipeline_cmd(
     size: Annotated[str, typer.Option(help="generated input WxH")] = "1280x720",

@@ -27,6 +27,8 @@ OFF: Final = "off"
 #: seconds the client waits for the server to confirm a cancel (the run stops at its next stop check: a layer of
 #: one tile on the CPU) before it gives up and exits anyway
 CANCEL_WAIT_S: Final = 60.0
+#: how often the client's wait for the next message looks at its signal flags
+POLL_S: Final = 0.2
 
 
 def server_path(server: str) -> tuple[Path | None, bool]:
@@ -42,10 +44,11 @@ def server_path(server: str) -> tuple[Path | None, bool]:
 def absolute_paths(
     argv: list[str], cwd: str, value_options: Collection[str], output_options: Collection[str]
 ) -> list[str]:
-    """`argv` (the arguments of `run`) with its paths made absolute against `cwd`: every input (positional; `@list.txt` and glob
-    patterns too), the output (`output_options`: it need not exist yet, a trailing `/` is kept) and any other
-    option value (`value_options`: the options that take one) naming a file or folder that exists here, alone or
-    after a `kind:` prefix (`--dewatermark mask:logo.png`). Flags and other values pass as they are."""
+    """`argv` (the arguments of `run`) with its paths made absolute against `cwd`: every input (positional;
+    `@list.txt` and glob patterns too), the output (`output_options`: it need not exist yet, a trailing `/` is
+    kept) and any other option value (`value_options`: the options that take one) naming a file or folder that
+    exists here, alone or after a `kind:` prefix (`--dewatermark mask:logo.png`). Flags and other values pass as
+    they are."""
 
     def joined(path: str) -> str:
         if not path or os.path.isabs(path):
@@ -132,46 +135,73 @@ def hand_over(
 
 
 def _follow(sock: socket.socket, path: Path, clock: Timings, *, timings: bool, quiet: bool) -> int:
-    """Plays the server's messages back until its exit message; Ctrl-C asks the server to cancel the run and waits
-    for its answer (the run's own `error: interrupted …` line and exit code), a second one leaves at once."""
+    """Plays the server's messages back until its exit message. SIGINT (Ctrl-C) or SIGTERM asks the server to
+    cancel the run, and the client waits for its answer (the run's own `error: interrupted …` line and exit
+    code); a second signal leaves at once. The signals only set flags: a KeyboardInterrupt raised in the middle
+    of a write to stderr could lose what follows."""
     lines = Lines(sock)
-    cancelled_at: float | None = None
+    caught: list[int] = []
+    asked: float | None = None
+
+    def on_signal(signum: int, _frame: object) -> None:
+        if caught:  # a second signal: the user does not wait for the server
+            os.write(2, b"error: interrupted (the server may still be stopping the run)\n")
+            os._exit(128 + signum)
+        caught.append(signum)
+
+    old = _install(on_signal)
     sent_at = clock.marks.get("connect", time.monotonic())
-    while True:
-        try:
-            message = lines.next()
-        except KeyboardInterrupt:
-            if cancelled_at is not None:
-                return 128 + signal.SIGINT
-            cancelled_at = time.monotonic()
-            sock.settimeout(CANCEL_WAIT_S)
+    sock.settimeout(POLL_S)
+    try:
+        while True:
+            if caught and asked is None:
+                asked = time.monotonic()
+                try:
+                    send(sock, {"op": "cancel", "signal": caught[0]})
+                except OSError as e:
+                    sys.stderr.write(f"error: could not ask the server at {path} to cancel the run: {e}\n")
+                    return 128 + caught[0]
             try:
-                send(sock, {"op": "cancel"})
-            except OSError:
-                return 128 + signal.SIGINT
-            continue
-        except TimeoutError:
-            sys.stderr.write(f"error: the server at {path} did not confirm the cancel within {CANCEL_WAIT_S:.0f} s\n")
-            return 128 + signal.SIGINT
-        except (OSError, ValueError) as e:
-            raise ServerLostError(f"lost the vidpipe server at {path} mid-run: {e}") from None
-        if message is None:
-            raise ServerLostError(
-                f"the vidpipe server at {path} closed the connection before the run ended (did it die?); "
-                "the output was not finished"
-            )
-        kind = message.get("t")
-        if kind == "out":
-            sys.stdout.write(str(message.get("text", "")))
-            sys.stdout.flush()
-        elif kind == "err":
-            sys.stderr.write(str(message.get("text", "")))
-            sys.stderr.flush()
-        elif kind == "info" and not quiet:
-            sys.stderr.write(f"vidpipe: server: {message.get('text', '')}\n")
-        elif kind == "exit":
-            payload: Any = message.get("timings")
-            if timings and isinstance(payload, dict):
-                clock.adopt(payload, sent_at)
-                sys.stderr.write("\n".join(clock.table()) + "\n")
-            return int(message.get("code", 1))
+                message = lines.next()
+            except TimeoutError:
+                if asked is not None and time.monotonic() - asked > CANCEL_WAIT_S:
+                    sys.stderr.write(f"error: the server at {path} did not stop the run in {CANCEL_WAIT_S:.0f} s\n")
+                    return 128 + caught[0]
+                continue
+            except (OSError, ValueError) as e:
+                raise ServerLostError(f"lost the vidpipe server at {path} mid-run: {e}") from None
+            if message is None:
+                raise ServerLostError(
+                    f"the vidpipe server at {path} closed the connection before the run ended (did it die?); "
+                    "the output was not finished"
+                )
+            kind = message.get("t")
+            if kind == "out":
+                sys.stdout.write(str(message.get("text", "")))
+                sys.stdout.flush()
+            elif kind == "err":
+                sys.stderr.write(str(message.get("text", "")))
+                sys.stderr.flush()
+            elif kind == "info" and not quiet:
+                sys.stderr.write(f"vidpipe: server: {message.get('text', '')}\n")
+            elif kind == "exit":
+                payload: Any = message.get("timings")
+                if timings and isinstance(payload, dict):
+                    clock.adopt(payload, sent_at)
+                    sys.stderr.write("\n".join(clock.table()) + "\n")
+                return int(message.get("code", 1))
+    finally:
+        _restore(old)
+
+
+def _install(handler: Any) -> dict[int, Any]:
+    """`handler` for SIGINT and SIGTERM (only the main thread may set them: elsewhere, none is set)."""
+    try:
+        return {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    except ValueError:
+        return {}
+
+
+def _restore(old: dict[int, Any]) -> None:
+    for s, h in old.items():
+        signal.signal(s, h)

@@ -5,7 +5,7 @@ Client → server (each connection: one request, then at most a cancel):
 
     {"op": "ping"}                                             → {"t": "pong", "pid", "device", "version"}
     {"op": "run", "argv": ["run", …], "cwd", "env": {VIDPIPE_*…}, "tty": bool, "sent": float}
-    {"op": "cancel"}                                           the run stops at its next stop check (exit 130)
+    {"op": "cancel", "signal": 2}                              the run stops at its next stop check (128 + signal)
 
 Server → client, for a run:
 
@@ -49,24 +49,29 @@ def send(sock: socket.socket, message: dict[str, Any]) -> None:
 
 
 class Lines:
-    """The messages arriving on a socket, one JSON object a line; `next()` returns None at the end of the stream."""
+    """The messages arriving on a socket, one JSON object a line; `next()` returns None at the end of the stream.
+    Read with `recv` (no file object): a socket timeout only interrupts a wait, and the next call goes on."""
 
     def __init__(self, sock: socket.socket) -> None:
-        self._file = sock.makefile("rb")
+        self._sock = sock
+        self._buf = bytearray()
 
     def next(self) -> dict[str, Any] | None:
-        line = self._file.readline(MAX_LINE)
-        if not line:
-            return None
-        if not line.endswith(b"\n"):
-            raise ValueError("message line too long or cut")
+        while (end := self._buf.find(b"\n")) < 0:
+            if len(self._buf) > MAX_LINE:
+                raise ValueError("message line too long")
+            chunk = self._sock.recv(1 << 16)  # TimeoutError where the socket has a timeout and nothing came
+            if not chunk:
+                if self._buf:
+                    raise ValueError("the stream ended inside a message")
+                return None
+            self._buf += chunk
+        line = bytes(self._buf[:end])
+        del self._buf[: end + 1]
         message = json.loads(line)
         if not isinstance(message, dict):
             raise ValueError(f"message must be a JSON object, got {type(message).__name__}")
         return message
-
-    def close(self) -> None:
-        self._file.close()
 
 
 def connect(path: Path, timeout: float | None = PING_TIMEOUT_S) -> socket.socket | None:

@@ -336,7 +336,6 @@ class Server:
         except (OSError, ValueError):
             pass
         finally:
-            lines.close()
             conn.close()
 
     def _watch(self, request: Request, lines: Lines) -> None:
@@ -347,7 +346,8 @@ class Server:
             except (OSError, ValueError):
                 message = None
             if message is None or message.get("op") == "cancel":
-                request.cancel()
+                signum = message.get("signal") if message is not None else None
+                request.cancel(signum if signum in (signal.SIGINT, signal.SIGTERM) else signal.SIGINT)
                 if message is None:
                     break
         request.done.wait()
