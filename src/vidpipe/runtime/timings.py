@@ -40,7 +40,7 @@ STEADY_SKIP = 0.2
 PHASES: tuple[tuple[str, str], ...] = (
     ("cli", "interpreter + CLI imports"),
     ("connect", "connect to the server, request sent"),
-    ("taken", "server: request taken (queue wait)"),
+    ("taken", "server: options parsed (after any queue wait)"),
     ("imports", "torch + stage imports, options"),
     ("probe", "probe input"),
     ("device", "device"),
