@@ -209,7 +209,6 @@ def test_a_second_server_on_the_same_socket_refuses(server: Path) -> None:
     assert ping(server) is not None  # the first one is untouched
 
 
-@pytest.mark.slow
 def test_a_server_that_dies_mid_run_is_a_clear_error(make: Callable[..., Path], tmp_path: Path) -> None:
     sock = tmp_path / "d.sock"
     server = _start_server(sock)
