@@ -21,6 +21,7 @@
     │   └── RetryableStorageError
     ├── StageError                       exit 8   a stage failed while processing frames
     ├── WorkerFailedError                exit 9   a worker process died on the same item twice (--gpus)
+    │   └── ServerLostError                       the `vidpipe serve` process running this run went away
     └── Interrupted                      exit 130 SIGINT/SIGTERM; partial output removed
 
 `retryable` tells job runners whether repeating the same call can succeed. Messages say what was wrong and,
@@ -117,6 +118,11 @@ class WorkerFailedError(VidpipeError):
     run stops and names the item; what other workers finished is kept."""
 
     exit_code = 9
+
+
+class ServerLostError(WorkerFailedError):
+    """The resident server (`vidpipe serve`) a `vidpipe run` handed its run to closed the connection before the run
+    ended (killed, crashed): the run's output was not finished (a partial output is a hidden temp file at most)."""
 
 
 class Interrupted(VidpipeError):

@@ -30,6 +30,7 @@ from .job_cmd import make_job_app, take_run_options
 from .models_cmd import app as models_app
 from .monitor_cmd import app as monitor_app
 from .scaling_cmd import scaling_cmd
+from .serve_cmd import serve_cmd
 from .stage_options import give_stage_options, own_parameters
 from .watermark_cmd import app as watermark_app
 
@@ -76,6 +77,10 @@ class _Stderr:
 
     def print(self, *args: Any, **kwargs: Any) -> None:
         self.get().print(*args, **kwargs)
+
+    def reset(self) -> None:
+        """Made again on next use, for the `sys.stderr` of then (`vidpipe serve`: each request's client)."""
+        self._console = None
 
 
 err = _Stderr()
@@ -210,6 +215,14 @@ def run_cmd(
         str, typer.Option(help="local (worker processes on this host) | ray (actors on a Ray cluster, one per GPU)")
     ] = "local",
     address: Annotated[str | None, typer.Option(help="--executor ray: the cluster (auto | ray://host:port)")] = None,
+    server: Annotated[
+        str,
+        typer.Option(
+            envvar="VIDPIPE_SERVER",
+            help="run on a resident `vidpipe serve` (torch, the device and models already loaded): auto (the "
+            "default socket, if one answers; else here) | PATH (that socket) | off",
+        ),
+    ] = "auto",
     **stage_values: Any,
 ) -> None:
     """Decode INPUT, run the chosen stages, encode to OUTPUT with every other stream copied.
@@ -223,9 +236,20 @@ def run_cmd(
     --conform RATE shows every frame at RATE (none dropped or duplicated; the stages run before it, at the
     source's rate): the audio is time-stretched and re-encoded, subtitles and chapters re-timed."""
     from ..runtime.timings import Timings
+    from ..serve.context import served
 
-    clock = Timings()  # first: it times the imports below (torch) from the process start
-    clock.mark("cli")
+    here = served()  # a request run by `vidpipe serve` (serve/server.py), or None
+    if here is None:
+        clock = Timings()  # first: it times the imports below (torch) from the process start
+        clock.mark("cli")
+        # before torch: a resident server runs it if one answers (serve/client.py), its exit code is ours
+        code = _hand_over(ctx, server, clock, timings=timings, quiet=quiet, local=gpus or executor != "local")
+        if code is not None:
+            raise typer.Exit(code)
+    else:
+        clock = Timings(origin=here.received, zero="server's receipt of the request")
+        clock.mark("taken")
+        device = here.device if device == "auto" else device
     from ..media.reader import ReaderOptions
     from ..runtime.multi import plan_outputs
     from ..runtime.pipeline import run
@@ -243,7 +267,7 @@ def run_cmd(
         values = with_preset(preset, values, {n for n in values if option_given(ctx, n)})
         encoder = values["encoder"]
     recipe = PipelineRecipe(**values)
-    stages = recipe.stages()
+    stages = recipe.stages() if here is None else here.stages(recipe)
     opts = recipe.run_options(
         progress="none" if quiet else _choice(progress, ("bar", "json", "none"), "progress mode"),  # type: ignore[arg-type]
     )
@@ -301,11 +325,39 @@ def run_cmd(
             f"{result.wall_s:.1f} s); manifest {result.output}.json"
         )
     if timings and not result.skipped:
-        sys.stderr.write("\n".join(clock.table()) + "\n")
+        if here is not None:  # the client prints one table: its own start-up, then these phases
+            here.timings = clock
+        else:
+            sys.stderr.write("\n".join(clock.table()) + "\n")
 
 
 #: `vidpipe run`'s own parameters, read before refresh_stage_options gives it its full signature
 _RUN_OWN = own_parameters(run_cmd)
+#: the command line `main` was given (a served run hands it over as typed)
+_ARGV: list[str] | None = None
+
+
+def _hand_over(ctx: typer.Context, server: str, clock: Any, *, timings: bool, quiet: bool, local: object) -> int | None:
+    """The exit code of this run done by a resident server, or None where it is done here: `--server off`, no
+    server answering under `auto`, worker processes or Ray (`local`: the server would only start them), or a run not
+    entered through `main` (no command line to hand over)."""
+    if server == "off" or local or _ARGV is None or "run" not in _ARGV:
+        return None
+    from ..serve.client import hand_over
+
+    params = [p for p in ctx.command.params if getattr(p, "param_type_name", "") == "option"]
+    code = hand_over(
+        _ARGV[_ARGV.index("run") :],
+        server,
+        value_options={o for p in params if not getattr(p, "is_flag", False) for o in p.opts},
+        output_options={o for p in params if p.name == "output" for o in p.opts},
+        clock=clock,
+        timings=timings,
+        quiet=quiet,
+    )
+    if code is None and server != "off" and not quiet:
+        sys.stderr.write("vidpipe: no server answers; running in this process\n")
+    return code
 
 
 def _worker_slots(gpus: str | None, device: str) -> list[WorkerSlot]:
@@ -663,6 +715,28 @@ def bench_vsr_cmd(
         typer.echo(line)
 
 
+@bench_app.command("startup")
+def bench_startup_cmd(
+    upscale: Annotated[str | None, typer.Option(help="SR model of the runs ('' for none)")] = "realesr-animevideov3-x2",
+    interpolate: Annotated[str | None, typer.Option(help="RIFE model of the runs")] = None,
+    size: Annotated[str, typer.Option(help="generated input WxH")] = "160x90",
+    frames: Annotated[int, typer.Option(min=2, help="generated input length")] = 8,
+    rounds: Annotated[int, typer.Option(min=1, help="runs of each side, alternating")] = 5,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N (the server's and the runs')")] = "auto",
+    work_dir: Annotated[Path, typer.Option()] = Path(".cache/bench"),
+) -> None:
+    """Process start → first output frame of `vidpipe run` in its own process vs handed to a warm `vidpipe serve`."""
+    from ..bench.startup import bench_startup
+    from ..media.synth import ClipSpec, make_clip
+    from ..stages.resize import parse_size
+
+    w, h = parse_size(size)
+    clip = make_clip(work_dir / f"startup-in-{w}x{h}-{frames}.mkv", ClipSpec(size=(w, h), frames=frames))
+    args = [*(["--upscale", upscale] if upscale else []), *(["--interpolate", interpolate] if interpolate else [])]
+    for line in bench_startup(clip, args, device=device, rounds=rounds, work_dir=work_dir):
+        typer.echo(line)
+
+
 @bench_app.command("pipeline")
 def bench_pipeline_cmd(
     size: Annotated[str, typer.Option(help="generated input WxH")] = "1280x720",
@@ -821,6 +895,7 @@ job_app = make_job_app(_setup_logging)
 app.add_typer(job_app, name="job")
 app.command("cuts")(detect_cuts_cmd)
 app.command("container")(container_cmd)
+app.command("serve")(serve_cmd)
 bench_app.command("cuts")(bench_cuts_cmd)
 bench_app.command("scaling")(scaling_cmd)
 app.add_typer(eval_app, name="eval")
@@ -839,18 +914,10 @@ def refresh_stage_options() -> None:
 refresh_stage_options()
 
 
-def _fail(message: str, code: int, *, poisoned: bool = False) -> None:
+def _failed(message: str, code: int, *, poisoned: bool = False) -> tuple[int, bool]:
     # plain write: one unwrapped line, whatever the terminal width
     sys.stderr.write(f"error: {message}\n")
-    if poisoned:
-        # a CUDA fault poisons the context: once the exception's frames are released, tensors freed on the way out
-        # (pinned buffers whose deleters create CUDA events) throw inside C++ destructors and abort the process
-        # (SIGABRT, exit -6, seen on an H100). The run has already removed its partial output; nothing of this
-        # process may touch the device again, so it ends here, skipping teardown
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    sys.exit(code)
+    return code, poisoned
 
 
 def _device_fault(exc: BaseException) -> bool:
@@ -884,24 +951,42 @@ _CLICK_ERRORS = _click_classes("ClickException")
 _ABORT = _click_classes("Abort")
 
 
-def main(argv: list[str] | None = None) -> None:
+def invoke(argv: list[str] | None) -> tuple[int, bool]:
+    """The CLI on `argv`: (exit code, whether the device is poisoned), an error written as its one `error:` line
+    on stderr. `main` exits with it; `vidpipe serve` answers its client with it."""
     try:
         rv = app(args=argv, standalone_mode=False, prog_name="vidpipe")
-        if isinstance(rv, int) and rv:  # typer.Exit(code) comes back as a return value in this mode
-            sys.exit(rv)
+        # typer.Exit(code) comes back as a return value in this mode
+        return (rv if isinstance(rv, int) and not isinstance(rv, bool) else 0), False
     except VidpipeError as e:
-        _fail(str(e), e.exit_code, poisoned=_device_fault(e))
+        return _failed(str(e), e.exit_code, poisoned=_device_fault(e))
     except _ABORT:
-        _fail("aborted", 130)
+        return _failed("aborted", 130)
     except _CLICK_ERRORS as e:  # bad option or argument: one line like every other error, the usage exit code
         ctx = getattr(e, "ctx", None)
         where = f" (see '{ctx.command_path if ctx is not None else 'vidpipe'} --help')"
-        _fail(f"{e.format_message()}{where}", UsageError.exit_code)
+        return _failed(f"{e.format_message()}{where}", UsageError.exit_code)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        return _failed("interrupted", 130)
     except Exception as e:
         # a CUDA error that surfaced outside a stage (where the run next synchronised: a transfer, the writer's
         # wait) is the device's fault, not a bug: one line and the device exit code
         if _device_fault(e):
-            _fail(f"device error: {e}".splitlines()[0], DeviceError.exit_code, poisoned=True)
+            return _failed(f"device error: {e}".splitlines()[0], DeviceError.exit_code, poisoned=True)
         raise
+
+
+def main(argv: list[str] | None = None) -> None:
+    global _ARGV
+    _ARGV = list(argv) if argv is not None else sys.argv[1:]
+    code, poisoned = invoke(argv)
+    if poisoned:
+        # a CUDA fault poisons the context: once the exception's frames are released, tensors freed on the way out
+        # (pinned buffers whose deleters create CUDA events) throw inside C++ destructors and abort the process
+        # (SIGABRT, exit -6, seen on an H100). The run has already removed its partial output; nothing of this
+        # process may touch the device again, so it ends here, skipping teardown
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    if code:
+        sys.exit(code)

@@ -69,13 +69,13 @@ from .inputs import Job, expand_inputs, output_jobs, plan_outputs, single_file
 from .pipeline import (
     FFmpegLog,
     RunOptions,
-    StopRequest,
     build_manifest,
     check_frame_memory,
     flush_chain,
     manifest_path,
     run_chain,
     source_spec,
+    stop_request,
 )
 from .progress import Progress, Totals
 
@@ -209,7 +209,7 @@ class MultiRunner:
         self._groups: dict[tuple[int, StreamSpec], _Group] = {}
         self._book: CostBook | None = None
         self.micro_batches: list[MicroBatchRecord] = []
-        self.stop = StopRequest()
+        self.stop = stop_request()
         #: this round's open videos, and those that ended in it (with their results)
         self._live: dict[str, _Video] = {}
         self._ended: list[tuple[_Video, VideoResult]] = []

@@ -15,6 +15,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
@@ -218,6 +219,26 @@ class StopRequest:
                 signal.signal(s, h)
 
 
+#: a stop request set from outside the signal handlers: `vidpipe serve` runs a request on a thread of its own, where
+#: no signal arrives, and stops it on the client's Ctrl-C or its own SIGTERM (serve/server.py)
+_EXTERNAL_STOP: ContextVar[StopRequest | None] = ContextVar("vidpipe_external_stop", default=None)
+
+
+def stop_request() -> StopRequest:
+    """The run's stop request: the one handed in by `external_stop` on this thread, else a new one (signals)."""
+    return _EXTERNAL_STOP.get() or StopRequest()
+
+
+@contextmanager
+def external_stop(stop: StopRequest) -> Iterator[StopRequest]:
+    """Runs started on this thread inside the block stop when `stop.signum` is set (by another thread)."""
+    token = _EXTERNAL_STOP.set(stop)
+    try:
+        yield stop
+    finally:
+        _EXTERNAL_STOP.reset(token)
+
+
 class FFmpegLog:
     """Keeps FFmpeg's own log off the terminal and collects its warnings, reported once at the end."""
 
@@ -301,7 +322,7 @@ def run(
             spec = stage.setup(device, spec)
     clock.mark("setup")
     check_frame_memory(src, specs[0] if specs else spec, spec, options)
-    stop = StopRequest()
+    stop = stop_request()
     on_device = options.colour_on_device == "on" or (options.colour_on_device == "auto" and device.type == "cuda")
     pin = device.type == "cuda"
     reader_opts = replace(options.reader, planar=on_device, pin_memory=pin)

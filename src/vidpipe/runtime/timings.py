@@ -8,6 +8,10 @@ steady state (the first `STEADY_SKIP` of the output written) → end.
 `vidpipe run --timings` prints them as a table on stderr; the manifest of every
 `pipeline.run` (one input, job segments too) holds them as `timings`.
 
+A run handed to a resident server (`vidpipe serve`) is timed in two processes: the server's marks count from
+when it received the request (`served_payload`), and the client adds them to its own from its process start
+(`adopt`): its start-up and connect, then the server's phases.
+
 The bound: the pipeline's three threads (decode; colour conversion and the stages; encode) overlap, so the run
 goes at the pace of the slowest. Each part's own rate is the output frames over the seconds it was busy (not
 waiting on a queue), and the part with the lowest rate is the bound. When the encoder is, the summary says so and
@@ -35,6 +39,8 @@ STEADY_SKIP = 0.2
 #: the marks of a run, in the order they happen, with what each one ends
 PHASES: tuple[tuple[str, str], ...] = (
     ("cli", "interpreter + CLI imports"),
+    ("connect", "connect to the server, request sent"),
+    ("taken", "server: options parsed (after any queue wait)"),
     ("imports", "torch + stage imports, options"),
     ("probe", "probe input"),
     ("device", "device"),
@@ -81,15 +87,19 @@ class Timings:
     """Marks of one run (each kept at its first call: a mark inside a loop costs a dict lookup after that) and
     the busy seconds of each part. Thread-safe: the encoder's thread marks and counts too."""
 
-    def __init__(self, origin: float | None = None) -> None:
+    def __init__(self, origin: float | None = None, *, zero: str = "process start") -> None:
         #: monotonic time of the process start (None: unknown; then times count from this object's creation)
         self.origin = process_start() if origin is None else origin
+        #: what `origin` is (a served run: the server's receipt of the request)
+        self.zero = zero
         self.created = time.monotonic()
         self.marks: dict[str, float] = {}
         self.busy: dict[str, float] = dict.fromkeys(PARTS, 0.0)
         #: set by `finish`: output frames/s after the warm-up share, and which part bounds the run
         self.steady_fps = 0.0
         self.bound: Bound | None = None
+        #: the bound's summary as another process wrote it (`adopt`)
+        self.bound_lines: list[str] = []
         self._lock = threading.Lock()
 
     def mark(self, name: str) -> None:
@@ -154,9 +164,27 @@ class Timings:
             last = at
         return rows
 
+    def served_payload(self) -> dict[str, Any]:
+        """What a server sends its client: each mark in seconds since `origin` (the request's receipt), the steady
+        rate and the bound's summary lines."""
+        zero = self.origin if self.origin is not None else self.created
+        return {
+            "marks": {name: at - zero for name, at in self.marks.items()},
+            "steady_fps": self.steady_fps,
+            "bound": self.bound.summary().splitlines() if self.bound is not None else [],
+        }
+
+    def adopt(self, payload: dict[str, Any], at: float) -> None:
+        """A server's `served_payload`, its marks placed on this clock from `at` (monotonic: when the request was
+        sent); marks of this process's own are kept."""
+        for name, seconds in dict(payload.get("marks", {})).items():
+            self.marks.setdefault(str(name), at + float(seconds))
+        self.steady_fps = float(payload.get("steady_fps", 0.0))
+        self.bound_lines = [str(line) for line in payload.get("bound", [])]
+
     def to_json(self) -> dict[str, Any]:
         return {
-            "from": "process start" if self.origin is not None else "timings created",
+            "from": self.zero if self.origin is not None else "timings created",
             "phases": [{"phase": n, "took_s": round(d, 3), "at_s": round(a, 3)} for n, _, d, a in self.phases()],
             "steady_fps": round(self.steady_fps, 2),
             **({"bound": self.bound.to_json()} if self.bound is not None else {}),
@@ -164,12 +192,12 @@ class Timings:
 
     def table(self) -> list[str]:
         """The phases as a small table, then the steady rate and the bound (`vidpipe run --timings`)."""
-        origin = "process start" if self.origin is not None else "start of the run (process start unknown)"
+        origin = self.zero if self.origin is not None else "start of the run (process start unknown)"
         lines = [f"timings, seconds since the {origin}:", f"  {'phase':<44} {'took':>8} {'at':>8}"]
         lines += [f"  {label:<44} {took:8.3f} {at:8.3f}" for _, label, took, at in self.phases()]
         lines.append(f"  steady state: {_fps(self.steady_fps)} output frames/s")
-        if self.bound is not None:
-            lines += [f"  {line}" for line in self.bound.summary().splitlines()]
+        bound = self.bound.summary().splitlines() if self.bound is not None else self.bound_lines
+        lines += [f"  {line}" for line in bound]
         return lines
 
 
