@@ -21,6 +21,10 @@ import cli_fork
 from calibration import Calibration, current, scaled
 from vidpipe.media.synth import ClipSpec, make_clip
 
+#: runs in tests are this machine's own: a `vidpipe serve` a developer left running must not take them
+#: (tests/test_serve_local.py passes --server explicitly)
+os.environ.setdefault("VIDPIPE_SERVER", "off")
+
 #: every CLI call in tests is bounded: a hang is a failure, never a stuck CI (quiet-machine seconds, scaled)
 CLI_TIMEOUT_S = 120
 

@@ -128,8 +128,18 @@ def test_auto_with_no_server_runs_here(make: Callable[..., Path], tmp_path: Path
         cwd=tmp_path, env={"XDG_RUNTIME_DIR": str(empty)},
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "no server answers; running in this process" in r.stderr
+    assert "server" not in r.stderr  # no socket was ever there: nothing to say
     assert (tmp_path / "o.mkv").exists()
+    stale = empty / "vidpipe" / "serve.sock"  # a server's socket left behind: it does not answer
+    stale.parent.mkdir()
+    stale.touch()
+    r = _client(
+        str(clip), "-o", "o2.mkv", "--resize", "32x24", "--device", "cpu", "--server", "auto",
+        cwd=tmp_path, env={"XDG_RUNTIME_DIR": str(empty)},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert f"no server answers at {stale}; running in this process" in r.stderr
+    assert (tmp_path / "o2.mkv").exists()
 
 
 def test_a_given_socket_that_does_not_answer_is_a_usage_error(make: Callable[..., Path], tmp_path: Path) -> None:

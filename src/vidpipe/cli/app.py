@@ -355,8 +355,11 @@ def _hand_over(ctx: typer.Context, server: str, clock: Any, *, timings: bool, qu
         timings=timings,
         quiet=quiet,
     )
-    if code is None and server != "off" and not quiet:
-        sys.stderr.write("vidpipe: no server answers; running in this process\n")
+    if code is None and server == "auto" and not quiet:
+        from ..serve.protocol import default_socket
+
+        if default_socket().exists():  # said only where a server was there once: most runs never had one
+            sys.stderr.write(f"vidpipe: no server answers at {default_socket()}; running in this process\n")
     return code
 
 
