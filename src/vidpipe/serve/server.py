@@ -384,7 +384,7 @@ class Server:
                 request.done.set()
 
     def _run(self, request: Request) -> None:
-        from ..cli.app import err
+        from ..cli.common import err
         from ..runtime.pipeline import external_stop
         from .context import Served, serving
 
