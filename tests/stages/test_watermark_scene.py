@@ -5,6 +5,8 @@ window is that feature of the scene too (`whole.in_scene`)."""
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
@@ -12,7 +14,9 @@ from test_dewatermark import logo, marked, pan
 from test_matte import real_frames
 
 from vidpipe.errors import StorageError
-from vidpipe.stages.watermark.detect import DetectOptions, _Candidate, _in_the_scene, detect_marks
+from vidpipe.frames import FrameBatch
+from vidpipe.stages.watermark import whole
+from vidpipe.stages.watermark.detect import Detection, DetectOptions, _Candidate, _in_the_scene, detect_marks
 from vidpipe.stages.watermark.marks import Mark
 from vidpipe.stages.watermark.whole import in_scene
 
@@ -100,3 +104,54 @@ def test_no_mark_on_vtest_where_walkers_step_on_a_stain() -> None:
     det = detect_marks(x, list(range(480, 528)))
     assert det.marks == []
     assert len(det.scene) == 1
+
+
+def _window_of(value: int, start: int, n: int = 4) -> FrameBatch:
+    """`n` frames all of grey `value`, stream frames start…start + n − 1."""
+    data = torch.full((n, 3, 6, 8), value, dtype=torch.uint8)
+    return FrameBatch(data=data, pts=list(range(start, start + n)), time_base=Fraction(1, 25),
+                      index=list(range(start, start + n)))  # fmt: skip
+
+
+def _place(y: int) -> np.ndarray:
+    out = np.zeros((6, 8), bool)
+    out[y : y + 2, 2:6] = True
+    return out
+
+
+@pytest.mark.parametrize(
+    ("windows", "preview"),
+    [
+        # window 0's mark is at the place window 2 shows to be the scene's: window 1's frame is the preview
+        ([([1], []), ([4], []), ([], [1])], 1),
+        # every mark is the scene's: no preview (the caller shows the input's first frame)
+        ([([1], []), ([], [1])], None),
+        # a mark kept in the first window with one
+        ([([], []), ([1], []), ([3], [])], 1),
+        # more windows with a mark than previews held: those already shown the scene's make room
+        ([([1], []), ([], [1]), *[([1], [])] * whole.PREVIEWS, ([4], [])], 2 + whole.PREVIEWS),
+    ],
+)
+def test_the_preview_is_a_frame_of_the_first_window_with_a_kept_mark(
+    monkeypatch: pytest.MonkeyPatch, windows: list[tuple[list[int], list[int]]], preview: int | None
+) -> None:
+    """`whole.detect_clip` shows the first frame of the first window whose marks are not all dropped as the
+    scene's (window i's frames are grey i); with none kept, no preview."""
+    plan = iter(windows)
+
+    def fake(frames: torch.Tensor, indices: list[int], opts: object = None) -> Detection:
+        marks, scene = next(plan)
+        alpha = [_place(y).astype(np.float32) for y in marks]
+        return Detection(
+            [Mark(indices[0], indices[-1], a) for a in alpha], scene=[torch.from_numpy(_place(y)) for y in scene]
+        )
+
+    monkeypatch.setattr(whole, "detect_marks", fake)
+    batches = [_window_of(i, 4 * i) for i in range(len(windows))]
+    out = whole.detect_clip(batches, torch.device("cpu"), window=4)
+    assert out.windows == len(windows)
+    assert out.first_frame is not None and int(out.first_frame[0, 0, 0]) == 0
+    if preview is None:
+        assert out.preview is None
+    else:
+        assert out.preview is not None and out.preview.shape == (6, 8, 3) and int(out.preview[0, 0, 0]) == preview

@@ -35,13 +35,16 @@ DETECT_WINDOW: Final = 48
 #: frames per batch read for detection (windows are whole batches, so this and `DETECT_WINDOW` fix where
 #: windows start)
 DETECT_BATCH: Final = 16
+#: most preview frames held at once (one per window with a mark; whether a window's marks are kept is known only
+#: at the end, when every window has shown what is the scene's)
+PREVIEWS: Final = 4
 
 
 @dataclass(slots=True)
 class ClipDetection:
     """The marks found over an input (merged across windows), the detector's notes, frames and windows seen,
-    seconds taken; `preview`: the first frame (H×W×3, the reader's dtype) of the first window with a mark, and
-    `first_frame` the input's first frame (None when no frame came)."""
+    seconds taken; `preview`: the first frame (H×W×3, the reader's dtype) of the first window with a kept mark
+    (None when no mark was kept), and `first_frame` the input's first frame (None when no frame came)."""
 
     marks: list[Mark] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
@@ -60,16 +63,23 @@ def detect_clip(batches: Iterable[FrameBatch], device: torch.device, window: int
     found: list[Mark] = []
     scene: list[np.ndarray] = []
     pending: list[FrameBatch] = []
+    # (a window's first frame, its marks): the first windows with a mark that may still be kept
+    previews: list[tuple[np.ndarray, list[Mark]]] = []
 
     def run(group: list[FrameBatch]) -> None:
         fb = FrameBatch.concat(group)
         det = detect_marks(float_pixels(fb.data, device=device), list(fb.index))
         out.notes.extend(n for n in det.notes if n not in out.notes)
-        if det.marks and out.preview is None:
-            out.preview = fb.data[0, :3].permute(1, 2, 0).cpu().numpy()
         found.extend(det.marks)
         scene.extend(s.cpu().numpy() for s in det.scene)
         out.windows += 1
+        if not det.marks:
+            return
+        if len(previews) >= PREVIEWS:
+            # a window all of whose marks are already at the scene's places keeps none (the scene only grows)
+            previews[:] = [p for p in previews if not all(in_scene(m, scene) for m in p[1])]
+        if len(previews) < PREVIEWS:
+            previews.append((fb.data[0, :3].permute(1, 2, 0).cpu().numpy(), det.marks))
 
     for batch in batches:
         if not len(batch):
@@ -84,6 +94,7 @@ def detect_clip(batches: Iterable[FrameBatch], device: torch.device, window: int
     if pending:
         run(pending)
     kept = [m for m in found if not in_scene(m, scene)]
+    out.preview = next((frame for frame, marks in previews if any(not in_scene(m, scene) for m in marks)), None)
     if len(kept) < len(found):
         out.notes.append(
             f"{len(found) - len(kept)} mark(s) of some windows dropped: at the place of a part of the picture that "
