@@ -237,7 +237,10 @@ def bench_startup_cmd(
 
     w, h = parse_size(size)
     clip = make_clip(work_dir / f"startup-in-{w}x{h}-{frames}.mkv", ClipSpec(size=(w, h), frames=frames))
-    args = [*(["--upscale", upscale] if upscale else []), *(["--interpolate", interpolate] if interpolate else [])]
+    args = [
+        *(["--upscale", upscale] if upscale else []),
+        *(["--interpolate", interpolate, "--multi", "2"] if interpolate else []),
+    ]
     for line in bench_startup(clip, args, device=device, rounds=rounds, work_dir=work_dir):
         typer.echo(line)
 
