@@ -166,6 +166,12 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         f"-master.port={master}",
         f"-master.port.grpc={masterg}",
         f"-volume.port={vol}",
+        # every bucket is a collection that takes volumes of its own: left to `mini`, the count is free disk ÷ a
+        # volume size it picks from the disk (64–1024 MB), and a worker's dozens of buckets ran out of writable
+        # volumes on a fuller disk (HTTP 500 "failed to find writable volumes"); small, many volumes (sparse
+        # files, not preallocated) make the tests independent of the machine's free space
+        "-master.volumeSizeLimitMB=64",
+        "-volume.max=400",
         f"-volume.port.grpc={volg}",
         f"-filer.port={filer}",
         f"-filer.port.grpc={filerg}",
