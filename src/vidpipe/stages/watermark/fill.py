@@ -118,21 +118,15 @@ def _ssd_all_shifts(
 ) -> torch.Tensor:
     """Mean squared difference between `ref` and `other` shifted by every (dy, dx) in [−radius, radius]², each
     pixel weighted by `ref_w`·(shifted `other_w`). ref/other: C×h×w, weights 1×h×w. Returns (2r+1)×(2r+1), inf
-    where fewer than 8 pixels take part. Every shift at once: windows of the padded `other` (a strided view)."""
-    h, w = ref.shape[-2:]
-    pad = (radius, radius, radius, radius)
-    o = F.pad(other, pad).unfold(1, h, 1).unfold(2, w, 1)  # C×S×S×h×w
-    ow = F.pad(other_w, pad).unfold(1, h, 1).unfold(2, w, 1)[0]  # S×S×h×w
-    wt = ow * ref_w[0]
-    n = wt.sum((-2, -1))
-    ssd = (((o - ref[:, None, None]) ** 2).sum(0) * wt).sum((-2, -1))
-    return torch.where(n >= 8, ssd / n.clamp_min(1) / ref.shape[0], torch.full_like(ssd, float("inf")))
+    where fewer than 8 pixels take part (`_ssd_all_shifts_batch` for one pair)."""
+    return _ssd_all_shifts_batch(ref[None], ref_w[None], other[None], other_w[None], radius)[0]
 
 
 def _ssd_all_shifts_batch(
     ref: torch.Tensor, ref_w: torch.Tensor, other: torch.Tensor, other_w: torch.Tensor, radius: int
 ) -> torch.Tensor:
-    """`_ssd_all_shifts` for B pairs at once: ref/other B×C×h×w, weights B×1×h×w; returns B×S×S."""
+    """`_ssd_all_shifts` for B pairs at once: ref/other B×C×h×w, weights B×1×h×w; returns B×S×S. Every shift at
+    once: windows of the padded `other` (a strided view)."""
     h, w = ref.shape[-2:]
     pad = (radius, radius, radius, radius)
     o = F.pad(other, pad).unfold(2, h, 1).unfold(3, w, 1)  # B×C×S×S×h×w
@@ -195,30 +189,10 @@ def local_shift(
     ref: torch.Tensor, other: torch.Tensor, ring: torch.Tensor, hole_other: torch.Tensor, radius: int
 ) -> tuple[int, int, float]:
     """(dy, dx, rms): the content at (y, x) of `ref` is at (y + dy, x + dx) of `other`, judged on `ring` (1×h×w
-    bool, the surroundings of the hole in `ref`), ignoring `other`'s own hole. ref/other: C×h×w float crops."""
-    h, w = ref.shape[-2:]
-    f = max(1, -(-max(h, w) // COARSE_SIDE))
-    rw, ow = ring.float(), (~hole_other).float()
-    if f > 1:
-        pool = lambda t: F.avg_pool2d(t[None], f, ceil_mode=True)[0]  # noqa: E731
-        cw_r, cw_o = pool(rw), pool(ow)
-        c_r = pool(ref * rw) / cw_r.clamp_min(1e-6)
-        c_o = pool(other * ow) / cw_o.clamp_min(1e-6)
-        ssd = _ssd_all_shifts(c_r, (cw_r > 0.99).float(), c_o, (cw_o > 0.99).float(), max(1, radius // f))
-        r0 = ssd.shape[0] // 2
-        k = int(torch.argmin(ssd))
-        cy, cx = (k // ssd.shape[1] - r0) * f, (k % ssd.shape[1] - r0) * f
-    else:
-        cy = cx = 0
-    # refine at full resolution around the coarse answer: shift `other` by it, search ±f
-    rolled = torch.roll(other, (-cy, -cx), dims=(-2, -1))
-    rolled_w = torch.roll(ow, (-cy, -cx), dims=(-2, -1))
-    valid = within(h, w, cy, cx, ref.device)
-    ssd = _ssd_all_shifts(ref, rw, rolled, rolled_w * valid, f)
-    k = int(torch.argmin(ssd))
-    r0 = ssd.shape[0] // 2
-    dy, dx = k // ssd.shape[1] - r0 + cy, k % ssd.shape[1] - r0 + cx
-    return dy, dx, float(ssd.flatten()[k].sqrt())
+    bool, the surroundings of the hole in `ref`), ignoring `other`'s own hole. ref/other: C×h×w float crops.
+    A coarse search over ±`radius` on crops pooled to `COARSE_SIDE`, refined at full resolution (`local_shifts`
+    for one pair)."""
+    return local_shifts(ref[None], other[None], ring[None], hole_other[None], radius)[0]
 
 
 def within(h: int, w: int, dy: int, dx: int, device: torch.device) -> torch.Tensor:
