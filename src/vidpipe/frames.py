@@ -180,7 +180,7 @@ def float_pixels(
     import torch
 
     if device is not None:
-        data = data.to(device, non_blocking=data.is_pinned())
+        data = data.to(device)  # blocking: a pinned source may be a reader's pooled buffer, reused once handed back
     scale = max_value(data.dtype)
     x = data.to(dtype or torch.float32)
     return x if scale == 1.0 else x / scale
