@@ -25,8 +25,11 @@ MIN_FACTOR_BESIDE_HOG = 2.0
 #: killed by hand (19 minutes once)
 HOG_SECONDS = 10
 #: a busy process, held until its stdin closes; it says so on stdout as it starts to spin
+#: pinned to the CPU its argument names: left to the scheduler, a fresh set of hogs was sometimes all on one CPU
+#: for the ~50 ms the calibration measures, and the workload ran unslowed on the other (factor 1.26; 1 run in 3)
 HOG = (
-    "import sys, time\nsys.stdin.read()\nsys.stdout.write('s')\nsys.stdout.flush()\n"
+    "import os, sys, time\nos.sched_setaffinity(0, {int(sys.argv[1])})\n"
+    "sys.stdin.read()\nsys.stdout.write('s')\nsys.stdout.flush()\n"
     f"end = time.monotonic() + {HOG_SECONDS}\nwhile time.monotonic() < end: pass"
 )
 
@@ -40,8 +43,12 @@ def test_calibration_sees_a_cpu_hog(monkeypatch: pytest.MonkeyPatch) -> None:
     n = HOGS_PER_CPU * calibration._cpus()
     # each hog waits for its stdin to close before spinning: started one by one while already spinning, the later
     # ones starved this process's fork of the next
+    cpus = sorted(os.sched_getaffinity(0))  # the CPUs this process (and the calibration) may run on
     hogs = [
-        subprocess.Popen([sys.executable, "-c", HOG], stdin=subprocess.PIPE, stdout=subprocess.PIPE) for _ in range(n)
+        subprocess.Popen(
+            [sys.executable, "-c", HOG, str(cpus[i % len(cpus)])], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        )
+        for i in range(n)
     ]
     try:
         for h in hogs:
