@@ -23,11 +23,12 @@ weight tensor (`packed_weight`).
 from __future__ import annotations
 
 import inspect
-import os
 import weakref
 from dataclasses import dataclass
 
 import torch
+
+from ..fused import _image_span, _interpreting, available
 
 try:  # Triton ships with CUDA builds of torch; CPU builds and CI run without it
     import triton
@@ -42,10 +43,6 @@ DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 BLOCK_K = 32
 #: output channels per program at most; wider layers take several programs along N (each gathers again)
 MAX_BLOCK_N = 128
-
-
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET") == "1"
 
 
 def _pow2_at_least(n: int, lo: int = 1) -> int:
@@ -120,18 +117,6 @@ def packed_weight(weight: torch.Tensor, geo: _Geometry, n_pad: int, dtype: torch
     return packed
 
 
-def _span(t: torch.Tensor) -> int:
-    """Elements between one image's first and last element (the kernel's offsets within an image are 32-bit)."""
-    return sum((size - 1) * abs(stride) for size, stride in zip(t.shape[1:], t.stride()[1:], strict=True)) + 1
-
-
-def available(device: torch.device) -> bool:
-    """Whether the kernel can run on `device`: CUDA with Triton, or Triton's CPU interpreter (tests)."""
-    if triton is None:
-        return False
-    return device.type == "cuda" or (device.type == "cpu" and _interpreting())
-
-
 def check(
     x: torch.Tensor, offset: torch.Tensor, mask: torch.Tensor | None, weight: torch.Tensor, groups: int
 ) -> str | None:
@@ -145,10 +130,10 @@ def check(
     if groups != 1:
         return f"the kernel takes groups = 1, not {groups}"
     out_span = weight.shape[0] * offset.shape[2] * offset.shape[3]  # a dense output image (any layout)
-    for name, span in (("input", _span(x)), ("offset", _span(offset)), ("output", out_span)):
+    for name, span in (("input", _image_span(x)), ("offset", _image_span(offset)), ("output", out_span)):
         if span >= 2**31:
             return f"the {name} of one image is too large for the kernel's 32-bit offsets"
-    if mask is not None and _span(mask) >= 2**31:
+    if mask is not None and _image_span(mask) >= 2**31:
         return "the mask of one image is too large for the kernel's 32-bit offsets"
     return None
 
