@@ -7,16 +7,13 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
+from test_fused import _interpret  # the same interpreter subprocess as the fused kernels' tests
 
-from calibration import scaled
 from vidpipe.errors import ModelError
 from vidpipe.models.archs import deform
 
@@ -255,14 +252,6 @@ _TRITON_CHECKS = textwrap.dedent(
     print("triton ok")
     """
 )
-
-
-def _interpret(code: str) -> str:
-    src = Path(__file__).resolve().parents[2] / "src"
-    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=scaled(600))
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc.stdout
 
 
 @needs_triton
