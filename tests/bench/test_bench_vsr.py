@@ -19,7 +19,6 @@ from vidpipe.bench.vsr import (
     TORCH_DEFAULT_FLAGS,
     dtype_psnr,
     generated_input,
-    math_flags,
     ours,
     rss_slope,
     seed_baseline,
@@ -28,6 +27,7 @@ from vidpipe.cli import app as cli_app
 from vidpipe.errors import UsageError
 from vidpipe.media.probe import probe
 from vidpipe.models.loading import load_model_info
+from vidpipe.runtime.device import math_flags
 from vidpipe.stages.registry import random_basicvsr
 
 TINY = (32, 24)

@@ -103,6 +103,26 @@ def test_influence_counts_distance_from_the_perturbed_end(monkeypatch):
     assert "first perturbed" in res.table(step=2)
 
 
+def test_fp32_measurements_run_without_tf32(monkeypatch):
+    """The seams and the influence curve compare two runs of a network that grows a rounding difference from frame
+    to frame: in fp32 they run with TF32 off (cuDNN's default is on), and the process's flags come back after."""
+    seen = []
+
+    class Spy(_Cumulative):
+        def upscale(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append((torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32))
+            return super().upscale(x)
+
+    monkeypatch.setattr(vsr_eval, "make_stage", lambda *a, **k: Spy())
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
+    influence("vtest.avi", "unused", "cpu", frames=3, lr_size=(24, 18))
+    assert seen and set(seen) == {(False, False)}
+    assert torch.backends.cudnn.allow_tf32
+    seen.clear()
+    influence("vtest.avi", "unused", "cpu", frames=3, lr_size=(24, 18), dtype="fp16")
+    assert seen and {cudnn for cudnn, _ in seen} == {True}
+
+
 def test_cli_influence_prints_and_writes_the_curve(tmp_path):
     from typer.testing import CliRunner
 

@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -36,6 +35,7 @@ import torch
 from ..errors import UsageError
 from ..metrics import psnr_per_frame
 from ..models.loading import load_model_info, save_safetensors
+from ..runtime.device import math_flags
 from ..stages.base import resolve_dtype
 from .io import _RssSampler
 
@@ -123,18 +123,6 @@ def generated_input(work_dir: Path, size: tuple[int, int], seconds: float) -> tu
     path = work_dir / f"vsr-{w}x{h}-{frames}.mp4"
     spec = ClipSpec(size=size, rate=SEED_RATE, frames=frames, options={"crf": "18", "preset": "veryfast"})
     return cached_clip(path, spec), frames
-
-
-@contextlib.contextmanager
-def math_flags(*, matmul_tf32: bool, cudnn_tf32: bool, benchmark: bool) -> Iterator[None]:
-    """TF32 for matmuls / convolutions and cuDNN autotuning set for the block, restored after it."""
-    b = torch.backends
-    saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark)
-    b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark = matmul_tf32, cudnn_tf32, benchmark
-    try:
-        yield
-    finally:
-        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark = saved
 
 
 #: ours: TF32 everywhere fp32 remains, cuDNN autotuning (frame sizes are fixed within a run)

@@ -20,6 +20,7 @@ to use.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import logging
@@ -40,6 +41,7 @@ from ..frames import FrameBatch, from_float
 from ..media.probe import probe
 from ..media.reader import ReaderOptions, VideoReader
 from ..metrics import PSNR_CAP_DB, psnr_per_frame
+from ..runtime.device import math_flags
 from ..schedule.oom import OomRunner
 from ..schedule.temporal import WindowRunner
 from ..stages.base import StreamSpec
@@ -432,6 +434,32 @@ def seams(
     """Windowed vs whole-sequence output of `model` on `frames` frames of `clip` area-resized to `lr_size`.
     With `truth`, the input is the clip area-resized to ×`SCALE` that size (the ground truth) and degraded
     (`degrade`), and every output is scored against the ground truth too."""
+    with _exact(dtype):
+        return _seams(clip, model, device, frames, lr_size, window, overlaps, dtype, diff_png, diff_gain, truth)
+
+
+def _exact(dtype: str) -> contextlib.AbstractContextManager[None]:
+    """fp32 as fp32 on CUDA: no TF32 in convolutions (cuDNN's default) or matmuls. A recurrent network carries a
+    rounding difference of one call from frame to frame and grows it (the influence curve), so TF32's ~1e-3
+    would be measured as a seam; fp16/bf16 runs keep the process's flags."""
+    if dtype != "fp32":
+        return contextlib.nullcontext()
+    return math_flags(matmul_tf32=False, cudnn_tf32=False, benchmark=False)
+
+
+def _seams(
+    clip: str | Path,
+    model: str | Path,
+    device: torch.device | str,
+    frames: int,
+    lr_size: tuple[int, int],
+    window: int,
+    overlaps: Sequence[int],
+    dtype: str,
+    diff_png: Path | None,
+    diff_gain: float,
+    truth: bool,
+) -> SeamResult:
     t0 = time.perf_counter()
     path = clip_path(str(clip))
     dev = torch.device(device)
@@ -537,7 +565,8 @@ def influence(
         x[i] = (x[i] + noise).clamp(0, 1)
         return run(x)
 
-    base = run(lr)
-    last = psnr_per_frame(perturbed(len(lr) - 1), base).tolist()
-    first = psnr_per_frame(perturbed(0), base).tolist()
+    with _exact(dtype):
+        base = run(lr)
+        last = psnr_per_frame(perturbed(len(lr) - 1), base).tolist()
+        first = psnr_per_frame(perturbed(0), base).tolist()
     return Influence(clip=path.name, lr_size=lr_size, frames=len(lr), backward=last[-2::-1], forward=first[1:])

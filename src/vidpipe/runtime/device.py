@@ -3,12 +3,13 @@ device that does not exist is an error, never a quiet run on the CPU."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import torch
 
@@ -118,3 +119,15 @@ def is_device_fault(exc: BaseException) -> bool:
     if accelerator is not None and isinstance(exc, accelerator):
         return True
     return isinstance(exc, RuntimeError) and "CUDA error" in str(exc)
+
+
+@contextlib.contextmanager
+def math_flags(*, matmul_tf32: bool, cudnn_tf32: bool, benchmark: bool) -> Iterator[None]:
+    """TF32 for matmuls / convolutions and cuDNN autotuning set for the block, restored after it."""
+    b = torch.backends
+    saved = (b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark)
+    b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark = matmul_tf32, cudnn_tf32, benchmark
+    try:
+        yield
+    finally:
+        b.cuda.matmul.allow_tf32, b.cudnn.allow_tf32, b.cudnn.benchmark = saved
