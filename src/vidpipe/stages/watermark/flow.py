@@ -13,16 +13,21 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-#: smoothness weight against the data term (levels 0..1 squared): the flow's pull towards its 4 neighbours' mean
+#: smoothness weight against the data term (levels 0..1 squared): the flow's pull towards its 4 neighbours' mean.
+#: Eval, true masks, half size, 48 frames (`remove.FLOW_MATCH` 0.1): transnet's jumping logo 26.70 / 26.98 / 26.77
+#: / 26.53 dB, flicker 3.856 / 3.416 / 3.453 / 3.499 at 1e-3 / 2e-3 / 4e-3 / 8e-3; megamind's jumping text 37.06 /
+#: 37.05 / 36.98 / 36.90, 0.979 / 0.986 / 1.001 / 1.016
 SMOOTH = 2e-3
-#: Charbonnier ε of the data term (0..1 levels): residuals well above it weigh as 1 / |r|
+#: Charbonnier ε of the data term (0..1 levels): residuals well above it weigh as 1 / |r|. On those clips transnet
+#: 26.79 / 26.98 / 26.44 dB, flicker 3.450 / 3.416 / 4.004 at 0.005 / 0.01 / 0.03, and 26.16 / 3.802 with a plain
+#: quadratic data term; megamind 36.99 / 37.05 / 37.03 / 36.80, 0.999 / 0.986 / 0.984 / 1.081
 ROBUST_EPS = 0.01
 #: the coarsest level's short side in px
 COARSEST = 8
-#: warps (re-linearisations) per level and Jacobi sweeps per warp
+#: warps (re-linearisations) per level and Jacobi sweeps per warp: transnet 26.57 / 3.489 with 2 warps, 26.68 /
+#: 3.542 with 30 sweeps, 26.92 / 3.400 with 120 (twice the time for little)
 WARPS = 4
 SWEEPS = 60
-
 
 def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """`x` (N×C×h×w) sampled at (y + flow[:, 0], x + flow[:, 1]) (flow N×2×h×w, px), bilinear, the edge clamped."""
