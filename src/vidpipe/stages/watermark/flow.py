@@ -29,6 +29,7 @@ COARSEST = 8
 WARPS = 4
 SWEEPS = 60
 
+
 def warp(x: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """`x` (N×C×h×w) sampled at (y + flow[:, 0], x + flow[:, 1]) (flow N×2×h×w, px), bilinear, the edge clamped."""
     h, w = x.shape[-2:]

@@ -72,8 +72,9 @@ FLOW_MATCH = 0.06
 #: mark-free frames tried for a flow copy, nearest first (1, 2 or 3 gave the same on those clips)
 FLOW_TRIES = 2
 #: a frame no free frame gives a flow copy takes one from a copied neighbour, the last window's copies included
-#: (`_chain`, `MarkMemory.carried`): transnet's jumping logo 26.44 / 3.576 without, 26.96 / 3.408 with (its
-#: frames 32–35 lie in a window with no free frame); megamind's text unchanged (every frame copied directly)
+#: (`_chain`, `MarkMemory.carried`): transnet's jumping logo 26.10 / 3.678 without (26.44 / 3.576 at `FLOW_MATCH`
+#: 0.1), 26.96 / 3.408 with (its frames 32–35 lie in a window with no free frame); megamind's text unchanged
+#: (every frame copied directly)
 FLOW_CHAIN = True
 #: at least this many frames with the mark before its α and W are estimated
 MIN_FRAMES = 4
