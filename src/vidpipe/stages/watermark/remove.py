@@ -71,6 +71,9 @@ EASE = (1.0, 2.0, 3.0, 2.0, 1.0)
 FLOW_MATCH = 0.06
 #: mark-free frames tried for a flow copy, nearest first (1, 2 or 3 gave the same on those clips)
 FLOW_TRIES = 2
+#: a frame with free frames on both sides in time blends their flow copies, the nearer weighing more (linearly in
+#: time). TODO measured
+FLOW_BLEND = True
 #: a frame no free frame gives a flow copy takes one from a copied neighbour, the last window's copies included
 #: (`_chain`, `MarkMemory.carried`): transnet's jumping logo 26.10 / 3.678 without (26.44 / 3.576 at `FLOW_MATCH`
 #: 0.1), 26.96 / 3.408 with (its frames 32–35 lie in a window with no free frame); megamind's text unchanged
@@ -328,11 +331,7 @@ def _from_free(
                 bare[t] = shift_bilinear(free[b], fy, fx)
             continue
         if opaque is not None and bool(opaque[t].any()):
-            if when is not None:
-                order = sorted(range(len(free)), key=lambda k: (abs(when[1][k] - when[0][t]), when[1][k]))
-            else:
-                order = rms[t].argsort().tolist()
-            found = _follow(crop[t], support, ring > 0, free, clear, order[:FLOW_TRIES])
+            found = _follow_sides(crop[t], support, ring > 0, free, clear, rms[t], when, t)
             if found is not None:
                 bare[t], got[t] = found
                 weight[t] = 1.0
@@ -390,9 +389,44 @@ def _chain(
             src = torch.where(got[j], fixed, crop[j])
             found = _follow(crop[k], support, ring, src[None], (~hole_j).float()[None], [0])
             if found is not None:
-                bare[k], got[k] = found
+                bare[k], got[k], _ = found
                 weight[k] = 1.0
                 done.add(k)
+
+
+def _follow_sides(
+    ref: torch.Tensor,
+    support: torch.Tensor,
+    ring: torch.Tensor,
+    free: torch.Tensor,
+    clear: torch.Tensor,
+    rms: torch.Tensor,
+    when: tuple[list[int], list[int]] | None,
+    t: int,
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Frame `t`'s flow copy (`_follow`): from the nearest free frames before it and after it in time (`when`),
+    the two blended by their nearness where both match (`FLOW_BLEND`), else the one that does; without `when`,
+    from the free frames whose ring matches best unshifted (`rms`, F,)."""
+    if when is None:
+        found = _follow(ref, support, ring, free, clear, rms.argsort().tolist()[:FLOW_TRIES])
+        return None if found is None else found[:2]
+    at, pos = when[0][t], when[1]
+    if not FLOW_BLEND:  # the nearest of either side first
+        order = sorted(range(len(free)), key=lambda k: (abs(pos[k] - at), pos[k]))
+        found = _follow(ref, support, ring, free, clear, order[:FLOW_TRIES])
+        return None if found is None else found[:2]
+    sides = [
+        sorted((k for k in range(len(free)) if pos[k] < at), key=lambda k: at - pos[k]),
+        sorted((k for k in range(len(free)) if pos[k] > at), key=lambda k: pos[k] - at),
+    ]
+    copies = [c for side in sides if (c := _follow(ref, support, ring, free, clear, side[:FLOW_TRIES])) is not None]
+    if len(copies) < 2:
+        return copies[0][:2] if copies else None
+    (a, seen_a, sa), (b, seen_b, sb) = copies
+    wa = (pos[sb] - at) / (pos[sb] - pos[sa])  # the nearer frame weighs more, linearly in time
+    both = seen_a & seen_b
+    moved = torch.where(both, wa * a + (1 - wa) * b, torch.where(seen_a, a, b))
+    return moved, seen_a | seen_b
 
 
 def _follow(
@@ -402,11 +436,11 @@ def _follow(
     free: torch.Tensor,
     clear: torch.Tensor,
     order: list[int],
-) -> tuple[torch.Tensor, torch.Tensor] | None:
+) -> tuple[torch.Tensor, torch.Tensor, int] | None:
     """A motion-following copy for `ref` (3×h×w, the mark on `support` h×w): the first free frame of `order`
     whose ring (1×h×w bool) matches within `FLOW_MATCH` after warping by the dense flow between the two
     (`flow.masked_flow`, begun at the ring's whole shift): (that frame warped 3×h×w, 1×h×w bool: the support
-    where the warp reads a clear pixel of it), or None."""
+    where the warp reads a clear pixel of it, that frame's index in `free`), or None."""
     for s in order:
         dy, dx, _ = local_shift(ref, free[s], ring, clear[s] == 0, SHIFT_RADIUS)
         fy, fx = subpixel(ref, free[s], ring, clear[s] == 0, dy, dx)
@@ -419,7 +453,7 @@ def _follow(
             continue
         rms = float((((moved - ref) ** 2) * w).sum() / (n * ref.shape[0])) ** 0.5
         if rms <= FLOW_MATCH:
-            return moved, support[None] & seen
+            return moved, support[None] & seen, s
     return None
 
 
