@@ -1,6 +1,6 @@
 """Motion-following copies (issue 17): a dense flow between a frame with a hole and another frame, the hole left
 out of its data term and filled by the surroundings' flow (`flow.masked_flow`), and the copies it gives
-(`remove._follow`, `remove._chain`, `MarkMemory.carried`)."""
+(`remove._follow`, `remove._follow_sides`, `remove._chain`, `MarkMemory.carried`)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import torch
 from test_dewatermark import H, W, logo, marked
 from test_matte import real_frames
 
+from vidpipe.stages.watermark import remove
 from vidpipe.stages.watermark.fill import dilate, local_shift, shift_bilinear, subpixel
 from vidpipe.stages.watermark.flow import masked_flow, warp
 from vidpipe.stages.watermark.remove import MarkMemory, remove_mark
@@ -114,3 +115,23 @@ def test_a_window_without_free_frames_chains_from_the_last_windows_copies() -> N
     np.testing.assert_equal(
         sorted(MarkMemory(carried=memory.carried).carried_at([4, 5], x[4:6, :3, y0:y1, x0:x1], inner)), [0, 1]
     )
+
+
+def test_a_frame_between_free_frames_blends_both_sides_copies_by_their_nearness() -> None:
+    clean = _shot(12)
+    alpha = logo(1.0, x=60, y=50)
+    support = torch.from_numpy(alpha > 0)
+    x = marked(clean, alpha)[:, :3]
+    ring = dilate(support[None, None], 6)[0] & ~support
+    free = torch.cat([clean[:4], clean[8:]])  # the mark on frames 4..7
+    clear = torch.ones_like(free[:, :1])
+    when = ([4, 5, 6, 7], [0, 1, 2, 3, 8, 9, 10, 11])
+    crop = x[4:8]
+    rms = torch.zeros(len(free))
+    moved, seen = remove._follow_sides(crop[1], support, ring, free, clear, rms, when, 1)  # frame 5
+    before = remove._follow(crop[1], support, ring, free, clear, [3])  # frame 3
+    after = remove._follow(crop[1], support, ring, free, clear, [4])  # frame 8
+    assert before is not None and after is not None
+    both = before[1] & after[1]
+    want = torch.where(both, 0.6 * before[0] + 0.4 * after[0], torch.where(before[1], before[0], after[0]))
+    assert torch.allclose(moved, want, atol=1e-6) and torch.equal(seen, before[1] | after[1])
