@@ -103,9 +103,10 @@ class Outcome:
 
 @dataclass
 class MarkMemory:
-    """What removal carries for one mark from window to window (a few crop-sized maps, no frames): its flat fit,
-    and the still fill with the median picture it was made from (reused while a window's median surroundings match:
-    a fill per window stepped at window edges on a still shot)."""
+    """What removal carries for one mark from window to window (crop-sized maps, no frames): its flat fit, the
+    still fill with the median picture it was made from (reused while a window's median surroundings match: a fill
+    per window stepped at window edges on a still shot), and the last window's copied frames' crops (`_chain`
+    goes on from them where the next window has no free frame)."""
 
     flat: FlatMemory = field(default_factory=FlatMemory)
     still: torch.Tensor | None = None
@@ -183,8 +184,9 @@ def remove_mark(
     jumped), with `free_dirty` (F×H×W bool) the pixels other marks cover in them. `memory`: the mark's flat fit and
     still fill from earlier windows, refined with these frames and used in their place (no step at a window's edge);
     `ramp` (T,) each frame's way from the earlier windows' fit to this one's (`FlatMemory.merge`). `when`: the
-    frames' and the free frames' positions in time (flow copies are taken from the nearest free frames first;
-    without it, from those whose surroundings match best).
+    frames' and the free frames' stream indices (flow copies come from the nearest free frames in time, and with
+    `memory` the copied frames are carried to the next window by these indices; without it, flow copies come from
+    the free frames whose surroundings match best).
     Returns (the crop's new pixels T×C×h×w, the crop box as a 4-tensor y0,y1,x0,x1 — pixels that may differ lie
     inside it — and the outcome)."""
     out = Outcome()
@@ -307,7 +309,9 @@ def _from_free(
     are taken — the support, where the match is within `FREE_MATCH` and no other mark covered the free frame, and
     (T,) each frame's copy's weight: 1 unshifted, `FREE_SHIFTED` shifted). A shifted match within `FREE_LOOSE` is
     taken where `opaque` (T×1×h×w bool: the pixels nothing else recovers; none when not given), weighing less the
-    worse it matches; every copy for a frame with opaque pixels is taken at its shift's fraction of a pixel."""
+    worse it matches; every copy for a frame with opaque pixels is taken at its shift's fraction of a pixel. A frame
+    with opaque pixels and no unshifted match first tries a motion-following copy (`_follow_sides`, weight 1; `when`
+    the frames' and free frames' stream indices), the shifted one only where none matches."""
     ring = (dilate(support[None, None], RING)[0] & ~support).float()  # 1×h×w
     clear = torch.ones_like(free[:, :1]) if dirty is None else (~dirty).float()
     w = ring * clear  # F×1×h×w
