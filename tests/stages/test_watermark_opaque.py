@@ -40,6 +40,8 @@ def test_a_copy_found_by_a_shift_weighs_less_than_an_unshifted_one() -> None:
 
 
 def test_a_shifted_copy_is_blended_with_the_fill_by_its_weight(monkeypatch: pytest.MonkeyPatch) -> None:
+    # no motion-following copies (test_watermark_flow): the shifted copy is what this test weighs
+    monkeypatch.setattr(remove, "FLOW_MATCH", -1.0)
     x, mask, free, dirty = _jump(4)
     _, _, weight = _from_free(x[:, :3], mask > 0, free[:, :3], None)
     assert bool((weight == FREE_SHIFTED).all()), weight  # every frame copied shifted: the blend is all there is
@@ -75,7 +77,10 @@ def test_subpixel_finds_the_fraction_of_a_pan(frac: tuple[float, float]) -> None
     assert abs(dy + fy - (2 + frac[0])) < 0.15 and abs(dx + fx - (-1 + frac[1])) < 0.15, (dy, fy, dx, fx)
 
 
-def test_a_loose_shifted_match_is_taken_only_where_the_mark_is_opaque_and_weighs_less() -> None:
+def test_a_loose_shifted_match_is_taken_only_where_the_mark_is_opaque_and_weighs_less(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(remove, "FLOW_MATCH", -1.0)  # shifted copies only, as in the test above
     x, mask, free, _ = _jump(4)
     support = mask > 0
     # noise on the mark-free frames: the shift still explains the ring, within FREE_LOOSE but not FREE_MATCH
@@ -125,6 +130,7 @@ def test_ease_averages_a_copys_weight_over_its_neighbours_in_time() -> None:
 
 
 def test_a_copys_weight_eases_between_copied_and_filled_frames(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(remove, "FLOW_MATCH", -1.0)  # shifted copies only, as above
     x, mask, free, dirty = _jump(4)
     real = remove._from_free
 

@@ -297,8 +297,9 @@ class Dewatermark(WindowedStage):
             try:
                 memory = self._memory.get(id(m))
                 ramp = self._ramp(m, [frames.index[i] for i in sel]) if memory is not None else None
+                when = ([frames.index[i] for i in sel], [ix for ix in frames.index if not m.covers(ix)])
                 new, box, outcome = remove_mark(
-                    x[sel], alpha, colour, free=free, free_dirty=dirty, memory=memory, ramp=ramp
+                    x[sel], alpha, colour, free=free, free_dirty=dirty, memory=memory, ramp=ramp, when=when
                 )
             except StepError as e:
                 raise StageError(f"dewatermark: step {e.step} failed on frames {frames.index[sel[0]]}..: {e}") from e
