@@ -173,7 +173,10 @@ class _PixelShuffleUp(nn.Module):
         self.upsample_conv = nn.Conv2d(cin, cout * 4, 3, 1, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pixel_shuffle(self.upsample_conv(x), 2)
+        y = self.upsample_conv(x)
+        # CUDA's pixel shuffle returns NCHW whatever it is given: back to the conv's layout, or the next conv
+        # (upsample2, conv_hr) converts it itself (the H100 GPU test found both fed NCHW)
+        return F.pixel_shuffle(y, 2).contiguous(memory_format=layout(y))
 
 
 class SecondOrderDeformableAlignment(nn.Module):
