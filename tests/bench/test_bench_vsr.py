@@ -5,6 +5,7 @@ figures that matter are an H100's (the lead runs it there); this checks the comm
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import av
@@ -96,6 +97,16 @@ def test_ours_runs_the_stage_end_to_end(tmp_path: Path):
     info = probe(out).video
     assert (info.width, info.height, info.frames) == (128, 96, frames)
     assert res.fps == pytest.approx(frames / res.wall_s)
+
+
+def test_ours_takes_the_encoder_count_asked_for(tmp_path: Path):
+    """`--encode-workers`: the run's parallel chunk encoders as asked (the host RSS of a 4K output is mostly x264's)."""
+    src, frames = generated_input(tmp_path, TINY, 6 / 25)
+    res = ours(src, random_basicvsr(), size=TINY, device=CPU, work_dir=tmp_path, window=4, overlap=1,
+               encoder="h264", encode_workers=2)  # fmt: skip
+    assert res.name == "ours (h264, 2 encoders)" and res.frames == frames
+    manifest = json.loads(next(tmp_path.glob("vsr-ours-*.mkv.json")).read_text())
+    assert manifest["encoder"]["parallel"].startswith("2 encoders")
 
 
 def test_dtype_psnr_against_fp32_leaves_out_what_the_device_cannot_run():

@@ -153,8 +153,9 @@ def ours(
     window: int,
     overlap: int,
     encoder: str = "h264",
+    encode_workers: int | None = None,
 ) -> RunFigures:
-    """`vidpipe run src → vsr → encode` (module doc), host RSS sampled."""
+    """`vidpipe run src → vsr → encode` (module doc), host RSS sampled; `encode_workers` as `--encode-workers`."""
     from ..media.encoders import EncoderOptions
     from ..media.writer import WriterOptions
     from ..runtime.pipeline import RunOptions, run
@@ -165,13 +166,13 @@ def ours(
     opts = RunOptions(
         device=str(device),
         progress="none",
-        writer=WriterOptions(encoder=EncoderOptions(encoder=encoder)),  # type: ignore[arg-type]
+        writer=WriterOptions(encoder=EncoderOptions(encoder=encoder), encode_workers=encode_workers),  # type: ignore[arg-type]
         schedule=ScheduleOptions(batch_size=window),
     )
     with math_flags(**OURS_FLAGS), _RssSampler() as rss:
         res = run(src, work_dir / f"vsr-ours-{src.stem}.mkv", [stage], opts)
     return RunFigures(
-        name=f"ours ({encoder})",
+        name=f"ours ({encoder})" if encode_workers is None else f"ours ({encoder}, {encode_workers} encoders)",
         size=size,
         frames=res.frames_out,
         dtype=stage.dtype_name or dtype,
@@ -320,6 +321,7 @@ def run_vsr_bench(
     overlap: int,
     dtype: str = "auto",
     encoder: str = "h264",
+    encode_workers: int | None = None,
     baseline: bool = True,
     baseline_seq_len: int = BASELINE_SEQ_LEN,
     quality_model: str | None = "basicvsr-reds4",
@@ -337,7 +339,7 @@ def run_vsr_bench(
     w, h = size
     yield f"input: {src.name}, {frames} frames of {w}x{h} at {SEED_RATE} fps; model {Path(str(net)).name}"
     mine = ours(src, net, size=size, device=device, work_dir=work_dir, dtype=dtype, window=window,
-                overlap=overlap, encoder=encoder)  # fmt: skip
+                overlap=overlap, encoder=encoder, encode_workers=encode_workers)  # fmt: skip
     seed = None
     if baseline:
         gc.collect()  # ours' run leaves nothing the baseline needs: its cached blocks go back before a 4K chunk

@@ -191,6 +191,9 @@ def bench_vsr_cmd(
     overlap: Annotated[int | None, typer.Option(min=0, help="ours: context each side (default: the stage's)")] = None,
     dtype: Annotated[str, typer.Option(help="ours: auto | fp16 | bf16 | fp32 (auto: fp16 on CUDA)")] = "auto",
     encoder: Annotated[str, typer.Option(help="ours: output encoder preset")] = "h264",
+    encode_workers: Annotated[
+        int | None, typer.Option(min=0, help="ours: parallel chunk encoders (default: the writer's auto; 0: one)")
+    ] = None,
     baseline: Annotated[bool, typer.Option(help="run the seed's baseline too")] = True,
     baseline_seq_len: Annotated[
         int, typer.Option(min=1, help="the baseline's chunk, its --max-seq-len (bench/vsr.py: why 100, not 250)")
@@ -212,7 +215,8 @@ def bench_vsr_cmd(
     typer.echo(f"device: {describe(dev)}")
     lines = run_vsr_bench(
         device=dev, size=parse_size(size), seconds=seconds, model=model, window=window,
-        overlap=DEFAULT_OVERLAP if overlap is None else overlap, dtype=dtype, encoder=encoder, baseline=baseline,
+        overlap=DEFAULT_OVERLAP if overlap is None else overlap, dtype=dtype, encoder=encoder,
+        encode_workers=encode_workers, baseline=baseline,
         baseline_seq_len=baseline_seq_len, quality_model=quality_model or None, quality_frames=quality_frames,
         quality_size=parse_size(quality_size) if quality_size else None, work_dir=work_dir,
     )  # fmt: skip
