@@ -441,9 +441,14 @@ def _steps(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions) -> list[_C
         if not bool(stepped.any()):
             continue
         grown = dilate(stepped[None, None], opts.close)[0, 0]
-        for blob in components(grown):
-            part = blob & stepped
-            if _misfit(part, opts, blob) is not None:
+        blobs = components(grown)
+        if not blobs:
+            continue
+        # every blob's area in one round trip: most are specks that `_misfit` refuses as too small whatever else
+        # it finds, and asking it blob by blob was a third of detection's small operations at 1080p
+        parts = torch.stack(blobs) & stepped
+        for blob, part, area in zip(blobs, parts, parts.flatten(1).sum(1).tolist(), strict=True):
+            if area < opts.min_area or _misfit(part, opts, blob) is not None:
                 continue
             ring = _ring(blob, opts.close + 1)
             if float(still[ring | part].float().mean()) < 0.9 or float(d[ring].median()) > opts.step / 4:
