@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from vidpipe.stages.watermark.detect import _ring
 from vidpipe.stages.watermark.fill import dilate
-from vidpipe.stages.watermark.regions import components, hosts, label, mask_box, running_median
+from vidpipe.stages.watermark.regions import components, components_many, hosts, label, mask_box, running_median
 
 
 def _propagated(mask: torch.Tensor) -> torch.Tensor:
@@ -52,6 +52,23 @@ def test_components_are_masks_in_order_of_their_last_pixel() -> None:
     assert [int(p.sum()) for p in parts] == [2, 2, 4]
     assert bool(parts[1][1, 7]) and bool(parts[1][2, 6])
     assert components(torch.zeros(5, 5, dtype=torch.bool)) == []
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_components_of_many_masks_are_each_masks_own(seed: int) -> None:
+    """One search over masks laid side by side: each mask's parts, in `components`' order, none crossing into the
+    next mask (parts touching the right edge of one and the left edge of the next stay apart); empty masks too."""
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.rand(5, 23, 31, generator=g) > 0.55
+    masks[:, :, 0] = masks[:, :, -1] = True  # a column at each side: adjacent masks' parts would join if they could
+    masks[2] = False
+    got = components_many(masks)
+    assert len(got) == 5 and got[2] == []
+    for m, parts in zip(masks, got, strict=True):
+        want = components(m)
+        assert len(parts) == len(want) > 0 or not m.any()
+        assert all(torch.equal(a, b) for a, b in zip(parts, want, strict=True))
+    assert components_many(masks[:0]) == []
 
 
 def test_ring_on_a_crop_equals_the_full_dilation() -> None:

@@ -54,7 +54,7 @@ from .fade import runs as _runs
 from .fill import dilate, erode, propagate, pushpull
 from .join import join_near
 from .marks import Mark
-from .regions import components, hosts, label, mask_box, running_median
+from .regions import components_many, hosts, label, mask_box, running_median
 from .remove import FEATHER, REACH, RING, SHIFT_RADIUS
 from .shape import ShapeOptions, beyond, span_alpha, step_alpha
 from .through import lets_through_all
@@ -431,17 +431,20 @@ def _steps(x: torch.Tensor, grads: torch.Tensor, opts: DetectOptions) -> list[_C
     maybe = still_all & (change[k - 1 : t - k] > opts.abrupt * opts.step)
     best: list[tuple[float, _Candidate]] = []
     steps = torch.nonzero(maybe.flatten(1).any(1)).flatten().tolist()
-    meds = running_median(x, k) if steps else x  # meds[i]: the median of x[i : i + k]
-    for i in steps:
+    if not steps:
+        return []
+    meds = running_median(x, k)  # meds[i]: the median of x[i : i + k]
+    # every candidate τ at once (S = len(steps)): the step, where it is abrupt, and the parts it makes, labelled
+    # in one search (`components_many`): one τ at a time cost a search and its host round trips each
+    at = torch.tensor(steps, device=x.device)
+    ds = (meds[at + k] - meds[at]).abs().amax(1)  # S×h×w
+    # abrupt: the change happens between two frames (a slow drift adds up to as much over `hold` frames)
+    stepped_all = (ds > opts.step) & still_all[at] & (change[at + k - 1] >= opts.abrupt * ds)
+    blobs_all = components_many(dilate(stepped_all[:, None], opts.close)[:, 0])
+    for n, i in enumerate(steps):
         tau, still = k + i, still_all[i]
         mb, ma = meds[tau - k], meds[tau]
-        d = (ma - mb).abs().amax(0)
-        # abrupt: the change happens between two frames (a slow drift adds up to as much over `hold` frames)
-        stepped = (d > opts.step) & still & (change[tau - 1] >= opts.abrupt * d)
-        if not bool(stepped.any()):
-            continue
-        grown = dilate(stepped[None, None], opts.close)[0, 0]
-        blobs = components(grown)
+        d, stepped, blobs = ds[n], stepped_all[n], blobs_all[n]
         if not blobs:
             continue
         # every blob's area in one round trip: most are specks that `_misfit` refuses as too small whatever else
