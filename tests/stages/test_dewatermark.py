@@ -390,9 +390,13 @@ def test_watermark_detect_writes_marks_or_a_mask_png_and_a_preview(tmp_path: Pat
     r = cli("watermark", "detect", str(clip), "-o", str(tmp_path / "marks.json"), "--device", "cpu", "--window", "32")
     assert r.returncode == 0, r.stderr
     assert "wrote 1 mark(s)" in r.stdout and (tmp_path / "marks.preview.png").is_file()
-    r = cli("watermark", "detect", str(clip), "-o", str(tmp_path / "mask.png"), "--device", "cpu", "--window", "32")
+    # into a folder that is not there yet: made, as `vidpipe run -o` makes its own (it was a traceback after the
+    # whole detection)
+    mask_png = tmp_path / "new" / "dir" / "mask.png"
+    r = cli("watermark", "detect", str(clip), "-o", str(mask_png), "--device", "cpu", "--window", "32")
     assert r.returncode == 0, r.stderr
-    with av.open(str(tmp_path / "mask.png")) as c:
+    assert (mask_png.parent / "mask.preview.png").is_file()
+    with av.open(str(mask_png)) as c:
         mask = next(c.decode(video=0)).to_ndarray(format="gray") > 12
     assert iou(mask, logo(1.0) > 0) >= 0.8
     r = cli("watermark", "detect", str(clip), "-o", str(tmp_path / "marks.txt"))

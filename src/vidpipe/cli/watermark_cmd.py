@@ -44,6 +44,8 @@ def detect_cmd(
         raise UsageError(f"--output {output} must end in .json (marks) or .png (mask)")
     dev = _device(device)
     info = probe(input)
+    # made before the minutes of detection, not after them (as `vidpipe run -o` makes its folder)
+    output.parent.mkdir(parents=True, exist_ok=True)
     with VideoReader(info, ReaderOptions(batch_size=DETECT_BATCH, keep_alpha=False)) as reader:
         found = detect_clip(reader, dev, window)
     marks, notes = found.marks, found.notes
