@@ -123,20 +123,21 @@ def test_auto_with_no_server_runs_here(make: Callable[..., Path], tmp_path: Path
     clip = make("serve-small.mkv", size=(64, 48), frames=4)
     empty = tmp_path / "run"
     empty.mkdir()
-    r = _client(
-        str(clip), "-o", "o.mkv", "--resize", "32x24", "--device", "cpu", "--server", "auto",
-        cwd=tmp_path, env={"XDG_RUNTIME_DIR": str(empty)},
-    )  # fmt: skip
+
+    def auto(out: str) -> subprocess.CompletedProcess[str]:
+        return _client(
+            str(clip), "-o", out, "--resize", "32x24", "--device", "cpu", "--server", "auto",
+            cwd=tmp_path, env={"XDG_RUNTIME_DIR": str(empty)},
+        )  # fmt: skip
+
+    r = auto("o.mkv")
     assert r.returncode == 0, r.stderr
     assert "server" not in r.stderr  # no socket was ever there: nothing to say
     assert (tmp_path / "o.mkv").exists()
     stale = empty / "vidpipe" / "serve.sock"  # a server's socket left behind: it does not answer
     stale.parent.mkdir()
     stale.touch()
-    r = _client(
-        str(clip), "-o", "o2.mkv", "--resize", "32x24", "--device", "cpu", "--server", "auto",
-        cwd=tmp_path, env={"XDG_RUNTIME_DIR": str(empty)},
-    )  # fmt: skip
+    r = auto("o2.mkv")
     assert r.returncode == 0, r.stderr
     assert f"no server answers at {stale}; running in this process" in r.stderr
     assert (tmp_path / "o2.mkv").exists()

@@ -435,55 +435,30 @@ def seams(
     With `truth`, the input is the clip area-resized to ×`SCALE` that size (the ground truth) and degraded
     (`degrade`), and every output is scored against the ground truth too."""
     with _exact(dtype):
-        return _seams(clip, model, device, frames, lr_size, window, overlaps, dtype, diff_png, diff_gain, truth)
-
-
-def _exact(dtype: str) -> contextlib.AbstractContextManager[None]:
-    """fp32 as fp32 on CUDA: no TF32 in convolutions (cuDNN's default) or matmuls. A recurrent network carries a
-    rounding difference of one call from frame to frame and grows it (the influence curve), so TF32's ~1e-3
-    would be measured as a seam; fp16/bf16 runs keep the process's flags."""
-    if dtype != "fp32":
-        return contextlib.nullcontext()
-    return math_flags(matmul_tf32=False, cudnn_tf32=False, benchmark=False)
-
-
-def _seams(
-    clip: str | Path,
-    model: str | Path,
-    device: torch.device | str,
-    frames: int,
-    lr_size: tuple[int, int],
-    window: int,
-    overlaps: Sequence[int],
-    dtype: str,
-    diff_png: Path | None,
-    diff_gain: float,
-    truth: bool,
-) -> SeamResult:
-    t0 = time.perf_counter()
-    path = clip_path(str(clip))
-    dev = torch.device(device)
-    hr = read_frames(path, frames, (lr_size[0] * SCALE, lr_size[1] * SCALE)) if truth else None
-    lr = read_frames(path, frames, lr_size) if hr is None else degrade(hr)
-    base = make_stage(model, dev, lr_size, window=window, overlap=0, dtype=dtype)
-    x = lr.to(dev, base.dtype)
-    whole = base.upscale(x).float().clamp(0, 1).cpu()
-    log.info("vsr-seams: whole-sequence run done in %.0f s", time.perf_counter() - t0)
-    psnr: dict[int, list[float]] = {}
-    scored: dict[int, list[float]] = {}
-    worst: tuple[float, int, torch.Tensor] | None = None
-    for o in overlaps:
-        stage = copy.copy(base)  # shares the loaded weights
-        stage.overlap = o
-        out = windowed(stage, x).clamp(0, 1).cpu()
-        values = psnr_per_frame(out, whole).tolist()
-        psnr[o] = values
-        if hr is not None:
-            scored[o] = psnr_per_frame(quantise(out), hr).tolist()
-        log.info("vsr-seams: overlap %d: min %.2f dB", o, min(values))
-        if o == 0:
-            i = int(np.argmin(values))
-            worst = (values[i], i, out[i])
+        t0 = time.perf_counter()
+        path = clip_path(str(clip))
+        dev = torch.device(device)
+        hr = read_frames(path, frames, (lr_size[0] * SCALE, lr_size[1] * SCALE)) if truth else None
+        lr = read_frames(path, frames, lr_size) if hr is None else degrade(hr)
+        base = make_stage(model, dev, lr_size, window=window, overlap=0, dtype=dtype)
+        x = lr.to(dev, base.dtype)
+        whole = base.upscale(x).float().clamp(0, 1).cpu()
+        log.info("vsr-seams: whole-sequence run done in %.0f s", time.perf_counter() - t0)
+        psnr: dict[int, list[float]] = {}
+        scored: dict[int, list[float]] = {}
+        worst: tuple[float, int, torch.Tensor] | None = None
+        for o in overlaps:
+            stage = copy.copy(base)  # shares the loaded weights
+            stage.overlap = o
+            out = windowed(stage, x).clamp(0, 1).cpu()
+            values = psnr_per_frame(out, whole).tolist()
+            psnr[o] = values
+            if hr is not None:
+                scored[o] = psnr_per_frame(quantise(out), hr).tolist()
+            log.info("vsr-seams: overlap %d: min %.2f dB", o, min(values))
+            if o == 0:
+                i = int(np.argmin(values))
+                worst = (values[i], i, out[i])
     result = SeamResult(
         clip=path.name,
         lr_size=lr_size,
@@ -498,6 +473,15 @@ def _seams(
         _, i, frame = worst
         write_png(diff_png, difference_image(whole[i], frame, diff_gain))
     return result
+
+
+def _exact(dtype: str) -> contextlib.AbstractContextManager[None]:
+    """fp32 as fp32 on CUDA: no TF32 in convolutions (cuDNN's default) or matmuls. A recurrent network carries a
+    rounding difference of one call from frame to frame and grows it (the influence curve), so TF32's ~1e-3
+    would be measured as a seam; fp16/bf16 runs keep the process's flags."""
+    if dtype != "fp32":
+        return contextlib.nullcontext()
+    return math_flags(matmul_tf32=False, cudnn_tf32=False, benchmark=False)
 
 
 # ---------------------------------------------------------------- influence with distance

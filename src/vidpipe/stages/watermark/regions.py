@@ -63,8 +63,8 @@ def components_many(masks: torch.Tensor) -> list[list[torch.Tensor]]:
         mine[i].append(j)
     out: list[list[torch.Tensor]] = []
     for i, js in enumerate(mine):
-        sel = ids[torch.tensor(js, device=ids.device)] if js else ids[:0]
-        out.append(list(tiles[i][None] == sel[:, None, None]) if js else [])
+        sel = ids[torch.tensor(js, dtype=torch.long, device=ids.device)]
+        out.append(list(tiles[i][None] == sel[:, None, None]))
     return out
 
 
