@@ -420,3 +420,29 @@ def test_the_stage_on_the_gpu_finds_and_removes_what_it_does_on_the_cpu() -> Non
         (m["first"], m["last"], m["box"]) for m in reports[1]["marks"]
     ]
     assert abs(_psnr(outs[0], clean) - _psnr(outs[1], clean)) < 0.5
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_windows_detected_at_once_on_the_gpu_find_what_one_at_a_time_does() -> None:
+    """`detect_clip` on CUDA runs several windows at once, each on its own thread and stream: the marks are
+    those of one window at a time, bit for bit (a race between streams would show here)."""
+    from vidpipe.stages.watermark.whole import detect_clip
+
+    p = pan(36)
+    x = marked(torch.cat([p, p.flip(0)]), logo(0.6))  # the pan there and back: 72 frames
+    u8 = (x * 255).round().to(torch.uint8)
+    batches = [
+        FrameBatch(
+            data=u8[i : i + 8], pts=list(range(i, i + 8)), time_base=Fraction(1, 25), index=list(range(i, i + 8))
+        )
+        for i in range(0, 72, 8)
+    ]
+    one = detect_clip(batches, torch.device("cuda"), window=24, in_flight=1)
+    many = detect_clip(batches, torch.device("cuda"), window=24, in_flight=3)
+    assert one.windows == many.windows == 3 and one.marks
+    assert [(m.first, m.last) for m in one.marks] == [(m.first, m.last) for m in many.marks]
+    for a, b in zip(one.marks, many.marks, strict=True):
+        assert np.array_equal(a.alpha, b.alpha)
+        assert (a.colour is None) == (b.colour is None)
+        assert a.colour is None or np.array_equal(a.colour, b.colour)

@@ -132,15 +132,16 @@ def _place(y: int) -> np.ndarray:
         ([([1], []), ([], [1]), *[([1], [])] * whole.PREVIEWS, ([4], [])], 2 + whole.PREVIEWS),
     ],
 )
+@pytest.mark.parametrize("in_flight", [1, 3])
 def test_the_preview_is_a_frame_of_the_first_window_with_a_kept_mark(
-    monkeypatch: pytest.MonkeyPatch, windows: list[tuple[list[int], list[int]]], preview: int | None
+    monkeypatch: pytest.MonkeyPatch, windows: list[tuple[list[int], list[int]]], preview: int | None, in_flight: int
 ) -> None:
     """`whole.detect_clip` shows the first frame of the first window whose marks are not all dropped as the
-    scene's (window i's frames are grey i); with none kept, no preview."""
-    plan = iter(windows)
+    scene's (window i's frames are grey i); with none kept, no preview. With windows detected concurrently (as on
+    a GPU) they are folded in input order: the same preview."""
 
     def fake(frames: torch.Tensor, indices: list[int], opts: object = None) -> Detection:
-        marks, scene = next(plan)
+        marks, scene = windows[indices[0] // 4]
         alpha = [_place(y).astype(np.float32) for y in marks]
         return Detection(
             [Mark(indices[0], indices[-1], a) for a in alpha], scene=[torch.from_numpy(_place(y)) for y in scene]
@@ -148,7 +149,7 @@ def test_the_preview_is_a_frame_of_the_first_window_with_a_kept_mark(
 
     monkeypatch.setattr(whole, "detect_marks", fake)
     batches = [_window_of(i, 4 * i) for i in range(len(windows))]
-    out = whole.detect_clip(batches, torch.device("cpu"), window=4)
+    out = whole.detect_clip(batches, torch.device("cpu"), window=4, in_flight=in_flight)
     assert out.windows == len(windows)
     assert out.first_frame is not None and int(out.first_frame[0, 0, 0]) == 0
     if preview is None:
