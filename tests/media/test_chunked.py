@@ -3,12 +3,16 @@ the same frames, times and other streams as one encoder gives."""
 
 from __future__ import annotations
 
+import platform
+import sys
+import weakref
 from fractions import Fraction as F
 
 import av
 import pytest
 import torch
 
+from vidpipe.media import chunked
 from vidpipe.media import writer as writer_mod
 from vidpipe.media.encoders import EncoderOptions
 from vidpipe.media.probe import probe
@@ -105,3 +109,49 @@ def test_auto_workers_keep_open_chunks_within_memory(monkeypatch, make, tmp_path
     monkeypatch.setattr(writer_mod, "CHUNK_MEMORY_BYTES", 2 * chunk_bytes)  # not even two workers fit
     res = run(src, tmp_path / "n.mkv", [], opts(None, lossless=False))  # type: ignore[arg-type]
     assert res.manifest["encoder"].get("parallel") is None
+
+
+class _Held:
+    """A codec context behind an object that can be weakly referenced (PyAV's cannot): tells when it is freed."""
+
+    def __init__(self, ctx: av.codec.context.CodecContext) -> None:
+        self.ctx = ctx
+
+    def encode(self, frame: av.VideoFrame | None) -> list[av.Packet]:
+        return self.ctx.encode(frame)
+
+
+def test_each_chunk_frees_its_encoder_then_trims_the_heap(monkeypatch):
+    """Issue 18: each pool thread's malloc arena kept its freed x264 encoders' pages, so RSS climbed towards
+    workers × encoder size with one encoder at work; after each chunk the heap is trimmed, with the chunk's
+    encoder already gone (docs/benchmarks.md, "Writer host memory")."""
+    made: list[weakref.ref[_Held]] = []
+    alive_at_trim: list[int] = []
+
+    def make_context() -> _Held:
+        ctx = av.CodecContext.create("libx264", "w")
+        ctx.width, ctx.height, ctx.pix_fmt, ctx.time_base = 64, 48, "yuv420p", F(1, 25)
+        held = _Held(ctx)
+        made.append(weakref.ref(held))
+        return held
+
+    def trim() -> bool:
+        alive_at_trim.append(sum(r() is not None for r in made))
+        return True
+
+    monkeypatch.setattr(chunked, "trim_heap", trim)
+    enc = chunked.ChunkedEncoder(make_context, workers=1, chunk_frames=4, time_base=F(1, 25))  # type: ignore[arg-type]
+    for i in range(12):
+        frame = av.VideoFrame(64, 48, "yuv420p")
+        frame.pts = i
+        enc.encode(frame)
+    assert len(list(enc.finish())) == 12
+    # one worker: chunks one after another, each trim after its chunk's encoder is freed
+    assert alive_at_trim == [0, 0, 0]
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc", reason="malloc_trim is glibc's"
+)
+def test_trim_heap_reaches_glibc():
+    assert chunked.trim_heap()
