@@ -14,7 +14,7 @@ import torch
 
 from vidpipe.media import chunked
 from vidpipe.media import writer as writer_mod
-from vidpipe.media.encoders import EncoderOptions
+from vidpipe.media.encoders import EncoderChoice, EncoderOptions, resolve
 from vidpipe.media.probe import probe
 from vidpipe.media.synth import AudioTrack
 from vidpipe.media.writer import WriterOptions
@@ -99,16 +99,46 @@ def test_auto_workers_only_for_chunkable_codecs_on_many_cores(monkeypatch, make,
     assert res.manifest["encoder"].get("parallel") is None
 
 
-def test_auto_workers_keep_open_chunks_within_memory(monkeypatch, make, tmp_path):
+def test_auto_workers_keep_open_chunks_and_encoders_within_memory(monkeypatch, make, tmp_path):
     src = make("chunk-auto.mp4", frames=10, size=(64, 48))
     monkeypatch.setattr(writer_mod.os, "cpu_count", lambda: 16)
     chunk_bytes = 64 * 48 * 3 // 2 * 8  # 8-frame chunks of 64×48 yuv420p
-    monkeypatch.setattr(writer_mod, "CHUNK_MEMORY_BYTES", 3 * chunk_bytes)  # room for (2 + 1) open chunks
+    encoder_bytes = 64 * 48 * writer_mod.ENCODER_BYTES_PER_PIXEL["libx264:veryfast"]
+    room = 3 * chunk_bytes + 2 * encoder_bytes  # (2 + 1) open chunks and 2 encoders
+    monkeypatch.setattr(writer_mod, "WRITER_MEMORY_BYTES", room)
     res = run(src, tmp_path / "m.mkv", [], opts(None, lossless=False))  # type: ignore[arg-type]
     assert res.manifest["encoder"]["parallel"].startswith("2 encoders")
-    monkeypatch.setattr(writer_mod, "CHUNK_MEMORY_BYTES", 2 * chunk_bytes)  # not even two workers fit
+    monkeypatch.setattr(writer_mod, "WRITER_MEMORY_BYTES", room - 1)  # not even two workers fit
     res = run(src, tmp_path / "n.mkv", [], opts(None, lossless=False))  # type: ignore[arg-type]
     assert res.manifest["encoder"].get("parallel") is None
+
+
+def _choice(encoder: str, speed: str | None = None) -> EncoderChoice:
+    enc = EncoderOptions(encoder=encoder, speed=speed)  # type: ignore[arg-type]
+    return resolve(enc, suffix=".mov" if encoder == "prores" else ".mkv", source_depth=8, alpha=False)
+
+
+def test_auto_workers_leave_room_for_the_encoders_themselves():
+    """Issue 18: BasicVSR++ ×4 to 4096×1728 on the 16-core host peaked at 3974 MB of host RSS with 4 chunk
+    encoders (one x264 veryfast instance holds ~560 MB there); one encoder now. 1080p keeps the 4 that encode
+    it faster (docs/benchmarks.md, "Pipeline")."""
+    h264 = _choice("h264")
+    assert writer_mod.auto_workers(h264, 4096, 1728, 50, cores=16) == 0
+    assert writer_mod.auto_workers(h264, 1920, 1080, 50, cores=16) == 4
+    # a slower preset holds more frames: fewer of its encoders at the same size
+    assert writer_mod.auto_workers(_choice("h264", "medium"), 1920, 1080, 50, cores=16) < 4
+    for preset in ("h264", "hevc", "vp9", "prores"):  # every chunkable codec has its estimate; 8K fits one only
+        choice = _choice(preset)
+        assert choice.codec in chunked.CHUNKABLE
+        assert writer_mod.auto_workers(choice, 7680, 4320, 50, cores=16) == 0
+        assert writer_mod.auto_workers(choice, 640, 360, 50, cores=16) == 4
+
+
+def test_asked_workers_are_kept_whatever_the_memory(monkeypatch, make, tmp_path):
+    src = make("chunk-auto.mp4", frames=10, size=(64, 48))
+    monkeypatch.setattr(writer_mod, "WRITER_MEMORY_BYTES", 0)
+    res = run(src, tmp_path / "w.mkv", [], opts(3, lossless=False))
+    assert res.manifest["encoder"]["parallel"].startswith("3 encoders")
 
 
 class _Held:
