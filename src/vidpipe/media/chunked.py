@@ -9,11 +9,17 @@ instance has the same settings (hence the same SPS/PPS in the container's global
 packets laid end to end in order are one valid stream: the join is lossless, no re-encode.
 
 Memory is bounded: at most `workers + 1` chunks are open, each holding its not-yet-encoded frames.
+Each finished chunk's encoder is freed, and the C heap trimmed after it (`trim_heap`): each pool thread's
+glibc arena otherwise keeps much of the freed encoder's pages, so RSS climbs towards the sum of them all
+(docs/benchmarks.md, "Writer host memory").
 """
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import queue
+import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -29,6 +35,33 @@ import av
 CHUNKABLE = ("libx264", "libx265", "libvpx-vp9", "prores_ks")
 
 _END = object()
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's `malloc_trim`, or None where the C library has none (musl, macOS, Windows)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        trim = ctypes.CDLL(None).malloc_trim  # the symbols already loaded into the process: its own libc's
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+def trim_heap() -> bool:
+    """Hand the C heap's free pages back to the system; False where that cannot be done (no glibc).
+
+    A large x264/x265 encoder (~560 MB at 4096×1728) takes much of its memory from glibc's arenas, in blocks
+    below the mmap threshold (which rises to 32 MB as big blocks are freed); freed, those pages stay resident
+    for reuse, one arena per pool thread. Measured: RSS rose from ~0.9 to ~1.25 GB over 10 chunks with one
+    4096×1728 encoder at a time, and stayed at ~1 GB with this after each (docs/benchmarks.md)."""
+    trim = _malloc_trim()
+    if trim is None:
+        return False
+    trim(0)
+    return True
 
 
 class _Chunk:
@@ -60,6 +93,11 @@ class ChunkedEncoder:
         self._lock = threading.Lock()
 
     def _work(self, chunk: _Chunk) -> list[av.Packet]:
+        packets = self._encode(chunk)
+        trim_heap()  # the chunk's encoder is gone with `_encode`'s frame: return its memory (module doc)
+        return packets
+
+    def _encode(self, chunk: _Chunk) -> list[av.Packet]:
         ctx = self._make()
         packets: list[av.Packet] = []
         while (frame := chunk.frames.get()) is not _END:

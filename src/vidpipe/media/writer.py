@@ -64,7 +64,25 @@ CHUNK_SECONDS = 2
 MIN_CHUNK_FRAMES = 48
 AUTO_CORES_PER_WORKER = 4
 AUTO_MAX_WORKERS = 4
-CHUNK_MEMORY_BYTES = 4 << 30
+#: host memory auto chunking may fill: the frames of the open chunks ((workers + 1) chunks, all full when the
+#: encoders are the bottleneck) and the encoders themselves. A CUDA run's process holds 1–1.5 GB of host RSS for
+#: torch and CUDA alone, and issue 18 asks for under 3 GB: 4096×1728 (BasicVSR++ ×4 of 1024×432) gets one encoder
+#: (two would need 2.8 GB; four peaked at 3974 MB on the H100 host), 1080p at 25–30 fps keeps 4, 1080p50 gets 3
+#: (docs/benchmarks.md, "Writer host memory")
+WRITER_MEMORY_BYTES = 2 << 30
+#: resident bytes per pixel of one encoder instance with 4 threads (one of 4 on 16 cores), the larger of the figures
+#: at 1920×1080 and 4096×1728 (scripts/writer_rss.py encoder-memory; docs/benchmarks.md, "Writer host memory"), by
+#: codec and x264/x265 preset; a preset not listed takes its codec's figure. Most of it is frames in flight, so it
+#: grows with the lookahead: x264 veryfast looks 10 frames ahead, medium 40 (and slow ones up to 60: more than this)
+ENCODER_BYTES_PER_PIXEL: dict[str, int] = {
+    "libx264": 195,  # medium
+    "libx264:ultrafast": 84,  # veryfast's: no more lookahead than it
+    "libx264:superfast": 84,
+    "libx264:veryfast": 84,
+    "libx265": 201,  # fast (the hevc preset's default)
+    "libvpx-vp9": 133,
+    "prores_ks": 16,
+}
 
 #: how far (seconds) copied packets may run ahead of the video when interleaving
 INTERLEAVE_AHEAD_S = Fraction(1, 2)
@@ -87,7 +105,7 @@ class WriterOptions:
     #: copy audio/subtitle/data/attachment streams, chapters and metadata from the source
     copy_streams: bool = True
     #: parallel chunk encoders (x264/x265; media/chunked.py): None = auto (one per 4 cores from 8 cores, at most
-    #: 4), 0 or 1 = one ordinary encoder
+    #: 4, fewer where their frames and encoders would pass WRITER_MEMORY_BYTES), 0 or 1 = one ordinary encoder
     encode_workers: int | None = None
     #: a part of the source as a file of its own, starting at t=0 (`vidpipe run --start/--duration/--frames`)
     trim: Trim | None = None
@@ -130,6 +148,28 @@ class WriterStats:
     parallel: str | None = None
     #: the frame-rate conform applied (media.conform.describe), if any
     conform: dict[str, Any] | None = None
+
+
+def encoder_bytes_per_pixel(choice: EncoderChoice) -> int:
+    """Resident bytes per pixel one instance of the chosen encoder holds (ENCODER_BYTES_PER_PIXEL)."""
+    preset = choice.options.get("preset")
+    return ENCODER_BYTES_PER_PIXEL.get(f"{choice.codec}:{preset}", ENCODER_BYTES_PER_PIXEL[choice.codec])
+
+
+def auto_workers(choice: EncoderChoice, width: int, height: int, chunk_frames: int, cores: int) -> int:
+    """Parallel chunk encoders for a codec in CHUNKABLE on `cores` cores (0 = one ordinary encoder): one per
+    AUTO_CORES_PER_WORKER cores from twice that, at most AUTO_MAX_WORKERS, and no more than keep the open chunks'
+    frames and the encoders within WRITER_MEMORY_BYTES. At 8K one chunk alone is gigabytes, and there one encoder
+    measured faster anyway; at 4096×1728 one x264 instance holds ~560 MB (docs/benchmarks.md)."""
+    if cores < 2 * AUTO_CORES_PER_WORKER:
+        return 0
+    pixels = width * height
+    chunk_bytes = pixels * 3 // 2 * (2 if choice.bit_depth > 8 else 1) * chunk_frames  # 4:2:0 planes
+    encoder_bytes = pixels * encoder_bytes_per_pixel(choice)
+    workers = min(AUTO_MAX_WORKERS, cores // AUTO_CORES_PER_WORKER)
+    while workers > 1 and (workers + 1) * chunk_bytes + workers * encoder_bytes > WRITER_MEMORY_BYTES:
+        workers -= 1
+    return workers if workers > 1 else 0
 
 
 def partial_path(target: Path) -> Path:
@@ -326,7 +366,7 @@ class VideoWriter:
                 # the container's (MP4 pasp, Matroska display size) and the bitstream's (H.264/HEVC VUI)
                 vs.sample_aspect_ratio = vs.codec_context.sample_aspect_ratio = self.spec.sar
             rate_frames = max(MIN_CHUNK_FRAMES, round(CHUNK_SECONDS * rate))
-            workers = self._workers(w * h * 3 // 2 * (2 if ch.bit_depth > 8 else 1) * rate_frames)
+            workers = self._workers(w, h, rate_frames)
             threads = self.options.encoder.threads or (max(1, (os.cpu_count() or 1) // workers) if workers else 0)
             self._configure(vs.codec_context, time_base, threads)
             # on every frame too: some encoders write the frame's tags into the bitstream, not the stream's
@@ -377,20 +417,14 @@ class VideoWriter:
             ends.append(trim.max_frames / out_rate)
         return offset, min(ends, default=None)
 
-    def _workers(self, chunk_bytes: int) -> int:
-        """Parallel chunk encoders: asked for, or `auto` (0 = one ordinary encoder). Auto also keeps the frames
-        the open chunks may hold ((workers + 1) chunks) under CHUNK_MEMORY_BYTES: at 8K one chunk is gigabytes,
-        and there one encoder measured faster anyway (docs/benchmarks.md)."""
+    def _workers(self, width: int, height: int, chunk_frames: int) -> int:
+        """Parallel chunk encoders: asked for, or `auto` (0 = one ordinary encoder)."""
         asked = self.options.encode_workers
         if self.png or self.choice.codec not in CHUNKABLE:
             return 0
         if asked is not None:
             return asked if asked > 1 else 0
-        cores = os.cpu_count() or 1
-        workers = min(AUTO_MAX_WORKERS, cores // AUTO_CORES_PER_WORKER) if cores >= 2 * AUTO_CORES_PER_WORKER else 0
-        while workers > 1 and (workers + 1) * chunk_bytes > CHUNK_MEMORY_BYTES:
-            workers -= 1
-        return workers if workers > 1 else 0
+        return auto_workers(self.choice, width, height, chunk_frames, os.cpu_count() or 1)
 
     def _configure(self, cc: av.codec.context.CodecContext, time_base: Fraction, threads: int) -> None:
         cc.time_base = time_base
