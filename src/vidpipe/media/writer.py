@@ -67,9 +67,10 @@ AUTO_MAX_WORKERS = 4
 #: host memory auto chunking may fill: the frames of the open chunks ((workers + 1) chunks, all full when the
 #: encoders are the bottleneck) and the encoders themselves. A CUDA run's process holds 1–1.5 GB of host RSS for
 #: torch and CUDA alone, and issue 18 asks for under 3 GB: 4096×1728 (BasicVSR++ ×4 of 1024×432) gets one encoder
-#: (two would need 2.8 GB; four peaked at 3974 MB on the H100 host), 1080p at 25–30 fps keeps 4, 1080p50 gets 3
-#: (docs/benchmarks.md, "Writer host memory")
-WRITER_MEMORY_BYTES = 2 << 30
+#: (two would need 2.8 GB; four peaked at 3974 MB on the H100 host); 1080p up to 60 fps and 1440p25 keep the 4 that
+#: encode them faster when the encoder bounds the run (RIFE ×2), 1440p30 gets 3 (docs/benchmarks.md, "Writer host
+#: memory")
+WRITER_MEMORY_BYTES = 5 << 29
 #: resident bytes per pixel of one encoder instance with 4 threads (one of 4 on 16 cores), the larger of the figures
 #: at 1920×1080 and 4096×1728 (scripts/writer_rss.py encoder-memory; docs/benchmarks.md, "Writer host memory"), by
 #: codec and x264/x265 preset; a preset not listed takes its codec's figure. Most of it is frames in flight, so it
