@@ -103,3 +103,37 @@ def test_the_detect_commands_window_is_the_whole_input_detections() -> None:
     from vidpipe.stages.watermark import whole
 
     assert DETECT_WINDOW == whole.DETECT_WINDOW  # written out in the CLI so that `vidpipe --help` loads no torch
+
+
+def test_the_pass_in_planes_converted_on_the_device_finds_the_mark_the_rgb_pass_does(tmp_path: Path) -> None:
+    """On a GPU the analysis pass takes the decoder's 4:2:0 planes and converts them where it detects (swscale's
+    RGB on one host thread bounded the 1080p pass); each pooled batch is handed back (a kept one stalls the
+    reader). Run here on the CPU: the same conversion code, the same mark within rounding of the conversion."""
+    from vidpipe.media.probe import probe
+    from vidpipe.media.reader import ReaderOptions
+    from vidpipe.media.yuv import PlanarBatch
+    from vidpipe.stages.watermark.whole import detect_clip
+
+    frames = (marked(pan(36), logo(0.6)) * 255).round().to(torch.uint8)
+    clip = tmp_path / "m.mp4"
+    with av.open(str(clip), "w") as out:
+        vs = out.add_stream("libx264", rate=25, options={"qp": "0", "preset": "ultrafast"})
+        vs.width, vs.height, vs.pix_fmt = frames.shape[-1], frames.shape[-2], "yuv420p"
+        for f in frames:
+            out.mux(vs.encode(av.VideoFrame.from_ndarray(f.permute(1, 2, 0).numpy(), format="rgb24")))
+        out.mux(vs.encode())
+    source = SourcePass(probe(clip), ReaderOptions(queue_size=1))  # a pool of 4 buffers for 9 batches: handed back
+    kinds: list[type] = []
+
+    def seen(planar: bool):  # type: ignore[no-untyped-def]
+        for b in source.batches(4, planar=planar):
+            kinds.append(type(b))
+            yield b
+
+    rgb = detect_clip(seen(False), torch.device("cpu"), window=36)
+    planes = detect_clip(seen(True), torch.device("cpu"), window=36)
+    assert kinds.count(PlanarBatch) == 9 and kinds.count(FrameBatch) == 9
+    assert len(rgb.marks) == len(planes.marks) == 1 and planes.frames == 36
+    a, b = rgb.marks[0].alpha > 0.1, planes.marks[0].alpha > 0.1
+    assert (a & b).sum() / (a | b).sum() >= 0.9
+    assert (rgb.marks[0].first, rgb.marks[0].last) == (planes.marks[0].first, planes.marks[0].last)

@@ -10,7 +10,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 import torch
-from test_dewatermark import logo, marked, pan
+from test_dewatermark import iou, logo, marked, pan
 from test_matte import real_frames
 
 from vidpipe.errors import StorageError
@@ -156,3 +156,42 @@ def test_the_preview_is_a_frame_of_the_first_window_with_a_kept_mark(
         assert out.preview is None
     else:
         assert out.preview is not None and out.preview.shape == (6, 8, 3) and int(out.preview[0, 0, 0]) == preview
+
+
+def _batches(frames: torch.Tensor, n: int = 8) -> list[FrameBatch]:
+    u8 = (frames * 255).round().to(torch.uint8)
+    return [
+        FrameBatch(
+            data=u8[i : i + n], pts=list(range(i, i + n)), time_base=Fraction(1, 25), index=list(range(i, i + n))
+        )
+        for i in range(0, len(u8), n)
+    ]
+
+
+def _covered(marks: list[Mark], count: int) -> list[int]:
+    return [i for i in range(count) if any(m.covers(i) for m in marks)]
+
+
+@pytest.mark.parametrize(
+    ("parts", "covered"),
+    [
+        # a logo over a pan, a still shot (no evidence either way), a pan: found in the pans, kept over the still
+        (["pan", "still", "pan"], range(72)),
+        # the still shot first: the mark found in the next window is looked for in it too
+        (["still", "pan"], range(48)),
+        # a logo over a pan, then a still shot without it: not carried there
+        (["pan", "still-bare"], range(24)),
+    ],
+)
+def test_a_mark_found_in_some_windows_covers_the_still_shots_between_them(parts: list[str], covered: range) -> None:
+    """Issue 17 (the bench clip's still shots): `detect_clip` looks for a mark found in one window in the windows
+    that found nothing at its place, and covers their frames that show it, and only those."""
+    a = logo(0.6)
+    moving = pan(24)
+    still = moving[12:13].expand(24, -1, -1, -1)
+    chunks = {"pan": marked(moving, a), "still": marked(still, a), "still-bare": ((still * 255).round() / 255)}
+    frames = torch.cat([chunks[p] for p in parts])
+    out = whole.detect_clip(_batches(frames), torch.device("cpu"), window=24)
+    assert out.windows == len(parts)
+    assert _covered(out.marks, len(frames)) == list(covered)
+    assert all(iou(m.alpha > 0.1, a > 0) >= 0.5 for m in out.marks)

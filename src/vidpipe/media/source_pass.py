@@ -12,6 +12,7 @@ from fractions import Fraction
 from ..frames import FrameBatch
 from .info import MediaInfo
 from .reader import ReaderOptions, VideoReader
+from .yuv import PlanarBatch
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,15 +29,21 @@ class SourcePass:
     def path(self) -> str:
         return str(self.info.path)
 
-    def batches(self, batch_size: int, after: int = 0) -> Iterator[FrameBatch]:
+    def batches(
+        self, batch_size: int, after: int = 0, planar: bool = False, pin: bool = False
+    ) -> Iterator[FrameBatch | PlanarBatch]:
         """RGB batches (no alpha, on the host) of the frames the run reads, numbered as the run numbers them;
-        with `max_frames`, ending `after` frames past the last frame written."""
-        opts = replace(self.reader, batch_size=batch_size, keep_alpha=False, planar=False, pin_memory=False)
+        with `max_frames`, ending `after` frames past the last frame written. `planar`: the decoder's 4:2:0 planes
+        instead where the reader offers them (`PlanarBatch`, pooled: hand each back with `done()`), for a pass
+        that converts them on a GPU (swscale's RGB on the host bounded `--dewatermark auto`'s 1080p pass); RGB
+        batches with `max_frames` (a batch is cut there). `pin`: the planes' pool page-locked (for CUDA)."""
+        planar = planar and self.max_frames is None
+        opts = replace(self.reader, batch_size=batch_size, keep_alpha=False, planar=planar, pin_memory=planar and pin)
         left: int | None = None  # frames still wanted once the last written one is read
         written = 0
         with VideoReader(self.info, opts) as reader:
             for batch in reader:
-                assert isinstance(batch, FrameBatch)  # planar=False: RGB batches
+                assert planar or isinstance(batch, FrameBatch)  # planar=False: RGB batches
                 if left is None and self.max_frames is not None:
                     times = batch.times()
                     for k, t in enumerate(times):

@@ -29,10 +29,10 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeVar
 
 import numpy as np
 import torch
@@ -155,7 +155,10 @@ def _read_mask(path: Path) -> np.ndarray:
     return (grey > 0).astype(np.float32)
 
 
-def _logged(batches: Iterator[FrameBatch], path: str, every_s: float = 30.0) -> Iterator[FrameBatch]:
+B = TypeVar("B", bound=Sized)
+
+
+def _logged(batches: Iterator[B], path: str, every_s: float = 30.0) -> Iterator[B]:
     """`batches`, with a log line of the frames read so far every `every_s` seconds (a long input's pass)."""
     last, frames = time.monotonic(), 0
     for b in batches:
@@ -239,7 +242,8 @@ class Dewatermark(WindowedStage):
         log.info("dewatermark: auto: detecting marks over %s before removing them", source.path)
         try:
             with torch.inference_mode():
-                batches = _logged(source.batches(DETECT_BATCH, after=self.overlap), source.path)
+                gpu = self.device.type == "cuda"  # planes converted on the GPU (`detect_clip`)
+                batches = _logged(source.batches(DETECT_BATCH, after=self.overlap, planar=gpu, pin=gpu), source.path)
                 det = detect_clip(batches, self.device, DETECT_WINDOW)
         except VidpipeError:
             raise  # the input's own (decoding): as the main pass would say it

@@ -145,6 +145,11 @@ class Detection:
     #: supports (H×W bool, full size) of candidates shown to be the scene by what their frames did (occluded,
     #: unsteady): a mark at the same place in another window of the input is the same feature of the scene
     scene: list[torch.Tensor] = field(default_factory=list)
+    #: per mark (aligned with `marks`), its candidate's gradient template over its edges at the analysis size
+    #: (2C×h×w): what `whole.detect_clip` looks for in the windows that did not find the mark
+    templates: list[torch.Tensor] = field(default_factory=list)
+    #: the window's frames at the analysis size (T×3×h×w float, `analysis_frames`)
+    small: torch.Tensor | None = None
 
 
 def analysis_factor(height: int, width: int, side: int) -> int:
@@ -487,15 +492,30 @@ def _full_size(mask: torch.Tensor, f: int, height: int, width: int) -> torch.Ten
     return mask.repeat_interleave(f, 0).repeat_interleave(f, 1)[:height, :width]
 
 
+def analysis_frames(frames: torch.Tensor, side: int) -> tuple[torch.Tensor, int]:
+    """(frames T×3×H×W float 0..1 area-reduced to a long side ≤ `side`, the reduction factor)."""
+    height, width = frames.shape[-2:]
+    f = analysis_factor(height, width, side)
+    return (F.avg_pool2d(frames[:, :3].float(), f, ceil_mode=True) if f > 1 else frames[:, :3].float()), f
+
+
+def presence_any_background(small: torch.Tensor, template: torch.Tensor) -> list[float]:
+    """Per frame of `small` (T×3×h×w, analysis size), how much of a found mark's `template` (2C×h×w, its gradients
+    over its edges) it shows, over any background: each channel's projection counts by its size, since a blended
+    mark's edge flips sign in a channel where the background is brighter than the mark (a logo found over a light
+    sky, then over a black shot); ≈ 1 where the mark is as found, ≈ 0 where absent."""
+    per = (gradients(small) * template).sum((2, 3)).abs().sum(1)
+    return (per / (template * template).sum().clamp_min(1e-12)).tolist()
+
+
 def detect_marks(frames: torch.Tensor, indices: list[int], opts: DetectOptions | None = None) -> Detection:
     """The marks in a window of consecutive frames (T×3×H×W float 0..1, any device; `indices`: their stream frame
     numbers). No mark: an empty list (and the notes say why, where a candidate was dropped)."""
     opts = opts or DetectOptions()
     height, width = frames.shape[-2:]
-    f = analysis_factor(height, width, opts.analysis_side)
-    small = F.avg_pool2d(frames[:, :3].float(), f, ceil_mode=True) if f > 1 else frames[:, :3].float()
+    small, f = analysis_frames(frames, opts.analysis_side)
     grads = gradients(small)
-    det = Detection([])
+    det = Detection([], small=small)
     for c in join_near(_candidates(small, grads, opts, det.notes), opts.join):
         e = c.edges & c.support
         tmpl = c.template * e
@@ -509,7 +529,9 @@ def detect_marks(frames: torch.Tensor, indices: list[int], opts: DetectOptions |
                 det.notes.append(why)
             det.scene.append(_full_size(c.support, f, height, width))
             continue
-        det.marks.extend(_marks_of(frames, small, indices, c, presence, f, opts))
+        found = _marks_of(frames, small, indices, c, presence, f, opts)
+        det.marks.extend(found)
+        det.templates.extend(tmpl for _ in found)
     return det
 
 
