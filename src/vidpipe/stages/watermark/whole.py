@@ -105,9 +105,8 @@ def detect_clip(
                     local.stream = torch.cuda.Stream(device)
                 with torch.cuda.stream(local.stream):
                     det = detect_marks(float_pixels(fb.data, device=device), list(fb.index))
-                    det.small = _held(det.small)
                 local.stream.synchronize()
-            det.small = _held(det.small)
+            det.small = _held(det.small)  # on the host: the last windows' are kept (`_Places`)
             return det
 
     def fold(fb: FrameBatch, det: Detection) -> None:
