@@ -14,7 +14,7 @@ import av
 import numpy as np
 import pytest
 import torch
-from test_matte import real_frames, write_rgb
+from test_matte import batch_of, real_frames, write_rgb
 
 from vidpipe.errors import UsageError
 from vidpipe.frames import FrameBatch, StreamSpec
@@ -432,12 +432,7 @@ def test_windows_detected_at_once_on_the_gpu_find_what_one_at_a_time_does() -> N
     p = pan(36)
     x = marked(torch.cat([p, p.flip(0)]), logo(0.6))  # the pan there and back: 72 frames
     u8 = (x * 255).round().to(torch.uint8)
-    batches = [
-        FrameBatch(
-            data=u8[i : i + 8], pts=list(range(i, i + 8)), time_base=Fraction(1, 25), index=list(range(i, i + 8))
-        )
-        for i in range(0, 72, 8)
-    ]
+    batches = [batch_of(u8[i : i + 8], i) for i in range(0, 72, 8)]
     one = detect_clip(batches, torch.device("cuda"), window=24, in_flight=1)
     many = detect_clip(batches, torch.device("cuda"), window=24, in_flight=3)
     assert one.windows == many.windows == 3 and one.marks

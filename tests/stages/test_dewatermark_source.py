@@ -115,13 +115,7 @@ def test_the_pass_in_planes_converted_on_the_device_finds_the_mark_the_rgb_pass_
     from vidpipe.stages.watermark.whole import detect_clip
 
     frames = (marked(pan(36), logo(0.6)) * 255).round().to(torch.uint8)
-    clip = tmp_path / "m.mp4"
-    with av.open(str(clip), "w") as out:
-        vs = out.add_stream("libx264", rate=25, options={"qp": "0", "preset": "ultrafast"})
-        vs.width, vs.height, vs.pix_fmt = frames.shape[-1], frames.shape[-2], "yuv420p"
-        for f in frames:
-            out.mux(vs.encode(av.VideoFrame.from_ndarray(f.permute(1, 2, 0).numpy(), format="rgb24")))
-        out.mux(vs.encode())
+    clip = write_rgb(tmp_path / "m.mkv", frames, pix_fmt="yuv420p")
     source = SourcePass(probe(clip), ReaderOptions(queue_size=1))  # a pool of 4 buffers for 9 batches: handed back
     kinds: list[type] = []
 

@@ -70,11 +70,12 @@ def real_frames(name: str, count: int, start: int = 0, size: tuple[int, int] = S
     return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).contiguous()
 
 
-def write_rgb(path: Path, frames: torch.Tensor, rate: Fraction = RATE) -> Path:
-    """A lossless RGB FFV1 clip (bgr0): our reader gives these frames back bit for bit."""
+def write_rgb(path: Path, frames: torch.Tensor, rate: Fraction = RATE, pix_fmt: str = "bgr0") -> Path:
+    """A lossless FFV1 clip: in RGB (bgr0) our reader gives these frames back bit for bit; `pix_fmt` another
+    layout (yuv420p: the planes a GPU run's reader hands over)."""
     with av.open(str(path), "w") as c:
         s = c.add_stream("ffv1", rate=rate)
-        s.width, s.height, s.pix_fmt = frames.shape[3], frames.shape[2], "bgr0"
+        s.width, s.height, s.pix_fmt = frames.shape[3], frames.shape[2], pix_fmt
         for f in frames.permute(0, 2, 3, 1).numpy():
             for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format="rgb24")):
                 c.mux(p)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 from test_dewatermark import iou, logo, marked, pan
-from test_matte import real_frames
+from test_matte import batch_of, real_frames
 
 from vidpipe.errors import StorageError
 from vidpipe.frames import FrameBatch
@@ -160,12 +160,7 @@ def test_the_preview_is_a_frame_of_the_first_window_with_a_kept_mark(
 
 def _batches(frames: torch.Tensor, n: int = 8) -> list[FrameBatch]:
     u8 = (frames * 255).round().to(torch.uint8)
-    return [
-        FrameBatch(
-            data=u8[i : i + n], pts=list(range(i, i + n)), time_base=Fraction(1, 25), index=list(range(i, i + n))
-        )
-        for i in range(0, len(u8), n)
-    ]
+    return [batch_of(u8[i : i + n], i) for i in range(0, len(u8), n)]
 
 
 def _covered(marks: list[Mark], count: int) -> list[int]:

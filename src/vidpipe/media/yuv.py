@@ -175,6 +175,14 @@ def planes_to_rgb(data: torch.Tensor, fmt: PlanarFormat, colour: Colour, out_dty
     return from_float(rgb, out_dtype).contiguous(memory_format=torch.channels_last)
 
 
+def planes_to_rgb_frames(data: torch.Tensor, fmt: PlanarFormat, colour: Colour, out: torch.Tensor) -> torch.Tensor:
+    """`planes_to_rgb` of N×elements planes into `out` (N×3×H×W, its dtype) frame by frame: the float temporaries
+    of one frame, not of the batch, beside whatever else holds the device; returns `out`."""
+    for i in range(len(data)):
+        out[i : i + 1] = planes_to_rgb(data[i : i + 1], fmt, colour, out.dtype)
+    return out
+
+
 def rgb_to_planes(rgb: torch.Tensor, fmt: PlanarFormat, colour: Colour) -> torch.Tensor:
     """N×3×H×W RGB (uint8/uint16 full scale or float 0..1) → N×elements planes of `fmt`."""
     scale = max_value(rgb.dtype)

@@ -16,7 +16,7 @@ from ..media.buffers import HostBuffers
 from ..media.reader import VideoReader
 from ..media.threads import Consumer
 from ..media.writer import VideoWriter
-from ..media.yuv import PlanarBatch, fit, planes_to_rgb, rgb_to_planes
+from ..media.yuv import PlanarBatch, fit, planes_to_rgb_frames, rgb_to_planes
 
 #: host memory for the download pool (pinned on CUDA) of planar output frames, whatever the batch: a batch of
 #: more frames than the pool's share per buffer goes to the encoder in pieces (`Transfer.pieces`). 4096×1728
@@ -80,9 +80,7 @@ class Transfer:
         rgb = torch.empty(len(batch), 3, fmt.height, fmt.width, dtype=self.reader.dtype, device=self.device)
         rgb = rgb.contiguous(memory_format=torch.channels_last)
         with _conversion_oom("YUV → RGB", self.device):
-            # frame by frame: float temporaries of one frame, not of the batch, beside the model's memory
-            for i in range(len(batch)):
-                rgb[i : i + 1] = planes_to_rgb(planes[i : i + 1], fmt, batch.colour, self.reader.dtype)
+            planes_to_rgb_frames(planes, fmt, batch.colour, rgb)  # beside the model's memory
         batch.done(self._event())  # the host buffer is reused once the work queued so far has read it
         return FrameBatch(data=rgb, pts=batch.pts, time_base=batch.time_base, colour=batch.colour, index=batch.index)
 

@@ -499,12 +499,12 @@ def analysis_frames(frames: torch.Tensor, side: int) -> tuple[torch.Tensor, int]
     return (F.avg_pool2d(frames[:, :3].float(), f, ceil_mode=True) if f > 1 else frames[:, :3].float()), f
 
 
-def presence_any_background(small: torch.Tensor, template: torch.Tensor) -> list[float]:
-    """Per frame of `small` (T×3×h×w, analysis size), how much of a found mark's `template` (2C×h×w, its gradients
-    over its edges) it shows, over any background: each channel's projection counts by its size, since a blended
-    mark's edge flips sign in a channel where the background is brighter than the mark (a logo found over a light
-    sky, then over a black shot); ≈ 1 where the mark is as found, ≈ 0 where absent."""
-    per = (gradients(small) * template).sum((2, 3)).abs().sum(1)
+def presence_any_background(grads: torch.Tensor, template: torch.Tensor) -> list[float]:
+    """Per frame of `grads` (T×2C×h×w, `gradients` of analysis-size frames), how much of a found mark's `template`
+    (2C×h×w, its gradients over its edges) it shows, over any background: each channel's projection counts by its
+    size, since a blended mark's edge flips sign in a channel where the background is brighter than the mark (a
+    logo found over a light sky, then over a black shot); ≈ 1 where the mark is as found, ≈ 0 where absent."""
+    per = (grads * template).sum((2, 3)).abs().sum(1)
     return (per / (template * template).sum().clamp_min(1e-12)).tolist()
 
 

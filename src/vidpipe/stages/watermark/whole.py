@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from ...frames import FrameBatch, float_pixels
-from ...media.yuv import PlanarBatch, planes_to_rgb
-from .detect import Detection, detect_marks, merge_marks, presence_any_background
+from ...media.yuv import PlanarBatch, planes_to_rgb_frames
+from .detect import Detection, detect_marks, gradients, merge_marks, presence_any_background
 from .fade import runs as _runs
 from .marks import Mark
 
@@ -178,10 +178,9 @@ def detect_clip(
 def _rgb_on(batch: PlanarBatch, device: torch.device) -> FrameBatch:
     """A planar batch as RGB on `device` (its pooled host buffer handed back): the YUV → RGB conversion of the
     run's own GPU path instead of swscale on the host. Finished before the windows' streams read it."""
-    planes = batch.data.to(device, non_blocking=True)
-    rgb = torch.cat(
-        [planes_to_rgb(planes[i : i + 1], batch.fmt, batch.colour, batch.fmt.dtype) for i in range(len(batch))]
-    )
+    fmt = batch.fmt
+    rgb = torch.empty(len(batch), 3, fmt.height, fmt.width, dtype=fmt.dtype, device=device)
+    planes_to_rgb_frames(batch.data.to(device, non_blocking=True), fmt, batch.colour, rgb)
     if device.type == "cuda":
         torch.cuda.current_stream(device).synchronize()
     batch.done()
@@ -225,14 +224,6 @@ class _Places:
         #: the last window's edge frames that show a mark found there, given once a window follows it
         self.tail: list[Mark] = []
 
-    def _place_of(self, mark: Mark) -> int | None:
-        a = mark.alpha > 0.1
-        for i, p in enumerate(self.places):
-            union = int((a | p.support).sum())
-            if union and int((a & p.support).sum()) / union >= SAME_PLACE:
-                return i
-        return None
-
     def fold(self, index: list[int], det: Detection) -> list[Mark]:
         """The spans, as marks, of known marks in this window (stream `index`, `det` its detection) and of its new
         marks in the kept windows before it."""
@@ -242,7 +233,7 @@ class _Places:
             out, self.tail = self.tail, []
             return out
         for m, tmpl in zip(det.marks, det.templates, strict=True):
-            i = self._place_of(m)
+            i = place_of(m, [p.support for p in self.places])
             if i is None:
                 self.places.append(_Place(m, tmpl, m.alpha > 0.1))
                 i = len(self.places) - 1
@@ -250,9 +241,10 @@ class _Places:
             here.setdefault(i, set()).update(k for k, ix in enumerate(index) if m.covers(ix))
         out, self.tail = self.tail, []
         first = not self.recent
+        grads = self._gradients(det.small)
         for i in range(len(self.places)):
             covered = here.get(i)
-            for a, b, mark in self._look(index, det.small, i, covered or set()):
+            for a, b, mark in self._look(index, grads, i, covered or set()):
                 if covered is None:
                     out.append(mark)  # a window that did not find it
                 elif a == 0 and not first:
@@ -260,15 +252,21 @@ class _Places:
                 elif b == len(index):
                     self.tail.append(mark)  # its last frames: only if another window follows
         for old_index, small, there in self.recent:
-            out += [mark for i in new if i not in there for _, _, mark in self._look(old_index, small, i, set())]
+            if looked := [i for i in new if i not in there]:
+                old = self._gradients(small)
+                out += [mark for i in looked for _, _, mark in self._look(old_index, old, i, set())]
         self.recent.append((index, det.small, set(here)))
         return out
 
-    def _look(self, index: list[int], small: torch.Tensor, i: int, skip: set[int]) -> list[tuple[int, int, Mark]]:
+    def _gradients(self, small: torch.Tensor) -> torch.Tensor:
+        """A window's analysis frames' gradients, on the detection's device (once a window, for every place)."""
+        return gradients(small.to(self.device, torch.float32))
+
+    def _look(self, index: list[int], grads: torch.Tensor, i: int, skip: set[int]) -> list[tuple[int, int, Mark]]:
         """(start, stop, the mark over them) of the runs of frames (positions not in `skip`) of a window (stream
-        `index`, analysis frames `small`) that show place `i`'s mark."""
+        `index`, its analysis frames' `grads`) that show place `i`'s mark."""
         p = self.places[i]
-        presence = presence_any_background(small.to(self.device, torch.float32), p.template.to(self.device))
+        presence = presence_any_background(grads, p.template.to(self.device))
         presence = [0.0 if k in skip else v for k, v in enumerate(presence)]
         out: list[tuple[int, int, Mark]] = []
         for a, b in _runs(presence, EXTEND_PRESENT):
@@ -278,11 +276,16 @@ class _Places:
         return out
 
 
-def in_scene(mark: Mark, scene: list[np.ndarray], same: float = SAME_PLACE) -> bool:
-    """Whether `mark`'s support (α > 0.1) is at the place of one of the `scene` supports (H×W bool): IoU ≥ `same`."""
+def place_of(mark: Mark, supports: list[np.ndarray], same: float = SAME_PLACE) -> int | None:
+    """The first of `supports` (H×W bool) at `mark`'s place: its support (α > 0.1) and it have IoU ≥ `same`."""
     a = mark.alpha > 0.1
-    for s in scene:
+    for i, s in enumerate(supports):
         union = int((a | s).sum())
         if union and int((a & s).sum()) / union >= same:
-            return True
-    return False
+            return i
+    return None
+
+
+def in_scene(mark: Mark, scene: list[np.ndarray], same: float = SAME_PLACE) -> bool:
+    """Whether `mark`'s support (α > 0.1) is at the place of one of the `scene` supports (H×W bool): IoU ≥ `same`."""
+    return place_of(mark, scene, same) is not None
