@@ -190,3 +190,28 @@ def test_a_mark_found_in_some_windows_covers_the_still_shots_between_them(parts:
     assert out.windows == len(parts)
     assert _covered(out.marks, len(frames)) == list(covered)
     assert all(iou(m.alpha > 0.1, a > 0) >= 0.5 for m in out.marks)
+
+
+def test_a_part_of_a_larger_mark_is_not_carried_across_windows() -> None:
+    """The detector also finds a logo's parts on their own in some windows; carried into the windows that did
+    not find them they would be removed again over the whole logo's removal. Only the whole is carried (the
+    900-frame bench clip: 22 marks, parts and 2–4-frame runs among them, before this)."""
+    from vidpipe.stages.watermark.detect import gradients
+
+    small = torch.full((10, 3, 20, 20), 0.2)
+    small[:, :, 5:15, 4:16] = 0.9  # a still logo
+    whole_alpha = np.zeros((20, 20), np.float32)
+    whole_alpha[5:15, 4:16] = 1.0
+    part_alpha = np.zeros((20, 20), np.float32)
+    part_alpha[5:15, 4:9] = 1.0
+    g = gradients(small[:1])[0]
+    found = Detection(
+        [Mark(0, 9, whole_alpha), Mark(0, 9, part_alpha)],
+        templates=[g, g * torch.from_numpy(part_alpha > 0)],
+        small=small,
+    )
+    places = whole._Places(torch.device("cpu"))
+    assert places.fold(list(range(10)), found) == []
+    carried = places.fold(list(range(10, 20)), Detection([], small=small))
+    assert [(m.first, m.last) for m in carried] == [(10, 19)]
+    assert np.array_equal(carried[0].alpha, whole_alpha)

@@ -29,7 +29,7 @@ import torch
 
 from ...frames import FrameBatch, float_pixels
 from ...media.yuv import PlanarBatch, planes_to_rgb_frames
-from .detect import Detection, detect_marks, gradients, merge_marks, presence_any_background
+from .detect import Detection, DetectOptions, detect_marks, gradients, merge_marks, presence_any_background
 from .fade import runs as _runs
 from .marks import Mark
 
@@ -52,6 +52,10 @@ GPU_WINDOWS_IN_FLIGHT: Final = 3
 LOOK_BACK: Final = 2
 EXTEND_RUN: Final = 2
 EXTEND_PRESENT: Final = 0.3
+#: least run of frames inside a window that did not find the mark (a run touching the window's edge continues
+#: across it and needs only `EXTEND_RUN`): the detector's own least (`DetectOptions.min_frames`). Runs of 2–4
+#: frames at 0.3–0.5 were scattered over the 900-frame bench clip's shots with 2 frames everywhere
+INSIDE_RUN: Final = DetectOptions().min_frames
 #: most preview frames held at once (one per window with a mark; whether a window's marks are kept is known only
 #: at the end, when every window has shown what is the scene's)
 PREVIEWS: Final = 4
@@ -210,7 +214,8 @@ class _Places:
     edges over a picture that hardly moves") and a logo present throughout the input was left in those windows'
     frames, with their frames taken for mark-free ones by the removal's copies (issue 17: the bench clip's still
     shots, half its frames). Such a window's frames that show the mark's template (`presence_any_background` ≥
-    `EXTEND_PRESENT`, in runs of at least `EXTEND_RUN`) get it as another span of that mark. So do the frames at a
+    `EXTEND_PRESENT`, in runs of at least `INSIDE_RUN`, or `EXTEND_RUN` at the window's edge) get it as another span
+    of that mark; a part of a larger place's mark (`_fragment`) is not carried. So do the frames at a
     window's edge that its own detection left out next to the mark's span, where a window lies beyond that edge (a
     cut to a black shot two frames before the window ends: the detector's signed presence reads 0.36 there); a
     window alone (the eval's clips) is as its detection found it. Windows are folded in input order; the last
@@ -243,20 +248,35 @@ class _Places:
         first = not self.recent
         grads = self._gradients(det.small)
         for i in range(len(self.places)):
+            if self._fragment(i):
+                continue
             covered = here.get(i)
             for a, b, mark in self._look(index, grads, i, covered or set()):
                 if covered is None:
-                    out.append(mark)  # a window that did not find it
+                    if _whole_run(a, b, len(index)):
+                        out.append(mark)  # a window that did not find it
                 elif a == 0 and not first:
                     out.append(mark)  # its own window's first frames, after another window
                 elif b == len(index):
                     self.tail.append(mark)  # its last frames: only if another window follows
         for old_index, small, there in self.recent:
-            if looked := [i for i in new if i not in there]:
+            if looked := [i for i in new if i not in there and not self._fragment(i)]:
                 old = self._gradients(small)
-                out += [mark for i in looked for _, _, mark in self._look(old_index, old, i, set())]
+                runs = [run for i in looked for run in self._look(old_index, old, i, set())]
+                out += [mark for a, b, mark in runs if _whole_run(a, b, len(old_index))]
         self.recent.append((index, det.small, set(here)))
         return out
+
+    def _fragment(self, i: int) -> bool:
+        """Whether place `i` is a part of a larger place's mark (at least half its support inside it): the detector
+        also finds a logo's parts on their own in some windows; carried across windows they would be removed
+        again over the whole mark's removal."""
+        own = self.places[i].support
+        area = int(own.sum())
+        return any(
+            j != i and int(p.support.sum()) > area and int((own & p.support).sum()) >= 0.5 * area
+            for j, p in enumerate(self.places)
+        )
 
     def _gradients(self, small: torch.Tensor) -> torch.Tensor:
         """A window's analysis frames' gradients, on the detection's device (once a window, for every place)."""
@@ -274,6 +294,12 @@ class _Places:
                 info = {"presence": round(float(np.mean(presence[a:b])), 3), "found": "at its place in another window"}
                 out.append((a, b, Mark(index[a], index[b - 1], p.mark.alpha, p.mark.colour, "auto", info)))
         return out
+
+
+def _whole_run(a: int, b: int, frames: int) -> bool:
+    """Whether frames a..b−1 of a window of `frames` that did not find a mark are kept as its span: `INSIDE_RUN`
+    long, or touching the window's edge (a span going on across it)."""
+    return b - a >= INSIDE_RUN or a == 0 or b == frames
 
 
 def place_of(mark: Mark, supports: list[np.ndarray], same: float = SAME_PLACE) -> int | None:
